@@ -1,0 +1,22 @@
+"""fastgd: fast, trustworthy gradient descent for linear models.
+
+``import fastgd`` compiles nothing: the Numba kernels compile (or load from Numba's
+on-disk cache) on first use.
+"""
+
+from __future__ import annotations
+
+from . import options
+from .engine import FitResult, auto_learning_rate, fit
+from .errors import DivergenceError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DivergenceError",
+    "FitResult",
+    "__version__",
+    "auto_learning_rate",
+    "fit",
+    "options",
+]

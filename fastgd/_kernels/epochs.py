@@ -1,0 +1,359 @@
+"""Epoch loops: per-sample SGD, and batch steps (mini-batch and full batch).
+
+Every kernel takes C-contiguous arrays and plain scalars, never validates, allocates only
+per call (never per sample or per batch) and never calls back into Python.
+
+Conventions shared by all kernels (the engine prepares them):
+
+- ``sample_weight`` is either empty (all weights 1) or holds per-row multipliers ``s``;
+- ``order`` is the row order of the epoch (empty: rows in file order);
+- ``w`` is updated in place; the intercept is a float64 scalar passed in and returned;
+- ``l1`` and ``l2`` are the penalty strengths of ``l1·‖w‖₁ + l2·½‖w‖²``;
+- every mean divides by the number of rows involved;
+- a kernel stops at the first batch or row whose prediction is not finite and returns its
+  position in the epoch (``-1`` when all went well), so the engine can report divergence
+  instead of running an epoch of NaNs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ._config import kernel, parallel_kernel, scalar
+from .scalar import learning_rate, loss_and_derivative, soft_threshold
+
+#: A batch is split into chunks of at least this many rows ...
+MIN_CHUNK_ROWS = 256
+#: ... and at most this many chunks. Chunk boundaries depend only on the batch size, and
+#: chunk sums are merged in chunk order: results do not depend on the number of threads.
+MAX_CHUNKS = 64
+
+
+@scalar
+def chunk_rows_for(m):
+    return max(MIN_CHUNK_ROWS, (m + MAX_CHUNKS - 1) // MAX_CHUNKS)
+
+
+@scalar
+def _row_dot(X, i, w):
+    acc = X.dtype.type(0.0)
+    for j in range(X.shape[1]):
+        acc += X[i, j] * w[j]
+    return acc
+
+
+@scalar
+def _accumulate_chunk(
+    c,
+    X,
+    y,
+    sample_weight,
+    order,
+    start,
+    stop,
+    w,
+    intercept,
+    loss_code,
+    epsilon,
+    G,
+    sums,
+):
+    """Chunk ``c`` of rows ``start..stop`` (positions in ``order``): ``G[c] = Σ s·L'·x``,
+    ``sums[c] = (Σ s·L, Σ s·L')``."""
+    chunk = chunk_rows_for(stop - start)
+    lo = start + c * chunk
+    hi = min(lo + chunk, stop)
+    d = X.shape[1]
+    weighted = sample_weight.shape[0] > 0
+    use_order = order.shape[0] > 0
+    for j in range(d):
+        G[c, j] = 0.0
+    loss_sum = 0.0
+    deriv_sum = 0.0
+    for k in range(lo, hi):
+        i = order[k] if use_order else k
+        p = _row_dot(X, i, w) + intercept
+        value, deriv = loss_and_derivative(loss_code, p, y[i], epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        loss_sum += value
+        deriv_sum += deriv
+        coef = X.dtype.type(deriv)
+        for j in range(d):
+            G[c, j] += coef * X[i, j]
+    sums[c, 0] = loss_sum
+    sums[c, 1] = deriv_sum
+
+
+@kernel
+def _accumulate_serial(
+    X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums
+):
+    chunk = chunk_rows_for(stop - start)
+    n_chunks = (stop - start + chunk - 1) // chunk
+    for c in range(n_chunks):
+        _accumulate_chunk(
+            c,
+            X,
+            y,
+            sample_weight,
+            order,
+            start,
+            stop,
+            w,
+            intercept,
+            loss_code,
+            epsilon,
+            G,
+            sums,
+        )
+    return n_chunks
+
+
+@parallel_kernel
+def _accumulate_parallel(
+    X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums
+):
+    chunk = chunk_rows_for(stop - start)
+    n_chunks = (stop - start + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        _accumulate_chunk(
+            c,
+            X,
+            y,
+            sample_weight,
+            order,
+            start,
+            stop,
+            w,
+            intercept,
+            loss_code,
+            epsilon,
+            G,
+            sums,
+        )
+    return n_chunks
+
+
+@scalar
+def _penalized_update(w, grad, scale, eta, l1, l2):
+    """``w ← prox_{η·l1‖·‖₁}(w·(1 − η·l2) − scale·grad)``."""
+    dtype = w.dtype.type
+    decay = dtype(1.0 - eta * l2)
+    step = dtype(scale)
+    if l1 > 0.0:
+        threshold = dtype(eta * l1)
+        for j in range(w.shape[0]):
+            w[j] = soft_threshold(w[j] * decay - step * grad[j], threshold)
+    else:
+        for j in range(w.shape[0]):
+            w[j] = w[j] * decay - step * grad[j]
+
+
+@kernel
+def batch_epoch(
+    X,
+    y,
+    sample_weight,
+    order,
+    batch_size,
+    w,
+    intercept,
+    fit_intercept,
+    loss_code,
+    epsilon,
+    schedule_code,
+    eta0,
+    power_t,
+    alpha,
+    optimal_init,
+    t,
+    l1,
+    l2,
+    parallel,
+):
+    """One epoch of mini-batch gradient descent (full batch: ``batch_size ≥ n``).
+
+    Each batch of ``m`` rows takes one step from ``(1/m)·Σ s·L'(x·w + b, y)·x``, the
+    predictions all made with the weights in force at the start of the batch.
+
+    Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
+    position in the epoch of the first batch with a non-finite loss, or -1.
+    """
+    n = X.shape[0]
+    d = X.shape[1]
+    G = np.empty((MAX_CHUNKS, d), dtype=X.dtype)
+    grad = np.empty(d, dtype=X.dtype)
+    sums = np.empty((MAX_CHUNKS, 2))
+    loss_total = 0.0
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        m = stop - start
+        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
+        if parallel:
+            n_chunks = _accumulate_parallel(
+                X,
+                y,
+                sample_weight,
+                order,
+                start,
+                stop,
+                w,
+                intercept,
+                loss_code,
+                epsilon,
+                G,
+                sums,
+            )
+        else:
+            n_chunks = _accumulate_serial(
+                X,
+                y,
+                sample_weight,
+                order,
+                start,
+                stop,
+                w,
+                intercept,
+                loss_code,
+                epsilon,
+                G,
+                sums,
+            )
+        # Ordered merge: chunk 0, then 1, ... (vectorised over features, never reassociated
+        # across chunks).
+        for j in range(d):
+            grad[j] = G[0, j]
+        batch_loss = sums[0, 0]
+        deriv_sum = sums[0, 1]
+        for c in range(1, n_chunks):
+            for j in range(d):
+                grad[j] += G[c, j]
+            batch_loss += sums[c, 0]
+            deriv_sum += sums[c, 1]
+        loss_total += batch_loss
+        if not math.isfinite(batch_loss):
+            return intercept, loss_total, t, start
+        _penalized_update(w, grad, eta / m, eta, l1, l2)
+        if fit_intercept:
+            intercept -= eta * deriv_sum / m
+        t += 1.0
+    return intercept, loss_total, t, -1
+
+
+@kernel
+def sgd_epoch(
+    X,
+    y,
+    sample_weight,
+    order,
+    w,
+    intercept,
+    fit_intercept,
+    loss_code,
+    epsilon,
+    schedule_code,
+    eta0,
+    power_t,
+    alpha,
+    optimal_init,
+    t,
+    l1,
+    l2,
+):
+    """One epoch of per-sample SGD over the rows in ``order``.
+
+    For each row: ``w ← prox(w·(1 − η·l2) − η·s·L'(x·w + b, y)·x)``,
+    ``b ← b − η·s·L'``, ``t ← t + 1``.
+
+    Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
+    position in ``order`` of the first row with a non-finite prediction, or -1.
+    """
+    n = order.shape[0]
+    d = X.shape[1]
+    dtype = X.dtype.type
+    weighted = sample_weight.shape[0] > 0
+    loss_total = 0.0
+    for k in range(n):
+        i = order[k]
+        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
+        p = _row_dot(X, i, w) + intercept
+        if not math.isfinite(p):
+            return intercept, loss_total + p, t, k
+        value, deriv = loss_and_derivative(loss_code, p, y[i], epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        loss_total += value
+        decay = dtype(1.0 - eta * l2)
+        step = dtype(eta * deriv)
+        if l1 > 0.0:
+            threshold = dtype(eta * l1)
+            for j in range(d):
+                w[j] = soft_threshold(w[j] * decay - step * X[i, j], threshold)
+        else:
+            for j in range(d):
+                w[j] = w[j] * decay - step * X[i, j]
+        if fit_intercept:
+            intercept -= eta * deriv
+        t += 1.0
+    return intercept, loss_total, t, -1
+
+
+@parallel_kernel
+def predict(X, w, intercept, out):
+    """``out = X·w + intercept``, one pass over X."""
+    n = X.shape[0]
+    n_chunks = (n + MIN_CHUNK_ROWS * 16 - 1) // (MIN_CHUNK_ROWS * 16)
+    for c in numba.prange(n_chunks):
+        for i in range(c * MIN_CHUNK_ROWS * 16, min((c + 1) * MIN_CHUNK_ROWS * 16, n)):
+            out[i] = _row_dot(X, i, w) + intercept
+
+
+@parallel_kernel
+def max_weighted_row_norm(X, sample_weight, extra):
+    """``max_i s_i·(‖x_i‖² + extra)`` (``extra`` = 1 for the intercept's column)."""
+    n = X.shape[0]
+    weighted = sample_weight.shape[0] > 0
+    chunk = chunk_rows_for(n)
+    n_chunks = (n + chunk - 1) // chunk
+    partial = np.zeros(n_chunks)
+    for c in numba.prange(n_chunks):
+        best = 0.0
+        for i in range(c * chunk, min((c + 1) * chunk, n)):
+            norm = extra
+            for j in range(X.shape[1]):
+                norm += float(X[i, j]) * float(X[i, j])
+            if weighted:
+                norm *= sample_weight[i]
+            best = max(best, norm)
+        partial[c] = best
+    return partial.max()
+
+
+@parallel_kernel
+def find_non_finite(A):
+    """Return ``(row, column)`` of the first NaN or ±inf of the 2-D array ``A``, or
+    ``(-1, -1)``. One parallel pass; the exact place is searched only in chunks that hold
+    one."""
+    n = A.shape[0]
+    chunk = chunk_rows_for(n)
+    n_chunks = (n + chunk - 1) // chunk
+    bad = np.zeros(n_chunks, dtype=np.bool_)
+    for c in numba.prange(n_chunks):
+        probe = 0.0
+        for i in range(c * chunk, min((c + 1) * chunk, n)):
+            for j in range(A.shape[1]):
+                probe += A[i, j] * 0.0  # 0 for finite values, NaN otherwise
+        bad[c] = not math.isfinite(probe)
+    for c in range(n_chunks):
+        if bad[c]:
+            for i in range(c * chunk, min((c + 1) * chunk, n)):
+                for j in range(A.shape[1]):
+                    if not math.isfinite(A[i, j]):
+                        return i, j
+    return -1, -1

@@ -1,0 +1,132 @@
+"""Input validation: the one place where user input is checked and errors are worded.
+
+Every message names the parameter (or the row and column) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._kernels.epochs import find_non_finite
+
+
+def check_scalar(
+    value,
+    name: str,
+    *,
+    kind: str = "real",
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_none: bool = False,
+):
+    """Check a numeric parameter and return it as a Python ``int`` or ``float``.
+
+    ``kind``: ``"int"`` or ``"real"``; ``low``/``high`` bound it (``low_open``: strictly).
+    """
+    if value is None and allow_none:
+        return None
+    if kind == "int":
+        ok_type = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        expected = "an integer"
+    else:
+        ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        expected = "a real number"
+    if not ok_type:
+        none = " or None" if allow_none else ""
+        raise TypeError(f"{name} must be {expected}{none}; got {value!r} ({type(value).__name__}).")
+    value = int(value) if kind == "int" else float(value)
+    if kind == "real" and not np.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value!r}.")
+    if low is not None and (value <= low if low_open else value < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        rng = bound if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {rng}; got {value!r}.")
+    if high is not None and value > high:
+        rng = f"<= {high}" if low is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {rng}; got {value!r}.")
+    return value
+
+
+def _as_numeric_array(data, name: str) -> np.ndarray:
+    array = np.asarray(data)
+    if array.dtype.kind not in "biuf":
+        what = "complex" if array.dtype.kind == "c" else f"non-numeric ({array.dtype})"
+        raise TypeError(
+            f"{name} must hold real numbers; got a {what} array. Encode or drop "
+            "non-numeric columns before fitting."
+        )
+    return array
+
+
+def _report_non_finite(array2d: np.ndarray, name: str, what: str) -> None:
+    row, col = find_non_finite(array2d)
+    if row >= 0:
+        where = f"row {row}, column {col}" if what == "X" else f"row {row}"
+        raise ValueError(
+            f"{name} contains a non-finite value ({array2d[row, col]!r}) at {where}; "
+            "remove or impute NaN/inf before fitting."
+        )
+
+
+def check_X(X) -> np.ndarray:
+    """Return X as a C-contiguous float32/float64 2-D array, copying only if needed."""
+    X = _as_numeric_array(X, "X")
+    if X.ndim != 2:
+        hint = " Use X.reshape(-1, 1) for a single feature." if X.ndim == 1 else ""
+        raise ValueError(
+            f"X must be a 2-D array of shape (n_samples, n_features); got {X.ndim}-D "
+            f"array of shape {X.shape}.{hint}"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {X.shape}); it needs at least one row and one column.")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
+    X = np.ascontiguousarray(X)  # no copy when already C-contiguous
+    _report_non_finite(X, "X", "X")
+    return X
+
+
+def check_vector(v, name: str, n: int, dtype) -> np.ndarray:
+    """A 1-D (or (n, 1)) finite numeric vector of length ``n``, as ``dtype``."""
+    v = _as_numeric_array(v, name)
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim != 1:
+        raise ValueError(f"{name} must be 1-D of length {n}; got shape {v.shape}.")
+    if v.shape[0] != n:
+        raise ValueError(f"{name} has {v.shape[0]} entries but X has {n} rows; they must match.")
+    v = np.ascontiguousarray(v, dtype=dtype)
+    _report_non_finite(v.reshape(-1, 1), name, name)
+    return v
+
+
+def check_sample_weight(sample_weight, n: int) -> np.ndarray:
+    """Validate weights and rescale them to mean 1 (an empty array when all are equal)."""
+    if sample_weight is None:
+        return np.empty(0)
+    sw = check_vector(sample_weight, "sample_weight", n, np.float64)
+    if (sw < 0).any():
+        row = int(np.argmax(sw < 0))
+        raise ValueError(f"sample_weight must be >= 0; got {sw[row]!r} at row {row}.")
+    total = sw.sum()
+    if total <= 0:
+        raise ValueError("sample_weight sums to 0: at least one row needs a positive weight.")
+    return sw * (n / total)
+
+
+def check_binary_labels(y: np.ndarray, loss_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Map two classes to {-1, +1} (the smaller to -1). Returns ``(classes, y_signed)``."""
+    classes = np.unique(y)
+    if classes.shape[0] != 2:
+        shown = classes[:10].tolist()
+        more = ", ..." if classes.shape[0] > 10 else ""
+        raise ValueError(
+            f"loss={loss_name!r} is a classification loss and needs exactly two classes "
+            f"in y; got {classes.shape[0]}: {shown}{more}. Use a regression loss, or "
+            "one-vs-rest for more classes."
+        )
+    signed = np.where(y == classes[1], 1.0, -1.0).astype(y.dtype)
+    return classes, signed

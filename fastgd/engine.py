@@ -1,0 +1,529 @@
+"""The engine: ``fastgd.fit`` and the one epoch loop every front end drives.
+
+It validates the input, resolves the options to kernel codes, derives the ``auto`` step
+size, draws the seeded row orders, calls one epoch kernel per epoch, records the loss
+curve, and decides when to stop: converged, diverged, stopped by the callback, or out of
+epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import options
+from ._kernels.epochs import batch_epoch, max_weighted_row_norm, predict, sgd_epoch
+from ._kernels.order import fill_epoch_order
+from ._validation import (
+    check_binary_labels,
+    check_sample_weight,
+    check_scalar,
+    check_vector,
+    check_X,
+)
+from .errors import DivergenceError
+
+__all__ = ["FitResult", "auto_learning_rate", "fit"]
+
+#: An epoch whose loss exceeds this many times ``max(first epoch's loss, 1)`` has diverged.
+EXPLOSION_FACTOR = 1e10
+#: ``adaptive`` divides the step by this after ``n_iter_no_change`` epochs without progress
+#: and stops once the step falls below ``ADAPTIVE_MIN_ETA`` (as scikit-learn).
+ADAPTIVE_DIVISOR = 5.0
+ADAPTIVE_MIN_ETA = 1e-6
+#: Rows sampled for the power iteration behind ``learning_rate="auto"``.
+AUTO_SAMPLE_ROWS = 10_000
+AUTO_POWER_ITERATIONS = 30
+#: A batch is accumulated in parallel when it holds at least this many values
+#: (rows × features); smaller batches run serially (see benchmarks/README.md).
+PARALLEL_MIN_VALUES = 1 << 17
+#: ``shuffle="block"`` moves blocks of about this many bytes of X (fits in L2 cache).
+SHUFFLE_BLOCK_BYTES = 64 * 1024
+
+
+@dataclass
+class FitResult:
+    """What ``fastgd.fit`` returns.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (n_features,)
+        The weights, in the dtype of X.
+    intercept : float
+        The intercept ``b`` (0 when ``fit_intercept=False``).
+    n_iter : int
+        Epochs run.
+    loss_history : ndarray of shape (n_iter,)
+        The loss curve: one value of the objective per epoch (see ``fastgd.fit``).
+    converged : bool
+        Whether ``tol`` was met (False when ``max_iter`` or the callback ended the run).
+    learning_rate : float
+        The step size the run started with (``auto``: the derived one).
+    t : float
+        The step counter after the run (1 + the number of steps), for continuing.
+    loss : str
+        The loss's name.
+    classes : ndarray of shape (2,) or None
+        For classification losses, the two labels (``classes[1]`` is the positive class).
+    fit_time : float
+        Seconds spent in ``fit``.
+    """
+
+    coef: np.ndarray
+    intercept: float
+    n_iter: int
+    loss_history: np.ndarray
+    converged: bool
+    learning_rate: float
+    t: float
+    loss: str
+    classes: np.ndarray | None = None
+    fit_time: float = 0.0
+    extras: dict = field(default_factory=dict)
+
+    def decision_function(self, X) -> np.ndarray:
+        """``X·coef + intercept`` in one pass over X."""
+        X = check_X(X)
+        if X.shape[1] != self.coef.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model was fitted with {self.coef.shape[0]}."
+            )
+        out = np.empty(X.shape[0], dtype=X.dtype)
+        predict(X, self.coef.astype(X.dtype, copy=False), float(self.intercept), out)
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets (regression) or labels from ``classes`` (classification)."""
+        scores = self.decision_function(X)
+        if self.classes is None:
+            return scores
+        return np.where(scores > 0, self.classes[1], self.classes[0])
+
+
+@dataclass
+class _Plan:
+    """Everything validated and resolved; what the epoch loop needs."""
+
+    X: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray
+    loss: options.Loss
+    strategy: options.Strategy
+    schedule: options.Schedule
+    batch_size: int
+    eta0: float
+    power_t: float
+    alpha: float
+    l1: float
+    l2: float
+    epsilon: float
+    optimal_init: float
+    max_iter: int
+    tol: float | None
+    n_iter_no_change: int
+    fit_intercept: bool
+    shuffle_mode: int
+    rng: np.random.Generator
+    coef: np.ndarray
+    intercept: float
+    classes: np.ndarray | None
+    callback: Callable | None
+
+
+def _shuffle_mode(shuffle) -> int:
+    if shuffle is True or (isinstance(shuffle, (bool, np.bool_)) and shuffle):
+        return options.SHUFFLE_FULL
+    if shuffle is False or (isinstance(shuffle, (bool, np.bool_)) and not shuffle):
+        return options.SHUFFLE_NONE
+    if isinstance(shuffle, str) and shuffle == "block":
+        return options.SHUFFLE_BLOCK
+    raise ValueError(f"shuffle={shuffle!r} is not supported; allowed values: True, False, 'block'.")
+
+
+def _make_rng(random_state) -> np.random.Generator:
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None or isinstance(random_state, (np.random.Generator, np.integer, int)):
+        if isinstance(random_state, (bool, np.bool_)):
+            raise TypeError(
+                f"random_state must be None, an int or a Generator; got {random_state!r}."
+            )
+        if isinstance(random_state, (int, np.integer)) and random_state < 0:
+            raise ValueError(f"random_state must be >= 0; got {random_state}.")
+        return np.random.default_rng(random_state)
+    raise TypeError(
+        f"random_state must be None, an int, a numpy Generator or RandomState; got "
+        f"{type(random_state).__name__}."
+    )
+
+
+def optimal_init(loss: options.Loss, alpha: float, epsilon: float) -> float:
+    """scikit-learn's ``optimal`` schedule offset: the first step has size
+    ``typw / max(1, L'(-typw, 1))`` with ``typw = sqrt(1/sqrt(alpha))``."""
+    from ._kernels.scalar import loss_and_derivative
+
+    typw = math.sqrt(1.0 / math.sqrt(alpha))
+    _, deriv = loss_and_derivative(loss.code, -typw, 1.0, epsilon)
+    initial_eta0 = typw / max(1.0, deriv)
+    return 1.0 / (initial_eta0 * alpha)
+
+
+def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty, alpha,
+          l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept, sample_weight,
+          shuffle, random_state, coef_init, intercept_init, callback) -> _Plan:  # fmt: skip
+    loss_opt = options.loss_by_name(loss)
+    strategy_opt = options.strategy_by_name(strategy)
+    schedule_opt = options.schedule_by_name(learning_rate)
+    penalty_opt = options.penalty_by_name(penalty)
+    batch_size = check_scalar(batch_size, "batch_size", kind="int", low=1)
+    eta0 = check_scalar(eta0, "eta0", low=0.0, low_open=True)
+    power_t = check_scalar(power_t, "power_t")
+    alpha = check_scalar(alpha, "alpha", low=0.0)
+    l1_ratio = check_scalar(l1_ratio, "l1_ratio", low=0.0, high=1.0)
+    epsilon = check_scalar(epsilon, "epsilon", low=0.0)
+    max_iter = check_scalar(max_iter, "max_iter", kind="int", low=1)
+    tol = check_scalar(tol, "tol", low=0.0, allow_none=True)
+    n_iter_no_change = check_scalar(n_iter_no_change, "n_iter_no_change", kind="int", low=1)
+    if not isinstance(fit_intercept, (bool, np.bool_)):
+        raise TypeError(f"fit_intercept must be True or False; got {fit_intercept!r}.")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
+    if schedule_opt.name == "optimal" and alpha == 0.0:
+        raise ValueError("learning_rate='optimal' needs alpha > 0 (its step is 1/(alpha·t)).")
+    shuffle_mode = _shuffle_mode(shuffle)
+    rng = _make_rng(random_state)
+
+    X = check_X(X)
+    n, d = X.shape
+    y = check_vector(y, "y", n, X.dtype)
+    classes = None
+    if loss_opt.classification:
+        classes, y = check_binary_labels(y, loss_opt.name)
+    sw = check_sample_weight(sample_weight, n)
+
+    if coef_init is None:
+        coef = np.zeros(d, dtype=X.dtype)
+    else:
+        coef = check_vector(coef_init, "coef_init", d, X.dtype).copy()
+    intercept = 0.0
+    if intercept_init is not None:
+        intercept = check_scalar(
+            np.asarray(intercept_init).reshape(-1)[0]
+            if np.ndim(intercept_init) and np.size(intercept_init) == 1
+            else intercept_init,
+            "intercept_init",
+        )
+    l1, l2 = penalty_opt.split(alpha, l1_ratio)
+    return _Plan(
+        X=X, y=y, sample_weight=sw, loss=loss_opt, strategy=strategy_opt,
+        schedule=schedule_opt, batch_size=batch_size, eta0=eta0, power_t=power_t, alpha=alpha,
+        l1=l1, l2=l2, epsilon=epsilon,
+        optimal_init=optimal_init(loss_opt, alpha, epsilon) if schedule_opt.code == 1 else 0.0,
+        max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+        fit_intercept=bool(fit_intercept), shuffle_mode=shuffle_mode, rng=rng, coef=coef,
+        intercept=intercept, classes=classes, callback=callback,
+    )  # fmt: skip
+
+
+def _rows_per_step(strategy: options.Strategy, batch_size: int, n: int) -> int:
+    if strategy.name == "full":
+        return n
+    if strategy.name == "sgd":
+        return 1
+    return min(batch_size, n)
+
+
+def auto_learning_rate(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    *,
+    loss: options.Loss,
+    rows_per_step: int,
+    fit_intercept: bool,
+    l2: float,
+    rng: np.random.Generator,
+) -> float:
+    """A step size that keeps gradient descent stable, derived from the data.
+
+    With ``x̃ = (x, 1)`` when fitting an intercept, ``c`` the loss's curvature bound and
+    ``s`` the (mean-1) sample weights:
+
+    - ``L_full`` = largest eigenvalue of ``Σ s·x̃x̃ᵀ / n`` (power iteration on a sample of at
+      most ``AUTO_SAMPLE_ROWS`` rows, never below ``max s‖x̃‖² / n``);
+    - ``L_row``  = ``max s·‖x̃‖²`` (one parallel pass over X);
+    - for ``B`` rows per step, the expected smoothness of the batch gradient
+      ``L_B = n(B−1)/(B(n−1))·L_full + (n−B)/(B(n−1))·L_row`` (``L_row`` for SGD,
+      ``L_full`` for full batch);
+    - ``η = 1 / (c·L_B + l2)``.
+
+    For squared error this is at most half of the ``2/L`` beyond which full-batch gradient
+    descent diverges, and each SGD step contracts the residual of its row.
+    """
+    n = X.shape[0]
+    extra = 1.0 if fit_intercept else 0.0
+    l_row = float(max_weighted_row_norm(X, sample_weight, extra))
+    if n > AUTO_SAMPLE_ROWS:
+        rows = np.sort(rng.choice(n, AUTO_SAMPLE_ROWS, replace=False))
+        sample = X[rows].astype(np.float64)
+        weights = sample_weight[rows] if sample_weight.shape[0] else None
+    else:
+        sample = X.astype(np.float64)
+        weights = sample_weight if sample_weight.shape[0] else None
+    if fit_intercept:
+        sample = np.hstack([sample, np.ones((sample.shape[0], 1))])
+    scaled = sample if weights is None else sample * np.sqrt(weights)[:, None]
+    vector = np.ones(scaled.shape[1]) + 0.1 * rng.standard_normal(scaled.shape[1])
+    eigenvalue = 0.0
+    for _ in range(AUTO_POWER_ITERATIONS):
+        norm = np.linalg.norm(vector)
+        if norm == 0.0:
+            break
+        vector /= norm
+        image = scaled.T @ (scaled @ vector) / scaled.shape[0]
+        eigenvalue = float(vector @ image)
+        vector = image
+    l_full = max(eigenvalue, l_row / n)
+    batch = max(1, min(rows_per_step, n))
+    if n == 1:
+        smoothness = l_row
+    else:
+        smoothness = (n * (batch - 1)) / (batch * (n - 1)) * l_full + (n - batch) / (
+            batch * (n - 1)
+        ) * l_row
+    denominator = loss.curvature * smoothness + l2
+    if denominator <= 0.0:  # all-zero data: any step is stable
+        return 1.0
+    return 1.0 / denominator
+
+
+def _penalty_value(coef: np.ndarray, l1: float, l2: float) -> float:
+    value = 0.0
+    if l1:
+        value += l1 * float(np.abs(coef).sum(dtype=np.float64))
+    if l2:
+        value += 0.5 * l2 * float(np.dot(coef.astype(np.float64), coef.astype(np.float64)))
+    return value
+
+
+def _block_rows(X: np.ndarray) -> int:
+    return int(np.clip(SHUFFLE_BLOCK_BYTES // (X.shape[1] * X.itemsize), 8, 4096))
+
+
+def fit(
+    X,
+    y,
+    *,
+    loss: str = "squared_error",
+    strategy: str = "minibatch",
+    batch_size: int = 256,
+    learning_rate: str = "auto",
+    eta0: float = 0.01,
+    power_t: float = 0.25,
+    penalty: str | None = None,
+    alpha: float = 1e-4,
+    l1_ratio: float = 0.15,
+    epsilon: float = 0.1,
+    max_iter: int = 20,
+    tol: float | None = 1e-4,
+    n_iter_no_change: int = 5,
+    fit_intercept: bool = True,
+    sample_weight=None,
+    shuffle: bool | str = True,
+    random_state=None,
+    coef_init=None,
+    intercept_init=None,
+    callback: Callable | None = None,
+) -> FitResult:
+    r"""Fit a linear model ``p = X·coef + intercept`` by gradient descent.
+
+    Minimises
+
+    .. math:: J(w, b) = \frac{1}{n}\sum_i s_i\,L(x_i·w + b, y_i) + \alpha R(w)
+
+    with ``s`` the sample weights rescaled to mean 1, by one of three strategies:
+
+    - ``"full"``: one step per epoch from the exact gradient, computed in one parallel
+      pass over X;
+    - ``"sgd"``: one step per row, rows in the order given by ``shuffle``;
+    - ``"minibatch"``: one step per ``batch_size`` rows from the batch's mean gradient
+      (accumulated in parallel when the batch is large enough to pay).
+
+    Each step is :math:`w \leftarrow \mathrm{prox}_{\eta\,l_1\|\cdot\|_1}\big(w(1-\eta\,l_2)
+    - \eta\,g\big)`, :math:`b \leftarrow b - \eta\,g_b`, where ``l1``/``l2`` split
+    ``alpha`` by the penalty (the intercept is never penalised).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        float32 or float64 are used as they are (no copy when C-contiguous; float32 gives
+        float32 coefficients); other numeric dtypes are converted once to float64.
+    y : array of shape (n_samples,)
+        Targets; for classification losses, exactly two classes (mapped to -1 and +1, the
+        larger label being the positive class).
+    loss : str
+        One of ``fastgd.options.LOSSES``: ``squared_error``, ``huber``,
+        ``epsilon_insensitive``, ``squared_epsilon_insensitive``, ``log_loss``, ``hinge``,
+        ``squared_hinge``, ``modified_huber``, ``perceptron``.
+    strategy : {"minibatch", "sgd", "full"}
+    batch_size : int
+        Rows per step for ``minibatch`` (any value ≥ 1; larger than n means full batch).
+    learning_rate : {"auto", "constant", "optimal", "invscaling", "adaptive"}
+        ``auto`` derives a stable constant step from the data (see
+        :func:`auto_learning_rate`); ``constant`` uses ``eta0``; ``invscaling`` uses
+        ``eta0 / t**power_t``; ``optimal`` is scikit-learn's ``1/(alpha·(t0 + t - 1))``;
+        ``adaptive`` starts at ``eta0`` and divides it by 5 after ``n_iter_no_change``
+        epochs without improvement. ``t`` counts steps from 1.
+    eta0, power_t : float
+        Parameters of the schedules above (``eta0 > 0``).
+    penalty : {None, "l2", "l1", "elasticnet"}
+    alpha : float
+        Penalty strength (≥ 0).
+    l1_ratio : float in [0, 1]
+        The L1 share of ``alpha`` for ``elasticnet``.
+    epsilon : float
+        The ``epsilon`` of ``huber``, ``epsilon_insensitive`` and
+        ``squared_epsilon_insensitive``.
+    max_iter : int
+        Epochs at most.
+    tol : float or None
+        Stop (converged) when the epoch loss has not fallen below ``best - tol`` for
+        ``n_iter_no_change`` epochs in a row; ``None`` runs all ``max_iter`` epochs.
+    n_iter_no_change : int
+    fit_intercept : bool
+    sample_weight : array of shape (n_samples,) or None
+        Non-negative; rescaled to mean 1, so only their ratios matter.
+    shuffle : {True, "block", False}
+        Row order of each epoch for ``sgd``/``minibatch``: a fresh random permutation, a
+        cache-friendly order (blocks of about 64 KiB of rows in random order, rows permuted
+        within each block), or file order.
+    random_state : None, int or numpy Generator
+        Seeds the row orders and ``auto``'s row sample; equal seeds give equal results,
+        whatever the number of threads.
+    coef_init, intercept_init :
+        Starting weights (not modified).
+    callback : callable or None
+        ``callback(epoch, coef, intercept, loss)`` after each epoch (``coef`` read-only);
+        returning True stops the run.
+
+    Returns
+    -------
+    FitResult
+        ``loss_history`` holds one value per epoch: for ``full``, the objective at the start
+        of the epoch's step (from the same pass as the gradient); for ``sgd`` and
+        ``minibatch``, the weighted mean of the per-row losses met during the epoch (each
+        before its own step), plus the penalty at the start of the epoch.
+
+    Raises
+    ------
+    DivergenceError
+        When the loss or the weights stop being finite, or the loss explodes; the error
+        keeps the last good weights.
+    ValueError, TypeError
+        For invalid input, naming the parameter, the allowed values or the row.
+    """
+    started = time.perf_counter()
+    plan = _plan(
+        X, y, loss=loss, strategy=strategy, batch_size=batch_size, learning_rate=learning_rate,
+        eta0=eta0, power_t=power_t, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
+        epsilon=epsilon, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+        fit_intercept=fit_intercept, sample_weight=sample_weight, shuffle=shuffle,
+        random_state=random_state, coef_init=coef_init, intercept_init=intercept_init,
+        callback=callback,
+    )  # fmt: skip
+    result = _run(plan)
+    result.fit_time = time.perf_counter() - started
+    return result
+
+
+def _run(plan: _Plan) -> FitResult:
+    """The epoch loop."""
+    X, y, sw = plan.X, plan.y, plan.sample_weight
+    n, d = X.shape
+    rows = _rows_per_step(plan.strategy, plan.batch_size, n)
+    if plan.schedule.name == "auto":
+        eta = auto_learning_rate(
+            X, sw, loss=plan.loss, rows_per_step=rows, fit_intercept=plan.fit_intercept,
+            l2=plan.l2, rng=plan.rng,
+        )  # fmt: skip
+    else:
+        eta = plan.eta0
+    start_eta = eta
+    parallel = rows * d >= PARALLEL_MIN_VALUES and numba.get_num_threads() > 1
+    order = np.empty(n if plan.strategy.name != "full" else 0, dtype=np.int64)
+    block_rows = _block_rows(X)
+    coef = plan.coef
+    intercept = plan.intercept
+    t = 1.0
+    history: list[float] = []
+    best = math.inf
+    no_improvement = 0
+    converged = False
+    for epoch in range(plan.max_iter):
+        good_coef, good_intercept = coef.copy(), intercept
+        penalty_now = _penalty_value(coef, plan.l1, plan.l2)
+        if order.shape[0]:
+            fill_epoch_order(order, plan.shuffle_mode, block_rows, plan.rng.integers(2**63))
+        common = (
+            plan.fit_intercept, plan.loss.code, plan.epsilon, plan.schedule.kernel_code, eta,
+            plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
+        )  # fmt: skip
+        if plan.strategy.name == "sgd":
+            intercept, loss_sum, t, bad = sgd_epoch(X, y, sw, order, coef, intercept, *common)
+        else:
+            step_rows = n if plan.strategy.name == "full" else rows
+            intercept, loss_sum, t, bad = batch_epoch(
+                X, y, sw, order, step_rows, coef, intercept, *common, parallel
+            )
+        epoch_loss = loss_sum / n + penalty_now
+        exploded = epoch_loss > EXPLOSION_FACTOR * max(history[0] if history else 1.0, 1.0)
+        if (
+            bad >= 0
+            or not math.isfinite(epoch_loss)
+            or exploded
+            or not (math.isfinite(intercept) and np.isfinite(coef).all())
+        ):
+            what = "the loss exploded" if exploded and bad < 0 else "the loss became non-finite"
+            raise DivergenceError(
+                f"Training diverged in epoch {epoch + 1}: {what} with a step size of "
+                f"{eta:.3g} (learning_rate={plan.schedule.name!r}). Try "
+                "learning_rate='auto', a smaller eta0, or standardising the features.",
+                epoch=epoch + 1,
+                coef=good_coef,
+                intercept=good_intercept,
+                loss_history=np.array(history),
+            )
+        history.append(epoch_loss)
+        if plan.callback is not None:
+            view = coef.view()
+            view.flags.writeable = False
+            if plan.callback(epoch + 1, view, intercept, epoch_loss):
+                break
+        if plan.tol is not None:
+            if epoch_loss > best - plan.tol:
+                no_improvement += 1
+            else:
+                no_improvement = 0
+            best = min(best, epoch_loss)
+            if no_improvement >= plan.n_iter_no_change:
+                if plan.schedule.name == "adaptive" and eta > ADAPTIVE_MIN_ETA:
+                    eta /= ADAPTIVE_DIVISOR
+                    no_improvement = 0
+                else:
+                    converged = True
+                    break
+    return FitResult(
+        coef=coef,
+        intercept=X.dtype.type(intercept),
+        n_iter=len(history),
+        loss_history=np.array(history),
+        converged=converged,
+        learning_rate=start_eta,
+        t=t,
+        loss=plan.loss.name,
+        classes=plan.classes,
+    )

@@ -1,0 +1,796 @@
+r"""The numpy specification of fastgd's maths.
+
+This module states, in plain vectorised numpy, exactly what the Numba kernels compute. It is
+
+- the readable specification: every docstring gives the maths it implements;
+- the oracle of the property tests: the kernels must agree with it up to rounding;
+- the numpy baseline of the benchmarks.
+
+It is written independently of the kernels and never imports ``fastgd._kernels`` or
+``fastgd.engine``; names, codes and constants come from :mod:`fastgd.options`. Everything is
+computed in float64 whatever the input dtype (an oracle should not add rounding of its own),
+and every function returns new arrays: inputs are never modified.
+
+The model is linear: the prediction of row :math:`x_i` is :math:`p_i = x_i \cdot w + b`. With
+per-sample multipliers :math:`s_i` (the engine rescales user weights to mean 1), the objective
+is
+
+.. math::
+
+    J(w, b) = \frac{1}{n} \sum_{i=1}^{n} s_i\, L(p_i, y_i)
+              + \lambda_1 \lVert w \rVert_1 + \tfrac{1}{2} \lambda_2 \lVert w \rVert_2^2,
+
+where ``l1`` = :math:`\lambda_1` and ``l2`` = :math:`\lambda_2` come from
+:meth:`fastgd.options.Penalty.split`. The intercept is never penalised. Every mean divides by
+the number of rows involved (``n`` for a full pass, the batch size for a batch), never by
+:math:`\sum s_i`; with mean-1 multipliers the two agree over the full data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fastgd.options import (
+    DERIVATIVE_CLIP,
+    SCHEDULE_CONSTANT,
+    SCHEDULE_INVSCALING,
+    SCHEDULE_OPTIMAL,
+    loss_by_name,
+    penalty_by_name,
+    schedule_by_name,
+    strategy_by_name,
+)
+
+__all__ = [
+    "fit",
+    "full_batch_step",
+    "learning_rate",
+    "loss_and_derivative",
+    "minibatch_epoch",
+    "objective",
+    "optimal_init",
+    "penalized_step",
+    "penalty_value",
+    "sgd_epoch",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses. Each private function returns (L(p, y), dL/dp) before clipping, elementwise.
+# Regression losses use the residual r = p - y; classification losses (y in {-1, +1}) use the
+# margin z = y * p.
+# ---------------------------------------------------------------------------------------------
+
+
+def _squared_error(p, y, epsilon):
+    residual = p - y
+    return 0.5 * residual * residual, residual
+
+
+def _huber(p, y, epsilon):
+    residual = p - y
+    size = np.abs(residual)
+    quadratic = size <= epsilon
+    value = np.where(quadratic, 0.5 * residual * residual, epsilon * size - 0.5 * epsilon**2)
+    derivative = np.where(quadratic, residual, epsilon * np.sign(residual))
+    return value, derivative
+
+
+def _epsilon_insensitive(p, y, epsilon):
+    under = y - p  # > epsilon: the prediction is too small
+    over = p - y  # > epsilon: the prediction is too large
+    value = np.maximum(0.0, np.abs(under) - epsilon)
+    derivative = np.where(under > epsilon, -1.0, np.where(over > epsilon, 1.0, 0.0))
+    return value, derivative
+
+
+def _squared_epsilon_insensitive(p, y, epsilon):
+    under = y - p
+    over = p - y
+    excess = np.maximum(0.0, np.abs(under) - epsilon)
+    derivative = np.where(
+        under > epsilon,
+        -2.0 * (under - epsilon),
+        np.where(over > epsilon, 2.0 * (over - epsilon), 0.0),
+    )
+    return excess * excess, derivative
+
+
+def _log_loss(p, y, epsilon):
+    margin = y * p
+    # log(1 + exp(-z)) without overflow: logaddexp(0, -z) = max(0, -z) + log1p(exp(-|z|)).
+    value = np.logaddexp(0.0, -margin)
+    # dL/dp = -y * sigmoid(-z) = -y / (1 + exp(z)). Only exp(-|z|) <= 1 is ever formed, so
+    # nothing overflows (it underflows quietly to 0 for huge |z|).
+    small = np.exp(-np.abs(margin))
+    sigmoid_of_minus_margin = np.where(margin >= 0.0, small / (1.0 + small), 1.0 / (1.0 + small))
+    return value, -y * sigmoid_of_minus_margin
+
+
+def _hinge(p, y, epsilon):
+    margin = y * p
+    value = np.maximum(0.0, 1.0 - margin)
+    # "<=" as scikit-learn: the subgradient at the kink z = 1 is taken as -y.
+    derivative = np.where(margin <= 1.0, -y, 0.0)
+    return value, derivative
+
+
+def _squared_hinge(p, y, epsilon):
+    margin = y * p
+    gap = 1.0 - margin
+    value = np.maximum(0.0, gap) ** 2
+    derivative = np.where(margin < 1.0, -2.0 * y * gap, 0.0)
+    return value, derivative
+
+
+def _modified_huber(p, y, epsilon):
+    margin = y * p
+    gap = 1.0 - margin
+    value = np.where(margin >= 1.0, 0.0, np.where(margin >= -1.0, gap * gap, -4.0 * margin))
+    derivative = np.where(margin >= 1.0, 0.0, np.where(margin >= -1.0, -2.0 * y * gap, -4.0 * y))
+    return value, derivative
+
+
+def _perceptron(p, y, epsilon):
+    margin = y * p
+    value = np.maximum(0.0, -margin)
+    derivative = np.where(margin <= 0.0, -y, 0.0)
+    return value, derivative
+
+
+_LOSS_FUNCTIONS = {
+    "squared_error": _squared_error,
+    "huber": _huber,
+    "epsilon_insensitive": _epsilon_insensitive,
+    "squared_epsilon_insensitive": _squared_epsilon_insensitive,
+    "log_loss": _log_loss,
+    "hinge": _hinge,
+    "squared_hinge": _squared_hinge,
+    "modified_huber": _modified_huber,
+    "perceptron": _perceptron,
+}
+
+
+def loss_and_derivative(loss: str, p, y, epsilon: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-sample loss :math:`L(p, y)` and its clipped derivative :math:`\partial L/\partial p`.
+
+    With :math:`r = p - y` (regression) and :math:`z = y p`, :math:`y \in \{-1, +1\}`
+    (classification), and :math:`\varepsilon` = ``epsilon``:
+
+    - ``squared_error``: :math:`L = \tfrac12 r^2`, :math:`L' = r`.
+    - ``huber``: :math:`L = \tfrac12 r^2` if :math:`|r| \le \varepsilon`, else
+      :math:`\varepsilon |r| - \tfrac12 \varepsilon^2`; :math:`L' = r` if
+      :math:`|r| \le \varepsilon`, else :math:`\varepsilon \operatorname{sign}(r)`.
+    - ``epsilon_insensitive``: :math:`L = \max(0, |y - p| - \varepsilon)`; :math:`L' = -1` if
+      :math:`y - p > \varepsilon`, :math:`+1` if :math:`p - y > \varepsilon`, else 0.
+    - ``squared_epsilon_insensitive``: :math:`L = \max(0, |y - p| - \varepsilon)^2`;
+      :math:`L' = -2(y - p - \varepsilon)` if :math:`y - p > \varepsilon`,
+      :math:`2(p - y - \varepsilon)` if :math:`p - y > \varepsilon`, else 0.
+    - ``log_loss``: :math:`L = \log(1 + e^{-z})`, :math:`L' = -y / (1 + e^{z})`.
+    - ``hinge``: :math:`L = \max(0, 1 - z)`; :math:`L' = -y` if :math:`z \le 1`, else 0
+      (the kink takes :math:`-y`, as scikit-learn).
+    - ``squared_hinge``: :math:`L = \max(0, 1 - z)^2`; :math:`L' = -2y(1 - z)` if
+      :math:`z < 1`, else 0.
+    - ``modified_huber``: :math:`L = 0` if :math:`z \ge 1`, :math:`(1 - z)^2` if
+      :math:`-1 \le z < 1`, :math:`-4z` if :math:`z < -1`; :math:`L' = 0`,
+      :math:`-2y(1 - z)`, :math:`-4y` respectively.
+    - ``perceptron``: :math:`L = \max(0, -z)`; :math:`L' = -y` if :math:`z \le 0`, else 0.
+
+    The derivative is then clipped to :math:`[-C, C]`, :math:`C` =
+    :data:`fastgd.options.DERIVATIVE_CLIP`. ``log_loss`` is evaluated stably: finite and
+    accurate, without floating-point warnings, for any finite margin.
+
+    Parameters
+    ----------
+    loss : str
+        A loss name from :data:`fastgd.options.LOSSES`.
+    p : array_like
+        Predictions.
+    y : array_like
+        Targets (in :math:`\{-1, +1\}` for classification losses); broadcast against ``p``.
+    epsilon : float, default=0.1
+        The :math:`\varepsilon` of ``huber`` and the epsilon-insensitive losses; ignored by
+        the others.
+
+    Returns
+    -------
+    value, derivative : ndarray of float64
+        :math:`L(p, y)` and the clipped :math:`\partial L/\partial p`, elementwise.
+    """
+    loss_by_name(loss)  # a clear ValueError for an unknown name
+    p = np.asarray(p, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    value, derivative = _LOSS_FUNCTIONS[loss](p, y, float(epsilon))
+    derivative = np.clip(derivative, -DERIVATIVE_CLIP, DERIVATIVE_CLIP)
+    return np.asarray(value, dtype=np.float64), np.asarray(derivative, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Penalty and the penalised (proximal) step.
+# ---------------------------------------------------------------------------------------------
+
+
+def penalty_value(w, l1: float, l2: float) -> float:
+    r"""The penalty :math:`\lambda_1 \sum_j |w_j| + \tfrac12 \lambda_2 \sum_j w_j^2`.
+
+    Parameters
+    ----------
+    w : array_like
+        Weights (the intercept is never penalised and must not be included).
+    l1, l2 : float
+        :math:`\lambda_1` and :math:`\lambda_2`, from :meth:`fastgd.options.Penalty.split`.
+
+    Returns
+    -------
+    float
+    """
+    w = np.asarray(w, dtype=np.float64)
+    return float(l1 * np.sum(np.abs(w)) + 0.5 * l2 * np.dot(w.ravel(), w.ravel()))
+
+
+def penalized_step(w, grad, eta: float, l1: float, l2: float) -> np.ndarray:
+    r"""One gradient step on the data term and the L2 term, then the L1 proximal map.
+
+    .. math::
+
+        v &= w\,(1 - \eta \lambda_2) - \eta\, g \\
+        w_{\text{new}} &= \operatorname{sign}(v)\, \max(|v| - \eta \lambda_1, 0)
+
+    The second line (soft thresholding) is
+    :math:`\arg\min_u \tfrac12 \lVert u - v \rVert^2 + \eta \lambda_1 \lVert u \rVert_1`:
+    weights whose :math:`|v| \le \eta\lambda_1` become exactly zero (``+0.0``).
+
+    Parameters
+    ----------
+    w : array_like
+        Current weights.
+    grad : array_like
+        Gradient :math:`g` of the data term at ``w`` (same shape as ``w``).
+    eta : float
+        Step size :math:`\eta`.
+    l1, l2 : float
+        :math:`\lambda_1` and :math:`\lambda_2`.
+
+    Returns
+    -------
+    ndarray of float64
+        The new weights.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    grad = np.asarray(grad, dtype=np.float64)
+    v = w * (1.0 - eta * l2) - eta * grad
+    shrunk = np.maximum(np.abs(v) - eta * l1, 0.0)
+    # np.where keeps the zeros positive (sign(v) * 0 would give -0.0 for negative v).
+    return np.where(shrunk > 0.0, np.sign(v) * shrunk, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedules (as the kernels see them).
+# ---------------------------------------------------------------------------------------------
+
+
+def optimal_init(loss: str, alpha: float, epsilon: float = 0.1) -> float:
+    r"""The offset :math:`t_0` of the ``optimal`` schedule (scikit-learn's heuristic).
+
+    .. math::
+
+        \tau = \sqrt{1 / \sqrt{\alpha}}, \qquad
+        \eta_{\text{init}} = \frac{\tau}{\max\bigl(1, L'(p=-\tau, y=1)\bigr)}, \qquad
+        t_0 = \frac{1}{\eta_{\text{init}}\, \alpha},
+
+    with :math:`L'` the signed, clipped derivative of :func:`loss_and_derivative`. The first
+    step of the ``optimal`` schedule (:math:`t = 1`) therefore has size
+    :math:`\eta_{\text{init}}`.
+
+    Parameters
+    ----------
+    loss : str
+        Loss name.
+    alpha : float
+        The user's total regularisation strength (not the split ``l1``/``l2``); must be > 0.
+    epsilon : float, default=0.1
+        The loss's :math:`\varepsilon`, where it has one.
+
+    Returns
+    -------
+    float
+    """
+    if not alpha > 0.0:
+        raise ValueError(f"alpha={alpha!r} must be > 0 for learning_rate='optimal'.")
+    typical_weight = np.sqrt(1.0 / np.sqrt(alpha))
+    _, derivative = loss_and_derivative(loss, -typical_weight, 1.0, epsilon)
+    initial_eta0 = typical_weight / max(1.0, float(derivative))
+    return float(1.0 / (initial_eta0 * alpha))
+
+
+def learning_rate(
+    schedule: str,
+    t: float,
+    *,
+    eta0: float = 0.01,
+    power_t: float = 0.25,
+    alpha: float = 1e-4,
+    optimal_init: float | None = None,
+) -> float:
+    r"""The step size :math:`\eta` at step counter :math:`t \ge 1`.
+
+    ==========  ====================================================
+    schedule    :math:`\eta(t)`
+    ==========  ====================================================
+    constant    :math:`\eta_0`
+    invscaling  :math:`\eta_0 / t^{\text{power\_t}}`
+    optimal     :math:`1 / \bigl(\alpha\, (t_0 + t - 1)\bigr)`
+    ==========  ====================================================
+
+    Parameters
+    ----------
+    schedule : str
+        A name from :data:`fastgd.options.SCHEDULES`; it acts through its ``kernel_code``, so
+        the epoch-level schedules (``adaptive``, ``auto``) give ``eta0``, as in the kernels.
+    t : float
+        Step counter, starting at 1.
+    eta0 : float, default=0.01
+        :math:`\eta_0` (constant, invscaling).
+    power_t : float, default=0.25
+        Exponent of ``invscaling``.
+    alpha : float, default=1e-4
+        The user's total :math:`\alpha` (``optimal``).
+    optimal_init : float, optional
+        :math:`t_0` from :func:`optimal_init`; required for ``optimal``.
+
+    Returns
+    -------
+    float
+    """
+    code = schedule_by_name(schedule).kernel_code
+    if code == SCHEDULE_CONSTANT:
+        return float(eta0)
+    if code == SCHEDULE_INVSCALING:
+        return float(eta0 / t**power_t)
+    if code == SCHEDULE_OPTIMAL:
+        if optimal_init is None:
+            raise ValueError(
+                "learning_rate='optimal' needs optimal_init (see fastgd.reference.optimal_init)."
+            )
+        return float(1.0 / (alpha * (optimal_init + t - 1.0)))
+    raise AssertionError(f"unknown kernel schedule code {code}")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective, full-batch step and epochs.
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_data(X, y, w):
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    if X.ndim != 2 or y.shape != (X.shape[0],) or w.shape != (X.shape[1],):
+        raise ValueError(
+            f"shapes do not fit: X {X.shape} must be (n, d), y {y.shape} (n,), w {w.shape} (d,)."
+        )
+    return X, y, w
+
+
+def _multipliers(sample_weight, n: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n)
+    s = np.asarray(sample_weight, dtype=np.float64)
+    if s.shape != (n,):
+        raise ValueError(f"sample_weight has shape {s.shape}; expected ({n},).")
+    return s
+
+
+def objective(
+    X,
+    y,
+    w,
+    b: float,
+    *,
+    loss: str,
+    epsilon: float = 0.1,
+    sample_weight=None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+) -> float:
+    r"""The objective :math:`J(w, b) = \frac1n \sum_i s_i L(x_i \cdot w + b, y_i) + R(w)`.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+    y : array_like, shape (n,)
+    w : array_like, shape (d,)
+    b : float
+        Intercept.
+    loss : str
+        Loss name.
+    epsilon : float, default=0.1
+        The loss's :math:`\varepsilon`.
+    sample_weight : array_like, shape (n,), optional
+        Multipliers :math:`s_i` as given (not renormalised); ``None`` means all 1.
+    l1, l2 : float, default=0.0
+        Penalty strengths, :math:`R(w) = \lambda_1 \lVert w\rVert_1 + \tfrac12\lambda_2
+        \lVert w \rVert_2^2`.
+
+    Returns
+    -------
+    float
+    """
+    X, y, w = _as_data(X, y, w)
+    n = X.shape[0]
+    s = _multipliers(sample_weight, n)
+    value, _ = loss_and_derivative(loss, X @ w + b, y, epsilon)
+    return float(np.dot(s, value) / n + penalty_value(w, l1, l2))
+
+
+def full_batch_step(
+    X,
+    y,
+    w,
+    b: float,
+    *,
+    loss: str,
+    epsilon: float = 0.1,
+    sample_weight=None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    eta: float,
+    fit_intercept: bool = True,
+) -> tuple[np.ndarray, float, float]:
+    r"""One full-batch step from the exact gradient of the data term.
+
+    .. math::
+
+        d_i &= s_i\, L'(x_i \cdot w + b,\ y_i), \qquad
+        g = \frac1n X^\top d, \qquad g_b = \frac1n \sum_i d_i, \\
+        w_{\text{new}} &= \text{penalized\_step}(w, g, \eta, \lambda_1, \lambda_2), \qquad
+        b_{\text{new}} = b - \eta\, g_b \ \text{(only if fit\_intercept)}.
+
+    Parameters
+    ----------
+    X, y, w, b, loss, epsilon, sample_weight, l1, l2
+        As in :func:`objective`.
+    eta : float
+        Step size, e.g. :func:`learning_rate` at the epoch number.
+    fit_intercept : bool, default=True
+        If False the intercept is returned unchanged.
+
+    Returns
+    -------
+    w_new : ndarray of float64, shape (d,)
+    b_new : float
+    objective_at_start : float
+        :math:`J(w, b)` at the weights before the step.
+    """
+    X, y, w = _as_data(X, y, w)
+    n = X.shape[0]
+    s = _multipliers(sample_weight, n)
+    value, derivative = loss_and_derivative(loss, X @ w + b, y, epsilon)
+    weighted = s * derivative
+    grad = X.T @ weighted / n
+    objective_at_start = float(np.dot(s, value) / n + penalty_value(w, l1, l2))
+    w_new = penalized_step(w, grad, eta, l1, l2)
+    b_new = float(b - eta * np.sum(weighted) / n) if fit_intercept else float(b)
+    return w_new, b_new, objective_at_start
+
+
+def _check_order(order, n: int) -> np.ndarray:
+    order = np.asarray(order)
+    if order.shape != (n,) or not np.issubdtype(order.dtype, np.integer):
+        raise ValueError(
+            f"order must be an integer permutation of 0..{n - 1}; got shape {order.shape}, "
+            f"dtype {order.dtype}."
+        )
+    return order
+
+
+def minibatch_epoch(
+    X,
+    y,
+    w,
+    b: float,
+    order,
+    batch_size: int,
+    *,
+    loss: str,
+    epsilon: float = 0.1,
+    sample_weight=None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    schedule: str = "constant",
+    eta0: float = 0.01,
+    power_t: float = 0.25,
+    alpha: float = 1e-4,
+    optimal_init: float | None = None,
+    t: float = 1.0,
+    fit_intercept: bool = True,
+) -> tuple[np.ndarray, float, float, float]:
+    r"""One mini-batch epoch: a step per batch of consecutive entries of ``order``.
+
+    The batches are ``order[k*B:(k+1)*B]`` (the last may be shorter; ``B >= n`` gives one
+    batch). For each batch :math:`I` of :math:`m` rows, in turn:
+
+    .. math::
+
+        \eta &= \text{learning\_rate}(t), \qquad
+        d_i = s_i\, L'(x_i \cdot w + b,\ y_i) \quad (i \in I,\ \text{current}\ w, b), \\
+        g &= \frac1m \sum_{i \in I} d_i\, x_i, \qquad g_b = \frac1m \sum_{i \in I} d_i, \\
+        w &\leftarrow \text{penalized\_step}(w, g, \eta, \lambda_1, \lambda_2), \qquad
+        b \leftarrow b - \eta\, g_b \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
+
+    The epoch loss is :math:`\frac1n \sum_i s_i L_i + R(w_{\text{start}})`, each :math:`L_i`
+    evaluated with the weights in force when its batch was processed (before that batch's
+    step) and :math:`R` at the weights at the start of the epoch.
+
+    Parameters
+    ----------
+    X, y, w, b, loss, epsilon, sample_weight, l1, l2
+        As in :func:`objective`.
+    order : array_like of int, shape (n,)
+        The row order of this epoch: a permutation of ``0..n-1``.
+    batch_size : int
+        :math:`B \ge 1`.
+    schedule, eta0, power_t, alpha, optimal_init
+        As in :func:`learning_rate`.
+    t : float, default=1.0
+        Step counter at the first batch.
+    fit_intercept : bool, default=True
+        If False the intercept is never updated.
+
+    Returns
+    -------
+    w_new : ndarray of float64, shape (d,)
+    b_new : float
+    epoch_loss : float
+    t_after : float
+        The step counter after the epoch (``t`` plus the number of batches).
+    """
+    X, y, w = _as_data(X, y, w)
+    n = X.shape[0]
+    s = _multipliers(sample_weight, n)
+    order = _check_order(order, n)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
+    batch_size = int(batch_size)
+    penalty_at_start = penalty_value(w, l1, l2)
+    b = float(b)
+    t = float(t)
+    weighted_loss_sum = 0.0
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        X_batch = X[rows]
+        eta = learning_rate(
+            schedule,
+            t,
+            eta0=eta0,
+            power_t=power_t,
+            alpha=alpha,
+            optimal_init=optimal_init,
+        )
+        value, derivative = loss_and_derivative(loss, X_batch @ w + b, y[rows], epsilon)
+        weighted = s[rows] * derivative
+        weighted_loss_sum += float(np.dot(s[rows], value))
+        m = rows.shape[0]
+        w = penalized_step(w, X_batch.T @ weighted / m, eta, l1, l2)
+        if fit_intercept:
+            b = b - eta * float(np.sum(weighted)) / m
+        t += 1.0
+    return w, b, weighted_loss_sum / n + penalty_at_start, t
+
+
+def sgd_epoch(
+    X,
+    y,
+    w,
+    b: float,
+    order,
+    *,
+    loss: str,
+    epsilon: float = 0.1,
+    sample_weight=None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    schedule: str = "constant",
+    eta0: float = 0.01,
+    power_t: float = 0.25,
+    alpha: float = 1e-4,
+    optimal_init: float | None = None,
+    t: float = 1.0,
+    fit_intercept: bool = True,
+) -> tuple[np.ndarray, float, float, float]:
+    r"""One SGD epoch: a step per row, rows taken in ``order``.
+
+    For each row :math:`i` of ``order``, in turn:
+
+    .. math::
+
+        \eta &= \text{learning\_rate}(t), \qquad d_i = s_i\, L'(x_i \cdot w + b,\ y_i), \\
+        w &\leftarrow \text{penalized\_step}(w, d_i x_i, \eta, \lambda_1, \lambda_2), \qquad
+        b \leftarrow b - \eta\, d_i \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
+
+    This is :func:`minibatch_epoch` with ``batch_size=1``, written as the row loop it is. The
+    parameters and returns are those of :func:`minibatch_epoch`.
+    """
+    X, y, w = _as_data(X, y, w)
+    n = X.shape[0]
+    s = _multipliers(sample_weight, n)
+    order = _check_order(order, n)
+    penalty_at_start = penalty_value(w, l1, l2)
+    b = float(b)
+    t = float(t)
+    weighted_loss_sum = 0.0
+    for i in order:
+        row = X[i]
+        eta = learning_rate(
+            schedule,
+            t,
+            eta0=eta0,
+            power_t=power_t,
+            alpha=alpha,
+            optimal_init=optimal_init,
+        )
+        value, derivative = loss_and_derivative(loss, np.dot(row, w) + b, y[i], epsilon)
+        weighted = s[i] * float(derivative)
+        weighted_loss_sum += s[i] * float(value)
+        w = penalized_step(w, weighted * row, eta, l1, l2)
+        if fit_intercept:
+            b = b - eta * weighted
+        t += 1.0
+    return w, b, weighted_loss_sum / n + penalty_at_start, t
+
+
+# ---------------------------------------------------------------------------------------------
+# A plain driver.
+# ---------------------------------------------------------------------------------------------
+
+
+def fit(
+    X,
+    y,
+    *,
+    loss: str = "squared_error",
+    strategy: str = "minibatch",
+    batch_size: int = 256,
+    schedule: str = "constant",
+    eta0: float = 0.01,
+    power_t: float = 0.25,
+    penalty: str | None = None,
+    alpha: float = 1e-4,
+    l1_ratio: float = 0.15,
+    epsilon: float = 0.1,
+    fit_intercept: bool = True,
+    sample_weight=None,
+    orders: Sequence | None = None,
+    max_iter: int = 5,
+    coef_init=None,
+    intercept_init: float | None = None,
+) -> tuple[np.ndarray, float, list[float]]:
+    r"""Run ``max_iter`` epochs of one strategy: the plain reference driver.
+
+    No tolerance, early stopping, shuffling or divergence checks (those are the engine's): it
+    only chains the epochs, so that the engine's result can be checked against it.
+
+    - ``sample_weight`` :math:`w^{s}` is normalised to mean 1,
+      :math:`s_i = n\, w^{s}_i / \sum_k w^{s}_k`;
+    - ``alpha``, ``l1_ratio`` are split into :math:`\lambda_1, \lambda_2` by
+      :meth:`fastgd.options.Penalty.split`;
+    - the step counter starts at :math:`t = 1`. ``full`` makes one :func:`full_batch_step`
+      per epoch at :math:`\eta(t)`, then :math:`t \leftarrow t + 1`; ``sgd`` and
+      ``minibatch`` run :func:`sgd_epoch` / :func:`minibatch_epoch`, which advance :math:`t`
+      once per step.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+    y : array_like, shape (n,)
+        Targets; labels in :math:`\{-1, +1\}` for classification losses.
+    loss, epsilon
+        As in :func:`loss_and_derivative`.
+    strategy : {"full", "sgd", "minibatch"}, default="minibatch"
+    batch_size : int, default=256
+        Rows per step for ``minibatch``.
+    schedule : {"constant", "optimal", "invscaling"}, default="constant"
+        The epoch-level schedules (``adaptive``, ``auto``) need the engine and are refused.
+    eta0, power_t, alpha
+        As in :func:`learning_rate`; ``alpha`` is also the penalty strength.
+    penalty : {None, "none", "l2", "l1", "elasticnet"}, default=None
+    l1_ratio : float, default=0.15
+        L1 share of ``alpha`` for ``elasticnet``.
+    fit_intercept : bool, default=True
+        If False the intercept stays at ``intercept_init`` (0 by default).
+    sample_weight : array_like, shape (n,), optional
+        Non-negative user weights with a positive sum.
+    orders : sequence of array_like of int, optional
+        ``orders[e]`` is the row order of epoch ``e`` (``sgd``, ``minibatch``); default
+        ``arange(n)`` for every epoch. Ignored by ``full``.
+    max_iter : int, default=5
+        Number of epochs.
+    coef_init : array_like, shape (d,), optional
+        Starting weights (default zeros).
+    intercept_init : float, optional
+        Starting intercept (default 0).
+
+    Returns
+    -------
+    coef : ndarray of float64, shape (d,)
+    intercept : float
+    loss_history : list of float
+        Per epoch: the objective at the start of the step (``full``) or the epoch loss of
+        :func:`minibatch_epoch` (``sgd``, ``minibatch``).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D; got shape {X.shape}.")
+    n, d = X.shape
+    strategy = strategy_by_name(strategy).name
+    if schedule not in ("constant", "optimal", "invscaling"):
+        schedule_by_name(schedule)  # a clear error for an unknown name
+        raise ValueError(
+            f"learning_rate={schedule!r} is an epoch-level schedule that needs the engine; the "
+            "reference fit supports 'constant', 'optimal' and 'invscaling'."
+        )
+    l1, l2 = penalty_by_name(penalty).split(alpha, l1_ratio)
+
+    if sample_weight is None:
+        s = None
+    else:
+        user_weight = np.asarray(sample_weight, dtype=np.float64)
+        if user_weight.shape != (n,) or np.any(user_weight < 0) or not user_weight.sum() > 0:
+            raise ValueError("sample_weight must be n non-negative numbers with a positive sum.")
+        s = user_weight * n / user_weight.sum()
+
+    t0 = optimal_init(loss, alpha, epsilon) if schedule == "optimal" else None
+    w = np.zeros(d) if coef_init is None else np.array(coef_init, dtype=np.float64)
+    b = 0.0 if intercept_init is None else float(intercept_init)
+    if orders is not None and len(orders) < max_iter:
+        raise ValueError(f"orders has {len(orders)} entries; max_iter={max_iter} needs one each.")
+
+    common = {"loss": loss, "epsilon": epsilon, "sample_weight": s, "l1": l1, "l2": l2}
+    schedule_args = {
+        "schedule": schedule,
+        "eta0": eta0,
+        "power_t": power_t,
+        "alpha": alpha,
+        "optimal_init": t0,
+    }
+    t = 1.0
+    loss_history: list[float] = []
+    for epoch in range(max_iter):
+        if strategy == "full":
+            eta = learning_rate(t=t, **schedule_args)
+            w, b, epoch_loss = full_batch_step(
+                X, y, w, b, eta=eta, fit_intercept=fit_intercept, **common
+            )
+            t += 1.0
+        else:
+            order = np.arange(n) if orders is None else orders[epoch]
+            if strategy == "sgd":
+                w, b, epoch_loss, t = sgd_epoch(
+                    X,
+                    y,
+                    w,
+                    b,
+                    order,
+                    t=t,
+                    fit_intercept=fit_intercept,
+                    **common,
+                    **schedule_args,
+                )
+            else:
+                w, b, epoch_loss, t = minibatch_epoch(
+                    X,
+                    y,
+                    w,
+                    b,
+                    order,
+                    batch_size,
+                    t=t,
+                    fit_intercept=fit_intercept,
+                    **common,
+                    **schedule_args,
+                )
+        loss_history.append(float(epoch_loss))
+    return w, float(b), loss_history

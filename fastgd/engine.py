@@ -456,6 +456,7 @@ def _run(plan: _Plan) -> FitResult:
     parallel = rows * d >= PARALLEL_MIN_VALUES and numba.get_num_threads() > 1
     order = np.empty(n if plan.strategy.name != "full" else 0, dtype=np.int64)
     block_rows = _block_rows(X)
+    stream_rows = block_rows if plan.shuffle_mode == options.SHUFFLE_BLOCK else 0
     coef = plan.coef
     intercept = plan.intercept
     t = 1.0
@@ -473,11 +474,13 @@ def _run(plan: _Plan) -> FitResult:
             plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
         )  # fmt: skip
         if plan.strategy.name == "sgd":
-            intercept, loss_sum, t, bad = sgd_epoch(X, y, sw, order, coef, intercept, *common)
+            intercept, loss_sum, t, bad = sgd_epoch(
+                X, y, sw, order, coef, intercept, *common, stream_rows
+            )
         else:
             step_rows = n if plan.strategy.name == "full" else rows
             intercept, loss_sum, t, bad = batch_epoch(
-                X, y, sw, order, step_rows, coef, intercept, *common, parallel
+                X, y, sw, order, step_rows, coef, intercept, *common, parallel, stream_rows
             )
         epoch_loss = loss_sum / n + penalty_now
         exploded = epoch_loss > EXPLOSION_FACTOR * max(history[0] if history else 1.0, 1.0)

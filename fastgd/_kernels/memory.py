@@ -1,0 +1,91 @@
+"""Software prefetch: hiding memory latency when rows are visited out of file order.
+
+A shuffled epoch reads rows at random, and each row's SGD step depends on the previous
+one, so the processor cannot overlap the misses by itself. Two measured remedies (see
+benchmarks/README.md for the numbers):
+
+- ``prefetch_row``: request the row that will be used a few steps ahead;
+- for ``shuffle="block"``, stream the next block (a contiguous run of rows) into cache
+  while the current block is processed, so the permuted reads inside a block hit cache.
+
+``prefetch`` is LLVM's ``llvm.prefetch`` intrinsic: a hint that never faults and changes no
+result, only timing.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from ._config import scalar
+
+#: Rows requested ahead of use in a shuffled order (1 to 16 measured; 4 was best).
+ROWS_AHEAD = 4
+_LINE_BYTES = 64
+
+
+@intrinsic
+def prefetch(typingctx, array, flat_index):
+    """Hint that ``array.flat[flat_index]`` (a C-contiguous array) will be read soon."""
+    signature = types.void(array, flat_index)
+
+    def codegen(context, builder, sig, args):
+        array_type = sig.args[0]
+        data = context.make_array(array_type)(context, builder, args[0]).data
+        address = builder.gep(data, [args[1]])
+        byte_pointer = ir.IntType(8).as_pointer()
+        function_type = ir.FunctionType(
+            ir.VoidType(), [byte_pointer, ir.IntType(32), ir.IntType(32), ir.IntType(32)]
+        )
+        function = cgutils.get_or_insert_function(
+            builder.module, function_type, "llvm.prefetch.p0i8"
+        )
+        read, high_locality, data_cache = (ir.Constant(ir.IntType(32), v) for v in (0, 3, 1))
+        builder.call(
+            function, [builder.bitcast(address, byte_pointer), read, high_locality, data_cache]
+        )
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@scalar
+def prefetch_row(X, i):
+    """Request every cache line of row ``i`` of the C-contiguous 2-D array ``X``."""
+    d = X.shape[1]
+    per_line = _LINE_BYTES // X.itemsize
+    first = i * d
+    for offset in range(0, d, per_line):
+        prefetch(X, first + offset)
+    prefetch(X, first + d - 1)
+
+
+@scalar
+def block_stream(X, order, k, block_rows, state):
+    """Stream the next block of a ``shuffle="block"`` order while this one is processed.
+
+    Call once per position ``k`` of the order, in order. ``state`` (int64[4], zeroed
+    before the epoch) holds the position where the next block starts, the flat range of
+    X still to request and how many flat elements to request per row.
+    """
+    n = order.shape[0]
+    d = X.shape[1]
+    per_line = _LINE_BYTES // X.itemsize
+    if k >= state[0]:
+        length = min(block_rows, n - (order[k] // block_rows) * block_rows)
+        state[0] = k + length
+        if k + length < n:
+            next_first = (order[k + length] // block_rows) * block_rows
+            next_length = min(block_rows, n - next_first)
+            state[1] = next_first * d
+            state[2] = (next_first + next_length) * d
+            lines = (state[2] - state[1] + per_line - 1) // per_line
+            state[3] = ((lines + length - 1) // length) * per_line
+        else:
+            state[1] = 0
+            state[2] = 0
+    stop = min(state[1] + state[3], state[2])
+    for flat in range(state[1], stop, per_line):
+        prefetch(X, flat)
+    state[1] = stop

@@ -152,7 +152,7 @@ def batch_epoch(
     l1,
     l2,
     parallel,
-    block_rows,
+    block_rows=0,
 ):
     """One epoch of mini-batch gradient descent (full batch: ``batch_size ≥ n``).
 
@@ -225,7 +225,7 @@ def sgd_epoch(
     t,
     l1,
     l2,
-    block_rows,
+    block_rows=0,
 ):
     """One epoch of per-sample SGD over the rows in ``order``.
 

@@ -89,17 +89,21 @@ def check_X(X) -> np.ndarray:
     return X
 
 
-def check_vector(v, name: str, n: int, dtype) -> np.ndarray:
-    """A 1-D (or (n, 1)) finite numeric vector of length ``n``, as ``dtype``."""
+def check_vector(v, name: str, n: int, dtype, *, counts: str = "rows") -> np.ndarray:
+    """A 1-D (or (n, 1)) finite numeric vector of length ``n``, as ``dtype`` (``None``:
+    its own float or integer dtype). ``counts`` names what ``n`` counts in X."""
     v = _as_numeric_array(v, name)
     if v.ndim == 2 and v.shape[1] == 1:
         v = v[:, 0]
     if v.ndim != 1:
         raise ValueError(f"{name} must be 1-D of length {n}; got shape {v.shape}.")
     if v.shape[0] != n:
-        raise ValueError(f"{name} has {v.shape[0]} entries but X has {n} rows; they must match.")
+        raise ValueError(
+            f"{name} has {v.shape[0]} entries but X has {n} {counts}; they must match."
+        )
     v = np.ascontiguousarray(v, dtype=dtype)
-    _report_non_finite(v.reshape(-1, 1), name, name)
+    if v.dtype.kind == "f":
+        _report_non_finite(v.reshape(-1, 1), name, name)
     return v
 
 
@@ -117,8 +121,9 @@ def check_sample_weight(sample_weight, n: int) -> np.ndarray:
     return sw * (n / total)
 
 
-def check_binary_labels(y: np.ndarray, loss_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Map two classes to {-1, +1} (the smaller to -1). Returns ``(classes, y_signed)``."""
+def check_binary_labels(y: np.ndarray, loss_name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Map two classes to {-1, +1} of ``dtype`` (the smaller class to -1), finding the
+    classes in ``y``'s own dtype. Returns ``(classes, y_signed)``."""
     classes = np.unique(y)
     if classes.shape[0] != 2:
         shown = classes[:10].tolist()
@@ -128,5 +133,5 @@ def check_binary_labels(y: np.ndarray, loss_name: str) -> tuple[np.ndarray, np.n
             f"in y; got {classes.shape[0]}: {shown}{more}. Use a regression loss, or "
             "one-vs-rest for more classes."
         )
-    signed = np.where(y == classes[1], 1.0, -1.0).astype(y.dtype)
+    signed = np.where(y == classes[1], 1.0, -1.0).astype(dtype)
     return classes, signed

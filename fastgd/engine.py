@@ -17,7 +17,13 @@ import numba
 import numpy as np
 
 from . import options
-from ._kernels.epochs import batch_epoch, max_weighted_row_norm, predict, sgd_epoch
+from ._kernels.epochs import (
+    batch_epoch,
+    loss_sum,
+    max_weighted_row_norm,
+    predict,
+    sgd_epoch,
+)
 from ._kernels.order import fill_epoch_order
 from ._validation import (
     check_binary_labels,
@@ -30,7 +36,8 @@ from .errors import DivergenceError
 
 __all__ = ["FitResult", "auto_learning_rate", "fit"]
 
-#: An epoch whose loss exceeds this many times ``max(first epoch's loss, 1)`` has diverged.
+#: An epoch whose loss exceeds this many times the larger of the objective at the starting
+#: weights and that of the all-zero model has diverged.
 EXPLOSION_FACTOR = 1e10
 #: ``adaptive`` divides the step by this after ``n_iter_no_change`` epochs without progress
 #: and stops once the step falls below ``ADAPTIVE_MIN_ETA`` (as scikit-learn).
@@ -55,7 +62,7 @@ class FitResult:
     coef : ndarray of shape (n_features,)
         The weights, in the dtype of X.
     intercept : float
-        The intercept ``b`` (0 when ``fit_intercept=False``).
+        The intercept ``b`` (``intercept_init``, default 0, when ``fit_intercept=False``).
     n_iter : int
         Epochs run.
     loss_history : ndarray of shape (n_iter,)
@@ -200,16 +207,19 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
 
     X = check_X(X)
     n, d = X.shape
-    y = check_vector(y, "y", n, X.dtype)
     classes = None
     if loss_opt.classification:
-        classes, y = check_binary_labels(y, loss_opt.name)
+        # Classes are found in y's own dtype: a cast to float32 first could merge labels.
+        y = check_vector(y, "y", n, None)
+        classes, y = check_binary_labels(y, loss_opt.name, X.dtype)
+    else:
+        y = check_vector(y, "y", n, X.dtype)
     sw = check_sample_weight(sample_weight, n)
 
     if coef_init is None:
         coef = np.zeros(d, dtype=X.dtype)
     else:
-        coef = check_vector(coef_init, "coef_init", d, X.dtype).copy()
+        coef = check_vector(coef_init, "coef_init", d, X.dtype, counts="features").copy()
     intercept = 0.0
     if intercept_init is not None:
         intercept = check_scalar(
@@ -308,6 +318,21 @@ def _penalty_value(coef: np.ndarray, l1: float, l2: float) -> float:
     if l2:
         value += 0.5 * l2 * float(np.dot(coef.astype(np.float64), coef.astype(np.float64)))
     return value
+
+
+def _explosion_scale(plan: _Plan) -> float:
+    """The loss scale that divergence is judged against (see ``EXPLOSION_FACTOR``)."""
+    X, y, sw = plan.X, plan.y, plan.sample_weight
+    n = X.shape[0]
+    scores = np.zeros(n, dtype=X.dtype)
+    zero_model = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
+    if plan.coef.any():
+        predict(X, plan.coef, float(plan.intercept), scores)
+    else:
+        scores.fill(plan.intercept)
+    start = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
+    start += _penalty_value(plan.coef, plan.l1, plan.l2)
+    return max(zero_model, start, np.finfo(np.float64).tiny)
 
 
 def _block_rows(X: np.ndarray) -> int:
@@ -459,13 +484,17 @@ def _run(plan: _Plan) -> FitResult:
     stream_rows = block_rows if plan.shuffle_mode == options.SHUFFLE_BLOCK else 0
     coef = plan.coef
     intercept = plan.intercept
+    scale = _explosion_scale(plan)
+    # The last weights known to be good: for sgd/minibatch the end of the last finished
+    # epoch; for full batch the start of it (its loss is the objective at those weights).
+    good_coef, good_intercept = coef.copy(), intercept
     t = 1.0
     history: list[float] = []
     best = math.inf
     no_improvement = 0
     converged = False
     for epoch in range(plan.max_iter):
-        good_coef, good_intercept = coef.copy(), intercept
+        start_coef, start_intercept = coef.copy(), intercept
         penalty_now = _penalty_value(coef, plan.l1, plan.l2)
         if order.shape[0]:
             fill_epoch_order(order, plan.shuffle_mode, block_rows, plan.rng.integers(2**63))
@@ -474,16 +503,16 @@ def _run(plan: _Plan) -> FitResult:
             plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
         )  # fmt: skip
         if plan.strategy.name == "sgd":
-            intercept, loss_sum, t, bad = sgd_epoch(
+            intercept, epoch_loss_sum, t, bad = sgd_epoch(
                 X, y, sw, order, coef, intercept, *common, stream_rows
             )
         else:
             step_rows = n if plan.strategy.name == "full" else rows
-            intercept, loss_sum, t, bad = batch_epoch(
+            intercept, epoch_loss_sum, t, bad = batch_epoch(
                 X, y, sw, order, step_rows, coef, intercept, *common, parallel, stream_rows
             )
-        epoch_loss = loss_sum / n + penalty_now
-        exploded = epoch_loss > EXPLOSION_FACTOR * max(history[0] if history else 1.0, 1.0)
+        epoch_loss = epoch_loss_sum / n + penalty_now
+        exploded = epoch_loss > EXPLOSION_FACTOR * scale
         if (
             bad >= 0
             or not math.isfinite(epoch_loss)
@@ -491,15 +520,24 @@ def _run(plan: _Plan) -> FitResult:
             or not (math.isfinite(intercept) and np.isfinite(coef).all())
         ):
             what = "the loss exploded" if exploded and bad < 0 else "the loss became non-finite"
+            if plan.schedule.name == "auto":
+                advice = (
+                    "standardising the features, checking the data for extreme values, or a penalty"
+                )
+            else:
+                advice = "learning_rate='auto', a smaller eta0, or standardising the features"
             raise DivergenceError(
                 f"Training diverged in epoch {epoch + 1}: {what} with a step size of "
-                f"{eta:.3g} (learning_rate={plan.schedule.name!r}). Try "
-                "learning_rate='auto', a smaller eta0, or standardising the features.",
+                f"{eta:.3g} (learning_rate={plan.schedule.name!r}). Try {advice}.",
                 epoch=epoch + 1,
                 coef=good_coef,
                 intercept=good_intercept,
                 loss_history=np.array(history),
             )
+        if plan.strategy.name == "full":
+            good_coef, good_intercept = start_coef, start_intercept
+        else:
+            good_coef, good_intercept = coef.copy(), intercept
         history.append(epoch_loss)
         if plan.callback is not None:
             view = coef.view()

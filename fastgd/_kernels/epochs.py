@@ -344,3 +344,14 @@ def find_non_finite(A):
                     if not math.isfinite(A[i, j]):
                         return i, j
     return -1, -1
+
+
+@kernel
+def loss_sum(scores, y, sample_weight, loss_code, epsilon):
+    """``Σ s·L(scores_i, y_i)``: the data term of the objective for given predictions."""
+    weighted = sample_weight.shape[0] > 0
+    total = 0.0
+    for i in range(scores.shape[0]):
+        value, _ = loss_and_derivative(loss_code, scores[i], y[i], epsilon)
+        total += value * sample_weight[i] if weighted else value
+    return total

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from ._kernels.epochs import find_non_finite
+from ._kernels.epochs import scan_rows
 
 
 def check_scalar(
@@ -61,18 +61,25 @@ def _as_numeric_array(data, name: str) -> np.ndarray:
     return array
 
 
-def _report_non_finite(array2d: np.ndarray, name: str, what: str) -> None:
-    row, col = find_non_finite(array2d)
+def scan(array2d: np.ndarray, name: str, sample_weight=None, extra: float = 0.0) -> float:
+    """Raise on the first NaN/inf of ``array2d`` (naming its row, and its column for X);
+    return ``max_i s_i·(‖row_i‖² + extra)`` from the same pass."""
+    weights = np.empty(0) if sample_weight is None else sample_weight
+    row, col, norm = scan_rows(array2d, weights, extra)
     if row >= 0:
-        where = f"row {row}, column {col}" if what == "X" else f"row {row}"
+        where = f"row {row}, column {col}" if name == "X" else f"row {row}"
         raise ValueError(
             f"{name} contains a non-finite value ({array2d[row, col]!r}) at {where}; "
             "remove or impute NaN/inf before fitting."
         )
+    return float(norm)
 
 
-def check_X(X) -> np.ndarray:
-    """Return X as a C-contiguous float32/float64 2-D array, copying only if needed."""
+def check_X(X, *, check_finite: bool = True) -> np.ndarray:
+    """Return X as a C-contiguous float32/float64 2-D array, copying only if needed.
+
+    ``check_finite=False`` leaves the NaN/inf check to a later :func:`scan` (the engine
+    fuses it with the pass the ``auto`` step size needs)."""
     X = _as_numeric_array(X, "X")
     if X.ndim != 2:
         hint = " Use X.reshape(-1, 1) for a single feature." if X.ndim == 1 else ""
@@ -85,7 +92,8 @@ def check_X(X) -> np.ndarray:
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
     X = np.ascontiguousarray(X)  # no copy when already C-contiguous
-    _report_non_finite(X, "X", "X")
+    if check_finite:
+        scan(X, "X")
     return X
 
 
@@ -103,7 +111,7 @@ def check_vector(v, name: str, n: int, dtype, *, counts: str = "rows") -> np.nda
         )
     v = np.ascontiguousarray(v, dtype=dtype)
     if v.dtype.kind == "f":
-        _report_non_finite(v.reshape(-1, 1), name, name)
+        scan(v.reshape(-1, 1), name)
     return v
 
 

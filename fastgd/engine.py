@@ -20,7 +20,6 @@ from . import options
 from ._kernels.epochs import (
     batch_epoch,
     loss_sum,
-    max_weighted_row_norm,
     predict,
     sgd_epoch,
 )
@@ -31,6 +30,7 @@ from ._validation import (
     check_scalar,
     check_vector,
     check_X,
+    scan,
 )
 from .errors import DivergenceError
 
@@ -140,6 +140,7 @@ class _Plan:
     intercept: float
     classes: np.ndarray | None
     callback: Callable | None
+    max_row_norm: float
 
 
 def _shuffle_mode(shuffle) -> int:
@@ -205,7 +206,7 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
     shuffle_mode = _shuffle_mode(shuffle)
     rng = _make_rng(random_state)
 
-    X = check_X(X)
+    X = check_X(X, check_finite=False)  # checked below, in the pass that also gives L_row
     n, d = X.shape
     classes = None
     if loss_opt.classification:
@@ -215,6 +216,7 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
     else:
         y = check_vector(y, "y", n, X.dtype)
     sw = check_sample_weight(sample_weight, n)
+    max_row_norm = scan(X, "X", sw, 1.0 if fit_intercept else 0.0)
 
     if coef_init is None:
         coef = np.zeros(d, dtype=X.dtype)
@@ -236,7 +238,7 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
         optimal_init=optimal_init(loss_opt, alpha, epsilon) if schedule_opt.code == 1 else 0.0,
         max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
         fit_intercept=bool(fit_intercept), shuffle_mode=shuffle_mode, rng=rng, coef=coef,
-        intercept=intercept, classes=classes, callback=callback,
+        intercept=intercept, classes=classes, callback=callback, max_row_norm=max_row_norm,
     )  # fmt: skip
 
 
@@ -257,6 +259,7 @@ def auto_learning_rate(
     fit_intercept: bool,
     l2: float,
     rng: np.random.Generator,
+    max_row_norm: float | None = None,
 ) -> float:
     """A step size that keeps gradient descent stable, derived from the data.
 
@@ -265,7 +268,8 @@ def auto_learning_rate(
 
     - ``L_full`` = largest eigenvalue of ``Σ s·x̃x̃ᵀ / n`` (power iteration on a sample of at
       most ``AUTO_SAMPLE_ROWS`` rows, never below ``max s‖x̃‖² / n``);
-    - ``L_row``  = ``max s·‖x̃‖²`` (one parallel pass over X);
+    - ``L_row``  = ``max s·‖x̃‖²`` (``max_row_norm`` when the caller has it, else one
+      parallel pass over X: ``fastgd.fit`` gets it from its validation pass);
     - for ``B`` rows per step, the expected smoothness of the batch gradient
       ``L_B = n(B−1)/(B(n−1))·L_full + (n−B)/(B(n−1))·L_row`` (``L_row`` for SGD,
       ``L_full`` for full batch);
@@ -275,8 +279,9 @@ def auto_learning_rate(
     descent diverges, and each SGD step contracts the residual of its row.
     """
     n = X.shape[0]
-    extra = 1.0 if fit_intercept else 0.0
-    l_row = float(max_weighted_row_norm(X, sample_weight, extra))
+    if max_row_norm is None:
+        max_row_norm = scan(X, "X", sample_weight, 1.0 if fit_intercept else 0.0)
+    l_row = float(max_row_norm)
     if n > AUTO_SAMPLE_ROWS:
         rows = np.sort(rng.choice(n, AUTO_SAMPLE_ROWS, replace=False))
         sample = X[rows].astype(np.float64)
@@ -332,7 +337,9 @@ def _explosion_scale(plan: _Plan) -> float:
         scores.fill(plan.intercept)
     start = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
     start += _penalty_value(plan.coef, plan.l1, plan.l2)
-    return max(zero_model, start, np.finfo(np.float64).tiny)
+    # 0 for a loss that is 0 at zero weights and at the start (the perceptron): its loss
+    # grows with the scale of w by design, so only non-finite values mean divergence.
+    return max(zero_model, start)
 
 
 def _block_rows(X: np.ndarray) -> int:
@@ -473,7 +480,7 @@ def _run(plan: _Plan) -> FitResult:
     if plan.schedule.name == "auto":
         eta = auto_learning_rate(
             X, sw, loss=plan.loss, rows_per_step=rows, fit_intercept=plan.fit_intercept,
-            l2=plan.l2, rng=plan.rng,
+            l2=plan.l2, rng=plan.rng, max_row_norm=plan.max_row_norm,
         )  # fmt: skip
     else:
         eta = plan.eta0
@@ -512,7 +519,7 @@ def _run(plan: _Plan) -> FitResult:
                 X, y, sw, order, step_rows, coef, intercept, *common, parallel, stream_rows
             )
         epoch_loss = epoch_loss_sum / n + penalty_now
-        exploded = epoch_loss > EXPLOSION_FACTOR * scale
+        exploded = scale > 0.0 and epoch_loss > EXPLOSION_FACTOR * scale
         if (
             bad >= 0
             or not math.isfinite(epoch_loss)

@@ -17,14 +17,12 @@ Conventions shared by all kernels (the engine prepares them):
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
 from ._config import kernel, parallel_kernel, scalar
 from .memory import ROWS_AHEAD, block_stream, prefetch_row
-from .scalar import learning_rate, loss_and_derivative, soft_threshold
+from .scalar import is_finite, learning_rate, loss_and_derivative, soft_threshold
 
 #: A batch is split into chunks of at least this many rows ...
 MIN_CHUNK_ROWS = 256
@@ -197,7 +195,7 @@ def batch_epoch(
             batch_loss += sums[c, 0]
             deriv_sum += sums[c, 1]
         loss_total += batch_loss
-        if not math.isfinite(batch_loss):
+        if not is_finite(batch_loss):
             return intercept, loss_total, t, start
         _penalized_update(w, grad, eta / m, eta, l1, l2)
         if fit_intercept:
@@ -227,7 +225,7 @@ def sgd_epoch(
     l2,
     block_rows=0,
 ):
-    """One epoch of per-sample SGD over the rows in ``order``.
+    """One epoch of per-sample SGD over the rows in ``order`` (empty: file order).
 
     For each row: ``w ← prox(w·(1 − η·l2) − η·s·L'(x·w + b, y)·x)``,
     ``b ← b − η·s·L'``, ``t ← t + 1``.
@@ -235,22 +233,24 @@ def sgd_epoch(
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
     position in ``order`` of the first row with a non-finite prediction, or -1.
     """
-    n = order.shape[0]
+    n = X.shape[0]
     d = X.shape[1]
     dtype = X.dtype.type
     weighted = sample_weight.shape[0] > 0
+    use_order = order.shape[0] > 0
     loss_total = 0.0
     stream = np.zeros(4, dtype=np.int64)
     if n == 0:
         return intercept, loss_total, t, -1
-    p = _row_dot(X, order[0], w) + intercept
+    p = _row_dot(X, order[0] if use_order else 0, w) + intercept
     for k in range(n):
-        if block_rows > 0:
-            block_stream(X, order, k, block_rows, stream)
-        if k + ROWS_AHEAD < n:
-            prefetch_row(X, order[k + ROWS_AHEAD])
-        i = order[k]
-        if not math.isfinite(p):
+        if use_order:
+            if block_rows > 0:
+                block_stream(X, order, k, block_rows, stream)
+            if k + ROWS_AHEAD < n:
+                prefetch_row(X, order[k + ROWS_AHEAD])
+        i = order[k] if use_order else k
+        if not is_finite(p):
             return intercept, loss_total + p, t, k
         eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
         value, deriv = loss_and_derivative(loss_code, p, y[i], epsilon)
@@ -268,13 +268,13 @@ def sgd_epoch(
             for j in range(d):
                 w[j] = soft_threshold(w[j] * decay - step * X[i, j], threshold)
             if k + 1 < n:
-                p = _row_dot(X, order[k + 1], w) + intercept
+                p = _row_dot(X, order[k + 1] if use_order else k + 1, w) + intercept
         elif k + 1 < n:
             # Without L1 the step is linear, so the next row's prediction under the new
             # weights is decay·(x'·w) − step·(x'·x) + b: both dot products ride along the
             # update in one loop, taking the next row's loads off the serial chain of steps
             # (measured: ~20% faster in a shuffled order, equal in file order).
-            following = order[k + 1]
+            following = order[k + 1] if use_order else k + 1
             next_dot_w = dtype(0.0)
             next_dot_x = dtype(0.0)
             for j in range(d):
@@ -302,48 +302,42 @@ def predict(X, w, intercept, out):
 
 
 @parallel_kernel
-def max_weighted_row_norm(X, sample_weight, extra):
-    """``max_i s_i·(‖x_i‖² + extra)`` (``extra`` = 1 for the intercept's column)."""
-    n = X.shape[0]
+def scan_rows(A, sample_weight, extra):
+    """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
+    ``(row, column)`` is the first NaN or ±inf (``(-1, -1)`` if none) and ``norm`` is
+    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column).
+
+    Validation and the ``auto`` step size share this one read of X; the exact place of a
+    non-finite value is searched only in the chunks that hold one.
+    """
+    n = A.shape[0]
     weighted = sample_weight.shape[0] > 0
     chunk = chunk_rows_for(n)
     n_chunks = (n + chunk - 1) // chunk
-    partial = np.zeros(n_chunks)
+    bad = np.zeros(n_chunks, dtype=np.int64)
+    norms = np.zeros(n_chunks)
     for c in numba.prange(n_chunks):
+        n_bad = 0
         best = 0.0
         for i in range(c * chunk, min((c + 1) * chunk, n)):
-            norm = extra
-            for j in range(X.shape[1]):
-                norm += float(X[i, j]) * float(X[i, j])
+            norm = 0.0
+            for j in range(A.shape[1]):
+                value = float(A[i, j])
+                norm += value * value
+                n_bad += 0 if is_finite(value) else 1
+            norm += extra
             if weighted:
                 norm *= sample_weight[i]
             best = max(best, norm)
-        partial[c] = best
-    return partial.max()
-
-
-@parallel_kernel
-def find_non_finite(A):
-    """Return ``(row, column)`` of the first NaN or ±inf of the 2-D array ``A``, or
-    ``(-1, -1)``. One parallel pass; the exact place is searched only in chunks that hold
-    one."""
-    n = A.shape[0]
-    chunk = chunk_rows_for(n)
-    n_chunks = (n + chunk - 1) // chunk
-    bad = np.zeros(n_chunks, dtype=np.bool_)
-    for c in numba.prange(n_chunks):
-        probe = 0.0
-        for i in range(c * chunk, min((c + 1) * chunk, n)):
-            for j in range(A.shape[1]):
-                probe += A[i, j] * 0.0  # 0 for finite values, NaN otherwise
-        bad[c] = not math.isfinite(probe)
+        bad[c] = n_bad
+        norms[c] = best
     for c in range(n_chunks):
         if bad[c]:
             for i in range(c * chunk, min((c + 1) * chunk, n)):
                 for j in range(A.shape[1]):
-                    if not math.isfinite(A[i, j]):
-                        return i, j
-    return -1, -1
+                    if not is_finite(A[i, j]):
+                        return i, j, np.inf
+    return -1, -1, norms.max()
 
 
 @kernel

@@ -112,6 +112,22 @@ def learning_rate(code, t, eta0, power_t, alpha, optimal_init):
     return eta0
 
 
+#: The largest finite float64; ``abs(x) <= FLOAT_MAX`` is false exactly for NaN and ±inf.
+FLOAT_MAX = 1.7976931348623157e308
+
+
+@scalar
+def is_finite(x):
+    """Whether ``x`` is finite, robust to the kernels' fastmath flags.
+
+    ``math.isfinite`` lowers to a test on ``x - x``, which LLVM may fold to 0 under
+    ``reassoc`` + ``nsz`` when ``x`` is a loop reduction, so the check vanished (found by a
+    property test). An ordered comparison cannot be folded without ``nnan``/``ninf``,
+    which the kernels never set.
+    """
+    return abs(x) <= FLOAT_MAX
+
+
 @scalar
 def soft_threshold(value, threshold):
     """``sign(v)·max(|v| − threshold, 0)``: the proximal step of the L1 penalty."""

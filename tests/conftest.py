@@ -1,0 +1,68 @@
+"""Shared test helpers: the named tolerances and generic hypothesis strategies.
+
+Every comparison of a kernel with the numpy reference takes its tolerance from the one table
+below, so that loosening one is a visible, reviewed change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from fastgd.options import LOSSES, PENALTIES, SCHEDULES
+
+# ---------------------------------------------------------------------------------------------
+# Named tolerances
+# ---------------------------------------------------------------------------------------------
+
+#: Kernel (in the dtype of X) against the float64 reference after the same arithmetic: the
+#: kernels are compiled with fastmath ``reassoc``/``contract``/``arcp``, so dot products and
+#: gradient sums are summed in another order and multiply-adds may be fused. float64 errors
+#: stay within a few hundred ulps of the data's scale (O(1) in the tests) over an epoch of
+#: small steps. float32 kernels round every product and partial sum to float32
+#: (eps = 1.2e-7); these bounds are about 10x the largest error measured on the tests'
+#: problems, and far below the effect of a wrong step (an O(eta) change, eta >= 1e-3 there).
+TOL = {
+    np.float64: {"rtol": 1e-10, "atol": 1e-12},
+    np.float32: {"rtol": 2e-5, "atol": 5e-6},
+}
+
+#: One scalar formula evaluated by the kernel and by the reference (fused multiply-add or a
+#: reciprocal instead of a division can change the last bits, nothing else).
+SCALAR_TOL = {"rtol": 1e-13, "atol": 0.0}
+
+
+def tol(dtype) -> dict:
+    """The kernel-versus-reference tolerance for data of ``dtype``."""
+    return TOL[np.dtype(dtype).type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic strategies
+# ---------------------------------------------------------------------------------------------
+
+LOSS_NAMES = tuple(loss.name for loss in LOSSES)
+CLASSIFICATION_LOSSES = frozenset(loss.name for loss in LOSSES if loss.classification)
+PENALTY_NAMES = tuple(penalty.name for penalty in PENALTIES)
+SCHEDULE_NAMES = tuple(schedule.name for schedule in SCHEDULES)
+#: The schedules the per-step kernels implement (the others run as ``constant``).
+KERNEL_SCHEDULE_NAMES = ("constant", "optimal", "invscaling")
+DTYPES = (np.float64, np.float32)
+
+losses = st.sampled_from(LOSS_NAMES)
+penalties = st.sampled_from(PENALTY_NAMES)
+kernel_schedules = st.sampled_from(KERNEL_SCHEDULE_NAMES)
+dtypes = st.sampled_from(DTYPES)
+#: Seeds of ``np.random.default_rng`` for data drawn generically (no exact kinks or ties).
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def property_settings(max_examples: int) -> settings:
+    """Hypothesis settings for tests that call compiled kernels: no deadline (the first call
+    may compile), a bounded number of examples."""
+    return settings(
+        deadline=None,
+        max_examples=max_examples,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )

@@ -43,9 +43,17 @@ EXPLOSION_FACTOR = 1e10
 #: and stops once the step falls below ``ADAPTIVE_MIN_ETA`` (as scikit-learn).
 ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_ETA = 1e-6
+#: When a run with ``learning_rate="auto"`` diverges anyway (an adversarial row order), the
+#: engine returns to the last good state and divides the step by this, at most this often.
+AUTO_BACKTRACK_DIVISOR = 4.0
+AUTO_MAX_BACKTRACKS = 8
 #: Rows sampled for the power iteration behind ``learning_rate="auto"``.
 AUTO_SAMPLE_ROWS = 10_000
 AUTO_POWER_ITERATIONS = 30
+#: For batches made of consecutive rows: runs sampled, their largest size, and iterations.
+AUTO_GROUP_SAMPLES = 16
+AUTO_GROUP_MAX_ROWS = 2048
+AUTO_GROUP_POWER_ITERATIONS = 15
 #: A batch is accumulated in parallel when it holds at least this many values
 #: (rows × features); smaller batches run serially (see benchmarks/README.md).
 PARALLEL_MIN_VALUES = 1 << 17
@@ -71,6 +79,9 @@ class FitResult:
         Whether ``tol`` was met (False when ``max_iter`` or the callback ended the run).
     learning_rate : float
         The step size the run started with (``auto``: the derived one).
+    extras : dict
+        ``final_learning_rate`` (after ``adaptive`` reductions or ``auto`` back-offs) and
+        ``auto_backtracks``: how often ``auto`` had to back off from a diverging epoch.
     t : float
         The step counter after the run (1 + the number of steps), for continuing.
     loss : str
@@ -231,11 +242,12 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
             "intercept_init",
         )
     l1, l2 = penalty_opt.split(alpha, l1_ratio)
+    offset = optimal_init(loss_opt, alpha, epsilon) if schedule_opt.name == "optimal" else 0.0
     return _Plan(
         X=X, y=y, sample_weight=sw, loss=loss_opt, strategy=strategy_opt,
         schedule=schedule_opt, batch_size=batch_size, eta0=eta0, power_t=power_t, alpha=alpha,
         l1=l1, l2=l2, epsilon=epsilon,
-        optimal_init=optimal_init(loss_opt, alpha, epsilon) if schedule_opt.code == 1 else 0.0,
+        optimal_init=offset,
         max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
         fit_intercept=bool(fit_intercept), shuffle_mode=shuffle_mode, rng=rng, coef=coef,
         intercept=intercept, classes=classes, callback=callback, max_row_norm=max_row_norm,
@@ -250,6 +262,29 @@ def _rows_per_step(strategy: options.Strategy, batch_size: int, n: int) -> int:
     return min(batch_size, n)
 
 
+def _largest_eigenvalue(
+    rows: np.ndarray, weights: np.ndarray | None, fit_intercept: bool, rng, iterations: int
+) -> float:
+    """Largest eigenvalue of ``Σ s·x̃x̃ᵀ / m`` over the given rows, by power iteration (a
+    lower bound that converges from below)."""
+    sample = rows.astype(np.float64)
+    if fit_intercept:
+        sample = np.hstack([sample, np.ones((sample.shape[0], 1))])
+    if weights is not None:
+        sample *= np.sqrt(weights)[:, None]
+    vector = np.ones(sample.shape[1]) + 0.1 * rng.standard_normal(sample.shape[1])
+    eigenvalue = 0.0
+    for _ in range(iterations):
+        norm = np.linalg.norm(vector)
+        if norm == 0.0:
+            break
+        vector /= norm
+        image = sample.T @ (sample @ vector) / sample.shape[0]
+        eigenvalue = float(vector @ image)
+        vector = image
+    return eigenvalue
+
+
 def auto_learning_rate(
     X: np.ndarray,
     sample_weight: np.ndarray,
@@ -260,6 +295,7 @@ def auto_learning_rate(
     l2: float,
     rng: np.random.Generator,
     max_row_norm: float | None = None,
+    contiguous_rows: int = 0,
 ) -> float:
     """A step size that keeps gradient descent stable, derived from the data.
 
@@ -270,38 +306,32 @@ def auto_learning_rate(
       most ``AUTO_SAMPLE_ROWS`` rows, never below ``max s‖x̃‖² / n``);
     - ``L_row``  = ``max s·‖x̃‖²`` (``max_row_norm`` when the caller has it, else one
       parallel pass over X: ``fastgd.fit`` gets it from its validation pass);
-    - for ``B`` rows per step, the expected smoothness of the batch gradient
+    - for ``B`` rows per step, the expected smoothness of a random batch's gradient
       ``L_B = n(B−1)/(B(n−1))·L_full + (n−B)/(B(n−1))·L_row`` (``L_row`` for SGD,
       ``L_full`` for full batch);
+    - when batches are made of runs of ``contiguous_rows`` consecutive rows of X (file
+      order, or block shuffling), they are no random sample: rows sorted by the target
+      make a batch's curvature far above ``L_B``. Then ``L_B`` is raised to the largest
+      curvature of ``AUTO_GROUP_SAMPLES`` such runs drawn at random;
     - ``η = 1 / (c·L_B + l2)``.
 
     For squared error this is at most half of the ``2/L`` beyond which full-batch gradient
-    descent diverges, and each SGD step contracts the residual of its row.
+    descent diverges, and each SGD step contracts the residual of its row. Should an
+    epoch diverge anyway, ``fastgd.fit`` backs off (see ``AUTO_BACKTRACK_DIVISOR``).
     """
     n = X.shape[0]
+    weighted = sample_weight.shape[0] > 0
     if max_row_norm is None:
         max_row_norm = scan(X, "X", sample_weight, 1.0 if fit_intercept else 0.0)
     l_row = float(max_row_norm)
     if n > AUTO_SAMPLE_ROWS:
         rows = np.sort(rng.choice(n, AUTO_SAMPLE_ROWS, replace=False))
-        sample = X[rows].astype(np.float64)
-        weights = sample_weight[rows] if sample_weight.shape[0] else None
     else:
-        sample = X.astype(np.float64)
-        weights = sample_weight if sample_weight.shape[0] else None
-    if fit_intercept:
-        sample = np.hstack([sample, np.ones((sample.shape[0], 1))])
-    scaled = sample if weights is None else sample * np.sqrt(weights)[:, None]
-    vector = np.ones(scaled.shape[1]) + 0.1 * rng.standard_normal(scaled.shape[1])
-    eigenvalue = 0.0
-    for _ in range(AUTO_POWER_ITERATIONS):
-        norm = np.linalg.norm(vector)
-        if norm == 0.0:
-            break
-        vector /= norm
-        image = scaled.T @ (scaled @ vector) / scaled.shape[0]
-        eigenvalue = float(vector @ image)
-        vector = image
+        rows = slice(None)
+    eigenvalue = _largest_eigenvalue(
+        X[rows], sample_weight[rows] if weighted else None, fit_intercept, rng,
+        AUTO_POWER_ITERATIONS,
+    )  # fmt: skip
     l_full = max(eigenvalue, l_row / n)
     batch = max(1, min(rows_per_step, n))
     if n == 1:
@@ -310,6 +340,17 @@ def auto_learning_rate(
         smoothness = (n * (batch - 1)) / (batch * (n - 1)) * l_full + (n - batch) / (
             batch * (n - 1)
         ) * l_row
+    group = min(contiguous_rows, batch, AUTO_GROUP_MAX_ROWS)
+    if 1 < group and batch < n:
+        for start in rng.integers(0, n - group + 1, size=AUTO_GROUP_SAMPLES):
+            local = slice(start, start + group)
+            smoothness = max(
+                smoothness,
+                _largest_eigenvalue(
+                    X[local], sample_weight[local] if weighted else None, fit_intercept, rng,
+                    AUTO_GROUP_POWER_ITERATIONS,
+                ),
+            )  # fmt: skip
     denominator = loss.curvature * smoothness + l2
     if denominator <= 0.0:  # all-zero data: any step is stable
         return 1.0
@@ -340,6 +381,15 @@ def _explosion_scale(plan: _Plan) -> float:
     # 0 for a loss that is 0 at zero weights and at the start (the perceptron): its loss
     # grows with the scale of w by design, so only non-finite values mean divergence.
     return max(zero_model, start)
+
+
+def _contiguous_rows(shuffle_mode: int, X: np.ndarray) -> int:
+    """How many consecutive rows of X a batch is made of, run by run (0: random rows)."""
+    if shuffle_mode == options.SHUFFLE_NONE:
+        return X.shape[0]
+    if shuffle_mode == options.SHUFFLE_BLOCK:
+        return _block_rows(X)
+    return 0
 
 
 def _block_rows(X: np.ndarray) -> int:
@@ -481,6 +531,7 @@ def _run(plan: _Plan) -> FitResult:
         eta = auto_learning_rate(
             X, sw, loss=plan.loss, rows_per_step=rows, fit_intercept=plan.fit_intercept,
             l2=plan.l2, rng=plan.rng, max_row_norm=plan.max_row_norm,
+            contiguous_rows=_contiguous_rows(plan.shuffle_mode, X),
         )  # fmt: skip
     else:
         eta = plan.eta0
@@ -492,16 +543,18 @@ def _run(plan: _Plan) -> FitResult:
     coef = plan.coef
     intercept = plan.intercept
     scale = _explosion_scale(plan)
-    # The last weights known to be good: for sgd/minibatch the end of the last finished
-    # epoch; for full batch the start of it (its loss is the objective at those weights).
-    good_coef, good_intercept = coef.copy(), intercept
     t = 1.0
+    # The last state known to be good: for sgd/minibatch the end of the last finished
+    # epoch; for full batch its start (its loss is the objective at those weights).
+    good_coef, good_intercept, good_t = coef.copy(), intercept, t
+    backtracks = 0
     history: list[float] = []
     best = math.inf
     no_improvement = 0
     converged = False
-    for epoch in range(plan.max_iter):
-        start_coef, start_intercept = coef.copy(), intercept
+    epoch = 0
+    while epoch < plan.max_iter:
+        start_coef, start_intercept, start_t = coef.copy(), intercept, t
         penalty_now = _penalty_value(coef, plan.l1, plan.l2)
         if order.shape[0]:
             fill_epoch_order(order, plan.shuffle_mode, block_rows, plan.rng.integers(2**63))
@@ -526,6 +579,15 @@ def _run(plan: _Plan) -> FitResult:
             or exploded
             or not (math.isfinite(intercept) and np.isfinite(coef).all())
         ):
+            if plan.schedule.name == "auto" and backtracks < AUTO_MAX_BACKTRACKS:
+                # The derived step is safe for random batches in expectation; an adversarial
+                # order (e.g. rows sorted by target, shuffle=False) can still overshoot.
+                # Go back to the last good state and retry with a smaller step.
+                coef[:] = good_coef
+                intercept, t = good_intercept, good_t
+                eta /= AUTO_BACKTRACK_DIVISOR
+                backtracks += 1
+                continue
             what = "the loss exploded" if exploded and bad < 0 else "the loss became non-finite"
             if plan.schedule.name == "auto":
                 advice = (
@@ -542,14 +604,15 @@ def _run(plan: _Plan) -> FitResult:
                 loss_history=np.array(history),
             )
         if plan.strategy.name == "full":
-            good_coef, good_intercept = start_coef, start_intercept
+            good_coef, good_intercept, good_t = start_coef, start_intercept, start_t
         else:
-            good_coef, good_intercept = coef.copy(), intercept
+            good_coef, good_intercept, good_t = coef.copy(), intercept, t
+        epoch += 1
         history.append(epoch_loss)
         if plan.callback is not None:
             view = coef.view()
             view.flags.writeable = False
-            if plan.callback(epoch + 1, view, intercept, epoch_loss):
+            if plan.callback(epoch, view, intercept, epoch_loss):
                 break
         if plan.tol is not None:
             if epoch_loss > best - plan.tol:
@@ -574,4 +637,5 @@ def _run(plan: _Plan) -> FitResult:
         t=t,
         loss=plan.loss.name,
         classes=plan.classes,
+        extras={"final_learning_rate": eta, "auto_backtracks": backtracks},
     )

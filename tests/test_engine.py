@@ -1113,3 +1113,53 @@ def test_predict_validates_its_input():
         result.predict(_with(np.ones((3, 3)), (1, 2), np.nan))
     with pytest.raises(ValueError, match=re.escape("reshape(-1, 1)")):
         result.predict(np.ones(3))
+
+
+# ------------------------------------------------- auto on adversarial row orders
+
+
+def _sorted_by_target(seed: int, n: int = 20_000, d: int = 10):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * rng.uniform(0.1, 30.0, d)
+    y = X @ rng.standard_normal(d) + rng.standard_normal(n)
+    order = np.argsort(y)
+    return np.ascontiguousarray(X[order]), y[order]
+
+
+@pytest.mark.parametrize("shuffle", [False, "block", True])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_auto_is_stable_on_rows_sorted_by_target(strategy, shuffle):
+    X, y = _sorted_by_target(0)
+    result = fastgd.fit(
+        X, y, strategy=strategy, batch_size=64, shuffle=shuffle, max_iter=5, tol=None,
+        random_state=0,
+    )  # fmt: skip
+    assert result.extras["auto_backtracks"] == 0
+    assert np.isfinite(result.coef).all()
+    start = _objective(X, y, np.zeros(X.shape[1]), 0.0)
+    assert _objective(X, y, result.coef, result.intercept) < start
+
+
+def test_auto_backs_off_when_an_epoch_diverges(monkeypatch):
+    X, y = _sorted_by_target(1, n=2_000)
+    derived = fastgd.engine.auto_learning_rate
+    # A derived step 1000x too large: the engine must recover without raising.
+    monkeypatch.setattr(
+        fastgd.engine, "auto_learning_rate", lambda *a, **k: 1000.0 * derived(*a, **k)
+    )
+    result = fastgd.fit(X, y, strategy="minibatch", batch_size=32, max_iter=4, random_state=0)
+    backtracks = result.extras["auto_backtracks"]
+    assert 1 <= backtracks <= fastgd.engine.AUTO_MAX_BACKTRACKS
+    assert result.extras["final_learning_rate"] == pytest.approx(
+        result.learning_rate / fastgd.engine.AUTO_BACKTRACK_DIVISOR**backtracks
+    )
+    assert np.isfinite(result.loss_history).all() and result.n_iter == 4
+
+
+def test_auto_gives_up_with_a_divergence_error_after_the_last_back_off(monkeypatch):
+    X, y = _sorted_by_target(2, n=500)
+    monkeypatch.setattr(fastgd.engine, "auto_learning_rate", lambda *a, **k: 1e30)
+    with pytest.raises(fastgd.DivergenceError, match="learning_rate='auto'") as caught:
+        fastgd.fit(X, y, strategy="sgd", max_iter=3, random_state=0)
+    assert "standardising" in str(caught.value)
+    np.testing.assert_array_equal(caught.value.coef, np.zeros(X.shape[1]))

@@ -50,13 +50,15 @@ AUTO_MAX_BACKTRACKS = 8
 #: Rows sampled for the power iteration behind ``learning_rate="auto"``.
 AUTO_SAMPLE_ROWS = 10_000
 AUTO_POWER_ITERATIONS = 30
+#: Up to this many features the curvature comes exactly from the Gram matrix instead.
+AUTO_GRAM_MAX_WIDTH = 512
 #: For batches made of consecutive rows: runs sampled, their largest size, and iterations.
 AUTO_GROUP_SAMPLES = 16
 AUTO_GROUP_MAX_ROWS = 2048
 AUTO_GROUP_POWER_ITERATIONS = 15
 #: A batch is accumulated in parallel when it holds at least this many values
 #: (rows × features); smaller batches run serially (see benchmarks/README.md).
-PARALLEL_MIN_VALUES = 1 << 17
+PARALLEL_MIN_VALUES = 1 << 16
 #: ``shuffle="block"`` moves blocks of about this many bytes of X (fits in L2 cache).
 SHUFFLE_BLOCK_BYTES = 64 * 1024
 
@@ -265,21 +267,28 @@ def _rows_per_step(strategy: options.Strategy, batch_size: int, n: int) -> int:
 def _largest_eigenvalue(
     rows: np.ndarray, weights: np.ndarray | None, fit_intercept: bool, rng, iterations: int
 ) -> float:
-    """Largest eigenvalue of ``Σ s·x̃x̃ᵀ / m`` over the given rows, by power iteration (a
-    lower bound that converges from below)."""
+    """Largest eigenvalue of ``Σ s·x̃x̃ᵀ / m`` over the given rows: exactly from the Gram
+    matrix when the width is small, else by power iteration (a lower bound that converges
+    from below)."""
     sample = rows.astype(np.float64)
     if fit_intercept:
         sample = np.hstack([sample, np.ones((sample.shape[0], 1))])
     if weights is not None:
         sample *= np.sqrt(weights)[:, None]
-    vector = np.ones(sample.shape[1]) + 0.1 * rng.standard_normal(sample.shape[1])
+    m, width = sample.shape
+    if width <= AUTO_GRAM_MAX_WIDTH:
+        # One BLAS matrix product (compute-bound) beats repeated matrix-vector products
+        # (memory-bound) up to moderate widths, and gives the eigenvalue exactly.
+        gram = sample.T @ sample / m
+        return float(np.linalg.eigvalsh(gram)[-1])
+    vector = np.ones(width) + 0.1 * rng.standard_normal(width)
     eigenvalue = 0.0
     for _ in range(iterations):
         norm = np.linalg.norm(vector)
         if norm == 0.0:
             break
         vector /= norm
-        image = sample.T @ (sample @ vector) / sample.shape[0]
+        image = sample.T @ (sample @ vector) / m
         eigenvalue = float(vector @ image)
         vector = image
     return eigenvalue

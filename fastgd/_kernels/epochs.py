@@ -64,9 +64,10 @@ def _accumulate_chunk(
     n = X.shape[0]
     for k in range(lo, hi):
         if use_order:
+            # One prefetch scheme at a time: combined, they compete (measured).
             if block_rows > 0:
                 block_stream(X, order, k, block_rows, stream)
-            if k + ROWS_AHEAD < n:
+            elif k + ROWS_AHEAD < n:
                 prefetch_row(X, order[k + ROWS_AHEAD])
         i = order[k] if use_order else k
         p = _row_dot(X, i, w) + intercept
@@ -245,9 +246,10 @@ def sgd_epoch(
     p = _row_dot(X, order[0] if use_order else 0, w) + intercept
     for k in range(n):
         if use_order:
+            # One prefetch scheme at a time: combined, they compete (measured).
             if block_rows > 0:
                 block_stream(X, order, k, block_rows, stream)
-            if k + ROWS_AHEAD < n:
+            elif k + ROWS_AHEAD < n:
                 prefetch_row(X, order[k + ROWS_AHEAD])
         i = order[k] if use_order else k
         if not is_finite(p):

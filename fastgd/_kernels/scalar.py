@@ -1,7 +1,7 @@
 """Scalar maths shared by every loop: losses, learning-rate schedules, the L1 threshold.
 
-Built-in variants are dispatched by the integer codes of ``fastgd.options``; LLVM inlines
-these functions into the loops, so the branch on a loop-invariant code costs nothing
+Built-in variants are dispatched by the integer codes of ``fastgd.options``; these
+functions are inlined into the loops, so the branch on a loop-invariant code costs nothing
 measurable and every kernel loads from Numba's cache (functions passed as arguments would
 not).
 """

@@ -61,15 +61,17 @@ def _as_numeric_array(data, name: str) -> np.ndarray:
     return array
 
 
-def scan(array2d: np.ndarray, name: str, sample_weight=None, extra: float = 0.0) -> float:
+def scan(
+    array2d: np.ndarray, name: str, sample_weight=None, extra: float = 0.0, entry: str = "row"
+) -> float:
     """Raise on the first NaN/inf of ``array2d`` (naming its row, and its column for X);
     return ``max_i s_i·(‖row_i‖² + extra)`` from the same pass."""
     weights = np.empty(0) if sample_weight is None else sample_weight
     row, col, norm = scan_rows(array2d, weights, extra)
     if row >= 0:
-        where = f"row {row}, column {col}" if name == "X" else f"row {row}"
+        where = f"row {row}, column {col}" if name == "X" else f"{entry} {row}"
         raise ValueError(
-            f"{name} contains a non-finite value ({array2d[row, col]!r}) at {where}; "
+            f"{name} contains a non-finite value ({float(array2d[row, col])!r}) at {where}; "
             "remove or impute NaN/inf before fitting."
         )
     return float(norm)
@@ -111,7 +113,7 @@ def check_vector(v, name: str, n: int, dtype, *, counts: str = "rows") -> np.nda
         )
     v = np.ascontiguousarray(v, dtype=dtype)
     if v.dtype.kind == "f":
-        scan(v.reshape(-1, 1), name)
+        scan(v.reshape(-1, 1), name, entry=counts.rstrip("s"))
     return v
 
 
@@ -122,11 +124,12 @@ def check_sample_weight(sample_weight, n: int) -> np.ndarray:
     sw = check_vector(sample_weight, "sample_weight", n, np.float64)
     if (sw < 0).any():
         row = int(np.argmax(sw < 0))
-        raise ValueError(f"sample_weight must be >= 0; got {sw[row]!r} at row {row}.")
-    total = sw.sum()
-    if total <= 0:
+        raise ValueError(f"sample_weight must be >= 0; got {float(sw[row])!r} at row {row}.")
+    largest = sw.max()
+    if largest <= 0:
         raise ValueError("sample_weight sums to 0: at least one row needs a positive weight.")
-    return sw * (n / total)
+    sw = sw / largest  # first to at most 1, so that the sum cannot overflow
+    return sw * (n / sw.sum())
 
 
 def check_binary_labels(y: np.ndarray, loss_name: str, dtype) -> tuple[np.ndarray, np.ndarray]:

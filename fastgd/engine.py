@@ -8,6 +8,7 @@ epochs.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import numpy as np
 
 from . import options
 from ._kernels.epochs import (
+    MIN_CHUNK_ROWS,
     batch_epoch,
     loss_sum,
     predict,
@@ -43,12 +45,18 @@ EXPLOSION_FACTOR = 1e10
 #: and stops once the step falls below ``ADAPTIVE_MIN_ETA`` (as scikit-learn).
 ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_ETA = 1e-6
+#: An epoch whose loss exceeds this many times the best epoch loss so far has diverged.
+RISE_FACTOR = 10.0
+#: With ``auto`` on a smooth loss, a full-batch objective that rises by more than this
+#: (relative) means the step was too large.
+RISE_TOLERANCE = 1e-9
 #: When a run with ``learning_rate="auto"`` diverges anyway (an adversarial row order), the
 #: engine returns to the last good state and divides the step by this, at most this often.
 AUTO_BACKTRACK_DIVISOR = 4.0
 AUTO_MAX_BACKTRACKS = 8
 #: Rows sampled for the power iteration behind ``learning_rate="auto"``.
 AUTO_SAMPLE_ROWS = 10_000
+AUTO_SAMPLE_BYTES = 64 * 1024 * 1024
 AUTO_POWER_ITERATIONS = 30
 #: Up to this many features the curvature comes exactly from the Gram matrix instead.
 AUTO_GRAM_MAX_WIDTH = 512
@@ -270,9 +278,10 @@ def _largest_eigenvalue(
     """Largest eigenvalue of ``Σ s·x̃x̃ᵀ / m`` over the given rows: exactly from the Gram
     matrix when the width is small, else by power iteration (a lower bound that converges
     from below)."""
-    sample = rows.astype(np.float64)
+    sample = np.empty((rows.shape[0], rows.shape[1] + int(fit_intercept)))
+    sample[:, : rows.shape[1]] = rows  # one float64 copy, the intercept's column beside it
     if fit_intercept:
-        sample = np.hstack([sample, np.ones((sample.shape[0], 1))])
+        sample[:, -1] = 1.0
     if weights is not None:
         sample *= np.sqrt(weights)[:, None]
     m, width = sample.shape
@@ -333,8 +342,10 @@ def auto_learning_rate(
     if max_row_norm is None:
         max_row_norm = scan(X, "X", sample_weight, 1.0 if fit_intercept else 0.0)
     l_row = float(max_row_norm)
-    if n > AUTO_SAMPLE_ROWS:
-        rows = np.sort(rng.choice(n, AUTO_SAMPLE_ROWS, replace=False))
+    # At most AUTO_SAMPLE_ROWS rows and AUTO_SAMPLE_BYTES of float64 copies, however wide X.
+    sample_rows = max(64, min(AUTO_SAMPLE_ROWS, AUTO_SAMPLE_BYTES // (8 * (X.shape[1] + 1))))
+    if n > sample_rows:
+        rows = np.sort(rng.choice(n, sample_rows, replace=False))
     else:
         rows = slice(None)
     eigenvalue = _largest_eigenvalue(
@@ -349,7 +360,7 @@ def auto_learning_rate(
         smoothness = (n * (batch - 1)) / (batch * (n - 1)) * l_full + (n - batch) / (
             batch * (n - 1)
         ) * l_row
-    group = min(contiguous_rows, batch, AUTO_GROUP_MAX_ROWS)
+    group = min(contiguous_rows, batch, AUTO_GROUP_MAX_ROWS, sample_rows)
     if 1 < group and batch < n:
         for start in rng.integers(0, n - group + 1, size=AUTO_GROUP_SAMPLES):
             local = slice(start, start + group)
@@ -373,6 +384,52 @@ def _penalty_value(coef: np.ndarray, l1: float, l2: float) -> float:
     if l2:
         value += 0.5 * l2 * float(np.dot(coef.astype(np.float64), coef.astype(np.float64)))
     return value
+
+
+def _divergence(
+    plan: _Plan,
+    epoch_loss: float,
+    non_finite_row: bool,
+    coef: np.ndarray,
+    intercept: float,
+    scale: float,
+    best: float,
+    history: list[float],
+    pending_no_improvement: int,
+) -> str | None:
+    """Why the epoch just run counts as diverging, or None."""
+    if (
+        non_finite_row
+        or not math.isfinite(epoch_loss)
+        or not (math.isfinite(intercept) and np.isfinite(coef).all())
+    ):
+        return "the loss became non-finite"
+    if scale > 0.0 and epoch_loss > EXPLOSION_FACTOR * scale:
+        return f"the loss exploded to {epoch_loss:.3g}"
+    if 0.0 < best < math.inf and epoch_loss > RISE_FACTOR * best:
+        return (
+            f"the loss rose to {epoch_loss:.4g}, over {RISE_FACTOR:g} times its best ({best:.4g})"
+        )
+    if (
+        plan.schedule.name == "auto"
+        and plan.strategy.name == "full"
+        and plan.loss.smooth
+        and history
+        and epoch_loss > history[-1] + RISE_TOLERANCE * abs(history[-1])
+    ):
+        # With a step below 1/L every full-batch step of a smooth loss lowers the objective:
+        # a rise proves the curvature was underestimated.
+        return f"the objective rose from {history[-1]:.6g} to {epoch_loss:.6g}"
+    window = [*history[-plan.n_iter_no_change :], epoch_loss]
+    if (
+        plan.tol is not None
+        and pending_no_improvement >= plan.n_iter_no_change
+        and len(window) > plan.n_iter_no_change
+        and all(later > earlier for earlier, later in itertools.pairwise(window))
+    ):
+        # A steady rise is no plateau: never report it as convergence.
+        return f"the loss rose in each of the last {plan.n_iter_no_change} epochs"
+    return None
 
 
 def _explosion_scale(plan: _Plan) -> float:
@@ -545,7 +602,11 @@ def _run(plan: _Plan) -> FitResult:
     else:
         eta = plan.eta0
     start_eta = eta
-    parallel = rows * d >= PARALLEL_MIN_VALUES and numba.get_num_threads() > 1
+    parallel = (
+        rows * d >= PARALLEL_MIN_VALUES
+        and rows >= 2 * MIN_CHUNK_ROWS  # at least two chunks to share
+        and numba.get_num_threads() > 1
+    )
     order = np.empty(n if plan.strategy.name != "full" else 0, dtype=np.int64)
     block_rows = _block_rows(X)
     stream_rows = block_rows if plan.shuffle_mode == options.SHUFFLE_BLOCK else 0
@@ -553,12 +614,13 @@ def _run(plan: _Plan) -> FitResult:
     intercept = plan.intercept
     scale = _explosion_scale(plan)
     t = 1.0
-    # The last state known to be good: for sgd/minibatch the end of the last finished
-    # epoch; for full batch its start (its loss is the objective at those weights).
-    good_coef, good_intercept, good_t = coef.copy(), intercept, t
+    # The best state so far (lowest epoch loss): where a back-off restarts from and what a
+    # DivergenceError keeps. For sgd/minibatch an epoch's loss belongs to the weights at
+    # its end; for full batch to those at its start (the objective of the step's pass).
+    best = math.inf
+    best_coef, best_intercept, best_t = coef.copy(), intercept, t
     backtracks = 0
     history: list[float] = []
-    best = math.inf
     no_improvement = 0
     converged = False
     epoch = 0
@@ -581,23 +643,25 @@ def _run(plan: _Plan) -> FitResult:
                 X, y, sw, order, step_rows, coef, intercept, *common, parallel, stream_rows
             )
         epoch_loss = epoch_loss_sum / n + penalty_now
-        exploded = scale > 0.0 and epoch_loss > EXPLOSION_FACTOR * scale
-        if (
-            bad >= 0
-            or not math.isfinite(epoch_loss)
-            or exploded
-            or not (math.isfinite(intercept) and np.isfinite(coef).all())
-        ):
+        if plan.tol is not None and epoch_loss > best - plan.tol:
+            pending_no_improvement = no_improvement + 1
+        else:
+            pending_no_improvement = 0
+        reason = _divergence(
+            plan, epoch_loss, bad >= 0, coef, intercept, scale, best, history,
+            pending_no_improvement,
+        )  # fmt: skip
+        if reason is not None:
             if plan.schedule.name == "auto" and backtracks < AUTO_MAX_BACKTRACKS:
                 # The derived step is safe for random batches in expectation; an adversarial
-                # order (e.g. rows sorted by target, shuffle=False) can still overshoot.
-                # Go back to the last good state and retry with a smaller step.
-                coef[:] = good_coef
-                intercept, t = good_intercept, good_t
+                # order or a few rows of extreme leverage can still make it overshoot. Go
+                # back to the best state and retry with a smaller step.
+                coef[:] = best_coef
+                intercept, t = best_intercept, best_t
                 eta /= AUTO_BACKTRACK_DIVISOR
                 backtracks += 1
+                no_improvement = 0
                 continue
-            what = "the loss exploded" if exploded and bad < 0 else "the loss became non-finite"
             if plan.schedule.name == "auto":
                 advice = (
                     "standardising the features, checking the data for extreme values, or a penalty"
@@ -605,37 +669,34 @@ def _run(plan: _Plan) -> FitResult:
             else:
                 advice = "learning_rate='auto', a smaller eta0, or standardising the features"
             raise DivergenceError(
-                f"Training diverged in epoch {epoch + 1}: {what} with a step size of "
+                f"Training diverged in epoch {epoch + 1}: {reason}, with a step size of "
                 f"{eta:.3g} (learning_rate={plan.schedule.name!r}). Try {advice}.",
                 epoch=epoch + 1,
-                coef=good_coef,
-                intercept=good_intercept,
+                coef=best_coef,
+                intercept=best_intercept,
                 loss_history=np.array(history),
             )
-        if plan.strategy.name == "full":
-            good_coef, good_intercept, good_t = start_coef, start_intercept, start_t
-        else:
-            good_coef, good_intercept, good_t = coef.copy(), intercept, t
         epoch += 1
         history.append(epoch_loss)
-        if plan.callback is not None:
-            view = coef.view()
-            view.flags.writeable = False
-            if plan.callback(epoch, view, intercept, epoch_loss):
-                break
-        if plan.tol is not None:
-            if epoch_loss > best - plan.tol:
-                no_improvement += 1
+        no_improvement = pending_no_improvement
+        if epoch_loss < best:
+            best = epoch_loss
+            if plan.strategy.name == "full":
+                best_coef, best_intercept, best_t = start_coef, start_intercept, start_t
             else:
+                best_coef, best_intercept, best_t = coef.copy(), intercept, t
+        if plan.callback is not None:
+            snapshot = coef.copy()
+            snapshot.flags.writeable = False
+            if plan.callback(epoch, snapshot, intercept, epoch_loss):
+                break
+        if plan.tol is not None and no_improvement >= plan.n_iter_no_change:
+            if plan.schedule.name == "adaptive" and eta > ADAPTIVE_MIN_ETA:
+                eta /= ADAPTIVE_DIVISOR
                 no_improvement = 0
-            best = min(best, epoch_loss)
-            if no_improvement >= plan.n_iter_no_change:
-                if plan.schedule.name == "adaptive" and eta > ADAPTIVE_MIN_ETA:
-                    eta /= ADAPTIVE_DIVISOR
-                    no_improvement = 0
-                else:
-                    converged = True
-                    break
+            else:
+                converged = True
+                break
     return FitResult(
         coef=coef,
         intercept=X.dtype.type(intercept),

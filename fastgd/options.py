@@ -38,6 +38,8 @@ class Loss:
 
     ``curvature`` bounds ``d²L/dp²`` (for non-smooth losses: the scale used by
     ``learning_rate="auto"``, their derivative being bounded by 1 or 2 in magnitude).
+    ``smooth``: the derivative is Lipschitz, so full-batch descent with a step below
+    ``1/(curvature·L)`` lowers the objective at every step.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Loss:
     classification: bool
     uses_epsilon: bool
     curvature: float
+    smooth: bool
     doc: str
 
 
@@ -88,22 +91,23 @@ class Strategy:
 
 
 LOSSES: tuple[Loss, ...] = (
-    Loss("squared_error", 0, False, False, 1.0, "½(p − y)²"),
-    Loss("huber", 1, False, True, 1.0, "½r² if |r| ≤ ε else ε|r| − ½ε², r = p − y"),
-    Loss("epsilon_insensitive", 2, False, True, 1.0, "max(0, |y − p| − ε)"),
-    Loss("squared_epsilon_insensitive", 3, False, True, 2.0, "max(0, |y − p| − ε)²"),
-    Loss("log_loss", 4, True, False, 0.25, "log(1 + exp(−y·p)), y ∈ {−1, +1}"),
-    Loss("hinge", 5, True, False, 1.0, "max(0, 1 − y·p)"),
-    Loss("squared_hinge", 6, True, False, 2.0, "max(0, 1 − y·p)²"),
+    Loss("squared_error", 0, False, False, 1.0, True, "½(p − y)²"),
+    Loss("huber", 1, False, True, 1.0, True, "½r² if |r| ≤ ε else ε|r| − ½ε², r = p − y"),
+    Loss("epsilon_insensitive", 2, False, True, 1.0, False, "max(0, |y − p| − ε)"),
+    Loss("squared_epsilon_insensitive", 3, False, True, 2.0, True, "max(0, |y − p| − ε)²"),
+    Loss("log_loss", 4, True, False, 0.25, True, "log(1 + exp(−y·p)), y ∈ {−1, +1}"),
+    Loss("hinge", 5, True, False, 1.0, False, "max(0, 1 − y·p)"),
+    Loss("squared_hinge", 6, True, False, 2.0, True, "max(0, 1 − y·p)²"),
     Loss(
         "modified_huber",
         7,
         True,
         False,
         2.0,
+        True,
         "max(0, 1 − y·p)² if y·p ≥ −1 else −4·y·p",
     ),
-    Loss("perceptron", 8, True, False, 1.0, "max(0, −y·p)"),
+    Loss("perceptron", 8, True, False, 1.0, False, "max(0, −y·p)"),
 )
 
 PENALTIES: tuple[Penalty, ...] = (

@@ -1163,3 +1163,55 @@ def test_auto_gives_up_with_a_divergence_error_after_the_last_back_off(monkeypat
         fastgd.fit(X, y, strategy="sgd", max_iter=3, random_state=0)
     assert "standardising" in str(caught.value)
     np.testing.assert_array_equal(caught.value.coef, np.zeros(X.shape[1]))
+
+
+# ------------------------------------------- rising losses are divergence, never convergence
+
+
+def _gaussian_problem(seed: int, n: int = 2_000, d: int = 5):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = X @ rng.standard_normal(d) + 0.1 * rng.standard_normal(n)
+    design = np.hstack([X, np.ones((n, 1))])
+    curvature = np.linalg.eigvalsh(design.T @ design / n)[-1]
+    return X, y, curvature
+
+
+def test_a_steady_rise_is_reported_as_divergence_not_convergence():
+    X, y, curvature = _gaussian_problem(0)
+    # Just above 2/L: full-batch descent diverges slowly (the loss grows ~10% per epoch), so
+    # neither the explosion nor the 10x-best rule fires before tol's patience runs out.
+    with pytest.raises(fastgd.DivergenceError, match="rose in each of the last 5 epochs") as caught:
+        fastgd.fit(
+            X, y, strategy="full", learning_rate="constant", eta0=2.05 / curvature,
+            max_iter=200, random_state=0,
+        )  # fmt: skip
+    history = caught.value.loss_history
+    assert np.all(np.diff(history[-5:]) > 0)
+    # The error keeps the best state: the weights whose objective is the lowest recorded.
+    kept = _objective(X, y, caught.value.coef, caught.value.intercept)
+    assert kept == pytest.approx(history.min(), rel=1e-9)
+
+
+def test_a_loss_ten_times_its_best_is_divergence():
+    X, y, curvature = _gaussian_problem(1)
+    with pytest.raises(fastgd.DivergenceError, match="over 10 times its best"):
+        fastgd.fit(
+            X, y, strategy="full", learning_rate="constant", eta0=2.6 / curvature, tol=None,
+            max_iter=200, random_state=0,
+        )  # fmt: skip
+
+
+def test_auto_full_batch_backs_off_when_the_sample_misses_high_leverage_rows(monkeypatch):
+    rng = np.random.default_rng(3)
+    n, d = 20_000, 5
+    X = rng.standard_normal((n, d))
+    X[rng.choice(n, 4, replace=False)] = [3000.0, 0.0, 0.0, 0.0, 0.0]
+    y = X @ np.ones(d) + rng.standard_normal(n)
+    # A sample of 1,000 rows almost surely misses the 4 heavy rows: the derived step is
+    # too large, the objective rises, and the engine must back off instead of diverging.
+    monkeypatch.setattr(fastgd.engine, "AUTO_SAMPLE_ROWS", 1_000)
+    result = fastgd.fit(X, y, strategy="full", max_iter=30, tol=None, random_state=0)
+    assert result.extras["auto_backtracks"] >= 1
+    assert np.all(np.diff(result.loss_history) <= 1e-9 * result.loss_history[0])
+    assert result.loss_history[-1] < 0.5 * result.loss_history[0]

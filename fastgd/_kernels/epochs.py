@@ -101,12 +101,11 @@ def _accumulate_serial(
 
 @parallel_kernel
 def _accumulate_parallel(
-    X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums
-):
+    X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums,
+    no_stream,
+):  # fmt: skip
     chunk = chunk_rows_for(stop - start)
     n_chunks = (stop - start + chunk - 1) // chunk
-    # Block streaming carries state from row to row: serial path only.
-    no_stream = np.zeros(4, dtype=np.int64)
     for c in numba.prange(n_chunks):
         _accumulate_chunk(
             c, X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums,
@@ -170,14 +169,17 @@ def batch_epoch(
     grad = np.empty(d, dtype=X.dtype)
     sums = np.empty((MAX_CHUNKS, 2))
     stream = np.zeros(4, dtype=np.int64)
+    no_stream = np.zeros(4, dtype=np.int64)
     loss_total = 0.0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         m = stop - start
         eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
         if parallel:
+            # Block streaming carries state from row to row: serial path only.
             n_chunks = _accumulate_parallel(
-                X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G, sums
+                X, y, sample_weight, order, start, stop, w, intercept, loss_code, epsilon, G,
+                sums, no_stream,
             )  # fmt: skip
         else:
             n_chunks = _accumulate_serial(

@@ -50,11 +50,12 @@ RISE_FACTOR = 10.0
 #: With ``auto`` on a smooth loss, a full-batch objective that rises by more than this
 #: (relative) means the step was too large.
 RISE_TOLERANCE = 1e-9
-#: When a run with ``learning_rate="auto"`` diverges anyway (an adversarial row order), the
-#: engine returns to the last good state and divides the step by this, at most this often.
+#: When a run with ``learning_rate="auto"`` diverges anyway (an adversarial row order, rows
+#: of extreme leverage outside the sample), the engine returns to the best state so far and
+#: divides the step by this, at most this often.
 AUTO_BACKTRACK_DIVISOR = 4.0
 AUTO_MAX_BACKTRACKS = 8
-#: Rows sampled for the power iteration behind ``learning_rate="auto"``.
+#: Rows (and bytes of float64 copies) sampled for the curvature behind ``"auto"``.
 AUTO_SAMPLE_ROWS = 10_000
 AUTO_SAMPLE_BYTES = 64 * 1024 * 1024
 AUTO_POWER_ITERATIONS = 30

@@ -8,19 +8,19 @@ __all__ = ["DivergenceError"]
 
 
 class DivergenceError(ValueError):
-    """Training diverged: the loss or the weights stopped being finite, or exploded.
+    """Training diverged: the loss or the weights stopped being finite, the loss exploded,
+    rose far above its best, or rose steadily.
 
-    The weights of the last epoch that ended well are kept on the exception, so nothing
-    already learnt is lost.
+    The best weights reached are kept on the exception, so nothing already learnt is lost.
 
     Attributes
     ----------
     epoch : int
         The epoch (1-based) in which divergence was detected.
     coef, intercept :
-        The weights at the end of the last good epoch (the initial weights if none).
+        The weights with the lowest epoch loss (the initial weights if no epoch finished).
     loss_history : numpy.ndarray
-        The per-epoch losses of the good epochs.
+        The per-epoch losses of the epochs that finished.
     """
 
     def __init__(

@@ -571,7 +571,7 @@ def fit(
     ------
     DivergenceError
         When the loss or the weights stop being finite, or the loss explodes; the error
-        keeps the last good weights.
+        keeps the best weights reached.
     ValueError, TypeError
         For invalid input, naming the parameter, the allowed values or the row.
     """

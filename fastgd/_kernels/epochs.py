@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from ._config import kernel, parallel_kernel, scalar
-from .memory import ROWS_AHEAD, block_stream, prefetch_row
+from .memory import prefetch_for_order
 from .scalar import is_finite, learning_rate, loss_and_derivative, soft_threshold
 
 #: A batch is split into chunks of at least this many rows ...
@@ -61,14 +61,9 @@ def _accumulate_chunk(
         G[c, j] = 0.0
     loss_sum = 0.0
     deriv_sum = 0.0
-    n = X.shape[0]
     for k in range(lo, hi):
         if use_order:
-            # One prefetch scheme at a time: combined, they compete (measured).
-            if block_rows > 0:
-                block_stream(X, order, k, block_rows, stream)
-            elif k + ROWS_AHEAD < n:
-                prefetch_row(X, order[k + ROWS_AHEAD])
+            prefetch_for_order(X, order, k, block_rows, stream)
         i = order[k] if use_order else k
         p = _row_dot(X, i, w) + intercept
         value, deriv = loss_and_derivative(loss_code, p, y[i], epsilon)
@@ -248,11 +243,7 @@ def sgd_epoch(
     p = _row_dot(X, order[0] if use_order else 0, w) + intercept
     for k in range(n):
         if use_order:
-            # One prefetch scheme at a time: combined, they compete (measured).
-            if block_rows > 0:
-                block_stream(X, order, k, block_rows, stream)
-            elif k + ROWS_AHEAD < n:
-                prefetch_row(X, order[k + ROWS_AHEAD])
+            prefetch_for_order(X, order, k, block_rows, stream)
         i = order[k] if use_order else k
         if not is_finite(p):
             return intercept, loss_total + p, t, k

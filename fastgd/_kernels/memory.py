@@ -89,3 +89,14 @@ def block_stream(X, order, k, block_rows, state):
     for flat in range(state[1], stop, per_line):
         prefetch(X, flat)
     state[1] = stop
+
+
+@scalar
+def prefetch_for_order(X, order, k, block_rows, stream):
+    """The prefetch for position ``k`` of ``order``: stream the next block of a block
+    shuffle (``block_rows`` > 0), else request the row ``ROWS_AHEAD`` positions ahead. One
+    scheme at a time: combined, they compete (measured)."""
+    if block_rows > 0:
+        block_stream(X, order, k, block_rows, stream)
+    elif k + ROWS_AHEAD < order.shape[0]:
+        prefetch_row(X, order[k + ROWS_AHEAD])

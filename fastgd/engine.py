@@ -166,10 +166,8 @@ class _Plan:
 
 
 def _shuffle_mode(shuffle) -> int:
-    if shuffle is True or (isinstance(shuffle, (bool, np.bool_)) and shuffle):
-        return options.SHUFFLE_FULL
-    if shuffle is False or (isinstance(shuffle, (bool, np.bool_)) and not shuffle):
-        return options.SHUFFLE_NONE
+    if isinstance(shuffle, (bool, np.bool_)):
+        return options.SHUFFLE_FULL if shuffle else options.SHUFFLE_NONE
     if isinstance(shuffle, str) and shuffle == "block":
         return options.SHUFFLE_BLOCK
     raise ValueError(f"shuffle={shuffle!r} is not supported; allowed values: True, False, 'block'.")
@@ -383,7 +381,8 @@ def _penalty_value(coef: np.ndarray, l1: float, l2: float) -> float:
     if l1:
         value += l1 * float(np.abs(coef).sum(dtype=np.float64))
     if l2:
-        value += 0.5 * l2 * float(np.dot(coef.astype(np.float64), coef.astype(np.float64)))
+        wide = coef.astype(np.float64)
+        value += 0.5 * l2 * float(wide @ wide)
     return value
 
 
@@ -439,6 +438,8 @@ def _explosion_scale(plan: _Plan) -> float:
     n = X.shape[0]
     scores = np.zeros(n, dtype=X.dtype)
     zero_model = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
+    if not plan.coef.any() and plan.intercept == 0.0:
+        return zero_model  # the start is the zero model
     if plan.coef.any():
         predict(X, plan.coef, float(plan.intercept), scores)
     else:

@@ -15,8 +15,27 @@ __version__ = "0.1.0"
 __all__ = [
     "DivergenceError",
     "FitResult",
+    "SGDClassifier",
+    "SGDRegressor",
     "__version__",
     "auto_learning_rate",
     "fit",
     "options",
 ]
+
+#: Loaded on first use: they import scikit-learn, which the functional API does not need.
+_LAZY = {"SGDClassifier": "estimators", "SGDRegressor": "estimators"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

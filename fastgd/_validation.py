@@ -117,8 +117,9 @@ def check_vector(v, name: str, n: int, dtype, *, counts: str = "rows") -> np.nda
     return v
 
 
-def check_sample_weight(sample_weight, n: int) -> np.ndarray:
-    """Validate weights and rescale them to mean 1 (an empty array when all are equal)."""
+def check_sample_weight(sample_weight, n: int, *, normalize: bool = True) -> np.ndarray:
+    """Validate weights and rescale them to mean 1 (``normalize=False``: keep them as
+    given). An empty array stands for all weights 1."""
     if sample_weight is None:
         return np.empty(0)
     sw = check_vector(sample_weight, "sample_weight", n, np.float64)
@@ -127,14 +128,38 @@ def check_sample_weight(sample_weight, n: int) -> np.ndarray:
         raise ValueError(f"sample_weight must be >= 0; got {float(sw[row])!r} at row {row}.")
     largest = sw.max()
     if largest <= 0:
-        raise ValueError("sample_weight sums to 0: at least one row needs a positive weight.")
+        raise ValueError(
+            "sample_weight is zero for every row: at least one row needs a positive weight."
+        )
+    if not normalize:
+        return np.empty(0) if (sw == 1.0).all() else sw
     sw = sw / largest  # first to at most 1, so that the sum cannot overflow
     return sw * (n / sw.sum())
 
 
-def check_binary_labels(y: np.ndarray, loss_name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+def check_binary_labels(
+    y: np.ndarray, loss_name: str, dtype, classes=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Map two classes to {-1, +1} of ``dtype`` (the smaller class to -1), finding the
-    classes in ``y``'s own dtype. Returns ``(classes, y_signed)``."""
+    classes in ``y``'s own dtype. Returns ``(classes, y_signed)``.
+
+    ``classes`` (two labels, the second positive) may be given when ``y`` holds only part
+    of the data; every label of ``y`` must then be one of them."""
+    if classes is not None:
+        given = np.asarray(classes)
+        if given.ndim != 1 or given.shape[0] != 2 or given[0] == given[1]:
+            raise ValueError(
+                f"classes must hold exactly two distinct labels; got {given.tolist()!r}."
+            )
+        unknown = ~np.isin(y, given)
+        if unknown.any():
+            row = int(np.argmax(unknown))
+            raise ValueError(
+                f"y holds the label {y[row]!r} at row {row}, which is not in classes="
+                f"{given.tolist()!r}."
+            )
+        signed = np.where(y == given[1], 1.0, -1.0).astype(dtype)
+        return given, signed
     classes = np.unique(y)
     if classes.shape[0] != 2:
         shown = classes[:10].tolist()

@@ -101,6 +101,13 @@ class FitResult:
         For classification losses, the two labels (``classes[1]`` is the positive class).
     fit_time : float
         Seconds spent in ``fit``.
+    standard_coef, standard_intercept : ndarray and float, or None
+        With ``average``: the last iterate of the weights (what training continues from);
+        ``coef``/``intercept`` then hold the averaged model once averaging has begun.
+    average_coef, average_intercept : ndarray of float64 and float, or None
+        With ``average``: the running means of the weights so far (to continue averaging).
+    validation_scores : ndarray or None
+        With ``validation_score``: its value after each epoch.
     """
 
     coef: np.ndarray
@@ -114,6 +121,11 @@ class FitResult:
     classes: np.ndarray | None = None
     fit_time: float = 0.0
     extras: dict = field(default_factory=dict)
+    standard_coef: np.ndarray | None = None
+    standard_intercept: float | None = None
+    average_coef: np.ndarray | None = None
+    average_intercept: float | None = None
+    validation_scores: np.ndarray | None = None
 
     def decision_function(self, X) -> np.ndarray:
         """``X·coef + intercept`` in one pass over X."""
@@ -163,6 +175,12 @@ class _Plan:
     classes: np.ndarray | None
     callback: Callable | None
     max_row_norm: float
+    t_init: float = 1.0
+    average_start: float = 0.0
+    average_coef: np.ndarray | None = None
+    average_intercept: float = 0.0
+    validation_score: Callable | None = None
+    divergence_checks: str = "all"
 
 
 def _shuffle_mode(shuffle) -> int:
@@ -203,7 +221,9 @@ def optimal_init(loss: options.Loss, alpha: float, epsilon: float) -> float:
 
 def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty, alpha,
           l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept, sample_weight,
-          shuffle, random_state, coef_init, intercept_init, callback) -> _Plan:  # fmt: skip
+          shuffle, random_state, coef_init, intercept_init, callback, t_init=1.0, average=False,
+          average_coef_init=None, average_intercept_init=None, validation_score=None,
+          normalize_weights=True, divergence_checks="all", classes=None) -> _Plan:  # fmt: skip
     loss_opt = options.loss_by_name(loss)
     strategy_opt = options.strategy_by_name(strategy)
     schedule_opt = options.schedule_by_name(learning_rate)
@@ -221,6 +241,22 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
         raise TypeError(f"fit_intercept must be True or False; got {fit_intercept!r}.")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
+    t_init = check_scalar(t_init, "t_init", low=1.0)
+    if average is True:
+        average_start = 1.0
+    elif average is False or average is None:
+        average_start = 0.0
+    else:
+        average_start = float(check_scalar(average, "average", kind="int", low=1))
+    if validation_score is not None and not callable(validation_score):
+        raise TypeError(
+            f"validation_score must be callable or None; got {type(validation_score).__name__}."
+        )
+    if divergence_checks not in ("all", "non_finite"):
+        raise ValueError(
+            f"divergence_checks={divergence_checks!r} is not supported; allowed values: "
+            "'all', 'non_finite'."
+        )
     if schedule_opt.name == "optimal" and alpha == 0.0:
         raise ValueError("learning_rate='optimal' needs alpha > 0 (its step is 1/(alpha·t)).")
     shuffle_mode = _shuffle_mode(shuffle)
@@ -232,10 +268,10 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
     if loss_opt.classification:
         # Classes are found in y's own dtype: a cast to float32 first could merge labels.
         y = check_vector(y, "y", n, None)
-        classes, y = check_binary_labels(y, loss_opt.name, X.dtype)
+        classes, y = check_binary_labels(y, loss_opt.name, X.dtype, classes=classes)
     else:
         y = check_vector(y, "y", n, X.dtype)
-    sw = check_sample_weight(sample_weight, n)
+    sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)
     max_row_norm = scan(X, "X", sw, 1.0 if fit_intercept else 0.0)
 
     if coef_init is None:
@@ -250,6 +286,21 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
             else intercept_init,
             "intercept_init",
         )
+    average_coef = None
+    average_intercept = 0.0
+    if average_start:
+        average_coef = np.zeros(d)
+        if average_coef_init is not None:
+            average_coef[:] = check_vector(
+                average_coef_init, "average_coef_init", d, np.float64, counts="features"
+            )
+        if average_intercept_init is not None:
+            average_intercept = check_scalar(
+                np.asarray(average_intercept_init).reshape(-1)[0]
+                if np.ndim(average_intercept_init)
+                else average_intercept_init,
+                "average_intercept_init",
+            )
     l1, l2 = penalty_opt.split(alpha, l1_ratio)
     offset = optimal_init(loss_opt, alpha, epsilon) if schedule_opt.name == "optimal" else 0.0
     return _Plan(
@@ -260,6 +311,9 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
         max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
         fit_intercept=bool(fit_intercept), shuffle_mode=shuffle_mode, rng=rng, coef=coef,
         intercept=intercept, classes=classes, callback=callback, max_row_norm=max_row_norm,
+        t_init=t_init, average_start=average_start, average_coef=average_coef,
+        average_intercept=average_intercept, validation_score=validation_score,
+        divergence_checks=divergence_checks,
     )  # fmt: skip
 
 
@@ -404,6 +458,8 @@ def _divergence(
         or not (math.isfinite(intercept) and np.isfinite(coef).all())
     ):
         return "the loss became non-finite"
+    if plan.divergence_checks == "non_finite":
+        return None
     if scale > 0.0 and epoch_loss > EXPLOSION_FACTOR * scale:
         return f"the loss exploded to {epoch_loss:.3g}"
     if 0.0 < best < math.inf and epoch_loss > RISE_FACTOR * best:
@@ -488,6 +544,14 @@ def fit(
     coef_init=None,
     intercept_init=None,
     callback: Callable | None = None,
+    t_init: float = 1.0,
+    average: bool | int = False,
+    average_coef_init=None,
+    average_intercept_init=None,
+    validation_score: Callable | None = None,
+    normalize_weights: bool = True,
+    divergence_checks: str = "all",
+    classes=None,
 ) -> FitResult:
     r"""Fit a linear model ``p = X·coef + intercept`` by gradient descent.
 
@@ -559,6 +623,30 @@ def fit(
     callback : callable or None
         ``callback(epoch, coef, intercept, loss)`` after each epoch (``coef`` read-only);
         returning True stops the run.
+    t_init : float
+        The step counter of the first step (≥ 1): a run that continues an earlier one
+        passes that run's ``FitResult.t``, so the schedules go on where they stopped.
+    average : bool or int
+        Averaged SGD: ``True`` (= 1) or a step number ``k`` makes the model the mean of
+        the weights after every step numbered ``t ≥ k``; ``False`` turns it off.
+    average_coef_init, average_intercept_init :
+        The running means to continue from (``FitResult.average_coef`` of an earlier run).
+    validation_score : callable or None
+        ``validation_score(coef, intercept) -> float``, higher is better (e.g. R² or
+        accuracy on held-out rows), called after each epoch with the model's weights; when
+        given, ``tol``/``n_iter_no_change`` watch it instead of the training loss
+        (stop when it has not risen above ``best + tol`` for ``n_iter_no_change`` epochs).
+    normalize_weights : bool
+        True: ``sample_weight`` is rescaled to mean 1 (only ratios matter). False: the
+        weights multiply each row's loss as given (scikit-learn's convention, where they
+        also scale the step size and the balance against the penalty).
+    divergence_checks : {"all", "non_finite"}
+        ``"all"`` applies every rule below; ``"non_finite"`` only stops on non-finite
+        losses or weights (scikit-learn's behaviour, for its schedules).
+    classes : array of 2 labels or None
+        For classification losses: the two labels (``classes[1]`` is the positive class),
+        when ``y`` may hold only one of them (a chunk of a larger data set). None: the
+        two classes found in ``y``.
 
     Returns
     -------
@@ -583,7 +671,10 @@ def fit(
         epsilon=epsilon, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
         fit_intercept=fit_intercept, sample_weight=sample_weight, shuffle=shuffle,
         random_state=random_state, coef_init=coef_init, intercept_init=intercept_init,
-        callback=callback,
+        callback=callback, t_init=t_init, average=average, average_coef_init=average_coef_init,
+        average_intercept_init=average_intercept_init, validation_score=validation_score,
+        normalize_weights=normalize_weights, divergence_checks=divergence_checks,
+        classes=classes,
     )  # fmt: skip
     result = _run(plan)
     result.fit_time = time.perf_counter() - started
@@ -615,12 +706,18 @@ def _run(plan: _Plan) -> FitResult:
     coef = plan.coef
     intercept = plan.intercept
     scale = _explosion_scale(plan)
-    t = 1.0
+    t = plan.t_init
+    averaging = plan.average_coef is not None
+    avg_w = plan.average_coef if averaging else np.empty(0)
+    avg_b = np.array([plan.average_intercept]) if averaging else np.empty(0)
+    best_score = -math.inf
+    scores: list[float] = []
     # The best state so far (lowest epoch loss): where a back-off restarts from and what a
     # DivergenceError keeps. For sgd/minibatch an epoch's loss belongs to the weights at
     # its end; for full batch to those at its start (the objective of the step's pass).
     best = math.inf
     best_coef, best_intercept, best_t = coef.copy(), intercept, t
+    best_avg = (avg_w.copy(), avg_b.copy())
     backtracks = 0
     history: list[float] = []
     no_improvement = 0
@@ -635,23 +732,30 @@ def _run(plan: _Plan) -> FitResult:
             plan.fit_intercept, plan.loss.code, plan.epsilon, plan.schedule.kernel_code, eta,
             plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
         )  # fmt: skip
+        start_avg = (avg_w.copy(), avg_b[0]) if averaging else None
         if plan.strategy.name == "sgd":
             intercept, epoch_loss_sum, t, bad = sgd_epoch(
-                X, y, sw, order, coef, intercept, *common, stream_rows
-            )
+                X, y, sw, order, coef, intercept, *common, avg_w, avg_b, plan.average_start,
+                stream_rows,
+            )  # fmt: skip
         else:
             step_rows = n if plan.strategy.name == "full" else rows
             intercept, epoch_loss_sum, t, bad = batch_epoch(
-                X, y, sw, order, step_rows, coef, intercept, *common, parallel, stream_rows
-            )
+                X, y, sw, order, step_rows, coef, intercept, *common, parallel, avg_w, avg_b,
+                plan.average_start, stream_rows,
+            )  # fmt: skip
         epoch_loss = epoch_loss_sum / n + penalty_now
-        if plan.tol is not None and epoch_loss > best - plan.tol:
-            pending_no_improvement = no_improvement + 1
+        score = None
+        if plan.validation_score is not None and bad < 0:
+            model_coef, model_intercept = _model(plan, coef, intercept, avg_w, avg_b, t)
+            score = float(plan.validation_score(model_coef, model_intercept))
+            improved = plan.tol is None or score >= best_score + plan.tol
         else:
-            pending_no_improvement = 0
+            improved = plan.tol is None or epoch_loss <= best - plan.tol
+        pending_no_improvement = 0 if improved else no_improvement + 1
         reason = _divergence(
             plan, epoch_loss, bad >= 0, coef, intercept, scale, best, history,
-            pending_no_improvement,
+            pending_no_improvement if plan.validation_score is None else 0,
         )  # fmt: skip
         if reason is not None:
             if plan.schedule.name == "auto" and backtracks < AUTO_MAX_BACKTRACKS:
@@ -660,6 +764,7 @@ def _run(plan: _Plan) -> FitResult:
                 # back to the best state and retry with a smaller step.
                 coef[:] = best_coef
                 intercept, t = best_intercept, best_t
+                avg_w[:], avg_b[:] = best_avg
                 eta /= AUTO_BACKTRACK_DIVISOR
                 backtracks += 1
                 no_improvement = 0
@@ -681,16 +786,23 @@ def _run(plan: _Plan) -> FitResult:
         epoch += 1
         history.append(epoch_loss)
         no_improvement = pending_no_improvement
+        if score is not None:
+            scores.append(score)
+            best_score = max(best_score, score)
         if epoch_loss < best:
             best = epoch_loss
             if plan.strategy.name == "full":
                 best_coef, best_intercept, best_t = start_coef, start_intercept, start_t
+                if averaging:
+                    best_avg = (start_avg[0], np.array([start_avg[1]]))
             else:
                 best_coef, best_intercept, best_t = coef.copy(), intercept, t
+                best_avg = (avg_w.copy(), avg_b.copy())
         if plan.callback is not None:
-            snapshot = coef.copy()
+            model_coef, model_intercept = _model(plan, coef, intercept, avg_w, avg_b, t)
+            snapshot = model_coef.copy()
             snapshot.flags.writeable = False
-            if plan.callback(epoch, snapshot, intercept, epoch_loss):
+            if plan.callback(epoch, snapshot, model_intercept, epoch_loss):
                 break
         if plan.tol is not None and no_improvement >= plan.n_iter_no_change:
             if plan.schedule.name == "adaptive" and eta > ADAPTIVE_MIN_ETA:
@@ -699,9 +811,10 @@ def _run(plan: _Plan) -> FitResult:
             else:
                 converged = True
                 break
+    model_coef, model_intercept = _model(plan, coef, intercept, avg_w, avg_b, t)
     return FitResult(
-        coef=coef,
-        intercept=X.dtype.type(intercept),
+        coef=model_coef,
+        intercept=X.dtype.type(model_intercept),
         n_iter=len(history),
         loss_history=np.array(history),
         converged=converged,
@@ -710,4 +823,17 @@ def _run(plan: _Plan) -> FitResult:
         loss=plan.loss.name,
         classes=plan.classes,
         extras={"final_learning_rate": eta, "auto_backtracks": backtracks},
+        standard_coef=coef if averaging else None,
+        standard_intercept=X.dtype.type(intercept) if averaging else None,
+        average_coef=avg_w if averaging else None,
+        average_intercept=float(avg_b[0]) if averaging else None,
+        validation_scores=np.array(scores) if plan.validation_score is not None else None,
     )
+
+
+def _model(plan: _Plan, coef, intercept, avg_w, avg_b, t):
+    """The model's weights: the running means once averaging has begun (some step numbered
+    at least ``average_start`` has run), else the iterate."""
+    if plan.average_start and t - 1.0 >= plan.average_start:
+        return avg_w.astype(coef.dtype), float(avg_b[0])
+    return coef, intercept

@@ -486,6 +486,22 @@ def _check_order(order, n: int) -> np.ndarray:
     return order
 
 
+def _start_average(average):
+    if average is None:
+        return None
+    avg_w, avg_b, average_start = average
+    return np.array(avg_w, dtype=np.float64), float(avg_b), float(average_start)
+
+
+def _average_step(averaged, w, b: float, t: float):
+    """Fold the weights after step ``t`` into the running means (from ``average_start`` on)."""
+    avg_w, avg_b, average_start = averaged
+    if t < average_start:
+        return averaged
+    k = t - average_start + 1.0
+    return avg_w + (w - avg_w) / k, avg_b + (b - avg_b) / k, average_start
+
+
 def minibatch_epoch(
     X,
     y,
@@ -506,7 +522,8 @@ def minibatch_epoch(
     optimal_init: float | None = None,
     t: float = 1.0,
     fit_intercept: bool = True,
-) -> tuple[np.ndarray, float, float, float]:
+    average: tuple | None = None,
+) -> tuple:
     r"""One mini-batch epoch: a step per batch of consecutive entries of ``order``.
 
     The batches are ``order[k*B:(k+1)*B]`` (the last may be shorter; ``B >= n`` gives one
@@ -538,6 +555,11 @@ def minibatch_epoch(
         Step counter at the first batch.
     fit_intercept : bool, default=True
         If False the intercept is never updated.
+    average : (avg_w, avg_b, average_start) or None
+        Averaged SGD: the running means of the weights and intercept so far. After each
+        step numbered :math:`t \ge` ``average_start`` (counting from 1, before the
+        increment), with :math:`k = t - \text{average\_start} + 1`:
+        :math:`\bar w \leftarrow \bar w + (w - \bar w)/k`, and the same for :math:`b`.
 
     Returns
     -------
@@ -546,6 +568,8 @@ def minibatch_epoch(
     epoch_loss : float
     t_after : float
         The step counter after the epoch (``t`` plus the number of batches).
+    avg_w_new, avg_b_new : ndarray of float64 and float
+        Only when ``average`` is given: the running means after the epoch.
     """
     X, y, w = _as_data(X, y, w)
     n = X.shape[0]
@@ -554,6 +578,7 @@ def minibatch_epoch(
     if int(batch_size) < 1:
         raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
     batch_size = int(batch_size)
+    averaged = _start_average(average)
     penalty_at_start = penalty_value(w, l1, l2)
     b = float(b)
     t = float(t)
@@ -576,8 +601,13 @@ def minibatch_epoch(
         w = penalized_step(w, X_batch.T @ weighted / m, eta, l1, l2)
         if fit_intercept:
             b = b - eta * float(np.sum(weighted)) / m
+        if average is not None:
+            averaged = _average_step(averaged, w, b, t)
         t += 1.0
-    return w, b, weighted_loss_sum / n + penalty_at_start, t
+    result = (w, b, weighted_loss_sum / n + penalty_at_start, t)
+    if average is not None:
+        return (*result, averaged[0], averaged[1])
+    return result
 
 
 def sgd_epoch(
@@ -599,7 +629,8 @@ def sgd_epoch(
     optimal_init: float | None = None,
     t: float = 1.0,
     fit_intercept: bool = True,
-) -> tuple[np.ndarray, float, float, float]:
+    average: tuple | None = None,
+) -> tuple:
     r"""One SGD epoch: a step per row, rows taken in ``order``.
 
     For each row :math:`i` of ``order``, in turn:
@@ -617,6 +648,7 @@ def sgd_epoch(
     n = X.shape[0]
     s = _multipliers(sample_weight, n)
     order = _check_order(order, n)
+    averaged = _start_average(average)
     penalty_at_start = penalty_value(w, l1, l2)
     b = float(b)
     t = float(t)
@@ -637,8 +669,13 @@ def sgd_epoch(
         w = penalized_step(w, weighted * row, eta, l1, l2)
         if fit_intercept:
             b = b - eta * weighted
+        if average is not None:
+            averaged = _average_step(averaged, w, b, t)
         t += 1.0
-    return w, b, weighted_loss_sum / n + penalty_at_start, t
+    result = (w, b, weighted_loss_sum / n + penalty_at_start, t)
+    if average is not None:
+        return (*result, averaged[0], averaged[1])
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

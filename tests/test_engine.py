@@ -832,7 +832,7 @@ ERROR_CASES = [
     ("sample_weight-negative", {"sample_weight": _with(np.ones(10), 6, -1.0)}, ValueError,
      ["sample_weight", ">= 0", "-1", "row 6"]),
     ("sample_weight-all-zero", {"sample_weight": np.zeros(10)}, ValueError,
-     ["sample_weight", "0", "positive"]),
+     ["sample_weight", "zero for every row", "positive"]),
     ("coef_init-nan", {"coef_init": _with(np.zeros(3), 1, np.nan)}, ValueError,
      ["coef_init", "nan"]),
     ("intercept_init-nan", {"intercept_init": np.nan}, ValueError, ["intercept_init", "finite"]),

@@ -51,7 +51,13 @@ LOSS_CODES = {loss.name: loss.code for loss in options.LOSSES}
 
 #: Kernel parameters a test may leave out, with the value that changes no result (a kernel
 #: gaining such a hint keeps these tests meaningful without editing them).
-OPTIONAL_KERNEL_ARGUMENTS = {"block_rows": 0}
+OPTIONAL_KERNEL_ARGUMENTS = {
+    "block_rows": 0,
+    # No averaging: empty running means.
+    "avg_w": np.empty(0),
+    "avg_b": np.empty(0),
+    "average_start": 0.0,
+}
 
 
 def _kernel_parameters(kernel) -> list[str]:
@@ -418,6 +424,51 @@ def _case(**overrides) -> dict:
 def _problem_of(case: dict) -> Problem:
     options_ = {k: v for k, v in case.items() if k not in ("batch_size", "parallel")}
     return _problem(**options_)
+
+
+@property_settings(max_examples=120)
+@given(
+    case=epoch_cases(),
+    strategy=st.sampled_from(("sgd", "batch")),
+    start_offset=st.integers(-3, 30),
+)
+@example(case=_case(n=5, d=2), strategy="sgd", start_offset=0)
+@example(case=_case(n=7, d=3, batch_size=3, penalty="l1"), strategy="batch", start_offset=1)
+def test_averaged_epoch_matches_the_reference(case, strategy, start_offset):
+    """Averaged SGD: the running means of the weights and intercept after each step from
+    ``average_start`` on (which may lie before, inside or after the epoch) match the
+    reference, starting from non-zero means; the weights themselves are unchanged by it."""
+    problem = _problem_of(case)
+    d = problem.X.shape[1]
+    rng = np.random.default_rng(case["seed"] + 1)
+    avg_w0 = rng.normal(size=d)
+    avg_b0 = float(rng.normal())
+    average_start = max(1.0, problem.t + start_offset)
+    arguments = problem.kernel_arguments()
+    avg_w = avg_w0.copy()
+    avg_b = np.array([avg_b0])
+    extra = {"avg_w": avg_w, "avg_b": avg_b, "average_start": average_start}
+    if strategy == "sgd":
+        out = _call(epochs.sgd_epoch, **arguments, **extra)
+        reference = ref.sgd_epoch(
+            **problem.reference_arguments(), average=(avg_w0, avg_b0, average_start)
+        )
+    else:
+        out = _call(
+            epochs.batch_epoch, **arguments, **extra, batch_size=case["batch_size"],
+            parallel=case["parallel"],
+        )  # fmt: skip
+        reference = ref.minibatch_epoch(
+            **problem.reference_arguments(), batch_size=case["batch_size"],
+            average=(avg_w0, avg_b0, average_start),
+        )  # fmt: skip
+    intercept, loss_sum, t, bad = out
+    _assert_epoch_matches(problem, (arguments["w"], intercept, loss_sum, t, bad), reference[:4])
+    tolerance = tol(problem.X.dtype)
+    np.testing.assert_allclose(avg_w, reference[4], **tolerance, err_msg="averaged coef")
+    np.testing.assert_allclose(avg_b[0], reference[5], **tolerance, err_msg="averaged intercept")
+    if average_start >= t:  # no step reached the start: the means are untouched
+        np.testing.assert_array_equal(avg_w, avg_w0)
 
 
 # ---------------------------------------------------------------------------------------------

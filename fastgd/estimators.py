@@ -1,0 +1,807 @@
+"""scikit-learn-compatible estimators: ``SGDRegressor`` and ``SGDClassifier``.
+
+They take scikit-learn's parameters (names, defaults and meaning as in scikit-learn 1.9),
+set its fitted attributes and follow its estimator contract (``clone``, ``Pipeline``,
+``GridSearchCV``, pickle), and add what its versions lack: ``strategy``/``batch_size``
+(mini-batch and full-batch gradient descent), ``learning_rate="auto"``, ``loss_curve_``,
+float32 end to end and multi-output regression.
+
+Both drive the one engine (:func:`fastgd.fit`): each binary sub-problem (one class against
+the rest, or one output) is one engine call; the classes of a multi-class problem run in
+parallel threads (``n_jobs``), the kernels releasing the GIL.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+import time
+import warnings
+from typing import ClassVar
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from joblib import effective_n_jobs
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.utils import check_random_state, compute_class_weight
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import engine, options
+from ._kernels.epochs import predict as _predict_kernel
+
+__all__ = ["SGDClassifier", "SGDRegressor"]
+
+#: Seeds drawn for each sub-problem lie below this (as scikit-learn's).
+_MAX_SEED = np.iinfo(np.int32).max
+
+_REGRESSION_LOSSES = tuple(loss.name for loss in options.LOSSES if not loss.classification)
+_ALL_LOSSES = tuple(loss.name for loss in options.LOSSES)
+#: scikit-learn's schedules, plus fastgd's ``auto``. ``pa1``/``pa2`` are accepted by the
+#: parameter check (they are valid scikit-learn values) and refused with a clear message.
+_LEARNING_RATES = {"constant", "optimal", "invscaling", "adaptive", "pa1", "pa2", "auto"}
+_STRATEGIES = {strategy.name for strategy in options.STRATEGIES}
+
+
+class _BaseSGD(BaseEstimator):
+    """What both estimators share: parameters, the sub-problem driver, prediction."""
+
+    _parameter_constraints: ClassVar[dict] = {
+        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "l1_ratio": [Interval(numbers.Real, 0, 1, closed="both"), None],
+        "fit_intercept": ["boolean"],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
+        "shuffle": ["boolean", StrOptions({"block"})],
+        "verbose": ["verbose"],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "learning_rate": [StrOptions(_LEARNING_RATES)],
+        "eta0": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, None, None, closed="neither")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "average": [Interval(numbers.Integral, 0, None, closed="neither"), "boolean"],
+        "strategy": [StrOptions(_STRATEGIES)],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    # ------------------------------------------------------------------ parameter checks
+
+    def _check_options(self, for_partial_fit: bool) -> None:
+        """Checks across parameters (each parameter alone is checked by its constraint)."""
+        self._validate_params()
+        if self.early_stopping and for_partial_fit:
+            raise ValueError("early_stopping should be False with partial_fit.")
+        if self.learning_rate in ("pa1", "pa2"):
+            raise ValueError(
+                f"learning_rate={self.learning_rate!r} (passive-aggressive) is not available "
+                "in fastgd; allowed values here: 'constant', 'optimal', 'invscaling', "
+                "'adaptive', 'auto'."
+            )
+        if self.learning_rate == "optimal" and self.alpha == 0:
+            raise ValueError(
+                "alpha must be > 0 since learning_rate is 'optimal': alpha is used to "
+                "compute the optimal learning rate."
+            )
+        if self.penalty == "elasticnet" and self.l1_ratio is None:
+            raise ValueError("l1_ratio must be set when penalty is 'elasticnet'.")
+
+    def _engine_options(self) -> dict:
+        """The options every engine call of this estimator shares."""
+        return {
+            "loss": self.loss,
+            "strategy": self.strategy,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "eta0": self.eta0,
+            "power_t": self.power_t,
+            "penalty": self.penalty,
+            "alpha": self.alpha,
+            "l1_ratio": 0.0 if self.l1_ratio is None else self.l1_ratio,
+            "epsilon": self.epsilon,
+            "n_iter_no_change": self.n_iter_no_change,
+            "fit_intercept": self.fit_intercept,
+            "shuffle": self.shuffle,
+            # scikit-learn's convention: a weight multiplies its row's loss as given.
+            "normalize_weights": False,
+            # scikit-learn's schedules only stop on non-finite values; ``auto`` keeps every
+            # divergence rule (and its back-off).
+            "divergence_checks": "all" if self.learning_rate == "auto" else "non_finite",
+        }
+
+    # ------------------------------------------------------------------ training
+
+    def _problem_count(self) -> int:
+        raise NotImplementedError
+
+    def _train(self, X, problems, sample_weight, *, max_iter, from_model, continuing,
+               coef_init=None, intercept_init=None, split=None, n_jobs=None):  # fmt: skip
+        """Run one engine call per sub-problem and store the model.
+
+        ``problems`` is a list of ``(y_i, weight_multiplier_i, classes_i)``; ``split`` is
+        ``(train_rows, validation_rows)`` or None. ``from_model``: start from the current
+        weights (warm start, later ``partial_fit`` calls); ``continuing``: also carry on the
+        step counter and the running means (later ``partial_fit`` calls). Nothing is stored
+        unless every sub-problem succeeds, so a failed call keeps the model it had.
+        """
+        n_features = X.shape[1]
+        k = len(problems)
+        dtype = X.dtype
+        coef, intercept = self._initial_weights(
+            k, n_features, dtype, from_model, coef_init, intercept_init
+        )
+        averaging = bool(self.average)
+        if averaging and continuing and getattr(self, "_average_coef", None) is not None:
+            average_coef = self._average_coef
+            average_intercept = self._average_intercept
+        else:
+            average_coef = np.zeros((k, n_features))
+            average_intercept = np.zeros(k)
+        t_init = float(self.t_) if continuing else 1.0
+        rng = check_random_state(self.random_state)
+        seeds = rng.randint(_MAX_SEED, size=k)
+        tol = self.tol
+        common = self._engine_options()
+        callback = self._verbose_callback() if self.verbose else None
+
+        def run(i):
+            y_i, multiplier, classes_i = problems[i]
+            weights = multiplier if sample_weight is None else sample_weight * multiplier
+            X_fit, y_fit, w_fit = X, y_i, weights
+            validation_score = None
+            if split is not None:
+                train, held_out = split
+                X_fit, y_fit, w_fit = X[train], y_i[train], weights[train]
+                validation_score = self._validation_scorer(
+                    X[held_out], y_i[held_out], weights[held_out], classes_i
+                )
+            return engine.fit(
+                X_fit, y_fit, **common, max_iter=max_iter, tol=tol, sample_weight=w_fit,
+                random_state=int(seeds[i]), coef_init=coef[i], intercept_init=intercept[i],
+                t_init=t_init, average=self.average,
+                average_coef_init=average_coef[i] if averaging else None,
+                average_intercept_init=average_intercept[i] if averaging else None,
+                validation_score=validation_score, classes=classes_i, callback=callback,
+            )  # fmt: skip
+
+        workers = _worker_count(n_jobs, k)
+        if workers > 1:
+            threads = max(1, numba.get_num_threads() // workers)
+
+            def run_in_thread(i):
+                # Numba's thread count is per calling thread: share the cores out.
+                numba.set_num_threads(threads)
+                return run(i)
+
+            results = Parallel(n_jobs=workers, require="sharedmem")(
+                delayed(run_in_thread)(i) for i in range(k)
+            )
+        else:
+            results = [run(i) for i in range(k)]
+        self._store(results, dtype, averaging)
+
+    def _initial_weights(self, k, n_features, dtype, from_model, coef_init, intercept_init):
+        if coef_init is not None:
+            coef = np.array(coef_init, dtype=dtype, order="C", copy=True)
+            coef = coef.reshape(k, n_features) if coef.size == k * n_features else coef
+            if coef.shape != (k, n_features):
+                raise ValueError(
+                    f"coef_init has shape {np.shape(coef_init)}; this data needs "
+                    f"{self._coef_shape(k, n_features)}."
+                )
+        elif from_model:
+            coef = self._standard_weights()[0].astype(dtype, copy=True).reshape(k, n_features)
+        else:
+            coef = np.zeros((k, n_features), dtype=dtype)
+        if intercept_init is not None:
+            intercept = np.array(intercept_init, dtype=np.float64).reshape(-1)
+            if intercept.shape != (k,):
+                raise ValueError(
+                    f"intercept_init has shape {np.shape(intercept_init)}; this data needs ({k},)."
+                )
+        elif from_model:
+            intercept = np.array(self._standard_weights()[1], dtype=np.float64).reshape(k)
+        else:
+            intercept = np.zeros(k)
+        return coef, intercept
+
+    def _standard_weights(self):
+        """The last iterate (what training continues from), as (k, d) and (k,)."""
+        if getattr(self, "_standard_coef", None) is not None:
+            return self._standard_coef, self._standard_intercept
+        coef = self.coef_.toarray() if sp.issparse(self.coef_) else self.coef_
+        return np.atleast_2d(coef), np.atleast_1d(self.intercept_)
+
+    def _store(self, results, dtype, averaging):
+        coef = np.stack([np.asarray(r.coef, dtype=dtype) for r in results])
+        intercept = np.array([r.intercept for r in results], dtype=dtype)
+        if averaging:
+            self._standard_coef = np.stack([r.standard_coef for r in results]).astype(dtype)
+            self._standard_intercept = np.array(
+                [r.standard_intercept for r in results], dtype=dtype
+            )
+            self._average_coef = np.stack([r.average_coef for r in results])
+            self._average_intercept = np.array([r.average_intercept for r in results])
+        else:
+            self._standard_coef = self._standard_intercept = None
+            self._average_coef = self._average_intercept = None
+        self.coef_ = self._public_coef(coef)
+        self.intercept_ = intercept
+        self.n_iter_ = int(max(r.n_iter for r in results))
+        self.t_ = float(max(r.t for r in results))
+        epochs = max(len(r.loss_history) for r in results)
+        curve = np.zeros(epochs)
+        for r in results:  # sub-problems that stopped early keep their last value
+            history = r.loss_history
+            if history.shape[0]:
+                curve[: history.shape[0]] += history
+                curve[history.shape[0] :] += history[-1]
+        self.loss_curve_ = [*getattr(self, "_curve_so_far", []), *curve.tolist()]
+        self._curve_so_far = self.loss_curve_
+        self._converged = all(r.converged for r in results)
+
+    def _validation_scorer(self, X_val, y_val, w_val, classes_i):
+        raise NotImplementedError
+
+    def _verbose_callback(self):
+        started = time.perf_counter()
+
+        def report(epoch, coef, intercept, loss):
+            print(
+                f"-- Epoch {epoch}\nNorm: {float(np.linalg.norm(coef)):.2f}, NNZs: "
+                f"{int(np.count_nonzero(coef))}, Bias: {float(intercept):.6f}, "
+                f"Objective: {loss:.6f}\nTotal training time: "
+                f"{time.perf_counter() - started:.2f} seconds.",
+                file=sys.stdout,
+            )
+            return False
+
+        return report
+
+    def _split(self, y, sample_weight):
+        """The held-out rows for ``early_stopping`` (stratified for classifiers)."""
+        if not self.early_stopping:
+            return None
+        splitter = StratifiedShuffleSplit if isinstance(self, ClassifierMixin) else ShuffleSplit
+        cv = splitter(test_size=self.validation_fraction, random_state=self.random_state)
+        try:
+            train, held_out = next(cv.split(np.zeros((y.shape[0], 1)), y))
+        except ValueError as error:
+            raise ValueError(
+                f"early_stopping could not split {y.shape[0]} samples into a training and a "
+                f"validation set with validation_fraction={self.validation_fraction!r}: "
+                f"{error}"
+            ) from error
+        if train.shape[0] == 0 or held_out.shape[0] == 0:
+            raise ValueError(
+                f"Splitting {y.shape[0]} samples with validation_fraction="
+                f"{self.validation_fraction!r} left an empty training or validation set; "
+                "use more samples, another validation_fraction, or early_stopping=False."
+            )
+        if sample_weight is not None and not np.any(sample_weight[held_out] > 0):
+            raise ValueError(
+                "The sample weights of the validation set are all zero; use another "
+                "random_state or validation_fraction."
+            )
+        return train, held_out
+
+    def _finish_fit(self):
+        if self.tol is not None and not self._converged and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                "Maximum number of iteration reached before convergence. Consider "
+                "increasing max_iter to improve the fit.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ prediction
+
+    def _scores(self, X) -> np.ndarray:
+        """``X·coefᵀ + intercept`` of shape (n, k), in X's dtype."""
+        check_is_fitted(self, "coef_")
+        X = validate_data(
+            self, X, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
+            reset=False,
+        )  # fmt: skip
+        coef = self.coef_.toarray() if sp.issparse(self.coef_) else self.coef_
+        coef = np.atleast_2d(coef).astype(X.dtype, copy=False)
+        intercept = np.asarray(self.intercept_, dtype=np.float64).reshape(-1)
+        if sp.issparse(X):
+            return np.asarray(X @ coef.T) + intercept.astype(X.dtype)
+        out = np.empty((coef.shape[0], X.shape[0]), dtype=X.dtype)
+        for i in range(coef.shape[0]):  # one parallel pass over X per output
+            _predict_kernel(X, np.ascontiguousarray(coef[i]), float(intercept[i]), out[i])
+        return out.T
+
+    def densify(self):
+        """Convert ``coef_`` to a dense numpy array (the default format)."""
+        check_is_fitted(self, "coef_")
+        if sp.issparse(self.coef_):
+            self.coef_ = self.coef_.toarray()
+        return self
+
+    def sparsify(self):
+        """Convert ``coef_`` to a ``scipy.sparse`` CSR matrix (memory-efficient when most
+        weights are zero, e.g. after an L1 penalty); ``predict`` works as before."""
+        check_is_fitted(self, "coef_")
+        self.coef_ = sp.csr_matrix(self.coef_)
+        return self
+
+
+def _worker_count(n_jobs, tasks: int) -> int:
+    """Threads for ``tasks`` sub-problems (``n_jobs=None`` is 1 outside a joblib context)."""
+    return max(1, min(tasks, effective_n_jobs(n_jobs)))
+
+
+def _sample_weight(sample_weight, n: int, dtype) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.ndim == 0:
+        return np.full(n, float(weights))
+    if weights.ndim != 1:
+        raise ValueError(f"sample_weight must be 1-D; got shape {weights.shape}.")
+    if weights.shape[0] != n:
+        raise ValueError(
+            f"sample_weight.shape == {weights.shape}, expected ({n},): one weight per row."
+        )
+    return weights
+
+
+class SGDRegressor(RegressorMixin, _BaseSGD):
+    r"""Linear regression by gradient descent, a drop-in for scikit-learn's ``SGDRegressor``.
+
+    Minimises :math:`\frac1n\sum_i s_i L(x_i·w + b, y_i) + \alpha R(w)` with scikit-learn's
+    losses, penalties and schedules; every parameter of scikit-learn 1.9's class has the
+    same name, default and meaning. Additions:
+
+    strategy : {"sgd", "minibatch", "full"}, default="sgd"
+        ``"sgd"``: one step per row (scikit-learn's behaviour); ``"minibatch"``: one step
+        per ``batch_size`` rows, the batch gradient accumulated in parallel; ``"full"``:
+        one step per epoch from the exact gradient (one parallel pass over X).
+    batch_size : int, default=256
+        Rows per step for ``strategy="minibatch"``.
+    learning_rate : also ``"auto"``
+        A stable constant step derived from the data (see :func:`fastgd.auto_learning_rate`).
+    shuffle : also ``"block"``
+        A cache-friendly order: blocks of rows in random order, rows shuffled within.
+
+    ``y`` may be 2-D (n_samples, n_outputs): each output gets its own weights
+    (``coef_`` of shape (n_outputs, n_features)). float32 input keeps float32 weights.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,) or (n_outputs, n_features)
+    intercept_ : ndarray of shape (1,) or (n_outputs,)
+    n_iter_ : int
+        Epochs run (the most over the outputs).
+    t_ : float
+        Steps taken plus 1 (for ``strategy="minibatch"``/``"full"``: batch steps), carried
+        across ``partial_fit`` calls.
+    loss_curve_ : list of float
+        The objective after each epoch (summed over the outputs), over ``fit`` and the
+        ``partial_fit`` calls after it.
+    n_features_in_, feature_names_in_ :
+        As in scikit-learn.
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        **_BaseSGD._parameter_constraints,
+        "loss": [StrOptions(set(_REGRESSION_LOSSES))],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        *,
+        penalty="l2",
+        alpha=0.0001,
+        l1_ratio=0.15,
+        fit_intercept=True,
+        max_iter=1000,
+        tol=1e-3,
+        shuffle=True,
+        verbose=0,
+        epsilon=0.1,
+        random_state=None,
+        learning_rate="invscaling",
+        eta0=0.01,
+        power_t=0.25,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        warm_start=False,
+        average=False,
+        strategy="sgd",
+        batch_size=256,
+    ):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.average = average
+        self.strategy = strategy
+        self.batch_size = batch_size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _coef_shape(self, k, n_features):
+        return f"({n_features},)" if k == 1 else f"({k}, {n_features})"
+
+    def _public_coef(self, coef):
+        return coef[0] if not self._multi_output else coef
+
+    def _validate(self, X, y, reset):
+        X, y = validate_data(
+            self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
+            multi_output=True, y_numeric=True, reset=reset,
+        )  # fmt: skip
+        multi = y.ndim == 2
+        if not reset and multi != getattr(self, "_multi_output", multi):
+            raise ValueError(
+                "y has a different number of outputs than in earlier calls to partial_fit."
+            )
+        return X, y
+
+    def _problems(self, y):
+        if y.ndim == 1:
+            return [(y, np.ones(y.shape[0]), None)]
+        return [(np.ascontiguousarray(y[:, i]), np.ones(y.shape[0]), None)
+                for i in range(y.shape[1])]  # fmt: skip
+
+    def _validation_scorer(self, X_val, y_val, w_val, classes_i):
+        dtype = X_val.dtype
+
+        def score(coef, intercept):
+            predicted = np.asarray(X_val @ coef.astype(dtype)).reshape(-1) + intercept
+            return r2_score(y_val, predicted, sample_weight=w_val)
+
+        return score
+
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
+        """Fit the model with ``max_iter`` epochs at most (fewer when ``tol`` is met).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        coef_init : array of shape (n_features,) or (n_outputs, n_features), optional
+        intercept_init : array of shape (1,) or (n_outputs,), optional
+        sample_weight : array-like of shape (n_samples,), optional
+            Multiplies each row's loss (and so its step).
+
+        Returns
+        -------
+        self
+        """
+        self._check_options(for_partial_fit=False)
+        X, y = self._validate(X, y, reset=True)
+        warm = self.warm_start and getattr(self, "coef_", None) is not None
+        if warm and (y.ndim == 2) != self._multi_output:
+            warm = False
+        self._multi_output = y.ndim == 2
+        self._curve_so_far = []
+        sample_weight = _sample_weight(sample_weight, X.shape[0], X.dtype)
+        self._train(
+            X, self._problems(y), sample_weight, max_iter=self.max_iter, from_model=warm,
+            continuing=False, coef_init=coef_init, intercept_init=intercept_init,
+            split=self._split(y, sample_weight),
+        )  # fmt: skip
+        self._finish_fit()
+        return self
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over ``X``, continuing from the current model (the step counter
+        ``t_`` goes on across calls)."""
+        first = not hasattr(self, "coef_")
+        if first:
+            self._check_options(for_partial_fit=True)
+        elif self.early_stopping:
+            raise ValueError("early_stopping should be False with partial_fit.")
+        X, y = self._validate(X, y, reset=first)
+        if first:
+            self._multi_output = y.ndim == 2
+            self._curve_so_far = []
+        sample_weight = _sample_weight(sample_weight, X.shape[0], X.dtype)
+        self._train(
+            X, self._problems(y), sample_weight, max_iter=1, from_model=not first,
+            continuing=not first,
+        )  # fmt: skip
+        return self
+
+    def predict(self, X):
+        """Predicted values: ``X·coef_ + intercept_``."""
+        scores = self._scores(X)
+        return scores if self._multi_output else scores[:, 0]
+
+
+class SGDClassifier(ClassifierMixin, _BaseSGD):
+    r"""Linear classifiers by gradient descent, a drop-in for scikit-learn's ``SGDClassifier``.
+
+    Every parameter of scikit-learn 1.9's class has the same name, default and meaning;
+    more than two classes are learnt one-vs-rest, the classes in parallel threads
+    (``n_jobs``). Additions as in :class:`SGDRegressor`: ``strategy``, ``batch_size``,
+    ``learning_rate="auto"``, ``shuffle="block"``, ``loss_curve_`` (summed over the
+    one-vs-rest problems) and float32 end to end.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
+    n_iter_, t_, loss_curve_, n_features_in_, feature_names_in_ :
+        As in :class:`SGDRegressor`.
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        **_BaseSGD._parameter_constraints,
+        "loss": [StrOptions(set(_ALL_LOSSES))],
+        "n_jobs": [numbers.Integral, None],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+    }
+
+    def __init__(
+        self,
+        loss="hinge",
+        *,
+        penalty="l2",
+        alpha=0.0001,
+        l1_ratio=0.15,
+        fit_intercept=True,
+        max_iter=1000,
+        tol=1e-3,
+        shuffle=True,
+        verbose=0,
+        epsilon=0.1,
+        n_jobs=None,
+        random_state=None,
+        learning_rate="optimal",
+        eta0=0.01,
+        power_t=0.5,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        class_weight=None,
+        warm_start=False,
+        average=False,
+        strategy="sgd",
+        batch_size=256,
+    ):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.average = average
+        self.strategy = strategy
+        self.batch_size = batch_size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _coef_shape(self, k, n_features):
+        return f"({k}, {n_features})"
+
+    def _public_coef(self, coef):
+        return coef
+
+    def _validate(self, X, y, reset):
+        X, y = validate_data(
+            self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
+            reset=reset,
+        )  # fmt: skip
+        check_classification_targets(y)
+        return X, y
+
+    def _problems(self, y, class_weight):
+        """One ``(±1 labels, weight multipliers, classes)`` per binary problem."""
+        classes = self.classes_
+        loss = options.loss_by_name(self.loss)
+        signed_classes = np.array([-1.0, 1.0]) if loss.classification else None
+        if classes.shape[0] == 2:
+            positive = y == classes[1]
+            labels = np.where(positive, 1.0, -1.0)
+            weights = np.where(positive, class_weight[1], class_weight[0])
+            return [(labels, weights, signed_classes)]
+        problems = []
+        for i, label in enumerate(classes):
+            positive = y == label
+            labels = np.where(positive, 1.0, -1.0)
+            weights = np.where(positive, class_weight[i], 1.0)
+            problems.append((labels, weights, signed_classes))
+        return problems
+
+    def _validation_scorer(self, X_val, y_val, w_val, classes_i):
+        dtype = X_val.dtype
+
+        def score(coef, intercept):
+            decision = np.asarray(X_val @ coef.astype(dtype)).reshape(-1) + intercept
+            return accuracy_score(y_val, np.where(decision > 0, 1.0, -1.0), sample_weight=w_val)
+
+        return score
+
+    def _class_weight(self, y):
+        return compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
+        """Fit the model with ``max_iter`` epochs at most (fewer when ``tol`` is met).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels of any type (numbers or strings).
+        coef_init : array of shape (n_classes, n_features), optional
+        intercept_init : array of shape (n_classes,), optional
+        sample_weight : array-like of shape (n_samples,), optional
+            Multiplied with ``class_weight``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_options(for_partial_fit=False)
+        X, y = self._validate(X, y, reset=True)
+        classes = np.unique(y)
+        if classes.shape[0] < 2:
+            raise ValueError(
+                f"The number of classes has to be greater than one; got {classes.shape[0]} class."
+            )
+        warm = (
+            self.warm_start
+            and getattr(self, "coef_", None) is not None
+            and np.array_equal(getattr(self, "classes_", None), classes)
+        )
+        self.classes_ = classes
+        self._curve_so_far = []
+        sample_weight = _sample_weight(sample_weight, X.shape[0], X.dtype)
+        self._train(
+            X, self._problems(y, self._class_weight(y)), sample_weight, max_iter=self.max_iter,
+            from_model=warm, continuing=False, coef_init=coef_init,
+            intercept_init=intercept_init, split=self._split(y, sample_weight),
+            n_jobs=self.n_jobs,
+        )  # fmt: skip
+        self._finish_fit()
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over ``X``, continuing from the current model.
+
+        ``classes`` (every label of the whole data set) is required on the first call and
+        may be left out afterwards; ``y`` need not hold every class.
+        """
+        first = not hasattr(self, "classes_")
+        if first:
+            self._check_options(for_partial_fit=True)
+            if self.class_weight == "balanced":
+                raise ValueError(
+                    "class_weight 'balanced' is not supported for partial_fit: compute the "
+                    "weights on a large enough sample with sklearn.utils.compute_class_weight"
+                    "('balanced', classes=classes, y=y) and pass them as a dict."
+                )
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+        elif self.early_stopping:
+            raise ValueError("early_stopping should be False with partial_fit.")
+        X, y = self._validate(X, y, reset=first)
+        if classes is not None:
+            classes = np.unique(classes)
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"`classes={classes!r}` is not the same as on the first call to "
+                    f"partial_fit, which was: {self.classes_!r}."
+                )
+        if first:
+            if classes.shape[0] < 2:
+                raise ValueError(
+                    f"The number of classes has to be greater than one; got "
+                    f"{classes.shape[0]} class."
+                )
+            self.classes_ = classes
+            self._curve_so_far = []
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(
+                f"y holds the label {y[int(np.argmax(unknown))]!r}, which is not one of "
+                f"classes={self.classes_.tolist()!r}."
+            )
+        sample_weight = _sample_weight(sample_weight, X.shape[0], X.dtype)
+        self._train(
+            X, self._problems(y, self._class_weight(y)), sample_weight, max_iter=1,
+            from_model=not first, continuing=not first, n_jobs=self.n_jobs,
+        )  # fmt: skip
+        return self
+
+    def decision_function(self, X):
+        """Signed distance to each class's hyperplane: shape (n,) for two classes, else
+        (n, n_classes)."""
+        scores = self._scores(X)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict(self, X):
+        """The class with the highest decision value (binary: positive when > 0)."""
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(int)]
+        return self.classes_[scores.argmax(axis=1)]
+
+    def _check_proba(self):
+        if self.loss not in ("log_loss", "modified_huber"):
+            raise AttributeError(
+                f"probability estimates are not available for loss={self.loss!r}; use "
+                "loss='log_loss' or 'modified_huber', or calibrate with "
+                "sklearn.calibration.CalibratedClassifierCV."
+            )
+        return True
+
+    @available_if(_check_proba)
+    def predict_proba(self, X):
+        """Class probabilities, shape (n, n_classes), for ``log_loss`` (the logistic
+        function of the decision value; one-vs-rest values normalised to sum to 1) and
+        ``modified_huber`` (``(clip(d, -1, 1) + 1) / 2``, normalised likewise)."""
+        scores = self._scores(X).astype(np.float64)
+        if self.loss == "log_loss":
+            with np.errstate(over="ignore"):
+                positive = 1.0 / (1.0 + np.exp(-scores))
+        else:
+            positive = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
+        if positive.shape[1] == 1:
+            return np.hstack([1.0 - positive, positive])
+        total = positive.sum(axis=1, keepdims=True)
+        empty = total[:, 0] == 0
+        if empty.any():  # every one-vs-rest problem says "not me": uniform
+            positive[empty] = 1.0
+            total[empty] = positive.shape[1]
+        return positive / total
+
+    @available_if(_check_proba)
+    def predict_log_proba(self, X):
+        """The logarithm of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))

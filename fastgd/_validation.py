@@ -99,6 +99,60 @@ def check_X(X, *, check_finite: bool = True) -> np.ndarray:
     return X
 
 
+def is_sparse(X) -> bool:
+    """Whether ``X`` is a scipy.sparse matrix or array (scipy is imported only if loaded)."""
+    import sys
+
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(X)
+
+
+def check_csr(X, *, check_finite: bool = True):
+    """Return a scipy.sparse matrix as CSR of float32/float64 with C-contiguous parts
+    (converting other formats and dtypes once)."""
+    import scipy.sparse as sp
+
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D; got a sparse array of shape {X.shape}.")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {X.shape}); it needs at least one row and one column.")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"X must hold real numbers; got a sparse matrix of dtype {X.dtype}.")
+    if X.format != "csr":
+        X = sp.csr_matrix(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
+    if not (
+        X.data.flags.c_contiguous and X.indices.flags.c_contiguous and X.indptr.flags.c_contiguous
+    ):
+        X = sp.csr_matrix(
+            (
+                np.ascontiguousarray(X.data),
+                np.ascontiguousarray(X.indices),
+                np.ascontiguousarray(X.indptr),
+            ),
+            shape=X.shape,
+        )
+    if check_finite:
+        scan_sparse(X)
+    return X
+
+
+def scan_sparse(X, sample_weight=None, extra: float = 0.0) -> float:
+    """:func:`scan` for a CSR matrix (only the stored values are read)."""
+    from ._kernels.sparse import scan_csr
+
+    weights = np.empty(0) if sample_weight is None else sample_weight
+    row, col, norm = scan_csr(X.data, X.indices, X.indptr, X.shape[0], weights, extra)
+    if row >= 0:
+        value = X[row, col]
+        raise ValueError(
+            f"X contains a non-finite value ({float(value)!r}) at row {row}, column {col}; "
+            "remove or impute NaN/inf before fitting."
+        )
+    return float(norm)
+
+
 def check_vector(v, name: str, n: int, dtype, *, counts: str = "rows") -> np.ndarray:
     """A 1-D (or (n, 1)) finite numeric vector of length ``n``, as ``dtype`` (``None``:
     its own float or integer dtype). ``counts`` names what ``n`` counts in X."""

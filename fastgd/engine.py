@@ -28,11 +28,14 @@ from ._kernels.epochs import (
 from ._kernels.order import fill_epoch_order
 from ._validation import (
     check_binary_labels,
+    check_csr,
     check_sample_weight,
     check_scalar,
     check_vector,
     check_X,
+    is_sparse,
     scan,
+    scan_sparse,
 )
 from .errors import DivergenceError
 
@@ -128,14 +131,14 @@ class FitResult:
     validation_scores: np.ndarray | None = None
 
     def decision_function(self, X) -> np.ndarray:
-        """``X·coef + intercept`` in one pass over X."""
-        X = check_X(X)
+        """``X·coef + intercept`` in one pass over X (dense or scipy.sparse)."""
+        X = check_csr(X) if is_sparse(X) else check_X(X)
         if X.shape[1] != self.coef.shape[0]:
             raise ValueError(
                 f"X has {X.shape[1]} features but the model was fitted with {self.coef.shape[0]}."
             )
         out = np.empty(X.shape[0], dtype=X.dtype)
-        predict(X, self.coef.astype(X.dtype, copy=False), float(self.intercept), out)
+        _predict_into(X, self.coef.astype(X.dtype, copy=False), float(self.intercept), out)
         return out
 
     def predict(self, X) -> np.ndarray:
@@ -262,7 +265,9 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
     shuffle_mode = _shuffle_mode(shuffle)
     rng = _make_rng(random_state)
 
-    X = check_X(X, check_finite=False)  # checked below, in the pass that also gives L_row
+    sparse = is_sparse(X)
+    # Checked for NaN/inf below, in the pass that also gives L_row.
+    X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
     n, d = X.shape
     classes = None
     if loss_opt.classification:
@@ -272,7 +277,8 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
     else:
         y = check_vector(y, "y", n, X.dtype)
     sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)
-    max_row_norm = scan(X, "X", sw, 1.0 if fit_intercept else 0.0)
+    extra = 1.0 if fit_intercept else 0.0
+    max_row_norm = scan_sparse(X, sw, extra) if sparse else scan(X, "X", sw, extra)
 
     if coef_init is None:
         coef = np.zeros(d, dtype=X.dtype)
@@ -331,6 +337,10 @@ def _largest_eigenvalue(
     """Largest eigenvalue of ``Σ s·x̃x̃ᵀ / m`` over the given rows: exactly from the Gram
     matrix when the width is small, else by power iteration (a lower bound that converges
     from below)."""
+    if is_sparse(rows):
+        if rows.shape[1] + int(fit_intercept) > AUTO_GRAM_MAX_WIDTH:
+            return _sparse_power_iteration(rows, weights, fit_intercept, rng, iterations)
+        rows = rows.toarray()
     sample = np.empty((rows.shape[0], rows.shape[1] + int(fit_intercept)))
     sample[:, : rows.shape[1]] = rows  # one float64 copy, the intercept's column beside it
     if fit_intercept:
@@ -351,6 +361,33 @@ def _largest_eigenvalue(
             break
         vector /= norm
         image = sample.T @ (sample @ vector) / m
+        eigenvalue = float(vector @ image)
+        vector = image
+    return eigenvalue
+
+
+def _sparse_power_iteration(rows, weights, fit_intercept: bool, rng, iterations: int) -> float:
+    """Power iteration on ``Aᵀ A / m`` with ``A = diag(√s)·[rows, 1]``, never densifying
+    the rows (two sparse products per iteration)."""
+    m, d = rows.shape
+    root = np.ones(m) if weights is None else np.sqrt(weights)
+    width = d + int(fit_intercept)
+    vector = np.ones(width) + 0.1 * rng.standard_normal(width)
+    eigenvalue = 0.0
+    for _ in range(iterations):
+        norm = np.linalg.norm(vector)
+        if norm == 0.0:
+            break
+        vector /= norm
+        image_rows = rows @ vector[:d]
+        if fit_intercept:
+            image_rows = image_rows + vector[d]
+        image_rows = root * root * np.asarray(image_rows, dtype=np.float64)
+        image = np.empty(width)
+        image[:d] = rows.T @ image_rows
+        if fit_intercept:
+            image[d] = image_rows.sum()
+        image /= m
         eigenvalue = float(vector @ image)
         vector = image
     return eigenvalue
@@ -393,7 +430,12 @@ def auto_learning_rate(
     n = X.shape[0]
     weighted = sample_weight.shape[0] > 0
     if max_row_norm is None:
-        max_row_norm = scan(X, "X", sample_weight, 1.0 if fit_intercept else 0.0)
+        extra = 1.0 if fit_intercept else 0.0
+        max_row_norm = (
+            scan_sparse(X, sample_weight, extra)
+            if is_sparse(X)
+            else scan(X, "X", sample_weight, extra)
+        )
     l_row = float(max_row_norm)
     # At most AUTO_SAMPLE_ROWS rows and AUTO_SAMPLE_BYTES of float64 copies, however wide X.
     sample_rows = max(64, min(AUTO_SAMPLE_ROWS, AUTO_SAMPLE_BYTES // (8 * (X.shape[1] + 1))))
@@ -497,7 +539,7 @@ def _explosion_scale(plan: _Plan) -> float:
     if not plan.coef.any() and plan.intercept == 0.0:
         return zero_model  # the start is the zero model
     if plan.coef.any():
-        predict(X, plan.coef, float(plan.intercept), scores)
+        _predict_into(X, plan.coef, float(plan.intercept), scores)
     else:
         scores.fill(plan.intercept)
     start = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
@@ -516,8 +558,30 @@ def _contiguous_rows(shuffle_mode: int, X: np.ndarray) -> int:
     return 0
 
 
-def _block_rows(X: np.ndarray) -> int:
-    return int(np.clip(SHUFFLE_BLOCK_BYTES // (X.shape[1] * X.itemsize), 8, 4096))
+def _block_rows(X) -> int:
+    return int(np.clip(SHUFFLE_BLOCK_BYTES // max(1, _row_bytes(X)), 8, 4096))
+
+
+def _row_bytes(X) -> int:
+    """Bytes of one row of X (on average, for CSR: values and column indices)."""
+    if is_sparse(X):
+        return int(X.nnz * (X.data.itemsize + X.indices.itemsize) / max(1, X.shape[0])) + 1
+    return X.shape[1] * X.itemsize
+
+
+def _row_values(X) -> float:
+    """Values read per row: the width, or the mean non-zeros of a CSR row."""
+    return X.nnz / max(1, X.shape[0]) if is_sparse(X) else float(X.shape[1])
+
+
+def _predict_into(X, coef: np.ndarray, intercept: float, out: np.ndarray) -> None:
+    """``out = X·coef + intercept``, dense or CSR, one pass."""
+    if is_sparse(X):
+        from ._kernels.sparse import predict_csr
+
+        predict_csr(X.data, X.indices, X.indptr, coef, intercept, out)
+    else:
+        predict(X, coef, intercept, out)
 
 
 def fit(
@@ -684,7 +748,7 @@ def fit(
 def _run(plan: _Plan) -> FitResult:
     """The epoch loop."""
     X, y, sw = plan.X, plan.y, plan.sample_weight
-    n, d = X.shape
+    n = X.shape[0]
     rows = _rows_per_step(plan.strategy, plan.batch_size, n)
     if plan.schedule.name == "auto":
         eta = auto_learning_rate(
@@ -695,8 +759,9 @@ def _run(plan: _Plan) -> FitResult:
     else:
         eta = plan.eta0
     start_eta = eta
+    sparse = is_sparse(X)
     parallel = (
-        rows * d >= PARALLEL_MIN_VALUES
+        rows * _row_values(X) >= PARALLEL_MIN_VALUES
         and rows >= 2 * MIN_CHUNK_ROWS  # at least two chunks to share
         and numba.get_num_threads() > 1
     )
@@ -733,7 +798,11 @@ def _run(plan: _Plan) -> FitResult:
             plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
         )  # fmt: skip
         start_avg = (avg_w.copy(), avg_b[0]) if averaging else None
-        if plan.strategy.name == "sgd":
+        if sparse:
+            intercept, epoch_loss_sum, t, bad = _sparse_epoch(
+                plan, X, y, sw, order, rows, coef, intercept, common, parallel, avg_w, avg_b
+            )
+        elif plan.strategy.name == "sgd":
             intercept, epoch_loss_sum, t, bad = sgd_epoch(
                 X, y, sw, order, coef, intercept, *common, avg_w, avg_b, plan.average_start,
                 stream_rows,
@@ -828,6 +897,19 @@ def _run(plan: _Plan) -> FitResult:
         average_coef=avg_w if averaging else None,
         average_intercept=float(avg_b[0]) if averaging else None,
         validation_scores=np.array(scores) if plan.validation_score is not None else None,
+    )
+
+
+def _sparse_epoch(plan, X, y, sw, order, rows, coef, intercept, common, parallel, avg_w, avg_b):
+    """One epoch on CSR data (the kernels of ``fastgd._kernels.sparse``)."""
+    from ._kernels.sparse import batch_epoch_csr, sgd_epoch_csr
+
+    parts = (X.data, X.indices, X.indptr, y, sw, order)
+    if plan.strategy.name == "sgd":
+        return sgd_epoch_csr(*parts, coef, intercept, *common, avg_w, avg_b, plan.average_start)
+    step_rows = X.shape[0] if plan.strategy.name == "full" else rows
+    return batch_epoch_csr(
+        *parts, step_rows, coef, intercept, *common, parallel, avg_w, avg_b, plan.average_start
     )
 
 

@@ -81,14 +81,18 @@ def read_csv(path: str | Path, target: str) -> tuple[np.ndarray, np.ndarray, lis
         raise CommandError(f"{path} has a header but no data rows.")
     try:
         cells = np.loadtxt(
-            [line for _, line in rows], dtype=str, delimiter=",", comments=None, ndmin=2,
+            [line for _, line in rows],
+            dtype=str,
+            delimiter=",",
+            comments=None,
+            ndmin=2,
             quotechar='"',
-        )  # fmt: skip
+        )
     except ValueError as error:
         message = str(error)
         found = re.search(r"at row (\d+)", message)
-        if found and int(found.group(1)) < len(rows):
-            line = rows[int(found.group(1))][0]
+        if found and 1 <= int(found.group(1)) <= len(rows):  # numpy counts rows from 1
+            line = rows[int(found.group(1)) - 1][0]
             message = f"line {line} has a different number of cells than the header"
         raise CommandError(f"{path}: {message}.") from error
     if cells.shape[1] != len(names):
@@ -102,14 +106,12 @@ def read_csv(path: str | Path, target: str) -> tuple[np.ndarray, np.ndarray, lis
             values[:, column] = cells[:, column].astype(np.float64)
             bad = np.flatnonzero(~np.isfinite(values[:, column]))
         except ValueError:
-            bad = [
-                row for row, cell in enumerate(cells[:, column]) if not _is_number(cell)
-            ]
+            bad = [row for row, cell in enumerate(cells[:, column]) if not _is_number(cell)]
         if len(bad):
             row = int(bad[0])
             raise CommandError(
                 f"{path}, line {rows[row][0]}, column {column + 1} ({name!r}): "
-                f"{cells[row, column]!r} is not a finite number. Every cell must be numeric; "
+                f"{str(cells[row, column])!r} is not a finite number. Every cell must be numeric; "
                 "encode or drop non-numeric columns first."
             )
     target_column = names.index(target)
@@ -127,7 +129,9 @@ def _is_number(cell: str) -> bool:
         return False
 
 
-def example_problem(seed: int = 0, n_samples: int = 400) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def example_problem(
+    seed: int = 0, n_samples: int = 400
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The generated example: one feature centred at 2 (so that the slope and the intercept
     interact and the bowl is a long valley), ``y = 3x + 1 + noise``."""
     rng = np.random.default_rng(seed)
@@ -167,9 +171,7 @@ def _name_list(table) -> Callable[[str], list[str]]:
         names = [item.strip() for item in text.split(",")]
         for name in names:
             if name not in allowed:
-                raise argparse.ArgumentTypeError(
-                    f"{name!r} is not one of {', '.join(allowed)}"
-                )
+                raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(allowed)}")
         return names
 
     return parse
@@ -179,7 +181,9 @@ def _int_list(text: str) -> list[int]:
     try:
         sizes = [int(item) for item in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers, e.g. 32,256") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of integers, e.g. 32,256"
+        ) from None
     if min(sizes) < 1:
         raise argparse.ArgumentTypeError("batch sizes must be >= 1")
     return sizes
@@ -227,28 +231,57 @@ examples:
 
 
 def _configure_playground(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", nargs="?", metavar="DATA.csv",
-                        help="CSV file with a header row, every cell numeric "
-                        "(default: a generated example)")  # fmt: skip
+    parser.add_argument(
+        "data",
+        nargs="?",
+        metavar="DATA.csv",
+        help="CSV file with a header row, every cell numeric (default: a generated example)",
+    )
     parser.add_argument("--target", metavar="COL", help="the target column (needed with DATA)")
-    parser.add_argument("--learning-rates", type=_rate_list, default=[0.001, 0.01, 0.1, 1.0],
-                        metavar="LIST",
-                        help="comma-separated constant rates and/or 'auto' "
-                        "(default: 0.001,0.01,0.1,1)")  # fmt: skip
-    parser.add_argument("--strategies", type=_name_list(options.STRATEGIES),
-                        default=["sgd", "minibatch", "full"], metavar="LIST",
-                        help="comma-separated, from sgd, minibatch, full "
-                        "(default: sgd,minibatch,full)")  # fmt: skip
-    parser.add_argument("--batch-sizes", type=_int_list, default=[32], metavar="LIST",
-                        help="rows per step for minibatch, comma-separated (default: 32)")  # fmt: skip
-    parser.add_argument("--loss", choices=[loss.name for loss in options.LOSSES],
-                        default="squared_error", metavar="NAME",
-                        help="the loss (default: squared_error)")  # fmt: skip
-    parser.add_argument("--epochs", type=_positive_int, default=20,
-                        help="epochs per run; every run goes the distance (default: 20)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="random_state of every run (default: 0)")
-    parser.add_argument("--out", type=_report_path, default=Path("playground.png"),
-                        metavar="REPORT", help="report.png or report.html (default: playground.png)")  # fmt: skip
+    parser.add_argument(
+        "--learning-rates",
+        type=_rate_list,
+        default=[0.001, 0.01, 0.1, 1.0],
+        metavar="LIST",
+        help="comma-separated constant rates and/or 'auto' (default: 0.001,0.01,0.1,1)",
+    )
+    parser.add_argument(
+        "--strategies",
+        type=_name_list(options.STRATEGIES),
+        default=["sgd", "minibatch", "full"],
+        metavar="LIST",
+        help="comma-separated, from sgd, minibatch, full (default: sgd,minibatch,full)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=[32],
+        metavar="LIST",
+        help="rows per step for minibatch, comma-separated (default: 32)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=[loss.name for loss in options.LOSSES],
+        default="squared_error",
+        metavar="NAME",
+        help="the loss (default: squared_error)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=20,
+        help="epochs per run; every run goes the distance (default: 20)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random_state of every run (default: 0)"
+    )
+    parser.add_argument(
+        "--out",
+        type=_report_path,
+        default=Path("playground.png"),
+        metavar="REPORT",
+        help="report.png or report.html (default: playground.png)",
+    )
 
 
 def _run_playground(args: argparse.Namespace) -> int:
@@ -257,34 +290,55 @@ def _run_playground(args: argparse.Namespace) -> int:
     if args.data is None:
         if args.target is not None:
             raise _UsageError("--target needs a DATA.csv file.")
-        X, y, names = example_problem(args.seed)
+        X, y, _ = example_problem(args.seed)
         source = "generated example (y = 3x + 1 + noise, x centred at 2)"
     else:
         if args.target is None:
             raise _UsageError("the following arguments are required with DATA.csv: --target")
-        X, y, names = read_csv(args.data, args.target)
+        X, y, _ = read_csv(args.data, args.target)
         source = f"{args.data} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r})"
     fit_options = {"loss": args.loss, "max_iter": args.epochs, "tol": None}
     try:
         table = playground.sweep(
-            X, y, args.learning_rates, args.strategies, args.batch_sizes,
-            random_state=args.seed, **fit_options,
-        )  # fmt: skip
+            X,
+            y,
+            args.learning_rates,
+            args.strategies,
+            args.batch_sizes,
+            random_state=args.seed,
+            **fit_options,
+        )
         finder = playground.find_learning_rate(
-            X, y, strategy=args.strategies[0], batch_size=args.batch_sizes[0],
-            random_state=args.seed, loss=args.loss,
-        )  # fmt: skip
+            X,
+            y,
+            strategy=args.strategies[0],
+            batch_size=args.batch_sizes[0],
+            random_state=args.seed,
+            loss=args.loss,
+        )
         paths = []
         if X.shape[1] == 1:
             # The bowl shows full-batch descent (every step is a point of the path) at
             # full batch's own suggestion and at its edge of stability (a zig-zag).
-            bowl = finder if finder.strategy == "full" else playground.find_learning_rate(
-                X, y, strategy="full", random_state=args.seed, loss=args.loss)  # fmt: skip
+            bowl = (
+                finder
+                if finder.strategy == "full"
+                else playground.find_learning_rate(
+                    X, y, strategy="full", random_state=args.seed, loss=args.loss
+                )
+            )
             for rate in (bowl.suggestion, bowl.edge_rate):
-                paths.append(playground.descent_path(
-                    X, y, learning_rate=rate, strategy="full", max_iter=args.epochs,
-                    random_state=args.seed, loss=args.loss,
-                ))  # fmt: skip
+                paths.append(
+                    playground.descent_path(
+                        X,
+                        y,
+                        learning_rate=rate,
+                        strategy="full",
+                        max_iter=args.epochs,
+                        random_state=args.seed,
+                        loss=args.loss,
+                    )
+                )
     except (ValueError, TypeError) as error:
         raise CommandError(str(error)) from error
 
@@ -313,17 +367,34 @@ def _html_report(source: str, table, finder, png: bytes) -> str:
     rows = []
     for run in table:
         rate = f"auto → {run.step:.3g}" if run.learning_rate == "auto" else f"{run.step:.3g}"
-        status = f"diverged in epoch {run.n_iter + 1}" if run.diverged else (
-            "converged" if run.converged else "ran all epochs")  # fmt: skip
+        status = (
+            f"diverged in epoch {run.n_iter + 1}"
+            if run.diverged
+            else ("converged" if run.converged else "ran all epochs")
+        )
         final = "—" if run.diverged else f"{run.final_loss:.6g}"
-        cells = [run.strategy, "" if run.batch_size is None else str(run.batch_size), rate,
-                 str(run.n_iter), final, f"{1000 * run.fit_time:.1f}", status]  # fmt: skip
+        cells = [
+            run.strategy,
+            "" if run.batch_size is None else str(run.batch_size),
+            rate,
+            str(run.n_iter),
+            final,
+            f"{1000 * run.fit_time:.1f}",
+            status,
+        ]
         style = ' class="diverged"' if run.diverged else ""
         rows.append(f"<tr{style}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     header = "".join(
         f"<th>{name}</th>"
-        for name in ("strategy", "batch", "learning rate", "epochs", "final loss", "time (ms)",
-                     "status")  # fmt: skip
+        for name in (
+            "strategy",
+            "batch",
+            "learning rate",
+            "epochs",
+            "final loss",
+            "time (ms)",
+            "status",
+        )
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fastgd playground</title>
@@ -373,9 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(
-            name, help=command.help, description=command.description,
+            name,
+            help=command.help,
+            description=command.description,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
+        )
         command.configure(sub)
         sub.set_defaults(_command=command, _parser=sub)
     return parser

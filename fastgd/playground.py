@@ -140,10 +140,10 @@ class SweepRun:
     @property
     def label(self) -> str:
         """A short name for legends: ``"minibatch B=32, lr=0.01"``."""
-        strategy = self.strategy if self.batch_size is None else f"{self.strategy} B={self.batch_size}"
-        rate = (
-            f"auto ({self.step:.3g})" if self.learning_rate == "auto" else f"{self.step:.3g}"
+        strategy = (
+            self.strategy if self.batch_size is None else f"{self.strategy} B={self.batch_size}"
         )
+        rate = f"auto ({self.step:.3g})" if self.learning_rate == "auto" else f"{self.step:.3g}"
         return f"{strategy}, lr={rate}"
 
 
@@ -285,8 +285,8 @@ def _one_run(X, y, strategy, batch_size, rate, seed, fit_options) -> SweepRun:
         history = np.asarray(error.loss_history, dtype=np.float64)
         return SweepRun(
             strategy=strategy, batch_size=batch_size, learning_rate=rate,
-            step=math.nan if rate == "auto" else float(rate), loss_history=history, final_loss=math.nan,
-            fit_time=time.perf_counter() - started, n_iter=history.shape[0],
+            step=math.nan if rate == "auto" else float(rate), loss_history=history,
+            final_loss=math.nan, fit_time=time.perf_counter() - started, n_iter=history.shape[0],
             converged=False, diverged=True, message=str(error),
         )  # fmt: skip
     return SweepRun(
@@ -548,8 +548,8 @@ def find_learning_rate(
     regression problems (tests/test_playground.py): ``full`` and ``minibatch`` suggestions
     lie within a factor 1.5 of ``auto``'s step (``full``: 0.8–0.95 times it); ``sgd``'s
     are 0.4–4.3 times it, mostly larger, because ``auto`` bounds SGD's step by the
-    *largest* row norm and the edge reflects typical rows. For ``log_loss`` the finder finds far larger stable
-    rates than ``auto``, whose curvature bound (¼) is a worst case.
+    *largest* row norm and the edge reflects typical rows. For ``log_loss`` the finder
+    finds far larger stable rates than ``auto``, whose curvature bound (¼) is a worst case.
 
     The rate of the lowest objective (``lowest_rate``) is kept too; it is not used for
     the suggestion because with noisy SGD it mostly measures the noise a step leaves.
@@ -611,8 +611,9 @@ def find_learning_rate(
             max_rate = 1e4 * (problem.X.shape[1] + 1) * scale
     min_rate = check_scalar(min_rate, "min_rate", low=0.0, low_open=True)
     max_rate = check_scalar(max_rate, "max_rate", low=min_rate, low_open=True)
-    count = max(2, math.ceil(rates_per_decade * math.log10(max_rate / min_rate)) + 1)
-    grid = np.geomspace(min_rate, max_rate, count)
+    # Exactly rates_per_decade per factor 10 from min_rate, up to max_rate.
+    count = max(2, math.floor(rates_per_decade * math.log10(max_rate / min_rate) + 1e-9) + 1)
+    grid = min_rate * 10.0 ** (np.arange(count) / rates_per_decade)
 
     coef_init = fit_options.get("coef_init")
     start_coef = np.zeros(problem.X.shape[1]) if coef_init is None else coef_init

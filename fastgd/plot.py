@@ -140,13 +140,28 @@ def plot_sweep(sweep_result, ax=None):
             continue
         label = f"{run.label} (diverged)"
         if curve.size:
-            ax.plot(epochs, curve, color=color, linestyle=style, linewidth=0.8, label=label,
-                    marker=DIVERGED_MARKER, markevery=[curve.size - 1], markersize=9)  # fmt: skip
+            ax.plot(
+                epochs,
+                curve,
+                color=color,
+                linestyle=style,
+                linewidth=0.8,
+                label=label,
+                marker=DIVERGED_MARKER,
+                markevery=[curve.size - 1],
+                markersize=9,
+            )
         else:
             ax.plot(
-                [1], [0.97], marker=DIVERGED_MARKER, markersize=9, linestyle="none",
-                color=color, label=label, transform=ax.get_xaxis_transform(),
-            )  # fmt: skip
+                [1],
+                [0.97],
+                marker=DIVERGED_MARKER,
+                markersize=9,
+                linestyle="none",
+                color=color,
+                label=label,
+                transform=ax.get_xaxis_transform(),
+            )
     _log_scale_if_positive(ax, values)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (objective)")
@@ -159,9 +174,7 @@ def _interpolate_log(rates: np.ndarray, losses: np.ndarray, rate: float) -> floa
     finite = np.isfinite(losses) & (losses > 0)
     if not finite.any():
         return float("nan")
-    return float(
-        np.exp(np.interp(np.log(rate), np.log(rates[finite]), np.log(losses[finite])))
-    )
+    return float(np.exp(np.interp(np.log(rate), np.log(rates[finite]), np.log(losses[finite]))))
 
 
 def plot_learning_rate_finder(finder, ax=None):
@@ -182,21 +195,34 @@ def plot_learning_rate_finder(finder, ax=None):
     rates = np.asarray(finder.learning_rates, dtype=np.float64)
     losses = np.asarray(finder.losses, dtype=np.float64)
     finite = np.isfinite(losses)
-    ax.plot(rates[finite], losses[finite], marker=".", label=f"objective after {finder.epochs} epochs")
+    ax.plot(
+        rates[finite], losses[finite], marker=".", label=f"objective after {finder.epochs} epochs"
+    )
     if (~finite).any():
         ax.plot(
-            rates[~finite], np.full((~finite).sum(), 0.97), marker=DIVERGED_MARKER,
-            linestyle="none", color="red", label="diverged", transform=ax.get_xaxis_transform(),
-        )  # fmt: skip
+            rates[~finite],
+            np.full((~finite).sum(), 0.97),
+            marker=DIVERGED_MARKER,
+            linestyle="none",
+            color="red",
+            label="diverged",
+            transform=ax.get_xaxis_transform(),
+        )
     ax.axhline(finder.start_loss, color="grey", linewidth=0.8, label="starting objective")
-    ax.axvline(finder.suggestion, color="green", linestyle="--",
-               label=f"suggested {finder.suggestion:.3g}")  # fmt: skip
+    ax.axvline(
+        finder.suggestion, color="green", linestyle="--", label=f"suggested {finder.suggestion:.3g}"
+    )
     ax.plot(
-        [finder.suggestion], [_interpolate_log(rates, losses, finder.suggestion)],
-        marker="*", markersize=14, color="green", linestyle="none",
-    )  # fmt: skip
-    ax.axvline(finder.auto_rate, color="purple", linestyle=":",
-               label=f"auto {finder.auto_rate:.3g}")  # fmt: skip
+        [finder.suggestion],
+        [_interpolate_log(rates, losses, finder.suggestion)],
+        marker="*",
+        markersize=14,
+        color="green",
+        linestyle="none",
+    )
+    ax.axvline(
+        finder.auto_rate, color="purple", linestyle=":", label=f"auto {finder.auto_rate:.3g}"
+    )
     ax.set_xscale("log")
     _log_scale_if_positive(ax, losses[finite])
     ax.set_xlabel("learning rate")
@@ -239,16 +265,16 @@ def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0
         raise ValueError("plot_loss_surface needs at least one DescentPath.")
     ax = _axes(ax)
     first = paths[0]
-    points = np.concatenate([path.points[np.all(np.isfinite(path.points), axis=1)]
-                             for path in paths])  # fmt: skip
+    points = np.concatenate(
+        [path.points[np.all(np.isfinite(path.points), axis=1)] for path in paths]
+    )
     low, high = points.min(axis=0), points.max(axis=0)
     span = np.where(high - low > 0, high - low, np.maximum(np.abs(high), 1.0))
     low, high = low - margin * span, high + margin * span
     n_parameters = first.points.shape[1]
     if n_parameters == 1:
         grid = np.linspace(low[0], high[0], resolution * 4)
-        ax.plot(grid, first.objective(grid[:, None]), color="black", linewidth=1,
-                label="objective")  # fmt: skip
+        ax.plot(grid, first.objective(grid[:, None]), color="black", linewidth=1, label="objective")
     else:
         grid_x = np.linspace(low[0], high[0], resolution)
         grid_y = np.linspace(low[1], high[1], resolution)
@@ -265,18 +291,34 @@ def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0
         ax.set_ylabel(first.parameter_names[1])
     for path in paths:
         rate = "auto" if path.learning_rate == "auto" else "lr"
-        label = f"{path.strategy}, {rate} {path.step:.3g}" + (" (diverged)" if path.diverged else "")
+        label = f"{path.strategy}, {rate} {path.step:.3g}" + (
+            " (diverged)" if path.diverged else ""
+        )
         if n_parameters == 1:
             (line,) = ax.plot(path.points[:, 0], path.losses, marker="o", markersize=4, label=label)
             ends = path.points[[0, -1], 0], path.losses[[0, -1]]
         else:
-            (line,) = ax.plot(path.points[:, 0], path.points[:, 1], marker="o", markersize=3,
-                              label=label)  # fmt: skip
+            (line,) = ax.plot(
+                path.points[:, 0], path.points[:, 1], marker="o", markersize=3, label=label
+            )
             ends = path.points[[0, -1], 0], path.points[[0, -1], 1]
-        ax.plot(ends[0][:1], ends[1][:1], marker="o", markersize=9, color=line.get_color(),
-                markerfacecolor="none", linestyle="none")  # fmt: skip
-        ax.plot(ends[0][1:], ends[1][1:], marker="s", markersize=8, color=line.get_color(),
-                linestyle="none")  # fmt: skip
+        ax.plot(
+            ends[0][:1],
+            ends[1][:1],
+            marker="o",
+            markersize=9,
+            color=line.get_color(),
+            markerfacecolor="none",
+            linestyle="none",
+        )
+        ax.plot(
+            ends[0][1:],
+            ends[1][1:],
+            marker="s",
+            markersize=8,
+            color=line.get_color(),
+            linestyle="none",
+        )
     if n_parameters == 1:
         ax.set_ylabel("loss (objective)")
         _log_scale_if_positive(ax, first.losses)

@@ -1,7 +1,8 @@
 """fastgd: fast, trustworthy gradient descent for linear models.
 
 ``import fastgd`` compiles nothing: the Numba kernels compile (or load from Numba's
-on-disk cache) on first use.
+on-disk cache) on first use; matplotlib (``fastgd.plot``) is imported only when a picture
+is drawn.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from . import options
 from .engine import FitResult, auto_learning_rate, fit
 from .errors import DivergenceError
+from .playground import descent_path, find_learning_rate, sweep
 
 __version__ = "0.1.0"
 
@@ -19,8 +21,11 @@ __all__ = [
     "SGDRegressor",
     "__version__",
     "auto_learning_rate",
+    "descent_path",
+    "find_learning_rate",
     "fit",
     "options",
+    "sweep",
 ]
 
 #: Loaded on first use: they import scikit-learn, which the functional API does not need.

@@ -141,6 +141,13 @@ class FitResult:
         _predict_into(X, self.coef.astype(X.dtype, copy=False), float(self.intercept), out)
         return out
 
+    def plot(self, ax=None):
+        """The loss curve on a log scale (matplotlib, the ``fastgd[plot]`` extra); returns
+        the axes. See :func:`fastgd.plot.plot_fit`."""
+        from .plot import plot_fit
+
+        return plot_fit(self, ax)
+
     def predict(self, X) -> np.ndarray:
         """Predicted targets (regression) or labels from ``classes`` (classification)."""
         scores = self.decision_function(X)

@@ -1,0 +1,138 @@
+"""fastgd.plot draws headless (Agg) and draws the right things: series, labels, scales,
+markers. matplotlib is optional: without it the message says what to install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastgd
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fastgd import plot  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 2))
+    return X, X @ np.array([1.0, -2.0]) + 0.5 + 0.1 * rng.standard_normal(200)
+
+
+def labelled_lines(ax):
+    return [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+def test_plot_fit_draws_the_loss_curve(data):
+    X, y = data
+    result = fastgd.fit(X, y, strategy="full", max_iter=15, tol=None, random_state=0)
+    ax = plot.plot_fit(result)
+    (line,) = ax.get_lines()
+    np.testing.assert_array_equal(line.get_ydata(), result.loss_history)
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 16))
+    assert ax.get_xlabel() == "epoch" and "loss" in ax.get_ylabel()
+    assert ax.get_yscale() == "log"
+    assert "15 epochs" in ax.get_title()
+
+
+def test_plot_sweep_one_series_per_run_and_diverged_runs_marked(data):
+    X, y = data
+    table = fastgd.sweep(X, y, [0.01, 0.3, 50.0], ["sgd", "full"], max_iter=5, tol=None)
+    diverged = [run for run in table if run.diverged]
+    assert diverged  # 50 is far beyond the stable range of both strategies
+    _, ax = plt.subplots()
+    assert plot.plot_sweep(table, ax=ax) is ax
+    lines = labelled_lines(ax)
+    assert len(lines) == len(table) == 6
+    assert [line.get_label() for line in lines] == [
+        run.label + (" (diverged)" if run.diverged else "") for run in table
+    ]
+    for line, run in zip(lines, table, strict=True):
+        if run.diverged:
+            assert line.get_marker() == "x"
+        else:
+            np.testing.assert_array_equal(line.get_ydata(), run.loss_history)
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "epoch"
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert sum("(diverged)" in text for text in legend) == len(diverged)
+    # the result's own shortcut draws the same
+    assert len(labelled_lines(table.plot())) == 6
+
+
+def test_plot_learning_rate_finder_marks_the_suggestion(data):
+    X, y = data
+    finder = fastgd.find_learning_rate(X, y)
+    ax = plot.plot_learning_rate_finder(finder)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "learning rate" and "loss" in ax.get_ylabel()
+    curve = ax.get_lines()[0]
+    finite = np.isfinite(finder.losses)
+    np.testing.assert_array_equal(curve.get_xdata(), finder.learning_rates[finite])
+    vertical = [
+        line for line in ax.get_lines() if list(line.get_xdata()) == [finder.suggestion] * 2
+    ]
+    assert len(vertical) == 1 and "suggested" in vertical[0].get_label()
+    stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    assert len(stars) == 1 and stars[0].get_xdata()[0] == finder.suggestion
+    assert any(line.get_label().startswith("auto") for line in ax.get_lines())
+
+
+def test_plot_loss_surface_two_parameters_contours_and_paths():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((150, 1)) + 2.0
+    y = 3.0 * X[:, 0] + 1.0
+    slow = fastgd.descent_path(X, y, learning_rate=0.05, max_iter=10)
+    fast = fastgd.descent_path(X, y, learning_rate=0.25, max_iter=10)
+    ax = plot.plot_loss_surface([slow, fast])
+    assert len(ax.collections) >= 2  # filled and line contours
+    paths = labelled_lines(ax)
+    assert len(paths) == 2
+    np.testing.assert_array_equal(paths[0].get_xdata(), slow.points[:, 0])
+    np.testing.assert_array_equal(paths[1].get_ydata(), fast.points[:, 1])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("w", "b")
+
+
+def test_plot_loss_surface_one_parameter_is_a_curve():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((100, 1))
+    path = fastgd.descent_path(X, 2.0 * X[:, 0], learning_rate=0.3, fit_intercept=False)
+    ax = path.plot()
+    objective, walk = labelled_lines(ax)
+    assert objective.get_label() == "objective" and len(objective.get_xdata()) > 100
+    np.testing.assert_allclose(walk.get_ydata(), path.losses)
+    assert ax.get_xlabel() == "w" and "loss" in ax.get_ylabel()
+
+
+def test_playground_figure_has_three_panels(data):
+    X, y = data
+    table = fastgd.sweep(X, y, [0.1], ["full"], max_iter=3)
+    finder = fastgd.find_learning_rate(X, y)
+    path = fastgd.descent_path(X[:, :1], y, max_iter=3)
+    figure = plot.playground_figure(table, finder, [path])
+    assert len(figure.axes) >= 3
+    assert plot.figure_to_png(figure)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch, data):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = fastgd.fit(*data, max_iter=2, random_state=0)
+    with pytest.raises(ImportError, match=r'pip install "fastgd\[plot\]"'):
+        plot.plot_fit(result)
+
+
+def test_import_fastgd_does_not_import_matplotlib():
+    code = "import sys, fastgd; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

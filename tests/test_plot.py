@@ -47,6 +47,16 @@ def test_plot_fit_draws_the_loss_curve(data):
     assert "15 epochs" in ax.get_title()
 
 
+def test_fit_result_plot_method_draws_on_the_given_axes(data):
+    X, y = data
+    result = fastgd.fit(X, y, strategy="full", max_iter=6, tol=None, random_state=0)
+    _, given = plt.subplots()
+    ax = result.plot(ax=given)
+    assert ax is given
+    (line,) = ax.get_lines()
+    np.testing.assert_array_equal(line.get_ydata(), result.loss_history)
+
+
 def test_plot_sweep_one_series_per_run_and_diverged_runs_marked(data):
     X, y = data
     table = fastgd.sweep(X, y, [0.01, 0.3, 50.0], ["sgd", "full"], max_iter=5, tol=None)

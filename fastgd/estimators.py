@@ -32,7 +32,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import engine, options
 from ._kernels.epochs import predict as _predict_kernel
@@ -328,7 +328,8 @@ class _BaseSGD(BaseEstimator):
         """Convert ``coef_`` to a dense numpy array (the default format)."""
         check_is_fitted(self, "coef_")
         if sp.issparse(self.coef_):
-            self.coef_ = self.coef_.toarray()
+            # Back to the shape fit gave (sparsify made a 1-D coef_ a (1, d) matrix).
+            self.coef_ = self._public_coef(self.coef_.toarray())
         return self
 
     def sparsify(self):
@@ -465,6 +466,10 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
             self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
             multi_output=True, y_numeric=True, reset=reset,
         )  # fmt: skip
+        if y.ndim == 2 and y.shape[1] == 1:
+            # scikit-learn's SGDRegressor treats a column vector as 1-D (and warns): a drop-in
+            # must not turn df[["target"]] into a multi-output model.
+            y = column_or_1d(y, warn=True)
         multi = y.ndim == 2
         if not reset and multi != getattr(self, "_multi_output", multi):
             raise ValueError(

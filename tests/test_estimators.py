@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from sklearn import datasets, linear_model
 from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from sklearn.metrics import recall_score
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -579,6 +579,21 @@ def test_densify_and_sparsify_keep_predictions():
     model.densify()
     assert isinstance(model.coef_, np.ndarray)
     np.testing.assert_array_equal(model.decision_function(X), before)
+    Xr, yr = _regression()
+    reg = SGDRegressor(random_state=0).fit(Xr, yr)
+    coef = reg.coef_.copy()
+    reg.sparsify().densify()  # scikit-learn's SGDRegressor gives back a 1-D coef_ too
+    np.testing.assert_array_equal(reg.coef_, coef)
+    assert reg.predict(Xr).shape == (200,)
+
+
+def test_column_vector_target_is_one_output_as_in_sklearn():
+    X, y = _regression()
+    with pytest.warns(DataConversionWarning):
+        column = SGDRegressor(random_state=0).fit(X, y[:, None])
+    flat = SGDRegressor(random_state=0).fit(X, y)
+    assert column.coef_.shape == (5,) and column.predict(X).shape == (200,)
+    np.testing.assert_array_equal(column.coef_, flat.coef_)
 
 
 def test_pandas_feature_names():

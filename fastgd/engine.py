@@ -276,11 +276,11 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
     # Checked for NaN/inf below, in the pass that also gives L_row.
     X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
     n, d = X.shape
-    classes = None
+    given_classes, classes = classes, None
     if loss_opt.classification:
         # Classes are found in y's own dtype: a cast to float32 first could merge labels.
         y = check_vector(y, "y", n, None)
-        classes, y = check_binary_labels(y, loss_opt.name, X.dtype, classes=classes)
+        classes, y = check_binary_labels(y, loss_opt.name, X.dtype, classes=given_classes)
     else:
         y = check_vector(y, "y", n, X.dtype)
     sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)

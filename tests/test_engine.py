@@ -1219,3 +1219,18 @@ def test_auto_full_batch_backs_off_when_the_sample_misses_high_leverage_rows(mon
     assert result.extras["auto_backtracks"] >= 1
     assert np.all(np.diff(result.loss_history) <= 1e-9 * result.loss_history[0])
     assert result.loss_history[-1] < 0.5 * result.loss_history[0]
+
+
+def test_given_classes_allow_labels_of_one_class():
+    """``classes=`` names both labels when y holds only one of them (a chunk of a larger
+    data set): the step pushes the scores of those rows towards their class."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    result = fastgd.fit(
+        X, -np.ones(20), loss="hinge", classes=[-1.0, 1.0], strategy="full",
+        learning_rate="constant", eta0=0.1, max_iter=3, tol=None,
+    )  # fmt: skip
+    np.testing.assert_array_equal(result.classes, [-1.0, 1.0])
+    assert (result.decision_function(X) < 0).mean() > 0.5
+    with pytest.raises(ValueError, match="not in classes"):
+        fastgd.fit(X, np.full(20, 2.0), loss="hinge", classes=[-1.0, 1.0])

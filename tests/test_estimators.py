@@ -250,11 +250,6 @@ def test_partial_fit_classifier_needs_classes_and_refuses_unknown_labels():
         model.partial_fit(X, y, classes=[0, 1, 2])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (reported): fastgd/engine.py _plan sets classes = None before "
-    "check_binary_labels, so fit(classes=...) is ignored and a chunk holding one class fails",
-)
 def test_partial_fit_chunk_may_hold_one_class():
     X, y = _classification(classes=3)
     model = SGDClassifier(random_state=0)

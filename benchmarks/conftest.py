@@ -194,6 +194,7 @@ SECTIONS = {
     "accumulation": 5,
     "compile": 6,
     "convergence": 7,
+    "estimators": 8,
 }
 
 
@@ -231,6 +232,11 @@ for _dtype in ("float64", "float32"):
     TARGETS[f"fastgd/sgd/block/{_dtype}"] = ("≥ 10× sklearn", _faster(10.0))
     TARGETS[f"fastgd/sgd/True/{_dtype}"] = ("≥ 3.5× sklearn", _faster(3.5))
 TARGETS["reference/full/float64"] = ("≈ 4× floor (orientation)", lambda row, sklearn: None)
+# Issue 3: the estimators, whole fit() calls against scikit-learn's (benchmarks/test_estimators.py).
+for _case in ("regression", "log_loss", "hinge", "multiclass"):
+    TARGETS[f"estimators/{_case}/fastgd-sgd"] = ("≥ 3× sklearn", _faster(3.0))
+    TARGETS[f"estimators/{_case}/fastgd-minibatch"] = ("≥ 10× sklearn", _faster(10.0))
+TARGETS["estimators/sparse/fastgd-sgd"] = ("≥ 1.5× sklearn", _faster(1.5))
 
 
 class Results:

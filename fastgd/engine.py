@@ -267,6 +267,11 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
             f"divergence_checks={divergence_checks!r} is not supported; allowed values: "
             "'all', 'non_finite'."
         )
+    if schedule_opt.name in options.PER_ROW_SCHEDULES and strategy_opt.name != "sgd":
+        raise ValueError(
+            f"learning_rate={schedule_opt.name!r} sets each row's own step: it needs "
+            f"strategy='sgd' (got strategy={strategy_opt.name!r})."
+        )
     if schedule_opt.name == "optimal" and alpha == 0.0:
         raise ValueError("learning_rate='optimal' needs alpha > 0 (its step is 1/(alpha·t)).")
     shuffle_mode = _shuffle_mode(shuffle)
@@ -657,12 +662,14 @@ def fit(
     strategy : {"minibatch", "sgd", "full"}
     batch_size : int
         Rows per step for ``minibatch`` (any value ≥ 1; larger than n means full batch).
-    learning_rate : {"auto", "constant", "optimal", "invscaling", "adaptive"}
+    learning_rate : {"auto", "constant", "optimal", "invscaling", "adaptive", "pa1", "pa2"}
         ``auto`` derives a stable constant step from the data (see
         :func:`auto_learning_rate`); ``constant`` uses ``eta0``; ``invscaling`` uses
         ``eta0 / t**power_t``; ``optimal`` is scikit-learn's ``1/(alpha·(t0 + t - 1))``;
         ``adaptive`` starts at ``eta0`` and divides it by 5 after ``n_iter_no_change``
-        epochs without improvement. ``t`` counts steps from 1.
+        epochs without improvement; ``pa1``/``pa2`` are the passive-aggressive rules (per
+        row: ``min(eta0, L/‖x‖²)`` and ``L/(‖x‖² + 1/(2·eta0))``, ``strategy="sgd"`` only).
+        ``t`` counts steps from 1.
     eta0, power_t : float
         Parameters of the schedules above (``eta0 > 0``).
     penalty : {None, "l2", "l1", "elasticnet"}

@@ -44,8 +44,8 @@ _MAX_SEED = np.iinfo(np.int32).max
 
 _REGRESSION_LOSSES = tuple(loss.name for loss in options.LOSSES if not loss.classification)
 _ALL_LOSSES = tuple(loss.name for loss in options.LOSSES)
-#: scikit-learn's schedules, plus fastgd's ``auto``. ``pa1``/``pa2`` are accepted by the
-#: parameter check (they are valid scikit-learn values) and refused with a clear message.
+#: scikit-learn's schedules (``pa1``/``pa2``: passive-aggressive, with ``hinge`` or
+#: ``epsilon_insensitive`` only, as scikit-learn), plus fastgd's ``auto``.
 _LEARNING_RATES = {"constant", "optimal", "invscaling", "adaptive", "pa1", "pa2", "auto"}
 _STRATEGIES = {strategy.name for strategy in options.STRATEGIES}
 
@@ -84,11 +84,17 @@ class _BaseSGD(BaseEstimator):
         if self.early_stopping and for_partial_fit:
             raise ValueError("early_stopping should be False with partial_fit.")
         if self.learning_rate in ("pa1", "pa2"):
-            raise ValueError(
-                f"learning_rate={self.learning_rate!r} (passive-aggressive) is not available "
-                "in fastgd; allowed values here: 'constant', 'optimal', 'invscaling', "
-                "'adaptive', 'auto'."
-            )
+            allowed = "hinge" if isinstance(self, ClassifierMixin) else "epsilon_insensitive"
+            if self.loss != allowed:
+                raise ValueError(
+                    f"Learning rate {self.learning_rate!r} only works with loss {allowed!r} "
+                    f"(got loss={self.loss!r})."
+                )
+            if self.strategy != "sgd":
+                raise ValueError(
+                    f"Learning rate {self.learning_rate!r} sets each row's own step: it needs "
+                    f"strategy='sgd' (got strategy={self.strategy!r})."
+                )
         if self.learning_rate == "optimal" and self.alpha == 0:
             raise ValueError(
                 "alpha must be > 0 since learning_rate is 'optimal': alpha is used to "

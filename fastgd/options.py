@@ -121,6 +121,10 @@ PENALTIES: tuple[Penalty, ...] = (
 SCHEDULE_CONSTANT = 0
 SCHEDULE_OPTIMAL = 1
 SCHEDULE_INVSCALING = 2
+#: Passive-aggressive rules: the step of each row is set by its own loss and norm
+#: (per-sample SGD only; the penalty's decay uses eta0).
+SCHEDULE_PA1 = 3
+SCHEDULE_PA2 = 4
 
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("constant", 0, SCHEDULE_CONSTANT, "η = eta0"),
@@ -138,7 +142,21 @@ SCHEDULES: tuple[Schedule, ...] = (
         "η = eta0, divided by 5 after n_iter_no_change epochs without improvement",
     ),
     Schedule("auto", 4, SCHEDULE_CONSTANT, "a safe constant η derived from the data"),
+    Schedule(
+        "pa1",
+        5,
+        SCHEDULE_PA1,
+        "passive-aggressive I: η = min(eta0, L(p, y)/‖x‖²) per row (strategy='sgd')",
+    ),
+    Schedule(
+        "pa2",
+        6,
+        SCHEDULE_PA2,
+        "passive-aggressive II: η = L(p, y)/(‖x‖² + 1/(2·eta0)) per row (strategy='sgd')",
+    ),
 )
+#: Schedules whose step depends on the row (per-sample SGD only).
+PER_ROW_SCHEDULES = frozenset({"pa1", "pa2"})
 
 STRATEGIES: tuple[Strategy, ...] = (
     Strategy("full", 0, "one step per epoch from the exact gradient (one pass over X)"),

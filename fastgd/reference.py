@@ -37,6 +37,8 @@ from fastgd.options import (
     SCHEDULE_CONSTANT,
     SCHEDULE_INVSCALING,
     SCHEDULE_OPTIMAL,
+    SCHEDULE_PA1,
+    SCHEDULE_PA2,
     loss_by_name,
     penalty_by_name,
     schedule_by_name,
@@ -320,6 +322,7 @@ def learning_rate(
     schedule    :math:`\eta(t)`
     ==========  ====================================================
     constant    :math:`\eta_0`
+    pa1, pa2    :math:`\eta_0` (the penalty's decay; see :func:`passive_aggressive_step`)
     invscaling  :math:`\eta_0 / t^{\text{power\_t}}`
     optimal     :math:`1 / \bigl(\alpha\, (t_0 + t - 1)\bigr)`
     ==========  ====================================================
@@ -345,7 +348,8 @@ def learning_rate(
     float
     """
     code = schedule_by_name(schedule).kernel_code
-    if code == SCHEDULE_CONSTANT:
+    if code in (SCHEDULE_CONSTANT, SCHEDULE_PA1, SCHEDULE_PA2):
+        # The passive-aggressive rules' decay step; their data step: passive_aggressive_step.
         return float(eta0)
     if code == SCHEDULE_INVSCALING:
         return float(eta0 / t**power_t)
@@ -610,6 +614,21 @@ def minibatch_epoch(
     return result
 
 
+def passive_aggressive_step(schedule: str, loss_value: float, squared_norm: float, eta0: float):
+    r"""The data step of the passive-aggressive rules (Crammer et al., 2006) for a row
+    with loss :math:`L` (before sample weights) and :math:`\|x\|^2`:
+
+    - ``pa1``: :math:`\min(\eta_0, L / \|x\|^2)` (0 when :math:`x = 0`);
+    - ``pa2``: :math:`L / (\|x\|^2 + 1/(2\eta_0))`.
+
+    With hinge loss the update :math:`w \leftarrow w - \tau L' x` is
+    :math:`w + \tau y x`, the classic rule.
+    """
+    if schedule == "pa1":
+        return 0.0 if squared_norm <= 0.0 else min(eta0, loss_value / squared_norm)
+    return loss_value / (squared_norm + 0.5 / eta0)
+
+
 def sgd_epoch(
     X,
     y,
@@ -642,7 +661,10 @@ def sgd_epoch(
         b \leftarrow b - \eta\, d_i \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
 
     This is :func:`minibatch_epoch` with ``batch_size=1``, written as the row loop it is. The
-    parameters and returns are those of :func:`minibatch_epoch`.
+    parameters and returns are those of :func:`minibatch_epoch`. Under the passive-aggressive
+    rules (``schedule="pa1"``/``"pa2"``) the data step is
+    :func:`passive_aggressive_step` instead of :math:`\eta` (which stays ``eta0`` for the
+    penalty).
     """
     X, y, w = _as_data(X, y, w)
     n = X.shape[0]
@@ -666,9 +688,13 @@ def sgd_epoch(
         value, derivative = loss_and_derivative(loss, np.dot(row, w) + b, y[i], epsilon)
         weighted = s[i] * float(derivative)
         weighted_loss_sum += s[i] * float(value)
-        w = penalized_step(w, weighted * row, eta, l1, l2)
+        step = eta
+        if schedule in ("pa1", "pa2"):
+            step = passive_aggressive_step(schedule, float(value), float(row @ row), eta0)
+        # w·(1 − η·l2) − step·d·x, then the L1 prox with threshold η·l1.
+        w = penalized_step(w, (step / eta) * weighted * row, eta, l1, l2)
         if fit_intercept:
-            b = b - eta * weighted
+            b = b - step * weighted
         if average is not None:
             averaged = _average_step(averaged, w, b, t)
         t += 1.0

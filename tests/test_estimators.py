@@ -632,8 +632,10 @@ def test_verbose_prints_one_block_per_epoch(capsys):
 
 def test_invalid_options_raise_clear_errors():
     X, y = _regression()
-    with pytest.raises(ValueError, match="pa1"):
+    with pytest.raises(ValueError, match="'pa1' only works with loss 'epsilon_insensitive'"):
         SGDRegressor(learning_rate="pa1").fit(X, y)
+    with pytest.raises(ValueError, match="strategy='sgd'"):
+        SGDRegressor(loss="epsilon_insensitive", learning_rate="pa2", strategy="full").fit(X, y)
     with pytest.raises(ValueError, match="learning_rate"):
         SGDRegressor(learning_rate="fast").fit(X, y)
     with pytest.raises(ValueError, match="loss"):
@@ -686,3 +688,29 @@ def test_csr_float32_and_partial_fit():
     assert model.coef_.dtype == np.float32
     dense = SGDRegressor(random_state=0, shuffle=False).partial_fit(X.astype(np.float32), y)
     np.testing.assert_allclose(model.coef_, dense.coef_, **FLOAT32_STEPS)
+
+
+@pytest.mark.parametrize("rule", ["pa1", "pa2"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_passive_aggressive_matches_scikit_learn(kind, rule):
+    """``learning_rate="pa1"``/``"pa2"``: the same rule as scikit-learn's (file order, so
+    both visit the rows alike): the weights agree to rounding after two epochs."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    if kind == "classifier":
+        X, y = _classification(classes=2)
+        settings = {"loss": "hinge"}
+        ours, theirs = SGDClassifier, linear_model.SGDClassifier
+    else:
+        X, y = _regression()
+        settings = {"loss": "epsilon_insensitive"}
+        ours, theirs = SGDRegressor, linear_model.SGDRegressor
+    settings.update(
+        learning_rate=rule, eta0=0.5, penalty="l2", alpha=1e-3, max_iter=2, tol=None,
+        shuffle=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mine = ours(**settings).fit(X, y)
+        reference = theirs(**settings).fit(X, y)
+    np.testing.assert_allclose(mine.coef_, reference.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mine.intercept_, reference.intercept_, rtol=1e-9, atol=1e-12)

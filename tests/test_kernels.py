@@ -551,6 +551,27 @@ def test_sgd_epoch_matches_the_reference(case):
     _assert_epoch_matches(problem, _run_sgd(problem), expected)
 
 
+@property_settings(max_examples=100)
+@given(
+    case=epoch_cases(),
+    rule=st.sampled_from(("pa1", "pa2")),
+    loss=st.sampled_from(("hinge", "epsilon_insensitive", "log_loss")),
+    zero_row=st.booleans(),
+)
+@example(case=_case(n=3, d=2), rule="pa1", loss="hinge", zero_row=True)
+def test_passive_aggressive_sgd_epoch_matches_the_reference(case, rule, loss, zero_row):
+    """The passive-aggressive rules: each row's step from its own loss and norm (a zero row
+    takes no data step under PA-I), the penalty's decay with ``eta0``."""
+    problem = _problem_of({**case, "file_order": False, "loss": loss})
+    if zero_row:
+        X = problem.X.copy()
+        X[0] = 0.0
+        problem = dataclasses.replace(problem, X=X)
+    problem = dataclasses.replace(problem, schedule=rule)
+    expected = ref.sgd_epoch(**problem.reference_arguments())
+    _assert_epoch_matches(problem, _run_sgd(problem), expected)
+
+
 @property_settings(max_examples=250)
 @given(case=epoch_cases())
 @example(case=_case())  # n = d = B = 1

@@ -22,7 +22,14 @@ import numpy as np
 
 from ._config import kernel, parallel_kernel, scalar
 from .memory import prefetch_for_order
-from .scalar import is_finite, learning_rate, loss_and_derivative, soft_threshold
+from .scalar import (
+    is_finite,
+    is_passive_aggressive,
+    learning_rate,
+    loss_and_derivative,
+    passive_aggressive_step,
+    soft_threshold,
+)
 
 #: A batch is split into chunks of at least this many rows ...
 MIN_CHUNK_ROWS = 256
@@ -250,7 +257,9 @@ def sgd_epoch(
     """One epoch of per-sample SGD over the rows in ``order`` (empty: file order).
 
     For each row: ``w ← prox(w·(1 − η·l2) − η·s·L'(x·w + b, y)·x)``,
-    ``b ← b − η·s·L'``, ``t ← t + 1``. Averaging (``avg_w``, ``avg_b``,
+    ``b ← b − η·s·L'``, ``t ← t + 1``. Under a passive-aggressive rule the data step
+    uses the row's own size (see ``passive_aggressive_step``) and the decay ``η = eta0``.
+    Averaging (``avg_w``, ``avg_b``,
     ``average_start``) as in :func:`batch_epoch`.
 
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
@@ -262,6 +271,7 @@ def sgd_epoch(
     weighted = sample_weight.shape[0] > 0
     use_order = order.shape[0] > 0
     averaging = avg_w.shape[0] > 0
+    passive = is_passive_aggressive(schedule_code)
     loss_total = 0.0
     stream = np.zeros(4, dtype=np.int64)
     if n == 0:
@@ -275,14 +285,20 @@ def sgd_epoch(
             return intercept, loss_total + p, t, k
         eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
         value, deriv = loss_and_derivative(loss_code, p, y[i], epsilon)
+        step_size = eta
+        if passive:
+            squared_norm = 0.0
+            for j in range(d):
+                squared_norm += X[i, j] * X[i, j]
+            step_size = passive_aggressive_step(schedule_code, value, squared_norm, eta0)
         if weighted:
             value *= sample_weight[i]
             deriv *= sample_weight[i]
         loss_total += value
         if fit_intercept:
-            intercept -= eta * deriv
-        if l1 > 0.0 or averaging or k + 1 == n:
-            _penalized_update(w, X[i], eta * deriv, eta, l1, l2)
+            intercept -= step_size * deriv
+        if l1 > 0.0 or averaging or passive or k + 1 == n:
+            _penalized_update(w, X[i], step_size * deriv, eta, l1, l2)
             _average_step(w, intercept, avg_w, avg_b, t, average_start)
             t += 1.0
             if k + 1 < n:

@@ -14,6 +14,8 @@ from ..options import (
     DERIVATIVE_CLIP,
     SCHEDULE_INVSCALING,
     SCHEDULE_OPTIMAL,
+    SCHEDULE_PA1,
+    SCHEDULE_PA2,
 )
 from ._config import scalar
 
@@ -104,12 +106,31 @@ def loss_and_derivative(code, p, y, epsilon):
 
 @scalar
 def learning_rate(code, t, eta0, power_t, alpha, optimal_init):
-    """Step size at step ``t`` (``t`` ≥ 1) for the kernel schedule ``code``."""
+    """Step size at step ``t`` (``t`` ≥ 1) for the kernel schedule ``code`` (for the
+    passive-aggressive rules: ``eta0``, the size of the penalty's decay; their data step
+    comes from :func:`passive_aggressive_step`)."""
     if code == SCHEDULE_OPTIMAL:
         return 1.0 / (alpha * (optimal_init + t - 1.0))
     if code == SCHEDULE_INVSCALING:
         return eta0 / t**power_t
     return eta0
+
+
+@scalar
+def is_passive_aggressive(code):
+    return code == SCHEDULE_PA1 or code == SCHEDULE_PA2
+
+
+@scalar
+def passive_aggressive_step(code, loss_value, squared_norm, eta0):
+    """The data step of a passive-aggressive rule for a row with loss ``loss_value`` (before
+    sample weights) and ``‖x‖² = squared_norm``: PA-I ``min(eta0, L/‖x‖²)`` (0 for a zero
+    row), PA-II ``L/(‖x‖² + 1/(2·eta0))``."""
+    if code == SCHEDULE_PA1:
+        if squared_norm <= 0.0:
+            return 0.0
+        return min(eta0, loss_value / squared_norm)
+    return loss_value / (squared_norm + 0.5 / eta0)
 
 
 #: The largest finite float64; ``abs(x) <= FLOAT_MAX`` is false exactly for NaN and ±inf.

@@ -158,11 +158,11 @@ class FitResult:
 
 @dataclass
 class _Plan:
-    """Everything validated and resolved; what the epoch loop needs."""
+    """Everything validated and resolved; what the epoch loop needs. ``source`` is the data:
+    :class:`_ArraySource` for arrays in memory; the CSV trainer brings its own (same
+    methods)."""
 
-    X: np.ndarray
-    y: np.ndarray
-    sample_weight: np.ndarray
+    source: object
     loss: options.Loss
     strategy: options.Strategy
     schedule: options.Schedule
@@ -184,7 +184,6 @@ class _Plan:
     intercept: float
     classes: np.ndarray | None
     callback: Callable | None
-    max_row_norm: float
     t_init: float = 1.0
     average_start: float = 0.0
     average_coef: np.ndarray | None = None
@@ -229,11 +228,12 @@ def optimal_init(loss: options.Loss, alpha: float, epsilon: float) -> float:
     return 1.0 / (initial_eta0 * alpha)
 
 
-def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty, alpha,
-          l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept, sample_weight,
-          shuffle, random_state, coef_init, intercept_init, callback, t_init=1.0, average=False,
-          average_coef_init=None, average_intercept_init=None, validation_score=None,
-          normalize_weights=True, divergence_checks="all", classes=None) -> _Plan:  # fmt: skip
+def _options(*, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty, alpha,
+             l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept, shuffle,
+             random_state, callback, t_init=1.0, average=False, validation_score=None,
+             divergence_checks="all") -> dict:  # fmt: skip
+    """Validate and resolve every option that does not depend on the data: the keyword
+    arguments of :class:`_Plan` other than the data and the starting weights."""
     loss_opt = options.loss_by_name(loss)
     strategy_opt = options.strategy_by_name(strategy)
     schedule_opt = options.schedule_by_name(learning_rate)
@@ -274,28 +274,26 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
         )
     if schedule_opt.name == "optimal" and alpha == 0.0:
         raise ValueError("learning_rate='optimal' needs alpha > 0 (its step is 1/(alpha·t)).")
-    shuffle_mode = _shuffle_mode(shuffle)
-    rng = _make_rng(random_state)
+    l1, l2 = penalty_opt.split(alpha, l1_ratio)
+    offset = optimal_init(loss_opt, alpha, epsilon) if schedule_opt.name == "optimal" else 0.0
+    return dict(
+        loss=loss_opt, strategy=strategy_opt, schedule=schedule_opt, batch_size=batch_size,
+        eta0=eta0, power_t=power_t, alpha=alpha, l1=l1, l2=l2, epsilon=epsilon,
+        optimal_init=offset, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+        fit_intercept=bool(fit_intercept), shuffle_mode=_shuffle_mode(shuffle),
+        rng=_make_rng(random_state), callback=callback, t_init=t_init,
+        average_start=average_start, validation_score=validation_score,
+        divergence_checks=divergence_checks,
+    )  # fmt: skip
 
-    sparse = is_sparse(X)
-    # Checked for NaN/inf below, in the pass that also gives L_row.
-    X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
-    n, d = X.shape
-    given_classes, classes = classes, None
-    if loss_opt.classification:
-        # Classes are found in y's own dtype: a cast to float32 first could merge labels.
-        y = check_vector(y, "y", n, None)
-        classes, y = check_binary_labels(y, loss_opt.name, X.dtype, classes=given_classes)
-    else:
-        y = check_vector(y, "y", n, X.dtype)
-    sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)
-    extra = 1.0 if fit_intercept else 0.0
-    max_row_norm = scan_sparse(X, sw, extra) if sparse else scan(X, "X", sw, extra)
 
+def _starting_weights(d: int, dtype, *, coef_init, intercept_init, average_start,
+                      average_coef_init, average_intercept_init) -> dict:  # fmt: skip
+    """The validated starting weights (and running means): keyword arguments of _Plan."""
     if coef_init is None:
-        coef = np.zeros(d, dtype=X.dtype)
+        coef = np.zeros(d, dtype=dtype)
     else:
-        coef = check_vector(coef_init, "coef_init", d, X.dtype, counts="features").copy()
+        coef = check_vector(coef_init, "coef_init", d, dtype, counts="features").copy()
     intercept = 0.0
     if intercept_init is not None:
         intercept = check_scalar(
@@ -319,20 +317,37 @@ def _plan(X, y, *, loss, strategy, batch_size, learning_rate, eta0, power_t, pen
                 else average_intercept_init,
                 "average_intercept_init",
             )
-    l1, l2 = penalty_opt.split(alpha, l1_ratio)
-    offset = optimal_init(loss_opt, alpha, epsilon) if schedule_opt.name == "optimal" else 0.0
-    return _Plan(
-        X=X, y=y, sample_weight=sw, loss=loss_opt, strategy=strategy_opt,
-        schedule=schedule_opt, batch_size=batch_size, eta0=eta0, power_t=power_t, alpha=alpha,
-        l1=l1, l2=l2, epsilon=epsilon,
-        optimal_init=offset,
-        max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
-        fit_intercept=bool(fit_intercept), shuffle_mode=shuffle_mode, rng=rng, coef=coef,
-        intercept=intercept, classes=classes, callback=callback, max_row_norm=max_row_norm,
-        t_init=t_init, average_start=average_start, average_coef=average_coef,
-        average_intercept=average_intercept, validation_score=validation_score,
-        divergence_checks=divergence_checks,
+    return dict(
+        coef=coef, intercept=intercept, average_coef=average_coef,
+        average_intercept=average_intercept,
     )  # fmt: skip
+
+
+def _plan(X, y, *, sample_weight, coef_init, intercept_init, average_coef_init=None,
+          average_intercept_init=None, normalize_weights=True, classes=None,
+          **option_values) -> _Plan:  # fmt: skip
+    resolved = _options(**option_values)
+    sparse = is_sparse(X)
+    # Checked for NaN/inf below, in the pass that also gives L_row.
+    X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
+    n, d = X.shape
+    given_classes, classes = classes, None
+    if resolved["loss"].classification:
+        # Classes are found in y's own dtype: a cast to float32 first could merge labels.
+        y = check_vector(y, "y", n, None)
+        classes, y = check_binary_labels(y, resolved["loss"].name, X.dtype, given_classes)
+    else:
+        y = check_vector(y, "y", n, X.dtype)
+    sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)
+    extra = 1.0 if resolved["fit_intercept"] else 0.0
+    max_row_norm = scan_sparse(X, sw, extra) if sparse else scan(X, "X", sw, extra)
+    start = _starting_weights(
+        d, X.dtype, coef_init=coef_init, intercept_init=intercept_init,
+        average_start=resolved["average_start"], average_coef_init=average_coef_init,
+        average_intercept_init=average_intercept_init,
+    )  # fmt: skip
+    source = _ArraySource(X, y, sw, max_row_norm)
+    return _Plan(source=source, classes=classes, **resolved, **start)
 
 
 def _rows_per_step(strategy: options.Strategy, batch_size: int, n: int) -> int:
@@ -542,25 +557,6 @@ def _divergence(
     return None
 
 
-def _explosion_scale(plan: _Plan) -> float:
-    """The loss scale that divergence is judged against (see ``EXPLOSION_FACTOR``)."""
-    X, y, sw = plan.X, plan.y, plan.sample_weight
-    n = X.shape[0]
-    scores = np.zeros(n, dtype=X.dtype)
-    zero_model = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
-    if not plan.coef.any() and plan.intercept == 0.0:
-        return zero_model  # the start is the zero model
-    if plan.coef.any():
-        _predict_into(X, plan.coef, float(plan.intercept), scores)
-    else:
-        scores.fill(plan.intercept)
-    start = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
-    start += _penalty_value(plan.coef, plan.l1, plan.l2)
-    # 0 for a loss that is 0 at zero weights and at the start (the perceptron): its loss
-    # grows with the scale of w by design, so only non-finite values mean divergence.
-    return max(zero_model, start)
-
-
 def _contiguous_rows(shuffle_mode: int, X: np.ndarray) -> int:
     """How many consecutive rows of X a batch is made of, run by run (0: random rows)."""
     if shuffle_mode == options.SHUFFLE_NONE:
@@ -759,32 +755,100 @@ def fit(
     return result
 
 
+class _ArraySource:
+    """The data of an in-memory fit: a dense array or a CSR matrix, with its targets and
+    weights, already validated. The epoch loop (:func:`_run`) asks its data source for the
+    ``auto`` step, the loss scale divergence is judged against, and each epoch; the CSV
+    trainer (``fastgd.stream``) supplies a source with the same methods."""
+
+    def __init__(self, X, y: np.ndarray, sample_weight: np.ndarray, max_row_norm: float):
+        self.X = X
+        self.y = y
+        self.sample_weight = sample_weight
+        self.max_row_norm = max_row_norm
+        self.n_rows = X.shape[0]
+        self.dtype = X.dtype
+
+    def auto_learning_rate(self, plan: _Plan, rows: int) -> float:
+        return auto_learning_rate(
+            self.X, self.sample_weight, loss=plan.loss, rows_per_step=rows,
+            fit_intercept=plan.fit_intercept, l2=plan.l2, rng=plan.rng,
+            max_row_norm=self.max_row_norm,
+            contiguous_rows=_contiguous_rows(plan.shuffle_mode, self.X),
+        )  # fmt: skip
+
+    def explosion_scale(self, plan: _Plan) -> float:
+        """The loss scale that divergence is judged against (see ``EXPLOSION_FACTOR``)."""
+        X, y, sw = self.X, self.y, self.sample_weight
+        n = X.shape[0]
+        scores = np.zeros(n, dtype=X.dtype)
+        zero_model = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
+        if not plan.coef.any() and plan.intercept == 0.0:
+            return zero_model  # the start is the zero model
+        if plan.coef.any():
+            _predict_into(X, plan.coef, float(plan.intercept), scores)
+        else:
+            scores.fill(plan.intercept)
+        start = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
+        start += _penalty_value(plan.coef, plan.l1, plan.l2)
+        # 0 for a loss that is 0 at zero weights and at the start (the perceptron): its loss
+        # grows with the scale of w by design, so only non-finite values mean divergence.
+        return max(zero_model, start)
+
+    def start(self, plan: _Plan, rows: int) -> None:
+        """Before the first epoch: the row-order buffer and the parallel decision."""
+        X = self.X
+        self.rows = rows
+        self.parallel = (
+            rows * _row_values(X) >= PARALLEL_MIN_VALUES
+            and rows >= 2 * MIN_CHUNK_ROWS  # at least two chunks to share
+            and numba.get_num_threads() > 1
+        )
+        self.order = np.empty(self.n_rows if plan.strategy.name != "full" else 0, np.int64)
+        self.block_rows = _block_rows(X)
+        self.stream_rows = self.block_rows if plan.shuffle_mode == options.SHUFFLE_BLOCK else 0
+
+    def run_epoch(self, plan: _Plan, coef, intercept: float, t: float, eta: float, avg_w,
+                  avg_b):  # fmt: skip
+        """One epoch; returns ``(intercept, Σ s·L, t after, bad position or -1)``."""
+        X, y, sw, order = self.X, self.y, self.sample_weight, self.order
+        if order.shape[0]:
+            fill_epoch_order(order, plan.shuffle_mode, self.block_rows, plan.rng.integers(2**63))
+        common = (
+            plan.fit_intercept, plan.loss.code, plan.epsilon, plan.schedule.kernel_code, eta,
+            plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
+        )  # fmt: skip
+        if is_sparse(X):
+            return _sparse_epoch(
+                plan, X, y, sw, order, self.rows, coef, intercept, common, self.parallel,
+                avg_w, avg_b,
+            )  # fmt: skip
+        if plan.strategy.name == "sgd":
+            return sgd_epoch(
+                X, y, sw, order, coef, intercept, *common, avg_w, avg_b, plan.average_start,
+                self.stream_rows,
+            )  # fmt: skip
+        step_rows = self.n_rows if plan.strategy.name == "full" else self.rows
+        return batch_epoch(
+            X, y, sw, order, step_rows, coef, intercept, *common, self.parallel, avg_w, avg_b,
+            plan.average_start, self.stream_rows,
+        )  # fmt: skip
+
+
 def _run(plan: _Plan) -> FitResult:
     """The epoch loop."""
-    X, y, sw = plan.X, plan.y, plan.sample_weight
-    n = X.shape[0]
+    source = plan.source
+    n = source.n_rows
     rows = _rows_per_step(plan.strategy, plan.batch_size, n)
     if plan.schedule.name == "auto":
-        eta = auto_learning_rate(
-            X, sw, loss=plan.loss, rows_per_step=rows, fit_intercept=plan.fit_intercept,
-            l2=plan.l2, rng=plan.rng, max_row_norm=plan.max_row_norm,
-            contiguous_rows=_contiguous_rows(plan.shuffle_mode, X),
-        )  # fmt: skip
+        eta = source.auto_learning_rate(plan, rows)
     else:
         eta = plan.eta0
     start_eta = eta
-    sparse = is_sparse(X)
-    parallel = (
-        rows * _row_values(X) >= PARALLEL_MIN_VALUES
-        and rows >= 2 * MIN_CHUNK_ROWS  # at least two chunks to share
-        and numba.get_num_threads() > 1
-    )
-    order = np.empty(n if plan.strategy.name != "full" else 0, dtype=np.int64)
-    block_rows = _block_rows(X)
-    stream_rows = block_rows if plan.shuffle_mode == options.SHUFFLE_BLOCK else 0
+    source.start(plan, rows)
     coef = plan.coef
     intercept = plan.intercept
-    scale = _explosion_scale(plan)
+    scale = source.explosion_scale(plan)
     t = plan.t_init
     averaging = plan.average_coef is not None
     avg_w = plan.average_coef if averaging else np.empty(0)
@@ -805,28 +869,10 @@ def _run(plan: _Plan) -> FitResult:
     while epoch < plan.max_iter:
         start_coef, start_intercept, start_t = coef.copy(), intercept, t
         penalty_now = _penalty_value(coef, plan.l1, plan.l2)
-        if order.shape[0]:
-            fill_epoch_order(order, plan.shuffle_mode, block_rows, plan.rng.integers(2**63))
-        common = (
-            plan.fit_intercept, plan.loss.code, plan.epsilon, plan.schedule.kernel_code, eta,
-            plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
-        )  # fmt: skip
         start_avg = (avg_w.copy(), avg_b[0]) if averaging else None
-        if sparse:
-            intercept, epoch_loss_sum, t, bad = _sparse_epoch(
-                plan, X, y, sw, order, rows, coef, intercept, common, parallel, avg_w, avg_b
-            )
-        elif plan.strategy.name == "sgd":
-            intercept, epoch_loss_sum, t, bad = sgd_epoch(
-                X, y, sw, order, coef, intercept, *common, avg_w, avg_b, plan.average_start,
-                stream_rows,
-            )  # fmt: skip
-        else:
-            step_rows = n if plan.strategy.name == "full" else rows
-            intercept, epoch_loss_sum, t, bad = batch_epoch(
-                X, y, sw, order, step_rows, coef, intercept, *common, parallel, avg_w, avg_b,
-                plan.average_start, stream_rows,
-            )  # fmt: skip
+        intercept, epoch_loss_sum, t, bad = source.run_epoch(
+            plan, coef, intercept, t, eta, avg_w, avg_b
+        )
         epoch_loss = epoch_loss_sum / n + penalty_now
         score = None
         if plan.validation_score is not None and bad < 0:
@@ -897,7 +943,7 @@ def _run(plan: _Plan) -> FitResult:
     model_coef, model_intercept = _model(plan, coef, intercept, avg_w, avg_b, t)
     return FitResult(
         coef=model_coef,
-        intercept=X.dtype.type(model_intercept),
+        intercept=source.dtype.type(model_intercept),
         n_iter=len(history),
         loss_history=np.array(history),
         converged=converged,
@@ -907,7 +953,7 @@ def _run(plan: _Plan) -> FitResult:
         classes=plan.classes,
         extras={"final_learning_rate": eta, "auto_backtracks": backtracks},
         standard_coef=coef if averaging else None,
-        standard_intercept=X.dtype.type(intercept) if averaging else None,
+        standard_intercept=source.dtype.type(intercept) if averaging else None,
         average_coef=avg_w if averaging else None,
         average_intercept=float(avg_b[0]) if averaging else None,
         validation_scores=np.array(scores) if plan.validation_score is not None else None,

@@ -6,7 +6,8 @@ per call (never per sample or per batch) and never calls back into Python.
 Conventions shared by all kernels (the engine prepares them):
 
 - ``sample_weight`` is either empty (all weights 1) or holds per-row multipliers ``s``;
-- ``order`` is the row order of the epoch (empty: rows in file order);
+- ``order`` lists the rows of the epoch in the order they are visited (any rows, e.g. a
+  permutation, or part of one when data arrive in blocks; empty: all rows in file order);
 - ``w`` is updated in place; the intercept is a float64 scalar passed in and returned;
 - ``l1`` and ``l2`` are the penalty strengths of ``l1·‖w‖₁ + l2·½‖w‖²``;
 - every mean divides by the number of rows involved;
@@ -185,7 +186,7 @@ def batch_epoch(
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
     position in the epoch of the first batch with a non-finite loss, or -1.
     """
-    n = X.shape[0]
+    n = order.shape[0] if order.shape[0] > 0 else X.shape[0]
     d = X.shape[1]
     G = np.empty((MAX_CHUNKS, d), dtype=X.dtype)
     grad = np.empty(d, dtype=X.dtype)
@@ -231,6 +232,56 @@ def batch_epoch(
 
 
 @kernel
+def accumulate_gradient(X, y, sample_weight, w, intercept, loss_code, epsilon, grad, parallel):
+    """Add ``Σ s·L'(x·w + b, y)·x`` over the rows of ``X`` to ``grad`` (float64, shape (d,))
+    and return ``(Σ s·L, Σ s·L')``: the full-batch gradient of data that arrive in parts
+    (blocks of a file, partitions of a cluster), summed part by part before one step with
+    :func:`take_step`. Chunks as in :func:`batch_epoch`, merged in order."""
+    d = X.shape[1]
+    G = np.empty((MAX_CHUNKS, d), dtype=X.dtype)
+    sums = np.empty((MAX_CHUNKS, 2))
+    order = np.empty(0, dtype=np.int64)
+    no_stream = np.zeros(4, dtype=np.int64)
+    if parallel:
+        n_chunks = _accumulate_parallel(
+            X, y, sample_weight, order, 0, X.shape[0], w, intercept, loss_code, epsilon, G,
+            sums, no_stream,
+        )  # fmt: skip
+    else:
+        n_chunks = _accumulate_serial(
+            X, y, sample_weight, order, 0, X.shape[0], w, intercept, loss_code, epsilon, G,
+            sums, 0, no_stream,
+        )  # fmt: skip
+    loss_total = 0.0
+    deriv_total = 0.0
+    for c in range(n_chunks):
+        for j in range(d):
+            grad[j] += G[c, j]
+        loss_total += sums[c, 0]
+        deriv_total += sums[c, 1]
+    return loss_total, deriv_total
+
+
+@kernel
+def take_step(
+    w, grad, m, deriv_sum, intercept, fit_intercept, schedule_code, eta0, power_t, alpha,
+    optimal_init, t, l1, l2, avg_w, avg_b, average_start,
+):  # fmt: skip
+    """One step from the gradient sums of ``m`` rows (see :func:`accumulate_gradient`):
+    ``w ← prox(w·(1 − η·l2) − (η/m)·grad)``, ``b ← b − η·deriv_sum/m``, averaging as in
+    :func:`batch_epoch`. Returns ``(intercept, t + 1)``."""
+    eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
+    scaled = np.empty(w.shape[0], dtype=w.dtype)
+    for j in range(w.shape[0]):
+        scaled[j] = grad[j]
+    _penalized_update(w, scaled, eta / m, eta, l1, l2)
+    if fit_intercept:
+        intercept -= eta * deriv_sum / m
+    _average_step(w, intercept, avg_w, avg_b, t, average_start)
+    return intercept, t + 1.0
+
+
+@kernel
 def sgd_epoch(
     X,
     y,
@@ -265,7 +316,7 @@ def sgd_epoch(
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
     position in ``order`` of the first row with a non-finite prediction, or -1.
     """
-    n = X.shape[0]
+    n = order.shape[0] if order.shape[0] > 0 else X.shape[0]
     d = X.shape[1]
     dtype = X.dtype.type
     weighted = sample_weight.shape[0] > 0

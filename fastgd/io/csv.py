@@ -333,14 +333,8 @@ def read_schema(
             path=path,
             line=1,
         )
-    sample = []
-    for line_no, raw in numbered[:20]:
-        try:
-            sample.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            if line_no == 1:
-                _decode_line(raw, path, line_no, delimiter, None)
-            break
+    # sniff on a lenient decoding; the strict one below names a bad byte's column
+    sample = [raw.decode("utf-8", errors="replace") for _, raw in numbered[:20]]
     if delimiter is None:
         delimiter = _sniff_delimiter(sample)
     first_cells = _split(_decode_line(first_raw, path, 1, delimiter, None), delimiter)

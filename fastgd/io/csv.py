@@ -412,32 +412,23 @@ def _chunks(schema: CsvSchema, chunk_bytes: int) -> Iterator[tuple[int, bytes, i
     """``(first_line, data, n_lines)``: the data lines, cut at line ends, header skipped."""
     with _open_binary(schema.path, schema.compression) as stream:
         line = 1
-        rest = b""
         if schema.has_header:
-            rest = stream.readline()
-            if rest.endswith(b"\n"):
-                line, rest = 2, b""
-            else:  # a header without a line end: nothing follows
-                return
+            if not stream.readline().endswith(b"\n"):
+                return  # a header without a line end: nothing follows
+            line = 2
         elif stream.peek(3)[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark
             stream.read(3)
         while True:
             data = _read_exactly(stream, chunk_bytes)
-            at_end = len(data) < chunk_bytes
-            if rest:
-                data = rest + data
             if not data:
                 return
-            cut = len(data) if at_end else data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than the chunk: read on
-                rest = data
-                continue
-            data, rest = data[:cut], data[cut:]
+            if not data.endswith(b"\n"):
+                # complete the last line (measured: cheaper than cutting at the last line
+                # end and carrying the rest, which copies the chunk twice)
+                data += stream.readline()
             n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
             yield line, data, n_lines
             line += n_lines
-            if at_end:
-                return
 
 
 class _ChunkParser:

@@ -24,12 +24,20 @@ __all__ = [
     "descent_path",
     "find_learning_rate",
     "fit",
+    "fit_csv",
+    "iter_csv",
     "options",
     "sweep",
 ]
 
-#: Loaded on first use: they import scikit-learn, which the functional API does not need.
-_LAZY = {"SGDClassifier": "estimators", "SGDRegressor": "estimators"}
+#: Loaded on first use: they import scikit-learn or the CSV parser, which the functional API
+#: does not need.
+_LAZY = {
+    "SGDClassifier": "estimators",
+    "SGDRegressor": "estimators",
+    "fit_csv": "stream",
+    "iter_csv": "io",
+}
 
 
 def __getattr__(name: str):

@@ -1,0 +1,522 @@
+"""Training on CSV files larger than memory: ``fastgd.fit_csv``.
+
+The file is read once, in blocks (``fastgd.io.iter_csv``: parsed on a background thread
+while this thread works on the previous block). That first pass writes the binary cache
+(``fastgd.io.BlockCache``) and gathers what training needs before its first step: the row
+count, the classes, the largest row norm and a uniform sample of rows (for
+``learning_rate="auto"``), and the feature means and scales (for ``standardize``). Every
+epoch then reads the memory-mapped cache block by block, through the engine's own epoch
+loop (:func:`fastgd.engine._run`): this module supplies the engine a data source whose
+epochs run the same kernels on one block at a time, so memory is bounded by the block size,
+not by the file.
+
+Row order: with ``shuffle`` the rows of each block are permuted, and the blocks are visited
+in a fresh random order each epoch; without it, epochs visit the file's order. Mini-batches
+run across block boundaries (the rows left over at the end of a block start the next
+batch), so with ``shuffle=False`` an epoch takes the same steps as ``fastgd.fit`` on the
+whole file in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import engine, options
+from ._kernels.epochs import (
+    MIN_CHUNK_ROWS,
+    accumulate_gradient,
+    batch_epoch,
+    loss_sum,
+    scan_rows,
+    sgd_epoch,
+    take_step,
+)
+from ._kernels.order import fill_epoch_order
+from ._validation import check_scalar
+from .io.cache import BlockCache
+from .io.csv import CsvError, iter_csv, read_schema
+
+__all__ = ["DEFAULT_BLOCK_ROWS", "StreamStats", "fit_csv"]
+
+#: Rows per block: 65,536 rows of 50 float64 features are 26 MB.
+DEFAULT_BLOCK_ROWS = 65536
+
+
+@dataclass
+class StreamStats:
+    """What the first pass over the data found."""
+
+    n_rows: int = 0
+    n_features: int = 0
+    feature_names: list = field(default_factory=list)
+    max_row_norm: float = 0.0
+    labels: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    sample: np.ndarray | None = None
+    skipped: dict = field(default_factory=dict)
+    skipped_lines: list = field(default_factory=list)
+    from_cache: bool = False
+    seconds: float = 0.0
+
+
+class _Moments:
+    """Per-feature mean and variance, merged block by block (Chan et al.), in float64."""
+
+    def __init__(self, d: int):
+        self.count = 0
+        self.mean = np.zeros(d)
+        self.m2 = np.zeros(d)
+
+    def add(self, X: np.ndarray) -> None:
+        rows = X.shape[0]
+        block_mean = X.mean(axis=0, dtype=np.float64)
+        centred = X - block_mean
+        block_m2 = np.einsum("ij,ij->j", centred, centred, dtype=np.float64)
+        total = self.count + rows
+        delta = block_mean - self.mean
+        self.mean += delta * (rows / total)
+        self.m2 += block_m2 + delta**2 * (self.count * rows / total)
+        self.count = total
+
+    def scale(self) -> np.ndarray:
+        std = np.sqrt(self.m2 / max(1, self.count))
+        # A constant feature keeps scale 1: it is centred to 0 and stays there.
+        return np.where(std > 0.0, std, 1.0)
+
+
+class _Sampler:
+    """A uniform sample of at most ``size`` rows of a stream of unknown length (the rows
+    with the smallest random keys)."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size = size
+        self.rng = rng
+        self.keys = np.empty(0)
+        self.rows: np.ndarray | None = None
+
+    def add(self, X: np.ndarray) -> None:
+        keys = self.rng.random(X.shape[0])
+        if self.rows is None:
+            merged_keys, merged_rows = keys, np.asarray(X, dtype=np.float64)
+        else:
+            merged_keys = np.concatenate([self.keys, keys])
+            merged_rows = np.concatenate([self.rows, np.asarray(X, dtype=np.float64)])
+        if merged_keys.shape[0] > self.size:
+            keep = np.argpartition(merged_keys, self.size - 1)[: self.size]
+            merged_keys, merged_rows = merged_keys[keep], merged_rows[keep]
+        self.keys, self.rows = merged_keys, merged_rows
+
+
+def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardize, loss,
+                rng, progress) -> tuple[BlockCache, StreamStats]:  # fmt: skip
+    """Read the CSV once (or its valid cache), write the cache, and gather the statistics."""
+    started = time.perf_counter()
+    stats = StreamStats(n_features=len(schema.feature_names))
+    stats.feature_names = list(schema.feature_names)
+    cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir)
+    moments = _Moments(stats.n_features)
+    sampler = _Sampler(engine.AUTO_SAMPLE_ROWS, rng)
+    labels: set = set()
+
+    def gather(block) -> None:
+        X, y = block.X, block.y
+        moments.add(X)
+        sampler.add(X)
+        if loss.classification:
+            labels.update(np.unique(y).tolist())
+            if len(labels) > 2:
+                shown = sorted(labels)[:10]
+                raise CsvError(
+                    f"loss={loss.name!r} needs exactly two classes in the target column "
+                    f"{schema.target!r}; found more: {shown}. Use a regression loss, or "
+                    "SGDClassifier.partial_fit over fastgd.iter_csv for more classes.",
+                    path=schema.path, line=None, column=schema.target,
+                )  # fmt: skip
+        stats.n_rows += X.shape[0]
+        if progress is not None:
+            progress(0, stats.n_rows, None)
+
+    if cache is not None:
+        stats.from_cache = True
+        for block in cache.blocks(block_rows):
+            gather(block)
+        stats.skipped = dict(cache.skipped)
+        stats.skipped_lines = list(cache.skipped_lines)
+    else:
+        with BlockCache.writer(schema, dtype=dtype, cache_dir=cache_dir) as writer:
+            blocks = iter_csv(schema, block_rows=block_rows, dtype=dtype, on_bad_rows=on_bad_rows)
+            try:
+                for block in blocks:
+                    writer.append(block)
+                    for reason, count in block.skipped.items():
+                        stats.skipped[reason] = stats.skipped.get(reason, 0) + count
+                    stats.skipped_lines.extend(block.skipped_lines[: 10 - len(stats.skipped_lines)])
+                    if block.rows:
+                        gather(block)
+            finally:
+                close = getattr(blocks, "close", None)
+                if close is not None:
+                    close()
+            if stats.n_rows == 0:
+                raise CsvError(
+                    f"{schema.path}: no data rows to train on"
+                    + (" (every row was skipped)" if stats.skipped else "")
+                    + ".",
+                    path=schema.path,
+                )
+            cache = writer.commit()
+    if stats.n_rows == 0:
+        raise CsvError(f"{schema.path}: no data rows to train on.", path=schema.path)
+    if loss.classification:
+        found = np.array(sorted(labels))
+        if found.shape[0] != 2:
+            raise CsvError(
+                f"loss={loss.name!r} needs exactly two classes in the target column "
+                f"{schema.target!r}; found {found.shape[0]}: {found.tolist()}.",
+                path=schema.path, column=schema.target,
+            )  # fmt: skip
+        stats.labels = found
+    if standardize:
+        stats.mean, stats.scale = moments.mean, moments.scale()
+    sample = sampler.rows
+    if standardize:
+        sample = (sample - stats.mean) / stats.scale
+    stats.sample = sample
+    stats.seconds = time.perf_counter() - started
+    return cache, stats
+
+
+class _BlockSource:
+    """The engine's data source for a cached CSV: epochs over memory-mapped blocks."""
+
+    def __init__(self, cache: BlockCache, stats: StreamStats, *, block_rows: int, plan_classes,
+                 progress: Callable | None):  # fmt: skip
+        self.cache = cache
+        self.stats = stats
+        self.block_rows = block_rows
+        self.n_rows = stats.n_rows
+        self.dtype = cache.dtype
+        self.classes = plan_classes
+        self.progress = progress
+        self.epochs_run = 0
+        self.no_weights = np.empty(0)
+
+    # -- what the engine asks before the first epoch
+    def _blocks(self, order=None):
+        for block in self.cache.blocks(self.block_rows, order):
+            yield self._prepare(block)
+
+    def _prepare(self, block) -> tuple[np.ndarray, np.ndarray]:
+        X = block.X
+        if self.stats.mean is not None:
+            X = ((X - self.stats.mean) / self.stats.scale).astype(self.dtype)
+        elif not X.flags.writeable:
+            # Numba compiles read-only arrays separately; a block copy is cheap next to that.
+            X = np.array(X)
+        y = block.y
+        if self.classes is not None:
+            y = np.where(y == self.classes[1], 1.0, -1.0).astype(self.dtype)
+        elif not y.flags.writeable:
+            y = np.array(y)
+        return np.ascontiguousarray(X), np.ascontiguousarray(y)
+
+    def max_row_norm(self, fit_intercept: bool) -> float:
+        """The largest ``‖x‖² (+1)`` over the data (a pass over the cache, once)."""
+        if not hasattr(self, "_max_row_norm"):
+            extra = 1.0 if fit_intercept else 0.0
+            self._max_row_norm = 0.0
+            for X, _ in self._blocks():
+                _, _, norm = scan_rows(X, self.no_weights, extra)
+                self._max_row_norm = max(self._max_row_norm, float(norm))
+        return self._max_row_norm
+
+    def auto_learning_rate(self, plan, rows: int) -> float:
+        # The curvature from the first pass's uniform sample of rows (its eigenvalue), the
+        # per-row bound from every row; batches are random within blocks.
+        sample = self.stats.sample.astype(self.dtype)
+        # A full batch of the data is a full batch of the sample.
+        per_step = sample.shape[0] if rows >= self.n_rows else min(rows, sample.shape[0])
+        return engine.auto_learning_rate(
+            sample, self.no_weights, loss=plan.loss, rows_per_step=per_step,
+            fit_intercept=plan.fit_intercept, l2=plan.l2, rng=plan.rng,
+            max_row_norm=self.max_row_norm(plan.fit_intercept), contiguous_rows=0,
+        )  # fmt: skip
+
+    def explosion_scale(self, plan) -> float:
+        zero_model = 0.0
+        start = 0.0
+        moved = bool(plan.coef.any() or plan.intercept != 0.0)
+        for X, y in self._blocks():
+            scores = np.zeros(X.shape[0], dtype=self.dtype)
+            zero_model += loss_sum(scores, y, self.no_weights, plan.loss.code, plan.epsilon)
+            if moved:
+                scores = X @ plan.coef + plan.intercept
+                start += loss_sum(scores, y, self.no_weights, plan.loss.code, plan.epsilon)
+        zero_model /= self.n_rows
+        if not moved:
+            return zero_model
+        start = start / self.n_rows + engine._penalty_value(plan.coef, plan.l1, plan.l2)
+        return max(zero_model, start)
+
+    def start(self, plan, rows: int) -> None:
+        self.rows = rows
+        d = self.stats.n_features
+        self.parallel = (
+            rows * d >= engine.PARALLEL_MIN_VALUES
+            and rows >= 2 * MIN_CHUNK_ROWS
+            and numba.get_num_threads() > 1
+        )
+        self.block_parallel = (
+            min(self.block_rows, self.n_rows) * d >= engine.PARALLEL_MIN_VALUES
+            and min(self.block_rows, self.n_rows) >= 2 * MIN_CHUNK_ROWS
+            and numba.get_num_threads() > 1
+        )
+        if plan.strategy.name == "minibatch":
+            self.carry_X = np.empty((rows, d), dtype=self.dtype)
+            self.carry_y = np.empty(rows, dtype=self.dtype)
+
+    # -- one epoch
+    def run_epoch(self, plan, coef, intercept, t, eta, avg_w, avg_b):
+        shuffled = plan.shuffle_mode != options.SHUFFLE_NONE
+        count = self.cache.block_count(self.block_rows)
+        block_order = plan.rng.permutation(count) if shuffled and count > 1 else None
+        strategy = plan.strategy.name
+        d = self.stats.n_features
+        loss_total = 0.0
+        position = 0
+        carried = 0
+        empty_order = np.empty(0, dtype=np.int64)
+        if strategy == "full":
+            grad = np.zeros(d)
+            deriv_total = 0.0
+
+        def common(step):
+            return (
+                plan.fit_intercept, plan.loss.code, plan.epsilon, plan.schedule.kernel_code,
+                eta, plan.power_t, plan.alpha, plan.optimal_init, step, plan.l1, plan.l2,
+            )  # fmt: skip
+
+        for X, y in self._blocks(block_order):
+            length = X.shape[0]
+            if shuffled and strategy != "full":
+                order = np.empty(length, dtype=np.int64)
+                fill_epoch_order(order, options.SHUFFLE_FULL, 0, plan.rng.integers(2**63))
+            else:
+                in_order = strategy == "minibatch"  # mini-batches need positions to slice
+                order = np.arange(length, dtype=np.int64) if in_order else empty_order
+            if strategy == "full":
+                block_loss, block_deriv = accumulate_gradient(
+                    X, y, self.no_weights, coef, intercept, plan.loss.code, plan.epsilon, grad,
+                    self.block_parallel,
+                )  # fmt: skip
+                loss_total += block_loss
+                deriv_total += block_deriv
+                if not math.isfinite(block_loss):
+                    return intercept, loss_total, t, position
+            elif strategy == "sgd":
+                intercept, block_loss, t, bad = sgd_epoch(
+                    X, y, self.no_weights, order, coef, intercept, *common(t), avg_w, avg_b,
+                    plan.average_start, 0,
+                )  # fmt: skip
+                loss_total += block_loss
+                if bad >= 0:
+                    return intercept, loss_total, t, position + bad
+            else:
+                batch = self.rows
+                used = 0
+                if carried:
+                    # Complete the batch begun in the previous block with this block's rows.
+                    take = min(batch - carried, length)
+                    rows = order[:take]
+                    self.carry_X[carried : carried + take] = X[rows]
+                    self.carry_y[carried : carried + take] = y[rows]
+                    carried += take
+                    used = take
+                    if carried == batch:
+                        intercept, block_loss, t, bad = batch_epoch(
+                            self.carry_X, self.carry_y, self.no_weights, empty_order, batch,
+                            coef, intercept, *common(t), self.parallel, avg_w, avg_b,
+                            plan.average_start, 0,
+                        )  # fmt: skip
+                        loss_total += block_loss
+                        carried = 0
+                        if bad >= 0:
+                            return intercept, loss_total, t, position
+                whole = (length - used) // batch * batch
+                if whole:
+                    intercept, block_loss, t, bad = batch_epoch(
+                        X, y, self.no_weights, np.ascontiguousarray(order[used : used + whole]),
+                        batch, coef, intercept, *common(t), self.parallel, avg_w, avg_b,
+                        plan.average_start, 0,
+                    )  # fmt: skip
+                    loss_total += block_loss
+                    if bad >= 0:
+                        return intercept, loss_total, t, position + used + bad
+                rest = order[used + whole :]
+                if rest.shape[0]:
+                    self.carry_X[carried : carried + rest.shape[0]] = X[rest]
+                    self.carry_y[carried : carried + rest.shape[0]] = y[rest]
+                    carried += rest.shape[0]
+            position += length
+            if self.progress is not None:
+                self.progress(self.epochs_run + 1, position, self.n_rows)
+        if strategy == "minibatch" and carried:
+            intercept, block_loss, t, bad = batch_epoch(
+                self.carry_X[:carried], self.carry_y[:carried], self.no_weights, empty_order,
+                self.rows, coef, intercept, *common(t), self.parallel, avg_w, avg_b,
+                plan.average_start, 0,
+            )  # fmt: skip
+            loss_total += block_loss
+            if bad >= 0:
+                return intercept, loss_total, t, position - carried
+        if strategy == "full":
+            intercept, t = take_step(
+                coef, grad, float(self.n_rows), deriv_total, intercept, plan.fit_intercept,
+                plan.schedule.kernel_code, eta, plan.power_t, plan.alpha, plan.optimal_init, t,
+                plan.l1, plan.l2, avg_w, avg_b, plan.average_start,
+            )  # fmt: skip
+        self.epochs_run += 1
+        return intercept, loss_total, t, -1
+
+
+def fit_csv(
+    path,
+    *,
+    target: str,
+    features=None,
+    drop=None,
+    delimiter: str | None = None,
+    header="infer",
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    dtype="float64",
+    cache_dir=None,
+    standardize: bool = False,
+    on_bad_rows: str = "error",
+    progress: Callable | None = None,
+    coef_init=None,
+    intercept_init=None,
+    **fit_options,
+) -> engine.FitResult:
+    """Fit a linear model to a CSV file of any size (see the module's docstring).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV (``.gz``, ``.bz2``, ``.zst`` compressed files too).
+    target : str
+        The target column's name.
+    features, drop : list of str or comma-separated str, optional
+        The feature columns (default: every column but the target), or columns to leave out.
+    delimiter, header :
+        As for :func:`fastgd.io.read_schema` (default: sniffed / inferred).
+    block_rows : int
+        Rows per block: memory is bounded by a few blocks.
+    dtype : {"float64", "float32"}
+        Of the cache and the model.
+    cache_dir : path, optional
+        Where the binary cache goes (default: next to the CSV).
+    standardize : bool
+        Centre and scale the features with means and standard deviations from the first
+        pass; the returned coefficients apply to the raw features (the scaler is folded
+        in), and ``extras["scaler"]`` holds the means and scales.
+    on_bad_rows : {"error", "skip"}
+        Stop at the first bad row (naming the file, line and column), or skip bad rows and
+        count them (``extras["skipped"]``).
+    progress : callable, optional
+        ``progress(epoch, rows_done, rows_total)`` after each block (epoch 0: the first
+        pass, whose total is not known yet: None).
+    coef_init, intercept_init :
+        Starting weights (e.g. a checkpoint), in the raw features' space.
+    **fit_options
+        Every other option of :func:`fastgd.fit` (``loss``, ``strategy``, ``batch_size``,
+        ``learning_rate``, ``eta0``, ``max_iter``, ``tol``, ``shuffle``, ``random_state``,
+        ``callback``, ...). ``sample_weight`` is not available.
+
+    Returns
+    -------
+    FitResult
+        As :func:`fastgd.fit`, plus ``extras``: ``feature_names``, ``target``, ``rows``,
+        ``skipped``/``skipped_lines``, ``scaler`` (or None), ``first_pass_seconds``,
+        ``cache`` (the cache's path), ``from_cache``.
+    """
+    started = time.perf_counter()
+    if on_bad_rows not in ("error", "skip"):
+        raise ValueError(f"on_bad_rows={on_bad_rows!r}; allowed values: 'error', 'skip'.")
+    block_rows = check_scalar(block_rows, "block_rows", kind="int", low=1)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype={dtype.name!r}; allowed values: 'float64', 'float32'.")
+    if target is None:
+        raise ValueError("target is required: the name of the target column.")
+    unsupported = sorted(set(fit_options) - set(_FIT_DEFAULTS))
+    if unsupported:
+        raise TypeError(
+            f"fit_csv got unsupported option(s) {unsupported}; it takes fastgd.fit's options "
+            f"except sample_weight and the in-memory ones: {sorted(_FIT_DEFAULTS)}."
+        )
+    settings = {**_FIT_DEFAULTS, **fit_options}
+    resolved = engine._options(**settings)
+    schema = read_schema(
+        path, target=target, features=features, drop=drop, delimiter=delimiter, header=header
+    )
+    cache, stats = _first_pass(
+        schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
+        on_bad_rows=on_bad_rows, standardize=standardize, loss=resolved["loss"],
+        rng=resolved["rng"], progress=progress,
+    )  # fmt: skip
+    d = stats.n_features
+    coef_start, intercept_start = coef_init, intercept_init
+    if standardize and coef_init is not None:
+        # Raw-space weights to the standardised space: w_std = w·scale, b_std = b + w·mean.
+        raw = np.asarray(coef_init, dtype=np.float64).reshape(-1)
+        coef_start = raw * stats.scale
+        intercept_start = float(intercept_init or 0.0) + float(raw @ stats.mean)
+    start = engine._starting_weights(
+        d, dtype, coef_init=coef_start, intercept_init=intercept_start,
+        average_start=resolved["average_start"], average_coef_init=None,
+        average_intercept_init=None,
+    )  # fmt: skip
+    source = _BlockSource(
+        cache, stats, block_rows=block_rows, plan_classes=stats.labels, progress=progress
+    )
+    plan = engine._Plan(source=source, classes=stats.labels, **resolved, **start)
+    result = engine._run(plan)
+    scaler = None
+    if standardize:
+        scaler = {"mean": stats.mean, "scale": stats.scale}
+        standardized = result.coef.astype(np.float64)
+        raw_coef = standardized / stats.scale
+        result.extras["standardized_coef"] = result.coef
+        result.extras["standardized_intercept"] = float(result.intercept)
+        result.intercept = dtype.type(float(result.intercept) - float(raw_coef @ stats.mean))
+        result.coef = raw_coef.astype(dtype)
+    result.extras.update(
+        feature_names=list(stats.feature_names), target=schema.target, rows=stats.n_rows,
+        skipped=dict(stats.skipped), skipped_lines=list(stats.skipped_lines), scaler=scaler,
+        first_pass_seconds=stats.seconds, cache=str(cache.path), from_cache=stats.from_cache,
+    )  # fmt: skip
+    result.fit_time = time.perf_counter() - started
+    return result
+
+
+#: fastgd.fit's defaults for the options fit_csv passes on (read from its signature).
+def _fit_defaults() -> dict:
+    import inspect
+
+    skip = {"X", "y", "sample_weight", "coef_init", "intercept_init", "average_coef_init",
+            "average_intercept_init", "normalize_weights", "classes"}  # fmt: skip
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(engine.fit).parameters.items()
+        if name not in skip
+    }
+
+
+_FIT_DEFAULTS = _fit_defaults()

@@ -64,6 +64,20 @@ class StreamStats:
     skipped_lines: list = field(default_factory=list)
     from_cache: bool = False
     seconds: float = 0.0
+    n_validation: int = 0
+
+
+def held_out(lines: np.ndarray, fraction: float) -> np.ndarray:
+    """Which rows (by file line number) the validation set holds: a fixed pseudo-random
+    function of the line number, so every pass (and the cache) agrees without storing a
+    mask, and about ``fraction`` of the rows are held out."""
+    if fraction <= 0.0:
+        return np.zeros(lines.shape[0], dtype=bool)
+    mixed = lines.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    mixed ^= mixed >> np.uint64(29)
+    mixed *= np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= mixed >> np.uint64(32)
+    return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
 class _Moments:
@@ -115,7 +129,7 @@ class _Sampler:
 
 
 def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardize, loss,
-                rng, progress) -> tuple[BlockCache, StreamStats]:  # fmt: skip
+                rng, progress, validation_fraction) -> tuple[BlockCache, StreamStats]:  # fmt: skip
     """Read the CSV once (or its valid cache), write the cache, and gather the statistics."""
     started = time.perf_counter()
     stats = StreamStats(n_features=len(schema.feature_names))
@@ -127,6 +141,12 @@ def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardiz
 
     def gather(block) -> None:
         X, y = block.X, block.y
+        if validation_fraction > 0.0:
+            train = ~held_out(block.line_numbers, validation_fraction)
+            X, y = X[train], y[train]
+            stats.n_validation += block.rows - X.shape[0]
+            if X.shape[0] == 0:
+                return
         moments.add(X)
         sampler.add(X)
         if loss.classification:
@@ -174,6 +194,12 @@ def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardiz
             cache = writer.commit()
     if stats.n_rows == 0:
         raise CsvError(f"{schema.path}: no data rows to train on.", path=schema.path)
+    if validation_fraction > 0.0 and stats.n_validation == 0:
+        raise CsvError(
+            f"{schema.path}: validation_fraction={validation_fraction} held out no row of "
+            f"{stats.n_rows}; use a larger fraction or more rows.",
+            path=schema.path,
+        )
     if loss.classification:
         found = np.array(sorted(labels))
         if found.shape[0] != 2:
@@ -197,7 +223,8 @@ class _BlockSource:
     """The engine's data source for a cached CSV: epochs over memory-mapped blocks."""
 
     def __init__(self, cache: BlockCache, stats: StreamStats, *, block_rows: int, plan_classes,
-                 progress: Callable | None):  # fmt: skip
+                 progress: Callable | None, validation_fraction: float = 0.0):  # fmt: skip
+        self.validation_fraction = validation_fraction
         self.cache = cache
         self.stats = stats
         self.block_rows = block_rows
@@ -209,18 +236,57 @@ class _BlockSource:
         self.no_weights = np.empty(0)
 
     # -- what the engine asks before the first epoch
-    def _blocks(self, order=None):
+    def _blocks(self, order=None, validation=False):
+        """The training rows (``validation``: the held-out rows) of each block, ready for
+        the kernels."""
         for block in self.cache.blocks(self.block_rows, order):
-            yield self._prepare(block)
+            rows = None
+            if self.validation_fraction > 0.0:
+                rows = held_out(block.line_numbers, self.validation_fraction)
+                if not validation:
+                    rows = ~rows
+                if not rows.any():
+                    continue
+            elif validation:
+                return
+            yield self._prepare(block, rows)
 
-    def _prepare(self, block) -> tuple[np.ndarray, np.ndarray]:
+    def validation_score(self, loss_is_classification: bool):
+        """``score(coef, intercept)`` on the held-out rows: accuracy for classification
+        losses, else R² (higher is better), for the engine's early stopping."""
+
+        def score(coef, intercept) -> float:
+            hits = total = 0
+            count = 0
+            sum_y = sum_y2 = residual = 0.0
+            for X, y in self._blocks(validation=True):
+                predicted = X.astype(np.float64) @ coef.astype(np.float64) + intercept
+                if loss_is_classification:
+                    hits += int(np.count_nonzero((predicted > 0) == (y > 0)))
+                    total += y.shape[0]
+                else:
+                    y64 = y.astype(np.float64)
+                    count += y.shape[0]
+                    sum_y += float(y64.sum())
+                    sum_y2 += float(y64 @ y64)
+                    residual += float(((y64 - predicted) ** 2).sum())
+            if loss_is_classification:
+                return hits / max(1, total)
+            spread = sum_y2 - sum_y * sum_y / max(1, count)
+            return 1.0 - residual / spread if spread > 0 else 0.0
+
+        return score
+
+    def _prepare(self, block, rows=None) -> tuple[np.ndarray, np.ndarray]:
         X = block.X
+        y = block.y
+        if rows is not None:
+            X, y = X[rows], y[rows]  # copies
         if self.stats.mean is not None:
             X = ((X - self.stats.mean) / self.stats.scale).astype(self.dtype)
         elif not X.flags.writeable:
             # Numba compiles read-only arrays separately; a block copy is cheap next to that.
             X = np.array(X)
-        y = block.y
         if self.classes is not None:
             y = np.where(y == self.classes[1], 1.0, -1.0).astype(self.dtype)
         elif not y.flags.writeable:
@@ -399,6 +465,7 @@ def fit_csv(
     cache_dir=None,
     standardize: bool = False,
     on_bad_rows: str = "error",
+    validation_fraction: float = 0.0,
     progress: Callable | None = None,
     coef_init=None,
     intercept_init=None,
@@ -429,6 +496,12 @@ def fit_csv(
     on_bad_rows : {"error", "skip"}
         Stop at the first bad row (naming the file, line and column), or skip bad rows and
         count them (``extras["skipped"]``).
+    validation_fraction : float in [0, 1)
+        Hold out about this fraction of the rows (chosen by a fixed function of their line
+        number, so every pass agrees) and stop early on their score: R², or accuracy for
+        classification losses (``tol``/``n_iter_no_change`` then watch it; see
+        ``validation_score`` in :func:`fastgd.fit`). ``FitResult.validation_scores`` holds
+        it per epoch.
     progress : callable, optional
         ``progress(epoch, rows_done, rows_total)`` after each block (epoch 0: the first
         pass, whose total is not known yet: None).
@@ -450,6 +523,9 @@ def fit_csv(
     if on_bad_rows not in ("error", "skip"):
         raise ValueError(f"on_bad_rows={on_bad_rows!r}; allowed values: 'error', 'skip'.")
     block_rows = check_scalar(block_rows, "block_rows", kind="int", low=1)
+    validation_fraction = check_scalar(validation_fraction, "validation_fraction", low=0.0)
+    if validation_fraction >= 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1); got {validation_fraction!r}.")
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype={dtype.name!r}; allowed values: 'float64', 'float32'.")
@@ -469,7 +545,7 @@ def fit_csv(
     cache, stats = _first_pass(
         schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
         on_bad_rows=on_bad_rows, standardize=standardize, loss=resolved["loss"],
-        rng=resolved["rng"], progress=progress,
+        rng=resolved["rng"], progress=progress, validation_fraction=validation_fraction,
     )  # fmt: skip
     d = stats.n_features
     coef_start, intercept_start = coef_init, intercept_init
@@ -484,8 +560,11 @@ def fit_csv(
         average_intercept_init=None,
     )  # fmt: skip
     source = _BlockSource(
-        cache, stats, block_rows=block_rows, plan_classes=stats.labels, progress=progress
-    )
+        cache, stats, block_rows=block_rows, plan_classes=stats.labels, progress=progress,
+        validation_fraction=validation_fraction,
+    )  # fmt: skip
+    if validation_fraction > 0.0:
+        resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
     plan = engine._Plan(source=source, classes=stats.labels, **resolved, **start)
     result = engine._run(plan)
     scaler = None
@@ -501,6 +580,7 @@ def fit_csv(
         feature_names=list(stats.feature_names), target=schema.target, rows=stats.n_rows,
         skipped=dict(stats.skipped), skipped_lines=list(stats.skipped_lines), scaler=scaler,
         first_pass_seconds=stats.seconds, cache=str(cache.path), from_cache=stats.from_cache,
+        validation_rows=stats.n_validation,
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result

@@ -544,15 +544,21 @@ def restore_threads():
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
-def test_parallel_batch_epoch_csr_is_bitwise_the_same_with_one_or_two_threads(restore_threads):
-    problem = _sparse_problem(11, 3000, 40, density=0.2, loss="log_loss", penalty="elasticnet",
+@pytest.mark.parametrize(("penalty", "averaged"), [("l2", False), ("elasticnet", True)])
+def test_parallel_batch_epoch_csr_is_bitwise_serial_with_one_or_two_threads(
+    restore_threads, penalty, averaged
+):
+    """Batches of several chunks (2500 rows: 10 chunks of 256), on the scaled path (L2) and
+    the lazy one (L1, averaging): serial, one thread and two threads give the same bits."""
+    problem = _sparse_problem(11, 3000, 40, density=0.2, loss="log_loss", penalty=penalty,
                               weights="positive")  # fmt: skip
     runs, averages = [], []
-    for threads in (1, 2):
+    for threads, parallel in ((1, False), (1, True), (2, True)):
         numba.set_num_threads(threads)
-        averages.append((np.zeros(40), np.zeros(1), 1.0))
-        runs.append(_run_batch(problem, 2500, True, averages[-1]))
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    assert runs[0][1:] == runs[1][1:]
-    np.testing.assert_array_equal(averages[0][0], averages[1][0])
-    np.testing.assert_array_equal(averages[0][1], averages[1][1])
+        averages.append((np.zeros(40), np.zeros(1), 1.0) if averaged else NO_AVERAGE)
+        runs.append(_run_batch(problem, 2500, parallel, averages[-1]))
+    for run, average in zip(runs[1:], averages[1:], strict=True):
+        np.testing.assert_array_equal(run[0], runs[0][0])
+        assert run[1:] == runs[0][1:]
+        np.testing.assert_array_equal(average[0], averages[0][0])
+        np.testing.assert_array_equal(average[1], averages[0][1])

@@ -416,6 +416,36 @@ def test_long_epochs_with_strong_l2_renormalise_and_match(
         np.testing.assert_allclose(average[1][0], avg_b_ref, **tolerance, err_msg="avg_b")
 
 
+@pytest.mark.parametrize("strategy", ["sgd", "minibatch"])
+def test_a_full_history_restarts_and_matches(strategy):
+    """More steps than the lazy path's history holds (``max(d, HISTORY_STEPS)``), with L1
+    only (no decay, so only the full history forces the restarts) and averaging."""
+    n, d = sparse.HISTORY_STEPS + 500, 5
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.3)
+    values[:, 0] = 0.0
+    problem = SparseProblem(
+        X=sp.csr_matrix(values), y=values @ rng.normal(size=d), sample_weight=np.empty(0),
+        order=rng.permutation(n), w=rng.normal(size=d), intercept=0.0, fit_intercept=True,
+        loss="squared_error", epsilon=0.1, schedule="constant", eta0=0.05, power_t=0.25,
+        alpha=1e-3, optimal_init=0.0, t=1.0, l1=1e-3, l2=0.0,
+    )  # fmt: skip
+    batch_size = None if strategy == "sgd" else 1
+    average = (np.zeros(d), np.zeros(1), 3.0)
+    w_ref, b_ref, avg_w_ref, avg_b_ref, t_ref = _numpy_asgd(
+        problem, batch_size, average[0], 0.0, average[2]
+    )
+    result = _run_sgd(problem, average) if batch_size is None else (
+        _run_batch(problem, batch_size, False, average)
+    )  # fmt: skip
+    tolerance = tol(np.float64)
+    assert result[3:] == (t_ref, -1)
+    np.testing.assert_allclose(result[0], w_ref, **tolerance, err_msg="coef")
+    np.testing.assert_allclose(result[1], b_ref, **tolerance, err_msg="intercept")
+    np.testing.assert_allclose(average[0], avg_w_ref, **tolerance, err_msg="avg_w")
+    np.testing.assert_allclose(average[1][0], avg_b_ref, **tolerance, err_msg="avg_b")
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Non-finite predictions stop the epoch
 # ---------------------------------------------------------------------------------------------

@@ -54,8 +54,9 @@ touched feature with L1.
 Cost
 ----
 Per call: O(d) to start the per-feature markers (or the seen-list of mini-batch) and to
-bring every feature up to date at the end, and, on the lazy path, O(steps) memory for the
-per-step history (32 bytes a step). Per step: O(non-zeros of the row or batch) (times
+bring every feature up to date at the end, and, on the lazy path, a per-step history of
+at most ``max(d, HISTORY_STEPS)`` steps (32 bytes a step; when full, it restarts with an
+O(d) catch-up, amortised O(1) a step). Per step: O(non-zeros of the row or batch) (times
 O(log steps) per touched feature with L1 and averaging, for the binary search), plus an
 O(d) catch-up only when the product of decays falls below its threshold: with
 ``1 − eta·l2 = 0.5`` every ~50 (scaled path) or ~200 (lazy path) steps, with averaging
@@ -63,11 +64,12 @@ and strong decay every few steps (see ``AVERAGE_GROWTH``); with the usual ``eta�
 rarely or never.
 
 Measured on a 200,000 x 100,000 CSR with 50 non-zeros a row (float64, ``l2``, invscaling,
-file order; 2 shared cores, so ±50%): one SGD epoch 35-50 ms (scikit-learn's
-``SGDRegressor(max_iter=1, tol=None, shuffle=False)``: 52-110 ms on the same matrix, with
-the same coefficients to 6e-17 when neither fits an intercept), 135 ms in a shuffled
-order, mini-batch of 256 rows ~100 ms; the lazy path is ~10x slower (averaging: ~0.5 s,
-elastic net + averaging: ~1.2 s), its per-feature catch-up reading the history at random.
+file order; 2 cores shared with other work, so ±50%): one SGD epoch 31-50 ms
+(scikit-learn's ``SGDRegressor(max_iter=1, tol=None, shuffle=False)``: 47-110 ms on the
+same matrix, with the same coefficients to 6e-17 when neither fits an intercept), 125 ms
+in a shuffled order, mini-batch of 256 rows 80-100 ms; the lazy path is 10-40x slower
+(averaging: ~0.5 s, elastic net + averaging: ~1.3 s), its per-feature catch-up reading
+the history at random (and binary-searching it with L1).
 """
 
 from __future__ import annotations
@@ -103,6 +105,14 @@ AVERAGE_GROWTH = 8.0
 #: Measured on the 200,000 x 100,000 CSR of the report (50 non-zeros a row): the SGD epoch
 #: took 85 ms with the stored int32 indices, 46 ms with them cast.
 _index = numba.uint64
+
+#: The lazy path's per-step history holds at most ``max(d, HISTORY_STEPS)`` steps (32 bytes
+#: each): memory stays O(d), not O(n), and the forced restart costs O(1) a step amortised.
+HISTORY_STEPS = 4096
+
+#: The first averaged state before it is known: later than any state (it shifts down by
+#: at most n at the restarts).
+_NOT_YET = 2**62
 
 # Columns of the per-step history.
 _PRODUCT, _THRESHOLD, _SUM_PRODUCT, _SUM_PRODUCT_THRESHOLD = 0, 1, 2, 3
@@ -198,21 +208,29 @@ def _advance_history(history, u, decay, threshold, averaged):
 
 
 @scalar
-def _begin_step(u, decay, averaged_since_restart, w, last, history, avg_w, l1, first_averaged,
-                avg_offset):  # fmt: skip
-    """Restart the history at state ``u`` (bringing every feature up to date, O(d)) if
-    ``|P·a|`` would be tiny, or if the running sum of products has grown so far above the
-    latest product that differences of it would lose digits. Returns 0 (no restart),
-    1 (restarted) or 2 (restarted, and the step must be applied densely: ``|a|`` is tiny)."""
+def _needs_restart(u, decay, averaged_since_restart, history):
+    """Whether to restart the history at state ``u`` before the next step: the history is
+    full, ``|P·a|`` would be tiny, or the running sum of products has grown so far above
+    the latest product that differences of it would lose digits."""
     product = history[u, _PRODUCT]
-    restart = abs(product * decay) < RENORMALISE_BELOW or abs(
-        history[u, _SUM_PRODUCT]
-    ) > AVERAGE_GROWTH * abs(product) * (averaged_since_restart + 1)
-    if not restart:
-        return 0
-    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
-    _restart_history(history, u)
-    return 2 if abs(decay) < RENORMALISE_BELOW else 1
+    return (
+        u + 1 >= history.shape[0]
+        or abs(product * decay) < RENORMALISE_BELOW
+        or abs(history[u, _SUM_PRODUCT])
+        > AVERAGE_GROWTH * abs(product) * (averaged_since_restart + 1)
+    )
+
+
+@scalar
+def _restart(u, w, last, history, avg_w, l1, first_averaged, avg_offset):
+    """Bring every feature to state ``u`` (O(d)) and make it state 0 of a fresh history.
+    State numbers are relative to the last restart; returns the new ``(first_averaged,
+    avg_offset)``, shifted with them."""
+    for j in range(w.shape[0]):
+        _catch_up(j, u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+        last[j] = 0
+    _restart_history(history, 0)
+    return first_averaged - u, avg_offset + u
 
 
 @scalar
@@ -244,8 +262,10 @@ def _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged,
 
 @scalar
 def _start(w, n_steps):
+    """Per-feature markers and the per-step history: at most ``max(d, HISTORY_STEPS)``
+    steps, after which the history restarts (an O(d) catch-up, amortised O(1) a step)."""
     last = np.zeros(w.shape[0], dtype=np.int64)
-    history = np.empty((n_steps + 1, 4))
+    history = np.empty((min(n_steps, max(w.shape[0], HISTORY_STEPS)) + 1, 4))
     _restart_history(history, 0)
     return last, history
 
@@ -352,25 +372,31 @@ def sgd_epoch_csr(
             loss_code, epsilon, schedule_code, eta0, power_t, alpha, optimal_init, t, l2,
         )  # fmt: skip
     last, history = _start(w, n)
-    first_averaged = n + 1  # the first state produced by an averaged step, once known
-    avg_offset = t - average_start  # k of the step after state s is avg_offset + s + 1
+    # States are numbered from the last restart of the history; the first averaged one
+    # and avg_offset (k of the step after state s is avg_offset + s + 1) shift with them.
+    first_averaged = _NOT_YET
+    started_averaging = False
+    avg_offset = t - average_start
     averaged_since_restart = 0
-    for u in range(n):
-        i = order[u] if use_order else u
+    u = 0
+    for position in range(n):
+        i = order[position] if use_order else position
         eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
         decay = 1.0 - eta * l2
         threshold = eta * l1
         averaged = averaging and t >= average_start
-        if averaged and first_averaged > n:
+        if averaged and not started_averaging:
+            started_averaging = True
             first_averaged = u + 1
         k = t - average_start + 1.0
-        restarted = _begin_step(
-            u, decay, averaged_since_restart, w, last, history, avg_w, l1, first_averaged,
-            avg_offset,
-        )  # fmt: skip
-        dense = restarted == 2
-        if restarted:
+        dense = False
+        if _needs_restart(u, decay, averaged_since_restart, history):
+            first_averaged, avg_offset = _restart(
+                u, w, last, history, avg_w, l1, first_averaged, avg_offset
+            )
+            u = 0
             averaged_since_restart = 0
+            dense = abs(decay) < RENORMALISE_BELOW
         if averaged:
             averaged_since_restart += 1
         lo = _index(indptr[i])
@@ -383,7 +409,7 @@ def sgd_epoch_csr(
         prediction = acc + intercept
         if not is_finite(prediction):
             _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
-            return intercept, loss_total + prediction, t, u
+            return intercept, loss_total + prediction, t, position
         value, deriv = loss_and_derivative(loss_code, prediction, y[i], epsilon)
         if weighted:
             value *= sample_weight[i]
@@ -400,7 +426,8 @@ def sgd_epoch_csr(
         if averaged:
             avg_b[0] += (intercept - avg_b[0]) / k
         t += 1.0
-    _catch_up_all(n, w, last, history, avg_w, l1, first_averaged, avg_offset)
+        u += 1
+    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
     return intercept, loss_total, t, -1
 
 
@@ -582,27 +609,31 @@ def batch_epoch_csr(
     seen = np.full(d, -1, dtype=np.int64)  # the step that last listed the feature
     touched = np.empty(d, dtype=np.int64)
     predictions = np.empty(min(batch_size, n))
-    first_averaged = n_steps + 1
+    first_averaged = _NOT_YET  # states numbered from the last restart, as in SGD
+    started_averaging = False
     avg_offset = t - average_start
     averaged_since_restart = 0
-    for u in range(n_steps):
-        start = u * batch_size
+    u = 0
+    for batch in range(n_steps):
+        start = batch * batch_size
         stop = min(start + batch_size, n)
         m = stop - start
         eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
         decay = 1.0 - eta * l2
         threshold = eta * l1
         averaged = averaging and t >= average_start
-        if averaged and first_averaged > n_steps:
+        if averaged and not started_averaging:
+            started_averaging = True
             first_averaged = u + 1
         k = t - average_start + 1.0
-        restarted = _begin_step(
-            u, decay, averaged_since_restart, w, last, history, avg_w, l1, first_averaged,
-            avg_offset,
-        )  # fmt: skip
-        dense = restarted == 2
-        if restarted:
+        dense = False
+        if _needs_restart(u, decay, averaged_since_restart, history):
+            first_averaged, avg_offset = _restart(
+                u, w, last, history, avg_w, l1, first_averaged, avg_offset
+            )
+            u = 0
             averaged_since_restart = 0
+            dense = abs(decay) < RENORMALISE_BELOW
         if averaged:
             averaged_since_restart += 1
         # Bring the batch's features up to date and list them, zeroing their gradient.
@@ -611,8 +642,8 @@ def batch_epoch_csr(
             i = order[position] if use_order else position
             for p in range(_index(indptr[i]), _index(indptr[i + 1])):
                 j = _index(indices[p])
-                if seen[j] != u:
-                    seen[j] = u
+                if seen[j] != batch:
+                    seen[j] = batch
                     touched[n_touched] = j
                     n_touched += 1
                     grad[j] = 0.0
@@ -628,7 +659,7 @@ def batch_epoch_csr(
         # Every column is listed already: this only accumulates.
         batch_loss, deriv_sum, n_touched = _batch_sums(
             data, indices, indptr, y, sample_weight, order, start, stop, predictions,
-            loss_code, epsilon, grad, seen, touched, n_touched, u,
+            loss_code, epsilon, grad, seen, touched, n_touched, batch,
         )  # fmt: skip
         loss_total += batch_loss
         if not is_finite(batch_loss):
@@ -645,7 +676,8 @@ def batch_epoch_csr(
         if averaged:
             avg_b[0] += (intercept - avg_b[0]) / k
         t += 1.0
-    _catch_up_all(n_steps, w, last, history, avg_w, l1, first_averaged, avg_offset)
+        u += 1
+    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
     return intercept, loss_total, t, -1
 
 

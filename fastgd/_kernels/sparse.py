@@ -1,0 +1,734 @@
+r"""Epoch loops on scipy.sparse CSR data: a step costs O(non-zeros it reads), not O(d).
+
+The kernels take the three arrays of a CSR matrix (``data``, ``indices``, ``indptr``; ``data``
+in the dtype of ``w``, indices int32 or int64) and otherwise follow the conventions of
+``epochs.py``: ``sample_weight`` empty means all ones, ``order`` empty means file order,
+``w`` is updated in place, the intercept is passed in and returned, and an epoch stops at the
+first non-finite prediction (SGD) or batch loss (mini-batch) and returns its position. Rows
+must hold each column at most once (scipy's canonical form; ``sum_duplicates()`` makes it
+so); the columns of a row need not be sorted.
+
+Lazy penalty
+------------
+A step at counter :math:`t` with :math:`a_t = 1 - \eta_t\lambda_2`, :math:`c_t =
+\eta_t\lambda_1` maps a weight that no row of the step touches by
+:math:`w \mapsto \operatorname{sign}(w a_t)\max(|w||a_t| - c_t, 0)`. Such maps compose into
+one of the same form. With the running product :math:`P_s = \prod_{r \le s} a_r` and
+:math:`Q_s = \sum_{r \le s} c_r / |P_r|` (both kept per step, in float64), the steps after
+state :math:`u` up to state :math:`v` map an untouched weight to
+
+.. math::
+
+    w_v = \operatorname{sign}(w_u)\,\operatorname{sign}(P_u P_v)\,|P_v|\,
+          \max\bigl(|w_u| / |P_u| - (Q_v - Q_u),\ 0\bigr)
+
+(without L1, :math:`Q = 0` and this is :math:`w_u P_v / P_u`). Without L1 and without
+averaging both kernels take a simpler path: they store :math:`w / P` and keep the one scale
+:math:`P` (scikit-learn's ``wscale``), so a step does no per-feature bookkeeping at all.
+Each feature remembers the state it is current at (``last[j]``); it is brought up to date
+just before a step reads or writes it, and every feature is brought up to date at the end
+of the epoch (and on an early return), so ``w`` is exact on return. When :math:`|P|` would
+fall below ``RENORMALISE_BELOW`` all features are brought up to date (O(d)) and the
+products restart at 1; a step with :math:`|a_t|` itself that small (:math:`\eta\lambda_2
+\approx 1`) is applied densely (O(d)).
+
+Lazy average (ASGD)
+-------------------
+``avg_w`` is the running mean :math:`\bar w_k = \bar w_{k-1} + (w - \bar w_{k-1})/k`,
+:math:`k = t - \text{average\_start} + 1`, over the steps with :math:`t \ge`
+``average_start``. With :math:`R_s = \sum_{r \le s,\ r\ \text{averaged}} P_r` and
+:math:`T_s = \sum_{r \le s,\ r\ \text{averaged}} P_r Q_r`, the sum of an untouched weight
+over the averaged states in :math:`(u, v]` is
+
+.. math::
+
+    \operatorname{sign}(w_u)\operatorname{sign}(P_u)\,
+    \bigl[(m + Q_u)(R_e - R_u) - (T_e - T_u)\bigr], \qquad m = |w_u|/|P_u|,
+
+where :math:`e` is the last state before the soft threshold zeroes the weight (found by
+binary search on the non-decreasing :math:`Q`; without L1, :math:`e = v` and the sum is
+:math:`w_u (R_v - R_u) / P_u`). The mean then follows from :math:`k\,\bar w_k = (k -
+1)\,\bar w_{k-1} + w_k`. So averaging stays O(non-zeros) per step, plus O(log steps) per
+touched feature with L1.
+
+Cost
+----
+Per call: O(d) to start the per-feature markers (or the seen-list of mini-batch) and to
+bring every feature up to date at the end, and, on the lazy path, a per-step history of
+at most ``max(d, HISTORY_STEPS)`` steps (32 bytes a step; when full, it restarts with an
+O(d) catch-up, amortised O(1) a step). Per step: O(non-zeros of the row or batch) (times
+O(log steps) per touched feature with L1 and averaging, for the binary search), plus an
+O(d) catch-up only when the product of decays falls below its threshold: with
+``1 − eta·l2 = 0.5`` every ~50 (scaled path) or ~200 (lazy path) steps, with averaging
+and strong decay every few steps (see ``AVERAGE_GROWTH``); with the usual ``eta·l2 < 1e-3``,
+rarely or never.
+
+Measured on a 200,000 x 100,000 CSR with 50 non-zeros a row (float64, ``l2``, invscaling,
+file order; 2 cores shared with other work, so ±50%): one SGD epoch 31-50 ms
+(scikit-learn's ``SGDRegressor(max_iter=1, tol=None, shuffle=False)``: 47-110 ms on the
+same matrix, with the same coefficients to 6e-17 when neither fits an intercept), 125 ms
+in a shuffled order, mini-batch of 256 rows 80-100 ms; the lazy path is 10-40x slower
+(averaging: ~0.5 s, elastic net + averaging: ~1.3 s), its per-feature catch-up reading
+the history at random (and binary-searching it with L1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ._config import kernel, parallel_kernel, scalar
+from .epochs import MIN_CHUNK_ROWS, chunk_rows_for
+from .scalar import is_finite, learning_rate, loss_and_derivative, soft_threshold
+
+#: Restart the running products when ``|P|`` would fall below this: far above float64's
+#: smallest normal (1e-308), so ``c/|P|`` and the products of the history stay accurate.
+RENORMALISE_BELOW = 1e-60
+
+#: The scaled path (no L1, no averaging) stores ``w / scale`` in the dtype of ``w``: keep
+#: ``1/scale`` small enough that float32 weights of 1e19 stay finite (2^-50 ≈ 8.9e-16).
+SCALE_RENORMALISE_BELOW = 2.0**-50
+
+#: With averaging, also restart when ``R = Σ P_s`` exceeds ``|P|`` times this many times the
+#: number of averaged steps since the last restart. Under strong L2 the products decay
+#: geometrically, so ``R`` is dominated by its first terms and the difference ``R_v − R_u``
+#: of two late states loses ``log2(R/|P|)`` bits (measured: with ``1 − eta·l2 = 0.5``, the
+#: averages were wrong in the 4th digit after 100 steps); this bound keeps the loss to a
+#: few bits. With ``eta·l2 ≪ 1`` it is reached after ~``3.5/(eta·l2)`` steps (an O(d)
+#: catch-up every 3,500 steps at ``eta·l2 = 1e-3``).
+AVERAGE_GROWTH = 8.0
+
+#: Positions and column numbers are cast to this before indexing: Numba wraps negative
+#: signed indices around (a compare and select on every access), unsigned ones it does not.
+#: Measured on the 200,000 x 100,000 CSR of the report (50 non-zeros a row): the SGD epoch
+#: took 85 ms with the stored int32 indices, 46 ms with them cast.
+_index = numba.uint64
+
+#: The lazy path's per-step history holds at most ``max(d, HISTORY_STEPS)`` steps (32 bytes
+#: each): memory stays O(d), not O(n), and the forced restart costs O(1) a step amortised.
+HISTORY_STEPS = 4096
+
+#: The first averaged state before it is known: later than any state (it shifts down by
+#: at most n at the restarts).
+_NOT_YET = 2**62
+
+# Columns of the per-step history.
+_PRODUCT, _THRESHOLD, _SUM_PRODUCT, _SUM_PRODUCT_THRESHOLD = 0, 1, 2, 3
+
+
+@scalar
+def _catch_up(j, v, w, last, history, avg_w, l1, first_averaged, avg_offset):
+    """Bring feature ``j`` (current at state ``last[j]``) to state ``v``: ``w[j]`` and, when
+    averaging (``avg_w`` non-empty), ``avg_w[j]``."""
+    u = last[j]
+    if u == v:
+        return
+    w_u = float(w[j])
+    p_u = history[u, _PRODUCT]
+    p_v = history[v, _PRODUCT]
+    averaging = avg_w.shape[0] > 0
+    if l1 > 0.0:
+        q_u = history[u, _THRESHOLD]
+        size = abs(w_u) / abs(p_u)
+        magnitude = abs(p_v) * max(size - (history[v, _THRESHOLD] - q_u), 0.0)
+        same_sign = (p_u > 0.0) == (p_v > 0.0)
+        if magnitude > 0.0:
+            w_v = magnitude if (w_u > 0.0) == same_sign else -magnitude
+        else:
+            w_v = 0.0
+        if averaging and v >= first_averaged:
+            # The last state of (u, v] before the threshold zeroes the weight.
+            lo = u + 1
+            hi = v + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if history[mid, _THRESHOLD] - q_u >= size:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            e = lo - 1
+            total = (size + q_u) * (history[e, _SUM_PRODUCT] - history[u, _SUM_PRODUCT]) - (
+                history[e, _SUM_PRODUCT_THRESHOLD] - history[u, _SUM_PRODUCT_THRESHOLD]
+            )
+            if (w_u > 0.0) != (p_u > 0.0):
+                total = -total
+            _average_from(j, u, v, avg_w, total, first_averaged, avg_offset)
+    else:
+        w_v = w_u * (p_v / p_u)
+        if averaging and v >= first_averaged:
+            total = w_u * ((history[v, _SUM_PRODUCT] - history[u, _SUM_PRODUCT]) / p_u)
+            _average_from(j, u, v, avg_w, total, first_averaged, avg_offset)
+    w[j] = w_v
+    last[j] = v
+
+
+@scalar
+def _average_from(j, u, v, avg_w, total, first_averaged, avg_offset):
+    """``avg_w[j]`` at state ``v`` from its value at state ``u`` and the sum ``total`` of the
+    weight over the averaged states in ``(u, v]``: ``k_v·avg_v = k_u·avg_u + total``, with
+    ``k_s = t(s) - average_start`` for the counter ``t(s)`` of the step after state ``s``
+    (``k_u`` of a state before the first averaged one is that of the state just before it,
+    in ``[0, 1)``: the weight scikit-learn's first update gives the old average)."""
+    weight_u = avg_offset + max(u, first_averaged - 1)
+    weight_v = avg_offset + v
+    avg_w[j] = (weight_u * float(avg_w[j]) + total) / weight_v
+
+
+@scalar
+def _catch_up_all(v, w, last, history, avg_w, l1, first_averaged, avg_offset):
+    for j in range(w.shape[0]):
+        _catch_up(j, v, w, last, history, avg_w, l1, first_averaged, avg_offset)
+
+
+@scalar
+def _restart_history(history, v):
+    history[v, _PRODUCT] = 1.0
+    history[v, _THRESHOLD] = 0.0
+    history[v, _SUM_PRODUCT] = 0.0
+    history[v, _SUM_PRODUCT_THRESHOLD] = 0.0
+
+
+@scalar
+def _advance_history(history, u, decay, threshold, averaged):
+    """The history of state ``u + 1`` after a step with ``a = decay``, ``c = threshold``."""
+    product = history[u, _PRODUCT] * decay
+    q = history[u, _THRESHOLD]
+    if threshold > 0.0:
+        q += threshold / abs(product)
+    history[u + 1, _PRODUCT] = product
+    history[u + 1, _THRESHOLD] = q
+    if averaged:
+        history[u + 1, _SUM_PRODUCT] = history[u, _SUM_PRODUCT] + product
+        history[u + 1, _SUM_PRODUCT_THRESHOLD] = history[u, _SUM_PRODUCT_THRESHOLD] + product * q
+    else:
+        history[u + 1, _SUM_PRODUCT] = history[u, _SUM_PRODUCT]
+        history[u + 1, _SUM_PRODUCT_THRESHOLD] = history[u, _SUM_PRODUCT_THRESHOLD]
+
+
+@scalar
+def _needs_restart(u, decay, averaged_since_restart, history):
+    """Whether to restart the history at state ``u`` before the next step: the history is
+    full, ``|P·a|`` would be tiny, or the running sum of products has grown so far above
+    the latest product that differences of it would lose digits."""
+    product = history[u, _PRODUCT]
+    return (
+        u + 1 >= history.shape[0]
+        or abs(product * decay) < RENORMALISE_BELOW
+        or abs(history[u, _SUM_PRODUCT])
+        > AVERAGE_GROWTH * abs(product) * (averaged_since_restart + 1)
+    )
+
+
+@scalar
+def _restart(u, w, last, history, avg_w, l1, first_averaged, avg_offset):
+    """Bring every feature to state ``u`` (O(d)) and make it state 0 of a fresh history.
+    State numbers are relative to the last restart; returns the new ``(first_averaged,
+    avg_offset)``, shifted with them."""
+    for j in range(w.shape[0]):
+        _catch_up(j, u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+        last[j] = 0
+    _restart_history(history, 0)
+    return first_averaged - u, avg_offset + u
+
+
+@scalar
+def _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k):
+    """The step on a feature the step touches (current at state ``u``):
+    ``w ← prox(w·a − step)``, and the running mean."""
+    value = float(w[j]) * decay - step
+    if l1 > 0.0:
+        value = soft_threshold(value, threshold)
+    w[j] = value
+    last[j] = u + 1
+    if averaged:
+        mean = float(avg_w[j])
+        avg_w[j] = mean + (float(w[j]) - mean) / k
+
+
+@scalar
+def _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k):
+    """Record state ``u + 1``: the features the step left alone are lazy, or (dense step)
+    updated now, after which the products restart."""
+    if dense:
+        for j in range(w.shape[0]):
+            if last[j] == u:
+                _update_touched(j, u, w, last, avg_w, decay, threshold, 0.0, l1, averaged, k)
+        _restart_history(history, u + 1)
+    else:
+        _advance_history(history, u, decay, threshold, averaged)
+
+
+@scalar
+def _start(w, n_steps):
+    """Per-feature markers and the per-step history: at most ``max(d, HISTORY_STEPS)``
+    steps, after which the history restarts (an O(d) catch-up, amortised O(1) a step)."""
+    last = np.zeros(w.shape[0], dtype=np.int64)
+    history = np.empty((min(n_steps, max(w.shape[0], HISTORY_STEPS)) + 1, 4))
+    _restart_history(history, 0)
+    return last, history
+
+
+@scalar
+def _rescale(w, scale):
+    for j in range(w.shape[0]):
+        w[j] = w[j] * scale
+
+
+@kernel
+def _sgd_epoch_csr_scaled(
+    data, indices, indptr, y, sample_weight, order, w, intercept, fit_intercept, loss_code,
+    epsilon, schedule_code, eta0, power_t, alpha, optimal_init, t, l2,
+):  # fmt: skip
+    """``sgd_epoch_csr`` without L1 and averaging: the true weights are ``scale·w``, so the
+    decay of every weight is one multiplication of ``scale`` (scikit-learn's ``wscale``)
+    and a step reads and writes only its row's weights, with no per-feature bookkeeping."""
+    n = indptr.shape[0] - 1
+    weighted = sample_weight.shape[0] > 0
+    use_order = order.shape[0] > 0
+    loss_total = 0.0
+    scale = 1.0
+    for u in range(n):
+        i = order[u] if use_order else u
+        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
+        decay = 1.0 - eta * l2
+        lo = _index(indptr[i])
+        hi = _index(indptr[i + 1])
+        acc = data.dtype.type(0.0)
+        for p in range(lo, hi):
+            acc += data[p] * w[_index(indices[p])]
+        prediction = scale * acc + intercept
+        if not is_finite(prediction):
+            _rescale(w, scale)
+            return intercept, loss_total + prediction, t, u
+        value, deriv = loss_and_derivative(loss_code, prediction, y[i], epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        loss_total += value
+        scale *= decay
+        if abs(scale) < SCALE_RENORMALISE_BELOW:
+            _rescale(w, scale)  # O(d), rare: brings the stored weights to their true values
+            scale = 1.0
+        step = eta * deriv / scale
+        for p in range(lo, hi):
+            j = _index(indices[p])
+            w[j] = w[j] - step * data[p]
+        if fit_intercept:
+            intercept -= eta * deriv
+        t += 1.0
+    _rescale(w, scale)
+    return intercept, loss_total, t, -1
+
+
+@kernel
+def sgd_epoch_csr(
+    data,
+    indices,
+    indptr,
+    y,
+    sample_weight,
+    order,
+    w,
+    intercept,
+    fit_intercept,
+    loss_code,
+    epsilon,
+    schedule_code,
+    eta0,
+    power_t,
+    alpha,
+    optimal_init,
+    t,
+    l1,
+    l2,
+    avg_w,
+    avg_b,
+    average_start,
+):
+    """One epoch of per-sample SGD over the CSR rows in ``order`` (empty: file order).
+
+    For each row: ``w ← prox(w·(1 − η·l2) − η·s·L'(x·w + b, y)·x)``, ``b ← b − η·s·L'``
+    (if ``fit_intercept``), then, if ``t ≥ average_start``, with ``k = t − average_start +
+    1``: ``avg_w += (w − avg_w)/k``, ``avg_b[0] += (b − avg_b[0])/k``; ``t ← t + 1``.
+    ``avg_w``/``avg_b`` empty: no averaging. The penalty and the average of the features
+    a row does not hold are applied lazily (see the module docstring): each step costs
+    O(non-zeros of its row).
+
+    Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
+    position in ``order`` of the first row with a non-finite prediction, or -1.
+    """
+    n = indptr.shape[0] - 1
+    weighted = sample_weight.shape[0] > 0
+    use_order = order.shape[0] > 0
+    averaging = avg_b.shape[0] > 0
+    loss_total = 0.0
+    if n <= 0:
+        return intercept, loss_total, t, -1
+    if l1 == 0.0 and not averaging:
+        return _sgd_epoch_csr_scaled(
+            data, indices, indptr, y, sample_weight, order, w, intercept, fit_intercept,
+            loss_code, epsilon, schedule_code, eta0, power_t, alpha, optimal_init, t, l2,
+        )  # fmt: skip
+    last, history = _start(w, n)
+    # States are numbered from the last restart of the history; the first averaged one
+    # and avg_offset (k of the step after state s is avg_offset + s + 1) shift with them.
+    first_averaged = _NOT_YET
+    started_averaging = False
+    avg_offset = t - average_start
+    averaged_since_restart = 0
+    u = 0
+    for position in range(n):
+        i = order[position] if use_order else position
+        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
+        decay = 1.0 - eta * l2
+        threshold = eta * l1
+        averaged = averaging and t >= average_start
+        if averaged and not started_averaging:
+            started_averaging = True
+            first_averaged = u + 1
+        k = t - average_start + 1.0
+        dense = False
+        if _needs_restart(u, decay, averaged_since_restart, history):
+            first_averaged, avg_offset = _restart(
+                u, w, last, history, avg_w, l1, first_averaged, avg_offset
+            )
+            u = 0
+            averaged_since_restart = 0
+            dense = abs(decay) < RENORMALISE_BELOW
+        if averaged:
+            averaged_since_restart += 1
+        lo = _index(indptr[i])
+        hi = _index(indptr[i + 1])
+        acc = data.dtype.type(0.0)
+        for p in range(lo, hi):
+            j = _index(indices[p])
+            _catch_up(j, u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+            acc += data[p] * w[j]
+        prediction = acc + intercept
+        if not is_finite(prediction):
+            _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+            return intercept, loss_total + prediction, t, position
+        value, deriv = loss_and_derivative(loss_code, prediction, y[i], epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        loss_total += value
+        scale = eta * deriv
+        for p in range(lo, hi):
+            j = _index(indices[p])
+            step = scale * data[p]
+            _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
+        _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
+        if fit_intercept:
+            intercept -= eta * deriv
+        if averaged:
+            avg_b[0] += (intercept - avg_b[0]) / k
+        t += 1.0
+        u += 1
+    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+    return intercept, loss_total, t, -1
+
+
+@scalar
+def _csr_row_dot(data, indices, indptr, i, w):
+    acc = data.dtype.type(0.0)
+    for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+        acc += data[p] * w[_index(indices[p])]
+    return acc
+
+
+@parallel_kernel
+def _batch_predictions_parallel(
+    data, indices, indptr, order, start, stop, w, scale, intercept, out
+):  # fmt: skip
+    """``out[k - start] = scale·(x·w) + b`` for the rows at positions ``start..stop`` of ``order``,
+    in chunks that depend on the batch size only (each row's sum is one thread's, in the
+    serial loop's order: the result is bitwise the serial one)."""
+    use_order = order.shape[0] > 0
+    chunk = chunk_rows_for(stop - start)
+    n_chunks = (stop - start + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        for k in range(start + c * chunk, min(start + (c + 1) * chunk, stop)):
+            i = order[k] if use_order else k
+            out[k - start] = scale * _csr_row_dot(data, indices, indptr, i, w) + intercept
+
+
+@scalar
+def _batch_predictions_serial(data, indices, indptr, order, start, stop, w, scale, intercept, out):
+    use_order = order.shape[0] > 0
+    for k in range(start, stop):
+        i = order[k] if use_order else k
+        out[k - start] = scale * _csr_row_dot(data, indices, indptr, i, w) + intercept
+
+
+@scalar
+def _batch_sums(data, indices, indptr, y, sample_weight, order, start, stop, predictions,
+                loss_code, epsilon, grad, seen, touched, n_touched, u):  # fmt: skip
+    """The batch's ``Σ s·L`` and ``Σ s·L'``, and ``grad = Σ s·L'·x`` on the columns it
+    holds, listed in ``touched[n_touched:]`` (a column's first sight in step ``u`` zeroes
+    its ``grad``). Returns ``(Σ s·L, Σ s·L', n_touched)``."""
+    weighted = sample_weight.shape[0] > 0
+    use_order = order.shape[0] > 0
+    batch_loss = 0.0
+    deriv_sum = 0.0
+    for position in range(start, stop):
+        i = order[position] if use_order else position
+        value, deriv = loss_and_derivative(loss_code, predictions[position - start], y[i], epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        batch_loss += value
+        deriv_sum += deriv
+        coef = grad.dtype.type(deriv)
+        for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+            j = _index(indices[p])
+            if seen[j] != u:
+                seen[j] = u
+                touched[n_touched] = j
+                n_touched += 1
+                grad[j] = 0.0
+            grad[j] += coef * data[p]
+    return batch_loss, deriv_sum, n_touched
+
+
+@kernel
+def _batch_epoch_csr_scaled(
+    data, indices, indptr, y, sample_weight, order, batch_size, w, intercept, fit_intercept,
+    loss_code, epsilon, schedule_code, eta0, power_t, alpha, optimal_init, t, l2, parallel,
+):  # fmt: skip
+    """``batch_epoch_csr`` without L1 and averaging: the true weights are ``scale·w``, as
+    in ``_sgd_epoch_csr_scaled``."""
+    n = indptr.shape[0] - 1
+    d = w.shape[0]
+    loss_total = 0.0
+    n_steps = (n + batch_size - 1) // batch_size
+    grad = np.empty(d, dtype=w.dtype)
+    seen = np.full(d, -1, dtype=np.int64)
+    touched = np.empty(d, dtype=np.int64)
+    predictions = np.empty(min(batch_size, n))
+    scale = 1.0
+    for u in range(n_steps):
+        start = u * batch_size
+        stop = min(start + batch_size, n)
+        m = stop - start
+        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
+        if parallel and m > MIN_CHUNK_ROWS:  # one chunk: no thread launch
+            _batch_predictions_parallel(
+                data, indices, indptr, order, start, stop, w, scale, intercept, predictions
+            )
+        else:
+            _batch_predictions_serial(
+                data, indices, indptr, order, start, stop, w, scale, intercept, predictions
+            )
+        batch_loss, deriv_sum, n_touched = _batch_sums(
+            data, indices, indptr, y, sample_weight, order, start, stop, predictions,
+            loss_code, epsilon, grad, seen, touched, 0, u,
+        )  # fmt: skip
+        loss_total += batch_loss
+        if not is_finite(batch_loss):
+            _rescale(w, scale)
+            return intercept, loss_total, t, start
+        scale *= 1.0 - eta * l2
+        if abs(scale) < SCALE_RENORMALISE_BELOW:
+            _rescale(w, scale)  # O(d), rare
+            scale = 1.0
+        step = eta / m / scale
+        for q in range(n_touched):
+            j = touched[q]
+            w[j] = w[j] - step * grad[j]
+        if fit_intercept:
+            intercept -= eta * deriv_sum / m
+        t += 1.0
+    _rescale(w, scale)
+    return intercept, loss_total, t, -1
+
+
+@kernel
+def batch_epoch_csr(
+    data,
+    indices,
+    indptr,
+    y,
+    sample_weight,
+    order,
+    batch_size,
+    w,
+    intercept,
+    fit_intercept,
+    loss_code,
+    epsilon,
+    schedule_code,
+    eta0,
+    power_t,
+    alpha,
+    optimal_init,
+    t,
+    l1,
+    l2,
+    parallel,
+    avg_w,
+    avg_b,
+    average_start,
+):
+    """One epoch of mini-batch gradient descent on CSR rows (full batch: ``batch_size ≥ n``).
+
+    Each batch of ``m`` rows takes one step from ``g = (1/m)·Σ s·L'(x·w + b, y)·x``, the
+    predictions all made with the weights at the start of the batch, then averages as
+    :func:`sgd_epoch_csr`. The gradient is accumulated only on the columns the batch holds
+    (tracked in a list; no O(d) zeroing per step), and the other features are penalised and
+    averaged lazily (one global scale without L1 and averaging): a step costs
+    O(non-zeros of the batch).
+
+    ``parallel=True`` computes the batch's predictions in parallel chunks (boundaries from
+    the batch size only, as ``epochs.batch_epoch``); bringing features up to date, the loss
+    sums and the gradient are accumulated serially in row order, so the result is bitwise
+    that of ``parallel=False`` whatever the number of threads. It pays only for batches with
+    many non-zeros.
+
+    Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
+    position in the epoch of the first batch with a non-finite loss, or -1.
+    """
+    n = indptr.shape[0] - 1
+    d = w.shape[0]
+    use_order = order.shape[0] > 0
+    averaging = avg_b.shape[0] > 0
+    loss_total = 0.0
+    if n <= 0:
+        return intercept, loss_total, t, -1
+    if l1 == 0.0 and not averaging:
+        return _batch_epoch_csr_scaled(
+            data, indices, indptr, y, sample_weight, order, batch_size, w, intercept,
+            fit_intercept, loss_code, epsilon, schedule_code, eta0, power_t, alpha,
+            optimal_init, t, l2, parallel,
+        )  # fmt: skip
+    n_steps = (n + batch_size - 1) // batch_size
+    last, history = _start(w, n_steps)
+    grad = np.empty(d, dtype=w.dtype)
+    seen = np.full(d, -1, dtype=np.int64)  # the step that last listed the feature
+    touched = np.empty(d, dtype=np.int64)
+    predictions = np.empty(min(batch_size, n))
+    first_averaged = _NOT_YET  # states numbered from the last restart, as in SGD
+    started_averaging = False
+    avg_offset = t - average_start
+    averaged_since_restart = 0
+    u = 0
+    for batch in range(n_steps):
+        start = batch * batch_size
+        stop = min(start + batch_size, n)
+        m = stop - start
+        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
+        decay = 1.0 - eta * l2
+        threshold = eta * l1
+        averaged = averaging and t >= average_start
+        if averaged and not started_averaging:
+            started_averaging = True
+            first_averaged = u + 1
+        k = t - average_start + 1.0
+        dense = False
+        if _needs_restart(u, decay, averaged_since_restart, history):
+            first_averaged, avg_offset = _restart(
+                u, w, last, history, avg_w, l1, first_averaged, avg_offset
+            )
+            u = 0
+            averaged_since_restart = 0
+            dense = abs(decay) < RENORMALISE_BELOW
+        if averaged:
+            averaged_since_restart += 1
+        # Bring the batch's features up to date and list them, zeroing their gradient.
+        n_touched = 0
+        for position in range(start, stop):
+            i = order[position] if use_order else position
+            for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+                j = _index(indices[p])
+                if seen[j] != batch:
+                    seen[j] = batch
+                    touched[n_touched] = j
+                    n_touched += 1
+                    grad[j] = 0.0
+                    _catch_up(j, u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+        if parallel and m > MIN_CHUNK_ROWS:  # one chunk: no thread launch
+            _batch_predictions_parallel(
+                data, indices, indptr, order, start, stop, w, 1.0, intercept, predictions
+            )
+        else:
+            _batch_predictions_serial(
+                data, indices, indptr, order, start, stop, w, 1.0, intercept, predictions
+            )
+        # Every column is listed already: this only accumulates.
+        batch_loss, deriv_sum, n_touched = _batch_sums(
+            data, indices, indptr, y, sample_weight, order, start, stop, predictions,
+            loss_code, epsilon, grad, seen, touched, n_touched, batch,
+        )  # fmt: skip
+        loss_total += batch_loss
+        if not is_finite(batch_loss):
+            _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+            return intercept, loss_total, t, start
+        scale = eta / m
+        for q in range(n_touched):
+            j = touched[q]
+            step = scale * float(grad[j])
+            _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
+        _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
+        if fit_intercept:
+            intercept -= eta * deriv_sum / m
+        if averaged:
+            avg_b[0] += (intercept - avg_b[0]) / k
+        t += 1.0
+        u += 1
+    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+    return intercept, loss_total, t, -1
+
+
+@parallel_kernel
+def predict_csr(data, indices, indptr, w, intercept, out):
+    """``out[i] = x_i·w + intercept`` for the CSR rows, one pass over the non-zeros."""
+    n = indptr.shape[0] - 1
+    chunk = MIN_CHUNK_ROWS * 16
+    n_chunks = (n + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        for i in range(c * chunk, min((c + 1) * chunk, n)):
+            out[i] = _csr_row_dot(data, indices, indptr, i, w) + intercept
+
+
+@parallel_kernel
+def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
+    """One parallel pass over the stored values of a CSR matrix: returns
+    ``(row, column, norm)``, where ``(row, column)`` is the first NaN or ±inf in row-major
+    order (the smallest such column of the first row holding one, as ``epochs.scan_rows``
+    finds on the dense matrix; ``(-1, -1)`` if none) and ``norm`` is
+    ``max_i s_i·(‖x_i‖² + extra)`` (``inf`` when a value is not finite; 0 for no rows)."""
+    weighted = sample_weight.shape[0] > 0
+    chunk = chunk_rows_for(n_rows)
+    n_chunks = (n_rows + chunk - 1) // chunk
+    bad = np.zeros(n_chunks, dtype=np.int64)
+    norms = np.zeros(n_chunks)
+    for c in numba.prange(n_chunks):
+        n_bad = 0
+        best = 0.0
+        for i in range(c * chunk, min((c + 1) * chunk, n_rows)):
+            norm = 0.0
+            for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+                value = float(data[p])
+                norm += value * value
+                n_bad += 0 if is_finite(value) else 1
+            norm += extra
+            if weighted:
+                norm *= sample_weight[i]
+            best = max(best, norm)
+        bad[c] = n_bad
+        norms[c] = best
+    for c in range(n_chunks):
+        if bad[c]:
+            for i in range(c * chunk, min((c + 1) * chunk, n_rows)):
+                column = -1
+                for p in range(indptr[i], indptr[i + 1]):
+                    if not is_finite(data[p]) and (column < 0 or indices[p] < column):
+                        column = indices[p]
+                if column >= 0:
+                    return i, int(column), math.inf
+    best = 0.0
+    for c in range(n_chunks):
+        best = max(best, norms[c])
+    return -1, -1, best

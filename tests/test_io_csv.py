@@ -345,3 +345,13 @@ def test_breaking_out_leaves_no_thread(tmp_path, monkeypatch):
     next(blocks)
     blocks.close()
     assert threading.active_count() == before
+
+
+def test_bad_bytes_in_a_dropped_column_are_ignored(tmp_path):
+    path = tmp_path / "notes.csv"
+    # line 3 is bad for another reason, so its chunk takes the line-by-line path too
+    path.write_bytes(b"a,note,y\n1,caf\xe9,2\n3,,NA\n5,ok,6\n")
+    blocks = list(iter_csv(path, target="y", drop=["note"], on_bad_rows="skip"))
+    np.testing.assert_array_equal(np.concatenate([b.X for b in blocks]), [[1], [5]])
+    assert sum(b.skipped.get("missing", 0) for b in blocks) == 1
+    assert sum(b.skipped.get("encoding", 0) for b in blocks) == 0

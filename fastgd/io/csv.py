@@ -453,6 +453,7 @@ class _ChunkParser:
         self.feature_keys = [self.keys[i] for i in schema.feature_indices]
         self.target_key = None if schema.target is None else self.keys[schema.target_index]
         self.n_fields = len(schema.columns)
+        self.selected = selected
         self.delimiter = schema.delimiter
 
     def _polars(self, data: bytes):
@@ -466,8 +467,11 @@ class _ChunkParser:
                 schema=self.polars_schema,
                 columns=self.projection,
                 raise_if_empty=False,
+                # bad bytes in a column that is not read must not fail the chunk; in a
+                # read column they fail the float parse, and the diagnosis names them
+                encoding="utf8-lossy",
             )
-        except (pl.exceptions.PolarsError, OSError, ValueError):
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError):
             return None
         X = frame.select(self.feature_keys).to_numpy(order="c")
         X = np.ascontiguousarray(X, dtype=self.dtype)
@@ -536,13 +540,17 @@ class _ChunkParser:
         try:
             text = _decode_line(raw, path, line, self.delimiter, schema.columns)
         except CsvError as error:
-            return "encoding", error
+            if error.column in self.selected:
+                return "encoding", error
+            # a bad byte in a column that is not read (polars skips it too)
+            text = raw.decode("utf-8", errors="replace")
         cells = _split(text, self.delimiter)
         if len(cells) != self.n_fields:
             column = schema.columns[len(cells)] if len(cells) < self.n_fields else None
             what = "fewer" if len(cells) < self.n_fields else "more"
+            first = "header" if schema.has_header else "first row"
             return "ragged", CsvError(
-                f"the row has {len(cells)} fields but the header has {self.n_fields} "
+                f"the row has {len(cells)} fields but the {first} has {self.n_fields} "
                 f"({what} than expected); fix the row or use on_bad_rows='skip'.",
                 path=path,
                 line=line,

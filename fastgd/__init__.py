@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DivergenceError",
     "FitResult",
+    "Model",
     "SGDClassifier",
     "SGDRegressor",
     "__version__",
@@ -26,7 +27,9 @@ __all__ = [
     "fit",
     "fit_csv",
     "iter_csv",
+    "load",
     "options",
+    "save",
     "sweep",
 ]
 
@@ -37,6 +40,9 @@ _LAZY = {
     "SGDRegressor": "estimators",
     "fit_csv": "stream",
     "iter_csv": "io",
+    "Model": "io.model",
+    "load": "io.model",
+    "save": "io.model",
 }
 
 

@@ -355,3 +355,13 @@ def test_bad_bytes_in_a_dropped_column_are_ignored(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b.X for b in blocks]), [[1], [5]])
     assert sum(b.skipped.get("missing", 0) for b in blocks) == 1
     assert sum(b.skipped.get("encoding", 0) for b in blocks) == 0
+
+
+def test_short_row_caught_when_the_missing_field_is_not_read(tmp_path):
+    path = bad_file(tmp_path, "1,2,3\n4,5\n6,7,8\n", header="a,y,note")
+    expect_error(path, 3, "note", "has 2 fields", target="y", drop=["note"])
+    # an empty text cell in the last column is fine
+    path = bad_file(tmp_path, "1,2,x\n4,5,\n6,7,z\n", header="a,y,note")
+    _, X, y = collect(iter_csv(path, target="y", drop=["note"]))
+    np.testing.assert_array_equal(X, [[1], [4], [6]])
+    np.testing.assert_array_equal(y, [2, 5, 7])

@@ -450,14 +450,23 @@ class _ChunkParser:
             for key, name in zip(self.keys, schema.columns, strict=True)
         }
         self.projection = sorted(schema.columns.index(name) for name in selected)
+        # A row with too few fields lacks the last one, which polars reads as null: a null
+        # there sends the chunk to the diagnosis. When the last column is not selected, it
+        # is read too (as text) just for this check.
+        last = len(schema.columns) - 1
+        self.last_key = self.keys[last]
+        self.probe_last = last not in self.projection
+        if self.probe_last:
+            self.projection.append(last)
         self.feature_keys = [self.keys[i] for i in schema.feature_indices]
         self.target_key = None if schema.target is None else self.keys[schema.target_index]
         self.n_fields = len(schema.columns)
         self.selected = selected
         self.delimiter = schema.delimiter
 
-    def _polars(self, data: bytes):
-        """(X, y) from polars, or None when polars rejects the chunk."""
+    def _polars(self, data: bytes, probe: bool = True):
+        """(X, y) from polars, or None when polars rejects the chunk (or, with ``probe``,
+        a row may be short)."""
         pl = self.pl
         try:
             frame = pl.read_csv(
@@ -473,6 +482,8 @@ class _ChunkParser:
             )
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError):
             return None
+        if probe and self.probe_last and frame.get_column(self.last_key).null_count():
+            return None  # a short row, or just an empty text cell: look line by line
         X = frame.select(self.feature_keys).to_numpy(order="c")
         X = np.ascontiguousarray(X, dtype=self.dtype)
         y = None
@@ -521,7 +532,7 @@ class _ChunkParser:
             X = np.empty((0, n_features), dtype=self.dtype)
             y = None if self.target_key is None else np.empty(0, dtype=self.dtype)
         else:
-            parsed = self._polars(b"\n".join(good) + b"\n")
+            parsed = self._polars(b"\n".join(good) + b"\n", probe=False)
             if parsed is None or parsed[0].shape[0] != len(good):
                 raise CsvError(
                     "polars could not parse these lines although each looks like numbers "

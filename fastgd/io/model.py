@@ -80,9 +80,7 @@ def atomic_file(path, mode: str = "wb", **open_kwargs) -> Iterator[Any]:
     remove it and leave ``path`` as it was."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=directory
-    )
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(descriptor, mode, **open_kwargs) as handle:
             yield handle

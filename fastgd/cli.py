@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import math
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -415,6 +417,885 @@ img{{max-width:100%}}</style></head><body>
 
 
 # ---------------------------------------------------------------------------------------------
+# Progress on stderr (hand-written: no dependency)
+# ---------------------------------------------------------------------------------------------
+
+
+def _human(count: float) -> str:
+    """1234 -> '1,234'; 1.5e6 -> '1.5M'."""
+    if count >= 1e6:
+        return f"{count / 1e6:.1f}M"
+    if count >= 1e4:
+        return f"{count / 1e3:.0f}k"
+    return f"{count:,.0f}"
+
+
+def render_progress(
+    *,
+    label: str,
+    epoch: int | None,
+    epochs: int | None,
+    rows_done: int,
+    rows_total: int | None,
+    rows_per_second: float | None,
+    loss: float | None,
+    width: int = 24,
+) -> str:
+    """One line of the progress bar (no carriage return), e.g.
+    ``epoch 3/20 [#########...............]  37%  1.2M rows/s  loss 0.0123``."""
+    parts = []
+    if epoch:
+        parts.append(f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}")
+    else:
+        parts.append(label)
+    if rows_total:
+        fraction = min(1.0, rows_done / rows_total)
+        filled = round(fraction * width)
+        parts.append(f"[{'#' * filled}{'.' * (width - filled)}] {100 * fraction:3.0f}%")
+    else:
+        parts.append(f"{_human(rows_done)} rows")
+    if rows_per_second is not None:
+        parts.append(f"{_human(rows_per_second)} rows/s")
+    if loss is not None:
+        parts.append(f"loss {loss:.6g}")
+    return "  ".join(parts)
+
+
+class ProgressBar:
+    """A one-line progress display on a terminal, redrawn at most every ``interval``
+    seconds; silent when disabled or when the stream is not a terminal.
+
+    ``update(epoch, rows_done, rows_total)`` has ``fastgd.fit_csv``'s ``progress``
+    signature (epoch 0: the first pass over the file); ``epoch_done(epoch, loss)`` records
+    the loss of a finished epoch.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        epochs: int | None = None,
+        stream=None,
+        enabled: bool = True,
+        interval: float = 0.1,
+        clock=time.monotonic,
+    ):
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = bool(enabled and isatty is not None and isatty())
+        self.label = label
+        self.epochs = epochs
+        self.interval = interval
+        self.clock = clock
+        self.epoch: int | None = None
+        self.loss: float | None = None
+        self.rows_done = 0
+        self.rows_total: int | None = None
+        self._epoch_started = clock()
+        self._last_seen = self._epoch_started
+        self._last_draw = -math.inf
+        self._drawn = 0
+
+    def update(self, epoch: int | None, rows_done: int, rows_total: int | None) -> None:
+        now = self.clock()
+        if epoch != self.epoch:
+            self._epoch_started = self._last_seen
+            self.epoch = epoch
+        self._last_seen = now
+        self.rows_done, self.rows_total = rows_done, rows_total
+        if self.enabled and now - self._last_draw >= self.interval:
+            self._draw(now)
+
+    def epoch_done(self, epoch: int, loss: float) -> None:
+        self.loss = float(loss)
+
+    def _draw(self, now: float) -> None:
+        elapsed = now - self._epoch_started
+        line = render_progress(
+            label=self.label,
+            epoch=self.epoch,
+            epochs=self.epochs,
+            rows_done=self.rows_done,
+            rows_total=self.rows_total,
+            rows_per_second=self.rows_done / elapsed if elapsed > 0 else None,
+            loss=self.loss,
+        )
+        padding = " " * max(0, self._drawn - len(line))
+        self.stream.write("\r" + line + padding)
+        self.stream.flush()
+        self._drawn = len(line)
+        self._last_draw = now
+
+    def close(self) -> None:
+        """Erase the line (so that messages after it start clean)."""
+        if self.enabled and self._drawn:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+            self.stream.flush()
+            self._drawn = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# fastgd train / predict / evaluate / info
+# ---------------------------------------------------------------------------------------------
+
+TRAIN_DESCRIPTION = """\
+Train a linear model on a CSV file of any size (fastgd.fit_csv: the file is read once into
+a binary cache next to it, or in --cache-dir; every epoch streams the cache in blocks) and
+save it to MODEL (fastgd.save: a versioned .npz archive; see 'fastgd info').
+
+Every cell of the feature and target columns must be numeric. A progress bar shows on a
+terminal (rows/s, epoch, loss; --quiet turns it off); a one-line summary ends the run.
+With --checkpoint the model is saved after every epoch, so Ctrl-C (exit 130) or a
+divergence (exit 1; the best weights reached are saved) leaves the last good model in
+MODEL; --resume continues from it (weights, step counter, epochs counted on top).
+
+examples:
+  fastgd train houses.csv --target price --model houses.npz
+  fastgd train houses.csv --target price --model houses.npz --standardize \\
+      --strategy sgd --learning-rate invscaling --eta0 0.01 --epochs 10
+  fastgd train clicks.csv.gz --target clicked --drop id --loss log_loss --penalty l2 \\
+      --model clicks.npz --on-bad-rows skip --checkpoint
+  fastgd train clicks.csv.gz --target clicked --model clicks.npz --resume --epochs 5
+"""
+
+PREDICT_DESCRIPTION = """\
+Predict with a saved model, streaming DATA.csv in blocks. The file needs the model's
+feature columns (in any order; other columns, the target among them, are ignored). Writes
+one column, 'prediction' (labels for a classifier), one row per data row, to --output
+(written to a temporary file, then renamed) or to stdout.
+
+examples:
+  fastgd predict houses.npz new_houses.csv --output predictions.csv
+  fastgd predict clicks.npz today.csv.gz > predictions.csv
+"""
+
+EVALUATE_DESCRIPTION = """\
+Score a saved model on DATA.csv in one streamed pass: regression models print the mean
+squared error and R²; classifiers the accuracy (and the log loss for log_loss models).
+
+examples:
+  fastgd evaluate houses.npz test.csv --target price
+  fastgd evaluate clicks.npz holdout.csv          # the target column the model was trained on
+"""
+
+INFO_DESCRIPTION = """\
+Print everything a model file holds: format and versions, loss, features with their
+weights (and the scaler's means and scales), options, and the training summary.
+
+examples:
+  fastgd info houses.npz
+  fastgd info houses.npz --json
+"""
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _tol(text: str) -> float | str:
+    """A tolerance, or "none" (kept as a string so that it differs from "not given")."""
+    return "none" if text.strip().lower() == "none" else _non_negative_float(text)
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive); got {text!r}")
+    return value
+
+
+def _delimiter(text: str) -> str:
+    text = {"tab": "\t", "\\t": "\t"}.get(text.lower(), text)
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"one character (or 'tab'); got {text!r}")
+    return text
+
+
+def _add_csv_arguments(parser: argparse.ArgumentParser, *, bad_rows: bool = True) -> None:
+    group = parser.add_argument_group("reading the CSV")
+    group.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        metavar="X",
+        help="field separator (default: sniffed among , ; tab |)",
+    )
+    group.add_argument(
+        "--block-rows",
+        type=_positive_int,
+        default=65536,
+        metavar="N",
+        help="rows per block; memory is bounded by a few blocks (default: 65536)",
+    )
+    group.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="of the data and the model (default: float64)",
+    )
+    if bad_rows:
+        group.add_argument(
+            "--on-bad-rows",
+            choices=["error", "skip"],
+            default="error",
+            help="stop at the first bad row (missing or non-numeric cell, wrong field count), "
+            "naming file, line and column; or skip bad rows and count them (default: error)",
+        )
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bar and no summary line"
+    )
+
+
+def _configure_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data", metavar="DATA.csv", help="CSV file with a header row (.gz, .bz2, .zst too)"
+    )
+    parser.add_argument(
+        "--target", metavar="COL", help="the target column (with --resume: default the model's)"
+    )
+    parser.add_argument(
+        "--model", metavar="MODEL", required=True, help="where to save the model (e.g. model.npz)"
+    )
+    columns = parser.add_mutually_exclusive_group()
+    columns.add_argument(
+        "--features",
+        metavar="A,B",
+        help="the feature columns, in order (default: every other column)",
+    )
+    columns.add_argument(
+        "--drop", metavar="C,D", help="columns to leave out of the features (an id, a text column)"
+    )
+    fit = parser.add_argument_group(
+        "training (default: fastgd.fit's, or the model's with --resume)"
+    )
+    fit.add_argument(
+        "--loss",
+        choices=[loss.name for loss in options.LOSSES],
+        metavar="NAME",
+        help="one of: "
+        + ", ".join(loss.name for loss in options.LOSSES)
+        + " (default: squared_error)",
+    )
+    fit.add_argument(
+        "--penalty", choices=[p.name for p in options.PENALTIES], help="(default: none)"
+    )
+    fit.add_argument("--alpha", type=_non_negative_float, help="penalty strength (default: 1e-4)")
+    fit.add_argument(
+        "--strategy",
+        choices=[s.name for s in options.STRATEGIES],
+        help="rows per step: 1, --batch-size, or all (default: minibatch)",
+    )
+    fit.add_argument(
+        "--batch-size", type=_positive_int, metavar="N", help="rows per mini-batch (default: 256)"
+    )
+    fit.add_argument(
+        "--learning-rate",
+        choices=[s.name for s in options.SCHEDULES],
+        help="the step-size schedule (default: auto)",
+    )
+    fit.add_argument("--eta0", type=_positive_float, help="initial step size (default: 0.01)")
+    fit.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="at most N passes over the data (default: 20)",
+    )
+    fit.add_argument("--tol", type=_tol, help="stopping tolerance, or 'none' (default: 1e-4)")
+    fit.add_argument("--random-state", type=int, metavar="N", help="seed (default: none)")
+    fit.add_argument(
+        "--standardize",
+        action="store_true",
+        help="centre and scale the features (the model keeps the scaler)",
+    )
+    fit.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        metavar="F",
+        help="hold out this fraction of the rows; stop early on their score",
+    )
+    _add_csv_arguments(parser)
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="where the binary cache goes (default: next to the CSV)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="save the model after every epoch (Ctrl-C keeps the last one)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue training the model in MODEL (its weights and step count)",
+    )
+
+
+#: --flag -> fastgd.fit option, for the training options of `fastgd train`.
+_TRAIN_OPTIONS = {
+    "loss": "loss",
+    "penalty": "penalty",
+    "alpha": "alpha",
+    "strategy": "strategy",
+    "batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "eta0": "eta0",
+    "epochs": "max_iter",
+    "tol": "tol",
+    "random_state": "random_state",
+}
+
+
+def _fit_defaults() -> dict:
+    import inspect
+
+    from . import engine
+
+    parameters = inspect.signature(engine.fit).parameters
+    return {name: parameters[name].default for name in _TRAIN_OPTIONS.values()}
+
+
+def _has_validation_fraction() -> bool:
+    import inspect
+
+    from . import stream
+
+    return "validation_fraction" in inspect.signature(stream.fit_csv).parameters
+
+
+class _Checkpointer:
+    """Saves the model after each epoch (``fit_csv``'s callback) and the best weights of a
+    divergence. The weights the callback sees are in the standardised space with
+    --standardize, so the model file keeps them with the scaler; the scaler and the classes
+    come from one pass over the binary cache that fit_csv's first pass wrote."""
+
+    def __init__(self, args, schema, fit_settings, recorded, previous, bar):
+        self.args = args
+        self.schema = schema
+        self.settings = fit_settings
+        self.recorded = recorded
+        self.previous = previous
+        self.bar = bar
+        self.history: list[float] = []
+        self.saved_epoch: int | None = None
+        self._context = None
+
+    def _scan(self) -> dict:
+        """Rows, classes and (with --standardize) the scaler, from the cache."""
+        if self._context is None:
+            from .io.cache import BlockCache
+            from .stream import _Moments
+
+            classification = options.loss_by_name(self.settings["loss"]).classification
+            cache = BlockCache.open(
+                self.schema, dtype=self.args.dtype, cache_dir=self.args.cache_dir
+            )
+            rows, labels = 0, set()
+            moments = _Moments(len(self.schema.feature_names))
+            if cache is not None:
+                for block in cache.blocks(self.args.block_rows):
+                    rows += block.rows
+                    if self.args.standardize:
+                        moments.add(block.X)
+                    if classification:
+                        labels.update(np.unique(block.y).tolist())
+            scaler = None
+            if self.args.standardize:
+                scaler = {"mean": moments.mean, "scale": moments.scale()}
+            classes = np.array(sorted(labels)) if classification else None
+            self._context = {"rows": rows, "scaler": scaler, "classes": classes}
+        return self._context
+
+    def _steps_per_epoch(self, rows: int) -> int:
+        strategy = self.settings["strategy"]
+        if strategy == "sgd":
+            return rows
+        if strategy == "full":
+            return 1
+        return -(-rows // self.settings["batch_size"])
+
+    def model(self, coef, intercept, epochs: int, history, extra_summary: dict):
+        from .io.model import Model
+
+        context = self._scan()
+        previous_epochs, previous_history, t_start = _previous_progress(self.previous)
+        t = t_start + epochs * self._steps_per_epoch(context["rows"])
+        summary = {
+            "rows": context["rows"],
+            "epochs": previous_epochs + epochs,
+            "final_loss": float(history[-1]) if len(history) else None,
+            "loss_history": np.concatenate([previous_history, np.asarray(history, float)]),
+            "t": float(t),
+            "converged": False,
+            "checkpoint": True,
+            **extra_summary,
+        }
+        return Model(
+            np.array(coef),
+            intercept,
+            loss=self.settings["loss"],
+            classes=context["classes"],
+            feature_names=self.schema.feature_names,
+            target=self.schema.target,
+            scaler=context["scaler"],
+            options=self.recorded,
+            summary=summary,
+        )
+
+    def epoch_done(self, epoch: int, coef, intercept, loss: float) -> None:
+        from .io.model import save
+
+        self.history.append(float(loss))
+        if self.args.checkpoint:
+            save(self.model(coef, intercept, epoch, self.history, {}), self.args.model)
+            self.saved_epoch = epoch
+
+
+def _previous_progress(previous) -> tuple[int, np.ndarray, float]:
+    """Epochs, loss curve and step counter of the model a --resume continues."""
+    if previous is None:
+        return 0, np.empty(0), 1.0
+    summary = previous.summary
+    history = np.asarray(summary.get("loss_history", np.empty(0)), dtype=np.float64)
+    return int(summary.get("epochs") or 0), history, float(summary.get("t") or 1.0)
+
+
+def _load_model(path):
+    from .io.model import load
+
+    return load(path)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .errors import DivergenceError
+    from .io.csv import format_skipped, read_schema
+    from .io.model import save
+    from .stream import fit_csv
+
+    started = time.perf_counter()
+    previous = None
+    if args.resume:
+        if not Path(args.model).exists():
+            raise CommandError(f"--resume: there is no model at {args.model} to continue.")
+        previous = _load_model(args.model)
+    target = args.target if args.target is not None else getattr(previous, "target", None)
+    if target is None:
+        raise _UsageError("the following arguments are required: --target")
+    features = args.features
+    if features is None and args.drop is None and previous is not None:
+        features = previous.feature_names
+    schema = read_schema(
+        args.data, target=target, features=features, drop=args.drop, delimiter=args.delimiter
+    )
+    if previous is not None:
+        previous.check_features(schema.feature_names)
+
+    given = {
+        option: getattr(args, flag)
+        for flag, option in _TRAIN_OPTIONS.items()
+        if getattr(args, flag) is not None
+    }
+    if given.get("tol") == "none":
+        given["tol"] = None
+    inherited = {}
+    if previous is not None:
+        inherited = {
+            k: previous.options[k] for k in _TRAIN_OPTIONS.values() if k in previous.options
+        }
+        inherited.pop("max_iter", None)  # --epochs counts the epochs of this run
+    settings = {**_fit_defaults(), **inherited, **given}
+    if settings.get("penalty") == "none":
+        settings["penalty"] = None
+    recorded = {
+        **settings,
+        "standardize": args.standardize,
+        "dtype": args.dtype,
+        "block_rows": args.block_rows,
+        "on_bad_rows": args.on_bad_rows,
+        "delimiter": schema.delimiter,
+        "data": str(args.data),
+    }
+    extra = {}
+    if args.validation_fraction is not None:
+        extra["validation_fraction"] = args.validation_fraction
+        recorded["validation_fraction"] = args.validation_fraction
+
+    bar = ProgressBar(
+        f"reading {Path(args.data).name}", epochs=settings["max_iter"], enabled=not args.quiet
+    )
+    checkpoints = _Checkpointer(args, schema, settings, recorded, previous, bar)
+
+    def callback(epoch, coef, intercept, loss):
+        bar.epoch_done(epoch, loss)
+        checkpoints.epoch_done(epoch, coef, intercept, loss)
+
+    resume = {}
+    if previous is not None:
+        coef, intercept = previous.raw_weights()
+        _, _, t_start = _previous_progress(previous)
+        resume = {"coef_init": coef, "intercept_init": intercept, "t_init": t_start}
+    try:
+        result = fit_csv(
+            args.data,
+            target=target,
+            features=schema.feature_names,
+            delimiter=args.delimiter,
+            block_rows=args.block_rows,
+            dtype=args.dtype,
+            cache_dir=args.cache_dir,
+            standardize=args.standardize,
+            on_bad_rows=args.on_bad_rows,
+            progress=bar.update,
+            callback=callback,
+            **resume,
+            **settings,
+            **extra,
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        if checkpoints.saved_epoch is not None:
+            print(
+                f"fastgd train: interrupted; the checkpoint of epoch {checkpoints.saved_epoch} "
+                f"is in {args.model}.",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                "fastgd train: interrupted before a checkpoint was written; "
+                f"{args.model} is unchanged.",
+                file=sys.stderr,
+            )
+        return 130
+    except DivergenceError as error:
+        bar.close()
+        message = str(error)
+        if args.checkpoint:
+            history = list(np.asarray(error.loss_history, dtype=np.float64))
+            model = checkpoints.model(
+                error.coef,
+                error.intercept,
+                len(history),
+                history,
+                {"diverged": True, "error": message},
+            )
+            save(model, args.model)
+            message += (
+                f" The best weights reached (after epoch {len(history)}) are saved in {args.model}."
+            )
+        raise CommandError(message) from error
+    except TypeError as error:  # e.g. an option this fit_csv does not take yet
+        bar.close()
+        raise CommandError(str(error)) from error
+    bar.close()
+
+    previous_epochs, previous_history, _ = _previous_progress(previous)
+    summary = {"epochs": previous_epochs + result.n_iter, "time": time.perf_counter() - started}
+    if previous is not None:
+        summary["loss_history"] = np.concatenate([previous_history, result.loss_history])
+        summary["resumed_after_epoch"] = previous_epochs
+    scores = result.validation_scores
+    if scores is None:
+        scores = result.extras.get("validation_scores")
+    if scores is not None:
+        summary["validation_scores"] = np.asarray(scores, dtype=np.float64)
+    save(result, args.model, options=recorded, summary=summary)
+    if not args.quiet:
+        rows = result.extras.get("rows", 0)
+        skipped = format_skipped(
+            result.extras.get("skipped", {}), result.extras.get("skipped_lines", [])
+        )
+        final = result.loss_history[-1] if result.loss_history.shape[0] else float("nan")
+        status = "converged" if result.converged else "ran all epochs"
+        epochs = f"{result.n_iter} epochs ({status})"
+        if previous is not None:
+            epochs += f", {summary['epochs']} in all"
+        text = f"fastgd train: {rows:,} rows"
+        if skipped:
+            text += f" ({skipped})"
+        text += f", {epochs}, final loss {final:.6g}"
+        if scores is not None and len(scores):
+            text += f", validation score {float(scores[-1]):.6g}"
+        text += f", {summary['time']:.2f} s; model saved to {args.model}"
+        print(text, file=sys.stderr)
+    return 0
+
+
+def _configure_model_and_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a model file from 'fastgd train'")
+    parser.add_argument("data", metavar="DATA.csv", help="CSV file with a header row")
+
+
+def _configure_predict(parser: argparse.ArgumentParser) -> None:
+    _configure_model_and_data(parser)
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="PRED.csv",
+        help="where to write the predictions (default: stdout)",
+    )
+    _add_csv_arguments(parser, bad_rows=False)
+
+
+def _configure_evaluate(parser: argparse.ArgumentParser) -> None:
+    _configure_model_and_data(parser)
+    parser.add_argument(
+        "--target",
+        metavar="COL",
+        help="the target column (default: the one the model was trained on)",
+    )
+    _add_csv_arguments(parser)
+
+
+def _model_schema(model, data, *, target=None, delimiter=None):
+    """The CSV's schema selecting the model's features by name (any order in the file)."""
+    from .io.csv import read_schema
+
+    layout = read_schema(data, delimiter=delimiter)
+    if model.feature_names is None:
+        drop = [name for name in (model.target, target) if name and name in layout.columns]
+        schema = read_schema(data, target=target, drop=drop or None, delimiter=delimiter)
+        if len(schema.feature_names) != model.n_features:
+            raise CommandError(
+                f"{data}: {len(schema.feature_names)} feature columns, but the model (saved "
+                f"without feature names) has {model.n_features}."
+            )
+        return schema
+    missing = [name for name in model.feature_names if name not in layout.columns]
+    if missing:
+        shown = ", ".join(repr(name) for name in missing[:10])
+        raise CommandError(
+            f"{data}: the model's feature column(s) {shown}"
+            f"{' ...' if len(missing) > 10 else ''} are not in the file's header "
+            f"({len(missing)} of {model.n_features} missing)."
+        )
+    return read_schema(data, target=target, features=model.feature_names, delimiter=delimiter)
+
+
+def _format_for(values: np.ndarray) -> str:
+    if values.dtype.kind in "iub":
+        return "%d"
+    if values.dtype.kind == "f":
+        return "%.9g" if values.dtype == np.float32 else "%.17g"
+    return "%s"
+
+
+def _write_predictions(model, schema, args, handle, bar) -> int:
+    from .io.csv import iter_csv
+
+    columns = 1 if model.coef.ndim == 1 or model.kind == "classifier" else model.coef.shape[0]
+    names = ["prediction"] if columns == 1 else [f"prediction_{i}" for i in range(columns)]
+    handle.write(",".join(names) + "\n")
+    rows = 0
+    for block in iter_csv(schema, block_rows=args.block_rows, dtype=args.dtype):
+        if not block.rows:
+            continue
+        predictions = model.predict(block.X)
+        np.savetxt(
+            handle, predictions.reshape(block.rows, -1), fmt=_format_for(predictions), delimiter=","
+        )
+        rows += block.rows
+        bar.update(None, rows, None)
+    return rows
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from .io.model import atomic_file
+
+    started = time.perf_counter()
+    model = _load_model(args.model)
+    schema = _model_schema(model, args.data, delimiter=args.delimiter)
+    bar = ProgressBar("predicting", enabled=not args.quiet)
+    try:
+        if args.output is None:
+            rows = _write_predictions(model, schema, args, sys.stdout, bar)
+            sys.stdout.flush()
+        else:
+            with atomic_file(args.output, "w", encoding="utf-8", newline="") as handle:
+                rows = _write_predictions(model, schema, args, handle, bar)
+    finally:
+        bar.close()
+    if not args.quiet:
+        where = args.output if args.output is not None else "stdout"
+        print(
+            f"fastgd predict: {rows:,} predictions written to {where} in "
+            f"{time.perf_counter() - started:.2f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _evaluate(model, schema, args, bar) -> dict:
+    from .io.csv import format_skipped, iter_csv
+
+    classifier = model.kind == "classifier" and model.classes is not None
+    if not classifier and model.coef.ndim == 2:
+        raise CommandError(
+            f"evaluate scores single-output models; this one has {model.coef.shape[0]} outputs."
+        )
+    rows, correct, log_loss = 0, 0, 0.0
+    sse, mean, m2 = 0.0, 0.0, 0.0
+    skipped: dict = {}
+    skipped_lines: list = []
+    for block in iter_csv(
+        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows
+    ):
+        for reason, count in block.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+        skipped_lines.extend(block.skipped_lines[: 10 - len(skipped_lines)])
+        if not block.rows:
+            continue
+        y = block.y.astype(np.float64)
+        if classifier:
+            known = np.isin(y, model.classes.astype(np.float64))
+            if not known.all():
+                bad = int(np.flatnonzero(~known)[0])
+                line = int(block.line_numbers[bad]) if block.line_numbers is not None else None
+                raise CommandError(
+                    f"{schema.path}, line {line}, column {schema.target!r}: label {y[bad]:g} "
+                    f"is not one of the model's classes {model.classes.tolist()}."
+                )
+            correct += int(np.sum(model.predict(block.X).astype(np.float64) == y))
+            if model.loss == "log_loss":
+                if model.coef.ndim == 1:
+                    signs = np.where(y == float(model.classes[1]), 1.0, -1.0)
+                    scores = model.decision_function(block.X).astype(np.float64)
+                    log_loss += float(np.logaddexp(0.0, -signs * scores).sum())
+                else:
+                    proba = model.predict_proba(block.X)
+                    index = np.searchsorted(model.classes.astype(np.float64), y)
+                    picked = np.clip(proba[np.arange(block.rows), index], 1e-15, 1.0)
+                    log_loss += float(-np.log(picked).sum())
+        else:
+            residual = model.predict(block.X).astype(np.float64) - y
+            sse += float(residual @ residual)
+            # the target's variance, merged block by block (Chan et al.)
+            block_mean = float(y.mean())
+            block_m2 = float(((y - block_mean) ** 2).sum())
+            total = rows + block.rows
+            delta = block_mean - mean
+            mean += delta * block.rows / total
+            m2 += block_m2 + delta**2 * rows * block.rows / total
+        rows = rows + block.rows
+        bar.update(None, rows, None)
+    if rows == 0:
+        raise CommandError(f"{schema.path}: no data rows to evaluate on.")
+    metrics: dict = {"rows": rows}
+    if classifier:
+        metrics["accuracy"] = correct / rows
+        if model.loss == "log_loss":
+            metrics["log_loss"] = log_loss / rows
+    else:
+        metrics["mse"] = sse / rows
+        metrics["r2"] = 1.0 - sse / m2 if m2 > 0 else float("nan")
+    metrics["skipped"] = format_skipped(skipped, skipped_lines)
+    return metrics
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    target = args.target or model.target
+    if target is None:
+        raise _UsageError("the model does not name its target column; give --target")
+    schema = _model_schema(model, args.data, target=target, delimiter=args.delimiter)
+    bar = ProgressBar("evaluating", enabled=not args.quiet)
+    try:
+        metrics = _evaluate(model, schema, args, bar)
+    finally:
+        bar.close()
+    skipped = metrics.pop("skipped")
+    for name, value in metrics.items():
+        print(f"{name:<10} {value:.6g}" if isinstance(value, float) else f"{name:<10} {value}")
+    if skipped and not args.quiet:
+        print(f"fastgd evaluate: {skipped}", file=sys.stderr)
+    return 0
+
+
+def _configure_info(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a model file from 'fastgd train'")
+    parser.add_argument(
+        "--json", action="store_true", help="print the metadata and the arrays as one JSON document"
+    )
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import json
+
+    from .io.model import _json_safe
+
+    model = _load_model(args.model)
+    if args.json:
+        document = model.metadata()
+        document["arrays"] = _json_safe(model.arrays())
+        print(json.dumps(document, indent=1))
+        return 0
+    metadata = model.metadata()
+    print(f"model file      {args.model}")
+    print(
+        f"format          {metadata['format']} {metadata['format_version']}, written by "
+        f"fastgd {model.version}" + (f" on {model.created}" if model.created else "")
+    )
+    print(f"kind            {model.kind}, loss {model.loss}, dtype {model.dtype.name}")
+    if model.target is not None:
+        print(f"target          {model.target}")
+    if model.classes is not None:
+        print(f"classes         {model.classes.tolist()}")
+    print(
+        f"intercept       {np.round(model.intercept, 10).tolist()}"
+        + (" (standardised features)" if model.scaler is not None else "")
+    )
+    names = model.feature_names or [f"x{i}" for i in range(model.n_features)]
+    rows = np.atleast_2d(model.coef)
+    header = ["feature"] + (
+        ["coef"] if rows.shape[0] == 1 else [f"coef[{i}]" for i in range(rows.shape[0])]
+    )
+    if model.scaler is not None:
+        raw, _ = model.raw_weights()
+        raw_rows = np.atleast_2d(raw)
+        header += (
+            ["raw coef"] if rows.shape[0] == 1 else [f"raw[{i}]" for i in range(rows.shape[0])]
+        )
+        header += ["mean", "scale"]
+    width = max(12, *(len(name) for name in names))
+    print(f"\n{model.n_features} features:")
+    print("  " + header[0].ljust(width) + "".join(f"{h:>16}" for h in header[1:]))
+    for j, name in enumerate(names):
+        values = list(rows[:, j])
+        if model.scaler is not None:
+            values += [*raw_rows[:, j], model.scaler["mean"][j], model.scaler["scale"][j]]
+        print("  " + name.ljust(width) + "".join(f"{float(v):>16.8g}" for v in values))
+    print("\noptions:")
+    for key, value in metadata["options"].items():
+        print(f"  {key:<20} {value}")
+    print("\ntraining summary:")
+    for key, value in metadata["summary"].items():
+        if key == "classes":
+            continue
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        print(f"  {key:<20} {value}")
+    for key in ("loss_history", "validation_scores"):
+        curve = model.summary.get(key)
+        if curve is not None and len(curve):
+            shown = ", ".join(f"{v:.6g}" for v in curve[:5])
+            if len(curve) > 10:
+                shown += ", ..., " + ", ".join(f"{v:.6g}" for v in curve[-5:])
+            elif len(curve) > 5:
+                shown += ", " + ", ".join(f"{v:.6g}" for v in curve[5:])
+            print(f"  {key:<20} ({len(curve)}) {shown}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # The table of subcommands and main
 # ---------------------------------------------------------------------------------------------
 
@@ -424,6 +1305,30 @@ COMMANDS: dict[str, Command] = {
         description=PLAYGROUND_DESCRIPTION,
         configure=_configure_playground,
         run=_run_playground,
+    ),
+    "train": Command(
+        help="train a model on a CSV file of any size and save it",
+        description=TRAIN_DESCRIPTION,
+        configure=_configure_train,
+        run=_run_train,
+    ),
+    "predict": Command(
+        help="predict with a saved model, streaming a CSV file",
+        description=PREDICT_DESCRIPTION,
+        configure=_configure_predict,
+        run=_run_predict,
+    ),
+    "evaluate": Command(
+        help="score a saved model on a CSV file (MSE and R², or accuracy and log loss)",
+        description=EVALUATE_DESCRIPTION,
+        configure=_configure_evaluate,
+        run=_run_evaluate,
+    ),
+    "info": Command(
+        help="print what a model file holds",
+        description=INFO_DESCRIPTION,
+        configure=_configure_info,
+        run=_run_info,
     ),
 }
 
@@ -436,8 +1341,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastgd",
         description="fastgd: fast, trustworthy gradient descent for linear models.",
-        epilog="examples:\n  fastgd playground\n  fastgd playground data.csv --target y "
-        "--out report.html\n\n'fastgd COMMAND --help' describes each command.",
+        epilog="examples:\n  fastgd train data.csv --target y --model model.npz\n"
+        "  fastgd evaluate model.npz test.csv\n  fastgd predict model.npz new.csv -o pred.csv\n"
+        "  fastgd info model.npz\n  fastgd playground data.csv --target y --out report.html\n\n"
+        "'fastgd COMMAND --help' describes each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastgd {__version__}")
@@ -473,6 +1380,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as error:  # matplotlib missing: the message says what to install
         print(f"fastgd: error: {error}", file=sys.stderr)
         return 1
+    except (ValueError, TypeError, OSError) as error:
+        # CsvError, DivergenceError, ModelFormatError, invalid options, missing files: the
+        # message names the file, line and column (or the parameter) as the error gives them.
+        print(f"fastgd: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fastgd: interrupted.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -233,3 +233,20 @@ def test_memory_is_bounded_by_the_block_not_the_file(tmp_path):
     assert traced < 20_000_000, traced
     # everything, polars' own buffers included
     assert rss_growth < 20_000_000, rss_growth
+
+
+def test_compressed_source_with_prefetched_first_pass(csv_file):
+    import gzip
+
+    path, data = csv_file
+    packed = path.with_name("train.csv.gz")
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    schema = read_schema(packed, target="y")
+    cache = build(schema, block_rows=16)
+    assert cache.path.parent == packed.with_name("train.csv.gz.fastgd-cache")
+    reopened = BlockCache.open(read_schema(packed, target="y"), dtype=np.float64)
+    assert reopened is not None and reopened.n_rows == 103
+    order = [6, 0, 3]
+    X = np.concatenate([b.X for b in reopened.blocks(16, order=order)])
+    expected = np.concatenate([data[i * 16 : (i + 1) * 16, :3] for i in order])
+    np.testing.assert_array_equal(X, expected)

@@ -328,6 +328,11 @@ def _plan(X, y, *, sample_weight, coef_init, intercept_init, average_coef_init=N
           **option_values) -> _Plan:  # fmt: skip
     resolved = _options(**option_values)
     sparse = is_sparse(X)
+    if sparse and resolved["schedule"].name in options.PER_ROW_SCHEDULES:
+        raise ValueError(
+            f"learning_rate={resolved['schedule'].name!r} is not available for sparse input "
+            "yet; use a dense array or another learning_rate."
+        )
     # Checked for NaN/inf below, in the pass that also gives L_row.
     X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
     n, d = X.shape

@@ -28,10 +28,6 @@ from sklearn.preprocessing import StandardScaler
 
 from fastgd import SGDClassifier, SGDRegressor
 
-#: Flipped to True by the integrator once the engine trains on scipy.sparse CSR input.
-SPARSE_READY = False
-needs_sparse = pytest.mark.skipif(not SPARSE_READY, reason="CSR training has not landed yet")
-
 # Named tolerances.
 PARITY = 0.02  # held-out score of fastgd vs scikit-learn, mean over SEEDS (issue 3; never widen)
 SAME_STEPS = {"rtol": 1e-10, "atol": 1e-12}  # same float64 steps, sums reassociated (fastmath)
@@ -660,7 +656,6 @@ def test_same_parameters_and_defaults_as_sklearn():
 # ----------------------------------------------------------------------------- sparse
 
 
-@needs_sparse
 @pytest.mark.parametrize("strategy", ["sgd", "minibatch", "full"])
 def test_csr_gives_the_same_model_as_dense(strategy):
     X, y = _regression(n=150, d=6)
@@ -679,7 +674,6 @@ def test_csr_gives_the_same_model_as_dense(strategy):
     np.testing.assert_allclose(sparse_clf.coef_, dense_clf.coef_, **SAME_STEPS)
 
 
-@needs_sparse
 def test_csr_float32_and_partial_fit():
     X, y = _regression(n=100, d=6)
     X[np.abs(X) < 1.0] = 0.0

@@ -12,9 +12,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastgd import SGDClassifier, SGDRegressor
 
-#: Flipped to True by the integrator once the engine trains on scipy.sparse CSR input.
-SPARSE_READY = False
-
 #: scikit-learn's own expected failures for its SGD estimators (sklearn/utils/_test_common/
 #: instance_generator.py, PER_ESTIMATOR_XFAIL_CHECKS): the same reason holds here.
 _WEIGHT_REASON = (
@@ -27,21 +24,9 @@ SGD_EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_sparse_data": _WEIGHT_REASON,
 }
 
-#: TEMPORARY, only while SPARSE_READY is False: CSR input is validated and accepted but the
-#: engine's CSR epoch kernels are still being written, so fitting on sparse input raises.
-#: Remove with the flag once sparse training lands.
-SPARSE_NOT_READY_FAILURES = {
-    "check_estimator_sparse_array": "CSR training not landed yet (SPARSE_READY is False).",
-    "check_estimator_sparse_matrix": "CSR training not landed yet (SPARSE_READY is False).",
-    "check_estimator_sparse_tag": "CSR training not landed yet (SPARSE_READY is False).",
-}
-
 
 def _expected_failed_checks(estimator):
-    expected = dict(SGD_EXPECTED_FAILURES)
-    if not SPARSE_READY:
-        expected.update(SPARSE_NOT_READY_FAILURES)
-    return expected
+    return dict(SGD_EXPECTED_FAILURES)
 
 
 @parametrize_with_checks(

@@ -135,6 +135,9 @@ def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardiz
     stats = StreamStats(n_features=len(schema.feature_names))
     stats.feature_names = list(schema.feature_names)
     cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir)
+    if cache is not None and cache.skipped and on_bad_rows == "error":
+        # Written by a run that skipped bad rows: this run must stop at the first one.
+        cache = None
     moments = _Moments(stats.n_features)
     sampler = _Sampler(engine.AUTO_SAMPLE_ROWS, rng)
     labels: set = set()
@@ -186,17 +189,17 @@ def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardiz
                     close()
             if stats.n_rows == 0:
                 raise CsvError(
-                    f"{schema.path}: no data rows to train on"
+                    "no data rows to train on"
                     + (" (every row was skipped)" if stats.skipped else "")
                     + ".",
                     path=schema.path,
                 )
             cache = writer.commit()
     if stats.n_rows == 0:
-        raise CsvError(f"{schema.path}: no data rows to train on.", path=schema.path)
+        raise CsvError("no data rows to train on.", path=schema.path)
     if validation_fraction > 0.0 and stats.n_validation == 0:
         raise CsvError(
-            f"{schema.path}: validation_fraction={validation_fraction} held out no row of "
+            f"validation_fraction={validation_fraction} held out no row of "
             f"{stats.n_rows}; use a larger fraction or more rows.",
             path=schema.path,
         )

@@ -208,3 +208,8 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
     assert result.extras["rows"] == 18
     assert sum(result.extras["skipped"].values()) == 2
     assert result.extras["skipped_lines"] == [6, 10]
+    # The cache that run wrote does not hide the bad rows from a run that must stop there.
+    with pytest.raises(CsvError, match="line 6"):
+        fit_csv(path, target="target", cache_dir=tmp_path / "b")
+    again = fit_csv(path, target="target", on_bad_rows="skip", cache_dir=tmp_path / "b")
+    assert again.extras["skipped_lines"] == [6, 10]

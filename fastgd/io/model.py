@@ -395,7 +395,7 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     if isinstance(value, np.ndarray):
-        return [_json_safe(item) for item in value.tolist()]
+        return _json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, (bool, int, str)):

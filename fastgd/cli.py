@@ -803,12 +803,21 @@ class _Checkpointer:
             rows, labels = 0, set()
             moments = _Moments(len(self.schema.feature_names))
             if cache is not None:
+                fraction = self.args.validation_fraction or 0.0
                 for block in cache.blocks(self.args.block_rows):
-                    rows += block.rows
+                    X, y = block.X, block.y
+                    if fraction > 0.0:  # the rows fit_csv holds out are not trained on
+                        from .stream import held_out
+
+                        train = ~held_out(block.line_numbers, fraction)
+                        X, y = X[train], y[train]
+                        if X.shape[0] == 0:
+                            continue
+                    rows += X.shape[0]
                     if self.args.standardize:
-                        moments.add(block.X)
+                        moments.add(X)
                     if classification:
-                        labels.update(np.unique(block.y).tolist())
+                        labels.update(np.unique(y).tolist())
             scaler = None
             if self.args.standardize:
                 scaler = {"mean": moments.mean, "scale": moments.scale()}

@@ -776,8 +776,8 @@ def _has_validation_fraction() -> bool:
 class _Checkpointer:
     """Saves the model after each epoch (``fit_csv``'s callback) and the best weights of a
     divergence. The weights the callback sees are in the standardised space with
-    --standardize, so the model file keeps them with the scaler; the scaler and the classes
-    come from one pass over the binary cache that fit_csv's first pass wrote."""
+    --standardize, so the model file keeps them with the scaler; the scaler, the classes and
+    the row count come from fit_csv's first pass (its ``on_first_pass`` hook)."""
 
     def __init__(self, args, schema, fit_settings, recorded, previous, bar):
         self.args = args
@@ -790,39 +790,16 @@ class _Checkpointer:
         self.saved_epoch: int | None = None
         self._context = None
 
+    def first_pass(self, stats) -> None:
+        """``fit_csv``'s ``on_first_pass`` hook: rows, classes and scaler for checkpoints."""
+        scaler = None
+        if stats.mean is not None:
+            scaler = {"mean": stats.mean, "scale": stats.scale}
+        self._context = {"rows": stats.n_rows, "scaler": scaler, "classes": stats.labels}
+
     def _scan(self) -> dict:
-        """Rows, classes and (with --standardize) the scaler, from the cache."""
-        if self._context is None:
-            from .io.cache import BlockCache
-            from .stream import _Moments
-
-            classification = options.loss_by_name(self.settings["loss"]).classification
-            cache = BlockCache.open(
-                self.schema, dtype=self.args.dtype, cache_dir=self.args.cache_dir
-            )
-            rows, labels = 0, set()
-            moments = _Moments(len(self.schema.feature_names))
-            if cache is not None:
-                fraction = self.args.validation_fraction or 0.0
-                for block in cache.blocks(self.args.block_rows):
-                    X, y = block.X, block.y
-                    if fraction > 0.0:  # the rows fit_csv holds out are not trained on
-                        from .stream import held_out
-
-                        train = ~held_out(block.line_numbers, fraction)
-                        X, y = X[train], y[train]
-                        if X.shape[0] == 0:
-                            continue
-                    rows += X.shape[0]
-                    if self.args.standardize:
-                        moments.add(X)
-                    if classification:
-                        labels.update(np.unique(y).tolist())
-            scaler = None
-            if self.args.standardize:
-                scaler = {"mean": moments.mean, "scale": moments.scale()}
-            classes = np.array(sorted(labels)) if classification else None
-            self._context = {"rows": rows, "scaler": scaler, "classes": classes}
+        if self._context is None:  # pragma: no cover - fit_csv calls first_pass first
+            raise RuntimeError("a checkpoint was requested before fit_csv's first pass")
         return self._context
 
     def _steps_per_epoch(self, rows: int) -> int:
@@ -965,6 +942,7 @@ def _run_train(args: argparse.Namespace) -> int:
             standardize=args.standardize,
             on_bad_rows=args.on_bad_rows,
             progress=bar.update,
+            on_first_pass=checkpoints.first_pass,
             callback=callback,
             **resume,
             **settings,

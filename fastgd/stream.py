@@ -470,6 +470,7 @@ def fit_csv(
     on_bad_rows: str = "error",
     validation_fraction: float = 0.0,
     progress: Callable | None = None,
+    on_first_pass: Callable | None = None,
     coef_init=None,
     intercept_init=None,
     **fit_options,
@@ -508,6 +509,11 @@ def fit_csv(
     progress : callable, optional
         ``progress(epoch, rows_done, rows_total)`` after each block (epoch 0: the first
         pass, whose total is not known yet: None).
+    on_first_pass : callable, optional
+        ``on_first_pass(stats)`` once the first pass is done, before the first epoch, with
+        its :class:`StreamStats` (rows, feature names, classes, scaler, skipped rows): what
+        a checkpoint written from ``callback`` needs (its weights are in the standardised
+        space with ``standardize``).
     coef_init, intercept_init :
         Starting weights (e.g. a checkpoint), in the raw features' space.
     **fit_options
@@ -550,6 +556,8 @@ def fit_csv(
         on_bad_rows=on_bad_rows, standardize=standardize, loss=resolved["loss"],
         rng=resolved["rng"], progress=progress, validation_fraction=validation_fraction,
     )  # fmt: skip
+    if on_first_pass is not None:
+        on_first_pass(stats)
     d = stats.n_features
     coef_start, intercept_start = coef_init, intercept_init
     if standardize and coef_init is not None:

@@ -95,17 +95,22 @@ class BlockCache:
         self.target = header["schema"]["target"]
         self.skipped = dict(header.get("skipped", {}))
         self.skipped_lines = list(header.get("skipped_lines", []))
-        # np.memmap of an empty file fails; a cache always holds at least one row
-        shape = (self.n_rows, self.n_features)
-        self._X = np.asarray(np.memmap(str(prefix) + ".X.bin", self.dtype, "r", shape=shape))
-        self._y = None
-        if self.target is not None:
-            self._y = np.asarray(
-                np.memmap(str(prefix) + ".y.bin", self.dtype, "r", shape=shape[:1])
-            )
-        self._lines = np.asarray(
-            np.memmap(str(prefix) + ".lines.bin", np.int64, "r", shape=shape[:1])
-        )
+        self._prefix = str(prefix)
+        self._has_y = self.target is not None
+
+    def _map(self, suffix: str, dtype, start: int, stop: int, width: int | None = None):
+        """Rows ``start:stop`` of one data file, memory-mapped on their own.
+
+        Each block gets its own small mapping, released when the block is dropped: a
+        mapping of the whole file would keep every page read so far in the process's
+        resident memory (measured: a 4.4 GB cache made a 4.6 GB peak RSS). Copy-on-write
+        (``mode="c"``) gives writable arrays without copying (the kernels only read them;
+        Numba compiles read-only arrays separately).
+        """
+        row = (width or 1) * np.dtype(dtype).itemsize
+        shape = (stop - start, width) if width else (stop - start,)
+        mapped = np.memmap(self._prefix + suffix, dtype, "c", offset=start * row, shape=shape)
+        return np.asarray(mapped)
 
     def __repr__(self) -> str:
         return (
@@ -161,8 +166,8 @@ class BlockCache:
     def blocks(
         self, block_rows: int = 65536, order: Sequence[int] | None = None
     ) -> Iterator[CsvBlock]:
-        """Blocks as read-only views of the memory map (no copies), in file order or in
-        ``order`` (block indices in ``range(block_count(block_rows))``)."""
+        """Blocks as memory-mapped arrays (no copies; each block mapped on its own), in file
+        order or in ``order`` (block indices in ``range(block_count(block_rows))``)."""
         count = self.block_count(block_rows)
         if order is None:
             indices = range(count)
@@ -177,10 +182,10 @@ class BlockCache:
         for index in indices:
             start = int(index) * block_rows
             stop = min(start + block_rows, self.n_rows)
-            lines = self._lines[start:stop]
+            lines = self._map(".lines.bin", np.int64, start, stop)
             yield CsvBlock(
-                X=self._X[start:stop],
-                y=None if self._y is None else self._y[start:stop],
+                X=self._map(".X.bin", self.dtype, start, stop, self.n_features),
+                y=self._map(".y.bin", self.dtype, start, stop) if self._has_y else None,
                 first_line=int(lines[0]),
                 rows=stop - start,
                 line_numbers=lines,

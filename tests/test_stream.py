@@ -213,3 +213,16 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
         fit_csv(path, target="target", cache_dir=tmp_path / "b")
     again = fit_csv(path, target="target", on_bad_rows="skip", cache_dir=tmp_path / "b")
     assert again.extras["skipped_lines"] == [6, 10]
+
+
+def test_estimator_partial_fit_over_iter_csv_blocks_equals_one_epoch_of_fit(regression_csv):
+    """The estimators learn from a file block by block: partial_fit over iter_csv's blocks
+    (file order) takes the same steps as one epoch of fit on the whole array."""
+    path, X, y = regression_csv
+    settings = {"learning_rate": "constant", "eta0": 0.002, "shuffle": False, "random_state": 0}
+    streamed = fastgd.SGDRegressor(**settings)
+    for block in fastgd.iter_csv(path, target="target", block_rows=64):
+        streamed.partial_fit(block.X, block.y)
+    whole = fastgd.SGDRegressor(**settings, max_iter=1, tol=None).fit(X, y)
+    np.testing.assert_allclose(streamed.coef_, whole.coef_, rtol=1e-12)
+    assert streamed.t_ == whole.t_

@@ -347,6 +347,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         "sklearn ÷ case = scikit-learn SGDRegressor (shuffle=True, same dtype) time per epoch "
         "÷ this case's. Targets are reported, not asserted."
         + (f" OpenBLAS settings in the environment: {blas_env}." if blas_env else "")
+        + " Load average at the end of the run (1, 5, 15 min): "
+        + ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        + "."
     )
     table = results.render(header)
     path = Path(tempfile.gettempdir()) / "fastgd-bench-results.md" if smoke else RESULTS_FILE

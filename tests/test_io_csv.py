@@ -77,7 +77,7 @@ COMPRESSORS = {
 @pytest.mark.parametrize("suffix", ["gz", "bz2", "zst"])
 def test_compressed_files(tmp_path, suffix):
     if suffix == "zst" and importlib.util.find_spec("zstandard") is None:
-        pytest.skip("zstd needs the optional 'zstandard' package (pip install zstandard)")
+        pytest.skip("zstd needs the optional 'zstandard' package (pip install 'fastgd[zstd]')")
     plain = tmp_path / "data.csv"
     write_numeric(plain, n_rows=300)
     packed = tmp_path / f"data.csv.{suffix}"
@@ -103,7 +103,7 @@ def test_zstd_without_module_names_the_package(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_zstd)
-    with pytest.raises(CsvError, match=r"data\.csv\.zst.*pip install zstandard"):
+    with pytest.raises(CsvError, match=r"data\.csv\.zst.*pip install .fastgd\[zstd\]."):
         read_schema(path)
 
 

@@ -183,7 +183,7 @@ def _open_binary(path: str, compression: str | None):
             except ImportError:
                 raise CsvError(
                     "the file is zstd-compressed and reading it needs the 'zstandard' "
-                    "package: pip install zstandard (or decompress it first: unzstd).",
+                    "package: pip install 'fastgd[zstd]' (or decompress it first: unzstd).",
                     path=path,
                 ) from None
             return std_zstd.open(path, "rb")

@@ -195,6 +195,7 @@ SECTIONS = {
     "compile": 6,
     "convergence": 7,
     "estimators": 8,
+    "dask": 9,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DivergenceError"]
+__all__ = ["DivergenceError", "WorkerLostError"]
 
 
 class DivergenceError(ValueError):
@@ -37,3 +37,22 @@ class DivergenceError(ValueError):
         self.coef = coef
         self.intercept = intercept
         self.loss_history = loss_history
+
+
+class WorkerLostError(RuntimeError):
+    """A distributed step (``fastgd.dask.fit``) failed on every retry because workers were
+    lost. The driver's model is never half-updated: the error keeps the last good one.
+
+    Attributes
+    ----------
+    step : int
+        The epoch (1-based) whose step failed.
+    coef, intercept :
+        The model before that step (what a new run can continue from).
+    """
+
+    def __init__(self, message: str, *, step: int, coef: np.ndarray, intercept: float):
+        super().__init__(message)
+        self.step = step
+        self.coef = coef
+        self.intercept = intercept

@@ -1,0 +1,712 @@
+"""Training on a Dask cluster: ``fastgd.dask.fit``.
+
+Dask is the engine (scheduler, transport, worker processes, recovery); this module brings no
+cluster code of its own. The data stay on the workers: every partition of the input
+(``dask.array`` chunked along rows, or a ``dask.dataframe``) is turned once into a numpy
+block ``(X, y)`` and kept in the workers' memory (futures held by the driver) for the whole
+fit, so nothing is re-read between steps. Only model-sized vectors cross the network.
+
+The epoch loop is the engine's own (:func:`fastgd.engine._run`); this module supplies it a
+data source, :class:`_DaskSource`, whose epochs run on the workers:
+
+- ``strategy="full"``: each step, one task per partition computes ``(Σ s·L'·x, Σ L, Σ L',
+  rows)`` with the fused kernel (``accumulate_gradient``); the sums are reduced as a tree
+  (fan-in ``TREE_FAN_IN``, like Spark's ``treeAggregate``) and the driver takes the step
+  (``take_step``). Equal to ``fastgd.fit(strategy="full")`` on the concatenated data up to
+  the rounding of the partial sums.
+- ``strategy="minibatch"`` (or ``"sgd"``) with ``minibatch_mode="average"`` (the default,
+  the faster one): each epoch (a "round"), every partition runs one local epoch of
+  mini-batch SGD from the current model (``fastgd.fit(max_iter=1)`` on the worker), and the
+  driver averages the partitions' models weighted by their rows (parameter mixing,
+  Zinkevich et al. 2010). One round trip per epoch.
+- ``minibatch_mode="sample"``: each step samples about ``fraction`` of every partition's
+  rows (Spark's ``miniBatchFraction``; or ``batch_size`` rows in total), reduces their
+  gradient like ``full`` and takes one step; an epoch is ``round(1 / fraction)`` steps. The
+  textbook mini-batch SGD, but one round trip per step: slower.
+
+A step whose tasks fail because a worker died is retried (``STEP_RETRIES`` attempts): Dask
+recomputes lost blocks from the input's graph. The driver's model changes only after a
+step's reduction has fully arrived; when the retries run out, :class:`WorkerLostError`
+keeps the last good model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numba
+import numpy as np
+
+try:
+    import dask
+    import distributed
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError("fastgd.dask needs the Dask extra: pip install 'fastgd[dask]'") from _error
+
+from . import engine
+from ._kernels.epochs import MIN_CHUNK_ROWS, accumulate_gradient, loss_sum, scan_rows, take_step
+from .errors import DivergenceError, WorkerLostError
+
+__all__ = ["MINIBATCH_MODES", "WorkerLostError", "fit"]
+
+#: How the mini-batch strategies run on a cluster (see the module's docstring).
+MINIBATCH_MODES = ("average", "sample")
+#: Partial sums merged per reduction task (the tree's fan-in).
+TREE_FAN_IN = 8
+#: Attempts per step when workers are lost, and the pause before a retry (seconds).
+STEP_RETRIES = 3
+RETRY_PAUSE = 1.0
+
+
+def _fit_defaults() -> dict:
+    import inspect
+
+    skip = {"X", "y", "sample_weight", "coef_init", "intercept_init", "average_coef_init",
+            "average_intercept_init", "normalize_weights", "classes",
+            "validation_score"}  # fmt: skip
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(engine.fit).parameters.items()
+        if name not in skip
+    }
+
+
+_FIT_DEFAULTS = _fit_defaults()
+
+
+def _lost_errors() -> tuple:
+    """The exceptions that mean "a worker went away", as opposed to an error of the data."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    errors = [KilledWorker, CommClosedError, CancelledError, OSError, TimeoutError]
+    try:
+        from distributed.client import FutureCancelledError
+
+        errors.append(FutureCancelledError)
+    except ImportError:  # older distributed
+        pass
+    return tuple(errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# What runs on the workers (plain functions of numpy blocks; pickled by reference).
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_float(values, dtype) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(values, dtype=dtype))
+
+
+def _array_block(x_chunk, y_chunk, dtype) -> tuple[np.ndarray, np.ndarray]:
+    X = _as_float(x_chunk, dtype)
+    y = np.ascontiguousarray(np.asarray(y_chunk).reshape(-1))
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"a chunk of X has {X.shape[0]} rows but y's chunk has {y.shape[0]}.")
+    return X, y
+
+
+def _frame_block(part, index: int, expected: list, features: list, target, y_part, dtype):
+    """A dataframe partition as ``(X, y)``; its columns must be those of the collection."""
+    columns = [str(name) for name in part.columns]
+    if columns != expected:
+        missing = [name for name in expected if name not in columns]
+        extra = [name for name in columns if name not in expected]
+        raise ValueError(
+            f"partition {index} has {len(columns)} columns {columns}; the other partitions "
+            f"have {len(expected)}: {expected} (missing: {missing}, unexpected: {extra}). "
+            "Every partition (file) must have the same columns."
+        )
+    try:
+        X = _as_float(part[features].to_numpy(), dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"partition {index}: the feature columns must be numeric ({error})."
+        ) from error
+    y = part[target].to_numpy() if target is not None else np.asarray(y_part).reshape(-1)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"partition {index} has {X.shape[0]} rows of X but {y.shape[0]} of y.")
+    return X, np.ascontiguousarray(y)
+
+
+def _block_stats(block, extra: float, classification: bool):
+    """Rows, the first non-finite value, the largest row norm, and the labels (classification)."""
+    X, y = block
+    row, column, norm = scan_rows(X, np.empty(0), extra)
+    labels = np.unique(y) if classification else None
+    if not classification:
+        y_float = np.asarray(y, dtype=np.float64)
+        if not np.isfinite(y_float).all():
+            return X.shape[0], (int(np.argmin(np.isfinite(y_float))), "y"), float(norm), None
+    bad = (int(row), int(column)) if row >= 0 else None
+    return X.shape[0], bad, float(norm), labels
+
+
+def _signed_block(block, classes, dtype):
+    X, y = block
+    return X, np.where(y == classes[1], 1.0, -1.0).astype(dtype)
+
+
+def _float_block(block, dtype):
+    X, y = block
+    return X, _as_float(y, dtype)
+
+
+def _sample_rows(block, count: int, seed: int) -> np.ndarray:
+    X, _ = block
+    rows = np.sort(np.random.default_rng(seed).choice(X.shape[0], count, replace=False))
+    return np.asarray(X[rows], dtype=np.float64)
+
+
+def _parallel(rows: int, d: int) -> bool:
+    return (
+        rows * d >= engine.PARALLEL_MIN_VALUES
+        and rows >= 2 * MIN_CHUNK_ROWS
+        and numba.get_num_threads() > 1
+    )
+
+
+def _block_losses(block, coef, intercept, loss_code, epsilon, moved):
+    """``Σ L`` at the zero model and at the start model."""
+    X, y = block
+    none = np.empty(0)
+    scores = np.zeros(X.shape[0], dtype=X.dtype)
+    zero = loss_sum(scores, y, none, loss_code, epsilon)
+    start = loss_sum(X @ coef + intercept, y, none, loss_code, epsilon) if moved else 0.0
+    return float(zero), float(start)
+
+
+def _block_gradient(block, coef, intercept, loss_code, epsilon, fraction, seed):
+    """``(Σ L'·x, Σ L, Σ L', rows)`` over the block (or a random ``fraction`` of its rows)."""
+    X, y = block
+    if fraction < 1.0:
+        chosen = np.random.default_rng(seed).random(X.shape[0]) < fraction
+        X, y = np.ascontiguousarray(X[chosen]), np.ascontiguousarray(y[chosen])
+    grad = np.zeros(X.shape[1])
+    if X.shape[0] == 0:
+        return grad, 0.0, 0.0, 0
+    total, deriv = accumulate_gradient(
+        X, y, np.empty(0), coef, intercept, loss_code, epsilon, grad,
+        _parallel(X.shape[0], X.shape[1]),
+    )  # fmt: skip
+    return grad, float(total), float(deriv), int(X.shape[0])
+
+
+def _add_sums(*parts):
+    """Merge partial sums in the given order (deterministic)."""
+    grad = parts[0][0].copy()
+    total, deriv, rows = parts[0][1], parts[0][2], parts[0][3]
+    for part in parts[1:]:
+        grad += part[0]
+        total += part[1]
+        deriv += part[2]
+        rows += part[3]
+    return grad, total, deriv, rows
+
+
+def _local_epoch(block, coef, intercept, t, seed, local_options):
+    """One local epoch from the given model (``fastgd.fit(max_iter=1)``); returns
+    ``(coef, intercept, Σ L, rows, t after, diverged)``."""
+    X, y = block
+    from .engine import fit
+
+    try:
+        result = fit(
+            X, y, coef_init=coef, intercept_init=intercept, t_init=t, random_state=seed,
+            max_iter=1, tol=None, **local_options,
+        )  # fmt: skip
+    except DivergenceError:
+        return coef, intercept, math.inf, X.shape[0], t, True
+    # loss_history[0] is the mean row loss of the epoch plus the penalty at its start (the
+    # driver takes the penalty off once).
+    loss_total = float(result.loss_history[0]) * X.shape[0]
+    return result.coef, float(result.intercept), loss_total, X.shape[0], result.t, False
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's data source.
+# ---------------------------------------------------------------------------------------------
+
+
+class _DaskSource:
+    """The engine's data source for blocks persisted on Dask workers."""
+
+    def __init__(self, client, blocks: list, rows: list[int], max_row_norm: float, dtype,
+                 d: int, mode: str, fraction: float, local_options: dict):  # fmt: skip
+        self.client = client
+        self.blocks = blocks
+        self.block_rows = rows
+        self.n_rows = int(sum(rows))
+        self.dtype = np.dtype(dtype)
+        self.d = d
+        self.max_row_norm = max_row_norm
+        self.mode = mode
+        self.fraction = fraction
+        self.local_options = local_options
+        self.epochs_run = 0
+        self.retries = 0
+        self.step_seconds: list[float] = []
+        self.no_weights = np.empty(0)
+
+    # -- failure handling
+    def _gather(self, submit, step: int, coef, intercept):
+        """Submit a step's tasks (``submit()`` returns one future) and wait for the result,
+        retrying when workers are lost. Nothing of the driver's model changes here."""
+        lost = _lost_errors()
+        last = None
+        for attempt in range(STEP_RETRIES):
+            try:
+                return submit().result()
+            except lost as error:
+                last = error
+                self.retries += 1
+                if attempt + 1 < STEP_RETRIES:
+                    time.sleep(RETRY_PAUSE)
+        raise WorkerLostError(
+            f"Step {step} failed {STEP_RETRIES} times because Dask workers were lost "
+            f"({type(last).__name__}: {last}). The model before step {step} is kept on this "
+            "error (coef, intercept); check the workers' memory and logs, then continue with "
+            "coef_init/intercept_init.",
+            step=step, coef=np.array(coef, copy=True), intercept=float(intercept),
+        )  # fmt: skip
+
+    def _tree(self, futures):
+        """Reduce partial sums as a tree of ``TREE_FAN_IN``-way merges on the workers."""
+        while len(futures) > 1:
+            futures = [
+                self.client.submit(_add_sums, *futures[i : i + TREE_FAN_IN], pure=False)
+                for i in range(0, len(futures), TREE_FAN_IN)
+            ]
+        return futures[0]
+
+    def _gradient_sums(self, coef, intercept, plan, step, fraction=1.0):
+        seeds = plan.rng.integers(2**63, size=len(self.blocks)) if fraction < 1.0 else None
+
+        def submit():
+            parts = [
+                self.client.submit(
+                    _block_gradient,
+                    block,
+                    coef,
+                    intercept,
+                    plan.loss.code,
+                    plan.epsilon,
+                    fraction,
+                    0 if seeds is None else int(seeds[i]),
+                    pure=False,
+                )
+                for i, block in enumerate(self.blocks)
+            ]
+            return self._tree(parts)
+
+        return self._gather(submit, step, coef, intercept)
+
+    # -- what the engine asks before the first epoch
+    def auto_learning_rate(self, plan, rows: int) -> float:
+        total = engine.AUTO_SAMPLE_ROWS
+        counts = np.asarray(self.block_rows, dtype=np.int64)
+        if self.n_rows > total:
+            counts = plan.rng.multivariate_hypergeometric(counts, total)
+        seeds = plan.rng.integers(2**63, size=len(self.blocks))
+        futures = [
+            self.client.submit(_sample_rows, block, int(count), int(seed), pure=False)
+            for block, count, seed in zip(self.blocks, counts, seeds, strict=True)
+            if count > 0
+        ]
+        sample = np.concatenate(self.client.gather(futures)).astype(self.dtype)
+        per_step = sample.shape[0] if rows >= self.n_rows else min(rows, sample.shape[0])
+        return engine.auto_learning_rate(
+            sample, self.no_weights, loss=plan.loss, rows_per_step=per_step,
+            fit_intercept=plan.fit_intercept, l2=plan.l2, rng=plan.rng,
+            max_row_norm=self.max_row_norm, contiguous_rows=0,
+        )  # fmt: skip
+
+    def explosion_scale(self, plan) -> float:
+        moved = bool(plan.coef.any() or plan.intercept != 0.0)
+        futures = [
+            self.client.submit(
+                _block_losses,
+                block,
+                plan.coef,
+                float(plan.intercept),
+                plan.loss.code,
+                plan.epsilon,
+                moved,
+                pure=False,
+            )
+            for block in self.blocks
+        ]
+        parts = self.client.gather(futures)
+        zero_model = sum(part[0] for part in parts) / self.n_rows
+        if not moved:
+            return zero_model
+        start = sum(part[1] for part in parts) / self.n_rows
+        start += engine._penalty_value(plan.coef, plan.l1, plan.l2)
+        return max(zero_model, start)
+
+    def start(self, plan, rows: int) -> None:
+        self.rows = rows
+
+    # -- one epoch
+    def run_epoch(self, plan, coef, intercept, t, eta, avg_w, avg_b):
+        started = time.perf_counter()
+        step = self.epochs_run + 1
+        strategy = plan.strategy.name
+        if strategy == "full" or self.mode == "sample":
+            result = self._sample_epoch(plan, coef, intercept, t, eta, avg_w, avg_b, step)
+        else:
+            result = self._average_epoch(plan, coef, intercept, t, eta, step)
+        self.epochs_run += 1
+        self.step_seconds.append(time.perf_counter() - started)
+        return result
+
+    def _take_step(self, plan, coef, grad, rows, deriv, intercept, eta, t, avg_w, avg_b):
+        return take_step(
+            coef, grad.astype(coef.dtype), float(rows), deriv, intercept, plan.fit_intercept,
+            plan.schedule.kernel_code, eta, plan.power_t, plan.alpha, plan.optimal_init, t,
+            plan.l1, plan.l2, avg_w, avg_b, plan.average_start,
+        )  # fmt: skip
+
+    def _sample_epoch(self, plan, coef, intercept, t, eta, avg_w, avg_b, step):
+        full = plan.strategy.name == "full"
+        fraction = 1.0 if full else self.fraction
+        steps = 1 if full else max(1, round(1.0 / fraction))
+        loss_total = 0.0
+        rows_seen = 0
+        for _ in range(steps):
+            grad, total, deriv, rows = self._gradient_sums(coef, intercept, plan, step, fraction)
+            loss_total += total
+            rows_seen += rows
+            if not math.isfinite(total):
+                return intercept, loss_total, t, 0
+            if rows == 0:
+                continue
+            # The model changes only here, after the whole reduction has arrived.
+            intercept, t = self._take_step(
+                plan, coef, grad, rows, deriv, intercept, eta, t, avg_w, avg_b
+            )
+        if not full:
+            # The mean loss of the sampled rows, on the scale of the whole data.
+            loss_total = loss_total / max(1, rows_seen) * self.n_rows
+        return intercept, loss_total, t, -1
+
+    def _average_epoch(self, plan, coef, intercept, t, eta, step):
+        seeds = plan.rng.integers(2**63, size=len(self.blocks))
+        local = dict(self.local_options)
+        local["eta0"] = eta
+        start_coef = np.array(coef, copy=True)
+
+        def submit():
+            parts = [
+                self.client.submit(
+                    _local_epoch,
+                    block,
+                    start_coef,
+                    float(intercept),
+                    t,
+                    int(seeds[i]),
+                    local,
+                    pure=False,
+                )
+                for i, block in enumerate(self.blocks)
+            ]
+            return self.client.submit(_collect, *parts, pure=False)
+
+        parts = self._gather(submit, step, coef, intercept)
+        if any(part[5] for part in parts):
+            return intercept, math.inf, t, 0
+        weights = np.array([part[3] for part in parts], dtype=np.float64)
+        weights /= weights.sum()
+        mixed = np.zeros(coef.shape[0])
+        for weight, part in zip(weights, parts, strict=True):
+            mixed += weight * np.asarray(part[0], dtype=np.float64)
+        new_intercept = float(sum(w * part[1] for w, part in zip(weights, parts, strict=True)))
+        loss_total = float(sum(part[2] for part in parts))
+        loss_total -= engine._penalty_value(start_coef, plan.l1, plan.l2) * self.n_rows
+        coef[:] = mixed.astype(coef.dtype)
+        t_after = float(max(part[4] for part in parts))
+        return new_intercept, loss_total, t_after, -1
+
+
+def _collect(*parts):
+    return list(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The public function.
+# ---------------------------------------------------------------------------------------------
+
+
+def _client(client):
+    if client is not None:
+        return client
+    try:
+        return distributed.get_client()
+    except ValueError:
+        raise ValueError(
+            "fastgd.dask.fit needs a Dask distributed Client: create one first, e.g. "
+            "distributed.Client() for a local cluster or Client('tcp://scheduler:8786') for a "
+            "real one, or pass client=."
+        ) from None
+
+
+def _blocks_of(X, y, target, features, dtype):
+    """Delayed ``(X, y)`` blocks, one per partition, and the feature names."""
+    import dask.array as da
+    import dask.dataframe as dd
+
+    if isinstance(X, dd.DataFrame):
+        expected = [str(name) for name in X.columns]
+        if y is None:
+            if target is None:
+                raise ValueError("give y or target=: the name of the target column.")
+            if str(target) not in expected:
+                raise ValueError(f"target={target!r} is not a column; columns: {expected}.")
+            target = str(target)
+        elif target is not None:
+            raise ValueError("give y or target=, not both.")
+        if features is None:
+            features = [name for name in expected if name != target]
+        else:
+            features = [str(name) for name in features]
+            unknown = [name for name in features if name not in expected]
+            if unknown:
+                raise ValueError(f"features {unknown} are not columns; columns: {expected}.")
+        if not features:
+            raise ValueError("no feature columns: the dataframe holds only the target.")
+        parts = X.to_delayed()
+        if y is not None:
+            if not isinstance(y, (dd.Series, dd.DataFrame)):
+                raise TypeError(
+                    "with a dask DataFrame X, y must be a dask Series (or use target=)."
+                )
+            y_parts = y.to_delayed()
+            if len(y_parts) != len(parts):
+                raise ValueError(
+                    f"X has {len(parts)} partitions but y has {len(y_parts)}; give both the "
+                    "same partitions (or use target=)."
+                )
+        else:
+            y_parts = [None] * len(parts)
+        blocks = [
+            dask.delayed(_frame_block, pure=True)(
+                part, index, expected, features, target, y_part, dtype
+            )
+            for index, (part, y_part) in enumerate(zip(parts, y_parts, strict=True))
+        ]
+        return blocks, features, target
+    if isinstance(X, da.Array):
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows, features); got {X.ndim} dimensions.")
+        if target is not None or features is not None:
+            raise ValueError("target= and features= are for dask dataframes.")
+        if y is None:
+            raise ValueError("y is required with a dask array X.")
+        X = X.rechunk({1: -1})  # whole rows per partition
+        if not isinstance(y, da.Array):
+            y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+        y = y.reshape(-1).rechunk((X.chunks[0],))
+        x_parts = X.to_delayed().reshape(-1)
+        y_parts = y.to_delayed().reshape(-1)
+        blocks = [
+            dask.delayed(_array_block, pure=True)(x_part, y_part, dtype)
+            for x_part, y_part in zip(x_parts, y_parts, strict=True)
+        ]
+        return blocks, [f"x{j}" for j in range(X.shape[1])], None
+    raise TypeError(
+        "fastgd.dask.fit takes a dask.array.Array or a dask.dataframe.DataFrame; got "
+        f"{type(X).__name__} (use fastgd.fit for data in memory)."
+    )
+
+
+def fit(
+    X,
+    y=None,
+    *,
+    strategy: str = "minibatch",
+    minibatch_mode: str = "average",
+    fraction: float | None = None,
+    target=None,
+    features=None,
+    client=None,
+    dtype=None,
+    coef_init=None,
+    intercept_init=None,
+    classes=None,
+    **fit_options,
+) -> engine.FitResult:
+    """Fit a linear model to data partitioned over a Dask cluster (see the module's
+    docstring for how each strategy runs).
+
+    Parameters
+    ----------
+    X : dask.array.Array or dask.dataframe.DataFrame
+        A dask array of shape (n_samples, n_features) (partitions are its chunks of rows;
+        chunks along columns are merged), or a dask dataframe, e.g. from
+        ``dask.dataframe.read_csv("data-*.csv")`` (partitions: its partitions).
+    y : dask array/Series, numpy array, or None
+        The targets, partitioned like X; None with ``target=``.
+    strategy : {"minibatch", "sgd", "full"}
+        ``"full"``: one exact gradient step per epoch, reduced over the cluster.
+        ``"minibatch"``/``"sgd"``: see ``minibatch_mode``.
+    minibatch_mode : {"average", "sample"}
+        ``"average"`` (default, faster): each epoch, every partition runs one local epoch
+        of mini-batch (``batch_size``) or per-row SGD from the current model, and the
+        models are averaged, weighted by rows (parameter mixing). ``"sample"``: each step
+        uses the gradient of a random ``fraction`` of every partition's rows (default:
+        ``batch_size`` rows in total); one round trip per step.
+    fraction : float in (0, 1], optional
+        For ``minibatch_mode="sample"``: the share of each partition's rows per step.
+    target, features :
+        For a dataframe: the target column's name, and the feature columns (default: all
+        the others).
+    client : distributed.Client, optional
+        Default: the current client (``distributed.get_client()``).
+    dtype : {"float64", "float32"}, optional
+        Of the blocks and the model (default: X's dtype if float32/float64, else float64).
+    coef_init, intercept_init, classes :
+        As for :func:`fastgd.fit`.
+    **fit_options
+        Every other option of :func:`fastgd.fit` (``loss``, ``batch_size``,
+        ``learning_rate``, ``eta0``, ``penalty``, ``alpha``, ``max_iter``, ``tol``,
+        ``shuffle``, ``random_state``, ``callback``, ``average`` (full batch and sample
+        mode), ...). ``sample_weight`` and ``validation_score`` are not available.
+
+    Returns
+    -------
+    FitResult
+        As :func:`fastgd.fit`, plus ``extras["dask"]``: partitions, rows, workers, mode,
+        retries, and the seconds of each epoch (``step_seconds``).
+
+    Raises
+    ------
+    WorkerLostError
+        When a step failed ``STEP_RETRIES`` times because workers were lost; keeps the last
+        good model.
+    ValueError
+        For partitions whose columns disagree (naming the partition and the columns),
+        non-finite values, or invalid options.
+    """
+    started = time.perf_counter()
+    client = _client(client)
+    unsupported = sorted(set(fit_options) - set(_FIT_DEFAULTS))
+    if unsupported:
+        raise TypeError(
+            f"fastgd.dask.fit got unsupported option(s) {unsupported}; it takes fastgd.fit's "
+            f"options except sample_weight and validation_score: {sorted(_FIT_DEFAULTS)}."
+        )
+    if minibatch_mode not in MINIBATCH_MODES:
+        raise ValueError(
+            f"minibatch_mode={minibatch_mode!r}; allowed values: {list(MINIBATCH_MODES)}."
+        )
+    settings = {**_FIT_DEFAULTS, **fit_options, "strategy": strategy}
+    resolved = engine._options(**settings)
+    mode = "full" if resolved["strategy"].name == "full" else minibatch_mode
+    if fraction is not None and not (0.0 < float(fraction) <= 1.0):
+        raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}.")
+    if mode == "average" and resolved["average_start"]:
+        raise ValueError(
+            "average= (averaged SGD) is not available with minibatch_mode='average' (the "
+            "partitions' models are averaged already); use minibatch_mode='sample'."
+        )
+    if mode == "sample" and resolved["strategy"].name == "sgd":
+        raise ValueError("minibatch_mode='sample' needs strategy='minibatch' (or 'full').")
+    if dtype is None:
+        given = getattr(X, "dtype", None)
+        dtype = given if given in (np.float32, np.float64) else np.float64
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype={dtype.name!r}; allowed values: 'float64', 'float32'.")
+
+    delayed_blocks, feature_names, target_name = _blocks_of(X, y, target, features, dtype)
+    # Persisted: the blocks stay in the workers' memory while the driver holds the futures;
+    # they come from the input's graph, so Dask recomputes one lost with its worker.
+    raw = client.compute(delayed_blocks)
+    loss = resolved["loss"]
+    extra = 1.0 if resolved["fit_intercept"] else 0.0
+    stats = client.gather(
+        [client.submit(_block_stats, block, extra, loss.classification) for block in raw]
+    )
+    for index, (_, bad, _, _) in enumerate(stats):
+        if bad is not None:
+            where = "y" if bad[1] == "y" else f"column {bad[1]}"
+            raise ValueError(
+                f"partition {index} holds a NaN or infinite value at its row {bad[0]}, "
+                f"{where}; clean or drop such rows first."
+            )
+    rows = [int(part[0]) for part in stats]
+    if sum(rows) == 0:
+        raise ValueError("no rows to train on: every partition is empty.")
+    keep = [i for i, count in enumerate(rows) if count > 0]
+    max_row_norm = max(part[2] for part in stats)
+    plan_classes = None
+    if loss.classification:
+        labels = np.unique(np.concatenate([stats[i][3] for i in keep]))
+        if classes is not None:
+            plan_classes = np.asarray(classes)
+            unknown = np.setdiff1d(labels, plan_classes)
+            if plan_classes.shape[0] != 2 or unknown.size:
+                raise ValueError(
+                    f"classes={plan_classes.tolist()} must be two labels covering y's "
+                    f"labels {labels[:10].tolist()}."
+                )
+        elif labels.shape[0] != 2:
+            raise ValueError(
+                f"loss={loss.name!r} needs exactly two classes in y; found {labels.shape[0]}: "
+                f"{labels[:10].tolist()}."
+            )
+        else:
+            plan_classes = labels
+        blocks = [client.submit(_signed_block, raw[i], plan_classes, dtype) for i in keep]
+    else:
+        blocks = [client.submit(_float_block, raw[i], dtype) for i in keep]
+    del raw
+    distributed.wait(blocks)
+    n = sum(rows)
+    if mode == "sample":
+        if fraction is None:
+            fraction = min(1.0, resolved["batch_size"] / n)
+        resolved["batch_size"] = max(1, round(float(fraction) * n))
+    d = len(feature_names)
+    start = engine._starting_weights(
+        d, dtype, coef_init=coef_init, intercept_init=intercept_init,
+        average_start=resolved["average_start"], average_coef_init=None,
+        average_intercept_init=None,
+    )  # fmt: skip
+    schedule = resolved["schedule"].name
+    local_options = dict(
+        loss=loss.name, strategy=resolved["strategy"].name, batch_size=resolved["batch_size"],
+        # The engine owns the step size: auto is derived once, adaptive divides it between
+        # rounds; each round runs with the current one.
+        learning_rate="constant" if schedule in ("auto", "adaptive") else schedule,
+        power_t=settings["power_t"], penalty=settings["penalty"], alpha=settings["alpha"],
+        l1_ratio=settings["l1_ratio"], epsilon=settings["epsilon"],
+        fit_intercept=resolved["fit_intercept"], shuffle=settings["shuffle"],
+        divergence_checks="non_finite",
+        classes=np.array([-1.0, 1.0]) if loss.classification else None,
+    )  # fmt: skip
+    source = _DaskSource(
+        client, blocks, [rows[i] for i in keep], max_row_norm, dtype, d, mode,
+        float(fraction) if fraction is not None else 1.0, local_options,
+    )  # fmt: skip
+    plan = engine._Plan(source=source, classes=plan_classes, **resolved, **start)
+    try:
+        result = engine._run(plan)
+    finally:
+        source.blocks = []
+        del blocks
+    result.extras.update(
+        feature_names=list(feature_names), target=target_name, rows=n,
+        dask={
+            "partitions": len(keep), "mode": mode, "retries": source.retries,
+            "workers": len(client.nthreads()),
+            "step_seconds": list(source.step_seconds),
+        },
+    )  # fmt: skip
+    result.fit_time = time.perf_counter() - started
+    return result

@@ -1,0 +1,210 @@
+"""fastgd.dask: training on a Dask cluster (a LocalCluster of 2 worker processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask")
+pytest.importorskip("distributed")
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import pandas as pd
+from distributed import Client, LocalCluster
+
+import fastgd
+import fastgd.dask as fastgd_dask
+
+#: Full batch on Dask equals full batch in one process up to the rounding of partial sums.
+FULL_BATCH_RTOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def linear_problem(n=600, d=4, seed=0, noise=0.01):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    w = rng.standard_normal(d)
+    y = X @ w + 0.5 + noise * rng.standard_normal(n)
+    return X, y, w
+
+
+def least_squares(X, y):
+    A = np.column_stack([X, np.ones(X.shape[0])])
+    solution = np.linalg.lstsq(A, y, rcond=None)[0]
+    return solution[:-1], solution[-1]
+
+
+@pytest.mark.parametrize("chunks", [200, 250, (100, 350, 150)])
+def test_full_batch_equals_single_process(client, chunks):
+    X, y, _ = linear_problem()
+    reference = fastgd.fit(X, y, strategy="full", max_iter=15, tol=None, random_state=0)
+    chunked = da.from_array(X, chunks=(chunks, 4))
+    result = fastgd_dask.fit(
+        chunked, y, strategy="full", max_iter=15, tol=None, random_state=0, client=client
+    )
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+    np.testing.assert_allclose(result.intercept, reference.intercept, rtol=FULL_BATCH_RTOL)
+    np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
+    assert result.learning_rate == pytest.approx(reference.learning_rate, rel=FULL_BATCH_RTOL)
+    assert result.t == reference.t
+    assert result.extras["dask"]["partitions"] == len(chunked.chunks[0])
+
+
+def test_full_batch_with_penalty_and_constant_step(client):
+    X, y, _ = linear_problem(seed=1)
+    options = dict(
+        strategy="full", learning_rate="constant", eta0=0.05, penalty="l2", alpha=0.01,
+        max_iter=10, tol=None,
+    )  # fmt: skip
+    reference = fastgd.fit(X, y, **options)
+    result = fastgd_dask.fit(da.from_array(X, chunks=(170, 4)), y, client=client, **options)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+    np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
+
+
+@pytest.mark.parametrize("mode", ["average", "sample"])
+def test_minibatch_reaches_least_squares(client, mode):
+    X, y, _ = linear_problem(n=800, seed=2)
+    coef, intercept = least_squares(X, y)
+    result = fastgd_dask.fit(
+        da.from_array(X, chunks=(200, 4)), da.from_array(y, chunks=200), strategy="minibatch",
+        minibatch_mode=mode, batch_size=32, fraction=0.25 if mode == "sample" else None,
+        max_iter=20, tol=None, random_state=0, client=client,
+    )  # fmt: skip
+    np.testing.assert_allclose(result.coef, coef, atol=5e-3)
+    assert result.intercept == pytest.approx(intercept, abs=5e-3)
+    assert result.extras["dask"]["mode"] == mode
+
+
+def write_csv_parts(directory, columns_per_file=None, seed=3):
+    X, y, w = linear_problem(n=450, d=3, seed=seed)
+    paths = []
+    for index, rows in enumerate(np.array_split(np.arange(450), 3)):
+        frame = pd.DataFrame(X[rows], columns=["a", "b", "c"])
+        frame.insert(1, "price", y[rows])  # the target is not the last column
+        if columns_per_file and index in columns_per_file:
+            frame[columns_per_file[index]] = 1.0
+        path = directory / f"part-{index}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return X, y, w
+
+
+def test_dataframe_from_csv_files_target_by_name(client, tmp_path):
+    X, y, _ = write_csv_parts(tmp_path)
+    frame = dd.read_csv(str(tmp_path / "part-*.csv"))
+    assert frame.npartitions == 3
+    reference = fastgd.fit(X, y, strategy="full", max_iter=10, tol=None)
+    result = fastgd_dask.fit(
+        frame, target="price", strategy="full", max_iter=10, tol=None, client=client
+    )
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+    assert result.extras["feature_names"] == ["a", "b", "c"]
+    assert result.extras["target"] == "price"
+    # Features chosen by name, and y as a Series.
+    picked = fastgd_dask.fit(
+        frame[["a", "c"]], frame["price"], strategy="full", max_iter=5, tol=None, client=client
+    )
+    assert picked.coef.shape == (2,)
+
+
+def test_partitions_with_other_columns_are_named(client):
+    good = pd.DataFrame({"a": [1.0, 2.0], "b": [0.0, 1.0], "y": [1.0, 2.0]})
+    odd = good.assign(extra=3.0)
+    parts = [dask.delayed(good.copy)(), dask.delayed(odd.copy)(), dask.delayed(good.copy)()]
+    frame = dd.from_delayed(parts, meta=good.iloc[:0], verify_meta=False)
+    with pytest.raises(ValueError, match=r"partition 1 has 4 columns .*unexpected: \['extra'\]"):
+        fastgd_dask.fit(frame, target="y", strategy="full", max_iter=2, client=client)
+
+
+def test_unknown_target_and_input_errors(client):
+    frame = dd.from_pandas(pd.DataFrame({"a": [1.0, 2.0], "y": [1.0, 2.0]}), npartitions=1)
+    with pytest.raises(ValueError, match="target='z' is not a column"):
+        fastgd_dask.fit(frame, target="z", client=client)
+    with pytest.raises(TypeError, match=r"dask\.array\.Array or a dask\.dataframe\.DataFrame"):
+        fastgd_dask.fit(np.zeros((3, 2)), np.zeros(3), client=client)
+    with pytest.raises(TypeError, match="unsupported option"):
+        fastgd_dask.fit(frame, target="y", sample_weight=[1, 1], client=client)
+
+
+def test_worker_killed_mid_fit_gives_the_uninterrupted_model(client):
+    X, y, _ = linear_problem(n=600, seed=4)
+    options = dict(strategy="full", max_iter=6, tol=None, random_state=0)
+    reference = fastgd.fit(X, y, **options)
+    victim = sorted(client.nthreads())[0]
+
+    def kill_one_worker(epoch, coef, intercept, loss):
+        if epoch == 2:
+            try:
+                client.run(os._exit, 1, workers=[victim])
+            except Exception:  # the worker dies before it can answer
+                pass
+
+    result = fastgd_dask.fit(
+        da.from_array(X, chunks=(100, 4)), y, callback=kill_one_worker, client=client, **options
+    )
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+    np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_steps_that_keep_failing_raise_worker_lost_with_the_model(client, monkeypatch):
+    X, y, _ = linear_problem(n=300, seed=5)
+    monkeypatch.setattr(fastgd_dask, "RETRY_PAUSE", 0.0)
+    calls = {"n": 0}
+    original = fastgd_dask._DaskSource._tree
+
+    def failing_tree(self, futures):
+        calls["n"] += 1
+        if self.epochs_run >= 2:
+            raise ConnectionResetError("worker went away")  # an OSError: "lost"
+        return original(self, futures)
+
+    monkeypatch.setattr(fastgd_dask._DaskSource, "_tree", failing_tree)
+    good = fastgd.fit(X, y, strategy="full", max_iter=2, tol=None)
+    with pytest.raises(fastgd_dask.WorkerLostError, match="Step 3 failed 3 times") as caught:
+        fastgd_dask.fit(
+            da.from_array(X, chunks=(100, 4)), y, strategy="full", max_iter=5, tol=None,
+            client=client,
+        )  # fmt: skip
+    assert caught.value.step == 3
+    np.testing.assert_allclose(caught.value.coef, good.coef, rtol=FULL_BATCH_RTOL)
+    assert caught.value.intercept == pytest.approx(good.intercept, rel=FULL_BATCH_RTOL)
+
+
+def test_estimators_under_dask_ml_incremental(client):
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    X, y, _ = linear_problem(n=600, seed=6)
+    model = wrappers.Incremental(fastgd.SGDRegressor(random_state=0, eta0=0.05))
+    model.fit(da.from_array(X, chunks=(150, 4)), da.from_array(y, chunks=150))
+    assert model.estimator_.coef_.shape == (4,)
+    assert model.score(X, y) > 0.99
+
+
+def test_missing_extra_gives_a_clear_error():
+    code = (
+        "import sys; import fastgd; assert 'dask' not in sys.modules, 'fastgd imported dask'\n"
+        "sys.modules['dask'] = None\n"
+        "try:\n    import fastgd.dask\nexcept ImportError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(fastgd.__file__))}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert "pip install 'fastgd[dask]'" in done.stdout

@@ -72,7 +72,7 @@ def scan(
         where = f"row {row}, column {col}" if name == "X" else f"{entry} {row}"
         raise ValueError(
             f"{name} contains a non-finite value ({float(array2d[row, col])!r}) at {where}; "
-            "remove or impute NaN/inf before fitting."
+            "remove or impute NaN/inf (NaN or infinity) before fitting."
         )
     return float(norm)
 
@@ -148,7 +148,7 @@ def scan_sparse(X, sample_weight=None, extra: float = 0.0) -> float:
         value = X[row, col]
         raise ValueError(
             f"X contains a non-finite value ({float(value)!r}) at row {row}, column {col}; "
-            "remove or impute NaN/inf before fitting."
+            "remove or impute NaN/inf (NaN or infinity) before fitting."
         )
     return float(norm)
 

@@ -468,9 +468,11 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         return coef[0] if not self._multi_output else coef
 
     def _validate(self, X, y, reset):
+        # NaN/inf in X are found by the engine's own pass (the one that also measures the
+        # rows for ``auto``), whose message names the row and column: one read of X, not two.
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
-            multi_output=True, y_numeric=True, reset=reset,
+            multi_output=True, y_numeric=True, reset=reset, ensure_all_finite=False,
         )  # fmt: skip
         if y.ndim == 2 and y.shape[1] == 1:
             # scikit-learn's SGDRegressor treats a column vector as 1-D (and warns): a drop-in
@@ -643,9 +645,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         return coef
 
     def _validate(self, X, y, reset):
+        # NaN/inf in X are found by the engine's own pass (the one that also measures the
+        # rows for ``auto``), whose message names the row and column: one read of X, not two.
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
-            reset=reset,
+            reset=reset, ensure_all_finite=False,
         )  # fmt: skip
         check_classification_targets(y)
         return X, y

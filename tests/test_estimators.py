@@ -708,3 +708,13 @@ def test_passive_aggressive_matches_scikit_learn(kind, rule):
         reference = theirs(**settings).fit(X, y)
     np.testing.assert_allclose(mine.coef_, reference.coef_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(mine.intercept_, reference.intercept_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("sparse_input", [False, True])
+def test_nan_in_x_names_its_row_and_column(sparse_input):
+    X, y = _regression()
+    X = X.copy()
+    X[7, 2] = np.nan
+    data = sp.csr_matrix(X) if sparse_input else X
+    with pytest.raises(ValueError, match=r"row 7, column 2.*NaN or infinity"):
+        SGDRegressor().fit(data, y)

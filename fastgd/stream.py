@@ -128,9 +128,12 @@ class _Sampler:
         self.keys, self.rows = merged_keys, merged_rows
 
 
-def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardize, loss,
-                rng, progress, validation_fraction) -> tuple[BlockCache, StreamStats]:  # fmt: skip
-    """Read the CSV once (or its valid cache), write the cache, and gather the statistics."""
+def _first_pass(
+    schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardize, loss, rng, progress,
+    validation_fraction, sample_rows,
+) -> tuple[BlockCache, StreamStats]:  # fmt: skip
+    """Read the CSV once (or its valid cache), write the cache, and gather the statistics
+    (the feature moments only with ``standardize``, the row sample only for ``auto``)."""
     started = time.perf_counter()
     stats = StreamStats(n_features=len(schema.feature_names))
     stats.feature_names = list(schema.feature_names)
@@ -139,7 +142,7 @@ def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardiz
         # Written by a run that skipped bad rows: this run must stop at the first one.
         cache = None
     moments = _Moments(stats.n_features)
-    sampler = _Sampler(engine.AUTO_SAMPLE_ROWS, rng)
+    sampler = _Sampler(sample_rows, rng)
     labels: set = set()
 
     def gather(block) -> None:
@@ -150,8 +153,10 @@ def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardiz
             stats.n_validation += block.rows - X.shape[0]
             if X.shape[0] == 0:
                 return
-        moments.add(X)
-        sampler.add(X)
+        if standardize:
+            moments.add(X)
+        if sample_rows:
+            sampler.add(X)
         if loss.classification:
             labels.update(np.unique(y).tolist())
             if len(labels) > 2:
@@ -215,7 +220,7 @@ def _first_pass(schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardiz
     if standardize:
         stats.mean, stats.scale = moments.mean, moments.scale()
     sample = sampler.rows
-    if standardize:
+    if standardize and sample is not None:
         sample = (sample - stats.mean) / stats.scale
     stats.sample = sample
     stats.seconds = time.perf_counter() - started
@@ -555,6 +560,7 @@ def fit_csv(
         schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
         on_bad_rows=on_bad_rows, standardize=standardize, loss=resolved["loss"],
         rng=resolved["rng"], progress=progress, validation_fraction=validation_fraction,
+        sample_rows=engine.AUTO_SAMPLE_ROWS if resolved["schedule"].name == "auto" else 0,
     )  # fmt: skip
     if on_first_pass is not None:
         on_first_pass(stats)

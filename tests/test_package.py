@@ -89,3 +89,6 @@ def test_demo_runs_and_reports_every_strategy():
         rows = [line for line in lines if line.startswith(task)]
         assert [row.split()[1] for row in rows] == ["full", "sgd", "minibatch"]
     assert fastgd.__version__ in out.stdout
+    estimators = [line.split()[0] for line in lines if "accuracy" in line and "fit " in line]
+    assert estimators == ["scikit-learn", "fastgd", "fastgd,"]
+    assert any(line.startswith("fit_csv on a") and "(3,000 rows)" in line for line in lines)

@@ -15,6 +15,7 @@ import argparse
 import base64
 import html
 import math
+import os
 import re
 import sys
 import time
@@ -1364,6 +1365,12 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         print(f"fastgd: error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader of stdout went away (``fastgd info m.npz | head``): stop quietly, as
+        # command-line tools do, without a second error when Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except ImportError as error:  # matplotlib missing: the message says what to install
         print(f"fastgd: error: {error}", file=sys.stderr)
         return 1

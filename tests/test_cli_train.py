@@ -434,3 +434,30 @@ def test_render_progress():
         loss=None,
     )
     assert text == "reading d.csv  12k rows"
+
+
+def test_output_closed_early_exits_quietly(tmp_path, capsys):
+    """``fastgd info MODEL | head -1``: a reader that goes away is no error. The model is
+    wide enough that ``info`` writes more than a pipe holds (64 KiB), so the write fails."""
+    data = tmp_path / "wide.csv"
+    width = 5000
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((20, width + 1))
+    header = ",".join([*(f"feature_{j}" for j in range(width)), "y"])
+    np.savetxt(data, table, delimiter=",", header=header, comments="", fmt="%.4f")
+    model_path = tmp_path / "model.npz"
+    code, _, _ = run(["train", data, "--target", "y", "--model", model_path, "--epochs", "1",
+                      "--quiet"], capsys)  # fmt: skip
+    assert code == 0
+    full = fastgd_cmd("info", model_path)
+    assert len(full.stdout) > 65536
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastgd", "info", str(model_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    first = process.stdout.readline()
+    process.stdout.close()  # the reader leaves after one line
+    _, err = process.communicate(timeout=120)
+    assert first.startswith(b"model file")
+    assert process.returncode == 0
+    assert b"Broken pipe" not in err and b"Traceback" not in err

@@ -758,12 +758,10 @@ _TRAIN_OPTIONS = {
 
 
 def _fit_defaults() -> dict:
-    import inspect
-
     from . import engine
 
-    parameters = inspect.signature(engine.fit).parameters
-    return {name: parameters[name].default for name in _TRAIN_OPTIONS.values()}
+    defaults = engine.fit_defaults()
+    return {name: defaults[name] for name in _TRAIN_OPTIONS.values()}
 
 
 def _has_validation_fraction() -> bool:

@@ -59,20 +59,7 @@ STEP_RETRIES = 3
 RETRY_PAUSE = 1.0
 
 
-def _fit_defaults() -> dict:
-    import inspect
-
-    skip = {"X", "y", "sample_weight", "coef_init", "intercept_init", "average_coef_init",
-            "average_intercept_init", "normalize_weights", "classes",
-            "validation_score"}  # fmt: skip
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(engine.fit).parameters.items()
-        if name not in skip
-    }
-
-
-_FIT_DEFAULTS = _fit_defaults()
+_FIT_DEFAULTS = engine.fit_defaults(exclude=("validation_score",))
 
 
 def _lost_errors() -> tuple:

@@ -192,6 +192,42 @@ class _Plan:
     divergence_checks: str = "all"
 
 
+#: ``fit``'s arguments that are data or a fit's starting state rather than options.
+DATA_ARGUMENTS = frozenset(
+    {"X", "y", "sample_weight", "coef_init", "intercept_init", "average_coef_init",
+     "average_intercept_init", "normalize_weights", "classes"}
+)  # fmt: skip
+
+
+def fit_defaults(exclude=()) -> dict:
+    """``fastgd.fit``'s options and their defaults (read from its signature, so the CSV and
+    Dask trainers and the command line stay in step with it), less ``DATA_ARGUMENTS`` and
+    ``exclude``."""
+    import inspect
+
+    skip = DATA_ARGUMENTS | set(exclude)
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(fit).parameters.items()
+        if name not in skip
+    }
+
+
+def concurrent_fits(workers: int) -> int:
+    """How many fits may run at once in threads: ``workers``, or 1 under Numba's
+    ``workqueue`` threading layer, which aborts the process when two threads launch parallel
+    kernels at the same time (the OpenMP and TBB layers are thread-safe). The layer is known
+    once a parallel kernel has run; until then the thread-safe layers are assumed, as Numba
+    picks TBB or OpenMP first when either is installed."""
+    if workers <= 1:
+        return 1
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return workers
+    return 1 if layer == "workqueue" else workers
+
+
 def _shuffle_mode(shuffle) -> int:
     if isinstance(shuffle, (bool, np.bool_)):
         return options.SHUFFLE_FULL if shuffle else options.SHUFFLE_NONE

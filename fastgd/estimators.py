@@ -13,6 +13,7 @@ parallel threads (``n_jobs``), the kernels releasing the GIL.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import sys
 import time
@@ -161,16 +162,19 @@ class _BaseSGD(BaseEstimator):
         common = self._engine_options()
         callback = self._verbose_callback() if self.verbose else None
 
+        if split is not None:  # one copy of each part of X, shared by every sub-problem
+            train, held_out = split
+            X_train, X_held_out = X[train], X[held_out]
+
         def run(i):
             y_i, multiplier, classes_i = problems[i]
             weights = multiplier if sample_weight is None else sample_weight * multiplier
             X_fit, y_fit, w_fit = X, y_i, weights
             validation_score = None
             if split is not None:
-                train, held_out = split
-                X_fit, y_fit, w_fit = X[train], y_i[train], weights[train]
+                X_fit, y_fit, w_fit = X_train, y_i[train], weights[train]
                 validation_score = self._validation_scorer(
-                    X[held_out], y_i[held_out], weights[held_out], classes_i
+                    X_held_out, y_i[held_out], weights[held_out], classes_i
                 )
             return engine.fit(
                 X_fit, y_fit, **common, max_iter=max_iter, tol=tol, sample_weight=w_fit,
@@ -181,7 +185,7 @@ class _BaseSGD(BaseEstimator):
                 validation_score=validation_score, classes=classes_i, callback=callback,
             )  # fmt: skip
 
-        workers = _worker_count(n_jobs, k)
+        workers = engine.concurrent_fits(_worker_count(n_jobs, k))
         if workers > 1:
             threads = max(1, numba.get_num_threads() // workers)
 
@@ -346,6 +350,24 @@ class _BaseSGD(BaseEstimator):
         return self
 
 
+def _keeps_model_on_error(method):
+    """A fit or partial_fit that fails leaves the estimator as it was: every attribute it
+    set on the way (classes, the multi-output flag, the loss curve so far) is taken back,
+    so the model the user had still predicts as before and the next call starts from it."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        before = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    return guarded
+
+
 def _worker_count(n_jobs, tasks: int) -> int:
     """Threads for ``tasks`` sub-problems (``n_jobs=None`` is 1 outside a joblib context)."""
     return max(1, min(tasks, effective_n_jobs(n_jobs)))
@@ -500,6 +522,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
 
         return score
 
+    @_keeps_model_on_error
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         """Fit the model with ``max_iter`` epochs at most (fewer when ``tol`` is met).
 
@@ -532,6 +555,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         self._finish_fit()
         return self
 
+    @_keeps_model_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``X``, continuing from the current model (the step counter
         ``t_`` goes on across calls)."""
@@ -684,6 +708,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     def _class_weight(self, y):
         return compute_class_weight(self.class_weight, classes=self.classes_, y=y)
 
+    @_keeps_model_on_error
     def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
         """Fit the model with ``max_iter`` epochs at most (fewer when ``tol`` is met).
 
@@ -725,6 +750,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         self._finish_fit()
         return self
 
+    @_keeps_model_on_error
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over ``X``, continuing from the current model.
 

@@ -25,9 +25,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
-from . import options, reference
+from . import engine, options, reference
 from ._validation import check_binary_labels, check_sample_weight, check_scalar, check_X
 from .engine import FitResult, fit
 from .errors import DivergenceError
@@ -366,17 +367,23 @@ def sweep(
     if n_jobs is None:
         n_jobs = (os.cpu_count() or 1) if X.size >= PARALLEL_MIN_VALUES else 1
     n_jobs = check_scalar(n_jobs, "n_jobs", kind="int", low=1)
-    n_jobs = min(n_jobs, len(combinations))
+    n_jobs = engine.concurrent_fits(min(n_jobs, len(combinations)))
+    threads = max(1, numba.get_num_threads() // n_jobs)
 
     def run(combination):
         strategy, size, rate = combination
         return _one_run(X, y, strategy, size, rate, seed, fit_options)
 
+    def run_in_thread(combination):
+        # Numba's thread count is per calling thread: share the cores out among the fits.
+        numba.set_num_threads(threads)
+        return run(combination)
+
     if n_jobs == 1:
         runs = [run(combination) for combination in combinations]
     else:
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            runs = list(pool.map(run, combinations))  # map keeps the order
+            runs = list(pool.map(run_in_thread, combinations))  # map keeps the order
     return SweepResult(runs=runs, random_state=seed, fit_options=dict(fit_options))
 
 

@@ -3,8 +3,9 @@
 The file is read once, in blocks (``fastgd.io.iter_csv``: parsed on a background thread
 while this thread works on the previous block). That first pass writes the binary cache
 (``fastgd.io.BlockCache``) and gathers what training needs before its first step: the row
-count, the classes, the largest row norm and a uniform sample of rows (for
-``learning_rate="auto"``), and the feature means and scales (for ``standardize``). Every
+count, the classes, the largest row norm, the zero model's loss and a uniform sample of rows
+(for ``learning_rate="auto"``), and the feature means and scales (for ``standardize``; the
+row norms of the scaled rows then take one pass over the cache). Every
 epoch then reads the memory-mapped cache block by block, through the engine's own epoch
 loop (:func:`fastgd.engine._run`): this module supplies the engine a data source whose
 epochs run the same kernels on one block at a time, so memory is bounded by the block size,
@@ -65,6 +66,8 @@ class StreamStats:
     from_cache: bool = False
     seconds: float = 0.0
     n_validation: int = 0
+    #: Σ L(0, y) over the training rows: the zero model's loss.
+    zero_loss: float = 0.0
 
 
 def held_out(lines: np.ndarray, fraction: float) -> np.ndarray:
@@ -130,10 +133,14 @@ class _Sampler:
 
 def _first_pass(
     schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardize, loss, rng, progress,
-    validation_fraction, sample_rows,
+    validation_fraction, sample_rows, fit_intercept, epsilon,
 ) -> tuple[BlockCache, StreamStats]:  # fmt: skip
     """Read the CSV once (or its valid cache), write the cache, and gather the statistics
-    (the feature moments only with ``standardize``, the row sample only for ``auto``)."""
+    (the feature moments only with ``standardize``, the row sample only for ``auto``). The
+    largest row norm and the zero model's loss come from this pass too, unless the features
+    are standardised (then from the scaled rows, in one later pass)."""
+    no_weights = np.empty(0)
+    extra = 1.0 if fit_intercept else 0.0
     started = time.perf_counter()
     stats = StreamStats(n_features=len(schema.feature_names))
     stats.feature_names = list(schema.feature_names)
@@ -155,8 +162,16 @@ def _first_pass(
                 return
         if standardize:
             moments.add(X)
+        else:
+            rows = np.ascontiguousarray(X)
+            _, _, norm = scan_rows(rows, no_weights, extra)
+            stats.max_row_norm = max(stats.max_row_norm, float(norm))
         if sample_rows:
             sampler.add(X)
+        if not loss.classification:
+            zeros = np.zeros(X.shape[0], dtype=X.dtype)
+            stats.zero_loss += loss_sum(zeros, np.ascontiguousarray(y), no_weights, loss.code,
+                                        epsilon)  # fmt: skip
         if loss.classification:
             labels.update(np.unique(y).tolist())
             if len(labels) > 2:
@@ -217,6 +232,9 @@ def _first_pass(
                 path=schema.path, column=schema.target,
             )  # fmt: skip
         stats.labels = found
+        # Margin losses take the same value at a zero score for either label.
+        one = np.ones(1, dtype=dtype)
+        stats.zero_loss = stats.n_rows * loss_sum(one * 0, one, no_weights, loss.code, epsilon)
     if standardize:
         stats.mean, stats.scale = moments.mean, moments.scale()
     sample = sampler.rows
@@ -303,6 +321,8 @@ class _BlockSource:
 
     def max_row_norm(self, fit_intercept: bool) -> float:
         """The largest ``‖x‖² (+1)`` over the data (a pass over the cache, once)."""
+        if self.stats.mean is None:  # found by the first pass
+            return self.stats.max_row_norm
         if not hasattr(self, "_max_row_norm"):
             extra = 1.0 if fit_intercept else 0.0
             self._max_row_norm = 0.0
@@ -324,9 +344,11 @@ class _BlockSource:
         )  # fmt: skip
 
     def explosion_scale(self, plan) -> float:
+        moved = bool(plan.coef.any() or plan.intercept != 0.0)
+        if not moved:  # the zero model's loss came from the first pass
+            return self.stats.zero_loss / self.n_rows
         zero_model = 0.0
         start = 0.0
-        moved = bool(plan.coef.any() or plan.intercept != 0.0)
         for X, y in self._blocks():
             scores = np.zeros(X.shape[0], dtype=self.dtype)
             zero_model += loss_sum(scores, y, self.no_weights, plan.loss.code, plan.epsilon)
@@ -561,6 +583,7 @@ def fit_csv(
         on_bad_rows=on_bad_rows, standardize=standardize, loss=resolved["loss"],
         rng=resolved["rng"], progress=progress, validation_fraction=validation_fraction,
         sample_rows=engine.AUTO_SAMPLE_ROWS if resolved["schedule"].name == "auto" else 0,
+        fit_intercept=resolved["fit_intercept"], epsilon=resolved["epsilon"],
     )  # fmt: skip
     if on_first_pass is not None:
         on_first_pass(stats)
@@ -603,17 +626,5 @@ def fit_csv(
     return result
 
 
-#: fastgd.fit's defaults for the options fit_csv passes on (read from its signature).
-def _fit_defaults() -> dict:
-    import inspect
-
-    skip = {"X", "y", "sample_weight", "coef_init", "intercept_init", "average_coef_init",
-            "average_intercept_init", "normalize_weights", "classes"}  # fmt: skip
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(engine.fit).parameters.items()
-        if name not in skip
-    }
-
-
-_FIT_DEFAULTS = _fit_defaults()
+#: fastgd.fit's options and defaults, which fit_csv passes on.
+_FIT_DEFAULTS = engine.fit_defaults()

@@ -213,6 +213,28 @@ def fit_defaults(exclude=()) -> dict:
     }
 
 
+def class_probabilities(scores: np.ndarray, loss: str) -> np.ndarray:
+    """Class probabilities from decision values of shape (n, 1) (binary) or (n, k)
+    (one-vs-rest): the logistic function for ``log_loss``, ``(clip(d, -1, 1) + 1) / 2`` for
+    ``modified_huber`` (scikit-learn's formulas); one-vs-rest values are normalised to sum
+    to 1 (uniform where every problem says "not me"). Shared by the estimators and saved
+    models."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if loss == "log_loss":
+        with np.errstate(over="ignore"):
+            positive = 1.0 / (1.0 + np.exp(-scores))
+    else:
+        positive = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
+    if positive.shape[1] == 1:
+        return np.hstack([1.0 - positive, positive])
+    total = positive.sum(axis=1, keepdims=True)
+    empty = total[:, 0] == 0
+    if empty.any():
+        positive[empty] = 1.0
+        total[empty] = positive.shape[1]
+    return positive / total
+
+
 def concurrent_fits(workers: int) -> int:
     """How many fits may run at once in threads: ``workers``, or 1 under Numba's
     ``workqueue`` threading layer, which aborts the process when two threads launch parallel

@@ -826,20 +826,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         """Class probabilities, shape (n, n_classes), for ``log_loss`` (the logistic
         function of the decision value; one-vs-rest values normalised to sum to 1) and
         ``modified_huber`` (``(clip(d, -1, 1) + 1) / 2``, normalised likewise)."""
-        scores = self._scores(X).astype(np.float64)
-        if self.loss == "log_loss":
-            with np.errstate(over="ignore"):
-                positive = 1.0 / (1.0 + np.exp(-scores))
-        else:
-            positive = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
-        if positive.shape[1] == 1:
-            return np.hstack([1.0 - positive, positive])
-        total = positive.sum(axis=1, keepdims=True)
-        empty = total[:, 0] == 0
-        if empty.any():  # every one-vs-rest problem says "not me": uniform
-            positive[empty] = 1.0
-            total[empty] = positive.shape[1]
-        return positive / total
+        return engine.class_probabilities(self._scores(X), self.loss)
 
     @available_if(_check_proba)
     def predict_log_proba(self, X):

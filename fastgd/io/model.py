@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import engine
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -311,20 +313,7 @@ class Model:
                 f"probability estimates are not available for loss={self.loss!r}; they need "
                 "a classifier trained with loss='log_loss' or 'modified_huber'."
             )
-        scores = self._scores(X).astype(np.float64)
-        if self.loss == "log_loss":
-            with np.errstate(over="ignore"):
-                positive = 1.0 / (1.0 + np.exp(-scores))
-        else:
-            positive = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
-        if positive.shape[1] == 1:
-            return np.hstack([1.0 - positive, positive])
-        total = positive.sum(axis=1, keepdims=True)
-        empty = total[:, 0] == 0
-        if empty.any():
-            positive[empty] = 1.0
-            total[empty] = positive.shape[1]
-        return positive / total
+        return engine.class_probabilities(self._scores(X), self.loss)
 
     # -- file contents
     def metadata(self) -> dict:

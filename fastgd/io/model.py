@@ -182,14 +182,18 @@ class Model:
         self.feature_names = None if feature_names is None else [str(n) for n in feature_names]
         if self.feature_names is not None and len(self.feature_names) != self.n_features:
             raise ValueError(
-                f"{len(self.feature_names)} feature names for {self.n_features} weights."
+                f"feature_names has {len(self.feature_names)} names for {self.n_features} "
+                "weights in coef."
             )
         self.target = target
         if scaler is not None:
             mean = np.asarray(scaler["mean"], dtype=np.float64).reshape(-1)
             scale = np.asarray(scaler["scale"], dtype=np.float64).reshape(-1)
             if mean.shape[0] != self.n_features or scale.shape[0] != self.n_features:
-                raise ValueError("the scaler's mean and scale need one value per feature.")
+                raise ValueError(
+                    f"scaler_mean and scaler_scale need one value per feature "
+                    f"({self.n_features}); they have {mean.shape[0]} and {scale.shape[0]}."
+                )
             scaler = {"mean": mean, "scale": scale}
         self.scaler = scaler
         self.options = dict(options or {})
@@ -294,7 +298,8 @@ class Model:
         _check_feature_names(self.feature_names, self.n_features)
         if self.scaler is not None:
             _check_scaler(self.scaler, self.n_features)
-            coef, intercept = self.raw_weights()
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                coef, intercept = self.raw_weights()
             if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
                 raise ValueError(
                     "coef / scaler_scale overflows: the weights on the raw features are not finite."
@@ -727,6 +732,13 @@ class _Invalid(ValueError):
     """What is wrong with a model file; :func:`load` adds the path."""
 
 
+def _error_text(error: BaseException) -> str:
+    """``zlib.error: Error -3 ...``: the exception's qualified name and message."""
+    kind = type(error)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    return f"{module}{kind.__qualname__}: {error}"
+
+
 def _json_type(value) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
@@ -767,9 +779,7 @@ def _member_bytes(archive: zipfile.ZipFile, member: str) -> bytes:
     try:
         return archive.read(member)  # checks the member's CRC
     except _READ_ERRORS as error:
-        raise _Invalid(
-            f"the member {member} is damaged ({type(error).__name__}: {error})."
-        ) from None
+        raise _Invalid(f"the member {member} is damaged ({_error_text(error)}).") from None
 
 
 def _parse_npy(member: str, data: bytes) -> np.ndarray:
@@ -1000,6 +1010,6 @@ def load(path) -> Model:
             model.validate()
         except (*_READ_ERRORS, TypeError) as error:
             ours = type(error) in (_Invalid, ValueError)  # fastgd's messages, self-explaining
-            reason = str(error) if ours else f"{type(error).__name__}: {error}"
+            reason = str(error) if ours else _error_text(error)
             raise ModelFormatError(f"{path}: not a valid fastgd model: {reason}") from None
     return model

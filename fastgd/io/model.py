@@ -21,6 +21,14 @@ Members:
 ``validation_scores.npy`` the held-out score per epoch (optional)
 ========================  =================================================================
 
+``load`` trusts nothing in a file: it checks that it is a zip archive, that every member
+the metadata calls for is there and readable, the JSON types of the metadata's fields, the
+dtypes (real floating-point weights; no objects, strings, booleans or complex numbers), that
+the shapes of coef, intercept, classes, feature names and scaler agree, that the weights are
+finite, and that the loss, kind and format version are known; any problem is a
+``ModelFormatError`` "PATH: not a valid fastgd model: <what is wrong>". Each check is linear
+in the number of features.
+
 The format version is ``MAJOR.MINOR``: a reader loads any file of its own major version
 (minor versions only add members or metadata keys, which older readers ignore) and refuses
 a newer major version with a message saying which fastgd can read it.
@@ -510,7 +518,7 @@ def _check_feature_names(names, n_features: int) -> None:
     if names is None:
         return
     if len(names) != n_features:
-        raise ValueError(f"{len(names)} feature_names for {n_features} weights in coef.")
+        raise ValueError(f"feature_names has {len(names)} names for {n_features} weights in coef.")
     seen: set[str] = set()
     for name in names:
         if name in seen:

@@ -288,8 +288,11 @@ def test_the_edits_alone_keep_a_model_valid(tmp_path, saved):
 def test_files_that_are_no_archive(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("x,y\n1,2\n")
-    with pytest.raises(ModelFormatError, match=r"notes\.txt: not a valid .*not a zip archive"):
+    with pytest.raises(
+        ModelFormatError, match=r"notes\.txt: not a valid .*not a zip archive"
+    ) as error:
         fastgd.load(text)
+    assert "allow_pickle" not in str(error.value)  # numpy's advice does not apply
     empty = tmp_path / "empty.npz"
     empty.write_bytes(b"")
     with pytest.raises(ModelFormatError, match=r"empty\.npz: not a valid .*an empty file"):
@@ -303,6 +306,20 @@ def test_files_that_are_no_archive(tmp_path):
     with pytest.raises(OSError, match=r"cannot open the model file") as error:
         fastgd.load(tmp_path)
     assert not isinstance(error.value, ModelFormatError)
+
+
+def test_a_damaged_member_is_named(tmp_path, saved):
+    data = bytearray(saved["regressor"])
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = archive.getinfo("coef.npy")
+    # the local header: 30 bytes, the name, the extra field; then the compressed data
+    start = info.header_offset + 30 + len(info.filename)
+    start += int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    data[start + info.compress_size // 2] ^= 0x10
+    path = tmp_path / "damaged.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match=r"damaged\.npz: .*the member coef\.npy is damaged"):
+        fastgd.load(path)
 
 
 def loads_or_refuses(path, X, predicted: set) -> bool:

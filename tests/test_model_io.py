@@ -185,11 +185,16 @@ def test_a_newer_major_version_is_refused_and_a_newer_minor_read(tmp_path):
 def test_files_that_are_not_models_are_named(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(model_io.ModelFormatError, match=r"notes\.txt: not a fastgd model"):
+    with pytest.raises(
+        model_io.ModelFormatError, match=r"notes\.txt: not a valid fastgd model: not a zip"
+    ):
         fastgd.load(text)
     other = tmp_path / "arrays.npz"
     np.savez(other, a=np.arange(3))
-    with pytest.raises(model_io.ModelFormatError, match=r"arrays\.npz: not a fastgd model"):
+    with pytest.raises(
+        model_io.ModelFormatError,
+        match=r"arrays\.npz: not a valid fastgd model: .*metadata\.json is missing",
+    ):
         fastgd.load(other)
     with pytest.raises(FileNotFoundError, match=r"missing\.npz"):
         fastgd.load(tmp_path / "missing.npz")

@@ -21,6 +21,14 @@ Members:
 ``validation_scores.npy`` the held-out score per epoch (optional)
 ========================  =================================================================
 
+``load`` trusts nothing in a file: it checks that it is a zip archive, that every member
+the metadata calls for is there and readable, the JSON types of the metadata's fields, the
+dtypes (real floating-point weights; no objects, strings, booleans or complex numbers), that
+the shapes of coef, intercept, classes, feature names and scaler agree, that the weights are
+finite, and that the loss, kind and format version are known; any problem is a
+``ModelFormatError`` "PATH: not a valid fastgd model: <what is wrong>". Each check is linear
+in the number of features.
+
 The format version is ``MAJOR.MINOR``: a reader loads any file of its own major version
 (minor versions only add members or metadata keys, which older readers ignore) and refuses
 a newer major version with a message saying which fastgd can read it.
@@ -34,11 +42,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import json
 import math
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -179,14 +190,18 @@ class Model:
         self.feature_names = None if feature_names is None else [str(n) for n in feature_names]
         if self.feature_names is not None and len(self.feature_names) != self.n_features:
             raise ValueError(
-                f"{len(self.feature_names)} feature names for {self.n_features} weights."
+                f"feature_names has {len(self.feature_names)} names for {self.n_features} "
+                "weights in coef."
             )
         self.target = target
         if scaler is not None:
             mean = np.asarray(scaler["mean"], dtype=np.float64).reshape(-1)
             scale = np.asarray(scaler["scale"], dtype=np.float64).reshape(-1)
             if mean.shape[0] != self.n_features or scale.shape[0] != self.n_features:
-                raise ValueError("the scaler's mean and scale need one value per feature.")
+                raise ValueError(
+                    f"scaler_mean and scaler_scale need one value per feature "
+                    f"({self.n_features}); they have {mean.shape[0]} and {scale.shape[0]}."
+                )
             scaler = {"mean": mean, "scale": scale}
         self.scaler = scaler
         self.options = dict(options or {})
@@ -236,22 +251,33 @@ class Model:
             return raw[0], float(raw_intercepts[0])
         return raw, raw_intercepts
 
-    # -- prediction
+    # -- checks
+    def check_feature_count(self, n_columns: int) -> None:
+        """Raise ValueError unless the data has ``n_columns == n_features`` columns; for a
+        model saved without feature names the message says why the counts must match."""
+        if int(n_columns) == self.n_features:
+            return
+        message = f"the model has {self.n_features} features but the data has {n_columns} columns"
+        if self.feature_names is None:
+            message += (
+                "; the model was saved without feature names, so columns are taken in order "
+                "and the counts must match"
+            )
+        raise ValueError(message + ".")
+
     def check_features(self, names: Sequence[str]) -> None:
         """Raise ValueError unless ``names`` are the model's feature names, in order; the
-        message names the missing, extra or reordered columns."""
+        message names the missing, extra or reordered columns. A model saved without feature
+        names checks the count only (:meth:`check_feature_count`)."""
         names = [str(name) for name in names]
         if self.feature_names is None:
-            if len(names) != self.n_features:
-                raise ValueError(
-                    f"the data has {len(names)} features; the model was fitted with "
-                    f"{self.n_features}."
-                )
+            self.check_feature_count(len(names))
             return
         if names == self.feature_names:
             return
-        missing = [name for name in self.feature_names if name not in names]
-        extra = [name for name in names if name not in self.feature_names]
+        given, known = set(names), set(self.feature_names)  # sets: linear in the features
+        missing = [name for name in self.feature_names if name not in given]
+        extra = [name for name in names if name not in known]
         problems = []
         if missing:
             problems.append(f"missing {_shown(missing)}")
@@ -269,6 +295,25 @@ class Model:
             + f". The model's features: {_shown(self.feature_names)}."
         )
 
+    def validate(self) -> None:
+        """Raise ValueError, naming the field, unless the model is one fastgd can use: a
+        known kind and loss, finite real weights, and coef, intercept, classes, feature
+        names and scaler of consistent shapes. :func:`load` runs it on every file and
+        :func:`save` before writing one."""
+        _check_kind_and_loss(self.kind, self.loss)
+        _check_weights(self.coef, self.intercept)
+        _check_classes(self)
+        _check_feature_names(self.feature_names, self.n_features)
+        if self.scaler is not None:
+            _check_scaler(self.scaler, self.n_features)
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                coef, intercept = self.raw_weights()
+            if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+                raise ValueError(
+                    "coef / scaler_scale overflows: the weights on the raw features are not finite."
+                )
+
+    # -- prediction
     def _scores(self, X) -> np.ndarray:
         """(n, k) decision values, one parallel pass over X per output."""
         from .._kernels.epochs import predict
@@ -394,6 +439,105 @@ def _json_safe(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return repr(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of a model's contents (Model.validate)
+# ---------------------------------------------------------------------------------------------
+
+MODEL_KINDS = ("classifier", "regressor")
+
+
+def _check_kind_and_loss(kind, loss) -> None:
+    from .. import options as option_table
+
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {_shown(MODEL_KINDS)}.")
+    losses = {entry.name: entry for entry in option_table.LOSSES}
+    if loss not in losses:
+        raise ValueError(f"loss {loss!r} is not one of fastgd's losses ({_shown(list(losses))}).")
+    if kind == "regressor" and losses[loss].classification:
+        raise ValueError(f"a regressor with the classification loss {loss!r}.")
+
+
+def _check_finite(name: str, values: np.ndarray) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = np.unravel_index(int(np.flatnonzero(bad)[0]), values.shape)
+        where = first[0] if len(first) == 1 else tuple(int(i) for i in first)
+        raise ValueError(
+            f"{name} holds {int(bad.sum())} non-finite value(s) (NaN or infinity), the first "
+            f"at index {where}."
+        )
+
+
+def _check_weights(coef: np.ndarray, intercept) -> None:
+    if coef.dtype not in (np.float32, np.float64):
+        raise ValueError(f"coef has dtype {coef.dtype}; expected float32 or float64.")
+    if coef.ndim not in (1, 2) or 0 in coef.shape:
+        raise ValueError(f"coef has shape {coef.shape}; expected (d,) or (k, d), d, k >= 1.")
+    intercept = np.asarray(intercept)
+    outputs = 1 if coef.ndim == 1 else coef.shape[0]
+    if intercept.size != outputs:
+        raise ValueError(
+            f"intercept has {intercept.size} value(s) for {outputs} weight vector(s) in coef."
+        )
+    _check_finite("coef", coef)
+    _check_finite("intercept", intercept)
+
+
+def _check_classes(model: Model) -> None:
+    classes, coef = model.classes, model.coef
+    if model.kind == "regressor":
+        if classes is not None:
+            raise ValueError("a regressor with class labels (classes).")
+        return
+    if classes is None:
+        raise ValueError("a classifier without class labels (classes).")
+    if classes.ndim != 1 or classes.shape[0] < 2:
+        raise ValueError(f"classes has shape {classes.shape}; expected two labels or more.")
+    if classes.dtype.kind == "f":
+        _check_finite("classes", classes)
+    ordered = np.unique(classes)
+    if ordered.shape[0] != classes.shape[0]:
+        raise ValueError("classes holds the same label twice.")
+    count = classes.shape[0]
+    if count == 2 and coef.ndim != 1:
+        raise ValueError(f"a binary classifier needs one weight vector; coef has {coef.shape}.")
+    if count > 2:
+        if coef.ndim != 2 or coef.shape[0] != count:
+            raise ValueError(
+                f"{count} classes need one weight vector each; coef has shape {coef.shape}."
+            )
+        # evaluate and the estimators look labels up by binary search
+        if not np.array_equal(ordered, classes):
+            raise ValueError("the classes of a multiclass model must be sorted.")
+
+
+def _check_feature_names(names, n_features: int) -> None:
+    if names is None:
+        return
+    if len(names) != n_features:
+        raise ValueError(f"feature_names has {len(names)} names for {n_features} weights in coef.")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"feature_names holds {name!r} twice.")
+        seen.add(name)
+
+
+def _check_scaler(scaler: dict, n_features: int) -> None:
+    for key in ("mean", "scale"):
+        values = scaler[key]
+        if values.shape != (n_features,):
+            raise ValueError(
+                f"scaler_{key} has shape {values.shape}; expected ({n_features},), one value "
+                "per feature."
+            )
+        _check_finite(f"scaler_{key}", values)
+    if not (scaler["scale"] > 0).all():
+        first = int(np.flatnonzero(~(scaler["scale"] > 0))[0])
+        raise ValueError(f"scaler_scale must be positive; index {first} is not.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,86 +684,340 @@ def save(model, path, *, feature_names=None, target=None, options=None, summary=
     )
     model.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     path = Path(path)
+    try:  # never write a file that load would refuse
+        model.validate()
+    except ValueError as error:
+        raise ValueError(f"cannot save the model to {path}: {error}") from None
     with atomic_file(path, "wb") as handle:
         _write_members(handle, model)
     return path
 
 
-def _parse_version(text, path) -> tuple[int, int]:
+# ---------------------------------------------------------------------------------------------
+# Reading a model file: every member and field is checked before a Model is made of it
+# ---------------------------------------------------------------------------------------------
+
+#: What reading a damaged archive or member may raise: zipfile's and zlib's own errors,
+#: truncation (EOFError, OSError), a flipped compression method (NotImplementedError) or
+#: encryption flag (RuntimeError), garbled header fields (struct.error, OverflowError,
+#: ValueError), undecodable text (UnicodeDecodeError, a ValueError).
+_READ_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, ValueError,
+    NotImplementedError, RuntimeError, struct.error, OverflowError,
+)  # fmt: skip
+
+_NULL = type(None)
+#: metadata.json's fields in format 1.0 (later minor versions may add more, which are
+#: ignored): name -> (the JSON types allowed, required).
+_METADATA_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "format": ((str,), True),
+    "format_version": ((str,), True),
+    "fastgd_version": ((str,), True),
+    "kind": ((str,), True),
+    "loss": ((str,), True),
+    "dtype": ((str,), True),
+    "coef_shape": ((list,), True),
+    "feature_names": ((list, _NULL), True),
+    "standardized": ((bool,), True),
+    "created": ((str, _NULL), False),
+    "target": ((str, _NULL), False),
+    "options": ((dict,), False),
+    "summary": ((dict,), False),
+}
+_JSON_TYPE_NAMES = {
+    dict: "an object", list: "a list", str: "a string", bool: "true or false",
+    int: "a number", float: "a number", _NULL: "null",
+}  # fmt: skip
+#: The floating-point members: weights, scaler and curves.
+_REAL_MEMBERS = ("coef", "intercept", "scaler_mean", "scaler_scale", *_SUMMARY_ARRAYS)
+_DTYPE_KINDS = {
+    "b": "booleans", "i": "integers", "u": "integers", "f": "floating-point numbers",
+    "c": "complex numbers", "U": "strings", "S": "byte strings",
+}  # fmt: skip
+
+
+class _Invalid(ValueError):
+    """What is wrong with a model file; :func:`load` adds the path."""
+
+
+def _error_text(error: BaseException) -> str:
+    """``zlib.error: Error -3 ...``: the exception's qualified name and message."""
+    kind = type(error)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    return f"{module}{kind.__qualname__}: {error}"
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...]"
+
+
+@contextlib.contextmanager
+def _open_archive(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The model file as an open zip archive; OSError (FileNotFoundError, ...) naming the
+    path when it cannot be opened, ModelFormatError when it is not a zip archive."""
     try:
-        major, minor = (int(part) for part in str(text).split("."))
-    except ValueError:
-        raise ModelFormatError(
-            f"{path}: unreadable format version {text!r} in the model file."
+        handle = open(path, "rb")  # closed by the with below
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such model file.") from None
+    except OSError as error:
+        raise type(error)(
+            f"{path}: cannot open the model file ({error.strerror or error})."
         ) from None
+    with handle:
+        try:
+            archive = zipfile.ZipFile(handle)
+        except _READ_ERRORS as error:
+            what = (
+                "an empty file" if os.fstat(handle.fileno()).st_size == 0 else "not a zip archive"
+            )
+            raise ModelFormatError(
+                f"{path}: not a valid fastgd model: {what} ({error}); a model is the numpy .npz "
+                "archive that fastgd.save or `fastgd train --model` writes."
+            ) from None
+        with archive:
+            yield archive
+
+
+def _member_bytes(archive: zipfile.ZipFile, member: str) -> bytes:
+    try:
+        return archive.read(member)  # checks the member's CRC
+    except _READ_ERRORS as error:
+        raise _Invalid(f"the member {member} is damaged ({_error_text(error)}).") from None
+
+
+def _parse_npy(member: str, data: bytes) -> np.ndarray:
+    """The array of a ``.npy`` member, read without pickle and without trusting its header:
+    the dtype must be plain numbers or strings and the data exactly as long as the shape
+    says (a header claiming a huge shape allocates nothing)."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise _Invalid(f".npy format version {version[0]}.{version[1]} is not supported")
+    except (ValueError, TypeError, SyntaxError, struct.error) as error:
+        raise _Invalid(f"the member {member} is not a readable .npy array ({error}).") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in _DTYPE_KINDS:
+        raise _Invalid(
+            f"the member {member} holds {dtype} values; a model holds numbers and strings only "
+            "(never Python objects, which would need pickle)."
+        )
+    if dtype.itemsize == 0 or any(size < 0 for size in shape):
+        raise _Invalid(f"the member {member} has an invalid shape {shape} or dtype {dtype}.")
+    count = math.prod(shape)
+    offset = stream.tell()
+    if len(data) - offset != count * dtype.itemsize:
+        raise _Invalid(
+            f"the member {member} holds {len(data) - offset} bytes of data; its header "
+            f"(shape {shape}, {dtype}) says {count * dtype.itemsize}."
+        )
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    array = flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape)
+    # a native-order copy of its own: writable, and what the kernels expect
+    return np.ascontiguousarray(array, dtype=dtype.newbyteorder("="))
+
+
+def _read_metadata(archive: zipfile.ZipFile, names: set[str]):
+    if METADATA_MEMBER not in names:
+        numpy_archive = any(name.endswith(".npy") for name in names)
+        raise _Invalid(
+            f"the member {METADATA_MEMBER} is missing"
+            + ("; a numpy archive, but not one fastgd.save wrote." if numpy_archive else ".")
+        )
+    data = _member_bytes(archive, METADATA_MEMBER)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSON errors
+        raise _Invalid(f"{METADATA_MEMBER} is not valid UTF-8 JSON ({error}).") from None
+
+
+def _check_field(metadata: dict, field: str) -> None:
+    types, required = _METADATA_FIELDS[field]
+    if field not in metadata:
+        if required:
+            raise _Invalid(f"{METADATA_MEMBER}: the field {field!r} is missing.")
+        return
+    value = metadata[field]
+    # JSON's true and false are Python bools, which are also ints
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        expected = " or ".join(dict.fromkeys(_JSON_TYPE_NAMES[kind] for kind in types))
+        raise _Invalid(
+            f"{METADATA_MEMBER}: the field {field!r} must be {expected}; got {_json_type(value)} "
+            f"({_short(value)})."
+        )
+
+
+def _check_version(metadata: dict) -> tuple[int, int]:
+    _check_field(metadata, "format_version")
+    text = metadata["format_version"]
+    parts = text.split(".")
+    if len(parts) != 2 or not all(part.isascii() and part.isdigit() for part in parts):
+        raise _Invalid(
+            f"{METADATA_MEMBER}: the field 'format_version' is {_short(text)}; expected "
+            "MAJOR.MINOR such as '1.0'."
+        )
+    major, minor = int(parts[0]), int(parts[1])
+    if major > FORMAT_VERSION[0]:
+        raise _Invalid(
+            f"model format version {major}.{minor} (written by fastgd "
+            f"{metadata.get('fastgd_version')}) is newer than this fastgd reads "
+            f"({FORMAT_VERSION[0]}.x); upgrade fastgd to load it."
+        )
+    if major < FORMAT_VERSION[0]:
+        raise _Invalid(
+            f"model format version {major}.{minor} is not one fastgd ever wrote (this fastgd "
+            f"reads {FORMAT_VERSION[0]}.x)."
+        )
     return major, minor
 
 
+def _check_metadata(metadata) -> tuple[int, int]:
+    """The format version, once metadata.json's fields have the right JSON types and values."""
+    if not isinstance(metadata, dict):
+        raise _Invalid(f"{METADATA_MEMBER} holds {_json_type(metadata)}, not an object.")
+    if metadata.get("format") != FORMAT_NAME:
+        raise _Invalid(
+            f"{METADATA_MEMBER}: the field 'format' is {_short(metadata.get('format'))}, not "
+            f"{FORMAT_NAME!r}; not a file fastgd.save wrote."
+        )
+    version = _check_version(metadata)
+    for field in _METADATA_FIELDS:
+        _check_field(metadata, field)
+    try:
+        _check_kind_and_loss(metadata["kind"], metadata["loss"])
+    except ValueError as error:
+        raise _Invalid(f"{METADATA_MEMBER}: {error}") from None
+    for index, name in enumerate(metadata["feature_names"] or ()):
+        if not isinstance(name, str):
+            raise _Invalid(
+                f"{METADATA_MEMBER}: the field 'feature_names' must be a list of strings; "
+                f"item {index} is {_json_type(name)} ({_short(name)})."
+            )
+    shape = metadata["coef_shape"]
+    if not 1 <= len(shape) <= 2 or not all(type(size) is int and size > 0 for size in shape):
+        raise _Invalid(
+            f"{METADATA_MEMBER}: the field 'coef_shape' must list one or two positive whole "
+            f"numbers; got {_short(shape)}."
+        )
+    if metadata["dtype"] not in ("float32", "float64"):
+        raise _Invalid(
+            f"{METADATA_MEMBER}: the field 'dtype' is {_short(metadata['dtype'])}; expected "
+            "'float32' or 'float64'."
+        )
+    return version
+
+
+def _read_arrays(archive: zipfile.ZipFile, names: set[str], metadata: dict) -> dict:
+    """The array members the metadata calls for (all must be there) and the optional ones
+    present, each of a dtype and number of dimensions that fits it."""
+    required = ["coef", "intercept"]
+    if metadata["kind"] == "classifier":
+        required.append("classes")
+    if metadata["standardized"]:
+        required += ["scaler_mean", "scaler_scale"]
+    for name in required:
+        if f"{name}.npy" not in names:
+            raise _Invalid(f"the member {name}.npy is missing.")
+    arrays = {
+        name: _parse_npy(f"{name}.npy", _member_bytes(archive, f"{name}.npy"))
+        for name in ("coef", "intercept", "classes", "scaler_mean", "scaler_scale",
+                     *_SUMMARY_ARRAYS)
+        if f"{name}.npy" in names
+    }  # fmt: skip
+    for name in ("scaler_mean", "scaler_scale"):
+        if not metadata["standardized"] and name in arrays:
+            raise _Invalid(
+                f"{name}.npy is present but {METADATA_MEMBER} says 'standardized': false."
+            )
+    for name in _REAL_MEMBERS:
+        if name in arrays and arrays[name].dtype not in (np.float32, np.float64):
+            dtype = arrays[name].dtype
+            raise _Invalid(
+                f"{name}.npy holds {_DTYPE_KINDS[dtype.kind]} ({dtype}); it must hold real "
+                "floating-point numbers (float32 or float64)."
+            )
+    if "classes" in arrays and arrays["classes"].dtype.kind == "c":
+        raise _Invalid("classes.npy holds complex numbers; labels are numbers or strings.")
+    _check_array_shapes(arrays, metadata)
+    return arrays
+
+
+def _check_array_shapes(arrays: dict, metadata: dict) -> None:
+    coef = arrays["coef"]
+    if list(coef.shape) != metadata["coef_shape"] or coef.dtype.name != metadata["dtype"]:
+        raise _Invalid(
+            f"coef.npy is {coef.dtype.name} of shape {list(coef.shape)}; {METADATA_MEMBER} "
+            f"says {metadata['dtype']} of shape {metadata['coef_shape']}."
+        )
+    if arrays["intercept"].ndim > 1:
+        raise _Invalid(f"intercept.npy has shape {arrays['intercept'].shape}; expected () or (k,).")
+    for name in (*_SUMMARY_ARRAYS, "classes", "scaler_mean", "scaler_scale"):
+        if name in arrays and arrays[name].ndim != 1:
+            raise _Invalid(f"{name}.npy has shape {arrays[name].shape}; expected a vector.")
+
+
+def _model_from(metadata: dict, arrays: dict, version: tuple[int, int]) -> Model:
+    # the curves are members of their own; a same-named JSON entry is not trusted
+    summary = {
+        key: value
+        for key, value in (metadata.get("summary") or {}).items()
+        if key not in _SUMMARY_ARRAYS
+    }
+    summary.update({name: arrays[name] for name in _SUMMARY_ARRAYS if name in arrays})
+    scaler = None
+    if metadata["standardized"]:
+        scaler = {"mean": arrays["scaler_mean"], "scale": arrays["scaler_scale"]}
+    return Model(
+        arrays["coef"],
+        arrays["intercept"],
+        loss=metadata["loss"],
+        classes=arrays.get("classes"),
+        feature_names=metadata["feature_names"],
+        target=metadata.get("target"),
+        scaler=scaler,
+        options=metadata.get("options"),
+        summary=summary,
+        kind=metadata["kind"],
+        version=metadata["fastgd_version"],
+        format_version=version,
+        created=metadata.get("created"),
+    )
+
+
 def load(path) -> Model:
-    """Read a model file written by :func:`save` (never unpickles anything).
+    """Read and check a model file written by :func:`save` (never unpickles anything).
+
+    Every member and metadata field is checked (presence, JSON types, dtypes, shapes that
+    agree with each other, finite weights, a known loss, kind and format version), so a
+    model that loads predicts finite values on finite data.
 
     Raises
     ------
-    FileNotFoundError
-        No such file.
+    FileNotFoundError, OSError
+        No such file, or one that cannot be opened (the message names the path).
     ModelFormatError
-        Not a fastgd model file, or one of a newer major format version.
+        ``PATH: not a valid fastgd model: <what is wrong>``: not a zip archive, damaged or
+        missing members, wrong types or shapes, non-finite weights, an unknown loss or
+        kind, or a newer major format version.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file.")
-    not_a_model = f"{path}: not a fastgd model file (expected one written by fastgd.save)"
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise ModelFormatError(f"{not_a_model}: {error}.") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ModelFormatError(f"{not_a_model}: it holds a single array.")
-    with archive:
-        if METADATA_MEMBER not in archive.files:
-            raise ModelFormatError(f"{not_a_model}: it has no {METADATA_MEMBER}.")
+    with _open_archive(path) as archive:
         try:
-            metadata = json.loads(bytes(archive[METADATA_MEMBER]).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ModelFormatError(f"{not_a_model}: unreadable metadata ({error}).") from None
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-            raise ModelFormatError(f"{not_a_model}: its metadata names no fastgd model.")
-        version = _parse_version(metadata.get("format_version"), path)
-        if version[0] > FORMAT_VERSION[0]:
-            raise ModelFormatError(
-                f"{path}: model format version {version[0]}.{version[1]} (written by fastgd "
-                f"{metadata.get('fastgd_version')}) is newer than this fastgd reads "
-                f"({FORMAT_VERSION[0]}.x); upgrade fastgd to load it."
-            )
-        try:
-            arrays = {name: archive[name] for name in archive.files if name != METADATA_MEMBER}
-        except (OSError, ValueError) as error:
-            raise ModelFormatError(f"{path}: a damaged model file ({error}).") from None
-    for required in ("coef", "intercept"):
-        if required not in arrays:
-            raise ModelFormatError(f"{not_a_model}: it has no {required}.npy.")
-    summary = dict(metadata.get("summary") or {})
-    for name in _SUMMARY_ARRAYS:
-        if name in arrays:
-            summary[name] = arrays[name]
-    scaler = None
-    if "scaler_mean" in arrays:
-        scaler = {"mean": arrays["scaler_mean"], "scale": arrays["scaler_scale"]}
-    try:
-        return Model(
-            arrays["coef"],
-            arrays["intercept"],
-            loss=metadata["loss"],
-            classes=arrays.get("classes"),
-            feature_names=metadata.get("feature_names"),
-            target=metadata.get("target"),
-            scaler=scaler,
-            options=metadata.get("options"),
-            summary=summary,
-            kind=metadata.get("kind"),
-            version=metadata.get("fastgd_version"),
-            format_version=version,
-            created=metadata.get("created"),
-        )
-    except (KeyError, ValueError, TypeError) as error:
-        raise ModelFormatError(f"{path}: inconsistent model file: {error}") from None
+            names = set(archive.namelist())
+            metadata = _read_metadata(archive, names)
+            version = _check_metadata(metadata)
+            model = _model_from(metadata, _read_arrays(archive, names, metadata), version)
+            model.validate()
+        except (*_READ_ERRORS, TypeError) as error:
+            ours = type(error) in (_Invalid, ValueError)  # fastgd's messages, self-explaining
+            reason = str(error) if ours else _error_text(error)
+            raise ModelFormatError(f"{path}: not a valid fastgd model: {reason}") from None
+    return model

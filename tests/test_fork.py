@@ -34,8 +34,8 @@ import numpy as np
 import fastgd, numba
 from fastgd import engine
 
-N, D = 8192, 32
-assert N * D >= engine.PARALLEL_MIN_VALUES and numba.get_num_threads() >= 2
+N, D, B = 4096, 32, 2048  # rows, features, batch: both strategies go parallel
+assert B * D >= engine.PARALLEL_MIN_VALUES and numba.get_num_threads() >= 2
 
 def problem(seed):
     rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def problem(seed):
 def fit(seed):
     X, y = problem(seed)
     full = fastgd.fit(X, y, strategy="full", max_iter=3, tol=None, random_state=0)
-    batch = fastgd.fit(X, y, strategy="minibatch", batch_size=4096, max_iter=2, tol=None,
+    batch = fastgd.fit(X, y, strategy="minibatch", batch_size=B, max_iter=2, tol=None,
                        random_state=0)
     return full.coef.tolist() + batch.coef.tolist()
 
@@ -92,11 +92,29 @@ def _last_json(done: subprocess.CompletedProcess) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_fork_after_fit_completes_and_children_fit_the_same():
-    pytest.importorskip("sklearn")  # the script's SGDClassifier (a runtime dependency)
-    out = _last_json(_run(SCRIPT, NUMBA_THREADING_LAYER=None))
+#: Prepended to the script: no TBB can be loaded (as where the ``tbb`` package has no
+#: wheel), before Numba or fastgd is imported. Numba's default would then be GNU OpenMP.
+WITHOUT_TBB = """
+import ctypes, os
+class _NoTBB(ctypes.CDLL):
+    def __init__(self, name, *args, **kwargs):
+        if name and "tbb" in os.path.basename(str(name)):
+            raise OSError(f"{name}: TBB blocked by the test")
+        super().__init__(name, *args, **kwargs)
+ctypes.CDLL = _NoTBB
+"""
+
+
+@pytest.mark.parametrize("tbb", ["as installed", "blocked"])
+def test_fork_after_fit_completes_and_children_fit_the_same(tbb):
+    script = SCRIPT if tbb == "as installed" else WITHOUT_TBB + SCRIPT
+    out = _last_json(_run(script, NUMBA_THREADING_LAYER=None))
     assert out["layer"] in _threading.FORK_SAFE_LAYERS
-    assert out["classes"] == 3
+    if tbb == "blocked":
+        assert out["layer"] != "tbb"  # the fallback ran (workqueue on Linux)
+    elif any(_threading.tbb_library_candidates()):
+        assert out["layer"] == "tbb"  # found where pip put it, off the loader's path
+    assert out["classes"] == 3  # the n_jobs=2 fit (serialised under workqueue) completed
     assert out["pool_same"] is True
     assert out["joblib_same"] in (True, None)  # None: joblib is not installed
 

@@ -124,4 +124,7 @@ def choose_fork_safe_layer() -> None:
         return
     preload_tbb()  # also helps a user who asked for "tbb" or "safe"
     if not user_chose_layer():
+        # Set in numba.config, not in os.environ: child processes that do not import fastgd
+        # keep Numba's own choice. (Numba re-reads its settings from the environment only
+        # when a NUMBA_* variable changes; even then the preloaded TBB comes first.)
         numba.config.THREADING_LAYER = "forksafe"

@@ -122,10 +122,16 @@ def test_fork_after_fit_completes_and_children_fit_the_same(tbb):
 def test_a_layer_the_user_sets_is_kept():
     # On Linux, "omp" (GNU OpenMP) is exactly what fastgd would not pick by itself.
     layer = "omp" if sys.platform == "linux" else "workqueue"
-    script = "import fastgd, numba; numba.get_num_threads(); print(numba.threading_layer())"
+    script = (
+        "import fastgd, numba\n"
+        "from fastgd import _threading\n"
+        "print(_threading.threads_started())\n"  # import fixes no layer, starts no thread
+        "numba.get_num_threads()\n"
+        "print(numba.threading_layer())\n"
+    )
     done = _run(script, NUMBA_THREADING_LAYER=layer)
     assert done.returncode == 0, done.stderr[-4000:]
-    assert done.stdout.split()[-1] == layer
+    assert done.stdout.split() == ["False", layer]
 
 
 # ------------------------------------------------------- the choice itself (in process)

@@ -2,15 +2,20 @@
 
 ``import fastgd`` compiles nothing: the Numba kernels compile (or load from Numba's
 on-disk cache) on first use; matplotlib (``fastgd.plot``) is imported only when a picture
-is drawn.
+is drawn. It does choose Numba's threading layer (a fork-safe one, see
+``fastgd/_threading.py``), which Numba fixes when the first parallel kernel runs.
 """
 
 from __future__ import annotations
 
-from . import options
+from . import _threading, options
 from .engine import FitResult, auto_learning_rate, fit
 from .errors import DivergenceError
 from .playground import descent_path, find_learning_rate, sweep
+
+# Before anything can run a parallel kernel (importing the modules above runs none): a
+# fork-safe Numba threading layer (issue 10).
+_threading.choose_fork_safe_layer()
 
 __version__ = "0.1.0"
 

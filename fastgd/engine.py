@@ -236,18 +236,17 @@ def class_probabilities(scores: np.ndarray, loss: str) -> np.ndarray:
 
 
 def concurrent_fits(workers: int) -> int:
-    """How many fits may run at once in threads: ``workers``, or 1 under Numba's
-    ``workqueue`` threading layer, which aborts the process when two threads launch parallel
-    kernels at the same time (the OpenMP and TBB layers are thread-safe). The layer is known
-    once a parallel kernel has run; until then the thread-safe layers are assumed, as Numba
-    picks TBB or OpenMP first when either is installed."""
+    """How many fits may run at once in threads: ``workers`` on a thread-safe threading
+    layer (TBB, OpenMP), 1 under Numba's ``workqueue`` layer, which aborts the process when
+    two threads launch parallel kernels at the same time (fastgd falls back to it where TBB
+    cannot be loaded; see ``fastgd/_threading.py``). Asking Numba for its thread count starts
+    its threads, which fixes the layer (it compiles nothing), so the answer is never a guess."""
+    from ._threading import THREAD_SAFE_LAYERS  # already loaded by fastgd/__init__.py
+
     if workers <= 1:
         return 1
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet
-        return workers
-    return 1 if layer == "workqueue" else workers
+    numba.get_num_threads()
+    return workers if numba.threading_layer() in THREAD_SAFE_LAYERS else 1
 
 
 def _shuffle_mode(shuffle) -> int:

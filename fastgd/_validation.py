@@ -107,9 +107,66 @@ def is_sparse(X) -> bool:
     return sparse is not None and sparse.issparse(X)
 
 
+def check_sparse_structure(X) -> None:
+    """Raise unless the index arrays of a CSR (or CSC) matrix describe a valid matrix.
+
+    scipy does not re-check arrays changed after construction, and the kernels (and scipy's
+    own products) trust them: a column index past the width reads or writes outside the
+    weights (a segfault, or a silently wrong model for a small or negative index). One
+    vectorised O(nnz) pass over the index arrays, never over the values; unsorted and
+    repeated indices are valid (the kernels do not assume sorted rows)."""
+    if X.format not in ("csr", "csc"):
+        return  # other formats are checked by scipy when converted to CSR
+    major, minor = ("row", "column") if X.format == "csr" else ("column", "row")
+    n_major, n_minor = X.shape if X.format == "csr" else X.shape[::-1]
+    data, indices, indptr = X.data, X.indices, X.indptr
+    for part, array in (("indices", indices), ("indptr", indptr)):
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            raise TypeError(
+                f"X.{part} must be a 1-D integer array; got dtype {array.dtype}, shape "
+                f"{array.shape}."
+            )
+    if data.ndim != 1 or data.shape[0] != indices.shape[0]:
+        raise ValueError(
+            f"X.data and X.indices must be 1-D of the same length; got shapes {data.shape} "
+            f"and {indices.shape}."
+        )
+    if indptr.shape[0] != n_major + 1:
+        raise ValueError(
+            f"X.indptr has {indptr.shape[0]} entries; a {X.format.upper()} matrix of shape "
+            f"{X.shape} needs {n_major + 1} (one per {major} plus one)."
+        )
+    if indptr[0] != 0:
+        raise ValueError(f"X.indptr must start at 0; got {int(indptr[0])}.")
+    steps = np.diff(indptr)
+    if (steps < 0).any():
+        where = int(np.argmax(steps < 0))
+        raise ValueError(
+            f"X.indptr must be non-decreasing; it falls from {int(indptr[where])} to "
+            f"{int(indptr[where + 1])} at {major} {where}."
+        )
+    stored = int(indptr[-1])  # scipy's nnz; X.data and X.indices may hold unused slack
+    if stored > indices.shape[0]:
+        where = int(np.argmax(indptr[1:] > indices.shape[0]))
+        raise ValueError(
+            f"X.indptr ends at {stored}, past the {indices.shape[0]} values stored in X.data "
+            f"and X.indices ({major} {where} reaches past them); it must end at the number "
+            "of stored values."
+        )
+    used = indices[:stored]
+    if stored and not (int(used.min()) >= 0 and int(used.max()) < n_minor):
+        bad = int(np.argmax((used < 0) | (used >= n_minor)))
+        where = int(np.searchsorted(indptr, bad, side="right")) - 1
+        raise ValueError(
+            f"X has a {minor} index {int(used[bad])} out of range in {major} {where}: "
+            f"{minor} indices must lie in [0, {n_minor}) for shape {X.shape}."
+        )
+
+
 def check_csr(X, *, check_finite: bool = True):
     """Return a scipy.sparse matrix as CSR of float32/float64 with C-contiguous parts
-    (converting other formats and dtypes once)."""
+    (converting other formats and dtypes once), its index arrays checked
+    (:func:`check_sparse_structure`)."""
     import scipy.sparse as sp
 
     if X.ndim != 2:
@@ -118,8 +175,15 @@ def check_csr(X, *, check_finite: bool = True):
         raise ValueError(f"X is empty (shape {X.shape}); it needs at least one row and one column.")
     if X.dtype.kind not in "biuf":
         raise TypeError(f"X must hold real numbers; got a sparse matrix of dtype {X.dtype}.")
+    check_sparse_structure(X)  # before anything (scipy's conversions included) reads them
     if X.format != "csr":
         X = sp.csr_matrix(X)
+    if X.indices.dtype not in (np.int32, np.int64) or X.indptr.dtype not in (np.int32, np.int64):
+        # Other integer index dtypes (set by hand after construction): one int64 copy of the
+        # index arrays, the types the kernels are compiled for.
+        X = sp.csr_matrix(
+            (X.data, X.indices.astype(np.int64), X.indptr.astype(np.int64)), shape=X.shape
+        )
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
     if not (

@@ -50,6 +50,13 @@ ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_ETA = 1e-6
 #: An epoch whose loss exceeds this many times the best epoch loss so far has diverged.
 RISE_FACTOR = 10.0
+#: ... but only once the loss is also above this fraction of the loss scale (the larger of
+#: the objective at the start and that of the all-zero model). Below 1% of it a model has
+#: explained 99% of what no model explains, and a rise there (from 0.0004 to 0.0044, say:
+#: a few margins of a hinge or perceptron flipping under per-row steps) is noise, not
+#: divergence. Real divergence grows geometrically and crosses 1% within a few epochs, where
+#: the rise rules catch it as before; the explosion and non-finite rules have no floor.
+RISE_FLOOR = 1e-2
 #: With ``auto`` on a smooth loss, a full-batch objective that rises by more than this
 #: (relative) means the step was too large.
 RISE_TOLERANCE = 1e-9
@@ -594,7 +601,10 @@ def _divergence(
         return None
     if scale > 0.0 and epoch_loss > EXPLOSION_FACTOR * scale:
         return f"the loss exploded to {epoch_loss:.3g}"
-    if 0.0 < best < math.inf and epoch_loss > RISE_FACTOR * best:
+    # A loss scale of 0 (the perceptron from zero weights) is no yardstick: its loss grows
+    # with the scale of w by design, so a rise there never counts.
+    rose_enough = scale > 0.0 and epoch_loss > RISE_FLOOR * scale
+    if rose_enough and 0.0 < best < math.inf and epoch_loss > RISE_FACTOR * best:
         return (
             f"the loss rose to {epoch_loss:.4g}, over {RISE_FACTOR:g} times its best ({best:.4g})"
         )
@@ -610,7 +620,8 @@ def _divergence(
         return f"the objective rose from {history[-1]:.6g} to {epoch_loss:.6g}"
     window = [*history[-plan.n_iter_no_change :], epoch_loss]
     if (
-        plan.tol is not None
+        rose_enough
+        and plan.tol is not None
         and pending_no_improvement >= plan.n_iter_no_change
         and len(window) > plan.n_iter_no_change
         and all(later > earlier for earlier, later in itertools.pairwise(window))

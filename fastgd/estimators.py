@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from . import engine, options
 from ._kernels.epochs import predict as _predict_kernel
+from ._validation import check_sparse_structure
 
 __all__ = ["SGDClassifier", "SGDRegressor"]
 
@@ -320,6 +321,7 @@ class _BaseSGD(BaseEstimator):
     def _scores(self, X) -> np.ndarray:
         """``X·coefᵀ + intercept`` of shape (n, k), in X's dtype."""
         check_is_fitted(self, "coef_")
+        _check_structure(X)
         X = validate_data(
             self, X, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
             reset=False,
@@ -366,6 +368,13 @@ def _keeps_model_on_error(method):
             raise
 
     return guarded
+
+
+def _check_structure(X) -> None:
+    """A sparse X's index arrays, checked before scipy or scikit-learn convert or multiply
+    it (neither re-checks them; a bad column index crashes the process there too)."""
+    if sp.issparse(X):
+        check_sparse_structure(X)
 
 
 def _worker_count(n_jobs, tasks: int) -> int:
@@ -492,6 +501,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     def _validate(self, X, y, reset):
         # NaN/inf in X are found by the engine's own pass (the one that also measures the
         # rows for ``auto``), whose message names the row and column: one read of X, not two.
+        _check_structure(X)
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
             multi_output=True, y_numeric=True, reset=reset, ensure_all_finite=False,
@@ -671,6 +681,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     def _validate(self, X, y, reset):
         # NaN/inf in X are found by the engine's own pass (the one that also measures the
         # rows for ``auto``), whose message names the row and column: one read of X, not two.
+        _check_structure(X)
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
             reset=reset, ensure_all_finite=False,

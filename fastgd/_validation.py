@@ -6,6 +6,7 @@ Every message names the parameter (or the row and column) and what is allowed.
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -50,8 +51,33 @@ def check_scalar(
     return value
 
 
+def _from_pandas(data):
+    """A pandas DataFrame or Series with nullable columns (``Int64``, ``Float64``,
+    ``boolean``, ...) as a float array, ``pd.NA`` becoming NaN (so that the NaN check names
+    its row and column, as the estimators do); anything else unchanged. ``np.asarray``
+    would give an object array that the numeric check refuses."""
+    pd = sys.modules.get("pandas")  # never imported here: a pandas object means it is loaded
+    if pd is None or not isinstance(data, (pd.DataFrame, pd.Series)):
+        return data
+    dtypes = [data.dtype] if isinstance(data, pd.Series) else list(data.dtypes)
+    if not any(isinstance(dtype, pd.api.extensions.ExtensionDtype) for dtype in dtypes):
+        return data
+    numpy_dtypes = []
+    for dtype in dtypes:
+        numpy_dtype = getattr(dtype, "numpy_dtype", dtype)
+        if not isinstance(numpy_dtype, np.dtype) or numpy_dtype.kind not in "biuf":
+            return data  # categorical, string, ...: refused by the numeric check
+        numpy_dtypes.append(numpy_dtype)
+    target = np.result_type(*numpy_dtypes)
+    if target.kind != "f":
+        if not np.asarray(data.isna()).any():
+            return data.to_numpy(dtype=target)  # labels stay integers (or booleans)
+        target = np.dtype(np.float64)  # NaN stands for the missing values
+    return data.to_numpy(dtype=target, na_value=np.nan)
+
+
 def _as_numeric_array(data, name: str) -> np.ndarray:
-    array = np.asarray(data)
+    array = np.asarray(_from_pandas(data))
     if array.dtype.kind not in "biuf":
         what = "complex" if array.dtype.kind == "c" else f"non-numeric ({array.dtype})"
         raise TypeError(
@@ -101,8 +127,6 @@ def check_X(X, *, check_finite: bool = True) -> np.ndarray:
 
 def is_sparse(X) -> bool:
     """Whether ``X`` is a scipy.sparse matrix or array (scipy is imported only if loaded)."""
-    import sys
-
     sparse = sys.modules.get("scipy.sparse")
     return sparse is not None and sparse.issparse(X)
 

@@ -764,7 +764,10 @@ def fit(
     ----------
     X : array of shape (n_samples, n_features)
         float32 or float64 are used as they are (no copy when C-contiguous; float32 gives
-        float32 coefficients); other numeric dtypes are converted once to float64.
+        float32 coefficients); other numeric dtypes are converted once to float64. A
+        scipy.sparse matrix is used as CSR (its index arrays checked once; unsorted column
+        indices are fine); a pandas DataFrame may have nullable columns (``Int64``,
+        ``Float64``, ``boolean``), where ``pd.NA`` is refused as NaN is.
     y : array of shape (n_samples,)
         Targets; for classification losses, exactly two classes (mapped to -1 and +1, the
         larger label being the positive class).
@@ -853,7 +856,9 @@ def fit(
         When the loss or the weights stop being finite, or the loss explodes; the error
         keeps the best weights reached.
     ValueError, TypeError
-        For invalid input, naming the parameter, the allowed values or the row.
+        For invalid input, naming the parameter, the allowed values or the row; also when
+        ``learning_rate="auto"`` meets features too large for float arithmetic (their
+        squares overflow, e.g. max |x| = 1e200), with the advice to scale them.
     """
     started = time.perf_counter()
     plan = _plan(

@@ -321,7 +321,7 @@ class _BaseSGD(BaseEstimator):
                 "Maximum number of iteration reached before convergence. Consider "
                 "increasing max_iter to improve the fit.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,  # _finish_fit, fit, its guard, the caller
             )
 
     # ------------------------------------------------------------------ prediction

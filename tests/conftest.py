@@ -81,3 +81,62 @@ def property_settings(max_examples: int) -> settings:
         max_examples=max_examples,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed sparse input (issue 10)
+# ---------------------------------------------------------------------------------------------
+
+
+def _break_csr(X, kind: str) -> None:
+    """Damage the index arrays of the CSR matrix ``X`` in place, as code that edits them
+    after construction can (scipy does not re-check)."""
+    row_2 = int(X.indptr[2])  # the first stored value of row 2
+    if kind == "none":
+        return
+    if kind == "column-huge":
+        X.indices[row_2] = 10**9
+    elif kind == "column-just-past":
+        X.indices[row_2] = X.shape[1]
+    elif kind == "column-negative":
+        X.indices[row_2] = -1
+    elif kind == "indptr-start":
+        X.indptr[0] = 1
+    elif kind == "indptr-falls":
+        X.indptr[3] = X.indptr[4] + 1
+    elif kind == "indptr-end":
+        X.indptr[-1] += 5
+    elif kind == "data-length":
+        X.data = X.data[:-1]
+    elif kind == "indices-float":
+        X.indices = X.indices.astype(np.float64)
+    else:
+        raise AssertionError(kind)
+
+
+#: (kind, exception, patterns its message must all contain): each names the problem and,
+#: where there is one, the first row at fault (row 2 or 3 in ``malformed_csr``).
+MALFORMED_CSR = [
+    ("column-huge", ValueError, ["column index 1000000000", "row 2", r"\[0, 6\)"]),
+    ("column-just-past", ValueError, ["column index 6", "row 2", r"\[0, 6\)"]),
+    ("column-negative", ValueError, ["column index -1", "row 2", r"\[0, 6\)"]),
+    ("indptr-start", ValueError, ["indptr", "start at 0"]),
+    ("indptr-falls", ValueError, ["indptr", "non-decreasing", "row 3"]),
+    ("indptr-end", ValueError, ["indptr", "past", "row 49"]),
+    ("data-length", ValueError, ["X.data", "X.indices", "same length"]),
+    ("indices-float", TypeError, ["X.indices", "integer", "float64"]),
+]
+
+
+def malformed_csr(kind: str, n: int = 50, d: int = 6, seed: int = 0):
+    """A 50 × 6 CSR matrix (every row stores values) and targets, damaged as ``kind``
+    (``"none"``: intact)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.5)
+    dense[:, 0] = 1.0 + rng.random(n)  # no empty row
+    X = sp.csr_matrix(dense)
+    y = dense @ rng.standard_normal(d)
+    _break_csr(X, kind)
+    return X, y

@@ -161,7 +161,9 @@ def check_sparse_structure(X) -> None:
             f"{X.shape} needs {n_major + 1} (one per {major} plus one)."
         )
     if indptr[0] != 0:
-        raise ValueError(f"X.indptr must start at 0; got {int(indptr[0])}.")
+        raise ValueError(
+            f"X.indptr must start at 0 (where {major} 0 begins); got {int(indptr[0])}."
+        )
     steps = np.diff(indptr)
     if (steps < 0).any():
         where = int(np.argmax(steps < 0))
@@ -175,7 +177,7 @@ def check_sparse_structure(X) -> None:
         raise ValueError(
             f"X.indptr ends at {stored}, past the {indices.shape[0]} values stored in X.data "
             f"and X.indices ({major} {where} reaches past them); it must end at the number "
-            "of stored values."
+            "of stored values (nnz)."
         )
     used = indices[:stored]
     if stored and not (int(used.min()) >= 0 and int(used.max()) < n_minor):

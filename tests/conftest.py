@@ -120,7 +120,7 @@ MALFORMED_CSR = [
     ("column-huge", ValueError, ["column index 1000000000", "row 2", r"\[0, 6\)"]),
     ("column-just-past", ValueError, ["column index 6", "row 2", r"\[0, 6\)"]),
     ("column-negative", ValueError, ["column index -1", "row 2", r"\[0, 6\)"]),
-    ("indptr-start", ValueError, ["indptr", "start at 0"]),
+    ("indptr-start", ValueError, ["indptr", "start at 0", "row 0"]),
     ("indptr-falls", ValueError, ["indptr", "non-decreasing", "row 3"]),
     ("indptr-end", ValueError, ["indptr", "past", "row 49"]),
     ("data-length", ValueError, ["X.data", "X.indices", "same length"]),

@@ -6,6 +6,7 @@ Every message names the parameter (or the row and column) and what is allowed.
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -50,8 +51,33 @@ def check_scalar(
     return value
 
 
+def _from_pandas(data):
+    """A pandas DataFrame or Series with nullable columns (``Int64``, ``Float64``,
+    ``boolean``, ...) as a float array, ``pd.NA`` becoming NaN (so that the NaN check names
+    its row and column, as the estimators do); anything else unchanged. ``np.asarray``
+    would give an object array that the numeric check refuses."""
+    pd = sys.modules.get("pandas")  # never imported here: a pandas object means it is loaded
+    if pd is None or not isinstance(data, (pd.DataFrame, pd.Series)):
+        return data
+    dtypes = [data.dtype] if isinstance(data, pd.Series) else list(data.dtypes)
+    if not any(isinstance(dtype, pd.api.extensions.ExtensionDtype) for dtype in dtypes):
+        return data
+    numpy_dtypes = []
+    for dtype in dtypes:
+        numpy_dtype = getattr(dtype, "numpy_dtype", dtype)
+        if not isinstance(numpy_dtype, np.dtype) or numpy_dtype.kind not in "biuf":
+            return data  # categorical, string, ...: refused by the numeric check
+        numpy_dtypes.append(numpy_dtype)
+    target = np.result_type(*numpy_dtypes)
+    if target.kind != "f":
+        if not np.asarray(data.isna()).any():
+            return data.to_numpy(dtype=target)  # labels stay integers (or booleans)
+        target = np.dtype(np.float64)  # NaN stands for the missing values
+    return data.to_numpy(dtype=target, na_value=np.nan)
+
+
 def _as_numeric_array(data, name: str) -> np.ndarray:
-    array = np.asarray(data)
+    array = np.asarray(_from_pandas(data))
     if array.dtype.kind not in "biuf":
         what = "complex" if array.dtype.kind == "c" else f"non-numeric ({array.dtype})"
         raise TypeError(
@@ -101,15 +127,72 @@ def check_X(X, *, check_finite: bool = True) -> np.ndarray:
 
 def is_sparse(X) -> bool:
     """Whether ``X`` is a scipy.sparse matrix or array (scipy is imported only if loaded)."""
-    import sys
-
     sparse = sys.modules.get("scipy.sparse")
     return sparse is not None and sparse.issparse(X)
 
 
+def check_sparse_structure(X) -> None:
+    """Raise unless the index arrays of a CSR (or CSC) matrix describe a valid matrix.
+
+    scipy does not re-check arrays changed after construction, and the kernels (and scipy's
+    own products) trust them: a column index past the width reads or writes outside the
+    weights (a segfault, or a silently wrong model for a small or negative index). One
+    vectorised O(nnz) pass over the index arrays, never over the values; unsorted and
+    repeated indices are valid (the kernels do not assume sorted rows)."""
+    if X.format not in ("csr", "csc"):
+        return  # other formats are checked by scipy when converted to CSR
+    major, minor = ("row", "column") if X.format == "csr" else ("column", "row")
+    n_major, n_minor = X.shape if X.format == "csr" else X.shape[::-1]
+    data, indices, indptr = X.data, X.indices, X.indptr
+    for part, array in (("indices", indices), ("indptr", indptr)):
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            raise TypeError(
+                f"X.{part} must be a 1-D integer array; got dtype {array.dtype}, shape "
+                f"{array.shape}."
+            )
+    if data.ndim != 1 or data.shape[0] != indices.shape[0]:
+        raise ValueError(
+            f"X.data and X.indices must be 1-D of the same length; got shapes {data.shape} "
+            f"and {indices.shape}."
+        )
+    if indptr.shape[0] != n_major + 1:
+        raise ValueError(
+            f"X.indptr has {indptr.shape[0]} entries; a {X.format.upper()} matrix of shape "
+            f"{X.shape} needs {n_major + 1} (one per {major} plus one)."
+        )
+    if indptr[0] != 0:
+        raise ValueError(
+            f"X.indptr must start at 0 (where {major} 0 begins); got {int(indptr[0])}."
+        )
+    steps = np.diff(indptr)
+    if (steps < 0).any():
+        where = int(np.argmax(steps < 0))
+        raise ValueError(
+            f"X.indptr must be non-decreasing; it falls from {int(indptr[where])} to "
+            f"{int(indptr[where + 1])} at {major} {where}."
+        )
+    stored = int(indptr[-1])  # scipy's nnz; X.data and X.indices may hold unused slack
+    if stored > indices.shape[0]:
+        where = int(np.argmax(indptr[1:] > indices.shape[0]))
+        raise ValueError(
+            f"X.indptr ends at {stored}, past the {indices.shape[0]} values stored in X.data "
+            f"and X.indices ({major} {where} reaches past them); it must end at the number "
+            "of stored values (nnz)."
+        )
+    used = indices[:stored]
+    if stored and not (int(used.min()) >= 0 and int(used.max()) < n_minor):
+        bad = int(np.argmax((used < 0) | (used >= n_minor)))
+        where = int(np.searchsorted(indptr, bad, side="right")) - 1
+        raise ValueError(
+            f"X has a {minor} index {int(used[bad])} out of range in {major} {where}: "
+            f"{minor} indices must lie in [0, {n_minor}) for shape {X.shape}."
+        )
+
+
 def check_csr(X, *, check_finite: bool = True):
     """Return a scipy.sparse matrix as CSR of float32/float64 with C-contiguous parts
-    (converting other formats and dtypes once)."""
+    (converting other formats and dtypes once), its index arrays checked
+    (:func:`check_sparse_structure`)."""
     import scipy.sparse as sp
 
     if X.ndim != 2:
@@ -118,8 +201,15 @@ def check_csr(X, *, check_finite: bool = True):
         raise ValueError(f"X is empty (shape {X.shape}); it needs at least one row and one column.")
     if X.dtype.kind not in "biuf":
         raise TypeError(f"X must hold real numbers; got a sparse matrix of dtype {X.dtype}.")
+    check_sparse_structure(X)  # before anything (scipy's conversions included) reads them
     if X.format != "csr":
         X = sp.csr_matrix(X)
+    if X.indices.dtype not in (np.int32, np.int64) or X.indptr.dtype not in (np.int32, np.int64):
+        # Other integer index dtypes (set by hand after construction): one int64 copy of the
+        # index arrays, the types the kernels are compiled for.
+        X = sp.csr_matrix(
+            (X.data, X.indices.astype(np.int64), X.indptr.astype(np.int64)), shape=X.shape
+        )
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
     if not (

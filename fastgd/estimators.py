@@ -36,7 +36,9 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import engine, options
+from ._kernels.epochs import loss_sum
 from ._kernels.epochs import predict as _predict_kernel
+from ._validation import check_sparse_structure
 
 __all__ = ["SGDClassifier", "SGDRegressor"]
 
@@ -176,7 +178,7 @@ class _BaseSGD(BaseEstimator):
                 validation_score = self._validation_scorer(
                     X_held_out, y_i[held_out], weights[held_out], classes_i
                 )
-            return engine.fit(
+            result = engine.fit(
                 X_fit, y_fit, **common, max_iter=max_iter, tol=tol, sample_weight=w_fit,
                 random_state=int(seeds[i]), coef_init=coef[i], intercept_init=intercept[i],
                 t_init=t_init, average=self.average,
@@ -184,6 +186,11 @@ class _BaseSGD(BaseEstimator):
                 average_intercept_init=average_intercept[i] if averaging else None,
                 validation_score=validation_score, classes=classes_i, callback=callback,
             )  # fmt: skip
+            if self.learning_rate != "auto":  # ``auto`` raises on such losses (and backs off)
+                result.extras["zero_model_loss"] = _zero_model_loss(
+                    self.loss, self.epsilon, y_fit, w_fit, dtype
+                )
+            return result
 
         workers = engine.concurrent_fits(_worker_count(n_jobs, k))
         if workers > 1:
@@ -200,6 +207,8 @@ class _BaseSGD(BaseEstimator):
         else:
             results = [run(i) for i in range(k)]
         self._store(results, dtype, averaging)
+        if self.learning_rate != "auto":
+            _warn_if_exploded(results, self.learning_rate)
 
     def _initial_weights(self, k, n_features, dtype, from_model, coef_init, intercept_init):
         if coef_init is not None:
@@ -312,7 +321,7 @@ class _BaseSGD(BaseEstimator):
                 "Maximum number of iteration reached before convergence. Consider "
                 "increasing max_iter to improve the fit.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,  # _finish_fit, fit, its guard, the caller
             )
 
     # ------------------------------------------------------------------ prediction
@@ -320,6 +329,7 @@ class _BaseSGD(BaseEstimator):
     def _scores(self, X) -> np.ndarray:
         """``X·coefᵀ + intercept`` of shape (n, k), in X's dtype."""
         check_is_fitted(self, "coef_")
+        _check_structure(X)
         X = validate_data(
             self, X, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
             reset=False,
@@ -366,6 +376,53 @@ def _keeps_model_on_error(method):
             raise
 
     return guarded
+
+
+#: A fit under a fixed schedule whose last epoch loss exceeds this many times the loss of
+#: the all-zero model has exploded: no step that makes progress ends a million times worse
+#: than predicting 0 (for squared error, predictions some 1000 times the targets' scale),
+#: while the loss is blind to the features' units (a feature in 1e-9 units legitimately
+#: needs weights near 1e9, which a bound on the weight norm alone would flag).
+EXPLODED_LOSS_FACTOR = 1e6
+
+
+def _zero_model_loss(loss: str, epsilon: float, y, weights, dtype) -> float:
+    """The mean (weighted) loss of predicting 0 for every row of ``y`` (labels ±1 for the
+    classifier's sub-problems)."""
+    y = np.ascontiguousarray(y, dtype=dtype)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    total = loss_sum(
+        np.zeros(y.shape[0], dtype=dtype), y, weights, options.loss_by_name(loss).code, epsilon
+    )
+    return float(total) / y.shape[0]
+
+
+def _warn_if_exploded(results, learning_rate: str) -> None:
+    """A ConvergenceWarning when the weights of a sub-problem exploded (see
+    ``EXPLODED_LOSS_FACTOR``): scikit-learn's schedules stop only on non-finite values, so
+    unscaled data would otherwise give coefficients of 1e13 silently."""
+    for result in results:
+        zero = result.extras.get("zero_model_loss", 0.0)
+        last = float(result.loss_history[-1]) if result.loss_history.shape[0] else 0.0
+        if zero > 0.0 and last > EXPLODED_LOSS_FACTOR * zero:
+            norm = float(np.linalg.norm(np.asarray(result.coef, dtype=np.float64)))
+            warnings.warn(
+                f"The weights exploded under learning_rate={learning_rate!r}: their norm "
+                f"reached {norm:.3g} and the training loss {last:.3g}, over "
+                f"{EXPLODED_LOSS_FACTOR:g} times that of the all-zero model ({zero:.3g}). "
+                "Scale the features (e.g. sklearn.preprocessing.StandardScaler) or use "
+                "learning_rate='auto'.",
+                ConvergenceWarning,
+                stacklevel=5,  # _warn_if_exploded, _train, fit, its guard, the caller
+            )
+            return
+
+
+def _check_structure(X) -> None:
+    """A sparse X's index arrays, checked before scipy or scikit-learn convert or multiply
+    it (neither re-checks them; a bad column index crashes the process there too)."""
+    if sp.issparse(X):
+        check_sparse_structure(X)
 
 
 def _worker_count(n_jobs, tasks: int) -> int:
@@ -492,6 +549,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     def _validate(self, X, y, reset):
         # NaN/inf in X are found by the engine's own pass (the one that also measures the
         # rows for ``auto``), whose message names the row and column: one read of X, not two.
+        _check_structure(X)
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
             multi_output=True, y_numeric=True, reset=reset, ensure_all_finite=False,
@@ -671,6 +729,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     def _validate(self, X, y, reset):
         # NaN/inf in X are found by the engine's own pass (the one that also measures the
         # rows for ``auto``), whose message names the row and column: one read of X, not two.
+        _check_structure(X)
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32], order="C",
             reset=reset, ensure_all_finite=False,

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 import re
+import types
+import warnings
 
 import numba
 import numpy as np
+import pandas as pd
 import pytest
-from conftest import tol
+import scipy.sparse as sp
+from conftest import MALFORMED_CSR, malformed_csr, tol
 
 import fastgd
 from fastgd._validation import check_X
@@ -1234,3 +1238,191 @@ def test_given_classes_allow_labels_of_one_class():
     assert (result.decision_function(X) < 0).mean() > 0.5
     with pytest.raises(ValueError, match="not in classes"):
         fastgd.fit(X, np.full(20, 2.0), loss="hinge", classes=[-1.0, 1.0])
+
+
+# -------------------------------------------------------------- 10. hardening (issue 10)
+
+
+@pytest.mark.parametrize(
+    ("kind", "exception", "patterns"), MALFORMED_CSR, ids=[case[0] for case in MALFORMED_CSR]
+)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_malformed_csr_is_refused_with_its_row_never_a_crash(kind, exception, patterns, strategy):
+    X, y = malformed_csr(kind)
+    with pytest.raises(exception) as caught:
+        fastgd.fit(X, y, strategy=strategy, max_iter=2)
+    message = str(caught.value)
+    missing = [p for p in patterns if not re.search(p, message)]
+    assert not missing, f"{message!r} lacks {missing}"
+
+
+@pytest.mark.parametrize("kind", ["column-huge", "column-negative", "indptr-falls"])
+def test_malformed_csr_is_refused_by_predict(kind):
+    X, y = malformed_csr("none")
+    result = fastgd.fit(X, y, max_iter=2)
+    damaged, _ = malformed_csr(kind)
+    with pytest.raises(ValueError, match=r"row [23]"):
+        result.predict(damaged)
+
+
+def test_unsorted_csr_indices_give_the_same_model_as_sorted():
+    X, y = malformed_csr("none")
+    unsorted = X.copy()
+    for row in range(X.shape[0]):  # reverse each row's columns (and values alike)
+        part = slice(X.indptr[row], X.indptr[row + 1])
+        unsorted.indices[part] = X.indices[part][::-1]
+        unsorted.data[part] = X.data[part][::-1]
+    unsorted.has_sorted_indices = False
+    assert not np.array_equal(unsorted.indices, X.indices)
+    np.testing.assert_array_equal(unsorted.toarray(), X.toarray())
+    for strategy in STRATEGIES:
+        common = {"strategy": strategy, "batch_size": BATCH, "max_iter": 3, "random_state": 0}
+        expected = fastgd.fit(X, y, **common)
+        got = fastgd.fit(unsorted, y, **common)
+        np.testing.assert_allclose(got.coef, expected.coef, **SAME_MATHS)
+        np.testing.assert_allclose(got.loss_history, expected.loss_history, **SAME_MATHS)
+
+
+def test_malformed_csc_is_refused_before_conversion():
+    X, y = malformed_csr("none")
+    csc = X.tocsc()
+    csc.indices[3] = X.shape[0] + 7  # a row index past the end, in column 0
+    with pytest.raises(ValueError, match=r"row index 57 out of range in column 0"):
+        fastgd.fit(csc, y, max_iter=2)
+
+
+def _plan_for_divergence(**overrides):
+    """What ``engine._divergence`` reads from a plan (a constant step, mini-batches)."""
+    plan = {
+        "divergence_checks": "all", "schedule": types.SimpleNamespace(name="constant"),
+        "strategy": types.SimpleNamespace(name="minibatch"), "loss": types.SimpleNamespace(
+            smooth=True), "tol": 1e-4, "n_iter_no_change": 2,
+    }  # fmt: skip
+    plan.update(overrides)
+    return types.SimpleNamespace(**plan)
+
+
+@pytest.mark.parametrize(
+    ("epoch_loss", "best", "history", "diverged"),
+    [
+        (0.0044, 0.0004, [0.0004], False),  # the drawn case: ten-fold, but near zero
+        (0.009, 0.0004, [0.0004], False),  # still below RISE_FLOOR (1%) of the scale 1
+        (0.02, 0.0004, [0.0004], True),  # above the floor: a real rise
+        (0.005, 0.0001, [0.001, 0.002, 0.003], False),  # a steady rise, near zero
+        (0.05, 0.001, [0.01, 0.02, 0.03], True),  # a steady rise above the floor
+    ],
+)
+def test_rises_near_zero_are_no_divergence(epoch_loss, best, history, diverged):
+    reason = fastgd.engine._divergence(
+        _plan_for_divergence(), epoch_loss, False, np.zeros(2), 0.0, 1.0, best, history,
+        pending_no_improvement=2,
+    )  # fmt: skip
+    assert (reason is not None) == diverged, reason
+    assert fastgd.engine.RISE_FLOOR == 1e-2
+
+
+def test_a_rise_of_a_loss_whose_scale_is_zero_is_no_divergence():
+    # The perceptron from zero weights: its loss scale is 0 and grows with w by design.
+    reason = fastgd.engine._divergence(
+        _plan_for_divergence(), 5.0, False, np.zeros(2), 0.0, 0.0, 0.1, [0.1], 0
+    )
+    assert reason is None
+    # ... but a non-finite loss always is.
+    assert "non-finite" in fastgd.engine._divergence(
+        _plan_for_divergence(), math.inf, False, np.zeros(2), 0.0, 0.0, 0.1, [0.1], 0
+    )
+
+
+def _huge_features(n=200, d=3, scale=1e200, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X[:, 1] = scale * np.sign(X[:, 1])  # max |x| = 1e200 exactly
+    return X, rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("sparse_input", [False, True])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_auto_on_features_near_1e200_names_the_cause_and_the_cure(strategy, sparse_input):
+    X, y = _huge_features()
+    data = sp.csr_matrix(X) if sparse_input else X
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the way
+        with pytest.raises(ValueError, match="too large") as caught:
+            fastgd.fit(data, y, strategy=strategy, max_iter=2)
+    message = str(caught.value)
+    assert type(caught.value) is ValueError  # not LAPACK's LinAlgError, nor divergence
+    for part in ["learning_rate='auto'", "max |x| = 1e+200", "overflow", "Standardise"]:
+        assert part in message, message
+
+
+@pytest.mark.parametrize("d", [3, fastgd.engine.AUTO_GRAM_MAX_WIDTH + 8])
+def test_auto_names_the_cause_when_only_the_curvature_overflows(d):
+    # |x| = 1e153: each ‖x‖² (1e306) is finite, but the sums of 200 of them in the Gram
+    # matrix (d = 3) or the power iteration (wider than AUTO_GRAM_MAX_WIDTH) overflow.
+    X, y = _huge_features(n=200, d=d, scale=1e153)
+    with pytest.raises(ValueError, match=r"too large.*max \|x\| = 1e\+153") as caught:
+        fastgd.fit(X, y, max_iter=2)
+    assert isinstance(caught.value.__cause__, (FloatingPointError, np.linalg.LinAlgError))
+
+
+@pytest.mark.parametrize("penalty", [None, "l2", "l1"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_constant_step_on_features_near_1e200_is_divergence_with_advice(strategy, penalty):
+    X, y = _huge_features()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DivergenceError, not a numpy warning
+        with pytest.raises(fastgd.DivergenceError) as caught:
+            fastgd.fit(
+                X, y, strategy=strategy, learning_rate="constant", eta0=0.01, penalty=penalty,
+                max_iter=5, batch_size=BATCH,
+            )  # fmt: skip
+    message = str(caught.value)
+    for part in ["too large", "max |x| = 1e+200", "Standardise or scale the features"]:
+        assert part in message, message
+    assert np.isfinite(caught.value.coef).all()  # the best weights reached (the start)
+
+
+def _nullable_frame(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "count": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+            "value": pd.array(rng.standard_normal(n), dtype="Float64"),
+            "flag": pd.array(rng.random(n) < 0.5, dtype="boolean"),
+        }
+    )
+    target = pd.Series(frame["value"].to_numpy(float) + rng.standard_normal(n), dtype="Float64")
+    return frame, target
+
+
+def test_fit_accepts_pandas_nullable_dtypes_like_their_numpy_values():
+    frame, target = _nullable_frame()
+    common = {"max_iter": 3, "random_state": 0}
+    got = fastgd.fit(frame, target, **common)
+    expected = fastgd.fit(frame.to_numpy(float), target.to_numpy(float), **common)
+    np.testing.assert_array_equal(got.coef, expected.coef)
+    assert got.coef.dtype == np.float64
+    labels = pd.Series(np.arange(60) % 2, dtype="Int64")
+    classes = fastgd.fit(frame, labels, loss="log_loss", max_iter=2).classes
+    assert classes.dtype.kind == "i" and classes.tolist() == [0, 1]  # integers stay integers
+    narrow = frame.astype({"value": "Float32", "count": "Int8", "flag": "Float32"})
+    assert fastgd.fit(narrow.drop(columns="count"), target, max_iter=2).coef.dtype == np.float32
+
+
+def test_pandas_na_is_named_like_nan():
+    frame, target = _nullable_frame()
+    frame.iloc[7, 1] = pd.NA
+    with pytest.raises(ValueError) as with_na:
+        fastgd.fit(frame, target)
+    with pytest.raises(ValueError) as with_nan:
+        fastgd.fit(frame.to_numpy(float, na_value=np.nan), target.to_numpy(float))
+    assert str(with_na.value) == str(with_nan.value)
+    assert "row 7, column 1" in str(with_na.value)
+    frame, target = _nullable_frame()
+    target.iloc[3] = pd.NA
+    with pytest.raises(ValueError, match=r"\by\b.*nan.*row 3"):
+        fastgd.fit(frame, target)
+    labels = pd.Series(np.arange(60) % 2, dtype="Int64")
+    labels.iloc[5] = pd.NA
+    with pytest.raises(ValueError, match=r"\by\b.*nan.*row 5"):
+        fastgd.fit(frame, labels, loss="hinge")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import MALFORMED_CSR, malformed_csr
 from sklearn import datasets, linear_model
 from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
@@ -26,6 +27,7 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import fastgd
 from fastgd import SGDClassifier, SGDRegressor
 
 # Named tolerances.
@@ -743,3 +745,104 @@ def test_a_failed_fit_or_partial_fit_keeps_the_model_it_had():
     with pytest.raises(ValueError):
         regressor.fit(*_regression(), sample_weight=-np.ones(200))
     assert regressor.predict(_regression()[0]).shape == (200, 2)  # still the 2-output model
+
+
+# ----------------------------------------------------------------------------- hardening (issue 10)
+
+_CALLS_ON_MALFORMED_CSR = {
+    "regressor.fit": lambda X, y: SGDRegressor(max_iter=2, tol=None).fit(X, y),
+    "regressor.fit-early-stopping": lambda X, y: SGDRegressor(
+        max_iter=2, tol=None, early_stopping=True
+    ).fit(X, y),
+    "regressor.partial_fit": lambda X, y: SGDRegressor().partial_fit(X, y),
+    "regressor.predict": lambda X, y: (
+        SGDRegressor(max_iter=2, tol=None).fit(malformed_csr("none")[0], y).predict(X)
+    ),
+    "classifier.fit": lambda X, y: SGDClassifier(max_iter=2, tol=None).fit(X, y > 0),
+    "classifier.partial_fit": lambda X, y: SGDClassifier().partial_fit(
+        X, y > 0, classes=[False, True]
+    ),
+    "classifier.predict_proba": lambda X, y: (
+        SGDClassifier(loss="log_loss", max_iter=2, tol=None)
+        .fit(malformed_csr("none")[0], y > 0)
+        .predict_proba(X)
+    ),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_CALLS_ON_MALFORMED_CSR))
+@pytest.mark.parametrize(
+    ("kind", "exception", "patterns"), MALFORMED_CSR, ids=[case[0] for case in MALFORMED_CSR]
+)
+def test_malformed_csr_is_refused_with_its_row_never_a_crash(kind, exception, patterns, call):
+    X, y = malformed_csr(kind)
+    with pytest.raises(exception) as caught:
+        _CALLS_ON_MALFORMED_CSR[call](X, y)
+    message = str(caught.value)
+    missing = [p for p in patterns if not re.search(p, message)]
+    assert not missing, f"{message!r} lacks {missing}"
+
+
+def test_unsorted_csr_gives_the_same_model():
+    X, y = malformed_csr("none")
+    unsorted = X.copy()
+    for row in range(X.shape[0]):
+        part = slice(X.indptr[row], X.indptr[row + 1])
+        unsorted.indices[part] = X.indices[part][::-1]
+        unsorted.data[part] = X.data[part][::-1]
+    unsorted.has_sorted_indices = False
+    settings = {"max_iter": 3, "tol": None, "random_state": 0, "learning_rate": "constant"}
+    expected = SGDRegressor(**settings).fit(X, y)
+    got = SGDRegressor(**settings).fit(unsorted, y)
+    np.testing.assert_allclose(got.coef_, expected.coef_, **SAME_STEPS)
+    np.testing.assert_allclose(got.predict(unsorted), expected.predict(X), **SAME_STEPS)
+
+
+def _unscaled_regression(n=300, seed=0):
+    """Features in their raw units (up to 1e4): scikit-learn's default schedule explodes."""
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([rng.uniform(0, 1e4, n), rng.uniform(0, 100, n)])
+    return X, X @ [0.01, 1.0] + rng.standard_normal(n)
+
+
+def _explosion_warnings(caught):
+    return [w for w in caught if "exploded" in str(w.message)]
+
+
+@pytest.mark.parametrize("call", ["fit", "partial_fit"])
+def test_exploding_weights_under_a_fixed_schedule_warn(call):
+    X, y = _unscaled_regression()
+    model = SGDRegressor(random_state=0, max_iter=5, tol=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        getattr(model, call)(X, y)
+    exploded = _explosion_warnings(caught)
+    assert len(exploded) == 1 and exploded[0].category is ConvergenceWarning
+    message = str(exploded[0].message)
+    norm = float(np.linalg.norm(model.coef_))
+    assert norm > 1e9  # what the warning is about: coefficients far beyond any fit
+    for part in [f"{norm:.3g}", "learning_rate='invscaling'", "Scale the features", "'auto'"]:
+        assert part in message, message
+    assert exploded[0].filename == __file__  # points at the caller's line
+
+
+def test_no_explosion_warning_on_scaled_data_or_under_auto():
+    X, y = _unscaled_regression()
+    scaled = StandardScaler().fit_transform(X)
+    Xc, labels = _classification(classes=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SGDRegressor(random_state=0, max_iter=5, tol=None).fit(scaled, y)
+        SGDRegressor(random_state=0).partial_fit(scaled, y)
+        SGDClassifier(random_state=0, max_iter=5, tol=None).fit(Xc, labels)
+        SGDRegressor(random_state=0, learning_rate="auto", max_iter=5, tol=None).fit(X, y)
+    assert not _explosion_warnings(caught), [str(w.message) for w in caught]
+
+
+def test_features_near_1e200_give_advice_through_the_estimators():
+    X, y = _unscaled_regression()
+    X = X * 1e196  # max |x| = 1e200
+    with pytest.raises(ValueError, match=r"too large.*Standardise"):
+        SGDRegressor(learning_rate="auto").fit(X, y)
+    with pytest.raises(fastgd.DivergenceError, match=r"too large.*Standardise"):
+        SGDRegressor().fit(X, y)

@@ -1,0 +1,146 @@
+"""The block cache's checksums (issue 10): what verifying them costs, next to a cached epoch.
+
+A generated CSV of ``FASTGD_BENCH_ROWS`` rows (50 float features and a target; 200,000
+rows make an 80 MB cache) is cached once by ``fastgd.fit_csv``; then, alternating in the
+same run (5 rounds each, medians):
+
+- ``fit_csv`` from the cache (``sgd``, 4 epochs) with the checksums verified and without
+  (``fastgd.io.cache.VERIFY_CHECKSUMS``): every block is verified in the first pass over the
+  cache, so the first pass's time is where the cost shows; the epochs after it are equal;
+- a pass over the cache's blocks that reads each block as the first pass does (fastgd's
+  ``scan_rows``: the row norms), verifying every chunk and not: the checksums' cost where
+  fit_csv pays it (the block's pages are faulted in and read anyway);
+- a bare pass over the blocks (mapped, not read), verifying and not: an upper bound (the
+  mapping's page faults included, which every epoch pays anyway).
+
+Verified and not alternate; a cost is the fastest verified pass − the fastest unverified
+one (15 of each; the machine is shared and noisy), with the median of the paired
+differences beside it.
+Reported: the verification's cost ÷ a cached epoch (target: ≤ 0.10).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+
+import numpy as np
+
+import fastgd
+from fastgd._kernels.epochs import scan_rows
+from fastgd.io import BlockCache, read_schema
+from fastgd.io import cache as cache_module
+
+FEATURES = 50
+BLOCK_ROWS = 65536
+PATTERN_ROWS = 20_000
+ROUNDS = 5
+PASS_ROUNDS = 15
+
+
+def _write_csv(path, rows: int) -> int:
+    """``rows`` rows (rounded to the repeated pattern) of features and a linear target."""
+    rng = np.random.default_rng(0)
+    pattern = min(rows, PATTERN_ROWS)
+    X = rng.standard_normal((pattern, FEATURES))
+    y = X @ rng.standard_normal(FEATURES) + 0.1 * rng.standard_normal(pattern)
+    text = "\n".join(",".join(f"{v:.6g}" for v in row) for row in np.column_stack([X, y]))
+    repeats = max(1, round(rows / pattern))
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(",".join([*(f"x{j}" for j in range(FEATURES)), "target"]) + "\n")
+        for _ in range(repeats):
+            handle.write(text + "\n")
+    return repeats * pattern
+
+
+def _fit_from_cache(path, verify: bool) -> tuple[float, float]:
+    """(first pass seconds, median epoch seconds) of a fit from the cache."""
+    marks: list[float] = []
+    cache_module.VERIFY_CHECKSUMS = verify
+    try:
+        result = fastgd.fit_csv(
+            path, target="target", block_rows=BLOCK_ROWS, strategy="sgd", max_iter=4, tol=None,
+            learning_rate="constant", eta0=1e-4, random_state=0,
+            callback=lambda *args: marks.append(time.process_time()),
+        )  # fmt: skip
+    finally:
+        cache_module.VERIFY_CHECKSUMS = True
+    assert result.extras["from_cache"]
+    return result.extras["first_pass_seconds"], float(np.median(np.diff(marks)))
+
+
+def _pass(schema, verify: bool, read: bool) -> float:
+    """Seconds of one pass over the cache's blocks (``read``: scan each block's rows)."""
+    cache = BlockCache.open(schema, dtype=np.float64)
+    cache.verify = verify
+    no_weights = np.empty(0)
+    start = time.process_time()
+    for block in cache.blocks(BLOCK_ROWS):
+        if read:
+            scan_rows(block.X, no_weights, 1.0)
+    seconds = time.process_time() - start
+    cache.close()
+    return seconds
+
+
+def test_checksum_cost_next_to_a_cached_epoch(benchmark, results, rows, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checksums")
+    path = folder / "data.csv"
+    n_rows = _write_csv(path, rows)
+    fastgd.fit_csv(path, target="target", block_rows=BLOCK_ROWS, max_iter=1, tol=None)
+    schema = read_schema(path, target="target")
+    cache_bytes = n_rows * (FEATURES + 2) * 8
+    timings: dict[str, list[float]] = {}
+
+    def measure():
+        for _ in range(ROUNDS):
+            first_pass = {}
+            for verify in (True, False):
+                first_pass[verify], epoch = _fit_from_cache(path, verify)
+                timings.setdefault("epoch", []).append(epoch)
+            timings.setdefault("first_pass", []).append(first_pass[True] - first_pass[False])
+        for _ in range(PASS_ROUNDS):
+            for read in (True, False):
+                on, off = _pass(schema, True, read), _pass(schema, False, read)
+                timings.setdefault(f"on/{read}", []).append(on)
+                timings.setdefault(f"off/{read}", []).append(off)
+                timings.setdefault(f"cost/{read}", []).append(on - off)
+
+    benchmark.pedantic(measure, rounds=1, iterations=1, warmup_rounds=0)
+    if not timings:  # --benchmark-disable still calls the target once
+        measure()
+    med = {key: statistics.median(values) for key, values in timings.items()}
+    epoch = med["epoch"]
+    size = f"{n_rows:,} rows × {FEATURES} features, {cache_bytes / 1e6:,.0f} MB cache"
+    results.add(
+        "cache/epoch", f"fit_csv, an sgd epoch from the cache ({size})", epoch,
+        nbytes=cache_bytes, notes=f"median of {len(timings['epoch'])} fits' epochs 2-4",
+    )  # fmt: skip
+    cases = {
+        "read": ("cache checksums, verified − not, in a pass that reads the blocks", True),
+        "bare": ("cache checksums, verified − not, in a pass that only maps them", False),
+    }
+    lines = []
+    for name, (case, read) in cases.items():
+        # fastest verified − fastest not: the least noisy estimate on a shared machine
+        cost = min(timings[f"on/{read}"]) - min(timings[f"off/{read}"])
+        paired = med[f"cost/{read}"]
+        note = (
+            f"÷ cached epoch = {cost / epoch:.3f} (target ≤ 0.10); min of {PASS_ROUNDS} passes "
+            f"each; median of paired differences {paired * 1e3:.1f} ms; the pass unverified "
+            f"{min(timings[f'off/{read}']) * 1e3:.1f} ms"
+        )
+        results.add(f"cache/verify-{name}", case, cost, nbytes=cache_bytes, notes=note)
+        lines.append(
+            f"{name}: {cost * 1e3:.1f} ms = {cost / epoch:.3f} of an epoch "
+            f"(paired median {paired * 1e3:.1f} ms)"
+        )
+    fit_cost = med["first_pass"]
+    lines.append(f"fit_csv first pass: {fit_cost * 1e3:.1f} ms = {fit_cost / epoch:.3f}")
+    results.add(
+        "cache/first-pass", "cache checksums, verified − not, in fit_csv's first pass", fit_cost,
+        notes=f"÷ cached epoch = {fit_cost / epoch:.3f} (whole fits: noisy)",
+    )  # fmt: skip
+    print(f"\n[checksums] {size}: epoch {epoch * 1e3:.1f} ms; " + "; ".join(lines))
+    shutil.rmtree(folder, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,8 +244,8 @@ def test_a_tampered_cache_is_rebuilt_not_trained_on(regression_csv, tmp_path):
     options = {"cache_dir": tmp_path, "random_state": 0, "block_rows": 64, "max_iter": 20}
     clean = fit_csv(path, target="target", **options)
     assert _r2(clean, X, y) > 0.9  # a run on the negated targets: R² < -1
-    y_file = json.loads(open(clean.extras["cache"]).read())["generation"]
-    (y_path,) = tmp_path.glob(f"*.{y_file}.y.bin")
+    generation = json.loads(Path(clean.extras["cache"]).read_text())["generation"]
+    (y_path,) = tmp_path.glob(f"*.{generation}.y.bin")
     cached_y = np.fromfile(y_path)
     (-cached_y).tofile(y_path)
     with pytest.warns(CacheNotice, match=r"rebuilding the cache .*y file .*checksum"):
@@ -268,3 +269,20 @@ def test_same_size_edit_with_mtime_put_back_rebuilds(tmp_path):
     with pytest.warns(CacheNotice, match="sampled pages differs"):
         second = fit_csv(path, target="target", cache_dir=tmp_path / "c", max_iter=2, tol=None)
     assert not first.extras["from_cache"] and not second.extras["from_cache"]
+
+
+def test_a_wrong_typed_header_field_is_named_and_the_cache_rebuilt(regression_csv, tmp_path):
+    path, *_ = regression_csv
+    options = {"cache_dir": tmp_path, "max_iter": 2, "tol": None, "random_state": 0}
+    first = fit_csv(path, target="target", **options)
+    header_path = first.extras["cache"]
+    header = json.loads(Path(header_path).read_text())
+    header["skipped"] = None  # once: "'NoneType' object is not iterable" on every run
+    with open(header_path, "w") as handle:
+        json.dump(header, handle)
+    with pytest.warns(CacheNotice, match=r"rebuilding the cache .*'skipped'"):
+        second = fit_csv(path, target="target", **options)
+    assert not second.extras["from_cache"]
+    np.testing.assert_array_equal(second.coef, first.coef)
+    third = fit_csv(path, target="target", **options)
+    assert third.extras["from_cache"]

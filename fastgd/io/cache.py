@@ -334,7 +334,7 @@ def _remove_old_files(prefix: Path) -> None:
                     groups.setdefault(generation, []).append(name)
             for generation, names in groups.items():
                 lock_file = _data_path(prefix, generation, "X")
-                if generation and _is_locked(lock_file) and os.path.exists(lock_file):
+                if generation and os.path.exists(lock_file) and _is_locked(lock_file):
                     continue  # a writer is writing it
                 for name in names:
                     with contextlib.suppress(OSError):

@@ -618,7 +618,10 @@ def fit_csv(
     if validation_fraction > 0.0:
         resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
     plan = engine._Plan(source=source, classes=stats.labels, **resolved, **start)
-    result = engine._run(plan)
+    try:
+        result = engine._run(plan)
+    finally:
+        cache.close()  # its data files (the blocks' mappings are gone with the epochs)
     scaler = None
     if standardize:
         scaler = {"mean": stats.mean, "scale": stats.scale}

@@ -308,6 +308,8 @@ def test_damaged_chunk_raises_naming_cache_and_rows(csv_file, monkeypatch):
     with pytest.raises(CacheChecksumError, match=r"rows 64-79 of its X file") as caught:
         next(blocks)
     assert str(reopened.path) in str(caught.value)
+    reopened.close()
+    cache.close()  # the frame lives on in the exception's traceback (a cycle)
 
 
 def test_same_size_edit_with_mtime_put_back_is_seen(csv_file):

@@ -535,8 +535,14 @@ class BlockCache:
         return cls(prefix, header, handles), None
 
     def close(self) -> None:
-        """Close the data files (blocks already returned stay readable)."""
+        """Close the data files (blocks already returned stay readable: each mapping holds
+        its own descriptor)."""
         for handle in self._handles.values():
+            handle.close()
+
+    def __del__(self) -> None:
+        # a cache dropped without close() closes its files quietly (no ResourceWarning)
+        for handle in getattr(self, "_handles", {}).values():
             handle.close()
 
     def discard(self, reason: str) -> None:
@@ -546,6 +552,7 @@ class BlockCache:
         with contextlib.suppress(OSError), _folder_lock(self.path.parent):
             if _current_generation(prefix) == self.generation:
                 self.path.unlink()
+        self.close()
         _notice(self.path, reason)
 
     @classmethod

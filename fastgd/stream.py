@@ -40,7 +40,7 @@ from ._kernels.epochs import (
 )
 from ._kernels.order import fill_epoch_order
 from ._validation import check_scalar
-from .io.cache import BlockCache
+from .io.cache import BlockCache, CacheChecksumError
 from .io.csv import CsvError, iter_csv, read_schema
 
 __all__ = ["DEFAULT_BLOCK_ROWS", "StreamStats", "fit_csv"]
@@ -144,7 +144,7 @@ def _first_pass(
     started = time.perf_counter()
     stats = StreamStats(n_features=len(schema.feature_names))
     stats.feature_names = list(schema.feature_names)
-    cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir)
+    cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir, notify=True)
     if cache is not None and cache.skipped and on_bad_rows == "error":
         # Written by a run that skipped bad rows: this run must stop at the first one.
         cache = None
@@ -188,8 +188,20 @@ def _first_pass(
 
     if cache is not None:
         stats.from_cache = True
-        for block in cache.blocks(block_rows):
-            gather(block)
+        rng_state = rng.bit_generator.state
+        try:
+            for block in cache.blocks(block_rows):  # checks every chunk's checksum
+                gather(block)
+        except CacheChecksumError as exc:
+            # Damaged: nothing was trained yet. Discard it and start again from the CSV.
+            cache.discard(exc.reason)
+            rng.bit_generator.state = rng_state
+            return _first_pass(
+                schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
+                on_bad_rows=on_bad_rows, standardize=standardize, loss=loss, rng=rng,
+                progress=progress, validation_fraction=validation_fraction,
+                sample_rows=sample_rows, fit_intercept=fit_intercept, epsilon=epsilon,
+            )  # fmt: skip
         stats.skipped = dict(cache.skipped)
         stats.skipped_lines = list(cache.skipped_lines)
     else:
@@ -606,7 +618,10 @@ def fit_csv(
     if validation_fraction > 0.0:
         resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
     plan = engine._Plan(source=source, classes=stats.labels, **resolved, **start)
-    result = engine._run(plan)
+    try:
+        result = engine._run(plan)
+    finally:
+        cache.close()  # its data files (the blocks' mappings are gone with the epochs)
     scaler = None
     if standardize:
         scaler = {"mean": stats.mean, "scale": stats.scale}

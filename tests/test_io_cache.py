@@ -3,16 +3,27 @@ and the streaming reader's memory stays bounded by the block, not the file."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fastgd.io import BlockCache, CacheError, iter_csv, read_schema
+from fastgd.io import (
+    BlockCache,
+    CacheChecksumError,
+    CacheError,
+    CacheNotice,
+    iter_csv,
+    read_schema,
+)
+from fastgd.io import cache as cache_module
 from fastgd.io import csv as fcsv
+from fastgd.io.cache import _checksum
 
 
 @pytest.fixture
@@ -144,8 +155,8 @@ def test_truncated_data_file_is_not_a_cache(csv_file):
     path, _ = csv_file
     schema = read_schema(path, target="y")
     cache = build(schema)
-    data_file = str(cache.path)[: -len(".json")] + ".X.bin"
-    del cache
+    data_file = cache.files["X"]
+    cache.close()
     with open(data_file, "r+b") as handle:
         handle.truncate(80)
     assert BlockCache.open(schema, dtype=np.float64) is None
@@ -255,3 +266,165 @@ def test_compressed_source_with_prefetched_first_pass(csv_file):
     X = np.concatenate([b.X for b in reopened.blocks(16, order=order)])
     expected = np.concatenate([data[i * 16 : (i + 1) * 16, :3] for i in order])
     np.testing.assert_array_equal(X, expected)
+
+
+# -- trust: checksums, the CSV's fingerprint, the header, old files, concurrent readers --------
+
+
+def test_checksum_detects_bit_flips_and_negation_and_is_additive():
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal(1000)
+    original = _checksum(values)
+    for position in rng.choice(values.size * 64, size=200, replace=False):
+        flipped = values.copy()
+        flipped.view(np.uint64)[position // 64] ^= np.uint64(1) << np.uint64(position % 64)
+        assert _checksum(flipped) != original
+    # negating an even number of values (plain and position-weighted sums miss it)
+    assert _checksum(-values) != original
+    labels = np.tile([1.0, -1.0], 500)
+    assert _checksum(-labels) != _checksum(labels)
+    assert _checksum(labels[::-1].copy()) != _checksum(labels)  # order matters
+    single = values.astype(np.float32)
+    assert _checksum(-single) != _checksum(single)
+    # additive: a chunk's sum from pieces of any size (how the writer computes it)
+    pieces = (_checksum(values[:333]) + _checksum(values[333:], 333)) % 2**64
+    assert pieces == original
+
+
+def test_damaged_chunk_raises_naming_cache_and_rows(csv_file, monkeypatch):
+    path, data = csv_file
+    monkeypatch.setattr(cache_module, "CHECK_ROWS", 16)
+    schema = read_schema(path, target="y")
+    cache = build(schema)
+    with open(cache.files["X"], "r+b") as handle:  # one bit of row 70 (chunk 4: rows 64-79)
+        handle.seek(70 * 3 * 8 + 3)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0x10]))
+    reopened = BlockCache.open(schema, dtype=np.float64)
+    blocks = reopened.blocks(block_rows=25)
+    for index in range(2):  # rows 0-49: intact, verified on their own mapping or a chunk's
+        np.testing.assert_array_equal(next(blocks).X, data[index * 25 : (index + 1) * 25, :3])
+    with pytest.raises(CacheChecksumError, match=r"rows 64-79 of its X file") as caught:
+        next(blocks)
+    assert str(reopened.path) in str(caught.value)
+    reopened.close()
+    cache.close()  # the frame lives on in the exception's traceback (a cycle)
+
+
+def test_same_size_edit_with_mtime_put_back_is_seen(csv_file):
+    path, _ = csv_file
+    schema = read_schema(path, target="y")
+    build(schema)
+    stat = os.stat(path)
+    text = path.read_text()
+    edited = text.replace("0.", "1.", 1)  # same size, other content
+    assert len(edited) == len(text) and edited != text
+    path.write_text(edited)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size
+    with pytest.warns(CacheNotice, match=r"rebuilding the cache .*sampled pages differs"):
+        assert BlockCache.open(schema, dtype=np.float64, notify=True) is None
+
+
+def test_fingerprint_samples_pages_of_a_large_file(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"a,y\n" + b"1,2\n" * 100_000)
+    first = cache_module._fingerprint(path)
+    with open(path, "r+b") as handle:  # the last page is always sampled
+        handle.seek(-4, os.SEEK_END)
+        handle.write(b"3,4\n")
+    second = cache_module._fingerprint(path)
+    assert first["size"] == second["size"] and first["sampled_pages"] != second["sampled_pages"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("skipped", None),
+        ("skipped_lines", "3"),
+        ("n_rows", "103"),
+        ("checksums", {"X": [1]}),
+        ("fingerprint", {"size": "1"}),
+        ("generation", "../../etc"),
+    ],
+)
+def test_malformed_header_field_is_named_and_rebuilt(csv_file, field, value):
+    path, data = csv_file
+    schema = read_schema(path, target="y")
+    cache = build(schema)
+    header = json.loads(cache.path.read_text())
+    header[field] = value
+    cache.path.write_text(json.dumps(header))
+    with pytest.warns(CacheNotice, match=rf"rebuilding the cache {cache.path}: .*'{field}"):
+        assert BlockCache.open(schema, dtype=np.float64, notify=True) is None
+    rebuilt = build(schema)
+    np.testing.assert_array_equal(np.concatenate([b.y for b in rebuilt.blocks(50)]), data[:, 3])
+
+
+def test_invalid_json_header_is_rebuilt(csv_file):
+    path, _ = csv_file
+    schema = read_schema(path, target="y")
+    cache = build(schema)
+    cache.path.write_text('{"format_version": 2, ')
+    with pytest.warns(CacheNotice, match="not valid JSON"):
+        assert BlockCache.open(schema, dtype=np.float64, notify=True) is None
+
+
+def test_files_of_killed_writers_are_removed_and_live_writers_kept(csv_file):
+    path, _ = csv_file
+    schema = read_schema(path, target="y")
+    live = BlockCache.writer(schema, dtype=np.float64)  # a first pass still running
+    for block in iter_csv(schema, block_rows=10):
+        live.append(block)
+    folder = path.with_name("train.csv.fastgd-cache")
+    prefix = live.prefix.name
+    # what a killed first pass leaves (no process holds their lock), and format-1 files
+    dead = [f"{prefix}.otherhost-4242-dead.{key}.bin" for key in ("X", "y", "lines")]
+    dead += [f"{prefix}.json.tmp-otherhost-4242-dead", f"{prefix}.X.bin.tmp-4242"]
+    for name in dead:
+        (folder / name).write_bytes(b"partial")
+    live_files = sorted(os.listdir(folder))
+    live_files = [name for name in live_files if name not in dead]
+    cache = build(schema)
+    left = set(os.listdir(folder))
+    assert not left & set(dead)
+    assert set(live_files) <= left  # the running writer's generation is kept
+    assert set(cache.files.values()) <= {str(folder / name) for name in left}
+    live.abort()
+    assert set(os.listdir(folder)) == {
+        cache.path.name,
+        *(Path(p).name for p in cache.files.values()),
+    }
+
+
+def test_a_reader_survives_a_rebuild_and_old_files_go(csv_file, monkeypatch):
+    path, data = csv_file
+    monkeypatch.setattr(cache_module, "CHECK_ROWS", 16)  # chunks checked after the rebuild
+    schema = read_schema(path, target="y")
+    build(schema)
+    reader = BlockCache.open(schema, dtype=np.float64)
+    old_files = set(reader.files.values())
+    blocks = reader.blocks(block_rows=10)
+    seen = [next(blocks) for _ in range(2)]
+    # another process rewrites the CSV and rebuilds the cache
+    changed = data.copy()
+    changed[:, 3] *= -1
+    rows = "\n".join(",".join(repr(float(v)) for v in row) for row in changed)
+    path.write_text("a,b,c,y\n" + rows + "\n")
+    schema = read_schema(path, target="y")
+    with pytest.warns(CacheNotice, match="changed since"):
+        assert BlockCache.open(schema, dtype=np.float64, notify=True) is None
+    rebuilt = build(schema)
+    assert not any(os.path.exists(name) for name in old_files)  # removed at once
+    seen += list(blocks)  # the first reader reads its own, consistent files to the end
+    np.testing.assert_array_equal(np.concatenate([b.y for b in seen]), data[:, 3])
+    np.testing.assert_array_equal(np.concatenate([b.X for b in seen]), data[:, :3])
+    fresh = np.concatenate([b.y for b in rebuilt.blocks(50)])
+    np.testing.assert_array_equal(fresh, changed[:, 3])
+    reader.close()
+    folder = path.with_name("train.csv.fastgd-cache")
+    assert set(os.listdir(folder)) == {
+        rebuilt.path.name,
+        *(Path(p).name for p in rebuilt.files.values()),
+    }

@@ -8,11 +8,15 @@ boundaries and full batches sum the blocks' gradients before their one step.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import fastgd
-from fastgd.io import CsvError
+from fastgd.io import CacheNotice, CsvError
 from fastgd.stream import fit_csv, held_out
 
 N_ROWS = 300
@@ -226,3 +230,59 @@ def test_estimator_partial_fit_over_iter_csv_blocks_equals_one_epoch_of_fit(regr
     whole = fastgd.SGDRegressor(**settings, max_iter=1, tol=None).fit(X, y)
     np.testing.assert_allclose(streamed.coef_, whole.coef_, rtol=1e-12)
     assert streamed.t_ == whole.t_
+
+
+def _r2(result, X, y) -> float:
+    predicted = X @ result.coef + result.intercept
+    return 1.0 - float(((y - predicted) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def test_a_tampered_cache_is_rebuilt_not_trained_on(regression_csv, tmp_path):
+    """Negated cached targets: the checksums catch it in the first pass, before any step;
+    the cache is rebuilt from the CSV and the model is the one a clean run gives."""
+    path, X, y = regression_csv
+    options = {"cache_dir": tmp_path, "random_state": 0, "block_rows": 64, "max_iter": 20}
+    clean = fit_csv(path, target="target", **options)
+    assert _r2(clean, X, y) > 0.9  # a run on the negated targets: R² < -1
+    generation = json.loads(Path(clean.extras["cache"]).read_text())["generation"]
+    (y_path,) = tmp_path.glob(f"*.{generation}.y.bin")
+    cached_y = np.fromfile(y_path)
+    (-cached_y).tofile(y_path)
+    with pytest.warns(CacheNotice, match=r"rebuilding the cache .*y file .*checksum"):
+        again = fit_csv(path, target="target", **options)
+    assert not again.extras["from_cache"]
+    np.testing.assert_array_equal(again.coef, clean.coef)
+    third = fit_csv(path, target="target", **options)
+    assert third.extras["from_cache"] and _r2(third, X, y) > 0.9
+
+
+def test_same_size_edit_with_mtime_put_back_rebuilds(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 2))
+    y = X @ np.array([1.0, -1.0])
+    path = _write(tmp_path / "edit.csv", X, y)
+    first = fit_csv(path, target="target", cache_dir=tmp_path / "c", max_iter=2, tol=None)
+    stat = os.stat(path)
+    text = path.read_text()
+    path.write_text(text.replace("-", "+", 1))  # same size: a value changes sign
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.warns(CacheNotice, match="sampled pages differs"):
+        second = fit_csv(path, target="target", cache_dir=tmp_path / "c", max_iter=2, tol=None)
+    assert not first.extras["from_cache"] and not second.extras["from_cache"]
+
+
+def test_a_wrong_typed_header_field_is_named_and_the_cache_rebuilt(regression_csv, tmp_path):
+    path, *_ = regression_csv
+    options = {"cache_dir": tmp_path, "max_iter": 2, "tol": None, "random_state": 0}
+    first = fit_csv(path, target="target", **options)
+    header_path = first.extras["cache"]
+    header = json.loads(Path(header_path).read_text())
+    header["skipped"] = None  # once: "'NoneType' object is not iterable" on every run
+    with open(header_path, "w") as handle:
+        json.dump(header, handle)
+    with pytest.warns(CacheNotice, match=r"rebuilding the cache .*'skipped'"):
+        second = fit_csv(path, target="target", **options)
+    assert not second.extras["from_cache"]
+    np.testing.assert_array_equal(second.coef, first.coef)
+    third = fit_csv(path, target="target", **options)
+    assert third.extras["from_cache"]

@@ -3,18 +3,36 @@
 Layout, in ``DATA.csv.fastgd-cache/`` next to the CSV (or in ``cache_dir``), one set of
 files per selection (columns, target, delimiter, header, dtype)::
 
-    <stem>-<key>.X.bin     X, row-major (n_rows × n_features), raw little-endian floats
-    <stem>-<key>.y.bin     y (n_rows), when there is a target
-    <stem>-<key>.lines.bin the file line of each row (int64), for messages
-    <stem>-<key>.json      the header: format version, source path, size, mtime_ns, schema,
-                           dtype, n_rows, n_features, rows skipped while writing
+    <stem>-<key>.json            the header: format version, source path and fingerprint,
+                                 schema, dtype, n_rows, n_features, the generation, the
+                                 checksums, rows skipped while writing
+    <stem>-<key>.<gen>.X.bin     X, row-major (n_rows × n_features), raw little-endian floats
+    <stem>-<key>.<gen>.y.bin     y (n_rows), when there is a target
+    <stem>-<key>.<gen>.lines.bin the file line of each row (int64), for messages
 
-The JSON file is written last (to a temporary name, then renamed): a cache without it, or
-whose data files are not exactly the size it states, is not a cache. Data files are written
-under temporary names and renamed into place at ``commit``, so an interrupted first pass
-leaves nothing that :meth:`BlockCache.open` would accept. A cache is valid only while the
-CSV's size and mtime are those recorded; a changed selection, dtype, delimiter or header
-maps to another key (and so to other files).
+``<gen>`` (the *generation*: writer's host, pid and a random token) is unique per write.
+A writer writes a new generation beside the old one, holding an exclusive ``flock`` on its
+X file, and commits by renaming the header into place (written last, to a temporary name):
+a cache without a header, or whose data files are not exactly the size it states, is not a
+cache. Old generations, and the files of a writer that died (its lock is gone), are removed
+by the next writer or reader of this selection. A reader keeps the data files it maps open
+and maps every block from those descriptors, so a rebuild that removes (unlinks) its
+generation cannot break it: it reads its own, consistent files to the end.
+
+Trust: the cache is used only while the CSV has the recorded fingerprint (size, mtime,
+inode, and a hash of 16 sampled 4 KiB pages: the first, the last and 14 evenly spaced) and
+the header is well formed; otherwise :meth:`BlockCache.open` (``notify=True``) warns with a
+:class:`CacheNotice` naming the cache and the reason, and the caller rebuilds it. An edit of
+the CSV that keeps its size, mtime and inode and misses every sampled page is not seen.
+Every chunk of ``check_rows`` rows of each data file carries a checksum
+(:mod:`fastgd._kernels.checksum`), verified the first time a :class:`BlockCache` object
+reads the chunk (the one ``commit`` returns counts as checked: its process computed the
+sums from the bytes it wrote); a mismatch raises :class:`CacheChecksumError` naming the
+cache, the file and the rows, before the block is returned. ``fastgd.fit_csv`` reads every
+block of a reused cache once in its first pass, before the first step, so it meets a
+damaged cache there, never in the middle of training: it discards the cache, warns, and
+rebuilds from the CSV (see :func:`fastgd.stream._first_pass`). A cache file changed in
+place after that pass (our writers never do; they write new files) is not seen.
 
 Where: next to the CSV by default. When that directory cannot be written, the writer raises
 :class:`CacheError` saying so and suggesting ``cache_dir`` (no silent fallback to a home
@@ -23,24 +41,67 @@ directory, which might not have room for a copy of a 20 GB file).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
+import socket
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .._kernels.checksum import mixed_sum
 from .csv import SKIPPED_LINES_KEPT, CsvBlock, CsvSchema
 
-__all__ = ["FORMAT_VERSION", "BlockCache", "CacheError", "CacheWriter"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locks (unlinking open files fails)
+    fcntl = None
 
-FORMAT_VERSION = 1
+__all__ = [
+    "FORMAT_VERSION",
+    "BlockCache",
+    "CacheChecksumError",
+    "CacheError",
+    "CacheNotice",
+    "CacheWriter",
+]
+
+FORMAT_VERSION = 2
 CACHE_SUFFIX = ".fastgd-cache"
+#: Rows per checksummed chunk (the default block size of fit_csv, so blocks and chunks
+#: usually coincide and a chunk is checked on the block's own mapping).
+CHECK_ROWS = 65536
+#: The sampled pages of the CSV's fingerprint: this many, of this size.
+SAMPLED_PAGES = 16
+PAGE_BYTES = 4096
+#: The data files: name suffix -> header key.
+DATA_FILES = {".X.bin": "X", ".y.bin": "y", ".lines.bin": "lines"}
+_GENERATION = re.compile(r"[A-Za-z0-9_-]+\Z")
+_MASK = (1 << 64) - 1
+#: Whether new :class:`BlockCache` objects check their checksums (only
+#: ``benchmarks/test_stream.py`` turns it off, to time a cached epoch without them).
+VERIFY_CHECKSUMS = True
 
 
 class CacheError(OSError):
-    """The cache could not be written (the message says where and what to do)."""
+    """The cache could not be written or read (the message says where and what to do)."""
+
+
+class CacheChecksumError(CacheError):
+    """A chunk of the cache does not match its checksum: the cache was changed or damaged
+    after it was written (``reason`` says which rows of which file); ``fastgd.fit_csv``
+    rebuilds it."""
+
+    reason = ""
+
+
+class CacheNotice(UserWarning):
+    """The cache was not used and is rebuilt (the message names the cache and the reason)."""
 
 
 def _dtype(dtype) -> np.dtype:
@@ -74,18 +135,259 @@ def _location(schema: CsvSchema, dtype: np.dtype, cache_dir) -> Path:
     return folder / f"{source.name}-{key}"
 
 
-def _stat(path: str) -> tuple[int, int]:
-    status = os.stat(path)
-    return status.st_size, status.st_mtime_ns
+# -- the CSV's fingerprint ---------------------------------------------------------------------
+
+
+def _fingerprint(path) -> dict:
+    """Size, mtime, inode and a hash of sampled pages: what must match to reuse a cache."""
+    with open(path, "rb") as handle:
+        status = os.fstat(handle.fileno())
+        size = status.st_size
+        if size <= SAMPLED_PAGES * PAGE_BYTES:
+            offsets = [0]
+            lengths = [size]
+        else:
+            last = size - PAGE_BYTES
+            offsets = sorted({round(i * last / (SAMPLED_PAGES - 1)) for i in range(SAMPLED_PAGES)})
+            lengths = [PAGE_BYTES] * len(offsets)
+        digest = hashlib.blake2b(digest_size=16)
+        for offset, length in zip(offsets, lengths, strict=True):
+            digest.update(os.pread(handle.fileno(), length, offset))
+    return {
+        "size": size,
+        "mtime_ns": status.st_mtime_ns,
+        "inode": status.st_ino,
+        "sampled_pages": digest.hexdigest(),
+    }
+
+
+def _fingerprint_change(recorded: dict, current: dict) -> str | None:
+    """Why the CSV no longer matches the cache's fingerprint (None: it matches)."""
+    if recorded["size"] != current["size"]:
+        return (
+            f"the CSV changed since it was written (size {recorded['size']} -> "
+            f"{current['size']} bytes)"
+        )
+    if recorded["inode"] != current["inode"]:
+        return "the CSV was replaced since it was written (another file: inode differs)"
+    if recorded["sampled_pages"] != current["sampled_pages"]:
+        return "the CSV changed since it was written (content of sampled pages differs)"
+    if recorded["mtime_ns"] != current["mtime_ns"]:
+        return "the CSV changed since it was written (modification time differs)"
+    return None
+
+
+# -- the header ----------------------------------------------------------------------------------
+
+#: Top-level header fields and their JSON types.
+_HEADER_FIELDS = {
+    "format_version": int,
+    "source": str,
+    "fingerprint": dict,
+    "schema": dict,
+    "n_rows": int,
+    "n_features": int,
+    "generation": str,
+    "check_rows": int,
+    "checksums": dict,
+    "skipped": dict,
+    "skipped_lines": list,
+}
+_FINGERPRINT_FIELDS = {"size": int, "mtime_ns": int, "inode": int, "sampled_pages": str}
+
+
+def _type_problem(where: str, value, expected: type) -> str | None:
+    # bool is an int to Python, never to the header
+    if value is None or not isinstance(value, expected) or isinstance(value, bool):
+        return (
+            f"its header field {where!r} is missing or has the wrong type "
+            f"({type(value).__name__}; expected {expected.__name__})"
+        )
+    return None
+
+
+def _all_ints(values, low: int = 0, high: int | None = None) -> bool:
+    return all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+        for v in values
+    )
+
+
+def _header_problem(header, schema: CsvSchema, dtype: np.dtype) -> str | None:
+    """Why this header cannot be used for this CSV and selection (None: it can)."""
+    if not isinstance(header, dict):
+        return f"its header is not a JSON object (a {type(header).__name__})"
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        return f"it was written in format {version!r}; this fastgd uses {FORMAT_VERSION}"
+    for name, expected in _HEADER_FIELDS.items():
+        problem = _type_problem(name, header.get(name), expected)
+        if problem:
+            return problem
+    for name, expected in _FINGERPRINT_FIELDS.items():
+        problem = _type_problem(f"fingerprint.{name}", header["fingerprint"].get(name), expected)
+        if problem:
+            return problem
+    if header["source"] != str(Path(schema.path).resolve()):
+        return f"it belongs to another file ({header['source']})"
+    if header["schema"] != _selection(schema, dtype):
+        return "its field 'schema' differs from this column selection, delimiter or dtype"
+    if not _GENERATION.match(header["generation"]):
+        return f"its header field 'generation' is malformed ({header['generation']!r})"
+    n_rows, n_features = header["n_rows"], header["n_features"]
+    if n_rows < 1 or n_features != len(schema.feature_names):
+        return f"its header fields 'n_rows'/'n_features' are wrong ({n_rows}, {n_features})"
+    if header["check_rows"] < 1:
+        return f"its header field 'check_rows' is wrong ({header['check_rows']})"
+    if not _all_ints(header["skipped"].values()) or not _all_ints(header["skipped_lines"]):
+        return "its header field 'skipped' or 'skipped_lines' holds something else than counts"
+    chunks = -(-n_rows // header["check_rows"])
+    for key in _data_keys(schema.target is not None):
+        sums = header["checksums"].get(key)
+        if not isinstance(sums, list) or len(sums) != chunks or not _all_ints(sums, 0, _MASK):
+            return f"its header field 'checksums.{key}' is missing or malformed"
+    return None
+
+
+def _data_keys(has_y: bool) -> list[str]:
+    return ["X", "y", "lines"] if has_y else ["X", "lines"]
+
+
+def _data_path(prefix: Path, generation: str, key: str) -> str:
+    return f"{prefix}.{generation}.{key}.bin"
+
+
+# -- locks and the removal of old files ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Exclusive lock on the cache folder: a writer creates (and locks) its files, and a
+    cleaner chooses what to remove, one at a time (so a cleaner never takes a file a writer
+    has just created and not yet locked)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _is_locked(path: str) -> bool:
+    """Whether a live process holds a lock on this file (a writer writing it)."""
+    if fcntl is None:  # pragma: no cover
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True  # gone, or not ours to judge
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _generation_of(prefix: Path, name: str) -> str | None:
+    """The generation a file of this selection belongs to ("" for files of format 1; None:
+    the header, or not a file of this selection)."""
+    head = prefix.name + "."
+    if not name.startswith(head):
+        return None
+    rest = name[len(head) :]
+    if rest.startswith("json.tmp-"):
+        return rest[len("json.tmp-") :]
+    for suffix in DATA_FILES:
+        if rest.endswith(suffix) and _GENERATION.match(rest[: -len(suffix)]):
+            return rest[: -len(suffix)]
+        if rest == suffix[1:] or rest.startswith(suffix[1:] + ".tmp-"):
+            return ""  # format 1: one set of files without generation
+    return None
+
+
+def _current_generation(prefix: Path) -> str | None:
+    try:
+        with open(str(prefix) + ".json", encoding="utf-8") as handle:
+            generation = json.load(handle).get("generation")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return generation if isinstance(generation, str) else None
+
+
+def _remove_old_files(prefix: Path) -> None:
+    """Remove this selection's files that no header names and no writer holds: older
+    generations (a reader of one keeps its open descriptors and reads on), the files of a
+    writer that died (its lock went with it), and files of format 1."""
+    folder = prefix.parent
+    try:
+        with _folder_lock(folder):
+            current = _current_generation(prefix)
+            groups: dict[str, list[str]] = {}
+            for name in os.listdir(folder):
+                generation = _generation_of(prefix, name)
+                if generation is not None and generation != current:
+                    groups.setdefault(generation, []).append(name)
+            for generation, names in groups.items():
+                lock_file = _data_path(prefix, generation, "X")
+                if generation and os.path.exists(lock_file) and _is_locked(lock_file):
+                    continue  # a writer is writing it
+                for name in names:
+                    with contextlib.suppress(OSError):
+                        os.unlink(folder / name)
+    except OSError:
+        pass  # a read-only or vanished folder: nothing to clean
+
+
+# -- checksums -----------------------------------------------------------------------------------
+
+
+def _words(array: np.ndarray) -> np.ndarray:
+    """The raw bytes of a C-contiguous array as words of its item size (8 or 4 bytes)."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    return flat.view(np.uint64 if flat.dtype.itemsize == 8 else np.uint32)
+
+
+def _checksum(array: np.ndarray, first_word: int = 0) -> int:
+    return int(mixed_sum(_words(array), first_word))
+
+
+class _ChunkSums:
+    """Checksums of consecutive chunks of ``check_rows`` rows, from pieces of any size."""
+
+    def __init__(self, check_rows: int, row_words: int):
+        self.check_rows = check_rows
+        self.row_words = row_words
+        self.done: list[int] = []
+        self.partial = 0
+
+    def add(self, rows: np.ndarray, row_in_chunk: int) -> None:
+        """Rows that start at ``row_in_chunk`` of the current chunk and do not pass its end."""
+        total = self.partial + _checksum(rows, row_in_chunk * self.row_words)
+        self.partial = total & _MASK
+        if row_in_chunk + rows.shape[0] == self.check_rows:
+            self.done.append(self.partial)
+            self.partial = 0
+
+    def finish(self, n_rows: int) -> list[int]:
+        if n_rows % self.check_rows:
+            self.done.append(self.partial)
+            self.partial = 0
+        return self.done
 
 
 class BlockCache:
     """A complete, valid cache: X (and y) memory-mapped, sliced into blocks without copies.
 
     Attributes: ``n_rows``, ``n_features``, ``dtype``, ``feature_names``, ``target``,
-    ``path`` (the JSON header), ``skipped`` (rows skipped per reason when it was written)."""
+    ``path`` (the JSON header), ``skipped`` (rows skipped per reason when it was written),
+    ``files`` (the data files' paths when it was opened, by ``"X"``, ``"y"``, ``"lines"``)."""
 
-    def __init__(self, prefix: Path, header: dict):
+    def __init__(self, prefix: Path, header: dict, files: dict):
         self.path = Path(str(prefix) + ".json")
         self.header = header
         self.n_rows = int(header["n_rows"])
@@ -93,24 +395,69 @@ class BlockCache:
         self.dtype = np.dtype(header["schema"]["dtype"])
         self.feature_names = list(header["schema"]["feature_names"])
         self.target = header["schema"]["target"]
-        self.skipped = dict(header.get("skipped", {}))
-        self.skipped_lines = list(header.get("skipped_lines", []))
-        self._prefix = str(prefix)
+        self.skipped = dict(header["skipped"])
+        self.skipped_lines = list(header["skipped_lines"])
+        self.generation = header["generation"]
+        self.files = {key: handle.name for key, handle in files.items()}
+        self._handles = files  # open: every block is mapped from these descriptors
         self._has_y = self.target is not None
+        self._check_rows = int(header["check_rows"])
+        self._verified = np.zeros(-(-self.n_rows // self._check_rows), dtype=bool)
+        #: False skips the checksums (the benchmark that measures their cost sets it).
+        self.verify = VERIFY_CHECKSUMS
 
-    def _map(self, suffix: str, dtype, start: int, stop: int, width: int | None = None):
+    def _map(self, key: str, dtype, start: int, stop: int, width: int | None = None):
         """Rows ``start:stop`` of one data file, memory-mapped on their own.
 
         Each block gets its own small mapping, released when the block is dropped: a
         mapping of the whole file would keep every page read so far in the process's
         resident memory (measured: a 4.4 GB cache made a 4.6 GB peak RSS). Copy-on-write
         (``mode="c"``) gives writable arrays without copying (the kernels only read them;
-        Numba compiles read-only arrays separately).
+        Numba compiles read-only arrays separately). Mapped from the descriptor opened with
+        the cache, not the path: a rebuild that removes the files cannot break this reader.
         """
         row = (width or 1) * np.dtype(dtype).itemsize
         shape = (stop - start, width) if width else (stop - start,)
-        mapped = np.memmap(self._prefix + suffix, dtype, "c", offset=start * row, shape=shape)
+        handle = self._handles[key]
+        mapped = np.memmap(handle, dtype, "c", offset=start * row, shape=shape)
         return np.asarray(mapped)
+
+    def _arrays(self, start: int, stop: int) -> dict:
+        arrays = {
+            "X": self._map("X", self.dtype, start, stop, self.n_features),
+            "lines": self._map("lines", np.int64, start, stop),
+        }
+        if self._has_y:
+            arrays["y"] = self._map("y", self.dtype, start, stop)
+        return arrays
+
+    def _verify(self, start: int, stop: int, arrays: dict) -> None:
+        """Check every chunk that rows ``start:stop`` touch and no earlier read checked; a
+        chunk inside the block is checked on the block's mapping, one that crosses its edge
+        on a mapping of its own."""
+        size = self._check_rows
+        for chunk in range(start // size, (stop - 1) // size + 1):
+            if self._verified[chunk]:
+                continue
+            low, high = chunk * size, min((chunk + 1) * size, self.n_rows)
+            if start <= low and high <= stop:
+                pieces = {key: array[low - start : high - start] for key, array in arrays.items()}
+            else:
+                pieces = self._arrays(low, high)
+            for key, piece in pieces.items():
+                expected = self.header["checksums"][key][chunk]
+                if _checksum(piece) != expected:
+                    reason = (
+                        f"it is damaged: rows {low}-{high - 1} of its {key} file "
+                        f"({self.files[key]}) do not match their checksum"
+                    )
+                    error = CacheChecksumError(
+                        f"the cache {self.path}: {reason}. It was changed after it was "
+                        "written; remove it (fastgd.fit_csv rebuilds it)."
+                    )
+                    error.reason = reason
+                    raise error
+            self._verified[chunk] = True
 
     def __repr__(self) -> str:
         return (
@@ -119,37 +466,94 @@ class BlockCache:
         )
 
     @classmethod
-    def open(cls, schema: CsvSchema, *, dtype, cache_dir=None) -> BlockCache | None:
-        """The valid, complete cache of this CSV and selection, or None."""
+    def open(
+        cls, schema: CsvSchema, *, dtype, cache_dir=None, notify: bool = False
+    ) -> BlockCache | None:
+        """The valid, complete cache of this CSV and selection, or None.
+
+        With ``notify``, a cache that exists but cannot be used (the CSV changed, a
+        malformed header, a missing data file) gives a :class:`CacheNotice` saying it is
+        rebuilt and why: for callers that rebuild it (``fastgd.fit_csv``)."""
         dtype = _dtype(dtype)
         prefix = _location(schema, dtype, cache_dir)
+        cache, reason = None, None
+        for _ in range(3):  # a rebuild may remove the files between the header and them
+            cache, reason = cls._try_open(prefix, schema, dtype)
+            if cache is not None or reason is None or "data file" not in reason:
+                break
+        if cache is not None:
+            _remove_old_files(prefix)
+        elif reason is not None and notify:
+            _notice(Path(str(prefix) + ".json"), reason)
+        return cache
+
+    @classmethod
+    def _try_open(cls, prefix: Path, schema: CsvSchema, dtype: np.dtype):
+        """(cache, None), or (None, why not): a reason is None when there is no cache."""
         try:
             with open(str(prefix) + ".json", encoding="utf-8") as handle:
-                header = json.load(handle)
-            size, mtime_ns = _stat(schema.path)
-        except (OSError, ValueError):
-            return None
-        if (
-            header.get("format_version") != FORMAT_VERSION
-            or header.get("source") != str(Path(schema.path).resolve())
-            or header.get("size") != size
-            or header.get("mtime_ns") != mtime_ns
-            or header.get("schema") != _selection(schema, dtype)
-        ):
-            return None
-        n_rows, n_features = header.get("n_rows"), header.get("n_features")
-        if not isinstance(n_rows, int) or not isinstance(n_features, int) or n_rows < 1:
-            return None
-        expected = {".X.bin": n_rows * n_features * dtype.itemsize, ".lines.bin": n_rows * 8}
-        if schema.target is not None:
-            expected[".y.bin"] = n_rows * dtype.itemsize
-        for suffix, nbytes in expected.items():
+                text = handle.read()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"its header cannot be read ({exc.strerror or exc})"
+        try:
+            header = json.loads(text)
+        except ValueError as exc:
+            return None, f"its header is not valid JSON ({exc})"
+        problem = _header_problem(header, schema, dtype)
+        if problem is None:
             try:
-                if os.path.getsize(str(prefix) + suffix) != nbytes:
-                    return None
-            except OSError:
-                return None
-        return cls(prefix, header)
+                current = _fingerprint(schema.path)
+            except OSError as exc:
+                return None, f"the CSV cannot be read ({exc.strerror or exc})"
+            problem = _fingerprint_change(header["fingerprint"], current)
+        if problem is not None:
+            return None, problem
+        return cls._open_files(prefix, header, dtype)
+
+    @classmethod
+    def _open_files(cls, prefix: Path, header: dict, dtype: np.dtype):
+        n_rows, n_features = header["n_rows"], header["n_features"]
+        expected = {"X": n_rows * n_features * dtype.itemsize, "lines": n_rows * 8}
+        if header["schema"]["target"] is not None:
+            expected["y"] = n_rows * dtype.itemsize
+        handles: dict = {}
+        try:
+            for key, nbytes in expected.items():
+                path = _data_path(prefix, header["generation"], key)
+                handles[key] = handle = open(path, "rb")
+                size = os.fstat(handle.fileno()).st_size
+                if size != nbytes:
+                    raise ValueError(f"its data file {path} has {size} bytes, not {nbytes}")
+        except (OSError, ValueError) as exc:
+            for handle in handles.values():
+                handle.close()
+            if isinstance(exc, OSError):
+                return None, f"its data file {exc.filename} cannot be opened ({exc.strerror})"
+            return None, str(exc)
+        return cls(prefix, header, handles), None
+
+    def close(self) -> None:
+        """Close the data files (blocks already returned stay readable: each mapping holds
+        its own descriptor)."""
+        for handle in self._handles.values():
+            handle.close()
+
+    def __del__(self) -> None:
+        # a cache dropped without close() closes its files quietly (no ResourceWarning)
+        for handle in getattr(self, "_handles", {}).values():
+            handle.close()
+
+    def discard(self, reason: str) -> None:
+        """Stop this cache being used (its header goes, unless a rebuild already replaced
+        it) and warn with a :class:`CacheNotice` that it is rebuilt because of ``reason``."""
+        prefix = Path(str(self.path)[: -len(".json")])
+        with contextlib.suppress(OSError), _folder_lock(self.path.parent):
+            if _current_generation(prefix) == self.generation:
+                self.path.unlink()
+        self.close()
+        _notice(self.path, reason)
 
     @classmethod
     def writer(cls, schema: CsvSchema, *, dtype, cache_dir=None) -> CacheWriter:
@@ -167,7 +571,10 @@ class BlockCache:
         self, block_rows: int = 65536, order: Sequence[int] | None = None
     ) -> Iterator[CsvBlock]:
         """Blocks as memory-mapped arrays (no copies; each block mapped on its own), in file
-        order or in ``order`` (block indices in ``range(block_count(block_rows))``)."""
+        order or in ``order`` (block indices in ``range(block_count(block_rows))``).
+
+        Raises :class:`CacheChecksumError` (before yielding it) for a block whose rows do not
+        match the checksums: each chunk is checked the first time this object reads it."""
         count = self.block_count(block_rows)
         if order is None:
             indices = range(count)
@@ -182,43 +589,65 @@ class BlockCache:
         for index in indices:
             start = int(index) * block_rows
             stop = min(start + block_rows, self.n_rows)
-            lines = self._map(".lines.bin", np.int64, start, stop)
+            arrays = self._arrays(start, stop)
+            if self.verify:
+                self._verify(start, stop, arrays)
+            lines = arrays["lines"]
             yield CsvBlock(
-                X=self._map(".X.bin", self.dtype, start, stop, self.n_features),
-                y=self._map(".y.bin", self.dtype, start, stop) if self._has_y else None,
+                X=arrays["X"],
+                y=arrays.get("y"),
                 first_line=int(lines[0]),
                 rows=stop - start,
                 line_numbers=lines,
             )
 
 
+def _notice(path: Path, reason: str) -> None:
+    warnings.warn(f"rebuilding the cache {path}: {reason}", CacheNotice, stacklevel=3)
+
+
+def _new_generation() -> str:
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:32] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 class CacheWriter:
     """Writes one full pass of blocks; ``commit()`` makes the cache valid, ``abort()`` (or
-    leaving a ``with`` block by an exception) removes what was written."""
+    leaving a ``with`` block by an exception) removes what was written.
+
+    The writer takes the place of this selection's cache at once (its header goes: an old
+    cache stops being used when a new pass starts) but writes a new generation of data
+    files beside the old ones, which a reader still reading them keeps open."""
 
     def __init__(self, schema: CsvSchema, *, dtype: np.dtype, cache_dir=None):
         self.schema = schema
         self.dtype = dtype
         self.prefix = _location(schema, dtype, cache_dir)
-        self.source_stat = _stat(schema.path)
+        self.generation = _new_generation()
         folder = self.prefix.parent
+        self._files: dict = {}
+        self.fingerprint = _fingerprint(schema.path)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            # an old cache of this selection stops being valid before anything is replaced
-            for suffix in (".json", ".X.bin", ".y.bin", ".lines.bin"):
-                Path(str(self.prefix) + suffix).unlink(missing_ok=True)
-            self._tmp = {
-                suffix: Path(f"{self.prefix}{suffix}.tmp-{os.getpid()}")
-                for suffix in (".X.bin", ".y.bin", ".lines.bin")
-            }
-            if schema.target is None:
-                del self._tmp[".y.bin"]
-            self._files = {suffix: open(path, "wb") for suffix, path in self._tmp.items()}
+            with _folder_lock(folder):
+                Path(str(self.prefix) + ".json").unlink(missing_ok=True)
+                for key in _data_keys(schema.target is not None):
+                    path = _data_path(self.prefix, self.generation, key)
+                    self._files[key] = open(path, "xb")
+                    if key == "X" and fcntl is not None:
+                        # held until commit or abort: cleaners leave this generation alone
+                        fcntl.flock(self._files[key].fileno(), fcntl.LOCK_EX)
         except OSError as exc:
+            for handle in self._files.values():
+                handle.close()
+                Path(handle.name).unlink(missing_ok=True)
             raise CacheError(
                 f"cannot write the cache of {schema.path} in {folder} ({exc.strerror or exc}); "
                 "pass cache_dir= (--cache-dir) to put it in a writable directory."
             ) from exc
+        _remove_old_files(self.prefix)  # what killed writers and older generations left
+        row_words = {"X": len(schema.feature_names), "y": 1, "lines": 1}
+        self._sums = {key: _ChunkSums(CHECK_ROWS, row_words[key]) for key in self._files}
         self.n_rows = 0
         self.skipped: dict[str, int] = {}
         self.skipped_lines: list[int] = []
@@ -239,14 +668,29 @@ class CacheWriter:
         self.skipped_lines.extend(block.skipped_lines[:room])
         if not block.rows:
             return
-        self._files[".X.bin"].write(np.ascontiguousarray(block.X, self.dtype).data)
-        if ".y.bin" in self._files:
-            self._files[".y.bin"].write(np.ascontiguousarray(block.y, self.dtype).data)
         lines = block.line_numbers
         if lines is None:
             lines = np.arange(block.first_line, block.first_line + block.rows, dtype=np.int64)
-        self._files[".lines.bin"].write(np.ascontiguousarray(lines, np.int64).data)
+        arrays = {
+            "X": np.ascontiguousarray(block.X, self.dtype),
+            "lines": np.ascontiguousarray(lines, np.int64),
+        }
+        if "y" in self._files:
+            arrays["y"] = np.ascontiguousarray(block.y, self.dtype)
+        for key, array in arrays.items():
+            self._files[key].write(array.data)
+        self._add_checksums(arrays, block.rows)
         self.n_rows += block.rows
+
+    def _add_checksums(self, arrays: dict, rows: int) -> None:
+        """Split the block at chunk boundaries and add each piece to its chunk's sum."""
+        done = 0
+        while done < rows:
+            row_in_chunk = (self.n_rows + done) % CHECK_ROWS
+            take = min(CHECK_ROWS - row_in_chunk, rows - done)
+            for key, array in arrays.items():
+                self._sums[key].add(array[done : done + take], row_in_chunk)
+            done += take
 
     def commit(self) -> BlockCache:
         """Make the cache valid and return it. Refused (and aborted) when the CSV changed
@@ -257,52 +701,63 @@ class CacheWriter:
             for handle in self._files.values():
                 handle.flush()
                 os.fsync(handle.fileno())
-                handle.close()
             if self.n_rows == 0:
                 raise ValueError("no rows were appended; a cache holds at least one row.")
-            size, mtime_ns = _stat(self.schema.path)
-            if (size, mtime_ns) != self.source_stat:
+            if _fingerprint_change(self.fingerprint, _fingerprint(self.schema.path)):
                 raise CacheError(
                     f"{self.schema.path} changed while its cache was written; not cached."
                 )
-            header = {
-                "format_version": FORMAT_VERSION,
-                "source": str(Path(self.schema.path).resolve()),
-                "size": size,
-                "mtime_ns": mtime_ns,
-                "schema": _selection(self.schema, self.dtype),
-                "n_rows": self.n_rows,
-                "n_features": len(self.schema.feature_names),
-                "byte_order": "little",
-                "files": {"X": "row-major", "y": self.schema.target is not None, "lines": "int64"},
-                "skipped": self.skipped,
-                "skipped_lines": self.skipped_lines,
-            }
-            for suffix, tmp in self._tmp.items():
-                os.replace(tmp, str(self.prefix) + suffix)
-            json_tmp = f"{self.prefix}.json.tmp-{os.getpid()}"
-            with open(json_tmp, "w", encoding="utf-8") as handle:
-                json.dump(header, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(json_tmp, str(self.prefix) + ".json")  # the commit point
+            self._write_header()
         except BaseException:
             self.abort()
             raise
         self._done = True
+        self._close()  # releases the lock: the header names this generation now
+        _remove_old_files(self.prefix)
         cache = BlockCache.open(self.schema, dtype=self.dtype, cache_dir=self.prefix.parent)
-        assert cache is not None
+        if cache is None:
+            raise CacheError(f"the cache {self.prefix}.json just written cannot be opened.")
+        # This process computed the checksums from the very bytes it wrote: reading them
+        # back through the page cache would check nothing but the cost.
+        cache._verified[:] = True
         return cache
+
+    def _write_header(self) -> None:
+        header = {
+            "format_version": FORMAT_VERSION,
+            "source": str(Path(self.schema.path).resolve()),
+            "fingerprint": self.fingerprint,
+            "schema": _selection(self.schema, self.dtype),
+            "n_rows": self.n_rows,
+            "n_features": len(self.schema.feature_names),
+            "byte_order": "little",
+            "files": {"X": "row-major", "y": self.schema.target is not None, "lines": "int64"},
+            "generation": self.generation,
+            "check_rows": CHECK_ROWS,
+            "checksums": {key: sums.finish(self.n_rows) for key, sums in self._sums.items()},
+            "skipped": self.skipped,
+            "skipped_lines": self.skipped_lines,
+        }
+        json_tmp = f"{self.prefix}.json.tmp-{self.generation}"
+        with open(json_tmp, "w", encoding="utf-8") as handle:
+            json.dump(header, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(json_tmp, str(self.prefix) + ".json")  # the commit point
+
+    def _close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
 
     def abort(self) -> None:
         """Remove the partial files; no cache remains for this selection."""
         self._done = True
+        self._close()
         for handle in self._files.values():
-            handle.close()
-        for path in self._tmp.values():
-            path.unlink(missing_ok=True)
-        for suffix in (".json", ".X.bin", ".y.bin", ".lines.bin"):
-            Path(str(self.prefix) + suffix).unlink(missing_ok=True)
+            Path(handle.name).unlink(missing_ok=True)
+        Path(f"{self.prefix}.json.tmp-{self.generation}").unlink(missing_ok=True)
+        if _current_generation(self.prefix) == self.generation:
+            Path(str(self.prefix) + ".json").unlink(missing_ok=True)
 
     def __enter__(self) -> CacheWriter:
         return self

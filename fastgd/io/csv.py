@@ -710,7 +710,7 @@ class _ChunkParser:
                 return None
         if probe and self.probe_last and frame.get_column(self.last_key).null_count():
             return None  # a short row, or just an empty text cell: look line by line
-        X = frame.select(self.feature_keys).to_numpy(order="c")
+        X = frame[self.feature_keys].to_numpy(order="c")  # [] not select: no expressions
         X = np.ascontiguousarray(X, dtype=self.dtype)
         y = None
         if self.target_key is not None:

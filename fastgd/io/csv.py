@@ -823,7 +823,7 @@ class _ChunkParser:
                 line=line,
             )
         if len(cells) != self.n_fields:
-            return "ragged", self._ragged_error(len(cells), line)
+            return "ragged", self._ragged_error(len(cells), line, text)
         for name, index in self.checked:
             problem = self._check_cell(cells[index].strip(), name, line, raw_lines, offset)
             if problem is not None:
@@ -850,14 +850,17 @@ class _ChunkParser:
                 )
         return None
 
-    def _ragged_error(self, n_cells: int, line: int) -> CsvError:
+    def _ragged_error(self, n_cells: int, line: int, text: str) -> CsvError:
         schema = self.schema
         column = schema.columns[n_cells] if n_cells < self.n_fields else None
         what = "fewer" if n_cells < self.n_fields else "more"
         first = "header" if schema.has_header else "first row"
+        fields = "field" if n_cells == 1 else "fields"
+        # an odd count of quotes: one is unclosed and swallows the delimiters after it
+        quote = '; an unclosed quote (") joins the fields after it' if text.count('"') % 2 else ""
         return CsvError(
-            f"the row has {n_cells} fields but the {first} has {self.n_fields} "
-            f"({what} than expected); fix the row or use on_bad_rows='skip'.",
+            f"the row has {n_cells} {fields} but the {first} has {self.n_fields} "
+            f"({what} than expected{quote}); fix the row or use on_bad_rows='skip'.",
             path=schema.path,
             line=line,
             column=column,
@@ -1111,6 +1114,7 @@ def iter_csv(
                 "read_schema(...) instead."
             )
         schema = path_or_schema
+        _require_regular_file(schema.path)  # it may have been replaced since
     else:
         schema = read_schema(
             path_or_schema,

@@ -485,6 +485,15 @@ def read_schema(
         Default: sniffed among ``, ; TAB |`` (the one with the same count on every line).
     header : "infer", True or False
         ``"infer"``: the first row is a header when one of its cells is not a number.
+
+    Raises
+    ------
+    CsvError
+        For a path that is not a regular file (a pipe, a device, a directory: the file is
+        read more than once), a compressed stream that is truncated or corrupt within the
+        first lines, lines ending in a bare carriage return, a missing column.
+    FileNotFoundError
+        For a path that does not exist.
     """
     path = os.fspath(path)
     _require_regular_file(path)
@@ -1095,7 +1104,8 @@ def iter_csv(
         Of ``X`` and ``y`` (parsed straight into it).
     on_bad_rows : "error" or "skip"
         ``"error"``: a bad row (missing or non-numeric cell, wrong field count, not
-        UTF-8, infinite value) raises :class:`CsvError` naming the file, line and column.
+        UTF-8, infinite value, a bare carriage return or broken quoting: "malformed")
+        raises :class:`CsvError` naming the file, line and column.
         ``"skip"``: it is left out and counted in the next block's ``skipped`` (per
         reason) and ``skipped_lines``; rows skipped after the last row come on a final
         block with zero rows.
@@ -1103,8 +1113,10 @@ def iter_csv(
     Raises
     ------
     CsvError
-        At the call for a missing column or an unreadable layout; while iterating for a
-        bad row, or a file without data rows.
+        At the call for a missing column, an unreadable layout or a path that is not a
+        regular file; while iterating for a bad row, a file without data rows, or a
+        compressed stream that is truncated or corrupt (always an error, in either mode:
+        never a quiet early end; raised in the caller also when prefetching).
     """
     if isinstance(path_or_schema, CsvSchema):
         given = dict(target=target, features=features, drop=drop, delimiter=delimiter)

@@ -14,7 +14,13 @@ module: that is where file, line and column of a bad cell come from, and where
 ``on_bad_rows="skip"`` drops bad lines before the good ones are parsed by polars again.
 Clean chunks never take that slow path.
 
-Blank lines carry no row and are passed over silently.
+Blank lines carry no row and are passed over silently. Numbers padded with spaces or tabs
+(``1, 2, 3``) are read: polars rejects them, so a chunk holding them is parsed a second time
+as text, stripped and cast (vectorised; clean chunks never pay for it).
+
+A compressed stream that is truncated or corrupt is an error (``CsvError``), never an early
+end of file. Only regular files are read: the file is opened more than once (the schema,
+then each pass), which a pipe cannot give.
 
 Limitation: a quoted field must not contain a line break (numeric CSVs do not have them).
 """
@@ -28,10 +34,13 @@ import io
 import math
 import os
 import queue
+import stat
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -56,16 +65,21 @@ SKIP_REASONS = {
     "non_finite": "infinite value",
     "ragged": "wrong number of fields",
     "encoding": "not UTF-8",
+    "malformed": "malformed line",
 }
 #: How many skipped line numbers a block remembers.
 SKIPPED_LINES_KEPT = 10
 #: Bytes read from the start of the file to find the delimiter, the header and the line size.
 SNIFF_BYTES = 1 << 16
+#: Pieces the first SNIFF_BYTES are read in.
+SNIFF_PIECE_BYTES = 1 << 13
 #: Bounds on the bytes parsed per call to polars (about ``block_rows`` lines when it fits).
 MIN_CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 32 << 20
 #: Lines looked at to tell a text (categorical) column from a stray bad cell.
 CATEGORICAL_PROBE_LINES = 100
+#: Compressed bytes fed to the zstd decompressor at a time.
+ZSTD_READ_BYTES = 1 << 17
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
 _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
@@ -105,13 +119,20 @@ class CsvSchema:
     #: Average bytes per line in the first 64 KiB (sizes the chunks handed to polars).
     line_bytes: float = 100.0
 
+    @cached_property
+    def column_positions(self) -> dict[str, int]:
+        """Each column's 0-based field number (one dict: lookups stay linear in the
+        column count, where ``columns.index`` in a loop was quadratic)."""
+        return {name: i for i, name in enumerate(self.columns)}
+
     @property
     def feature_indices(self) -> list[int]:
-        return [self.columns.index(name) for name in self.feature_names]
+        positions = self.column_positions
+        return [positions[name] for name in self.feature_names]
 
     @property
     def target_index(self) -> int | None:
-        return None if self.target is None else self.columns.index(self.target)
+        return None if self.target is None else self.column_positions[self.target]
 
     @property
     def first_data_line(self) -> int:
@@ -157,6 +178,33 @@ def format_skipped(skipped: dict[str, int], lines: Sequence[int] = ()) -> str:
 # --------------------------------------------------------------------------- opening
 
 
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _require_regular_file(path: str) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO blocks until a
+    writer comes, and a pipe gives its bytes once while fastgd reads a CSV more than once
+    (the schema, then each pass)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file.") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    raise CsvError(
+        f"not a regular file but {kind}; fastgd reads a CSV more than once: save it to a "
+        "file first (e.g. cat ... > data.csv) and give that file.",
+        path=path,
+    )
+
+
 def _compression_of(path: str) -> str | None:
     with open(path, "rb") as handle:
         head = handle.read(4)
@@ -164,6 +212,84 @@ def _compression_of(path: str) -> str | None:
         if head.startswith(magic):
             return name
     return None
+
+
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    """What the decompressors raise on a truncated or corrupt stream (gzip.BadGzipFile and
+    bz2's "Invalid data stream" are OSErrors; zstd's own error where the module exists)."""
+    errors: list[type[BaseException]] = [EOFError, zlib.error, OSError]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _corrupt_stream(path: str, compression: str, lines_read: int, exc: BaseException):
+    """The CsvError for a decompression failure after ``lines_read`` complete lines."""
+    where = f"after line {lines_read}" if lines_read else "before its first complete line"
+    detail = str(exc) or type(exc).__name__
+    error = CsvError(
+        f"the {compression} stream is truncated or corrupt {where} ({detail}); the file is "
+        "incomplete or damaged: copy or download it again.",
+        path=path,
+    )
+    error.line = lines_read + 1  # the first line not read whole (the message says where)
+    return error
+
+
+class _ZstdReader(io.RawIOBase):
+    """zstd frames decompressed incrementally.
+
+    Why not zstandard's ``stream_reader``: measured here (zstandard 0.25), it ends quietly
+    at the cut of a truncated file, which would train on part of it without a word. Here a
+    stream that ends inside a frame raises EOFError. Concatenated frames are read in turn.
+    """
+
+    def __init__(self, path: str, zstandard):
+        self._file = open(path, "rb")
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self._in_frame = False  # bytes of the current frame were fed, its end not yet seen
+        self._out = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        """Decompress more; False at the clean end of the file."""
+        data = self._file.read(ZSTD_READ_BYTES)
+        if not data:
+            if self._in_frame:
+                raise EOFError("the file ends inside a zstd frame")
+            return False
+        parts = []
+        while data:
+            parts.append(self._frame.decompress(data))
+            self._in_frame = True
+            if not self._frame.eof:
+                break
+            data = self._frame.unused_data  # the next frame's start, if any
+            self._frame = self._decompressor.decompressobj()
+            self._in_frame = False
+        self._out, self._pos = b"".join(parts), 0
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._pos >= len(self._out):
+            if not self._fill():
+                return 0
+        size = min(len(buffer), len(self._out) - self._pos)
+        buffer[:size] = memoryview(self._out)[self._pos : self._pos + size]
+        self._pos += size
+        return size
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def _open_binary(path: str, compression: str | None):
@@ -186,9 +312,8 @@ def _open_binary(path: str, compression: str | None):
                     "package: pip install 'fastgd[zstd]' (or decompress it first: unzstd).",
                     path=path,
                 ) from None
-            return std_zstd.open(path, "rb")
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+            return std_zstd.open(path, "rb")  # raises EOFError on a truncated stream
+        return io.BufferedReader(_ZstdReader(path, zstandard), buffer_size=1 << 20)
     raise ValueError(f"unknown compression {compression!r}")
 
 
@@ -209,7 +334,9 @@ def _read_exactly(stream, size: int) -> bytes:
 
 def _is_number(cell: str) -> bool:
     text = cell.strip()
-    if "_" in text:  # Python's float() accepts 1_000; CSV readers do not
+    # Python's float() also accepts 1_000 and non-ASCII digits (١٢, full-width); polars
+    # does not, and calling them numbers would misdiagnose the line
+    if "_" in text or not text.isascii():
         return False
     try:
         float(text)
@@ -235,6 +362,13 @@ def _sniff_delimiter(lines: list[str]) -> str:
 
 
 def _split(line: str, delimiter: str) -> list[str]:
+    """The fields of one line (raises csv.Error on what the csv module cannot split)."""
+    if '"' not in line:
+        # exactly what the csv module does on an unquoted line, without its field size
+        # limit (131,072 characters) and ~3x faster
+        if "\r" in line or "\n" in line:
+            raise _stdcsv.Error("new-line character seen in unquoted field")
+        return line.split(delimiter)
     return next(_stdcsv.reader([line], delimiter=delimiter))
 
 
@@ -271,6 +405,60 @@ def _as_names(value, what: str) -> list[str] | None:
     return names
 
 
+def _read_head(path: str, compression: str | None) -> bytes:
+    """The first SNIFF_BYTES of the (decompressed) file, extended until it holds two whole
+    lines (header + one row) when the file has them, however long the lines are."""
+    parts: list[bytes] = []
+    try:
+        with _open_binary(path, compression) as stream:
+            # read in small pieces: a decompression error loses only the piece it hit,
+            # so the message can say how many lines came before it
+            got = 0
+            while got < SNIFF_BYTES:
+                part = stream.read(SNIFF_PIECE_BYTES)
+                if not part:
+                    return b"".join(parts)
+                parts.append(part)
+                got += len(part)
+            head = b"".join(parts)
+            while head.count(b"\n") < 2:
+                if b"\n" not in head and b"\r" in head:
+                    break  # a file whose lines end in a bare \r: refused next, unread
+                more = stream.read(SNIFF_BYTES)
+                if not more:
+                    break
+                parts.append(more)
+                head += more
+            return head
+    except _decompression_errors() as exc:
+        if compression is None:
+            raise
+        raise _corrupt_stream(path, compression, b"".join(parts).count(b"\n"), exc) from None
+
+
+def _refuse_bare_carriage_return(head: bytes, path: str) -> None:
+    """The first line must not hold a carriage return other than the one of a CRLF end:
+    the csv module cannot split it and polars would read the whole file as one line."""
+    first = head.split(b"\n", 1)[0]
+    if first.endswith(b"\r"):
+        first = first[:-1]
+    if b"\r" not in first:
+        return
+    if b"\n" not in head:
+        raise CsvError(
+            "its lines end in a bare carriage return (\\r, as in old Mac files), which "
+            "fastgd does not read; convert it first: tr '\\r' '\\n' < in.csv > out.csv",
+            path=path,
+            line=1,
+        )
+    raise CsvError(
+        "the header holds a bare carriage return (\\r) inside the line; remove it (lines "
+        "must end in \\n or \\r\\n).",
+        path=path,
+        line=1,
+    )
+
+
 def read_schema(
     path,
     *,
@@ -297,10 +485,18 @@ def read_schema(
         Default: sniffed among ``, ; TAB |`` (the one with the same count on every line).
     header : "infer", True or False
         ``"infer"``: the first row is a header when one of its cells is not a number.
+
+    Raises
+    ------
+    CsvError
+        For a path that is not a regular file (a pipe, a device, a directory: the file is
+        read more than once), a compressed stream that is truncated or corrupt within the
+        first lines, lines ending in a bare carriage return, a missing column.
+    FileNotFoundError
+        For a path that does not exist.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file.")
+    _require_regular_file(path)
     if header not in ("infer", True, False):
         raise ValueError(f"header must be 'infer', True or False; got {header!r}.")
     if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
@@ -311,17 +507,10 @@ def read_schema(
         raise ValueError("give features or drop, not both (drop removes from the default).")
 
     compression = _compression_of(path)
-    with _open_binary(path, compression) as stream:
-        head = _read_exactly(stream, SNIFF_BYTES)
-        # make sure the sample holds two whole lines (header + one row) when the file has
-        # them, however long the lines are
-        while head.count(b"\n") < 2:
-            more = stream.read(SNIFF_BYTES)
-            if not more:
-                break
-            head += more
+    head = _read_head(path, compression)
     if head.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
         head = head[3:]
+    _refuse_bare_carriage_return(head, path)
     raw_lines = head.split(b"\n")
     if len(head) >= SNIFF_BYTES and not head.endswith(b"\n"):
         raw_lines = raw_lines[:-1]  # the last one may be cut
@@ -341,7 +530,12 @@ def read_schema(
     sample = [raw.decode("utf-8", errors="replace") for _, raw in numbered[:20]]
     if delimiter is None:
         delimiter = _sniff_delimiter(sample)
-    first_cells = _split(_decode_line(first_raw, path, 1, delimiter, None), delimiter)
+    try:
+        first_cells = _split(_decode_line(first_raw, path, 1, delimiter, None), delimiter)
+    except _stdcsv.Error as exc:
+        raise CsvError(
+            f"the first line cannot be split into fields ({exc}).", path=path, line=1
+        ) from None
     if header == "infer":
         has_header = any(
             not _is_number(cell) and cell.strip().lower() not in MISSING_TOKENS
@@ -371,8 +565,10 @@ def read_schema(
     if len(available) > 300:
         available = available[:300] + ", ..."
 
+    known = set(columns)
+
     def check(name: str, what: str) -> None:
-        if name not in columns:
+        if name not in known:
             hint = "" if has_header else " (the file has no header row)"
             raise CsvError(
                 f"{what} column {name!r} is not in the file{hint}; its columns are: {available}.",
@@ -413,26 +609,33 @@ def read_schema(
 
 
 def _chunks(schema: CsvSchema, chunk_bytes: int) -> Iterator[tuple[int, bytes, int]]:
-    """``(first_line, data, n_lines)``: the data lines, cut at line ends, header skipped."""
-    with _open_binary(schema.path, schema.compression) as stream:
-        line = 1
-        if schema.has_header:
-            if not stream.readline().endswith(b"\n"):
-                return  # a header without a line end: nothing follows
-            line = 2
-        elif stream.peek(3)[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark
-            stream.read(3)
-        while True:
-            data = _read_exactly(stream, chunk_bytes)
-            if not data:
-                return
-            if not data.endswith(b"\n"):
-                # complete the last line (measured: cheaper than cutting at the last line
-                # end and carrying the rest, which copies the chunk twice)
-                data += stream.readline()
-            n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-            yield line, data, n_lines
-            line += n_lines
+    """``(first_line, data, n_lines)``: the data lines, cut at line ends, header skipped.
+
+    A decompression failure raises CsvError (with the last line read whole), never ends
+    the stream early."""
+    errors = _decompression_errors() if schema.compression else ()
+    line = 1
+    try:
+        with _open_binary(schema.path, schema.compression) as stream:
+            if schema.has_header:
+                if not stream.readline().endswith(b"\n"):
+                    return  # a header without a line end: nothing follows
+                line = 2
+            elif stream.peek(3)[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark
+                stream.read(3)
+            while True:
+                data = _read_exactly(stream, chunk_bytes)
+                if not data:
+                    return
+                if not data.endswith(b"\n"):
+                    # complete the last line (measured: cheaper than cutting at the last
+                    # line end and carrying the rest, which copies the chunk twice)
+                    data += stream.readline()
+                n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+                yield line, data, n_lines
+                line += n_lines
+    except errors as exc:
+        raise _corrupt_stream(schema.path, schema.compression, line - 1, exc) from None
 
 
 class _ChunkParser:
@@ -445,39 +648,42 @@ class _ChunkParser:
         self.schema = schema
         self.dtype = np.dtype(dtype)
         self.on_bad_rows = on_bad_rows
-        float_type = pl.Float32 if self.dtype == np.float32 else pl.Float64
+        self.float_type = pl.Float32 if self.dtype == np.float32 else pl.Float64
         selected = set(schema.feature_names) | ({schema.target} if schema.target else set())
         # polars names the columns itself; ours may be anything, so use positional names
         self.keys = [f"c{i}" for i in range(len(schema.columns))]
         self.polars_schema = {
-            key: float_type if name in selected else pl.String
+            key: self.float_type if name in selected else pl.String
             for key, name in zip(self.keys, schema.columns, strict=True)
         }
-        self.projection = sorted(schema.columns.index(name) for name in selected)
+        positions = schema.column_positions
+        self.projection = sorted(positions[name] for name in selected)
+        self.selected_keys = [self.keys[i] for i in self.projection]
         # A row with too few fields lacks the last one, which polars reads as null: a null
         # there sends the chunk to the diagnosis. When the last column is not selected, it
         # is read too (as text) just for this check.
         last = len(schema.columns) - 1
         self.last_key = self.keys[last]
-        self.probe_last = last not in self.projection
+        self.probe_last = schema.columns[last] not in selected
         if self.probe_last:
             self.projection.append(last)
         self.feature_keys = [self.keys[i] for i in schema.feature_indices]
         self.target_key = None if schema.target is None else self.keys[schema.target_index]
+        # the cells the diagnosis checks, target first: (name, field number)
+        checked = [schema.target] if schema.target else []
+        self.checked = [(name, positions[name]) for name in [*checked, *schema.feature_names]]
         self.n_fields = len(schema.columns)
         self.selected = selected
         self.delimiter = schema.delimiter
 
-    def _polars(self, data: bytes, probe: bool = True):
-        """(X, y) from polars, or None when polars rejects the chunk (or, with ``probe``,
-        a row may be short)."""
+    def _read(self, data: bytes, schema: dict):
         pl = self.pl
         try:
-            frame = pl.read_csv(
+            return pl.read_csv(
                 data,
                 has_header=False,
                 separator=self.delimiter,
-                schema=self.polars_schema,
+                schema=schema,
                 columns=self.projection,
                 raise_if_empty=False,
                 # bad bytes in a column that is not read must not fail the chunk; in a
@@ -486,9 +692,34 @@ class _ChunkParser:
             )
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError):
             return None
+
+    def _read_padded(self, data: bytes):
+        """The chunk read with its selected cells as text, stripped and cast to floats:
+        polars' float parser rejects numbers padded with spaces or tabs (``1, 2, 3``).
+        Only a chunk that polars rejected pays for this second, still vectorised, read."""
+        pl = self.pl
+        text_schema = dict.fromkeys(self.keys, pl.String)
+        frame = self._read(data, text_schema)
+        if frame is None:
+            return None
+        try:
+            return frame.with_columns(
+                pl.col(self.selected_keys).str.strip_chars().cast(self.float_type, strict=True)
+            )
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError):
+            return None
+
+    def _polars(self, data: bytes, probe: bool = True):
+        """(X, y) from polars, or None when polars rejects the chunk (or, with ``probe``,
+        a row may be short)."""
+        frame = self._read(data, self.polars_schema)
+        if frame is None:
+            frame = self._read_padded(data)
+            if frame is None:
+                return None
         if probe and self.probe_last and frame.get_column(self.last_key).null_count():
             return None  # a short row, or just an empty text cell: look line by line
-        X = frame.select(self.feature_keys).to_numpy(order="c")
+        X = frame[self.feature_keys].to_numpy(order="c")  # [] not select: no expressions
         X = np.ascontiguousarray(X, dtype=self.dtype)
         y = None
         if self.target_key is not None:
@@ -515,6 +746,14 @@ class _ChunkParser:
         good_lines: list[int] = []
         skipped: Counter = Counter()
         skipped_lines: list[int] = []
+
+        def bad(reason: str, error: CsvError, line: int) -> None:
+            if self.on_bad_rows == "error":
+                raise error
+            skipped[reason] += 1
+            if len(skipped_lines) < SKIPPED_LINES_KEPT:
+                skipped_lines.append(line)
+
         for offset, raw in enumerate(raw_lines):
             line = first_line + offset
             raw = raw.rstrip(b"\r")
@@ -524,29 +763,48 @@ class _ChunkParser:
             if problem is None:
                 good.append(raw)
                 good_lines.append(line)
-                continue
-            reason, error = problem
-            if self.on_bad_rows == "error":
-                raise error
-            skipped[reason] += 1
-            if len(skipped_lines) < SKIPPED_LINES_KEPT:
-                skipped_lines.append(line)
-        n_features = len(self.feature_keys)
-        if not good:
-            X = np.empty((0, n_features), dtype=self.dtype)
-            y = None if self.target_key is None else np.empty(0, dtype=self.dtype)
-        else:
-            parsed = self._polars(b"\n".join(good) + b"\n", probe=False)
-            if parsed is None or parsed[0].shape[0] != len(good):
-                raise CsvError(
-                    "polars could not parse these lines although each looks like numbers "
-                    f"(lines {good_lines[0]}-{good_lines[-1]}); quoted line breaks are not "
-                    "supported.",
-                    path=self.schema.path,
-                    line=good_lines[0],
-                )
-            X, y = parsed
+            else:
+                bad(*problem, line)
+        X, y, good_lines = self._parse_good(good, good_lines, bad)
+        skipped_lines.sort()  # lines polars alone rejected come after the rest
         return X, y, np.asarray(good_lines, dtype=np.int64), skipped, skipped_lines
+
+    def _parse_good(self, good: list[bytes], good_lines: list[int], bad):
+        """(X, y, lines) of the lines the diagnosis found good, parsed by polars."""
+        if good:
+            parsed = self._polars(b"\n".join(good) + b"\n", probe=False)
+            if parsed is not None and parsed[0].shape[0] == len(good):
+                return (*parsed, good_lines)
+            return self._parse_one_by_one(good, good_lines, bad)
+        n_features = len(self.feature_keys)
+        X = np.empty((0, n_features), dtype=self.dtype)
+        y = None if self.target_key is None else np.empty(0, dtype=self.dtype)
+        return X, y, good_lines
+
+    def _parse_one_by_one(self, good: list[bytes], good_lines: list[int], bad):
+        """Where polars and the csv module disagree on some line (rare: odd quoting), find
+        it by parsing each line alone, and raise or skip it."""
+        parts: list[tuple[np.ndarray, np.ndarray | None]] = []
+        kept: list[int] = []
+        for raw, line in zip(good, good_lines, strict=True):
+            parsed = self._polars(raw + b"\n", probe=False)
+            if parsed is not None and parsed[0].shape[0] == 1:
+                parts.append(parsed)
+                kept.append(line)
+                continue
+            error = CsvError(
+                "polars cannot read this row although the csv module reads each of its "
+                "selected cells as a number; check its quoting (a quoted field must not "
+                "hold a line break) or use on_bad_rows='skip'.",
+                path=self.schema.path,
+                line=line,
+            )
+            bad("malformed", error, line)
+        if not parts:
+            return self._parse_good([], [], bad)
+        X = np.concatenate([X for X, _ in parts])
+        y = None if self.target_key is None else np.concatenate([y for _, y in parts])
+        return X, y, kept
 
     def _check_line(self, raw: bytes, line: int, raw_lines, offset):
         """None for a good line, else (reason, CsvError)."""
@@ -559,47 +817,94 @@ class _ChunkParser:
                 return "encoding", error
             # a bad byte in a column that is not read (polars skips it too)
             text = raw.decode("utf-8", errors="replace")
-        cells = _split(text, self.delimiter)
-        if len(cells) != self.n_fields:
-            column = schema.columns[len(cells)] if len(cells) < self.n_fields else None
-            what = "fewer" if len(cells) < self.n_fields else "more"
-            first = "header" if schema.has_header else "first row"
-            return "ragged", CsvError(
-                f"the row has {len(cells)} fields but the {first} has {self.n_fields} "
-                f"({what} than expected); fix the row or use on_bad_rows='skip'.",
+        if "\r" in text:
+            problem = self._carriage_return(text, line)
+            if problem is not None:
+                return problem
+            text = text.replace("\r", " ")  # only in a column that is not read
+        try:
+            cells = _split(text, self.delimiter)
+        except _stdcsv.Error as exc:
+            return "malformed", CsvError(
+                f"the line cannot be split into fields ({exc}); check its quoting, or use "
+                "on_bad_rows='skip'.",
                 path=path,
                 line=line,
-                column=column,
             )
-        for name in [*([schema.target] if schema.target else []), *schema.feature_names]:
-            cell = cells[schema.columns.index(name)].strip()
-            if cell.lower() in MISSING_TOKENS:
-                return "missing", CsvError(
-                    f"missing value ({cell!r}); fill it in, drop the column, or use "
+        if len(cells) != self.n_fields:
+            return "ragged", self._ragged_error(len(cells), line, text)
+        for name, index in self.checked:
+            problem = self._check_cell(cells[index].strip(), name, line, raw_lines, offset)
+            if problem is not None:
+                return problem
+        return None
+
+    def _carriage_return(self, text: str, line: int):
+        """A bare carriage return inside a line: the csv module cannot split the line and
+        polars may read it as a line end. None when it sits only in columns not read."""
+        columns = self.schema.columns
+        position = -1
+        while (position := text.find("\r", position + 1)) >= 0:
+            index = text.count(self.delimiter, 0, position)
+            name = columns[index] if index < len(columns) else None
+            if name is None or name in self.selected:
+                return "malformed", CsvError(
+                    "the row holds a bare carriage return (\\r) inside the line; lines must "
+                    "end in \\n or \\r\\n (a file whose lines end in \\r alone converts with "
+                    "tr '\\r' '\\n' < in.csv > out.csv); fix the row or use "
                     "on_bad_rows='skip'.",
-                    path=path,
-                    line=line,
-                    column=name,
-                )
-            if not _is_number(cell):
-                return "non_numeric", self._text_error(name, cell, line, raw_lines, offset)
-            if not math.isfinite(float(cell)):
-                return "non_finite", CsvError(
-                    f"infinite value ({cell!r}); remove or clip it, or use on_bad_rows='skip'.",
-                    path=path,
+                    path=self.schema.path,
                     line=line,
                     column=name,
                 )
         return None
 
+    def _ragged_error(self, n_cells: int, line: int, text: str) -> CsvError:
+        schema = self.schema
+        column = schema.columns[n_cells] if n_cells < self.n_fields else None
+        what = "fewer" if n_cells < self.n_fields else "more"
+        first = "header" if schema.has_header else "first row"
+        fields = "field" if n_cells == 1 else "fields"
+        # an odd count of quotes: one is unclosed and swallows the delimiters after it
+        quote = '; an unclosed quote (") joins the fields after it' if text.count('"') % 2 else ""
+        return CsvError(
+            f"the row has {n_cells} {fields} but the {first} has {self.n_fields} "
+            f"({what} than expected{quote}); fix the row or use on_bad_rows='skip'.",
+            path=schema.path,
+            line=line,
+            column=column,
+        )
+
+    def _check_cell(self, cell: str, name: str, line: int, raw_lines, offset):
+        """None for a good (stripped) cell, else (reason, CsvError)."""
+        path = self.schema.path
+        if cell.lower() in MISSING_TOKENS:
+            return "missing", CsvError(
+                f"missing value ({cell!r}); fill it in, drop the column, or use "
+                "on_bad_rows='skip'.",
+                path=path,
+                line=line,
+                column=name,
+            )
+        if not _is_number(cell):
+            return "non_numeric", self._text_error(name, cell, line, raw_lines, offset)
+        if not math.isfinite(float(cell)):
+            return "non_finite", CsvError(
+                f"infinite value ({cell!r}); remove or clip it, or use on_bad_rows='skip'.",
+                path=path,
+                line=line,
+                column=name,
+            )
+        return None
+
     def _text_error(self, name: str, cell: str, line: int, raw_lines, offset) -> CsvError:
         """A text cell: a categorical column gets the hint to drop or encode it."""
-        index = self.schema.columns.index(name)
+        index = self.schema.column_positions[name]
         texts = total = 0
         for raw in raw_lines[offset : offset + CATEGORICAL_PROBE_LINES]:
             try:
                 cells = _split(raw.rstrip(b"\r").decode("utf-8"), self.delimiter)
-            except (UnicodeDecodeError, StopIteration):
+            except (UnicodeDecodeError, StopIteration, _stdcsv.Error):
                 continue
             if len(cells) == self.n_fields:
                 total += 1
@@ -799,7 +1104,8 @@ def iter_csv(
         Of ``X`` and ``y`` (parsed straight into it).
     on_bad_rows : "error" or "skip"
         ``"error"``: a bad row (missing or non-numeric cell, wrong field count, not
-        UTF-8, infinite value) raises :class:`CsvError` naming the file, line and column.
+        UTF-8, infinite value, a bare carriage return or broken quoting: "malformed")
+        raises :class:`CsvError` naming the file, line and column.
         ``"skip"``: it is left out and counted in the next block's ``skipped`` (per
         reason) and ``skipped_lines``; rows skipped after the last row come on a final
         block with zero rows.
@@ -807,8 +1113,10 @@ def iter_csv(
     Raises
     ------
     CsvError
-        At the call for a missing column or an unreadable layout; while iterating for a
-        bad row, or a file without data rows.
+        At the call for a missing column, an unreadable layout or a path that is not a
+        regular file; while iterating for a bad row, a file without data rows, or a
+        compressed stream that is truncated or corrupt (always an error, in either mode:
+        never a quiet early end; raised in the caller also when prefetching).
     """
     if isinstance(path_or_schema, CsvSchema):
         given = dict(target=target, features=features, drop=drop, delimiter=delimiter)
@@ -818,6 +1126,7 @@ def iter_csv(
                 "read_schema(...) instead."
             )
         schema = path_or_schema
+        _require_regular_file(schema.path)  # it may have been replaced since
     else:
         schema = read_schema(
             path_or_schema,

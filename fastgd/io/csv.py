@@ -106,12 +106,18 @@ class CsvSchema:
     line_bytes: float = 100.0
 
     @property
+    def positions(self) -> dict[str, int]:
+        """Column name -> index (a dict: list.index per name is quadratic in the columns)."""
+        return {name: i for i, name in enumerate(self.columns)}
+
+    @property
     def feature_indices(self) -> list[int]:
-        return [self.columns.index(name) for name in self.feature_names]
+        positions = self.positions
+        return [positions[name] for name in self.feature_names]
 
     @property
     def target_index(self) -> int | None:
-        return None if self.target is None else self.columns.index(self.target)
+        return None if self.target is None else self.positions[self.target]
 
     @property
     def first_data_line(self) -> int:
@@ -371,8 +377,10 @@ def read_schema(
     if len(available) > 300:
         available = available[:300] + ", ..."
 
+    known = set(columns)
+
     def check(name: str, what: str) -> None:
-        if name not in columns:
+        if name not in known:
             hint = "" if has_header else " (the file has no header row)"
             raise CsvError(
                 f"{what} column {name!r} is not in the file{hint}; its columns are: {available}.",
@@ -453,7 +461,8 @@ class _ChunkParser:
             key: float_type if name in selected else pl.String
             for key, name in zip(self.keys, schema.columns, strict=True)
         }
-        self.projection = sorted(schema.columns.index(name) for name in selected)
+        positions = schema.positions
+        self.projection = sorted(positions[name] for name in selected)
         # A row with too few fields lacks the last one, which polars reads as null: a null
         # there sends the chunk to the diagnosis. When the last column is not selected, it
         # is read too (as text) just for this check.
@@ -571,8 +580,9 @@ class _ChunkParser:
                 line=line,
                 column=column,
             )
+        positions = schema.positions
         for name in [*([schema.target] if schema.target else []), *schema.feature_names]:
-            cell = cells[schema.columns.index(name)].strip()
+            cell = cells[positions[name]].strip()
             if cell.lower() in MISSING_TOKENS:
                 return "missing", CsvError(
                     f"missing value ({cell!r}); fill it in, drop the column, or use "

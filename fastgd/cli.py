@@ -882,7 +882,9 @@ def _load_model(path):
         return load(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError, ModelFormatError):
         raise
-    except _data_error_types() as error:  # a damaged file the reader did not recognise
+    except (*_data_error_types(), NotImplementedError) as error:
+        # a damaged file the reader did not recognise (zipfile says NotImplementedError
+        # for a compression method byte it does not know)
         message = " ".join(str(error).split())
         raise CommandError(
             f"{path}: not a valid fastgd model: {type(error).__name__}: {message}"

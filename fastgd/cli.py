@@ -1484,7 +1484,12 @@ def _data_error_message(error: BaseException, args, session: _Session) -> str:
     """The error's message, naming the file it concerns when it does not already."""
     message = " ".join(str(error).split()) or type(error).__name__
     if not isinstance(error, (ValueError, OSError)):  # EOFError, zlib.error, csv.Error, ...
-        message = f"the file is damaged or truncated ({type(error).__name__}: {message})"
+        kind = type(error)
+        name = (
+            kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        )
+        what = "not readable as CSV" if isinstance(error, _stdcsv.Error) else "damaged or truncated"
+        message = f"the file is {what} ({name.lstrip('_')}: {message})"
     message = session.shown(message)
     names = [
         _shown_input(args, name, session)

@@ -421,3 +421,22 @@ def test_sigint_stops_predict_and_leaves_no_partial_output(big_csv, tmp_path, ca
     assert waited < 2.0, f"took {waited:.2f} s to stop"
     assert err.strip() == "fastgd: interrupted."
     assert not output.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/wchan"), reason="needs Linux's /proc/PID/wchan")
+def test_sigint_stops_a_command_waiting_for_a_fifo_writer(tmp_path, capsys):
+    data = write_problem(tmp_path / "d.csv")
+    model = tmp_path / "m.npz"
+    code, _, err = run(["train", data, "--target", "y", "--model", model, "-q"], capsys)
+    assert code == 0, err
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)  # nobody ever writes: opening it blocks
+    process = _start_like_a_background_job(["evaluate", model, fifo], tmp_path)
+
+    def blocked_in_open():
+        with open(f"/proc/{process.pid}/wchan") as handle:
+            return handle.read().strip() == "wait_for_partner"
+
+    waited, err = _interrupt_when(process, blocked_in_open, "the open of the FIFO")
+    assert process.returncode == 130, err
+    assert waited < 2.0 and err.strip() == "fastgd: interrupted."

@@ -1276,7 +1276,7 @@ def _run_info(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=1))
         return 0
     metadata = model.metadata()
-    print(f"model file      {args.model}")
+    print(f"model file      {_shown_input(args, 'model', args._session)}")
     print(
         f"format          {metadata['format']} {metadata['format_version']}, written by "
         f"fastgd {model.version}" + (f" on {model.created}" if model.created else "")

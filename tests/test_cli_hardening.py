@@ -157,6 +157,9 @@ def test_dash_reads_stdin_once_and_names_it(tmp_path, capsys, monkeypatch, priva
     code, out, err = run(["predict", model, "-", "-q"], capsys)
     assert code == 0, err
     assert len(out.splitlines()) == 121
+    monkeypatch.setattr(sys, "stdin", FakeStdin(model.read_bytes()))
+    code, out, err = run(["info", "-"], capsys)
+    assert code == 0 and out.startswith("model file      <stdin>\n"), err
     monkeypatch.setattr(sys, "stdin", FakeStdin(data.read_bytes()))
     code, _, err = run(["train", "-", "--target", "price", "--model", model], capsys)
     assert code == 1

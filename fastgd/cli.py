@@ -314,7 +314,7 @@ def _run_playground(args: argparse.Namespace) -> int:
         if args.target is None:
             raise _UsageError("the following arguments are required with DATA.csv: --target")
         X, y, _ = read_csv(args.data, args.target)
-        shown = _shown_input(args, "data", args._session)
+        shown = _shown_input(args, "data")
         source = f"{shown} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r})"
     fit_options = {"loss": args.loss, "max_iter": args.epochs, "tol": None}
     try:
@@ -882,9 +882,10 @@ def _load_model(path):
         return load(path)
     except (FileNotFoundError, IsADirectoryError, PermissionError, ModelFormatError):
         raise
-    except (*_data_error_types(), NotImplementedError) as error:
-        # a damaged file the reader did not recognise (zipfile says NotImplementedError
-        # for a compression method byte it does not know)
+    except Exception as error:
+        # A damaged file the reader did not recognise: zipfile alone raises BadZipFile,
+        # EOFError, zlib.error, NotImplementedError (an unknown compression method) or
+        # RuntimeError (an "encrypted" flag bit) for a flipped byte. --debug shows where.
         message = " ".join(str(error).split())
         raise CommandError(
             f"{path}: not a valid fastgd model: {type(error).__name__}: {message}"
@@ -955,7 +956,7 @@ def _run_train(args: argparse.Namespace) -> int:
         "block_rows": args.block_rows,
         "on_bad_rows": args.on_bad_rows,
         "delimiter": schema.delimiter,
-        "data": _shown_input(args, "data", args._session),
+        "data": _shown_input(args, "data"),
     }
     extra = {}
     if args.validation_fraction is not None:
@@ -963,7 +964,7 @@ def _run_train(args: argparse.Namespace) -> int:
         recorded["validation_fraction"] = args.validation_fraction
 
     bar = ProgressBar(
-        f"reading {Path(_shown_input(args, 'data', args._session)).name}",
+        f"reading {Path(_shown_input(args, 'data')).name}",
         epochs=settings["max_iter"],
         enabled=not args.quiet,
     )
@@ -1276,7 +1277,7 @@ def _run_info(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=1))
         return 0
     metadata = model.metadata()
-    print(f"model file      {_shown_input(args, 'model', args._session)}")
+    print(f"model file      {_shown_input(args, 'model')}")
     print(
         f"format          {metadata['format']} {metadata['format_version']}, written by "
         f"fastgd {model.version}" + (f" on {model.created}" if model.created else "")
@@ -1445,9 +1446,11 @@ def _prepare_files(args: argparse.Namespace, session: _Session) -> None:
             setattr(args, name, _regular_input(session, os.fspath(value)))
 
 
-def _shown_input(args: argparse.Namespace, name: str, session: _Session) -> str:
+def _shown_input(args: argparse.Namespace, name: str) -> str:
     """The input ``name`` as the user gave it (not its temporary copy)."""
-    return session.shown(os.fspath(getattr(args, name)))
+    text = os.fspath(getattr(args, name))
+    session = getattr(args, "_session", None)  # set by main()
+    return text if session is None else session.shown(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1492,7 +1495,7 @@ def _data_error_message(error: BaseException, args, session: _Session) -> str:
         message = f"the file is {what} ({name.lstrip('_')}: {message})"
     message = session.shown(message)
     names = [
-        _shown_input(args, name, session)
+        _shown_input(args, name)
         for name in args._command.inputs
         if getattr(args, name, None) is not None
     ]
@@ -1522,7 +1525,7 @@ def _report(error: BaseException, args, session: _Session) -> int:
     if isinstance(error, (CommandError, ImportError)):  # ImportError: what to install
         print(f"fastgd: error: {session.shown(str(error))}", file=sys.stderr)
     elif isinstance(error, MemoryError):
-        names = [_shown_input(args, n, session) for n in args._command.inputs if getattr(args, n)]
+        names = [_shown_input(args, n) for n in args._command.inputs if getattr(args, n)]
         print(
             f"fastgd: error: out of memory{' reading ' + names[-1] if names else ''}; try a "
             "smaller --block-rows, --dtype float32, or fewer columns.",

@@ -396,8 +396,11 @@ def test_sigint_stops_train_at_once_and_leaves_nothing(big_csv, tmp_path, phase)
     process = _start_like_a_background_job(argv, tmp_path)
     if phase == "first pass":
 
-        def ready():
-            return cache.exists() and any(".tmp-" in p.name for p in cache.iterdir())
+        def ready():  # the cache's files are open and being written
+            try:
+                return any(".X.bin.tmp-" in p.name and p.stat().st_size for p in cache.iterdir())
+            except FileNotFoundError:  # not made yet, or renamed as we looked
+                return False
     else:
 
         def ready():

@@ -5,8 +5,12 @@ line, a description with examples, a function that adds its arguments, and a fun
 runs it and returns the exit status. Adding a subcommand means adding one entry.
 
 Exit status: 0 success; 2 bad usage (unknown flags, malformed values: argparse's own
-convention); 1 a data or training error (an unreadable CSV, a missing column, invalid
-training options), reported on stderr as ``fastgd: error: ...``.
+convention); 1 a data or training error (an unreadable or damaged file, a missing column,
+invalid training options), reported on stderr in one line as ``fastgd: error: ...``, or an
+unexpected one, ``fastgd: internal error: ...`` (``--debug`` prints its traceback); 130
+Ctrl-C (``fastgd: interrupted.``). Before any work, each command checks that no output is
+one of its inputs and that the outputs' directories exist; inputs that are not regular
+files (``-`` for stdin, a FIFO, ``<(...)``) are read once into a temporary copy.
 """
 
 from __future__ import annotations

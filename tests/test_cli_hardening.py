@@ -165,6 +165,8 @@ def test_dash_reads_stdin_once_and_names_it(tmp_path, capsys, monkeypatch, priva
     monkeypatch.setattr(sys, "stdin", FakeStdin(model.read_bytes()))
     code, out, err = run(["info", "-"], capsys)
     assert code == 0 and out.startswith("model file      <stdin>\n"), err
+    code, _, err = run(["predict", "-", "-"], capsys)
+    assert code == 2 and "only one input can be '-'" in err
     monkeypatch.setattr(sys, "stdin", FakeStdin(data.read_bytes()))
     code, _, err = run(["train", "-", "--target", "price", "--model", model], capsys)
     assert code == 1

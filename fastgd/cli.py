@@ -1503,7 +1503,12 @@ def _data_error_message(error: BaseException, args, session: _Session) -> str:
         for name in args._command.inputs
         if getattr(args, name, None) is not None
     ]
-    if names and not any(name in message for name in names):
+    # A bad option (ValueError, TypeError) concerns no file; damaged data often names none
+    # (gzip's BadGzipFile, bz2's OSError, EOFError, zlib.error): the data file it is.
+    concerns_a_file = not isinstance(error, (ValueError, TypeError)) or isinstance(
+        error, UnicodeError
+    )
+    if concerns_a_file and names and not any(name in message for name in names):
         message = f"{names[-1]}: {message}"
     return message
 

@@ -911,6 +911,15 @@ def _check_replaceable_model(path) -> None:
         ) from error
 
 
+def _cache_dir(args: argparse.Namespace):
+    """--cache-dir, except for a temporary copy of stdin or a pipe: its cache (next to it)
+    goes away with it, as a cache of a stream that cannot be read again must."""
+    session = getattr(args, "_session", None)
+    if session is not None and args.data in session.shown_names:
+        return None
+    return args.cache_dir
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .errors import DivergenceError
     from .io.csv import format_skipped, read_schema
@@ -991,7 +1000,7 @@ def _run_train(args: argparse.Namespace) -> int:
             delimiter=args.delimiter,
             block_rows=args.block_rows,
             dtype=args.dtype,
-            cache_dir=args.cache_dir,
+            cache_dir=_cache_dir(args),
             standardize=args.standardize,
             on_bad_rows=args.on_bad_rows,
             progress=bar.update,

@@ -155,8 +155,11 @@ def test_dash_reads_stdin_once_and_names_it(tmp_path, capsys, monkeypatch, priva
     data = write_problem(tmp_path / "d.csv")
     model = tmp_path / "m.npz"
     monkeypatch.setattr(sys, "stdin", FakeStdin(data.read_bytes()))
-    code, _, err = run(["train", "-", "--target", "y", "--model", model, "--epochs", "2"], capsys)
+    cache = tmp_path / "cache"
+    argv = ["train", "-", "--target", "y", "--model", model, "--epochs", "2"]
+    code, _, err = run([*argv, "--cache-dir", cache], capsys)
     assert code == 0, err
+    assert not cache.exists()  # a stream read once leaves no cache behind
     assert fastgd.load(model).options["data"] == "<stdin>"
     monkeypatch.setattr(sys, "stdin", FakeStdin(data.read_bytes()))
     code, out, err = run(["predict", model, "-", "-q"], capsys)

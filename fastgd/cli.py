@@ -5,20 +5,33 @@ line, a description with examples, a function that adds its arguments, and a fun
 runs it and returns the exit status. Adding a subcommand means adding one entry.
 
 Exit status: 0 success; 2 bad usage (unknown flags, malformed values: argparse's own
-convention); 1 a data or training error (an unreadable CSV, a missing column, invalid
-training options), reported on stderr as ``fastgd: error: ...``.
+convention); 1 a data or training error (an unreadable or damaged file, a missing column,
+invalid training options), reported on stderr in one line as ``fastgd: error: ...``, or an
+unexpected one, ``fastgd: internal error: ...`` (``--debug`` prints its traceback); 130
+Ctrl-C (``fastgd: interrupted.``). Before any work, each command checks that no output is
+one of its inputs and that the outputs' directories exist; inputs that are not regular
+files (``-`` for stdin, a FIFO, ``<(...)``) are read once into a temporary copy.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import csv as _stdcsv
 import html
 import math
 import os
 import re
+import shutil
+import signal
+import stat
 import sys
+import tempfile
+import threading
 import time
+import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +56,12 @@ class Command:
     description: str
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    #: the arguments (Namespace attributes) naming files the command reads, the data last
+    inputs: tuple[str, ...] = ()
+    #: ``(attribute, flag)`` of the files it writes; none may be one of its inputs
+    outputs: tuple[tuple[str, str], ...] = ()
+    #: whether the outputs' missing directories are created (else: an error before any work)
+    creates_folders: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +318,8 @@ def _run_playground(args: argparse.Namespace) -> int:
         if args.target is None:
             raise _UsageError("the following arguments are required with DATA.csv: --target")
         X, y, _ = read_csv(args.data, args.target)
-        source = f"{args.data} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r})"
+        shown = _shown_input(args, "data")
+        source = f"{shown} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r})"
     fit_options = {"loss": args.loss, "max_iter": args.epochs, "tol": None}
     try:
         table = playground.sweep(
@@ -353,14 +373,17 @@ def _run_playground(args: argparse.Namespace) -> int:
     if best is not None:
         print(f"best run: {best.label}, final loss {best.final_loss:.6g}")
 
+    from .io.model import atomic_file
     from .plot import figure_to_png, playground_figure
 
     figure = playground_figure(table, finder, paths)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.suffix.lower() == ".png":
-        figure.savefig(args.out, dpi=100)
-    else:
-        args.out.write_text(_html_report(source, table, finder, figure_to_png(figure)), "utf-8")
+    with atomic_file(args.out, "wb") as handle:  # Ctrl-C leaves no half-written report
+        if args.out.suffix.lower() == ".png":
+            figure.savefig(handle, format="png", dpi=100)
+        else:
+            report = _html_report(source, table, finder, figure_to_png(figure))
+            handle.write(report.encode("utf-8"))
     print(f"report written to {args.out}")
     return 0
 
@@ -856,9 +879,45 @@ def _previous_progress(previous) -> tuple[int, np.ndarray, float]:
 
 
 def _load_model(path):
-    from .io.model import load
+    """The model in ``path``; any failure to read it is a data error naming the file."""
+    from .io.model import ModelFormatError, load
 
-    return load(path)
+    try:
+        return load(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ModelFormatError):
+        raise
+    except Exception as error:
+        # A damaged file the reader did not recognise: zipfile alone raises BadZipFile,
+        # EOFError, zlib.error, NotImplementedError (an unknown compression method) or
+        # RuntimeError (an "encrypted" flag bit) for a flipped byte. --debug shows where.
+        message = " ".join(str(error).split())
+        raise CommandError(
+            f"{path}: not a valid fastgd model: {type(error).__name__}: {message}"
+        ) from error
+
+
+def _check_replaceable_model(path) -> None:
+    """Refuse, before any work, a --model that exists and is not a fastgd model: it is
+    probably something else (the data, another file) that saving would replace."""
+    if not os.path.lexists(path):
+        return
+    try:
+        _load_model(path)
+    except Exception as error:
+        reason = " ".join(str(error).split())
+        raise CommandError(
+            f"--model {path} exists and is not a fastgd model ({reason}); nothing was "
+            "written. Remove it or choose another --model."
+        ) from error
+
+
+def _cache_dir(args: argparse.Namespace):
+    """--cache-dir, except for a temporary copy of stdin or a pipe: its cache (next to it)
+    goes away with it, as a cache of a stream that cannot be read again must."""
+    session = getattr(args, "_session", None)
+    if session is not None and args.data in session.shown_names:
+        return None
+    return args.cache_dir
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -869,6 +928,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     previous = None
+    if not args.resume:
+        _check_replaceable_model(args.model)
     if args.resume:
         if not Path(args.model).exists():
             raise CommandError(f"--resume: there is no model at {args.model} to continue.")
@@ -908,7 +969,7 @@ def _run_train(args: argparse.Namespace) -> int:
         "block_rows": args.block_rows,
         "on_bad_rows": args.on_bad_rows,
         "delimiter": schema.delimiter,
-        "data": str(args.data),
+        "data": _shown_input(args, "data"),
     }
     extra = {}
     if args.validation_fraction is not None:
@@ -916,7 +977,9 @@ def _run_train(args: argparse.Namespace) -> int:
         recorded["validation_fraction"] = args.validation_fraction
 
     bar = ProgressBar(
-        f"reading {Path(args.data).name}", epochs=settings["max_iter"], enabled=not args.quiet
+        f"reading {Path(_shown_input(args, 'data')).name}",
+        epochs=settings["max_iter"],
+        enabled=not args.quiet,
     )
     checkpoints = _Checkpointer(args, schema, settings, recorded, previous, bar)
 
@@ -937,7 +1000,7 @@ def _run_train(args: argparse.Namespace) -> int:
             delimiter=args.delimiter,
             block_rows=args.block_rows,
             dtype=args.dtype,
-            cache_dir=args.cache_dir,
+            cache_dir=_cache_dir(args),
             standardize=args.standardize,
             on_bad_rows=args.on_bad_rows,
             progress=bar.update,
@@ -951,16 +1014,12 @@ def _run_train(args: argparse.Namespace) -> int:
         bar.close()
         if checkpoints.saved_epoch is not None:
             print(
-                f"fastgd train: interrupted; the checkpoint of epoch {checkpoints.saved_epoch} "
+                f"fastgd: interrupted. The checkpoint of epoch {checkpoints.saved_epoch} "
                 f"is in {args.model}.",
                 file=sys.stderr,
             )
         else:
-            print(
-                "fastgd train: interrupted before a checkpoint was written; "
-                f"{args.model} is unchanged.",
-                file=sys.stderr,
-            )
+            print(f"fastgd: interrupted. {args.model} is unchanged.", file=sys.stderr)
         return 130
     except DivergenceError as error:
         bar.close()
@@ -1048,7 +1107,8 @@ def _model_schema(model, data, *, target=None, delimiter=None):
 
     layout = read_schema(data, delimiter=delimiter)
     if model.feature_names is None:
-        drop = [name for name in (model.target, target) if name and name in layout.columns]
+        present = set(layout.columns)
+        drop = [name for name in (model.target, target) if name and name in present]
         schema = read_schema(data, target=target, drop=drop or None, delimiter=delimiter)
         if len(schema.feature_names) != model.n_features:
             raise CommandError(
@@ -1056,7 +1116,8 @@ def _model_schema(model, data, *, target=None, delimiter=None):
                 f"without feature names) has {model.n_features}."
             )
         return schema
-    missing = [name for name in model.feature_names if name not in layout.columns]
+    present = set(layout.columns)  # a set: files with 100k columns are fine
+    missing = [name for name in model.feature_names if name not in present]
     if missing:
         shown = ", ".join(repr(name) for name in missing[:10])
         raise CommandError(
@@ -1105,6 +1166,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         if args.output is None:
             rows = _write_predictions(model, schema, args, sys.stdout, bar)
             sys.stdout.flush()
+        elif os.path.exists(args.output) and not os.path.isfile(args.output):
+            # a device or a pipe (-o /dev/null): written in place, never renamed over
+            with open(args.output, "w", encoding="utf-8", newline="") as handle:
+                rows = _write_predictions(model, schema, args, handle, bar)
         else:
             with atomic_file(args.output, "w", encoding="utf-8", newline="") as handle:
                 rows = _write_predictions(model, schema, args, handle, bar)
@@ -1225,7 +1290,7 @@ def _run_info(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=1))
         return 0
     metadata = model.metadata()
-    print(f"model file      {args.model}")
+    print(f"model file      {_shown_input(args, 'model')}")
     print(
         f"format          {metadata['format']} {metadata['format_version']}, written by "
         f"fastgd {model.version}" + (f" on {model.created}" if model.created else "")
@@ -1282,6 +1347,254 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Files: inputs read once, outputs that never replace an input, checked before any work
+# ---------------------------------------------------------------------------------------------
+
+#: What ``-`` as an input file is called in messages.
+STDIN_NAME = "<stdin>"
+
+
+class _Session:
+    """What one run of :func:`main` set up and removes at its end (error and Ctrl-C
+    included): the temporary copies of inputs that are not regular files, and the names the
+    user gave them, so that messages name ``<stdin>`` or ``/dev/fd/63``, not the copy."""
+
+    def __init__(self) -> None:
+        self.shown_names: dict[str, str] = {}
+        self._folder: str | None = None
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def copy(self, stream, shown: str) -> str:
+        """Copy ``stream`` (read once, to its end) to a regular file; return its path."""
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="fastgd-input-")
+        path = os.path.join(self._folder, f"input-{len(self.shown_names) + 1}")
+        self.shown_names[path] = shown
+        with open(path, "wb") as handle:
+            shutil.copyfileobj(stream, handle, 1 << 20)
+        return path
+
+    def shown(self, text: str) -> str:
+        """``text`` with every temporary copy's path replaced by what the user gave."""
+        for path, name in self.shown_names.items():
+            text = text.replace(path, name)
+        return text
+
+
+def _regular_input(session: _Session, given: str) -> str:
+    """A regular file holding the input ``given``: itself, or a copy of stdin (``-``), a
+    FIFO or a process substitution (``<(zcat x.gz)``), which can be read only once while
+    the readers open a file several times (the header, then each pass)."""
+    if given == "-":
+        return session.copy(sys.stdin.buffer, STDIN_NAME)
+    try:
+        mode = os.stat(given).st_mode
+    except OSError:
+        return given  # a missing file: the reader says so in its own words
+    if stat.S_ISREG(mode):
+        return given
+    if stat.S_ISDIR(mode):
+        raise CommandError(f"{given} is a directory, not a file.")
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        with open(given, "rb") as stream:
+            return session.copy(stream, given)
+    raise CommandError(f"{given} is not a regular file (nor a pipe); give a file.")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (through symbolic or hard links too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _check_output(given: str, flag: str, inputs: list[str], creates_folders: bool) -> None:
+    """Refuse, before any work, an output that is one of the inputs, a directory, or in a
+    directory that is missing (unless the command creates it) or not writable."""
+    for source in inputs:
+        if source != "-" and _same_file(given, source):
+            same = "" if os.path.abspath(given) == os.path.abspath(source) else f" ({source})"
+            raise CommandError(
+                f"{flag} {given} is the command's input{same}; writing there would replace "
+                "it. Nothing was written; choose another output file."
+            )
+    if os.path.isdir(given):
+        raise CommandError(f"{flag} {given} is a directory; give a file name.")
+    folder = os.path.dirname(given) or "."
+    while creates_folders and not os.path.exists(folder):
+        folder = os.path.dirname(folder) or "."
+    if not os.path.isdir(folder):
+        raise CommandError(
+            f"{flag} {given}: the directory {folder} does not exist; nothing was done."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(
+            f"{flag} {given}: the directory {folder} is not writable; nothing was done."
+        )
+
+
+def _prepare_files(args: argparse.Namespace, session: _Session) -> None:
+    """Check the command's outputs against its inputs (as given), then replace each input
+    that is not a regular file by a temporary copy."""
+    command: Command = args._command
+    given = [getattr(args, name) for name in command.inputs if getattr(args, name) is not None]
+    if given.count("-") > 1:
+        raise _UsageError("only one input can be '-' (stdin).")
+    for name, flag in command.outputs:
+        output = getattr(args, name)
+        if output is not None:
+            inputs = [os.fspath(path) for path in given]
+            _check_output(os.fspath(output), flag, inputs, command.creates_folders)
+    for name in command.inputs:
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, _regular_input(session, os.fspath(value)))
+
+
+def _shown_input(args: argparse.Namespace, name: str) -> str:
+    """The input ``name`` as the user gave it (not its temporary copy)."""
+    text = os.fspath(getattr(args, name))
+    session = getattr(args, "_session", None)  # set by main()
+    return text if session is None else session.shown(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures: one line each, the traceback only with --debug
+# ---------------------------------------------------------------------------------------------
+
+
+def _data_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean unreadable input (a damaged or truncated file), not a bug."""
+    import bz2  # noqa: F401  (bz2 reports damage as OSError)
+    import lzma
+    import zipfile
+    import zlib
+
+    types: list[type[BaseException]] = [
+        ValueError,
+        TypeError,
+        OSError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        zipfile.BadZipFile,
+        _stdcsv.Error,
+        UnicodeError,
+    ]
+    with contextlib.suppress(ImportError):
+        import zstandard
+
+        types.append(zstandard.ZstdError)
+    return tuple(types)
+
+
+def _data_error_message(error: BaseException, args, session: _Session) -> str:
+    """The error's message, naming the file it concerns when it does not already."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if not isinstance(error, (ValueError, OSError)):  # EOFError, zlib.error, csv.Error, ...
+        kind = type(error)
+        name = (
+            kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        )
+        what = "not readable as CSV" if isinstance(error, _stdcsv.Error) else "damaged or truncated"
+        message = f"the file is {what} ({name.lstrip('_')}: {message})"
+    message = session.shown(message)
+    names = [
+        _shown_input(args, name)
+        for name in args._command.inputs
+        if getattr(args, name, None) is not None
+    ]
+    # A bad option (ValueError, TypeError) concerns no file; damaged data often names none
+    # (gzip's BadGzipFile, bz2's OSError, EOFError, zlib.error): the data file it is.
+    concerns_a_file = not isinstance(error, (ValueError, TypeError)) or isinstance(
+        error, UnicodeError
+    )
+    if concerns_a_file and names and not any(name in message for name in names):
+        message = f"{names[-1]}: {message}"
+    return message
+
+
+def _report(error: BaseException, args, session: _Session) -> int:
+    """Print one line for ``error`` on stderr; return the exit status."""
+    debug = getattr(args, "debug", False)
+    if isinstance(error, _UsageError):
+        args._parser.print_usage(sys.stderr)
+        print(f"fastgd {args.command}: error: {session.shown(str(error))}", file=sys.stderr)
+        return 2
+    if isinstance(error, KeyboardInterrupt):
+        print("fastgd: interrupted.", file=sys.stderr)
+        return 130
+    if isinstance(error, BrokenPipeError):
+        # The reader of stdout went away (``fastgd info m.npz | head``): stop quietly, as
+        # command-line tools do, without a second error when Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    if debug:
+        traceback.print_exception(error)
+    if isinstance(error, (CommandError, ImportError)):  # ImportError: what to install
+        print(f"fastgd: error: {session.shown(str(error))}", file=sys.stderr)
+    elif isinstance(error, MemoryError):
+        names = [_shown_input(args, n) for n in args._command.inputs if getattr(args, n)]
+        print(
+            f"fastgd: error: out of memory{' reading ' + names[-1] if names else ''}; try a "
+            "smaller --block-rows, --dtype float32, or fewer columns.",
+            file=sys.stderr,
+        )
+    elif isinstance(error, _data_error_types()):
+        # CsvError, DivergenceError, ModelFormatError, invalid options, missing files,
+        # damaged compressed data: the message names the file (and line, column).
+        print(f"fastgd: error: {_data_error_message(error, args, session)}", file=sys.stderr)
+    else:
+        message = " ".join(session.shown(str(error)).split())
+        print(
+            f"fastgd: internal error: {type(error).__name__}: {message} "
+            "(run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+    return 1
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C raises KeyboardInterrupt, even where SIGINT was inherited as ignored (a job
+    started with ``&`` by a shell without job control) or reset to the default action."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    replace = previous in (signal.SIG_IGN, signal.SIG_DFL, None)
+    if replace:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if replace:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _one_line_warnings(session: _Session):
+    """Python warnings raised during a command, as ``fastgd: warning: <message>``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(session.shown(str(message)).split())
+        print(f"fastgd: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
 # The table of subcommands and main
 # ---------------------------------------------------------------------------------------------
 
@@ -1291,36 +1604,48 @@ COMMANDS: dict[str, Command] = {
         description=PLAYGROUND_DESCRIPTION,
         configure=_configure_playground,
         run=_run_playground,
+        inputs=("data",),
+        outputs=(("out", "--out"),),
+        creates_folders=True,
     ),
     "train": Command(
         help="train a model on a CSV file of any size and save it",
         description=TRAIN_DESCRIPTION,
         configure=_configure_train,
         run=_run_train,
+        inputs=("data",),  # --resume reads MODEL too: it continues (and replaces) it
+        outputs=(("model", "--model"),),
     ),
     "predict": Command(
         help="predict with a saved model, streaming a CSV file",
         description=PREDICT_DESCRIPTION,
         configure=_configure_predict,
         run=_run_predict,
+        inputs=("model", "data"),
+        outputs=(("output", "--output"),),
     ),
     "evaluate": Command(
         help="score a saved model on a CSV file (MSE and R², or accuracy and log loss)",
         description=EVALUATE_DESCRIPTION,
         configure=_configure_evaluate,
         run=_run_evaluate,
+        inputs=("model", "data"),
     ),
     "info": Command(
         help="print what a model file holds",
         description=INFO_DESCRIPTION,
         configure=_configure_info,
         run=_run_info,
+        inputs=("model",),
     ),
 }
 
 
 class _UsageError(Exception):
     """A usage error found after parsing (exit status 2)."""
+
+
+_DEBUG_HELP = "print the traceback of an unexpected error"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1334,6 +1659,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastgd {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(
@@ -1343,43 +1669,30 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.configure(sub)
+        # after the command too; SUPPRESS keeps a --debug given before it
+        sub.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
         sub.set_defaults(_command=command, _parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``fastgd`` command; return its exit status (0, 1 or 2)."""
+    """Run the ``fastgd`` command; return its exit status (0, 1, 2, or 130 for Ctrl-C)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version (0) and usage errors (2)
         return int(exit_.code or 0)
-    try:
-        return args._command.run(args)
-    except _UsageError as error:
-        args._parser.print_usage(sys.stderr)
-        print(f"fastgd {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except CommandError as error:
-        print(f"fastgd: error: {error}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        # The reader of stdout went away (``fastgd info m.npz | head``): stop quietly, as
-        # command-line tools do, without a second error when Python flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except ImportError as error:  # matplotlib missing: the message says what to install
-        print(f"fastgd: error: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError, OSError) as error:
-        # CsvError, DivergenceError, ModelFormatError, invalid options, missing files: the
-        # message names the file, line and column (or the parameter) as the error gives them.
-        print(f"fastgd: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("fastgd: interrupted.", file=sys.stderr)
-        return 130
+    with _Session() as session, _interruptible(), _one_line_warnings(session):
+        args._session = session
+        try:
+            _prepare_files(args, session)
+            return args._command.run(args)
+        except Exception as error:
+            return _report(error, args, session)
+        except KeyboardInterrupt as error:
+            return _report(error, args, session)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ import io
 import json
 import math
 import os
+import signal
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -86,6 +88,20 @@ class ModelFormatError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
+def _hold_sigint():
+    """Block SIGINT in this (main) thread; the previous mask, or None where not possible."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _release_sigint(held) -> None:
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode: str = "wb", **open_kwargs) -> Iterator[Any]:
     """Open a temporary file next to ``path`` for writing; on success, flush it to disk and
@@ -93,8 +109,18 @@ def atomic_file(path, mode: str = "wb", **open_kwargs) -> Iterator[Any]:
     remove it and leave ``path`` as it was."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    # Ctrl-C is held back while mkstemp creates the file (a KeyboardInterrupt inside it
+    # would leave the file behind) and arrives inside the try below, which removes it.
+    held = _hold_sigint()
     try:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=directory
+        )
+    except BaseException:
+        _release_sigint(held)
+        raise
+    try:
+        _release_sigint(held)
         with os.fdopen(descriptor, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()

@@ -401,10 +401,12 @@ def test_sigint_stops_train_at_once_and_leaves_nothing(big_csv, tmp_path, phase)
     process = _start_like_a_background_job(argv, tmp_path)
     if phase == "first pass":
 
-        def ready():  # the cache's files are open and being written
+        def ready():  # the cache's data files are being written and it has no header yet
             try:
-                return any(".X.bin.tmp-" in p.name and p.stat().st_size for p in cache.iterdir())
-            except FileNotFoundError:  # not made yet, or renamed as we looked
+                names = {p.name: p for p in cache.iterdir()}
+                writing = any(n.endswith(".X.bin") and p.stat().st_size for n, p in names.items())
+                return writing and not any(n.endswith(".json") for n in names)
+            except FileNotFoundError:  # not made yet, or removed as we looked
                 return False
     else:
 

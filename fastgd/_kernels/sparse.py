@@ -3,10 +3,12 @@ r"""Epoch loops on scipy.sparse CSR data: a step costs O(non-zeros it reads), no
 The kernels take the three arrays of a CSR matrix (``data``, ``indices``, ``indptr``; ``data``
 in the dtype of ``w``, indices int32 or int64) and otherwise follow the conventions of
 ``epochs.py``: ``sample_weight`` empty means all ones, ``order`` empty means file order,
-``w`` is updated in place, the intercept is passed in and returned, and an epoch stops at the
+the options come in a ``records.Spec`` and the training state in a ``records.State`` (``w``
+updated in place, the new intercept and step counter returned), and an epoch stops at the
 first non-finite prediction (SGD) or batch loss (mini-batch) and returns its position. Rows
 must hold each column at most once (scipy's canonical form; ``sum_duplicates()`` makes it
-so); the columns of a row need not be sorted.
+so); the columns of a row need not be sorted. They implement the plain SGD update rule only
+(``UpdateRule.sparse`` in ``fastgd.options``).
 
 Lazy penalty
 ------------

@@ -416,7 +416,7 @@ class _BlockSource:
                     return intercept, loss_total, t, position
             elif strategy == "sgd":
                 intercept, block_loss, t, bad = sgd_epoch(
-                    X, y, self.no_weights, order, spec, state(intercept, t)
+                    X, y, self.no_weights, order, spec, state(intercept, t), 0
                 )
                 loss_total += block_loss
                 if bad >= 0:
@@ -435,7 +435,7 @@ class _BlockSource:
                     if carried == batch:
                         intercept, block_loss, t, bad = batch_epoch(
                             self.carry_X, self.carry_y, self.no_weights, empty_order, batch,
-                            spec, state(intercept, t), self.parallel,
+                            spec, state(intercept, t), self.parallel, 0,
                         )  # fmt: skip
                         loss_total += block_loss
                         carried = 0
@@ -445,7 +445,7 @@ class _BlockSource:
                 if whole:
                     intercept, block_loss, t, bad = batch_epoch(
                         X, y, self.no_weights, np.ascontiguousarray(order[used : used + whole]),
-                        batch, spec, state(intercept, t), self.parallel,
+                        batch, spec, state(intercept, t), self.parallel, 0,
                     )  # fmt: skip
                     loss_total += block_loss
                     if bad >= 0:
@@ -461,7 +461,7 @@ class _BlockSource:
         if strategy == "minibatch" and carried:
             intercept, block_loss, t, bad = batch_epoch(
                 self.carry_X[:carried], self.carry_y[:carried], self.no_weights, empty_order,
-                self.rows, spec, state(intercept, t), self.parallel,
+                self.rows, spec, state(intercept, t), self.parallel, 0,
             )  # fmt: skip
             loss_total += block_loss
             if bad >= 0:

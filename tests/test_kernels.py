@@ -418,12 +418,14 @@ def test_averaged_epoch_matches_the_reference(case, strategy, start_offset):
     spec = problem.spec(average_start)
     state = problem.state(avg_w, avg_b)
     if strategy == "sgd":
-        out = epochs.sgd_epoch(*problem.rows(), spec, state)
+        out = epochs.sgd_epoch(*problem.rows(), spec, state, 0)
         reference = ref.sgd_epoch(
             **problem.reference_arguments(), average=(avg_w0, avg_b0, average_start)
         )
     else:
-        out = epochs.batch_epoch(*problem.rows(), case["batch_size"], spec, state, case["parallel"])
+        out = epochs.batch_epoch(
+            *problem.rows(), case["batch_size"], spec, state, case["parallel"], 0
+        )
         reference = ref.minibatch_epoch(
             **problem.reference_arguments(), batch_size=case["batch_size"],
             average=(avg_w0, avg_b0, average_start),

@@ -94,20 +94,36 @@ def _kernel_modules():
         yield importlib.import_module(f"fastgd._kernels.{info.name}")
 
 
-def test_no_kernel_takes_more_than_twelve_parameters():
-    """Kernel inputs are records (``records.Spec``, ``records.State``), not argument lists:
-    every compiled function of ``fastgd._kernels`` (kernels and inlined helpers) takes at
-    most 12 parameters (read from the Python functions; nothing is compiled)."""
+def _kernel_signatures() -> dict:
+    """Every compiled function of ``fastgd._kernels`` (kernels and inlined helpers) and its
+    Python signature (nothing is compiled)."""
     from numba.core.dispatcher import Dispatcher
 
-    counts = {
-        f"{module.__name__}.{name}": len(inspect.signature(value.py_func).parameters)
+    return {
+        f"{module.__name__}.{name}": inspect.signature(value.py_func)
         for module in _kernel_modules()
         for name, value in vars(module).items()
         if isinstance(value, Dispatcher) and value.py_func.__module__ == module.__name__
     }
-    assert "fastgd._kernels.epochs.sgd_epoch" in counts
-    assert {name: n for name, n in counts.items() if n > 12} == {}
+
+
+def test_no_kernel_takes_more_than_twelve_parameters():
+    """Kernel inputs are records (``records.Spec``, ``records.State``), not argument lists."""
+    signatures = _kernel_signatures()
+    assert "fastgd._kernels.epochs.sgd_epoch" in signatures
+    too_many = {name: len(s.parameters) for name, s in signatures.items() if len(s.parameters) > 12}
+    assert too_many == {}
+
+
+def test_no_kernel_has_default_arguments():
+    """Numba's cache mishandles omitted arguments (numba#4959): ``batch_epoch`` called
+    without its ``block_rows=0`` compiled and ran, then crashed the next process that
+    loaded it from the cache. Every kernel argument is passed."""
+    defaults = {
+        name: [p.name for p in s.parameters.values() if p.default is not p.empty]
+        for name, s in _kernel_signatures().items()
+    }
+    assert {name: found for name, found in defaults.items() if found} == {}
 
 
 def test_kernel_records_have_fixed_field_types():

@@ -144,7 +144,7 @@ def _batch_step(spec, state, grad, m, deriv_sum, intercept, t):
 
 
 @kernel
-def batch_epoch(X, y, sample_weight, order, batch_size, spec, state, parallel, block_rows=0):
+def batch_epoch(X, y, sample_weight, order, batch_size, spec, state, parallel, block_rows):
     """One epoch of mini-batch gradient descent (full batch: ``batch_size ≥ n``), from the
     training ``state`` (``records.State``) under ``spec`` (``records.Spec``).
 
@@ -155,7 +155,10 @@ def batch_epoch(X, y, sample_weight, order, batch_size, spec, state, parallel, b
     updated in place.
 
     ``block_rows`` > 0 says ``order`` is a ``shuffle="block"`` order of blocks of that
-    many rows, so the next block can be streamed into cache (it changes no result).
+    many rows, so the next block can be streamed into cache (it changes no result); 0: no
+    such hint. (No kernel has default arguments: Numba's cache mishandles omitted ones,
+    numba#4959, and a ``batch_epoch`` loaded from the cache with ``block_rows`` omitted
+    crashed here.)
 
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
     position in the epoch of the first batch with a non-finite loss, or -1.
@@ -251,7 +254,7 @@ def _fused_step(X, i, following, w, decay, step):
 
 
 @kernel
-def sgd_epoch(X, y, sample_weight, order, spec, state, block_rows=0):
+def sgd_epoch(X, y, sample_weight, order, spec, state, block_rows):
     """One epoch of per-sample SGD over the rows in ``order`` (empty: file order), from
     the training ``state`` under ``spec`` (``records.State``, ``records.Spec``).
 

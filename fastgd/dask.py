@@ -46,6 +46,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 
 from . import engine
 from ._kernels.epochs import MIN_CHUNK_ROWS, accumulate_gradient, loss_sum, scan_rows, take_step
+from ._kernels.records import make_state
 from .errors import DivergenceError, WorkerLostError
 
 __all__ = ["MINIBATCH_MODES", "WorkerLostError", "fit"]
@@ -166,7 +167,7 @@ def _block_losses(block, coef, intercept, loss_code, epsilon, moved):
     return float(zero), float(start)
 
 
-def _block_gradient(block, coef, intercept, loss_code, epsilon, fraction, seed):
+def _block_gradient(block, coef, intercept, spec, fraction, seed):
     """``(Σ L'·x, Σ L, Σ L', rows)`` over the block (or a random ``fraction`` of its rows)."""
     X, y = block
     if fraction < 1.0:
@@ -175,10 +176,10 @@ def _block_gradient(block, coef, intercept, loss_code, epsilon, fraction, seed):
     grad = np.zeros(X.shape[1])
     if X.shape[0] == 0:
         return grad, 0.0, 0.0, 0
+    state = make_state(coef, intercept, 1.0)
     total, deriv = accumulate_gradient(
-        X, y, np.empty(0), coef, intercept, loss_code, epsilon, grad,
-        _parallel(X.shape[0], X.shape[1]),
-    )  # fmt: skip
+        X, y, np.empty(0), spec, state, grad, _parallel(X.shape[0], X.shape[1])
+    )
     return grad, float(total), float(deriv), int(X.shape[0])
 
 
@@ -271,6 +272,7 @@ class _DaskSource:
 
     def _gradient_sums(self, coef, intercept, plan, step, fraction=1.0):
         seeds = plan.rng.integers(2**63, size=len(self.blocks)) if fraction < 1.0 else None
+        spec = engine.kernel_spec(plan, plan.eta0)  # the loss only: no step is taken here
 
         def submit():
             parts = [
@@ -279,8 +281,7 @@ class _DaskSource:
                     block,
                     coef,
                     intercept,
-                    plan.loss.code,
-                    plan.epsilon,
+                    spec,
                     fraction,
                     0 if seeds is None else int(seeds[i]),
                     pure=False,
@@ -351,11 +352,10 @@ class _DaskSource:
         return result
 
     def _take_step(self, plan, coef, grad, rows, deriv, intercept, eta, t, avg_w, avg_b):
+        state = engine.kernel_state(plan, coef, intercept, t, avg_w, avg_b)
         return take_step(
-            coef, grad.astype(coef.dtype), float(rows), deriv, intercept, plan.fit_intercept,
-            plan.schedule.kernel_code, eta, plan.power_t, plan.alpha, plan.optimal_init, t,
-            plan.l1, plan.l2, avg_w, avg_b, plan.average_start,
-        )  # fmt: skip
+            grad.astype(coef.dtype), float(rows), deriv, engine.kernel_spec(plan, eta), state
+        )
 
     def _sample_epoch(self, plan, coef, intercept, t, eta, avg_w, avg_b, step):
         full = plan.strategy.name == "full"

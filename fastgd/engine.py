@@ -26,6 +26,7 @@ from ._kernels.epochs import (
     sgd_epoch,
 )
 from ._kernels.order import fill_epoch_order
+from ._kernels.records import Spec, State, make_spec, make_state
 from ._validation import (
     check_binary_labels,
     check_csr,
@@ -197,6 +198,29 @@ class _Plan:
     average_intercept: float = 0.0
     validation_score: Callable | None = None
     divergence_checks: str = "all"
+    #: The update rule's per-feature state, shape (slots, d); allocated by kernel_state.
+    slots: np.ndarray | None = None
+
+
+def kernel_spec(plan: _Plan, eta: float) -> Spec:
+    """The kernels' spec of ``plan`` at the step ``eta`` (``eta0``, or the epoch's step of an
+    epoch-level schedule): the one place where a plan becomes kernel codes and scalars, for
+    every data source (arrays, the CSV trainer, Dask)."""
+    return make_spec(
+        loss=plan.loss.code, epsilon=plan.epsilon, schedule=plan.schedule.kernel_code,
+        rule=plan.schedule.rule.code, eta0=eta, power_t=plan.power_t, alpha=plan.alpha,
+        optimal_init=plan.optimal_init, l1=plan.l1, l2=plan.l2,
+        fit_intercept=plan.fit_intercept, average_start=plan.average_start,
+    )  # fmt: skip
+
+
+def kernel_state(plan: _Plan, coef, intercept: float, t: float, avg_w, avg_b) -> State:
+    """The kernels' training state: the weights (updated in place), the intercept and step
+    counter, the running means and the update rule's slots (kept in ``plan.slots`` from
+    one call to the next)."""
+    if plan.slots is None:
+        plan.slots = np.zeros((plan.schedule.rule.slots, coef.shape[0]))
+    return make_state(coef, intercept, t, avg_w, avg_b, plan.slots)
 
 
 #: ``fit``'s arguments that are data or a fit's starting state rather than options.
@@ -331,10 +355,12 @@ def _options(*, loss, strategy, batch_size, learning_rate, eta0, power_t, penalt
             f"divergence_checks={divergence_checks!r} is not supported; allowed values: "
             "'all', 'non_finite'."
         )
-    if schedule_opt.name in options.PER_ROW_SCHEDULES and strategy_opt.name != "sgd":
+    rule = schedule_opt.rule
+    if strategy_opt.name not in rule.strategies:
+        allowed = " or ".join(f"strategy={name!r}" for name in sorted(rule.strategies))
         raise ValueError(
-            f"learning_rate={schedule_opt.name!r} sets each row's own step: it needs "
-            f"strategy='sgd' (got strategy={strategy_opt.name!r})."
+            f"learning_rate={schedule_opt.name!r} selects the update rule {rule.name!r}, "
+            f"which needs {allowed} (got strategy={strategy_opt.name!r})."
         )
     if schedule_opt.name == "optimal" and alpha == 0.0:
         raise ValueError("learning_rate='optimal' needs alpha > 0 (its step is 1/(alpha·t)).")
@@ -392,7 +418,7 @@ def _plan(X, y, *, sample_weight, coef_init, intercept_init, average_coef_init=N
           **option_values) -> _Plan:  # fmt: skip
     resolved = _options(**option_values)
     sparse = is_sparse(X)
-    if sparse and resolved["schedule"].name in options.PER_ROW_SCHEDULES:
+    if sparse and not resolved["schedule"].rule.sparse:
         raise ValueError(
             f"learning_rate={resolved['schedule'].name!r} is not available for sparse input "
             "yet; use a dense array or another learning_rate."
@@ -937,25 +963,14 @@ class _ArraySource:
         X, y, sw, order = self.X, self.y, self.sample_weight, self.order
         if order.shape[0]:
             fill_epoch_order(order, plan.shuffle_mode, self.block_rows, plan.rng.integers(2**63))
-        common = (
-            plan.fit_intercept, plan.loss.code, plan.epsilon, plan.schedule.kernel_code, eta,
-            plan.power_t, plan.alpha, plan.optimal_init, t, plan.l1, plan.l2,
-        )  # fmt: skip
+        spec = kernel_spec(plan, eta)
+        state = kernel_state(plan, coef, intercept, t, avg_w, avg_b)
         if is_sparse(X):
-            return _sparse_epoch(
-                plan, X, y, sw, order, self.rows, coef, intercept, common, self.parallel,
-                avg_w, avg_b,
-            )  # fmt: skip
+            return _sparse_epoch(plan, X, y, sw, order, self.rows, spec, state, self.parallel)
         if plan.strategy.name == "sgd":
-            return sgd_epoch(
-                X, y, sw, order, coef, intercept, *common, avg_w, avg_b, plan.average_start,
-                self.stream_rows,
-            )  # fmt: skip
+            return sgd_epoch(X, y, sw, order, spec, state, self.stream_rows)
         step_rows = self.n_rows if plan.strategy.name == "full" else self.rows
-        return batch_epoch(
-            X, y, sw, order, step_rows, coef, intercept, *common, self.parallel, avg_w, avg_b,
-            plan.average_start, self.stream_rows,
-        )  # fmt: skip
+        return batch_epoch(X, y, sw, order, step_rows, spec, state, self.parallel, self.stream_rows)
 
 
 def _run(plan: _Plan) -> FitResult:
@@ -1091,17 +1106,15 @@ def _advice(plan: _Plan) -> str:
     return "Try learning_rate='auto', a smaller eta0, or standardising the features."
 
 
-def _sparse_epoch(plan, X, y, sw, order, rows, coef, intercept, common, parallel, avg_w, avg_b):
+def _sparse_epoch(plan, X, y, sw, order, rows, spec, state, parallel):
     """One epoch on CSR data (the kernels of ``fastgd._kernels.sparse``)."""
     from ._kernels.sparse import batch_epoch_csr, sgd_epoch_csr
 
     parts = (X.data, X.indices, X.indptr, y, sw, order)
     if plan.strategy.name == "sgd":
-        return sgd_epoch_csr(*parts, coef, intercept, *common, avg_w, avg_b, plan.average_start)
+        return sgd_epoch_csr(*parts, spec, state)
     step_rows = X.shape[0] if plan.strategy.name == "full" else rows
-    return batch_epoch_csr(
-        *parts, step_rows, coef, intercept, *common, parallel, avg_w, avg_b, plan.average_start
-    )
+    return batch_epoch_csr(*parts, step_rows, spec, state, parallel)
 
 
 def _model(plan: _Plan, coef, intercept, avg_w, avg_b, t):

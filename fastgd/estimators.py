@@ -872,10 +872,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         return self.classes_[scores.argmax(axis=1)]
 
     def _check_proba(self):
-        if self.loss not in ("log_loss", "modified_huber"):
+        probabilistic = [loss.name for loss in options.LOSSES if loss.probabilities]
+        if self.loss not in probabilistic:
             raise AttributeError(
                 f"probability estimates are not available for loss={self.loss!r}; use "
-                "loss='log_loss' or 'modified_huber', or calibrate with "
+                f"loss={' or '.join(map(repr, probabilistic))}, or calibrate with "
                 "sklearn.calibration.CalibratedClassifierCV."
             )
         return True

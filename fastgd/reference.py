@@ -37,15 +37,16 @@ from fastgd.options import (
     SCHEDULE_CONSTANT,
     SCHEDULE_INVSCALING,
     SCHEDULE_OPTIMAL,
-    SCHEDULE_PA1,
-    SCHEDULE_PA2,
     loss_by_name,
     penalty_by_name,
     schedule_by_name,
     strategy_by_name,
+    update_rule_by_name,
 )
 
 __all__ = [
+    "apply_update",
+    "data_step",
     "fit",
     "full_batch_step",
     "learning_rate",
@@ -321,8 +322,7 @@ def learning_rate(
     ==========  ====================================================
     schedule    :math:`\eta(t)`
     ==========  ====================================================
-    constant    :math:`\eta_0`
-    pa1, pa2    :math:`\eta_0` (the penalty's decay; see :func:`passive_aggressive_step`)
+    constant    :math:`\eta_0` (also ``pa1``, ``pa2``: the penalty's decay, :func:`data_step`)
     invscaling  :math:`\eta_0 / t^{\text{power\_t}}`
     optimal     :math:`1 / \bigl(\alpha\, (t_0 + t - 1)\bigr)`
     ==========  ====================================================
@@ -348,8 +348,7 @@ def learning_rate(
     float
     """
     code = schedule_by_name(schedule).kernel_code
-    if code in (SCHEDULE_CONSTANT, SCHEDULE_PA1, SCHEDULE_PA2):
-        # The passive-aggressive rules' decay step; their data step: passive_aggressive_step.
+    if code == SCHEDULE_CONSTANT:
         return float(eta0)
     if code == SCHEDULE_INVSCALING:
         return float(eta0 / t**power_t)
@@ -602,7 +601,7 @@ def minibatch_epoch(
         weighted = s[rows] * derivative
         weighted_loss_sum += float(np.dot(s[rows], value))
         m = rows.shape[0]
-        w = penalized_step(w, X_batch.T @ weighted / m, eta, l1, l2)
+        w = apply_update("sgd", w, X_batch.T @ weighted / m, eta, eta, l1, l2)
         if fit_intercept:
             b = b - eta * float(np.sum(weighted)) / m
         if average is not None:
@@ -614,19 +613,48 @@ def minibatch_epoch(
     return result
 
 
-def passive_aggressive_step(schedule: str, loss_value: float, squared_norm: float, eta0: float):
-    r"""The data step of the passive-aggressive rules (Crammer et al., 2006) for a row
-    with loss :math:`L` (before sample weights) and :math:`\|x\|^2`:
+# ---------------------------------------------------------------------------------------------
+# Update rules (fastgd.options.UPDATE_RULES), selected by the schedule's ``update_rule``.
+# ---------------------------------------------------------------------------------------------
 
-    - ``pa1``: :math:`\min(\eta_0, L / \|x\|^2)` (0 when :math:`x = 0`);
-    - ``pa2``: :math:`L / (\|x\|^2 + 1/(2\eta_0))`.
 
-    With hinge loss the update :math:`w \leftarrow w - \tau L' x` is
-    :math:`w + \tau y x`, the classic rule.
-    """
-    if schedule == "pa1":
+def _passive_aggressive_step(rule: str, loss_value: float, squared_norm: float, eta0: float):
+    if rule == "pa1":
         return 0.0 if squared_norm <= 0.0 else min(eta0, loss_value / squared_norm)
     return loss_value / (squared_norm + 0.5 / eta0)
+
+
+def data_step(rule: str, eta: float, loss_value: float, row, eta0: float) -> float:
+    r"""The size of the data term's step under the update rule ``rule`` (a name from
+    :data:`fastgd.options.UPDATE_RULES`) for a row with loss :math:`L` (before sample
+    weights), at the schedule's step :math:`\eta`:
+
+    - ``sgd``: :math:`\eta`;
+    - ``pa1`` (passive-aggressive I, Crammer et al., 2006): :math:`\min(\eta_0, L /
+      \|x\|^2)` (0 when :math:`x = 0`);
+    - ``pa2``: :math:`L / (\|x\|^2 + 1/(2\eta_0))`.
+
+    With hinge loss the passive-aggressive update :math:`w \leftarrow w - \tau L' x` is
+    :math:`w + \tau y x`, the classic rule.
+    """
+    if rule in ("pa1", "pa2"):
+        row = np.asarray(row, dtype=np.float64)
+        return float(_passive_aggressive_step(rule, loss_value, float(row @ row), eta0))
+    return float(eta)
+
+
+def apply_update(rule: str, w, gradient, step: float, eta: float, l1: float, l2: float):
+    r"""The new weights under the update rule ``rule`` from the data gradient :math:`g`,
+    the data step ``step`` (:func:`data_step`) and the schedule's :math:`\eta` (the
+    penalty's decay).
+
+    ``sgd``, ``pa1``, ``pa2`` (they differ in the data step only): :math:`w_{\text{new}} =
+    \text{penalized\_step}(w, (\text{step}/\eta)\, g, \eta, \lambda_1, \lambda_2)`, that is
+    :math:`\operatorname{prox}_{\eta\lambda_1}(w (1 - \eta\lambda_2) - \text{step}\cdot g)`.
+    """
+    update_rule_by_name(rule)  # a clear error for an unknown name
+    scaled = gradient if step == eta else (step / eta) * np.asarray(gradient, dtype=np.float64)
+    return penalized_step(w, scaled, eta, l1, l2)
 
 
 def sgd_epoch(
@@ -661,11 +689,11 @@ def sgd_epoch(
         b \leftarrow b - \eta\, d_i \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
 
     This is :func:`minibatch_epoch` with ``batch_size=1``, written as the row loop it is. The
-    parameters and returns are those of :func:`minibatch_epoch`. Under the passive-aggressive
-    rules (``schedule="pa1"``/``"pa2"``) the data step is
-    :func:`passive_aggressive_step` instead of :math:`\eta` (which stays ``eta0`` for the
-    penalty).
+    parameters and returns are those of :func:`minibatch_epoch`. The schedule selects the
+    update rule (``schedule="pa1"``/``"pa2"``: the passive-aggressive rules), whose data
+    step (:func:`data_step`) replaces :math:`\eta` (which stays ``eta0`` for the penalty).
     """
+    rule = schedule_by_name(schedule).update_rule
     X, y, w = _as_data(X, y, w)
     n = X.shape[0]
     s = _multipliers(sample_weight, n)
@@ -688,11 +716,9 @@ def sgd_epoch(
         value, derivative = loss_and_derivative(loss, np.dot(row, w) + b, y[i], epsilon)
         weighted = s[i] * float(derivative)
         weighted_loss_sum += s[i] * float(value)
-        step = eta
-        if schedule in ("pa1", "pa2"):
-            step = passive_aggressive_step(schedule, float(value), float(row @ row), eta0)
+        step = data_step(rule, eta, float(value), row, eta0)
         # w·(1 − η·l2) − step·d·x, then the L1 prox with threshold η·l1.
-        w = penalized_step(w, (step / eta) * weighted * row, eta, l1, l2)
+        w = apply_update(rule, w, weighted * row, step, eta, l1, l2)
         if fit_intercept:
             b = b - step * weighted
         if average is not None:
@@ -707,6 +733,25 @@ def sgd_epoch(
 # ---------------------------------------------------------------------------------------------
 # A plain driver.
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_fit_schedule(schedule: str) -> None:
+    if schedule not in ("constant", "optimal", "invscaling"):
+        schedule_by_name(schedule)  # a clear error for an unknown name
+        raise ValueError(
+            f"learning_rate={schedule!r} is an epoch-level schedule that needs the engine; the "
+            "reference fit supports 'constant', 'optimal' and 'invscaling'."
+        )
+
+
+def _mean_one_weights(sample_weight, n: int):
+    """User weights rescaled to mean 1 (``None`` stays ``None``: all ones)."""
+    if sample_weight is None:
+        return None
+    user_weight = np.asarray(sample_weight, dtype=np.float64)
+    if user_weight.shape != (n,) or np.any(user_weight < 0) or not user_weight.sum() > 0:
+        raise ValueError("sample_weight must be n non-negative numbers with a positive sum.")
+    return user_weight * n / user_weight.sum()
 
 
 def fit(
@@ -789,22 +834,9 @@ def fit(
         raise ValueError(f"X must be 2-D; got shape {X.shape}.")
     n, d = X.shape
     strategy = strategy_by_name(strategy).name
-    if schedule not in ("constant", "optimal", "invscaling"):
-        schedule_by_name(schedule)  # a clear error for an unknown name
-        raise ValueError(
-            f"learning_rate={schedule!r} is an epoch-level schedule that needs the engine; the "
-            "reference fit supports 'constant', 'optimal' and 'invscaling'."
-        )
+    _check_fit_schedule(schedule)
     l1, l2 = penalty_by_name(penalty).split(alpha, l1_ratio)
-
-    if sample_weight is None:
-        s = None
-    else:
-        user_weight = np.asarray(sample_weight, dtype=np.float64)
-        if user_weight.shape != (n,) or np.any(user_weight < 0) or not user_weight.sum() > 0:
-            raise ValueError("sample_weight must be n non-negative numbers with a positive sum.")
-        s = user_weight * n / user_weight.sum()
-
+    s = _mean_one_weights(sample_weight, n)
     t0 = optimal_init(loss, alpha, epsilon) if schedule == "optimal" else None
     w = np.zeros(d) if coef_init is None else np.array(coef_init, dtype=np.float64)
     b = 0.0 if intercept_init is None else float(intercept_init)
@@ -830,30 +862,10 @@ def fit(
             t += 1.0
         else:
             order = np.arange(n) if orders is None else orders[epoch]
+            epoch_args = {"t": t, "fit_intercept": fit_intercept, **common, **schedule_args}
             if strategy == "sgd":
-                w, b, epoch_loss, t = sgd_epoch(
-                    X,
-                    y,
-                    w,
-                    b,
-                    order,
-                    t=t,
-                    fit_intercept=fit_intercept,
-                    **common,
-                    **schedule_args,
-                )
+                w, b, epoch_loss, t = sgd_epoch(X, y, w, b, order, **epoch_args)
             else:
-                w, b, epoch_loss, t = minibatch_epoch(
-                    X,
-                    y,
-                    w,
-                    b,
-                    order,
-                    batch_size,
-                    t=t,
-                    fit_intercept=fit_intercept,
-                    **common,
-                    **schedule_args,
-                )
+                w, b, epoch_loss, t = minibatch_epoch(X, y, w, b, order, batch_size, **epoch_args)
         loss_history.append(float(epoch_loss))
     return w, float(b), loss_history

@@ -405,11 +405,10 @@ class _BlockSource:
             grad = np.zeros(d)
             deriv_total = 0.0
 
-        def common(step):
-            return (
-                plan.fit_intercept, plan.loss.code, plan.epsilon, plan.schedule.kernel_code,
-                eta, plan.power_t, plan.alpha, plan.optimal_init, step, plan.l1, plan.l2,
-            )  # fmt: skip
+        spec = engine.kernel_spec(plan, eta)
+
+        def state(intercept, step):
+            return engine.kernel_state(plan, coef, intercept, step, avg_w, avg_b)
 
         for X, y in self._blocks(block_order):
             length = X.shape[0]
@@ -421,18 +420,16 @@ class _BlockSource:
                 order = np.arange(length, dtype=np.int64) if in_order else empty_order
             if strategy == "full":
                 block_loss, block_deriv = accumulate_gradient(
-                    X, y, self.no_weights, coef, intercept, plan.loss.code, plan.epsilon, grad,
-                    self.block_parallel,
-                )  # fmt: skip
+                    X, y, self.no_weights, spec, state(intercept, t), grad, self.block_parallel
+                )
                 loss_total += block_loss
                 deriv_total += block_deriv
                 if not math.isfinite(block_loss):
                     return intercept, loss_total, t, position
             elif strategy == "sgd":
                 intercept, block_loss, t, bad = sgd_epoch(
-                    X, y, self.no_weights, order, coef, intercept, *common(t), avg_w, avg_b,
-                    plan.average_start, 0,
-                )  # fmt: skip
+                    X, y, self.no_weights, order, spec, state(intercept, t), 0
+                )
                 loss_total += block_loss
                 if bad >= 0:
                     return intercept, loss_total, t, position + bad
@@ -450,8 +447,7 @@ class _BlockSource:
                     if carried == batch:
                         intercept, block_loss, t, bad = batch_epoch(
                             self.carry_X, self.carry_y, self.no_weights, empty_order, batch,
-                            coef, intercept, *common(t), self.parallel, avg_w, avg_b,
-                            plan.average_start, 0,
+                            spec, state(intercept, t), self.parallel, 0,
                         )  # fmt: skip
                         loss_total += block_loss
                         carried = 0
@@ -461,8 +457,7 @@ class _BlockSource:
                 if whole:
                     intercept, block_loss, t, bad = batch_epoch(
                         X, y, self.no_weights, np.ascontiguousarray(order[used : used + whole]),
-                        batch, coef, intercept, *common(t), self.parallel, avg_w, avg_b,
-                        plan.average_start, 0,
+                        batch, spec, state(intercept, t), self.parallel, 0,
                     )  # fmt: skip
                     loss_total += block_loss
                     if bad >= 0:
@@ -478,18 +473,15 @@ class _BlockSource:
         if strategy == "minibatch" and carried:
             intercept, block_loss, t, bad = batch_epoch(
                 self.carry_X[:carried], self.carry_y[:carried], self.no_weights, empty_order,
-                self.rows, coef, intercept, *common(t), self.parallel, avg_w, avg_b,
-                plan.average_start, 0,
+                self.rows, spec, state(intercept, t), self.parallel, 0,
             )  # fmt: skip
             loss_total += block_loss
             if bad >= 0:
                 return intercept, loss_total, t, position - carried
         if strategy == "full":
             intercept, t = take_step(
-                coef, grad, float(self.n_rows), deriv_total, intercept, plan.fit_intercept,
-                plan.schedule.kernel_code, eta, plan.power_t, plan.alpha, plan.optimal_init, t,
-                plan.l1, plan.l2, avg_w, avg_b, plan.average_start,
-            )  # fmt: skip
+                grad, float(self.n_rows), deriv_total, spec, state(intercept, t)
+            )
         self.epochs_run += 1
         return intercept, loss_total, t, -1
 

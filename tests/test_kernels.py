@@ -11,7 +11,6 @@ Tolerances come from the one table in ``tests/conftest.py``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from itertools import permutations
 
@@ -40,38 +39,11 @@ from fastgd import reference as ref
 from fastgd._kernels import epochs
 from fastgd._kernels._config import FASTMATH
 from fastgd._kernels.order import fill_epoch_order
+from fastgd._kernels.records import Spec, State, make_spec, make_state
 from fastgd._kernels.scalar import learning_rate as kernel_learning_rate
 from fastgd._kernels.scalar import loss_and_derivative as kernel_loss_and_derivative
 
 LOSS_CODES = {loss.name: loss.code for loss in options.LOSSES}
-
-# ---------------------------------------------------------------------------------------------
-# Calling the kernels
-# ---------------------------------------------------------------------------------------------
-
-#: Kernel parameters a test may leave out, with the value that changes no result (a kernel
-#: gaining such a hint keeps these tests meaningful without editing them).
-OPTIONAL_KERNEL_ARGUMENTS = {
-    "block_rows": 0,
-    # No averaging: empty running means.
-    "avg_w": np.empty(0),
-    "avg_b": np.empty(0),
-    "average_start": 0.0,
-}
-
-
-def _kernel_parameters(kernel) -> list[str]:
-    return list(inspect.signature(kernel.py_func).parameters)
-
-
-def _call(kernel, **arguments):
-    """Call a compiled kernel by parameter name, in the order of its signature."""
-    names = _kernel_parameters(kernel)
-    unknown = set(arguments) - set(names)
-    assert not unknown, f"{kernel.py_func.__name__} has no parameter(s) {sorted(unknown)}"
-    missing = [n for n in names if n not in arguments and n not in OPTIONAL_KERNEL_ARGUMENTS]
-    assert not missing, f"{kernel.py_func.__name__} needs {missing}: update the tests"
-    return kernel(*(arguments.get(n, OPTIONAL_KERNEL_ARGUMENTS.get(n)) for n in names))
 
 
 # The scalar helpers are ``inline="always"``: inlined at the Numba IR level, they are compiled
@@ -243,26 +215,23 @@ class Problem:
     l1: float
     l2: float
 
-    def kernel_arguments(self) -> dict:
-        return {
-            "X": self.X,
-            "y": self.y,
-            "sample_weight": self.sample_weight,
-            "order": self.order,
-            "w": self.w.copy(),
-            "intercept": self.intercept,
-            "fit_intercept": self.fit_intercept,
-            "loss_code": LOSS_CODES[self.loss],
-            "epsilon": self.epsilon,
-            "schedule_code": options.schedule_by_name(self.schedule).kernel_code,
-            "eta0": self.eta0,
-            "power_t": self.power_t,
-            "alpha": self.alpha,
-            "optimal_init": self.optimal_init,
-            "t": self.t,
-            "l1": self.l1,
-            "l2": self.l2,
-        }
+    def rows(self) -> tuple:
+        """The kernels' row arguments: ``X, y, sample_weight, order``."""
+        return self.X, self.y, self.sample_weight, self.order
+
+    def spec(self, average_start: float = 0.0) -> Spec:
+        """The kernels' spec (the schedule selects the update rule, as in the engine)."""
+        schedule = options.schedule_by_name(self.schedule)
+        return make_spec(
+            loss=LOSS_CODES[self.loss], epsilon=self.epsilon, schedule=schedule.kernel_code,
+            rule=schedule.rule.code, eta0=self.eta0, power_t=self.power_t, alpha=self.alpha,
+            optimal_init=self.optimal_init, l1=self.l1, l2=self.l2,
+            fit_intercept=self.fit_intercept, average_start=average_start,
+        )  # fmt: skip
+
+    def state(self, avg_w=None, avg_b=None) -> State:
+        """A fresh training state (a copy of ``w``; no averaging unless given)."""
+        return make_state(self.w.copy(), self.intercept, self.t, avg_w, avg_b)
 
     def reference_arguments(self) -> dict:
         """The reference's inputs: the same values, in float64."""
@@ -356,18 +325,18 @@ def _problem(
     )
 
 
-def _run_sgd(problem: Problem):
-    arguments = problem.kernel_arguments()
-    intercept, loss_sum, t, bad = _call(epochs.sgd_epoch, **arguments)
-    return arguments["w"], intercept, loss_sum, t, bad
+def _run_sgd(problem: Problem, block_rows: int = 0):
+    state = problem.state()
+    out = epochs.sgd_epoch(*problem.rows(), problem.spec(), state, block_rows)
+    return (state.w, *out)
 
 
-def _run_batch(problem: Problem, batch_size: int, parallel: bool):
-    arguments = problem.kernel_arguments()
-    intercept, loss_sum, t, bad = _call(
-        epochs.batch_epoch, **arguments, batch_size=batch_size, parallel=parallel
+def _run_batch(problem: Problem, batch_size: int, parallel: bool, block_rows: int = 0):
+    state = problem.state()
+    out = epochs.batch_epoch(
+        *problem.rows(), batch_size, problem.spec(), state, parallel, block_rows
     )
-    return arguments["w"], intercept, loss_sum, t, bad
+    return (state.w, *out)
 
 
 def _assert_epoch_matches(problem: Problem, result, expected):
@@ -444,26 +413,25 @@ def test_averaged_epoch_matches_the_reference(case, strategy, start_offset):
     avg_w0 = rng.normal(size=d)
     avg_b0 = float(rng.normal())
     average_start = max(1.0, problem.t + start_offset)
-    arguments = problem.kernel_arguments()
     avg_w = avg_w0.copy()
     avg_b = np.array([avg_b0])
-    extra = {"avg_w": avg_w, "avg_b": avg_b, "average_start": average_start}
+    spec = problem.spec(average_start)
+    state = problem.state(avg_w, avg_b)
     if strategy == "sgd":
-        out = _call(epochs.sgd_epoch, **arguments, **extra)
+        out = epochs.sgd_epoch(*problem.rows(), spec, state, 0)
         reference = ref.sgd_epoch(
             **problem.reference_arguments(), average=(avg_w0, avg_b0, average_start)
         )
     else:
-        out = _call(
-            epochs.batch_epoch, **arguments, **extra, batch_size=case["batch_size"],
-            parallel=case["parallel"],
-        )  # fmt: skip
+        out = epochs.batch_epoch(
+            *problem.rows(), case["batch_size"], spec, state, case["parallel"], 0
+        )
         reference = ref.minibatch_epoch(
             **problem.reference_arguments(), batch_size=case["batch_size"],
             average=(avg_w0, avg_b0, average_start),
         )  # fmt: skip
     intercept, loss_sum, t, bad = out
-    _assert_epoch_matches(problem, (arguments["w"], intercept, loss_sum, t, bad), reference[:4])
+    _assert_epoch_matches(problem, (state.w, intercept, loss_sum, t, bad), reference[:4])
     tolerance = tol(problem.X.dtype)
     np.testing.assert_allclose(avg_w, reference[4], **tolerance, err_msg="averaged coef")
     np.testing.assert_allclose(avg_b[0], reference[5], **tolerance, err_msg="averaged intercept")
@@ -699,10 +667,6 @@ def test_batch_epoch_stops_at_the_first_non_finite_batch(n, d, bad_fraction, dty
         assert np.isfinite(w).all()
 
 
-@pytest.mark.skipif(
-    "block_rows" not in _kernel_parameters(epochs.sgd_epoch),
-    reason="the epoch kernels take no block_rows hint",
-)
 @pytest.mark.parametrize("strategy", ["sgd", "minibatch"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_block_streaming_hint_changes_no_result(strategy, dtype):
@@ -715,12 +679,10 @@ def test_block_streaming_hint_changes_no_result(strategy, dtype):
     problem = dataclasses.replace(problem, order=order)
     runs = []
     for hint in (0, block_rows):
-        arguments = {**problem.kernel_arguments(), "block_rows": hint}
         if strategy == "sgd":
-            out = _call(epochs.sgd_epoch, **arguments)
+            runs.append(_run_sgd(problem, hint))
         else:
-            out = _call(epochs.batch_epoch, **arguments, batch_size=300, parallel=False)
-        runs.append((arguments["w"], *out))
+            runs.append(_run_batch(problem, 300, False, hint))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1:] == runs[1][1:]
 

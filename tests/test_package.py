@@ -3,15 +3,20 @@ compile flags follow DESIGN.md, and the README's demo runs."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import fastgd
+import fastgd._kernels
 from fastgd import options
-from fastgd._kernels import _config, scalar
+from fastgd._kernels import _config, records, scalar
 
 
 def test_import_compiles_nothing():
@@ -41,7 +46,14 @@ def test_fastmath_flags_never_drop_nan_or_inf_checks():
 
 
 @pytest.mark.parametrize(
-    "table", [options.LOSSES, options.PENALTIES, options.SCHEDULES, options.STRATEGIES]
+    "table",
+    [
+        options.LOSSES,
+        options.PENALTIES,
+        options.SCHEDULES,
+        options.STRATEGIES,
+        options.UPDATE_RULES,
+    ],
 )
 def test_option_codes_are_unique_and_dense(table):
     codes = [row.code for row in table]
@@ -52,6 +64,106 @@ def test_option_codes_are_unique_and_dense(table):
 def test_kernel_loss_codes_match_the_table():
     for loss in options.LOSSES:
         assert getattr(scalar, loss.name.upper()) == loss.code
+
+
+def test_every_schedule_selects_a_known_update_rule():
+    """``learning_rate`` reaches the update rules (``pa1``/``pa2`` as in scikit-learn);
+    the plain rule runs under every strategy, and the schedules' kernel codes are the
+    per-step ones."""
+    per_step = {options.SCHEDULE_CONSTANT, options.SCHEDULE_OPTIMAL, options.SCHEDULE_INVSCALING}
+    for schedule in options.SCHEDULES:
+        assert schedule.rule in options.UPDATE_RULES
+        assert schedule.kernel_code in per_step
+    assert options.schedule_by_name("pa1").rule.name == "pa1"
+    assert options.schedule_by_name("constant").rule.name == "sgd"
+    assert options.update_rule_by_name("sgd").strategies == {row.name for row in options.STRATEGIES}
+    for rule in options.UPDATE_RULES:
+        assert rule.slots >= 0 and rule.strategies <= {row.name for row in options.STRATEGIES}
+
+
+def test_probability_losses_are_marked_in_the_table():
+    assert {loss.name for loss in options.LOSSES if loss.probabilities} == {
+        "log_loss",
+        "modified_huber",
+    }
+    assert all(loss.classification for loss in options.LOSSES if loss.probabilities)
+
+
+def _kernel_modules():
+    for info in pkgutil.iter_modules(fastgd._kernels.__path__):
+        yield importlib.import_module(f"fastgd._kernels.{info.name}")
+
+
+def _kernel_signatures() -> dict:
+    """Every compiled function of ``fastgd._kernels`` (kernels and inlined helpers) and its
+    Python signature (nothing is compiled)."""
+    from numba.core.dispatcher import Dispatcher
+
+    return {
+        f"{module.__name__}.{name}": inspect.signature(value.py_func)
+        for module in _kernel_modules()
+        for name, value in vars(module).items()
+        if isinstance(value, Dispatcher) and value.py_func.__module__ == module.__name__
+    }
+
+
+def test_no_kernel_takes_more_than_twelve_parameters():
+    """Kernel inputs are records (``records.Spec``, ``records.State``), not argument lists."""
+    signatures = _kernel_signatures()
+    assert "fastgd._kernels.epochs.sgd_epoch" in signatures
+    too_many = {name: len(s.parameters) for name, s in signatures.items() if len(s.parameters) > 12}
+    assert too_many == {}
+
+
+def test_no_kernel_has_default_arguments():
+    """Numba's cache mishandles omitted arguments (numba#4959): ``batch_epoch`` called
+    without its ``block_rows=0`` compiled and ran, then crashed the next process that
+    loaded it from the cache. Every kernel argument is passed."""
+    defaults = {
+        name: [p.name for p in s.parameters.values() if p.default is not p.empty]
+        for name, s in _kernel_signatures().items()
+    }
+    assert {name: found for name, found in defaults.items() if found} == {}
+
+
+def test_kernel_records_have_fixed_field_types():
+    """``make_spec``/``make_state`` fix every field's type, so numpy scalars from callers
+    compile (and cache) no extra specialisation."""
+    spec = records.make_spec(
+        loss=np.int32(1), epsilon=np.float32(0.1), schedule=np.int64(0), rule=0,
+        eta0=np.float32(0.5), power_t=1, alpha=np.float64(1e-4), optimal_init=0,
+        l1=0, l2=np.float32(0.0), fit_intercept=np.bool_(True), average_start=1,
+    )  # fmt: skip
+    assert [type(value) for value in spec] == [
+        int, float, int, int, float, float, float, float, float, float, bool, float
+    ]  # fmt: skip
+    w = np.zeros(3, dtype=np.float32)
+    state = records.make_state(w, np.float32(0.5), 1)
+    assert state.w is w and type(state.intercept) is float and type(state.t) is float
+    assert state.avg_w.shape == (0,) and state.slots.shape == (0, 3)
+
+
+def test_a_warm_cache_serves_the_record_taking_kernels_in_a_new_process():
+    """Numba caches kernels that take the records like any others: a second process
+    loads ``sgd_epoch`` from the on-disk cache and compiles nothing (the first one fills
+    the cache if it is cold)."""
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        import fastgd
+        from fastgd._kernels import epochs
+        X = np.arange(8.0).reshape(4, 2)
+        fastgd.fit(X, np.ones(4), strategy="sgd", max_iter=1, tol=None)
+        stats = epochs.sgd_epoch.stats
+        print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+        """
+    )
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+    hits, misses = map(int, out.stdout.split())
+    assert (hits, misses) == (1, 0)
 
 
 @pytest.mark.parametrize(

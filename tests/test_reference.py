@@ -708,3 +708,23 @@ def test_fit_refuses_what_it_cannot_do():
         ref.fit(X, y, sample_weight=np.zeros(5))
     with pytest.raises(ValueError, match="order"):
         ref.minibatch_epoch(X, y, np.zeros(3), 0.0, np.arange(4), 2, loss="squared_error")
+
+
+def test_update_rules_hand_worked():
+    """The update rules' data step: ``sgd`` takes the schedule's η; passive-aggressive I
+    ``min(eta0, L/‖x‖²)`` (no step on a zero row), II ``L/(‖x‖² + 1/(2·eta0))``; and the
+    step ``prox(w·(1 − η·l2) − step·g)`` with the penalty's decay at η."""
+    row = np.array([3.0, 4.0])  # ‖x‖² = 25
+    assert ref.data_step("sgd", 0.1, 5.0, row, eta0=0.5) == 0.1
+    assert ref.data_step("pa1", 0.1, 5.0, row, eta0=0.5) == 0.2  # 5/25 < eta0
+    assert ref.data_step("pa1", 0.1, 50.0, row, eta0=0.5) == 0.5  # capped at eta0
+    assert ref.data_step("pa1", 0.1, 5.0, np.zeros(2), eta0=0.5) == 0.0
+    assert ref.data_step("pa2", 0.1, 5.0, row, eta0=0.5) == 5.0 / 26.0
+    w = np.array([1.0, -2.0])
+    g = np.array([10.0, 0.0])
+    # sgd: (1, -2)·(1 − 0.1·0.5) − 0.1·(10, 0) = (-0.05, -1.9); L1 threshold 0.1·1 = 0.1.
+    np.testing.assert_allclose(ref.apply_update("sgd", w, g, 0.1, 0.1, 1.0, 0.5), [0.0, -1.8])
+    # pa1 with a data step of 0.2 and the same decay: (0.95 − 2, -1.9) → (-0.95, -1.8).
+    np.testing.assert_allclose(ref.apply_update("pa1", w, g, 0.2, 0.1, 1.0, 0.5), [-0.95, -1.8])
+    with pytest.raises(ValueError, match="update_rule"):
+        ref.apply_update("momentum?", w, g, 0.1, 0.1, 0.0, 0.0)

@@ -32,9 +32,10 @@ from hypothesis import strategies as st
 from fastgd import options
 from fastgd import reference as ref
 from fastgd._kernels import epochs, sparse
+from fastgd._kernels.records import Spec, make_spec, make_state
 
 LOSS_CODES = {loss.name: loss.code for loss in options.LOSSES}
-NO_AVERAGE = (np.empty(0), np.empty(0), 1.0)  # avg_w, avg_b, average_start: averaging off
+NO_AVERAGE = (None, None, 1.0)  # avg_w, avg_b, average_start: averaging off
 
 # ---------------------------------------------------------------------------------------------
 # Problems
@@ -63,12 +64,19 @@ class SparseProblem:
     l1: float
     l2: float
 
-    def settings(self) -> tuple:
-        """The kernel arguments after ``fit_intercept``, through ``l2``."""
-        return (
-            LOSS_CODES[self.loss], self.epsilon,
-            options.schedule_by_name(self.schedule).kernel_code, self.eta0, self.power_t,
-            self.alpha, self.optimal_init, self.t, self.l1, self.l2,
+    def rows(self) -> tuple:
+        """The kernels' row arguments: the CSR arrays, ``y``, ``sample_weight``, ``order``."""
+        X = self.X
+        return X.data, X.indices, X.indptr, self.y, self.sample_weight, self.order
+
+    def spec(self, average_start: float) -> Spec:
+        """The kernels' spec (the schedule selects the update rule, as in the engine)."""
+        schedule = options.schedule_by_name(self.schedule)
+        return make_spec(
+            loss=LOSS_CODES[self.loss], epsilon=self.epsilon, schedule=schedule.kernel_code,
+            rule=schedule.rule.code, eta0=self.eta0, power_t=self.power_t, alpha=self.alpha,
+            optimal_init=self.optimal_init, l1=self.l1, l2=self.l2,
+            fit_intercept=self.fit_intercept, average_start=average_start,
         )  # fmt: skip
 
     def reference_arguments(self) -> dict:
@@ -151,22 +159,18 @@ def _sparse_problem(
 
 def _run_sgd(problem: SparseProblem, average=NO_AVERAGE):
     """``(w, intercept, Σ s·L, t, bad)`` of ``sgd_epoch_csr``; ``average`` is updated."""
-    X, w = problem.X, problem.w.copy()
-    out = sparse.sgd_epoch_csr(
-        X.data, X.indices, X.indptr, problem.y, problem.sample_weight, problem.order, w,
-        problem.intercept, problem.fit_intercept, *problem.settings(), *average,
-    )  # fmt: skip
-    return (w, *out)
+    avg_w, avg_b, average_start = average
+    state = make_state(problem.w.copy(), problem.intercept, problem.t, avg_w, avg_b)
+    out = sparse.sgd_epoch_csr(*problem.rows(), problem.spec(average_start), state)
+    return (state.w, *out)
 
 
 def _run_batch(problem: SparseProblem, batch_size: int, parallel: bool, average=NO_AVERAGE):
-    X, w = problem.X, problem.w.copy()
-    out = sparse.batch_epoch_csr(
-        X.data, X.indices, X.indptr, problem.y, problem.sample_weight, problem.order,
-        batch_size, w, problem.intercept, problem.fit_intercept, *problem.settings(),
-        parallel, *average,
-    )  # fmt: skip
-    return (w, *out)
+    avg_w, avg_b, average_start = average
+    state = make_state(problem.w.copy(), problem.intercept, problem.t, avg_w, avg_b)
+    spec = problem.spec(average_start)
+    out = sparse.batch_epoch_csr(*problem.rows(), batch_size, spec, state, parallel)
+    return (state.w, *out)
 
 
 def _reference_epoch(problem: SparseProblem, batch_size: int | None):

@@ -1,33 +1,28 @@
 """Scalar maths shared by every loop: losses, learning-rate schedules, the L1 threshold.
 
-Built-in variants are dispatched by the integer codes of ``fastgd.options``; these
-functions are inlined into the loops, so the branch on a loop-invariant code costs nothing
-measurable and every kernel loads from Numba's cache (functions passed as arguments would
-not).
+Built-in variants are dispatched by the integer codes of ``fastgd.options`` (read from its
+tables, never retyped here); these functions are inlined into the loops, so the branch on a
+loop-invariant code costs nothing measurable and every kernel loads from Numba's cache
+(functions passed as arguments would not). The update rules are in ``rules.py``.
 """
 
 from __future__ import annotations
 
 import math
 
-from ..options import (
-    DERIVATIVE_CLIP,
-    SCHEDULE_INVSCALING,
-    SCHEDULE_OPTIMAL,
-    SCHEDULE_PA1,
-    SCHEDULE_PA2,
-)
+from ..options import DERIVATIVE_CLIP, SCHEDULE_INVSCALING, SCHEDULE_OPTIMAL, loss_by_name
 from ._config import scalar
 
-SQUARED_ERROR = 0
-HUBER = 1
-EPSILON_INSENSITIVE = 2
-SQUARED_EPSILON_INSENSITIVE = 3
-LOG_LOSS = 4
-HINGE = 5
-SQUARED_HINGE = 6
-MODIFIED_HUBER = 7
-PERCEPTRON = 8
+# Loss codes, from the table (module-level ints: Numba freezes them as constants).
+SQUARED_ERROR = loss_by_name("squared_error").code
+HUBER = loss_by_name("huber").code
+EPSILON_INSENSITIVE = loss_by_name("epsilon_insensitive").code
+SQUARED_EPSILON_INSENSITIVE = loss_by_name("squared_epsilon_insensitive").code
+LOG_LOSS = loss_by_name("log_loss").code
+HINGE = loss_by_name("hinge").code
+SQUARED_HINGE = loss_by_name("squared_hinge").code
+MODIFIED_HUBER = loss_by_name("modified_huber").code
+PERCEPTRON = loss_by_name("perceptron").code
 
 
 @scalar
@@ -106,9 +101,7 @@ def loss_and_derivative(code, p, y, epsilon):
 
 @scalar
 def learning_rate(code, t, eta0, power_t, alpha, optimal_init):
-    """Step size at step ``t`` (``t`` ≥ 1) for the kernel schedule ``code`` (for the
-    passive-aggressive rules: ``eta0``, the size of the penalty's decay; their data step
-    comes from :func:`passive_aggressive_step`)."""
+    """Step size at step ``t`` (``t`` ≥ 1) for the kernel schedule ``code``."""
     if code == SCHEDULE_OPTIMAL:
         return 1.0 / (alpha * (optimal_init + t - 1.0))
     if code == SCHEDULE_INVSCALING:
@@ -117,20 +110,9 @@ def learning_rate(code, t, eta0, power_t, alpha, optimal_init):
 
 
 @scalar
-def is_passive_aggressive(code):
-    return code == SCHEDULE_PA1 or code == SCHEDULE_PA2
-
-
-@scalar
-def passive_aggressive_step(code, loss_value, squared_norm, eta0):
-    """The data step of a passive-aggressive rule for a row with loss ``loss_value`` (before
-    sample weights) and ``‖x‖² = squared_norm``: PA-I ``min(eta0, L/‖x‖²)`` (0 for a zero
-    row), PA-II ``L/(‖x‖² + 1/(2·eta0))``."""
-    if code == SCHEDULE_PA1:
-        if squared_norm <= 0.0:
-            return 0.0
-        return min(eta0, loss_value / squared_norm)
-    return loss_value / (squared_norm + 0.5 / eta0)
+def step_size(spec, t):
+    """:func:`learning_rate` of the schedule of the kernels' ``spec`` (``records.Spec``)."""
+    return learning_rate(spec.schedule, t, spec.eta0, spec.power_t, spec.alpha, spec.optimal_init)
 
 
 #: The largest finite float64; ``abs(x) <= FLOAT_MAX`` is false exactly for NaN and ±inf.

@@ -3,10 +3,12 @@ r"""Epoch loops on scipy.sparse CSR data: a step costs O(non-zeros it reads), no
 The kernels take the three arrays of a CSR matrix (``data``, ``indices``, ``indptr``; ``data``
 in the dtype of ``w``, indices int32 or int64) and otherwise follow the conventions of
 ``epochs.py``: ``sample_weight`` empty means all ones, ``order`` empty means file order,
-``w`` is updated in place, the intercept is passed in and returned, and an epoch stops at the
+the options come in a ``records.Spec`` and the training state in a ``records.State`` (``w``
+updated in place, the new intercept and step counter returned), and an epoch stops at the
 first non-finite prediction (SGD) or batch loss (mini-batch) and returns its position. Rows
 must hold each column at most once (scipy's canonical form; ``sum_duplicates()`` makes it
-so); the columns of a row need not be sorted.
+so); the columns of a row need not be sorted. They implement the plain SGD update rule only
+(``UpdateRule.sparse`` in ``fastgd.options``).
 
 Lazy penalty
 ------------
@@ -82,7 +84,8 @@ import numpy as np
 from ._config import kernel, parallel_kernel, scalar
 from .epochs import MIN_CHUNK_ROWS, chunk_rows_for
 from .memory import prefetch
-from .scalar import is_finite, learning_rate, loss_and_derivative, soft_threshold
+from .records import CsrRows
+from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
 
 #: Restart the running products when ``|P|`` would fall below this: far above float64's
 #: smallest normal (1e-308), so ``c/|P|`` and the products of the history stay accurate.
@@ -235,6 +238,25 @@ def _restart(u, w, last, history, avg_w, l1, first_averaged, avg_offset):
 
 
 @scalar
+def _restart_if_needed(
+    u, decay, w, last, history, avg_w, l1, first_averaged, avg_offset, averaged_since_restart
+):  # fmt: skip
+    """Before the step after state ``u``: restart the history when :func:`_needs_restart`
+    says so. Returns ``(u, dense, first_averaged, avg_offset, averaged_since_restart)``:
+    the state to step from, whether this step must be applied densely (``|decay|`` itself
+    tiny), and the bookkeeping of :func:`_restart`."""
+    dense = False
+    if _needs_restart(u, decay, averaged_since_restart, history):
+        first_averaged, avg_offset = _restart(
+            u, w, last, history, avg_w, l1, first_averaged, avg_offset
+        )
+        u = 0
+        averaged_since_restart = 0
+        dense = abs(decay) < RENORMALISE_BELOW
+    return u, dense, first_averaged, avg_offset, averaged_since_restart
+
+
+@scalar
 def _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k):
     """The step on a feature the step touches (current at state ``u``):
     ``w ← prox(w·a − step)``, and the running mean."""
@@ -309,14 +331,12 @@ def _prefetch_csr_row(data, indices, indptr, y, order, u, n):
 
 
 @kernel
-def _sgd_epoch_csr_scaled(
-    data, indices, indptr, y, sample_weight, order, w, intercept, fit_intercept, loss_code,
-    epsilon, schedule_code, eta0, power_t, alpha, optimal_init, t, l2,
-):  # fmt: skip
+def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state):
     """``sgd_epoch_csr`` without L1 and averaging: the true weights are ``scale·w``, so the
     decay of every weight is one multiplication of ``scale`` (scikit-learn's ``wscale``)
     and a step reads and writes only its row's weights, with no per-feature bookkeeping."""
     n = indptr.shape[0] - 1
+    w, intercept, t = state.w, state.intercept, state.t
     weighted = sample_weight.shape[0] > 0
     use_order = order.shape[0] > 0
     loss_total = 0.0
@@ -325,8 +345,8 @@ def _sgd_epoch_csr_scaled(
         i = order[u] if use_order else u
         if use_order:
             _prefetch_csr_row(data, indices, indptr, y, order, u, n)
-        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
-        decay = 1.0 - eta * l2
+        eta = step_size(spec, t)
+        decay = 1.0 - eta * spec.l2
         lo = _index(indptr[i])
         hi = _index(indptr[i + 1])
         acc = data.dtype.type(0.0)
@@ -336,7 +356,7 @@ def _sgd_epoch_csr_scaled(
         if not is_finite(prediction):
             _rescale(w, scale)
             return intercept, loss_total + prediction, t, u
-        value, deriv = loss_and_derivative(loss_code, prediction, y[i], epsilon)
+        value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
         if weighted:
             value *= sample_weight[i]
             deriv *= sample_weight[i]
@@ -349,7 +369,7 @@ def _sgd_epoch_csr_scaled(
         for p in range(lo, hi):
             j = _index(indices[p])
             w[j] = w[j] - step * data[p]
-        if fit_intercept:
+        if spec.fit_intercept:
             intercept -= eta * deriv
         t += 1.0
     _rescale(w, scale)
@@ -357,82 +377,56 @@ def _sgd_epoch_csr_scaled(
 
 
 @kernel
-def sgd_epoch_csr(
-    data,
-    indices,
-    indptr,
-    y,
-    sample_weight,
-    order,
-    w,
-    intercept,
-    fit_intercept,
-    loss_code,
-    epsilon,
-    schedule_code,
-    eta0,
-    power_t,
-    alpha,
-    optimal_init,
-    t,
-    l1,
-    l2,
-    avg_w,
-    avg_b,
-    average_start,
-):
-    """One epoch of per-sample SGD over the CSR rows in ``order`` (empty: file order).
+def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
+    """One epoch of per-sample SGD over the CSR rows in ``order`` (empty: file order), from
+    the training ``state`` under ``spec`` (``records.State``, ``records.Spec``; the plain
+    SGD update rule).
 
     For each row: ``w ← prox(w·(1 − η·l2) − η·s·L'(x·w + b, y)·x)``, ``b ← b − η·s·L'``
     (if ``fit_intercept``), then, if ``t ≥ average_start``, with ``k = t − average_start +
     1``: ``avg_w += (w − avg_w)/k``, ``avg_b[0] += (b − avg_b[0])/k``; ``t ← t + 1``.
-    ``avg_w``/``avg_b`` empty: no averaging. The penalty and the average of the features
-    a row does not hold are applied lazily (see the module docstring): each step costs
-    O(non-zeros of its row).
+    ``state.avg_w``/``state.avg_b`` empty: no averaging. The penalty and the average of the
+    features a row does not hold are applied lazily (see the module docstring): each step
+    costs O(non-zeros of its row).
 
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
     position in ``order`` of the first row with a non-finite prediction, or -1.
     """
     n = indptr.shape[0] - 1
+    w, intercept, t, avg_w, avg_b = state.w, state.intercept, state.t, state.avg_w, state.avg_b
     weighted = sample_weight.shape[0] > 0
     use_order = order.shape[0] > 0
     averaging = avg_b.shape[0] > 0
+    l1 = spec.l1
     loss_total = 0.0
     if n <= 0:
         return intercept, loss_total, t, -1
     if l1 == 0.0 and not averaging:
-        return _sgd_epoch_csr_scaled(
-            data, indices, indptr, y, sample_weight, order, w, intercept, fit_intercept,
-            loss_code, epsilon, schedule_code, eta0, power_t, alpha, optimal_init, t, l2,
-        )  # fmt: skip
+        return _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state)
     last, history = _start(w, n)
     # States are numbered from the last restart of the history; the first averaged one
     # and avg_offset (k of the step after state s is avg_offset + s + 1) shift with them.
     first_averaged = _NOT_YET
     started_averaging = False
-    avg_offset = t - average_start
+    avg_offset = t - spec.average_start
     averaged_since_restart = 0
     u = 0
     for position in range(n):
         i = order[position] if use_order else position
         if use_order:
             _prefetch_csr_row(data, indices, indptr, y, order, position, n)
-        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
-        decay = 1.0 - eta * l2
+        eta = step_size(spec, t)
+        decay = 1.0 - eta * spec.l2
         threshold = eta * l1
-        averaged = averaging and t >= average_start
+        averaged = averaging and t >= spec.average_start
         if averaged and not started_averaging:
             started_averaging = True
             first_averaged = u + 1
-        k = t - average_start + 1.0
-        dense = False
-        if _needs_restart(u, decay, averaged_since_restart, history):
-            first_averaged, avg_offset = _restart(
-                u, w, last, history, avg_w, l1, first_averaged, avg_offset
-            )
-            u = 0
-            averaged_since_restart = 0
-            dense = abs(decay) < RENORMALISE_BELOW
+        k = t - spec.average_start + 1.0
+        u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
+            u, decay, w, last, history, avg_w, l1, first_averaged, avg_offset,
+            averaged_since_restart,
+        )  # fmt: skip
         if averaged:
             averaged_since_restart += 1
         lo = _index(indptr[i])
@@ -446,7 +440,7 @@ def sgd_epoch_csr(
         if not is_finite(prediction):
             _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
             return intercept, loss_total + prediction, t, position
-        value, deriv = loss_and_derivative(loss_code, prediction, y[i], epsilon)
+        value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
         if weighted:
             value *= sample_weight[i]
             deriv *= sample_weight[i]
@@ -457,7 +451,7 @@ def sgd_epoch_csr(
             step = scale * data[p]
             _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
         _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        if fit_intercept:
+        if spec.fit_intercept:
             intercept -= eta * deriv
         if averaged:
             avg_b[0] += (intercept - avg_b[0]) / k
@@ -500,18 +494,55 @@ def _batch_predictions_serial(data, indices, indptr, order, start, stop, w, scal
 
 
 @scalar
-def _batch_sums(data, indices, indptr, y, sample_weight, order, start, stop, predictions,
-                loss_code, epsilon, grad, seen, touched, n_touched, u):  # fmt: skip
+def _batch_predictions(rows, start, stop, w, scale, intercept, out, parallel):
+    """``out[k - start] = scale·(x·w) + b`` for the batch's rows; in parallel chunks only
+    for a batch of more than one chunk (no thread launch for one)."""
+    data, indices, indptr, _, _, order = rows
+    if parallel and stop - start > MIN_CHUNK_ROWS:
+        _batch_predictions_parallel(
+            data, indices, indptr, order, start, stop, w, scale, intercept, out
+        )
+    else:
+        _batch_predictions_serial(
+            data, indices, indptr, order, start, stop, w, scale, intercept, out
+        )
+
+
+@scalar
+def _list_batch(rows, start, stop, batch, seen, touched, grad):
+    """List the columns the rows of batch number ``batch`` hold in ``touched`` (each once,
+    ``seen[j]`` marking the batch that last listed it) and zero their ``grad``; returns
+    how many."""
+    _, indices, indptr, _, _, order = rows
+    use_order = order.shape[0] > 0
+    n_touched = 0
+    for position in range(start, stop):
+        i = order[position] if use_order else position
+        for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+            j = _index(indices[p])
+            if seen[j] != batch:
+                seen[j] = batch
+                touched[n_touched] = j
+                n_touched += 1
+                grad[j] = 0.0
+    return n_touched
+
+
+@scalar
+def _batch_sums(rows, start, stop, predictions, spec, grad, seen, touched, n_touched, u):
     """The batch's ``Σ s·L`` and ``Σ s·L'``, and ``grad = Σ s·L'·x`` on the columns it
     holds, listed in ``touched[n_touched:]`` (a column's first sight in step ``u`` zeroes
     its ``grad``). Returns ``(Σ s·L, Σ s·L', n_touched)``."""
+    data, indices, indptr, y, sample_weight, order = rows
     weighted = sample_weight.shape[0] > 0
     use_order = order.shape[0] > 0
     batch_loss = 0.0
     deriv_sum = 0.0
     for position in range(start, stop):
         i = order[position] if use_order else position
-        value, deriv = loss_and_derivative(loss_code, predictions[position - start], y[i], epsilon)
+        value, deriv = loss_and_derivative(
+            spec.loss, predictions[position - start], y[i], spec.epsilon
+        )
         if weighted:
             value *= sample_weight[i]
             deriv *= sample_weight[i]
@@ -530,13 +561,11 @@ def _batch_sums(data, indices, indptr, y, sample_weight, order, start, stop, pre
 
 
 @kernel
-def _batch_epoch_csr_scaled(
-    data, indices, indptr, y, sample_weight, order, batch_size, w, intercept, fit_intercept,
-    loss_code, epsilon, schedule_code, eta0, power_t, alpha, optimal_init, t, l2, parallel,
-):  # fmt: skip
+def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
     """``batch_epoch_csr`` without L1 and averaging: the true weights are ``scale·w``, as
     in ``_sgd_epoch_csr_scaled``."""
-    n = indptr.shape[0] - 1
+    n = rows.indptr.shape[0] - 1
+    w, intercept, t = state.w, state.intercept, state.t
     d = w.shape[0]
     loss_total = 0.0
     n_steps = (n + batch_size - 1) // batch_size
@@ -549,24 +578,16 @@ def _batch_epoch_csr_scaled(
         start = u * batch_size
         stop = min(start + batch_size, n)
         m = stop - start
-        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
-        if parallel and m > MIN_CHUNK_ROWS:  # one chunk: no thread launch
-            _batch_predictions_parallel(
-                data, indices, indptr, order, start, stop, w, scale, intercept, predictions
-            )
-        else:
-            _batch_predictions_serial(
-                data, indices, indptr, order, start, stop, w, scale, intercept, predictions
-            )
+        eta = step_size(spec, t)
+        _batch_predictions(rows, start, stop, w, scale, intercept, predictions, parallel)
         batch_loss, deriv_sum, n_touched = _batch_sums(
-            data, indices, indptr, y, sample_weight, order, start, stop, predictions,
-            loss_code, epsilon, grad, seen, touched, 0, u,
-        )  # fmt: skip
+            rows, start, stop, predictions, spec, grad, seen, touched, 0, u
+        )
         loss_total += batch_loss
         if not is_finite(batch_loss):
             _rescale(w, scale)
             return intercept, loss_total, t, start
-        scale *= 1.0 - eta * l2
+        scale *= 1.0 - eta * spec.l2
         if abs(scale) < SCALE_RENORMALISE_BELOW:
             _rescale(w, scale)  # O(d), rare
             scale = 1.0
@@ -574,7 +595,7 @@ def _batch_epoch_csr_scaled(
         for q in range(n_touched):
             j = touched[q]
             w[j] = w[j] - step * grad[j]
-        if fit_intercept:
+        if spec.fit_intercept:
             intercept -= eta * deriv_sum / m
         t += 1.0
     _rescale(w, scale)
@@ -582,33 +603,10 @@ def _batch_epoch_csr_scaled(
 
 
 @kernel
-def batch_epoch_csr(
-    data,
-    indices,
-    indptr,
-    y,
-    sample_weight,
-    order,
-    batch_size,
-    w,
-    intercept,
-    fit_intercept,
-    loss_code,
-    epsilon,
-    schedule_code,
-    eta0,
-    power_t,
-    alpha,
-    optimal_init,
-    t,
-    l1,
-    l2,
-    parallel,
-    avg_w,
-    avg_b,
-    average_start,
-):
-    """One epoch of mini-batch gradient descent on CSR rows (full batch: ``batch_size ≥ n``).
+def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, spec, state,
+                    parallel):  # fmt: skip
+    """One epoch of mini-batch gradient descent on CSR rows (full batch: ``batch_size ≥ n``),
+    from the training ``state`` under ``spec`` (the plain SGD update rule).
 
     Each batch of ``m`` rows takes one step from ``g = (1/m)·Σ s·L'(x·w + b, y)·x``, the
     predictions all made with the weights at the start of the batch, then averages as
@@ -626,89 +624,65 @@ def batch_epoch_csr(
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
     position in the epoch of the first batch with a non-finite loss, or -1.
     """
+    rows = CsrRows(data, indices, indptr, y, sample_weight, order)
     n = indptr.shape[0] - 1
-    d = w.shape[0]
-    use_order = order.shape[0] > 0
+    w, intercept, t, avg_w, avg_b = state.w, state.intercept, state.t, state.avg_w, state.avg_b
     averaging = avg_b.shape[0] > 0
+    l1 = spec.l1
     loss_total = 0.0
     if n <= 0:
         return intercept, loss_total, t, -1
     if l1 == 0.0 and not averaging:
-        return _batch_epoch_csr_scaled(
-            data, indices, indptr, y, sample_weight, order, batch_size, w, intercept,
-            fit_intercept, loss_code, epsilon, schedule_code, eta0, power_t, alpha,
-            optimal_init, t, l2, parallel,
-        )  # fmt: skip
+        return _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel)
     n_steps = (n + batch_size - 1) // batch_size
     last, history = _start(w, n_steps)
-    grad = np.empty(d, dtype=w.dtype)
-    seen = np.full(d, -1, dtype=np.int64)  # the step that last listed the feature
-    touched = np.empty(d, dtype=np.int64)
+    grad = np.empty(w.shape[0], dtype=w.dtype)
+    seen = np.full(w.shape[0], -1, dtype=np.int64)  # the step that last listed the feature
+    touched = np.empty(w.shape[0], dtype=np.int64)
     predictions = np.empty(min(batch_size, n))
     first_averaged = _NOT_YET  # states numbered from the last restart, as in SGD
     started_averaging = False
-    avg_offset = t - average_start
+    avg_offset = t - spec.average_start
     averaged_since_restart = 0
     u = 0
     for batch in range(n_steps):
         start = batch * batch_size
         stop = min(start + batch_size, n)
-        m = stop - start
-        eta = learning_rate(schedule_code, t, eta0, power_t, alpha, optimal_init)
-        decay = 1.0 - eta * l2
+        eta = step_size(spec, t)
+        decay = 1.0 - eta * spec.l2
         threshold = eta * l1
-        averaged = averaging and t >= average_start
+        averaged = averaging and t >= spec.average_start
         if averaged and not started_averaging:
             started_averaging = True
             first_averaged = u + 1
-        k = t - average_start + 1.0
-        dense = False
-        if _needs_restart(u, decay, averaged_since_restart, history):
-            first_averaged, avg_offset = _restart(
-                u, w, last, history, avg_w, l1, first_averaged, avg_offset
-            )
-            u = 0
-            averaged_since_restart = 0
-            dense = abs(decay) < RENORMALISE_BELOW
+        k = t - spec.average_start + 1.0
+        u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
+            u, decay, w, last, history, avg_w, l1, first_averaged, avg_offset,
+            averaged_since_restart,
+        )  # fmt: skip
         if averaged:
             averaged_since_restart += 1
-        # Bring the batch's features up to date and list them, zeroing their gradient.
-        n_touched = 0
-        for position in range(start, stop):
-            i = order[position] if use_order else position
-            for p in range(_index(indptr[i]), _index(indptr[i + 1])):
-                j = _index(indices[p])
-                if seen[j] != batch:
-                    seen[j] = batch
-                    touched[n_touched] = j
-                    n_touched += 1
-                    grad[j] = 0.0
-                    _catch_up(j, u, w, last, history, avg_w, l1, first_averaged, avg_offset)
-        if parallel and m > MIN_CHUNK_ROWS:  # one chunk: no thread launch
-            _batch_predictions_parallel(
-                data, indices, indptr, order, start, stop, w, 1.0, intercept, predictions
-            )
-        else:
-            _batch_predictions_serial(
-                data, indices, indptr, order, start, stop, w, 1.0, intercept, predictions
-            )
+        # Bring the batch's features up to date, listed and their gradient zeroed.
+        n_touched = _list_batch(rows, start, stop, batch, seen, touched, grad)
+        for q in range(n_touched):
+            _catch_up(touched[q], u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+        _batch_predictions(rows, start, stop, w, 1.0, intercept, predictions, parallel)
         # Every column is listed already: this only accumulates.
         batch_loss, deriv_sum, n_touched = _batch_sums(
-            data, indices, indptr, y, sample_weight, order, start, stop, predictions,
-            loss_code, epsilon, grad, seen, touched, n_touched, batch,
-        )  # fmt: skip
+            rows, start, stop, predictions, spec, grad, seen, touched, n_touched, batch
+        )
         loss_total += batch_loss
         if not is_finite(batch_loss):
             _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
             return intercept, loss_total, t, start
-        scale = eta / m
+        scale = eta / (stop - start)
         for q in range(n_touched):
             j = touched[q]
             step = scale * float(grad[j])
             _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
         _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        if fit_intercept:
-            intercept -= eta * deriv_sum / m
+        if spec.fit_intercept:
+            intercept -= eta * deriv_sum / (stop - start)
         if averaged:
             avg_b[0] += (intercept - avg_b[0]) / k
         t += 1.0

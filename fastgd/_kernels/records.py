@@ -1,0 +1,128 @@
+"""The kernels' inputs as records: a spec (what to compute) and a training state (where).
+
+Epoch kernels take the rows as arrays and everything else in two records, so that no kernel
+has more than a dozen parameters and adding an option touches one record:
+
+- :class:`Spec`: the integer codes of the loss, schedule and update rule (from
+  :mod:`fastgd.options`) and the scalars they read;
+- :class:`State`: the weights ``w`` (updated in place), the intercept and step counter at
+  the start of the call (the kernels return the new ones), the running means of averaged
+  SGD, and the update rule's per-feature slots (a momentum buffer, Adam's moments).
+
+Both are ``NamedTuple``\\ s: Numba passes them as typed tuples, compiles one specialisation
+per field types and caches it like any other signature. Every field's type is fixed by
+:func:`make_spec` / :func:`make_state` (``int``, ``float``, ``bool``, arrays of a fixed
+dtype): a field given as ``np.float32`` or ``np.int32`` would otherwise compile, and cache,
+another specialisation. Build records only through these two functions.
+
+Inside the kernels, :class:`Rows` and :class:`CsrRows` group the row arrays for the inlined
+helpers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["CsrRows", "Rows", "Spec", "State", "make_spec", "make_state"]
+
+
+class Spec(NamedTuple):
+    """What a kernel computes: the loss, the schedule, the update rule, the penalty.
+
+    ``eta0`` is the schedule's base step (the engine passes the step of the epoch for
+    the epoch-level schedules); ``l1``, ``l2`` the strengths of ``l1·‖w‖₁ + l2·½‖w‖²``;
+    ``average_start`` the first step averaged (0: no averaging).
+    """
+
+    loss: int
+    epsilon: float
+    schedule: int
+    rule: int
+    eta0: float
+    power_t: float
+    alpha: float
+    optimal_init: float
+    l1: float
+    l2: float
+    fit_intercept: bool
+    average_start: float
+
+
+class State(NamedTuple):
+    """The training state a kernel starts from.
+
+    ``w`` (shape (d,), the dtype of X) and the float64 arrays ``avg_w`` (shape (d,), or
+    empty: no averaging), ``avg_b`` (shape (1,), or empty) and ``slots`` (shape
+    ``(UpdateRule.slots, d)``) are updated in place; ``intercept`` and ``t`` are the values
+    at the start, the kernels return the new ones.
+    """
+
+    w: np.ndarray
+    intercept: float
+    t: float
+    avg_w: np.ndarray
+    avg_b: np.ndarray
+    slots: np.ndarray
+
+
+class Rows(NamedTuple):
+    """Dense rows: ``X`` (n, d), targets, multipliers (empty: all 1), order (empty: file)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray
+    order: np.ndarray
+
+
+class CsrRows(NamedTuple):
+    """CSR rows: the three arrays of the matrix, then as :class:`Rows`."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray
+    order: np.ndarray
+
+
+def make_spec(
+    *,
+    loss: int,
+    epsilon: float,
+    schedule: int,
+    rule: int,
+    eta0: float,
+    power_t: float,
+    alpha: float,
+    optimal_init: float,
+    l1: float,
+    l2: float,
+    fit_intercept: bool,
+    average_start: float = 0.0,
+) -> Spec:
+    """A :class:`Spec` with every field in its one type (one compiled specialisation)."""
+    return Spec(
+        int(loss), float(epsilon), int(schedule), int(rule), float(eta0), float(power_t),
+        float(alpha), float(optimal_init), float(l1), float(l2), bool(fit_intercept),
+        float(average_start),
+    )  # fmt: skip
+
+
+_NO_AVERAGE = np.empty(0)
+
+
+def make_state(w, intercept, t, avg_w=None, avg_b=None, slots=None) -> State:
+    """A :class:`State` over the weights ``w`` (used in place, not copied); ``avg_w`` and
+    ``avg_b`` ``None`` or empty: no averaging; ``slots`` ``None``: a rule without slots."""
+    if slots is None:
+        slots = np.empty((0, w.shape[0]))
+    return State(
+        w,
+        float(intercept),
+        float(t),
+        _NO_AVERAGE if avg_w is None else avg_w,
+        _NO_AVERAGE if avg_b is None else avg_b,
+        slots,
+    )

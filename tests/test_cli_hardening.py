@@ -283,13 +283,13 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 
 def test_warnings_are_one_line(trained, capsys, monkeypatch):
     data, model = trained
-    real = cli._model_schema
+    real = cli._model.model_schema
 
     def warn_then_read(*args, **kwargs):
         warnings.warn("the cache was rebuilt:\n  it was stale", UserWarning, stacklevel=1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "_model_schema", warn_then_read)
+    monkeypatch.setattr(cli._model, "model_schema", warn_then_read)
     code, _, err = run(["evaluate", model, data, "-q"], capsys)
     assert code == 0, err
     assert err.strip() == "fastgd: warning: the cache was rebuilt: it was stale"
@@ -401,9 +401,9 @@ def test_sigint_stops_train_at_once_and_leaves_nothing(big_csv, tmp_path, phase)
     process = _start_like_a_background_job(argv, tmp_path)
     if phase == "first pass":
 
-        def ready():  # the cache's files are open and being written
+        def ready():  # the cache's files are open and being written (one generation's)
             try:
-                return any(".X.bin.tmp-" in p.name and p.stat().st_size for p in cache.iterdir())
+                return any(p.name.endswith(".X.bin") and p.stat().st_size for p in cache.iterdir())
             except FileNotFoundError:  # not made yet, or renamed as we looked
                 return False
     else:

@@ -12,6 +12,8 @@ from . import _args, _model
 from ._command import Command, CommandError, UsageError
 from .progress import ProgressBar
 
+HELP = "score a saved model on a CSV file (MSE and R², or accuracy and log loss)"
+
 DESCRIPTION = """\
 Score a saved model on DATA.csv in one streamed pass: regression models print the mean
 squared error and R²; classifiers the accuracy (and the log loss for log_loss models).
@@ -142,10 +144,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(
-    help="score a saved model on a CSV file (MSE and R², or accuracy and log loss)",
-    description=DESCRIPTION,
-    configure=configure,
-    run=run,
-    inputs=("model", "data"),
-)
+COMMAND = Command(HELP, DESCRIPTION, configure, run, inputs=("model", "data"))

@@ -10,6 +10,8 @@ from ._command import Command
 from ._model import load_model
 from ._paths import shown_input
 
+HELP = "print what a model file holds"
+
 DESCRIPTION = """\
 Print everything a model file holds: format and versions, loss, features with their
 weights (and the scaler's means and scales), options, and the training summary.
@@ -107,10 +109,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(
-    help="print what a model file holds",
-    description=DESCRIPTION,
-    configure=configure,
-    run=run,
-    inputs=("model",),
-)
+COMMAND = Command(HELP, DESCRIPTION, configure, run, inputs=("model",))

@@ -12,6 +12,8 @@ from . import _args
 from ._command import Command, CommandError, UsageError
 from ._paths import shown_input
 
+HELP = "loss curves, a learning-rate sweep and finder, the loss surface, as pictures"
+
 DESCRIPTION = """\
 Watch the loss fall (or blow up) as the learning rate and the batch strategy change.
 
@@ -181,12 +183,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(
-    help="loss curves, a learning-rate sweep and finder, the loss surface, as pictures",
-    description=DESCRIPTION,
-    configure=configure,
-    run=run,
-    inputs=("data",),
-    outputs=(("out", "--out"),),
-    creates_folders=True,
-)
+#: The report's folders are created (--out reports/today.html).
+COMMAND = Command(HELP, DESCRIPTION, configure, run, inputs=("data",),
+                  outputs=(("out", "--out"),), creates_folders=True)  # fmt: skip

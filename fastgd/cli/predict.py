@@ -13,6 +13,8 @@ from . import _args, _model
 from ._command import Command
 from .progress import ProgressBar
 
+HELP = "predict with a saved model, streaming a CSV file"
+
 DESCRIPTION = """\
 Predict with a saved model, streaming DATA.csv in blocks. The file needs the model's
 feature columns (in any order; other columns, the target among them, are ignored). Writes
@@ -100,10 +102,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    help="predict with a saved model, streaming a CSV file",
-    description=DESCRIPTION,
-    configure=configure,
-    run=run,
-    inputs=("model", "data"),
-    outputs=(("output", "--output"),),
+    HELP, DESCRIPTION, configure, run, inputs=("model", "data"), outputs=(("output", "--output"),)
 )

@@ -18,6 +18,8 @@ from ._paths import is_temporary_copy, shown_input
 from .checkpoint import Checkpointer, previous_progress
 from .progress import ProgressBar
 
+HELP = "train a model on a CSV file of any size and save it"
+
 DESCRIPTION = """\
 Train a linear model on a CSV file of any size (fastgd.fit_csv: the file is read once into
 a binary cache next to it, or in --cache-dir; every epoch streams the cache in blocks) and
@@ -38,19 +40,32 @@ examples:
   fastgd train clicks.csv.gz --target clicked --model clicks.npz --resume --epochs 5
 """
 
-#: --flag -> fastgd.fit option, for the training options of `fastgd train`.
-_TRAIN_OPTIONS = {
-    "loss": "loss",
-    "penalty": "penalty",
-    "alpha": "alpha",
-    "strategy": "strategy",
-    "batch_size": "batch_size",
-    "learning_rate": "learning_rate",
-    "eta0": "eta0",
-    "epochs": "max_iter",
-    "tol": "tol",
-    "random_state": "random_state",
-}
+
+def _names(table) -> list[str]:
+    return [row.name for row in table]
+
+
+#: The training flags: (flag, the fastgd.fit option it sets, argparse keywords). A flag
+#: not given takes the resumed model's option (--resume), else fastgd.fit's default.
+_FIT_FLAGS = (
+    ("--loss", "loss", {"choices": _names(options.LOSSES), "metavar": "NAME",
+     "help": f"one of: {', '.join(_names(options.LOSSES))} (default: squared_error)"}),
+    ("--penalty", "penalty", {"choices": _names(options.PENALTIES), "help": "(default: none)"}),
+    ("--alpha", "alpha", {"type": _args.non_negative_float,
+     "help": "penalty strength (default: 1e-4)"}),
+    ("--strategy", "strategy", {"choices": _names(options.STRATEGIES),
+     "help": "rows per step: 1, --batch-size, or all (default: minibatch)"}),
+    ("--batch-size", "batch_size", {"type": _args.positive_int, "metavar": "N",
+     "help": "rows per mini-batch (default: 256)"}),
+    ("--learning-rate", "learning_rate", {"choices": _names(options.SCHEDULES),
+     "help": "the step-size schedule (default: auto)"}),
+    ("--eta0", "eta0", {"type": _args.positive_float, "help": "initial step size (default: 0.01)"}),
+    ("--epochs", "max_iter", {"type": _args.positive_int, "metavar": "N",
+     "help": "at most N passes over the data (default: 20)"}),
+    ("--tol", "tol", {"type": _args.tol, "help": "stopping tolerance, or 'none' (default: 1e-4)"}),
+    ("--random-state", "random_state", {"type": int, "metavar": "N",
+     "help": "seed (default: none)"}),
+)  # fmt: skip
 
 
 def _configure_data(parser: argparse.ArgumentParser) -> None:
@@ -78,44 +93,8 @@ def _configure_fit(parser: argparse.ArgumentParser) -> None:
     fit = parser.add_argument_group(
         "training (default: fastgd.fit's, or the model's with --resume)"
     )
-    losses = [loss.name for loss in options.LOSSES]
-    fit.add_argument(
-        "--loss",
-        choices=losses,
-        metavar="NAME",
-        help="one of: " + ", ".join(losses) + " (default: squared_error)",
-    )
-    fit.add_argument(
-        "--penalty", choices=[p.name for p in options.PENALTIES], help="(default: none)"
-    )
-    fit.add_argument(
-        "--alpha", type=_args.non_negative_float, help="penalty strength (default: 1e-4)"
-    )
-    fit.add_argument(
-        "--strategy",
-        choices=[s.name for s in options.STRATEGIES],
-        help="rows per step: 1, --batch-size, or all (default: minibatch)",
-    )
-    fit.add_argument(
-        "--batch-size",
-        type=_args.positive_int,
-        metavar="N",
-        help="rows per mini-batch (default: 256)",
-    )
-    fit.add_argument(
-        "--learning-rate",
-        choices=[s.name for s in options.SCHEDULES],
-        help="the step-size schedule (default: auto)",
-    )
-    fit.add_argument("--eta0", type=_args.positive_float, help="initial step size (default: 0.01)")
-    fit.add_argument(
-        "--epochs",
-        type=_args.positive_int,
-        metavar="N",
-        help="at most N passes over the data (default: 20)",
-    )
-    fit.add_argument("--tol", type=_args.tol, help="stopping tolerance, or 'none' (default: 1e-4)")
-    fit.add_argument("--random-state", type=int, metavar="N", help="seed (default: none)")
+    for flag, option, keywords in _FIT_FLAGS:
+        fit.add_argument(flag, dest=option, **keywords)
     fit.add_argument(
         "--standardize",
         action="store_true",
@@ -181,20 +160,15 @@ def _settings(args: argparse.Namespace, previous) -> dict:
     """fastgd.fit's options: the flags given, else the resumed model's, else the defaults."""
     from .. import engine
 
+    fit_options = [option for _, option, _ in _FIT_FLAGS]
     defaults = engine.fit_defaults()
-    defaults = {name: defaults[name] for name in _TRAIN_OPTIONS.values()}
-    given = {
-        option: getattr(args, flag)
-        for flag, option in _TRAIN_OPTIONS.items()
-        if getattr(args, flag) is not None
-    }
+    defaults = {option: defaults[option] for option in fit_options}
+    given = {o: getattr(args, o) for o in fit_options if getattr(args, o) is not None}
     if given.get("tol") == "none":
         given["tol"] = None
     inherited = {}
     if previous is not None:
-        inherited = {
-            k: previous.options[k] for k in _TRAIN_OPTIONS.values() if k in previous.options
-        }
+        inherited = {k: previous.options[k] for k in fit_options if k in previous.options}
         inherited.pop("max_iter", None)  # --epochs counts the epochs of this run
     settings = {**defaults, **inherited, **given}
     if settings.get("penalty") == "none":
@@ -305,11 +279,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --resume reads MODEL too: it continues (and replaces) it.
 COMMAND = Command(
-    help="train a model on a CSV file of any size and save it",
-    description=DESCRIPTION,
-    configure=configure,
-    run=run,
-    inputs=("data",),  # --resume reads MODEL too: it continues (and replaces) it
-    outputs=(("model", "--model"),),
+    HELP, DESCRIPTION, configure, run, inputs=("data",), outputs=(("model", "--model"),)
 )

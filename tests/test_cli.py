@@ -139,6 +139,31 @@ def test_data_errors_exit_1_and_say_where(tmp_path, capsys, content, words):
     assert words in err
 
 
+def test_playground_reads_csv_through_fastgd_io(csv_file, tmp_path, capsys, monkeypatch):
+    """A gzipped, semicolon-separated file (the reader of fastgd.io, not a reader of its
+    own), and the same rows from stdin, named as such in messages."""
+    import gzip
+    import io
+
+    text = csv_file.read_text().replace(",", ";")
+    packed = tmp_path / "data.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    argv = ["--learning-rates", "0.01", "--strategies", "full", "--epochs", "2"]
+    code, out, err = run(
+        ["playground", packed, "--target", "price", *argv, "--out", tmp_path / "r.png"], capsys
+    )
+    assert code == 0, err
+    assert "60 rows, 2 features, target 'price'" in out
+
+    class Stdin:
+        buffer = io.BytesIO((text + "1;2;x\n").encode())
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    code, _, err = run(["playground", "-", "--target", "price", *argv], capsys)
+    assert code == 1
+    assert err.startswith("fastgd: error: <stdin>, line 62, column 'price': 'x' is not a number")
+
+
 def test_missing_file_exits_1(tmp_path, capsys):
     code, _, err = run(["playground", tmp_path / "none.csv", "--target", "y"], capsys)
     assert code == 1 and "no such file" in err and "none.csv" in err

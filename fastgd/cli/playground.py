@@ -153,7 +153,7 @@ def _experiments(args: argparse.Namespace, X: np.ndarray, y: np.ndarray):
 def _write_report(out: Path, source: str, table, finder, paths) -> None:
     from ..io.model import atomic_file
     from ..plot import figure_to_png, playground_figure
-    from ._report import html_report
+    from ._html_report import html_report
 
     figure = playground_figure(table, finder, paths)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -292,26 +292,19 @@ class _BlockSource:
     def validation_score(self, loss_is_classification: bool):
         """``score(coef, intercept)`` on the held-out rows: accuracy for classification
         losses, else R² (higher is better), for the engine's early stopping."""
+        from .metrics import RunningAccuracy, RunningRegression
 
         def score(coef, intercept) -> float:
-            hits = total = 0
-            count = 0
-            sum_y = sum_y2 = residual = 0.0
+            metric = RunningAccuracy() if loss_is_classification else RunningRegression()
             for X, y in self._blocks(validation=True):
                 predicted = X.astype(np.float64) @ coef.astype(np.float64) + intercept
                 if loss_is_classification:
-                    hits += int(np.count_nonzero((predicted > 0) == (y > 0)))
-                    total += y.shape[0]
+                    metric.add(y > 0, predicted > 0)
                 else:
-                    y64 = y.astype(np.float64)
-                    count += y.shape[0]
-                    sum_y += float(y64.sum())
-                    sum_y2 += float(y64 @ y64)
-                    residual += float(((y64 - predicted) ** 2).sum())
+                    metric.add(y, predicted)
             if loss_is_classification:
-                return hits / max(1, total)
-            spread = sum_y2 - sum_y * sum_y / max(1, count)
-            return 1.0 - residual / spread if spread > 0 else 0.0
+                return metric.accuracy(empty=0.0)
+            return metric.r2(constant_target=0.0)
 
         return score
 

@@ -116,14 +116,16 @@ def test_data_file_given_without_target_is_usage(csv_file, capsys):
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        ("a,b\n1,2\n", "no column named 'price'"),
+        ("a,b\n1,2\n", "the target column 'price' is not in the file"),
         ("", "empty"),
         ("\n\n", "empty"),
         ("size,price\n", "no data rows"),
-        ("size,price\n1,2\n3,4\n5,abc\n", "line 4, column 2 ('price'): 'abc'"),
-        ("size,price\n1,2\n\n3,\n", "line 4, column 2 ('price'): ''"),
-        ("size,price\n1,2\nnan,4\n", "line 3, column 1 ('size')"),
-        ("size,price\n1,2\n3,4,5\n", "line 3"),
+        ("size,price\n1,2\n3,4\n5,abc\n", "line 4, column 'price': 'abc' is not a number"),
+        ("size,price\n1,2\n\n3,\n", "line 4, column 'price': missing value ('')"),
+        ("size,price\n1,2\nnan,4\n", "line 3, column 'size': missing value ('nan')"),
+        ("size,price\n1,2\ninf,4\n", "line 3, column 'size': infinite value"),
+        ("size,price\n1,2\n3,4,5\n", "line 3: the row has 3 fields"),
+        ("price\n1\n2\n", "no feature columns"),
     ],
 )
 def test_data_errors_exit_1_and_say_where(tmp_path, capsys, content, words):
@@ -137,9 +139,34 @@ def test_data_errors_exit_1_and_say_where(tmp_path, capsys, content, words):
     assert words in err
 
 
+def test_playground_reads_csv_through_fastgd_io(csv_file, tmp_path, capsys, monkeypatch):
+    """A gzipped, semicolon-separated file (the reader of fastgd.io, not a reader of its
+    own), and the same rows from stdin, named as such in messages."""
+    import gzip
+    import io
+
+    text = csv_file.read_text().replace(",", ";")
+    packed = tmp_path / "data.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    argv = ["--learning-rates", "0.01", "--strategies", "full", "--epochs", "2"]
+    code, out, err = run(
+        ["playground", packed, "--target", "price", *argv, "--out", tmp_path / "r.png"], capsys
+    )
+    assert code == 0, err
+    assert "60 rows, 2 features, target 'price'" in out
+
+    class Stdin:
+        buffer = io.BytesIO((text + "1;2;x\n").encode())
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    code, _, err = run(["playground", "-", "--target", "price", *argv], capsys)
+    assert code == 1
+    assert err.startswith("fastgd: error: <stdin>, line 62, column 'price': 'x' is not a number")
+
+
 def test_missing_file_exits_1(tmp_path, capsys):
     code, _, err = run(["playground", tmp_path / "none.csv", "--target", "y"], capsys)
-    assert code == 1 and "cannot read" in err
+    assert code == 1 and "no such file" in err and "none.csv" in err
 
 
 def test_python_dash_m_fastgd_help_lists_playground_with_examples():

@@ -283,13 +283,13 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 
 def test_warnings_are_one_line(trained, capsys, monkeypatch):
     data, model = trained
-    real = cli._model_schema
+    real = cli._model.model_schema
 
     def warn_then_read(*args, **kwargs):
         warnings.warn("the cache was rebuilt:\n  it was stale", UserWarning, stacklevel=1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "_model_schema", warn_then_read)
+    monkeypatch.setattr(cli._model, "model_schema", warn_then_read)
     code, _, err = run(["evaluate", model, data, "-q"], capsys)
     assert code == 0, err
     assert err.strip() == "fastgd: warning: the cache was rebuilt: it was stale"

@@ -3,7 +3,6 @@ codes and messages for bad data and options, checkpoints, resuming, and the prog
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import subprocess
@@ -17,12 +16,6 @@ import fastgd
 from fastgd import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _has_validation_fraction() -> bool:
-    import fastgd.stream
-
-    return "validation_fraction" in inspect.signature(fastgd.stream.fit_csv).parameters
 
 
 def write_problem(path, n=600, classification=False, seed=0):
@@ -348,7 +341,6 @@ def test_resume_continues_the_step_count_and_the_epochs(tmp_path, capsys):
     assert second.summary["final_loss"] <= first.summary["loss_history"][0]
 
 
-@pytest.mark.skipif(not _has_validation_fraction(), reason="fit_csv has no validation_fraction")
 def test_validation_fraction_reports_scores(tmp_path, capsys):
     data = tmp_path / "d.csv"
     write_problem(data, n=400)

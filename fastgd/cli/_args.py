@@ -1,0 +1,147 @@
+"""Argument types (a malformed value is a usage error, exit 2) and the flags commands share."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+
+def rate_list(text: str) -> list[float | str]:
+    rates: list[float | str] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "auto":
+            rates.append(item)
+            continue
+        try:
+            rate = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not a number; give positive numbers or 'auto', e.g. 0.01,0.1,1"
+            ) from None
+        if not (rate > 0 and math.isfinite(rate)):
+            raise argparse.ArgumentTypeError(f"learning rates must be > 0; got {item!r}")
+        rates.append(rate)
+    return rates
+
+
+def name_list(table) -> Callable[[str], list[str]]:
+    allowed = [row.name for row in table]
+
+    def parse(text: str) -> list[str]:
+        names = [item.strip() for item in text.split(",")]
+        for name in names:
+            if name not in allowed:
+                raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        sizes = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of integers, e.g. 32,256"
+        ) from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError("batch sizes must be >= 1")
+    return sizes
+
+
+def _parse(text: str, convert, what: str):
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _parse(text, int, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _parse(text, float, "a number")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def tol(text: str) -> float | str:
+    """A tolerance, or "none" (kept as a string so that it differs from "not given")."""
+    return "none" if text.strip().lower() == "none" else non_negative_float(text)
+
+
+def fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive); got {text!r}")
+    return value
+
+
+def delimiter(text: str) -> str:
+    text = {"tab": "\t", "\\t": "\t"}.get(text.lower(), text)
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"one character (or 'tab'); got {text!r}")
+    return text
+
+
+def report_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in (".png", ".html", ".htm"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the report must end in .png or .html")
+    return path
+
+
+def add_csv_arguments(parser: argparse.ArgumentParser, *, bad_rows: bool = True) -> None:
+    """--delimiter, --block-rows, --dtype, --on-bad-rows (with ``bad_rows``) and --quiet."""
+    group = parser.add_argument_group("reading the CSV")
+    group.add_argument(
+        "--delimiter",
+        type=delimiter,
+        metavar="X",
+        help="field separator (default: sniffed among , ; tab |)",
+    )
+    group.add_argument(
+        "--block-rows",
+        type=positive_int,
+        default=65536,
+        metavar="N",
+        help="rows per block; memory is bounded by a few blocks (default: 65536)",
+    )
+    group.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="of the data and the model (default: float64)",
+    )
+    if bad_rows:
+        group.add_argument(
+            "--on-bad-rows",
+            choices=["error", "skip"],
+            default="error",
+            help="stop at the first bad row (missing or non-numeric cell, wrong field count), "
+            "naming file, line and column; or skip bad rows and count them (default: error)",
+        )
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bar and no summary line"
+    )
+
+
+def add_model_and_data(parser: argparse.ArgumentParser) -> None:
+    """The MODEL and DATA.csv positionals of predict and evaluate."""
+    parser.add_argument("model", metavar="MODEL", help="a model file from 'fastgd train'")
+    parser.add_argument("data", metavar="DATA.csv", help="CSV file with a header row")

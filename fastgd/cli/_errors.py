@@ -1,0 +1,137 @@
+"""Failures: one line each on stderr, the traceback only with ``--debug``; Ctrl-C (exit 130)
+even where SIGINT was inherited as ignored; Python warnings as one line each."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import sys
+import threading
+import traceback
+import warnings
+
+from ._command import CommandError, UsageError
+from ._paths import Session, shown_inputs
+
+
+def _data_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean unreadable input (a damaged or truncated file), not a bug."""
+    import bz2  # noqa: F401  (bz2 reports damage as OSError)
+    import lzma
+    import zipfile
+    import zlib
+
+    types: list[type[BaseException]] = [
+        ValueError,
+        TypeError,
+        OSError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        zipfile.BadZipFile,
+        csv.Error,
+        UnicodeError,
+    ]
+    with contextlib.suppress(ImportError):
+        import zstandard
+
+        types.append(zstandard.ZstdError)
+    return tuple(types)
+
+
+def _data_error_message(error: BaseException, args, session: Session) -> str:
+    """The error's message, naming the file it concerns when it does not already."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if not isinstance(error, (ValueError, OSError)):  # EOFError, zlib.error, csv.Error, ...
+        kind = type(error)
+        name = (
+            kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        )
+        what = "not readable as CSV" if isinstance(error, csv.Error) else "damaged or truncated"
+        message = f"the file is {what} ({name.lstrip('_')}: {message})"
+    message = session.shown(message)
+    names = shown_inputs(args)
+    # A bad option (ValueError, TypeError) concerns no file; damaged data often names none
+    # (gzip's BadGzipFile, bz2's OSError, EOFError, zlib.error): the data file it is.
+    concerns_a_file = not isinstance(error, (ValueError, TypeError)) or isinstance(
+        error, UnicodeError
+    )
+    if concerns_a_file and names and not any(name in message for name in names):
+        message = f"{names[-1]}: {message}"
+    return message
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (``fastgd info m.npz | head``): stop quietly, as
+    command-line tools do, without a second error when Python flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def report(error: BaseException, args, session: Session) -> int:
+    """Print one line for ``error`` on stderr; return the exit status."""
+    if isinstance(error, UsageError):
+        args._parser.print_usage(sys.stderr)
+        print(f"fastgd {args.command}: error: {session.shown(str(error))}", file=sys.stderr)
+        return 2
+    if isinstance(error, KeyboardInterrupt):
+        print("fastgd: interrupted.", file=sys.stderr)
+        return 130
+    if isinstance(error, BrokenPipeError):
+        _silence_stdout()
+        return 0
+    if getattr(args, "debug", False):
+        traceback.print_exception(error)
+    if isinstance(error, (CommandError, ImportError)):  # ImportError: what to install
+        message = f"fastgd: error: {session.shown(str(error))}"
+    elif isinstance(error, MemoryError):
+        names = shown_inputs(args)
+        message = (
+            f"fastgd: error: out of memory{' reading ' + names[-1] if names else ''}; try a "
+            "smaller --block-rows, --dtype float32, or fewer columns."
+        )
+    elif isinstance(error, _data_error_types()):
+        # CsvError, DivergenceError, ModelFormatError, invalid options, missing files,
+        # damaged compressed data: the message names the file (and line, column).
+        message = f"fastgd: error: {_data_error_message(error, args, session)}"
+    else:
+        text = " ".join(session.shown(str(error)).split())
+        message = (
+            f"fastgd: internal error: {type(error).__name__}: {text} "
+            "(run again with --debug for the traceback)"
+        )
+    print(message, file=sys.stderr)
+    return 1
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Ctrl-C raises KeyboardInterrupt, even where SIGINT was inherited as ignored (a job
+    started with ``&`` by a shell without job control) or reset to the default action."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    replace = previous in (signal.SIG_IGN, signal.SIG_DFL, None)
+    if replace:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if replace:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def one_line_warnings(session: Session):
+    """Python warnings raised during a command, as ``fastgd: warning: <message>``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(session.shown(str(message)).split())
+        print(f"fastgd: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield

@@ -1,0 +1,68 @@
+"""Model files as the commands read them: a damaged one is a data error naming the file;
+a --model that is not a fastgd model is never replaced; a CSV's columns are matched to a
+model's features by name."""
+
+from __future__ import annotations
+
+import os
+
+from ._command import CommandError
+
+
+def load_model(path):
+    """The model in ``path``; any failure to read it is a data error naming the file."""
+    from ..io.model import ModelFormatError, load
+
+    try:
+        return load(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ModelFormatError):
+        raise
+    except Exception as error:
+        # A damaged file the reader did not recognise: zipfile alone raises BadZipFile,
+        # EOFError, zlib.error, NotImplementedError (an unknown compression method) or
+        # RuntimeError (an "encrypted" flag bit) for a flipped byte. --debug shows where.
+        message = " ".join(str(error).split())
+        raise CommandError(
+            f"{path}: not a valid fastgd model: {type(error).__name__}: {message}"
+        ) from error
+
+
+def check_replaceable_model(path) -> None:
+    """Refuse, before any work, a --model that exists and is not a fastgd model: it is
+    probably something else (the data, another file) that saving would replace."""
+    if not os.path.lexists(path):
+        return
+    try:
+        load_model(path)
+    except Exception as error:
+        reason = " ".join(str(error).split())
+        raise CommandError(
+            f"--model {path} exists and is not a fastgd model ({reason}); nothing was "
+            "written. Remove it or choose another --model."
+        ) from error
+
+
+def model_schema(model, data, *, target=None, delimiter=None):
+    """The CSV's schema selecting the model's features by name (any order in the file)."""
+    from ..io.csv import read_schema
+
+    layout = read_schema(data, delimiter=delimiter)
+    present = set(layout.columns)  # a set: files with 100k columns are fine
+    if model.feature_names is None:
+        drop = [name for name in (model.target, target) if name and name in present]
+        schema = read_schema(data, target=target, drop=drop or None, delimiter=delimiter)
+        if len(schema.feature_names) != model.n_features:
+            raise CommandError(
+                f"{data}: {len(schema.feature_names)} feature columns, but the model (saved "
+                f"without feature names) has {model.n_features}."
+            )
+        return schema
+    missing = [name for name in model.feature_names if name not in present]
+    if missing:
+        shown = ", ".join(repr(name) for name in missing[:10])
+        raise CommandError(
+            f"{data}: the model's feature column(s) {shown}"
+            f"{' ...' if len(missing) > 10 else ''} are not in the file's header "
+            f"({len(missing)} of {model.n_features} missing)."
+        )
+    return read_schema(data, target=target, features=model.feature_names, delimiter=delimiter)

@@ -1,0 +1,147 @@
+"""``fastgd evaluate``: a saved model's scores on a CSV file, in one streamed pass."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from ..metrics import RunningAccuracy, RunningRegression
+from . import _args, _model
+from ._command import Command, CommandError, UsageError
+from .progress import ProgressBar
+
+HELP = "score a saved model on a CSV file (MSE and R², or accuracy and log loss)"
+
+DESCRIPTION = """\
+Score a saved model on DATA.csv in one streamed pass: regression models print the mean
+squared error and R²; classifiers the accuracy (and the log loss for log_loss models).
+
+examples:
+  fastgd evaluate houses.npz test.csv --target price
+  fastgd evaluate clicks.npz holdout.csv          # the target column the model was trained on
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    _args.add_model_and_data(parser)
+    parser.add_argument(
+        "--target",
+        metavar="COL",
+        help="the target column (default: the one the model was trained on)",
+    )
+    _args.add_csv_arguments(parser)
+
+
+class _ClassifierScores:
+    """Accuracy, and the log loss of log_loss models, block by block."""
+
+    def __init__(self, model, schema) -> None:
+        self.model = model
+        self.schema = schema
+        self.classes = model.classes.astype(np.float64)
+        self.accuracy = RunningAccuracy()
+        self.log_loss = 0.0 if model.loss == "log_loss" else None
+
+    def add(self, block, y: np.ndarray) -> None:
+        known = np.isin(y, self.classes)
+        if not known.all():
+            bad = int(np.flatnonzero(~known)[0])
+            line = int(block.line_numbers[bad]) if block.line_numbers is not None else None
+            raise CommandError(
+                f"{self.schema.path}, line {line}, column {self.schema.target!r}: label "
+                f"{y[bad]:g} is not one of the model's classes {self.model.classes.tolist()}."
+            )
+        self.accuracy.add(y, self.model.predict(block.X).astype(np.float64))
+        if self.log_loss is not None:
+            self.log_loss += self._log_loss_sum(block.X, y)
+
+    def _log_loss_sum(self, X: np.ndarray, y: np.ndarray) -> float:
+        if self.model.coef.ndim == 1:
+            signs = np.where(y == self.classes[1], 1.0, -1.0)
+            scores = self.model.decision_function(X).astype(np.float64)
+            return float(np.logaddexp(0.0, -signs * scores).sum())
+        proba = self.model.predict_proba(X)
+        index = np.searchsorted(self.classes, y)
+        picked = np.clip(proba[np.arange(y.shape[0]), index], 1e-15, 1.0)
+        return float(-np.log(picked).sum())
+
+    def metrics(self) -> dict:
+        rows = self.accuracy.rows
+        metrics = {"rows": rows, "accuracy": self.accuracy.accuracy()}
+        if self.log_loss is not None:
+            metrics["log_loss"] = self.log_loss / rows
+        return metrics
+
+
+class _RegressionScores:
+    """The mean squared error and R², block by block."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.running = RunningRegression()
+
+    def add(self, block, y: np.ndarray) -> None:
+        self.running.add(y, self.model.predict(block.X))
+
+    def metrics(self) -> dict:
+        return {"rows": self.running.rows, "mse": self.running.mse, "r2": self.running.r2()}
+
+
+def _scores(model, schema):
+    if model.kind == "classifier" and model.classes is not None:
+        return _ClassifierScores(model, schema)
+    if model.coef.ndim == 2:
+        raise CommandError(
+            f"evaluate scores single-output models; this one has {model.coef.shape[0]} outputs."
+        )
+    return _RegressionScores(model)
+
+
+def evaluate(model, schema, args, bar) -> dict:
+    """The metrics of ``model`` on the file of ``schema``, and ``skipped``: the bad rows
+    left out (with --on-bad-rows skip), in words."""
+    from ..io.csv import format_skipped, iter_csv
+
+    scores = _scores(model, schema)
+    rows = 0
+    skipped: dict = {}
+    skipped_lines: list = []
+    blocks = iter_csv(
+        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows
+    )
+    for block in blocks:
+        for reason, count in block.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+        skipped_lines.extend(block.skipped_lines[: 10 - len(skipped_lines)])
+        if not block.rows:
+            continue
+        scores.add(block, block.y.astype(np.float64))
+        rows += block.rows
+        bar.update(None, rows, None)
+    if rows == 0:
+        raise CommandError(f"{schema.path}: no data rows to evaluate on.")
+    return {**scores.metrics(), "skipped": format_skipped(skipped, skipped_lines)}
+
+
+def run(args: argparse.Namespace) -> int:
+    model = _model.load_model(args.model)
+    target = args.target or model.target
+    if target is None:
+        raise UsageError("the model does not name its target column; give --target")
+    schema = _model.model_schema(model, args.data, target=target, delimiter=args.delimiter)
+    bar = ProgressBar("evaluating", enabled=not args.quiet)
+    try:
+        metrics = evaluate(model, schema, args, bar)
+    finally:
+        bar.close()
+    skipped = metrics.pop("skipped")
+    for name, value in metrics.items():
+        print(f"{name:<10} {value:.6g}" if isinstance(value, float) else f"{name:<10} {value}")
+    if skipped and not args.quiet:
+        print(f"fastgd evaluate: {skipped}", file=sys.stderr)
+    return 0
+
+
+COMMAND = Command(HELP, DESCRIPTION, configure, run, inputs=("model", "data"))

@@ -1,0 +1,188 @@
+"""``fastgd playground``: a learning-rate sweep, a finder and the loss surface, as pictures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, options
+from . import _args
+from ._command import Command, CommandError, UsageError
+from ._paths import shown_input
+
+HELP = "loss curves, a learning-rate sweep and finder, the loss surface, as pictures"
+
+DESCRIPTION = """\
+Watch the loss fall (or blow up) as the learning rate and the batch strategy change.
+
+Runs fastgd.sweep over every learning rate x strategy (x batch size for minibatch), a
+learning-rate finder (fastgd.find_learning_rate, for the first strategy listed), and for
+problems with one feature (or two without intercept) the path of full-batch descent on the
+loss surface at the suggested rate and just below the edge of stability. Prints the table
+and the suggestion, and writes the pictures to --out (.png, or .html with the picture and
+the table embedded). Without DATA.csv it uses a generated example (one feature centred at
+2: y = 3x + 1 + noise).
+
+examples:
+  fastgd playground                                    # the generated example -> playground.png
+  fastgd playground houses.csv --target price --out report.html
+  fastgd playground data.csv --target y --learning-rates 0.001,0.01,0.1,auto \\
+      --strategies sgd,full --epochs 30
+  fastgd playground data.csv --target y --strategies minibatch --batch-sizes 16,256
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        nargs="?",
+        metavar="DATA.csv",
+        help="CSV file with a header row, every cell numeric (default: a generated example)",
+    )
+    parser.add_argument("--target", metavar="COL", help="the target column (needed with DATA)")
+    parser.add_argument(
+        "--learning-rates",
+        type=_args.rate_list,
+        default=[0.001, 0.01, 0.1, 1.0],
+        metavar="LIST",
+        help="comma-separated constant rates and/or 'auto' (default: 0.001,0.01,0.1,1)",
+    )
+    parser.add_argument(
+        "--strategies",
+        type=_args.name_list(options.STRATEGIES),
+        default=["sgd", "minibatch", "full"],
+        metavar="LIST",
+        help="comma-separated, from sgd, minibatch, full (default: sgd,minibatch,full)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=_args.int_list,
+        default=[32],
+        metavar="LIST",
+        help="rows per step for minibatch, comma-separated (default: 32)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=[loss.name for loss in options.LOSSES],
+        default="squared_error",
+        metavar="NAME",
+        help="the loss (default: squared_error)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_args.positive_int,
+        default=20,
+        help="epochs per run; every run goes the distance (default: 20)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random_state of every run (default: 0)"
+    )
+    parser.add_argument(
+        "--out",
+        type=_args.report_path,
+        default=Path("playground.png"),
+        metavar="REPORT",
+        help="report.png or report.html (default: playground.png)",
+    )
+
+
+def example_problem(
+    seed: int = 0, n_samples: int = 400
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The generated example: one feature centred at 2 (so that the slope and the intercept
+    interact and the bowl is a long valley), ``y = 3x + 1 + noise``."""
+    rng = np.random.default_rng(seed)
+    x = 2.0 + rng.standard_normal(n_samples)
+    y = 3.0 * x + 1.0 + 0.5 * rng.standard_normal(n_samples)
+    return x[:, None], y, ["x"]
+
+
+def read_data(path, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """The whole CSV as ``(X, y)`` through :mod:`fastgd.io` (every cell numeric; errors
+    name the file, line and column)."""
+    from ..io.csv import iter_csv, read_schema
+
+    blocks = [block for block in iter_csv(read_schema(path, target=target)) if block.rows]
+    return np.concatenate([b.X for b in blocks]), np.concatenate([b.y for b in blocks])
+
+
+def _problem(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(X, y, what they are)``: the generated example, or DATA.csv's columns."""
+    if args.data is None:
+        if args.target is not None:
+            raise UsageError("--target needs a DATA.csv file.")
+        X, y, _ = example_problem(args.seed)
+        return X, y, "generated example (y = 3x + 1 + noise, x centred at 2)"
+    if args.target is None:
+        raise UsageError("the following arguments are required with DATA.csv: --target")
+    X, y = read_data(args.data, args.target)
+    shown = shown_input(args, "data")
+    return X, y, f"{shown} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r})"
+
+
+def _experiments(args: argparse.Namespace, X: np.ndarray, y: np.ndarray):
+    """The sweep's table, the finder, and (one feature) the descent paths on the bowl."""
+    from .. import playground
+
+    common = {"random_state": args.seed, "loss": args.loss}
+    table = playground.sweep(
+        X, y, args.learning_rates, args.strategies, args.batch_sizes,
+        max_iter=args.epochs, tol=None, **common,
+    )  # fmt: skip
+    finder = playground.find_learning_rate(
+        X, y, strategy=args.strategies[0], batch_size=args.batch_sizes[0], **common
+    )
+    paths = []
+    if X.shape[1] == 1:
+        # The bowl shows full-batch descent (every step is a point of the path) at
+        # full batch's own suggestion and at its edge of stability (a zig-zag).
+        bowl = finder
+        if finder.strategy != "full":
+            bowl = playground.find_learning_rate(X, y, strategy="full", **common)
+        paths = [
+            playground.descent_path(
+                X, y, learning_rate=rate, strategy="full", max_iter=args.epochs, **common
+            )
+            for rate in (bowl.suggestion, bowl.edge_rate)
+        ]
+    return table, finder, paths
+
+
+def _write_report(out: Path, source: str, table, finder, paths) -> None:
+    from ..io.model import atomic_file
+    from ..plot import figure_to_png, playground_figure
+    from ._html_report import html_report
+
+    figure = playground_figure(table, finder, paths)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out, "wb") as handle:  # Ctrl-C leaves no half-written report
+        if out.suffix.lower() == ".png":
+            figure.savefig(handle, format="png", dpi=100)
+        else:
+            report = html_report(source, table, finder, figure_to_png(figure))
+            handle.write(report.encode("utf-8"))
+
+
+def run(args: argparse.Namespace) -> int:
+    X, y, source = _problem(args)
+    try:
+        table, finder, paths = _experiments(args, X, y)
+    except (ValueError, TypeError) as error:
+        raise CommandError(str(error)) from error
+    print(f"fastgd {__version__} playground: {source}\n")
+    print(table.to_markdown())
+    print()
+    print(finder)
+    best = table.best()
+    if best is not None:
+        print(f"best run: {best.label}, final loss {best.final_loss:.6g}")
+    _write_report(args.out, source, table, finder, paths)
+    print(f"report written to {args.out}")
+    return 0
+
+
+#: The report's folders are created (--out reports/today.html).
+COMMAND = Command(HELP, DESCRIPTION, configure, run, inputs=("data",),
+                  outputs=(("out", "--out"),), creates_folders=True)  # fmt: skip

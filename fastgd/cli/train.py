@@ -1,0 +1,285 @@
+"""``fastgd train``: a model trained on a CSV file of any size (:func:`fastgd.fit_csv`)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import options
+from . import _args
+from ._command import Command, CommandError, UsageError
+from ._model import check_replaceable_model, load_model
+from ._paths import is_temporary_copy, shown_input
+from .checkpoint import Checkpointer, previous_progress
+from .progress import ProgressBar
+
+HELP = "train a model on a CSV file of any size and save it"
+
+DESCRIPTION = """\
+Train a linear model on a CSV file of any size (fastgd.fit_csv: the file is read once into
+a binary cache next to it, or in --cache-dir; every epoch streams the cache in blocks) and
+save it to MODEL (fastgd.save: a versioned .npz archive; see 'fastgd info').
+
+Every cell of the feature and target columns must be numeric. A progress bar shows on a
+terminal (rows/s, epoch, loss; --quiet turns it off); a one-line summary ends the run.
+With --checkpoint the model is saved after every epoch, so Ctrl-C (exit 130) or a
+divergence (exit 1; the best weights reached are saved) leaves the last good model in
+MODEL; --resume continues from it (weights, step counter, epochs counted on top).
+
+examples:
+  fastgd train houses.csv --target price --model houses.npz
+  fastgd train houses.csv --target price --model houses.npz --standardize \\
+      --strategy sgd --learning-rate invscaling --eta0 0.01 --epochs 10
+  fastgd train clicks.csv.gz --target clicked --drop id --loss log_loss --penalty l2 \\
+      --model clicks.npz --on-bad-rows skip --checkpoint
+  fastgd train clicks.csv.gz --target clicked --model clicks.npz --resume --epochs 5
+"""
+
+
+def _names(table) -> list[str]:
+    return [row.name for row in table]
+
+
+#: The training flags: (flag, the fastgd.fit option it sets, argparse keywords). A flag
+#: not given takes the resumed model's option (--resume), else fastgd.fit's default.
+_FIT_FLAGS = (
+    ("--loss", "loss", {"choices": _names(options.LOSSES), "metavar": "NAME",
+     "help": f"one of: {', '.join(_names(options.LOSSES))} (default: squared_error)"}),
+    ("--penalty", "penalty", {"choices": _names(options.PENALTIES), "help": "(default: none)"}),
+    ("--alpha", "alpha", {"type": _args.non_negative_float,
+     "help": "penalty strength (default: 1e-4)"}),
+    ("--strategy", "strategy", {"choices": _names(options.STRATEGIES),
+     "help": "rows per step: 1, --batch-size, or all (default: minibatch)"}),
+    ("--batch-size", "batch_size", {"type": _args.positive_int, "metavar": "N",
+     "help": "rows per mini-batch (default: 256)"}),
+    ("--learning-rate", "learning_rate", {"choices": _names(options.SCHEDULES),
+     "help": "the step-size schedule (default: auto)"}),
+    ("--eta0", "eta0", {"type": _args.positive_float, "help": "initial step size (default: 0.01)"}),
+    ("--epochs", "max_iter", {"type": _args.positive_int, "metavar": "N",
+     "help": "at most N passes over the data (default: 20)"}),
+    ("--tol", "tol", {"type": _args.tol, "help": "stopping tolerance, or 'none' (default: 1e-4)"}),
+    ("--random-state", "random_state", {"type": int, "metavar": "N",
+     "help": "seed (default: none)"}),
+)  # fmt: skip
+
+
+def _configure_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data", metavar="DATA.csv", help="CSV file with a header row (.gz, .bz2, .zst too)"
+    )
+    parser.add_argument(
+        "--target", metavar="COL", help="the target column (with --resume: default the model's)"
+    )
+    parser.add_argument(
+        "--model", metavar="MODEL", required=True, help="where to save the model (e.g. model.npz)"
+    )
+    columns = parser.add_mutually_exclusive_group()
+    columns.add_argument(
+        "--features",
+        metavar="A,B",
+        help="the feature columns, in order (default: every other column)",
+    )
+    columns.add_argument(
+        "--drop", metavar="C,D", help="columns to leave out of the features (an id, a text column)"
+    )
+
+
+def _configure_fit(parser: argparse.ArgumentParser) -> None:
+    fit = parser.add_argument_group(
+        "training (default: fastgd.fit's, or the model's with --resume)"
+    )
+    for flag, option, keywords in _FIT_FLAGS:
+        fit.add_argument(flag, dest=option, **keywords)
+    fit.add_argument(
+        "--standardize",
+        action="store_true",
+        help="centre and scale the features (the model keeps the scaler)",
+    )
+    fit.add_argument(
+        "--validation-fraction",
+        type=_args.fraction,
+        metavar="F",
+        help="hold out this fraction of the rows; stop early on their score",
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    _configure_data(parser)
+    _configure_fit(parser)
+    _args.add_csv_arguments(parser)
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="where the binary cache goes (default: next to the CSV)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="save the model after every epoch (Ctrl-C keeps the last one)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue training the model in MODEL (its weights and step count)",
+    )
+
+
+def _previous_model(args: argparse.Namespace):
+    """The model a --resume continues (else None, after checking that --model is one the
+    run may replace)."""
+    if not args.resume:
+        check_replaceable_model(args.model)
+        return None
+    if not Path(args.model).exists():
+        raise CommandError(f"--resume: there is no model at {args.model} to continue.")
+    return load_model(args.model)
+
+
+def _schema(args: argparse.Namespace, previous):
+    """The data's columns: --target/--features/--drop, or the resumed model's."""
+    from ..io.csv import read_schema
+
+    target = args.target if args.target is not None else getattr(previous, "target", None)
+    if target is None:
+        raise UsageError("the following arguments are required: --target")
+    features = args.features
+    if features is None and args.drop is None and previous is not None:
+        features = previous.feature_names
+    schema = read_schema(
+        args.data, target=target, features=features, drop=args.drop, delimiter=args.delimiter
+    )
+    if previous is not None:
+        previous.check_features(schema.feature_names)
+    return schema
+
+
+def _settings(args: argparse.Namespace, previous) -> dict:
+    """fastgd.fit's options: the flags given, else the resumed model's, else the defaults."""
+    from .. import engine
+
+    fit_options = [option for _, option, _ in _FIT_FLAGS]
+    defaults = engine.fit_defaults()
+    defaults = {option: defaults[option] for option in fit_options}
+    given = {o: getattr(args, o) for o in fit_options if getattr(args, o) is not None}
+    if given.get("tol") == "none":
+        given["tol"] = None
+    inherited = {}
+    if previous is not None:
+        inherited = {k: previous.options[k] for k in fit_options if k in previous.options}
+        inherited.pop("max_iter", None)  # --epochs counts the epochs of this run
+    settings = {**defaults, **inherited, **given}
+    if settings.get("penalty") == "none":
+        settings["penalty"] = None
+    return settings
+
+
+def _recorded(args: argparse.Namespace, settings: dict, schema) -> dict:
+    """The options the model file keeps: the fit's and how the data was read."""
+    recorded = {
+        **settings,
+        "standardize": args.standardize,
+        "dtype": args.dtype,
+        "block_rows": args.block_rows,
+        "on_bad_rows": args.on_bad_rows,
+        "delimiter": schema.delimiter,
+        "data": shown_input(args, "data"),
+    }
+    if args.validation_fraction is not None:
+        recorded["validation_fraction"] = args.validation_fraction
+    return recorded
+
+
+def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressBar):
+    from .. import stream
+
+    def callback(epoch, coef, intercept, loss):
+        bar.epoch_done(epoch, loss)
+        checkpoints.epoch_done(epoch, coef, intercept, loss)
+
+    previous = checkpoints.previous
+    resume = {}
+    if previous is not None:
+        coef, intercept = previous.raw_weights()
+        _, _, t_start = previous_progress(previous)
+        resume = {"coef_init": coef, "intercept_init": intercept, "t_init": t_start}
+    # A copy of stdin or a pipe cannot be read again: its cache goes away with it.
+    cache_dir = None if is_temporary_copy(args, "data") else args.cache_dir
+    with contextlib.closing(bar):
+        return stream.fit_csv(
+            args.data, target=schema.target, features=schema.feature_names,
+            delimiter=args.delimiter, block_rows=args.block_rows, dtype=args.dtype,
+            cache_dir=cache_dir, standardize=args.standardize, on_bad_rows=args.on_bad_rows,
+            validation_fraction=args.validation_fraction or 0.0, progress=bar.update,
+            on_first_pass=checkpoints.first_pass, callback=callback, **resume, **settings,
+        )  # fmt: skip
+
+
+def _summary(result, previous, started: float) -> dict:
+    """What the model file's summary adds to fit_csv's: epochs in all, time, curves."""
+    previous_epochs, previous_history, _ = previous_progress(previous)
+    summary = {"epochs": previous_epochs + result.n_iter, "time": time.perf_counter() - started}
+    if previous is not None:
+        summary["loss_history"] = np.concatenate([previous_history, result.loss_history])
+        summary["resumed_after_epoch"] = previous_epochs
+    if result.validation_scores is not None:
+        summary["validation_scores"] = np.asarray(result.validation_scores, dtype=np.float64)
+    return summary
+
+
+def _summary_line(args, result, summary: dict, resumed: bool) -> str:
+    from ..io.csv import format_skipped
+
+    rows = result.extras.get("rows", 0)
+    skipped = format_skipped(
+        result.extras.get("skipped", {}), result.extras.get("skipped_lines", [])
+    )
+    final = result.loss_history[-1] if result.loss_history.shape[0] else float("nan")
+    status = "converged" if result.converged else "ran all epochs"
+    epochs = f"{result.n_iter} epochs ({status})"
+    if resumed:
+        epochs += f", {summary['epochs']} in all"
+    text = f"fastgd train: {rows:,} rows"
+    if skipped:
+        text += f" ({skipped})"
+    text += f", {epochs}, final loss {final:.6g}"
+    scores = result.validation_scores
+    if scores is not None and len(scores):
+        text += f", validation score {float(scores[-1]):.6g}"
+    return text + f", {summary['time']:.2f} s; model saved to {args.model}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import DivergenceError
+    from ..io.model import save
+
+    started = time.perf_counter()
+    previous = _previous_model(args)
+    schema = _schema(args, previous)
+    settings = _settings(args, previous)
+    recorded = _recorded(args, settings, schema)
+    bar = ProgressBar(
+        f"reading {Path(shown_input(args, 'data')).name}",
+        epochs=settings["max_iter"],
+        enabled=not args.quiet,
+    )
+    checkpoints = Checkpointer(args, schema, settings, recorded, previous)
+    try:
+        result = _fit(args, schema, settings, checkpoints, bar)
+    except KeyboardInterrupt:
+        return checkpoints.interrupted()
+    except DivergenceError as error:
+        raise CommandError(checkpoints.diverged(error)) from error
+    summary = _summary(result, previous, started)
+    save(result, args.model, options=recorded, summary=summary)
+    if not args.quiet:
+        print(_summary_line(args, result, summary, previous is not None), file=sys.stderr)
+    return 0
+
+
+# --resume reads MODEL too: it continues (and replaces) it.
+COMMAND = Command(
+    HELP, DESCRIPTION, configure, run, inputs=("data",), outputs=(("model", "--model"),)
+)

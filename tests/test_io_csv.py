@@ -365,3 +365,23 @@ def test_short_row_caught_when_the_missing_field_is_not_read(tmp_path):
     _, X, y = collect(iter_csv(path, target="y", drop=["note"]))
     np.testing.assert_array_equal(X, [[1], [4], [6]])
     np.testing.assert_array_equal(y, [2, 5, 7])
+
+
+def test_io_package_exports_each_submodules_public_names():
+    import fastgd.io
+    from fastgd.io import cache as fcache
+
+    assert fastgd.io.__all__ == [*fcache.__all__, *fcsv.__all__]
+    for module in (fcache, fcsv):
+        for name in module.__all__:
+            assert getattr(fastgd.io, name) is getattr(module, name), name
+
+
+def test_a_repeated_header_name_is_named_before_missing_data_rows(tmp_path):
+    # both faults at once: the header's own fault is the one reported (as before the split)
+    path = tmp_path / "dup.csv"
+    path.write_text("a,b,a\n")
+    with pytest.raises(CsvError, match="names column 'a' twice") as info:
+        read_schema(path)
+    assert info.value.line == 1
+    assert info.value.column == "a"

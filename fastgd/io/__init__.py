@@ -1,18 +1,10 @@
-"""Streaming CSV input and the on-disk block cache (see :mod:`fastgd.io.csv`)."""
+"""Streaming CSV input and the on-disk block cache (see :mod:`fastgd.io.csv`).
 
-from .cache import BlockCache, CacheChecksumError, CacheError, CacheNotice, CacheWriter
-from .csv import CsvBlock, CsvError, CsvSchema, format_skipped, iter_csv, read_schema
+The package's public names are its submodules' ``__all__``, listed once there.
+"""
 
-__all__ = [
-    "BlockCache",
-    "CacheChecksumError",
-    "CacheError",
-    "CacheNotice",
-    "CacheWriter",
-    "CsvBlock",
-    "CsvError",
-    "CsvSchema",
-    "format_skipped",
-    "iter_csv",
-    "read_schema",
-]
+from . import cache, csv
+from .cache import *  # noqa: F403 -- re-exports cache.__all__
+from .csv import *  # noqa: F403 -- re-exports csv.__all__
+
+__all__ = [*cache.__all__, *csv.__all__]

@@ -511,6 +511,29 @@ def read_schema(
     if head.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
         head = head[3:]
     _refuse_bare_carriage_return(head, path)
+    n_lines, numbered = _head_lines(head, path)
+    delimiter, first_cells = _first_line_cells(numbered, delimiter, path)
+    has_header = _is_header(first_cells, header)
+    columns = _column_names(first_cells, has_header, path)
+    if has_header and len(numbered) < 2:
+        raise CsvError("the file has a header but no data rows.", path=path, line=1)
+    features = _select_features(columns, has_header, target, features, drop, path)
+    return CsvSchema(
+        # the file's layout, then the columns selected
+        path=path,
+        compression=compression,
+        delimiter=delimiter,
+        has_header=has_header,
+        line_bytes=max(len(head) / max(n_lines, 1), 1.0),
+        columns=columns,
+        feature_names=features,
+        target=target,
+    )
+
+
+def _head_lines(head: bytes, path: str) -> tuple[int, list[tuple[int, bytes]]]:
+    """``(n_lines, numbered)``: how many whole lines the head holds (blank ones included,
+    for the mean line size), and its non-blank lines as ``(line number, bytes)``."""
     raw_lines = head.split(b"\n")
     if len(head) >= SNIFF_BYTES and not head.endswith(b"\n"):
         raw_lines = raw_lines[:-1]  # the last one may be cut
@@ -518,53 +541,76 @@ def read_schema(
     numbered = [(i + 1, raw) for i, raw in enumerate(raw_lines) if raw.strip()]
     if not numbered:
         raise CsvError("the file is empty (no lines with data).", path=path)
-
-    first_no, first_raw = numbered[0]
-    if first_no != 1:
+    if numbered[0][0] != 1:
         raise CsvError(
             "the file starts with blank lines; the first line must be the header or a row.",
             path=path,
             line=1,
         )
+    return len(raw_lines), numbered
+
+
+def _first_line_cells(
+    numbered: list[tuple[int, bytes]], delimiter: str | None, path: str
+) -> tuple[str, list[str]]:
+    """``(delimiter, cells of line 1)``, the delimiter sniffed on the first lines when none
+    is given."""
     # sniff on a lenient decoding; the strict one below names a bad byte's column
-    sample = [raw.decode("utf-8", errors="replace") for _, raw in numbered[:20]]
     if delimiter is None:
+        sample = [raw.decode("utf-8", errors="replace") for _, raw in numbered[:20]]
         delimiter = _sniff_delimiter(sample)
     try:
-        first_cells = _split(_decode_line(first_raw, path, 1, delimiter, None), delimiter)
+        cells = _split(_decode_line(numbered[0][1], path, 1, delimiter, None), delimiter)
     except _stdcsv.Error as exc:
         raise CsvError(
             f"the first line cannot be split into fields ({exc}).", path=path, line=1
         ) from None
-    if header == "infer":
-        has_header = any(
-            not _is_number(cell) and cell.strip().lower() not in MISSING_TOKENS
-            for cell in first_cells
-        )
-    else:
-        has_header = bool(header)
-    if has_header:
-        columns = [cell.strip() or f"column_{i + 1}" for i, cell in enumerate(first_cells)]
-        seen: dict[str, int] = {}
-        for i, name in enumerate(columns):
-            if name in seen:
-                raise CsvError(
-                    f"the header names column {name!r} twice (fields {seen[name] + 1} and "
-                    f"{i + 1}); rename one.",
-                    path=path,
-                    line=1,
-                    column=name,
-                )
-            seen[name] = i
-        if len(numbered) < 2:
-            raise CsvError("the file has a header but no data rows.", path=path, line=1)
-    else:
-        columns = [f"column_{i + 1}" for i in range(len(first_cells))]
+    return delimiter, cells
 
+
+def _is_header(first_cells: list[str], header) -> bool:
+    """Whether line 1 is a header: as ``header`` says, or (``"infer"``) when one of its
+    cells is neither a number nor a missing-value token."""
+    if header != "infer":
+        return bool(header)
+    return any(
+        not _is_number(cell) and cell.strip().lower() not in MISSING_TOKENS for cell in first_cells
+    )
+
+
+def _column_names(first_cells: list[str], has_header: bool, path: str) -> list[str]:
+    """The header's names (a blank one named by its position; a repeated one refused), or
+    ``column_1, column_2, ...`` for a file without a header."""
+    if not has_header:
+        return [f"column_{i + 1}" for i in range(len(first_cells))]
+    columns = [cell.strip() or f"column_{i + 1}" for i, cell in enumerate(first_cells)]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        if name in seen:
+            raise CsvError(
+                f"the header names column {name!r} twice (fields {seen[name] + 1} and "
+                f"{i + 1}); rename one.",
+                path=path,
+                line=1,
+                column=name,
+            )
+        seen[name] = i
+    return columns
+
+
+def _select_features(
+    columns: list[str],
+    has_header: bool,
+    target: str | None,
+    features: list[str] | None,
+    drop: list[str] | None,
+    path: str,
+) -> list[str]:
+    """The feature columns: ``features`` as given, else every column but the target and
+    ``drop``; each named column checked against the file's."""
     available = ", ".join(repr(name) for name in columns)
     if len(available) > 300:
         available = available[:300] + ", ..."
-
     known = set(columns)
 
     def check(name: str, what: str) -> None:
@@ -592,17 +638,7 @@ def read_schema(
         raise ValueError(f"features name a column twice: {features!r}.")
     if not features:
         raise CsvError(f"no feature columns are left (columns: {available}).", path=path, line=1)
-    line_bytes = len(head) / max(len(raw_lines), 1)
-    return CsvSchema(
-        path=path,
-        delimiter=delimiter,
-        has_header=has_header,
-        columns=columns,
-        feature_names=list(features),
-        target=target,
-        compression=compression,
-        line_bytes=max(line_bytes, 1.0),
-    )
+    return list(features)
 
 
 # --------------------------------------------------------------------------- chunks

@@ -22,7 +22,6 @@ from ._kernels.epochs import (
     MIN_CHUNK_ROWS,
     batch_epoch,
     loss_sum,
-    predict,
     sgd_epoch,
 )
 from ._kernels.order import fill_epoch_order
@@ -39,6 +38,8 @@ from ._validation import (
     scan_sparse,
 )
 from .errors import DivergenceError
+from .prediction import check_input, decision_values, labels
+from .prediction import predict_into as _predict_into
 
 __all__ = ["FitResult", "auto_learning_rate", "fit"]
 
@@ -139,29 +140,22 @@ class FitResult:
     validation_scores: np.ndarray | None = None
 
     def decision_function(self, X) -> np.ndarray:
-        """``X·coef + intercept`` in one pass over X (dense or scipy.sparse)."""
-        X = check_csr(X) if is_sparse(X) else check_X(X)
-        if X.shape[1] != self.coef.shape[0]:
-            raise ValueError(
-                f"X has {X.shape[1]} features but the model was fitted with {self.coef.shape[0]}."
-            )
-        out = np.empty(X.shape[0], dtype=X.dtype)
-        _predict_into(X, self.coef.astype(X.dtype, copy=False), float(self.intercept), out)
-        return out
+        """``X·coef + intercept`` in one pass over X (dense or scipy.sparse), in X's dtype."""
+        X = check_input(X, self.coef.shape[0])
+        return decision_values(X, self.coef, self.intercept)[:, 0]
 
     def plot(self, ax=None):
         """The loss curve on a log scale (matplotlib, the ``fastgd[plot]`` extra); returns
         the axes. See :func:`fastgd.plot.plot_fit`."""
         from .plot import plot_fit
 
-        return plot_fit(self, ax)
+        fields = ("loss_history", "loss", "learning_rate", "converged", "n_iter")
+        return plot_fit({name: getattr(self, name) for name in fields}, ax)
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets (regression) or labels from ``classes`` (classification)."""
         scores = self.decision_function(X)
-        if self.classes is None:
-            return scores
-        return np.where(scores > 0, self.classes[1], self.classes[0])
+        return scores if self.classes is None else labels(scores, self.classes)
 
 
 @dataclass
@@ -242,28 +236,6 @@ def fit_defaults(exclude=()) -> dict:
         for name, parameter in inspect.signature(fit).parameters.items()
         if name not in skip
     }
-
-
-def class_probabilities(scores: np.ndarray, loss: str) -> np.ndarray:
-    """Class probabilities from decision values of shape (n, 1) (binary) or (n, k)
-    (one-vs-rest): the logistic function for ``log_loss``, ``(clip(d, -1, 1) + 1) / 2`` for
-    ``modified_huber`` (scikit-learn's formulas); one-vs-rest values are normalised to sum
-    to 1 (uniform where every problem says "not me"). Shared by the estimators and saved
-    models."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if loss == "log_loss":
-        with np.errstate(over="ignore"):
-            positive = 1.0 / (1.0 + np.exp(-scores))
-    else:
-        positive = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
-    if positive.shape[1] == 1:
-        return np.hstack([1.0 - positive, positive])
-    total = positive.sum(axis=1, keepdims=True)
-    empty = total[:, 0] == 0
-    if empty.any():
-        positive[empty] = 1.0
-        total[empty] = positive.shape[1]
-    return positive / total
 
 
 def concurrent_fits(workers: int) -> int:
@@ -722,16 +694,6 @@ def _row_bytes(X) -> int:
 def _row_values(X) -> float:
     """Values read per row: the width, or the mean non-zeros of a CSR row."""
     return X.nnz / max(1, X.shape[0]) if is_sparse(X) else float(X.shape[1])
-
-
-def _predict_into(X, coef: np.ndarray, intercept: float, out: np.ndarray) -> None:
-    """``out = X·coef + intercept``, dense or CSR, one pass."""
-    if is_sparse(X):
-        from ._kernels.sparse import predict_csr
-
-        predict_csr(X.data, X.indices, X.indptr, coef, intercept, out)
-    else:
-        predict(X, coef, intercept, out)
 
 
 def fit(

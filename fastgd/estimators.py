@@ -35,9 +35,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from . import engine, options
+from . import engine, options, prediction
 from ._kernels.epochs import loss_sum
-from ._kernels.epochs import predict as _predict_kernel
 from ._validation import check_sparse_structure
 
 __all__ = ["SGDClassifier", "SGDRegressor"]
@@ -335,14 +334,7 @@ class _BaseSGD(BaseEstimator):
             reset=False,
         )  # fmt: skip
         coef = self.coef_.toarray() if sp.issparse(self.coef_) else self.coef_
-        coef = np.atleast_2d(coef).astype(X.dtype, copy=False)
-        intercept = np.asarray(self.intercept_, dtype=np.float64).reshape(-1)
-        if sp.issparse(X):
-            return np.asarray(X @ coef.T) + intercept.astype(X.dtype)
-        out = np.empty((coef.shape[0], X.shape[0]), dtype=X.dtype)
-        for i in range(coef.shape[0]):  # one parallel pass over X per output
-            _predict_kernel(X, np.ascontiguousarray(coef[i]), float(intercept[i]), out[i])
-        return out.T
+        return prediction.decision_values(X, coef, self.intercept_)
 
     def densify(self):
         """Convert ``coef_`` to a dense numpy array (the default format)."""
@@ -572,10 +564,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
                 for i in range(y.shape[1])]  # fmt: skip
 
     def _validation_scorer(self, X_val, y_val, w_val, classes_i):
-        dtype = X_val.dtype
-
         def score(coef, intercept):
-            predicted = np.asarray(X_val @ coef.astype(dtype)).reshape(-1) + intercept
+            predicted = prediction.decision_values(X_val, coef, intercept)[:, 0]
             return r2_score(y_val, predicted, sample_weight=w_val)
 
         return score
@@ -756,11 +746,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         return problems
 
     def _validation_scorer(self, X_val, y_val, w_val, classes_i):
-        dtype = X_val.dtype
+        signs = np.array([-1.0, 1.0])
 
         def score(coef, intercept):
-            decision = np.asarray(X_val @ coef.astype(dtype)).reshape(-1) + intercept
-            return accuracy_score(y_val, np.where(decision > 0, 1.0, -1.0), sample_weight=w_val)
+            decision = prediction.decision_values(X_val, coef, intercept)
+            return accuracy_score(y_val, prediction.labels(decision, signs), sample_weight=w_val)
 
         return score
 
@@ -866,19 +856,14 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     def predict(self, X):
         """The class with the highest decision value (binary: positive when > 0)."""
-        scores = self.decision_function(X)
-        if scores.ndim == 1:
-            return self.classes_[(scores > 0).astype(int)]
-        return self.classes_[scores.argmax(axis=1)]
+        return prediction.labels(self._scores(X), self.classes_)
 
     def _check_proba(self):
-        probabilistic = [loss.name for loss in options.LOSSES if loss.probabilities]
-        if self.loss not in probabilistic:
-            raise AttributeError(
-                f"probability estimates are not available for loss={self.loss!r}; use "
-                f"loss={' or '.join(map(repr, probabilistic))}, or calibrate with "
-                "sklearn.calibration.CalibratedClassifierCV."
-            )
+        prediction.check_probabilities(
+            self.loss,
+            f"use loss={' or '.join(map(repr, prediction.PROBABILITY_LOSSES))}, or calibrate "
+            "with sklearn.calibration.CalibratedClassifierCV.",
+        )
         return True
 
     @available_if(_check_proba)
@@ -886,7 +871,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         """Class probabilities, shape (n, n_classes), for ``log_loss`` (the logistic
         function of the decision value; one-vs-rest values normalised to sum to 1) and
         ``modified_huber`` (``(clip(d, -1, 1) + 1) / 2``, normalised likewise)."""
-        return engine.class_probabilities(self._scores(X), self.loss)
+        return prediction.class_probabilities(self._scores(X), self.loss)
 
     @available_if(_check_proba)
     def predict_log_proba(self, X):

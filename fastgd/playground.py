@@ -243,7 +243,10 @@ class SweepResult:
         """All loss curves on one axes (see :func:`fastgd.plot.plot_sweep`)."""
         from .plot import plot_sweep
 
-        return plot_sweep(self, ax=ax)
+        records = self.to_records()
+        for record, run in zip(records, self.runs, strict=True):
+            record["label"] = run.label
+        return plot_sweep(records, ax=ax)
 
 
 def _rates(learning_rates) -> list[float | str]:
@@ -519,7 +522,7 @@ class LearningRateFinder:
         :func:`fastgd.plot.plot_learning_rate_finder`)."""
         from .plot import plot_learning_rate_finder
 
-        return plot_learning_rate_finder(self, ax=ax)
+        return plot_learning_rate_finder(dict(vars(self)), ax=ax)
 
 
 def find_learning_rate(
@@ -712,7 +715,13 @@ class DescentPath:
         """The loss surface with this path (see :func:`fastgd.plot.plot_loss_surface`)."""
         from .plot import plot_loss_surface
 
-        return plot_loss_surface([self, *others], ax=ax)
+        return plot_loss_surface([path.record() for path in (self, *others)], ax=ax)
+
+    def record(self) -> dict:
+        """The path as plain data: its public fields and ``objective`` (a function)."""
+        record = {name: value for name, value in vars(self).items() if not name.startswith("_")}
+        record["objective"] = self.objective
+        return record
 
 
 def descent_path(

@@ -1,9 +1,11 @@
 """Pictures of gradient descent (matplotlib, the optional ``fastgd[plot]`` extra).
 
-Every function takes the object to draw and an optional matplotlib ``Axes``; without one it
-makes a new figure (through pyplot, so that notebooks and interactive sessions show it) and
-returns the axes it drew on. matplotlib is imported inside the functions, never when fastgd
-is imported; without a display (and no ``MPLBACKEND``) pyplot is set to the Agg backend.
+Every function takes plain data (a *record*: a dict, or any object with the named fields,
+such as a dataclass) and an optional matplotlib ``Axes``; without one it makes a new figure
+(through pyplot, so that notebooks and interactive sessions show it) and returns the axes it
+drew on. This module imports nothing of fastgd's (the results' ``plot`` methods pass their
+fields here), and matplotlib only inside the functions, never when fastgd is imported;
+without a display (and no ``MPLBACKEND``) pyplot is set to the Agg backend.
 
 - :func:`plot_fit`: one run's loss curve (``FitResult``);
 - :func:`plot_sweep`: every run of a sweep on one axes, log scale, diverged runs dashed
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +72,27 @@ def _axes(ax):
     return ax
 
 
+def _field(record, name: str):
+    """A field of a plain record: a mapping's key, else the object's attribute."""
+    return record[name] if isinstance(record, Mapping) else getattr(record, name)
+
+
+def _diverged_crosses(ax, x, **style) -> None:
+    """Crosses at ``x`` near the top of the axes (for runs with no finite value to show)."""
+    style = {**style, "linestyle": "none"}
+    ax.plot(x, np.full(len(x), 0.97), marker=DIVERGED_MARKER, transform=ax.get_xaxis_transform(),
+            **style)  # fmt: skip
+
+
+def _finish(ax, xlabel: str, title: str, **legend):
+    """The labels, the title and the legend every picture ends with; returns the axes."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss (objective)")
+    ax.set_title(title)
+    ax.legend(**legend)
+    return ax
+
+
 def _log_scale_if_positive(ax, values: np.ndarray, axis: str = "y") -> None:
     finite = values[np.isfinite(values)]
     if finite.size and (finite > 0).all():
@@ -79,95 +102,78 @@ def _log_scale_if_positive(ax, values: np.ndarray, axis: str = "y") -> None:
 def plot_fit(result, ax=None):
     """One run's loss curve: the objective per epoch, log scale when positive.
 
-    Parameters
-    ----------
-    result : FitResult
-    ax : matplotlib Axes, optional
-
-    Returns
-    -------
-    matplotlib Axes
+    ``result`` is a record (a ``FitResult``, or a dict) with the fields ``loss_history``
+    (one value per epoch), ``loss`` (its name), ``learning_rate``, ``converged`` and
+    ``n_iter``; ``ax`` a matplotlib Axes or None. Returns the axes drawn on.
     """
     ax = _axes(ax)
-    history = np.asarray(result.loss_history, dtype=np.float64)
+    history = np.asarray(_field(result, "loss_history"), dtype=np.float64)
     epochs = np.arange(1, history.shape[0] + 1)
-    label = f"{result.loss}, step {result.learning_rate:.3g}"
+    label = f"{_field(result, 'loss')}, step {_field(result, 'learning_rate'):.3g}"
     ax.plot(epochs, history, marker="o", markersize=3, label=label)
     _log_scale_if_positive(ax, history)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (objective)")
-    status = "converged" if result.converged else "stopped"
+    status = "converged" if _field(result, "converged") else "stopped"
     final = f"{history[-1]:.4g}" if history.size else "—"
-    ax.set_title(f"loss curve: {result.n_iter} epochs, {status}, final loss {final}")
-    ax.legend()
-    return ax
+    title = f"loss curve: {_field(result, 'n_iter')} epochs, {status}, final loss {final}"
+    return _finish(ax, "epoch", title)
 
 
-def plot_sweep(sweep_result, ax=None):
+def plot_sweep(runs, ax=None):
     """Every run's loss curve on one axes (log y when all values are positive).
 
     The colour encodes the learning rate (darker is smaller), the line style the strategy
     and batch size. Diverged runs are thin, labelled ``(diverged)`` and end with a cross
     at their last finished epoch; a run that diverged in its first epoch has only the
-    cross, at epoch 1 at the top of the axes. One labelled series per run, in the sweep's
-    order.
+    cross, at epoch 1 at the top of the axes. One labelled series per run, in order.
 
-    Parameters
-    ----------
-    sweep_result : SweepResult
-    ax : matplotlib Axes, optional
-
-    Returns
-    -------
-    matplotlib Axes
+    ``runs`` is a sequence of records (a ``SweepResult``'s runs, or dicts) with the fields
+    ``label``, ``step`` (the step size), ``strategy``, ``batch_size``, ``diverged`` and
+    ``loss_history``; ``ax`` a matplotlib Axes or None. Returns the axes drawn on.
     """
     matplotlib = _matplotlib()
     ax = _axes(ax)
-    runs = list(sweep_result)
-    curves = [np.asarray(run.loss_history, dtype=np.float64) for run in runs]
+    runs = list(runs)
+    curves = [np.asarray(_field(run, "loss_history"), dtype=np.float64) for run in runs]
     values = np.concatenate(curves) if curves else np.empty(0)
-    rates = sorted({run.step for run in runs if np.isfinite(run.step)})
+    steps = [_field(run, "step") for run in runs]
+    rates = sorted({step for step in steps if np.isfinite(step)})
     colormap = matplotlib.colormaps["plasma"]
-    groups = list(dict.fromkeys((run.strategy, run.batch_size) for run in runs))
+    kinds = [(_field(run, "strategy"), _field(run, "batch_size")) for run in runs]
+    groups = list(dict.fromkeys(kinds))
     styles = ["-", "--", ":", "-."]
-    for run, curve in zip(runs, curves, strict=True):
-        position = rates.index(run.step) / max(len(rates) - 1, 1) if run.step in rates else 0
-        color = colormap(0.85 * position)
-        style = styles[groups.index((run.strategy, run.batch_size)) % len(styles)]
-        epochs = np.arange(1, curve.shape[0] + 1)
-        if not run.diverged:
-            ax.plot(epochs, curve, color=color, linestyle=style, label=run.label)
-            continue
-        label = f"{run.label} (diverged)"
-        if curve.size:
-            ax.plot(
-                epochs,
-                curve,
-                color=color,
-                linestyle=style,
-                linewidth=0.8,
-                label=label,
-                marker=DIVERGED_MARKER,
-                markevery=[curve.size - 1],
-                markersize=9,
-            )
-        else:
-            ax.plot(
-                [1],
-                [0.97],
-                marker=DIVERGED_MARKER,
-                markersize=9,
-                linestyle="none",
-                color=color,
-                label=label,
-                transform=ax.get_xaxis_transform(),
-            )
+    for run, curve, step, kind in zip(runs, curves, steps, kinds, strict=True):
+        position = rates.index(step) / max(len(rates) - 1, 1) if step in rates else 0
+        style = dict(
+            color=colormap(0.85 * position),
+            linestyle=styles[groups.index(kind) % len(styles)],
+            label=_field(run, "label"),
+        )
+        _plot_run(ax, curve, bool(_field(run, "diverged")), style)
     _log_scale_if_positive(ax, values)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (objective)")
-    ax.set_title("learning-rate sweep: loss curves")
-    ax.legend(fontsize="x-small", ncol=2 if len(runs) > 8 else 1)
-    return ax
+    title = "learning-rate sweep: loss curves"
+    return _finish(ax, "epoch", title, fontsize="x-small", ncol=2 if len(runs) > 8 else 1)
+
+
+def _plot_run(ax, curve: np.ndarray, diverged: bool, style: dict) -> None:
+    """One sweep run's curve; a diverged one thin and ended with a cross (only the cross,
+    at epoch 1, when no epoch finished)."""
+    epochs = np.arange(1, curve.shape[0] + 1)
+    if not diverged:
+        ax.plot(epochs, curve, **style)
+        return
+    style["label"] = f"{style['label']} (diverged)"
+    if not curve.size:
+        _diverged_crosses(ax, [1], markersize=9, **style)
+        return
+    ax.plot(
+        epochs,
+        curve,
+        linewidth=0.8,
+        marker=DIVERGED_MARKER,
+        markevery=[curve.size - 1],
+        markersize=9,
+        **style,
+    )
 
 
 def _interpolate_log(rates: np.ndarray, losses: np.ndarray, rate: float) -> float:
@@ -182,54 +188,36 @@ def plot_learning_rate_finder(finder, ax=None):
     (log–log), the suggested rate marked with a vertical line and a star, ``auto``'s step
     with a dotted line, diverged rates with crosses at the top.
 
-    Parameters
-    ----------
-    finder : LearningRateFinder
-    ax : matplotlib Axes, optional
-
-    Returns
-    -------
-    matplotlib Axes
+    ``finder`` is a record (a ``LearningRateFinder``, or a dict) with the fields
+    ``learning_rates`` and ``losses`` (``inf`` where a rate diverged), ``epochs``,
+    ``start_loss``, ``suggestion``, ``auto_rate`` and ``strategy``; ``ax`` a matplotlib
+    Axes or None. Returns the axes drawn on.
     """
     ax = _axes(ax)
-    rates = np.asarray(finder.learning_rates, dtype=np.float64)
-    losses = np.asarray(finder.losses, dtype=np.float64)
+    rates = np.asarray(_field(finder, "learning_rates"), dtype=np.float64)
+    losses = np.asarray(_field(finder, "losses"), dtype=np.float64)
+    suggestion, auto_rate = _field(finder, "suggestion"), _field(finder, "auto_rate")
     finite = np.isfinite(losses)
-    ax.plot(
-        rates[finite], losses[finite], marker=".", label=f"objective after {finder.epochs} epochs"
-    )
+    label = f"objective after {_field(finder, 'epochs')} epochs"
+    ax.plot(rates[finite], losses[finite], marker=".", label=label)
     if (~finite).any():
-        ax.plot(
-            rates[~finite],
-            np.full((~finite).sum(), 0.97),
-            marker=DIVERGED_MARKER,
-            linestyle="none",
-            color="red",
-            label="diverged",
-            transform=ax.get_xaxis_transform(),
-        )
-    ax.axhline(finder.start_loss, color="grey", linewidth=0.8, label="starting objective")
-    ax.axvline(
-        finder.suggestion, color="green", linestyle="--", label=f"suggested {finder.suggestion:.3g}"
-    )
+        _diverged_crosses(ax, rates[~finite], color="red", label="diverged")
+    start = _field(finder, "start_loss")
+    ax.axhline(start, color="grey", linewidth=0.8, label="starting objective")
+    ax.axvline(suggestion, color="green", linestyle="--", label=f"suggested {suggestion:.3g}")
     ax.plot(
-        [finder.suggestion],
-        [_interpolate_log(rates, losses, finder.suggestion)],
+        [suggestion],
+        [_interpolate_log(rates, losses, suggestion)],
         marker="*",
         markersize=14,
         color="green",
         linestyle="none",
     )
-    ax.axvline(
-        finder.auto_rate, color="purple", linestyle=":", label=f"auto {finder.auto_rate:.3g}"
-    )
+    ax.axvline(auto_rate, color="purple", linestyle=":", label=f"auto {auto_rate:.3g}")
     ax.set_xscale("log")
     _log_scale_if_positive(ax, losses[finite])
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss (objective)")
-    ax.set_title(f"learning-rate finder ({finder.strategy})")
-    ax.legend(fontsize="small")
-    return ax
+    title = f"learning-rate finder ({_field(finder, 'strategy')})"
+    return _finish(ax, "learning rate", title, fontsize="small")
 
 
 def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0.3):
@@ -244,8 +232,11 @@ def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0
 
     Parameters
     ----------
-    paths : DescentPath or sequence of DescentPath
-        Paths of the same problem (e.g. several learning rates).
+    paths : record or sequence of records
+        Paths of the same problem (e.g. several learning rates): ``DescentPath`` objects or
+        dicts with the fields ``points`` (n_points, n_parameters), ``losses``,
+        ``parameter_names``, ``strategy``, ``learning_rate``, ``step``, ``diverged`` and
+        ``objective`` (a function from points (m, n_parameters) to their m objectives).
     ax : matplotlib Axes, optional
     resolution : int
         Grid points per axis.
@@ -256,79 +247,74 @@ def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0
     -------
     matplotlib Axes
     """
-    from .playground import DescentPath
-
-    if isinstance(paths, DescentPath):
+    if isinstance(paths, Mapping) or hasattr(paths, "points"):
         paths = [paths]
     paths = list(paths)
     if not paths:
-        raise ValueError("plot_loss_surface needs at least one DescentPath.")
+        raise ValueError("plot_loss_surface needs at least one path.")
     ax = _axes(ax)
     first = paths[0]
-    points = np.concatenate(
-        [path.points[np.all(np.isfinite(path.points), axis=1)] for path in paths]
-    )
-    low, high = points.min(axis=0), points.max(axis=0)
+    all_points = [np.asarray(_field(path, "points"), dtype=np.float64) for path in paths]
+    finite = np.concatenate([points[np.all(np.isfinite(points), axis=1)] for points in all_points])
+    low, high = finite.min(axis=0), finite.max(axis=0)
     span = np.where(high - low > 0, high - low, np.maximum(np.abs(high), 1.0))
     low, high = low - margin * span, high + margin * span
-    n_parameters = first.points.shape[1]
+    names = _field(first, "parameter_names")
+    n_parameters = all_points[0].shape[1]
+    _draw_surface(ax, _field(first, "objective"), low, high, resolution, n_parameters)
+    if n_parameters == 2:
+        ax.set_ylabel(names[1])
+    for path, points in zip(paths, all_points, strict=True):
+        _draw_path(ax, path, points)
+    ax.set_xlim(low[0], high[0])
+    if n_parameters == 1:
+        _log_scale_if_positive(ax, np.asarray(_field(first, "losses"), dtype=np.float64))
+        _finish(ax, names[0], "loss surface and the path of the weights", fontsize="small")
+    else:
+        ax.set_ylim(low[1], high[1])
+        ax.set_xlabel(names[0])
+        ax.set_title("loss surface and the path of the weights")
+        ax.legend(fontsize="small")
+    return ax
+
+
+def _draw_surface(ax, objective, low, high, resolution: int, n_parameters: int) -> None:
+    """The objective over the box ``low..high``: a curve (one parameter) or contours."""
     if n_parameters == 1:
         grid = np.linspace(low[0], high[0], resolution * 4)
-        ax.plot(grid, first.objective(grid[:, None]), color="black", linewidth=1, label="objective")
+        ax.plot(grid, objective(grid[:, None]), color="black", linewidth=1, label="objective")
+        return
+    mesh_x, mesh_y = np.meshgrid(
+        np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)
+    )
+    surface = objective(np.column_stack([mesh_x.ravel(), mesh_y.ravel()])).reshape(mesh_x.shape)
+    bottom, top = float(surface.min()), float(surface.max())
+    if bottom > 0 and top > bottom:
+        levels = np.geomspace(bottom, top, 20)
     else:
-        grid_x = np.linspace(low[0], high[0], resolution)
-        grid_y = np.linspace(low[1], high[1], resolution)
-        mesh_x, mesh_y = np.meshgrid(grid_x, grid_y)
-        surface = first.objective(np.column_stack([mesh_x.ravel(), mesh_y.ravel()]))
-        surface = surface.reshape(mesh_x.shape)
-        bottom, top = float(surface.min()), float(surface.max())
-        if bottom > 0 and top > bottom:
-            levels = np.geomspace(bottom, top, 20)
-        else:
-            levels = np.linspace(bottom, top, 20)
-        ax.contourf(mesh_x, mesh_y, surface, levels=levels, cmap="viridis", alpha=0.5)
-        ax.contour(mesh_x, mesh_y, surface, levels=levels, colors="k", linewidths=0.4)
-        ax.set_ylabel(first.parameter_names[1])
-    for path in paths:
-        rate = "auto" if path.learning_rate == "auto" else "lr"
-        label = f"{path.strategy}, {rate} {path.step:.3g}" + (
-            " (diverged)" if path.diverged else ""
-        )
-        if n_parameters == 1:
-            (line,) = ax.plot(path.points[:, 0], path.losses, marker="o", markersize=4, label=label)
-            ends = path.points[[0, -1], 0], path.losses[[0, -1]]
-        else:
-            (line,) = ax.plot(
-                path.points[:, 0], path.points[:, 1], marker="o", markersize=3, label=label
-            )
-            ends = path.points[[0, -1], 0], path.points[[0, -1], 1]
-        ax.plot(
-            ends[0][:1],
-            ends[1][:1],
-            marker="o",
-            markersize=9,
-            color=line.get_color(),
-            markerfacecolor="none",
-            linestyle="none",
-        )
-        ax.plot(
-            ends[0][1:],
-            ends[1][1:],
-            marker="s",
-            markersize=8,
-            color=line.get_color(),
-            linestyle="none",
-        )
-    if n_parameters == 1:
-        ax.set_ylabel("loss (objective)")
-        _log_scale_if_positive(ax, first.losses)
-    ax.set_xlim(low[0], high[0])
-    if n_parameters == 2:
-        ax.set_ylim(low[1], high[1])
-    ax.set_xlabel(first.parameter_names[0])
-    ax.set_title("loss surface and the path of the weights")
-    ax.legend(fontsize="small")
-    return ax
+        levels = np.linspace(bottom, top, 20)
+    ax.contourf(mesh_x, mesh_y, surface, levels=levels, cmap="viridis", alpha=0.5)
+    ax.contour(mesh_x, mesh_y, surface, levels=levels, colors="k", linewidths=0.4)
+
+
+def _draw_path(ax, path, points: np.ndarray) -> None:
+    """One path: its points joined, the start a circle, the end a square. With one
+    parameter, the points stand on the loss curve (their losses as heights)."""
+    rate = "auto" if _field(path, "learning_rate") == "auto" else "lr"
+    label = f"{_field(path, 'strategy')}, {rate} {_field(path, 'step'):.3g}"
+    if _field(path, "diverged"):
+        label += " (diverged)"
+    if points.shape[1] == 1:
+        heights = np.asarray(_field(path, "losses"), dtype=np.float64)
+        (line,) = ax.plot(points[:, 0], heights, marker="o", markersize=4, label=label)
+    else:
+        heights = points[:, 1]
+        (line,) = ax.plot(points[:, 0], heights, marker="o", markersize=3, label=label)
+    color = line.get_color()
+    ax.plot(points[:1, 0], heights[:1], marker="o", markersize=9, color=color,
+            markerfacecolor="none", linestyle="none")  # fmt: skip
+    ax.plot(points[-1:, 0], heights[-1:], marker="s", markersize=8, color=color,
+            linestyle="none")  # fmt: skip
 
 
 def playground_figure(sweep_result, finder=None, paths: Sequence = ()):

@@ -42,6 +42,7 @@ from ._kernels.order import fill_epoch_order
 from ._validation import check_scalar
 from .io.cache import BlockCache, CacheChecksumError
 from .io.csv import CsvError, iter_csv, read_schema
+from .prediction import decision_values
 
 __all__ = ["DEFAULT_BLOCK_ROWS", "StreamStats", "fit_csv"]
 
@@ -297,7 +298,7 @@ class _BlockSource:
         def score(coef, intercept) -> float:
             metric = RunningAccuracy() if loss_is_classification else RunningRegression()
             for X, y in self._blocks(validation=True):
-                predicted = X.astype(np.float64) @ coef.astype(np.float64) + intercept
+                predicted = decision_values(X, coef, intercept)[:, 0]
                 if loss_is_classification:
                     metric.add(y > 0, predicted > 0)
                 else:

@@ -3,12 +3,14 @@ compile flags follow DESIGN.md, and the README's demo runs."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +206,93 @@ def test_demo_runs_and_reports_every_strategy():
     estimators = [line.split()[0] for line in lines if "accuracy" in line and "fit " in line]
     assert estimators == ["scikit-learn", "fastgd", "fastgd,"]
     assert any(line.startswith("fit_csv on a") and "(3,000 rows)" in line for line in lines)
+
+
+def _module_names(root: Path) -> dict[str, tuple[Path, bool]]:
+    """Every module of the package below ``root``: dotted name -> (file, is a package)."""
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        modules[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    return modules
+
+
+def _imported(node, package: str, modules) -> list[str]:
+    """The package's modules one ``import`` statement names (relative ones resolved):
+    ``from A import B`` names ``A.B`` where that is a module, else ``A``."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+        base = ".".join(anchor + ([base] if base else []))
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Which of the package's modules each module imports, anywhere in it: at the top and
+    inside functions (a function-level import still runs, it only hides a cycle)."""
+    modules = _module_names(root)
+    graph = {}
+    for name, (path, is_package) in modules.items():
+        package = name if is_package else name.rpartition(".")[0]
+        graph[name] = {
+            target
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for target in _imported(node, package, modules)
+            if target in modules and target != name
+        }
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as its modules in order (first repeated last), or None."""
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> list[str] | None:
+        if name in trail:
+            return [*trail[trail.index(name) :], name]
+        if name in done:
+            return None
+        for target in sorted(graph[name]):
+            cycle = visit(target, [*trail, name])
+            if cycle:
+                return cycle
+        done.add(name)
+        return None
+
+    for name in sorted(graph):
+        cycle = visit(name, [])
+        if cycle:
+            return cycle
+    return None
+
+
+def test_find_cycle_finds_a_cycle_hidden_in_a_function(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from . import b\n")
+    (package / "b.py").write_text("from .sub.c import thing\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "c.py").write_text("def thing():\n    from ..a import x\n")
+    graph = import_graph(package)
+    assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.sub.c"] == {"pkg.a"}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]
+    (package / "sub" / "c.py").write_text("def thing():\n    return 1\n")
+    assert find_cycle(import_graph(package)) is None
+
+
+def test_fastgd_has_no_import_cycle_even_through_function_level_imports():
+    graph = import_graph(Path(fastgd.__file__).parent)
+    assert {"fastgd.engine", "fastgd.prediction", "fastgd.plot"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_plot_imports_nothing_of_fastgd():
+    # Pictures take plain data: drawing must not need (or be able to loop back to) the
+    # modules that compute.
+    assert import_graph(Path(fastgd.__file__).parent)["fastgd.plot"] == set()

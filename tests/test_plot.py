@@ -146,3 +146,35 @@ def test_import_fastgd_does_not_import_matplotlib():
     code = "import sys, fastgd; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_plots_take_plain_records():
+    # Plain dicts, no fastgd object: fastgd.plot needs nothing but matplotlib and data.
+    ax = plot.plot_fit(
+        {"loss_history": [4.0, 2.0, 1.0], "loss": "squared_error", "learning_rate": 0.1,
+         "converged": True, "n_iter": 3}
+    )  # fmt: skip
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), [4.0, 2.0, 1.0])
+    assert "3 epochs, converged" in ax.get_title()
+    runs = [
+        {"label": "full, lr=0.1", "step": 0.1, "strategy": "full", "batch_size": None,
+         "diverged": False, "loss_history": [3.0, 1.0]},
+        {"label": "full, lr=9", "step": 9.0, "strategy": "full", "batch_size": None,
+         "diverged": True, "loss_history": []},
+    ]  # fmt: skip
+    curve, cross = labelled_lines(plot.plot_sweep(runs))
+    np.testing.assert_array_equal(curve.get_ydata(), [3.0, 1.0])
+    assert cross.get_label() == "full, lr=9 (diverged)" and cross.get_marker() == "x"
+    assert list(cross.get_xdata()) == [1] and cross.get_linestyle() == "None"
+    finder = {"learning_rates": [0.01, 0.1, 1.0], "losses": [2.0, 1.0, np.inf], "epochs": 1,
+              "start_loss": 3.0, "suggestion": 0.1, "auto_rate": 0.05,
+              "strategy": "sgd"}  # fmt: skip
+    ax = plot.plot_learning_rate_finder(finder)
+    crosses = [line for line in ax.get_lines() if line.get_label() == "diverged"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [1.0]
+    path = {"points": np.array([[0.0], [1.5], [2.0]]), "losses": [4.0, 0.25, 0.0],
+            "parameter_names": ["w"], "strategy": "full", "learning_rate": 0.5, "step": 0.5,
+            "diverged": False, "objective": lambda points: (points[:, 0] - 2.0) ** 2}  # fmt: skip
+    objective, walk = labelled_lines(plot.plot_loss_surface(path))
+    np.testing.assert_allclose(objective.get_ydata(), (objective.get_xdata() - 2.0) ** 2)
+    np.testing.assert_array_equal(walk.get_ydata(), [4.0, 0.25, 0.0])

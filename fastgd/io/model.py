@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import engine
+from .. import prediction
 
 __all__ = [
     "FORMAT_NAME",
@@ -75,8 +75,6 @@ FORMAT_NAME = "fastgd-model"
 #: version for anything they would misread.
 FORMAT_VERSION = (1, 0)
 METADATA_MEMBER = "metadata.json"
-
-_PROBA_LOSSES = ("log_loss", "modified_huber")
 
 
 class ModelFormatError(ValueError):
@@ -341,25 +339,11 @@ class Model:
 
     # -- prediction
     def _scores(self, X) -> np.ndarray:
-        """(n, k) decision values, one parallel pass over X per output."""
-        from .._kernels.epochs import predict
-        from .._validation import check_X
-
+        """(n, k) decision values (dense or CSR X), one parallel pass over X per output."""
         if hasattr(X, "columns") and self.feature_names is not None:
             self.check_features([str(c) for c in X.columns])
-        X = check_X(X)
-        if X.shape[1] != self.n_features:
-            raise ValueError(
-                f"X has {X.shape[1]} features but the model was fitted with {self.n_features}."
-            )
-        coef, intercept = self.raw_weights()
-        rows = np.atleast_2d(coef)
-        intercepts = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
-        out = np.empty((rows.shape[0], X.shape[0]), dtype=X.dtype)
-        for i in range(rows.shape[0]):
-            weights = np.ascontiguousarray(rows[i].astype(X.dtype, copy=False))
-            predict(X, weights, float(intercepts[i]), out[i])
-        return out.T
+        X = prediction.check_input(X, self.n_features)
+        return prediction.decision_values(X, *self.raw_weights())
 
     def decision_function(self, X) -> np.ndarray:
         """``X·coef + intercept`` (the scaler applied): shape (n,), or (n, k) for k outputs
@@ -372,19 +356,19 @@ class Model:
         scores = self.decision_function(X)
         if self.kind != "classifier" or self.classes is None:
             return scores
-        if scores.ndim == 1:
-            return self.classes[(scores > 0).astype(int)]
-        return self.classes[scores.argmax(axis=1)]
+        return prediction.labels(scores, self.classes)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n, n_classes) for ``log_loss`` (logistic function) and
         ``modified_huber`` models, as the estimators compute them."""
-        if self.kind != "classifier" or self.loss not in _PROBA_LOSSES:
-            raise AttributeError(
-                f"probability estimates are not available for loss={self.loss!r}; they need "
-                "a classifier trained with loss='log_loss' or 'modified_huber'."
-            )
-        return engine.class_probabilities(self._scores(X), self.loss)
+        # A regressor's loss is never one of them (``validate`` refuses a regressor with a
+        # classification loss), so this refuses regressors too.
+        prediction.check_probabilities(
+            self.loss,
+            "they need a classifier trained with loss="
+            f"{' or '.join(map(repr, prediction.PROBABILITY_LOSSES))}.",
+        )
+        return prediction.class_probabilities(self._scores(X), self.loss)
 
     # -- file contents
     def metadata(self) -> dict:

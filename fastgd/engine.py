@@ -4,6 +4,13 @@ It validates the input, resolves the options to kernel codes, derives the ``auto
 size, draws the seeded row orders, calls one epoch kernel per epoch, records the loss
 curve, and decides when to stop: converged, diverged, stopped by the callback, or out of
 epochs.
+
+Every front trains through the same pair: :func:`resolve_options` (the options, checked)
+and :func:`train` (the set-up and the epoch loop) over a data source
+(:class:`fastgd.sources.DataSource`: arrays in memory here, the CSV cache in
+``fastgd.stream``, Dask partitions in ``fastgd.dask``). The sources answer narrow questions
+(rows, a sample, losses, one epoch); the policies (``auto``, the explosion scale, the
+parallel choice, back-offs, stopping, the loss curve) live here, once.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ cluster code of its own. The data stay on the workers: every partition of the in
 block ``(X, y)`` and kept in the workers' memory (futures held by the driver) for the whole
 fit, so nothing is re-read between steps. Only model-sized vectors cross the network.
 
-The epoch loop is the engine's own (:func:`fastgd.engine._run`); this module supplies it a
-data source, :class:`_DaskSource`, whose epochs run on the workers:
+The epoch loop is the engine's own (:func:`fastgd.engine.train`); this module supplies it a
+data source (:class:`fastgd.sources.DataSource`), :class:`_DaskSource`, whose epochs run on
+the workers:
 
 - ``strategy="full"``: each step, one task per partition computes ``(Σ s·L'·x, Σ L, Σ L',
   rows)`` with the fused kernel (``accumulate_gradient``); the sums are reduced as a tree
@@ -32,10 +33,10 @@ keeps the last good model.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
-import numba
 import numpy as np
 
 try:
@@ -45,9 +46,11 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
     raise ImportError("fastgd.dask needs the Dask extra: pip install 'fastgd[dask]'") from _error
 
 from . import engine
-from ._kernels.epochs import MIN_CHUNK_ROWS, accumulate_gradient, loss_sum, scan_rows, take_step
+from ._kernels.epochs import accumulate_gradient, loss_sum, take_step
 from ._kernels.records import make_state
+from .engine import AUTO_SAMPLE_ROWS
 from .errors import DivergenceError, WorkerLostError
+from .sources import BlockStatistics, RowSample, block_statistics
 
 __all__ = ["MINIBATCH_MODES", "WorkerLostError", "fit"]
 
@@ -120,17 +123,10 @@ def _frame_block(part, index: int, expected: list, features: list, target, y_par
     return X, np.ascontiguousarray(y)
 
 
-def _block_stats(block, extra: float, classification: bool):
-    """Rows, the first non-finite value, the largest row norm, and the labels (classification)."""
+def _block_stats(block, fit_intercept: bool, loss, epsilon: float) -> BlockStatistics:
+    """The first pass's summary of a block (:func:`fastgd.sources.block_statistics`)."""
     X, y = block
-    row, column, norm = scan_rows(X, np.empty(0), extra)
-    labels = np.unique(y) if classification else None
-    if not classification:
-        y_float = np.asarray(y, dtype=np.float64)
-        if not np.isfinite(y_float).all():
-            return X.shape[0], (int(np.argmin(np.isfinite(y_float))), "y"), float(norm), None
-    bad = (int(row), int(column)) if row >= 0 else None
-    return X.shape[0], bad, float(norm), labels
+    return block_statistics(X, y, fit_intercept=fit_intercept, loss=loss, epsilon=epsilon)
 
 
 def _signed_block(block, classes, dtype):
@@ -147,14 +143,6 @@ def _sample_rows(block, count: int, seed: int) -> np.ndarray:
     X, _ = block
     rows = np.sort(np.random.default_rng(seed).choice(X.shape[0], count, replace=False))
     return np.asarray(X[rows], dtype=np.float64)
-
-
-def _parallel(rows: int, d: int) -> bool:
-    return (
-        rows * d >= engine.PARALLEL_MIN_VALUES
-        and rows >= 2 * MIN_CHUNK_ROWS
-        and numba.get_num_threads() > 1
-    )
 
 
 def _block_losses(block, coef, intercept, loss_code, epsilon, moved):
@@ -178,7 +166,7 @@ def _block_gradient(block, coef, intercept, spec, fraction, seed):
         return grad, 0.0, 0.0, 0
     state = make_state(coef, intercept, 1.0)
     total, deriv = accumulate_gradient(
-        X, y, np.empty(0), spec, state, grad, _parallel(X.shape[0], X.shape[1])
+        X, y, np.empty(0), spec, state, grad, engine.parallel_batches(X.shape[0], X.shape[1])
     )
     return grad, float(total), float(deriv), int(X.shape[0])
 
@@ -195,7 +183,7 @@ def _add_sums(*parts):
     return grad, total, deriv, rows
 
 
-def _local_epoch(block, coef, intercept, t, seed, local_options):
+def _local_epoch(block, coef, intercept, t, local_options, seed):
     """One local epoch from the given model (``fastgd.fit(max_iter=1)``); returns
     ``(coef, intercept, Σ L, rows, t after, diverged)``."""
     X, y = block
@@ -220,24 +208,25 @@ def _local_epoch(block, coef, intercept, t, seed, local_options):
 
 
 class _DaskSource:
-    """The engine's data source for blocks persisted on Dask workers."""
+    """The engine's data source (a :class:`fastgd.sources.DataSource`) for blocks persisted
+    on Dask workers."""
 
-    def __init__(self, client, blocks: list, rows: list[int], max_row_norm: float, dtype,
-                 d: int, mode: str, fraction: float, local_options: dict):  # fmt: skip
+    def __init__(self, client, blocks: list, rows: list[int], summary: BlockStatistics,
+                 dtype, d: int, mode: str, fraction: float, local_options: dict):  # fmt: skip
         self.client = client
         self.blocks = blocks
         self.block_rows = rows
         self.n_rows = int(sum(rows))
         self.dtype = np.dtype(dtype)
-        self.d = d
-        self.max_row_norm = max_row_norm
+        self.n_features = d
+        self.values_per_row = float(d)
+        self.summary = summary
         self.mode = mode
         self.fraction = fraction
         self.local_options = local_options
         self.epochs_run = 0
         self.retries = 0
         self.step_seconds: list[float] = []
-        self.no_weights = np.empty(0)
 
     # -- failure handling
     def _gather(self, submit, step: int, coef, intercept):
@@ -270,141 +259,100 @@ class _DaskSource:
             ]
         return futures[0]
 
-    def _gradient_sums(self, coef, intercept, plan, step, fraction=1.0):
-        seeds = plan.rng.integers(2**63, size=len(self.blocks)) if fraction < 1.0 else None
-        spec = engine.kernel_spec(plan, plan.eta0)  # the loss only: no step is taken here
+    def _submit_each(self, function, *arguments, seeds=None):
+        """One task per block: ``function(block, *arguments[, seed])``."""
+        tails = [()] * len(self.blocks) if seeds is None else [(int(seed),) for seed in seeds]
+        return [
+            self.client.submit(function, block, *arguments, *tail, pure=False)
+            for block, tail in zip(self.blocks, tails, strict=True)
+        ]
+
+    def _gradient_sums(self, state, spec, rng, step, fraction=1.0):
+        seeds = rng.integers(2**63, size=len(self.blocks)) if fraction < 1.0 else None
+        seeds = np.zeros(len(self.blocks), dtype=np.int64) if seeds is None else seeds
+        coef, intercept = state.w, state.intercept
 
         def submit():
-            parts = [
-                self.client.submit(
-                    _block_gradient,
-                    block,
-                    coef,
-                    intercept,
-                    spec,
-                    fraction,
-                    0 if seeds is None else int(seeds[i]),
-                    pure=False,
-                )
-                for i, block in enumerate(self.blocks)
-            ]
+            parts = self._submit_each(_block_gradient, coef, intercept, spec, fraction,
+                                      seeds=seeds)  # fmt: skip
             return self._tree(parts)
 
         return self._gather(submit, step, coef, intercept)
 
     # -- what the engine asks before the first epoch
-    def auto_learning_rate(self, plan, rows: int) -> float:
-        total = engine.AUTO_SAMPLE_ROWS
+    def max_row_norm(self) -> float:
+        return self.summary.max_row_norm
+
+    def sample(self, rng) -> RowSample:
         counts = np.asarray(self.block_rows, dtype=np.int64)
-        if self.n_rows > total:
-            counts = plan.rng.multivariate_hypergeometric(counts, total)
-        seeds = plan.rng.integers(2**63, size=len(self.blocks))
+        if self.n_rows > AUTO_SAMPLE_ROWS:
+            counts = rng.multivariate_hypergeometric(counts, AUTO_SAMPLE_ROWS)
+        seeds = rng.integers(2**63, size=len(self.blocks))
         futures = [
             self.client.submit(_sample_rows, block, int(count), int(seed), pure=False)
             for block, count, seed in zip(self.blocks, counts, seeds, strict=True)
             if count > 0
         ]
         sample = np.concatenate(self.client.gather(futures)).astype(self.dtype)
-        per_step = sample.shape[0] if rows >= self.n_rows else min(rows, sample.shape[0])
-        return engine.auto_learning_rate(
-            sample, self.no_weights, loss=plan.loss, rows_per_step=per_step,
-            fit_intercept=plan.fit_intercept, l2=plan.l2, rng=plan.rng,
-            max_row_norm=self.max_row_norm, contiguous_rows=0,
-        )  # fmt: skip
+        return RowSample(sample, np.empty(0))
 
-    def explosion_scale(self, plan) -> float:
-        moved = bool(plan.coef.any() or plan.intercept != 0.0)
-        futures = [
-            self.client.submit(
-                _block_losses,
-                block,
-                plan.coef,
-                float(plan.intercept),
-                plan.loss.code,
-                plan.epsilon,
-                moved,
-                pure=False,
-            )
-            for block in self.blocks
-        ]
-        parts = self.client.gather(futures)
-        zero_model = sum(part[0] for part in parts) / self.n_rows
-        if not moved:
-            return zero_model
-        start = sum(part[1] for part in parts) / self.n_rows
-        start += engine._penalty_value(plan.coef, plan.l1, plan.l2)
-        return max(zero_model, start)
-
-    def start(self, plan, rows: int) -> None:
-        self.rows = rows
+    def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
+        if coef is None:  # the zero model's loss came from the first pass
+            return self.summary.zero_loss, self.summary.zero_loss
+        parts = self.client.gather(
+            self._submit_each(_block_losses, coef, float(intercept), loss, epsilon, True)
+        )
+        return sum(part[0] for part in parts), sum(part[1] for part in parts)
 
     # -- one epoch
-    def run_epoch(self, plan, coef, intercept, t, eta, avg_w, avg_b):
+    def epoch(self, state, spec, order):
         started = time.perf_counter()
         step = self.epochs_run + 1
-        strategy = plan.strategy.name
-        if strategy == "full" or self.mode == "sample":
-            result = self._sample_epoch(plan, coef, intercept, t, eta, avg_w, avg_b, step)
+        if order.strategy == "full" or self.mode == "sample":
+            result = self._sample_epoch(state, spec, order, step)
         else:
-            result = self._average_epoch(plan, coef, intercept, t, eta, step)
+            result = self._average_epoch(state, spec, order, step)
         self.epochs_run += 1
         self.step_seconds.append(time.perf_counter() - started)
         return result
 
-    def _take_step(self, plan, coef, grad, rows, deriv, intercept, eta, t, avg_w, avg_b):
-        state = engine.kernel_state(plan, coef, intercept, t, avg_w, avg_b)
-        return take_step(
-            grad.astype(coef.dtype), float(rows), deriv, engine.kernel_spec(plan, eta), state
-        )
-
-    def _sample_epoch(self, plan, coef, intercept, t, eta, avg_w, avg_b, step):
-        full = plan.strategy.name == "full"
+    def _sample_epoch(self, state, spec, order, step):
+        full = order.strategy == "full"
         fraction = 1.0 if full else self.fraction
         steps = 1 if full else max(1, round(1.0 / fraction))
         loss_total = 0.0
         rows_seen = 0
         for _ in range(steps):
-            grad, total, deriv, rows = self._gradient_sums(coef, intercept, plan, step, fraction)
+            grad, total, deriv, rows = self._gradient_sums(state, spec, order.rng, step, fraction)
             loss_total += total
             rows_seen += rows
             if not math.isfinite(total):
-                return intercept, loss_total, t, 0
+                return state, loss_total, 0
             if rows == 0:
                 continue
             # The model changes only here, after the whole reduction has arrived.
-            intercept, t = self._take_step(
-                plan, coef, grad, rows, deriv, intercept, eta, t, avg_w, avg_b
-            )
+            intercept, t = take_step(grad.astype(state.w.dtype), float(rows), deriv, spec, state)
+            state = state._replace(intercept=intercept, t=t)
         if not full:
             # The mean loss of the sampled rows, on the scale of the whole data.
             loss_total = loss_total / max(1, rows_seen) * self.n_rows
-        return intercept, loss_total, t, -1
+        return state, loss_total, -1
 
-    def _average_epoch(self, plan, coef, intercept, t, eta, step):
-        seeds = plan.rng.integers(2**63, size=len(self.blocks))
+    def _average_epoch(self, state, spec, order, step):
+        seeds = order.rng.integers(2**63, size=len(self.blocks))
         local = dict(self.local_options)
-        local["eta0"] = eta
+        local["eta0"] = spec.eta0
+        coef, intercept, t = state.w, state.intercept, state.t
         start_coef = np.array(coef, copy=True)
 
         def submit():
-            parts = [
-                self.client.submit(
-                    _local_epoch,
-                    block,
-                    start_coef,
-                    float(intercept),
-                    t,
-                    int(seeds[i]),
-                    local,
-                    pure=False,
-                )
-                for i, block in enumerate(self.blocks)
-            ]
+            parts = self._submit_each(_local_epoch, start_coef, float(intercept), t, local,
+                                      seeds=seeds)  # fmt: skip
             return self.client.submit(_collect, *parts, pure=False)
 
         parts = self._gather(submit, step, coef, intercept)
         if any(part[5] for part in parts):
-            return intercept, math.inf, t, 0
+            return state, math.inf, 0
         weights = np.array([part[3] for part in parts], dtype=np.float64)
         weights /= weights.sum()
         mixed = np.zeros(coef.shape[0])
@@ -412,10 +360,10 @@ class _DaskSource:
             mixed += weight * np.asarray(part[0], dtype=np.float64)
         new_intercept = float(sum(w * part[1] for w, part in zip(weights, parts, strict=True)))
         loss_total = float(sum(part[2] for part in parts))
-        loss_total -= engine._penalty_value(start_coef, plan.l1, plan.l2) * self.n_rows
+        loss_total -= engine.penalty_value(start_coef, spec.l1, spec.l2) * self.n_rows
         coef[:] = mixed.astype(coef.dtype)
         t_after = float(max(part[4] for part in parts))
-        return new_intercept, loss_total, t_after, -1
+        return state._replace(intercept=new_intercept, t=t_after), loss_total, -1
 
 
 def _collect(*parts):
@@ -581,6 +529,42 @@ def fit(
     """
     started = time.perf_counter()
     client = _client(client)
+    resolved, settings, mode = _resolve(fit_options, strategy, minibatch_mode, fraction)
+    dtype = _dtype_of(X, dtype)
+    delayed_blocks, feature_names, target_name = _blocks_of(X, y, target, features, dtype)
+    blocks, rows, summary, plan_classes = _persist(client, delayed_blocks, resolved, classes,
+                                                   dtype)  # fmt: skip
+    n = sum(rows)
+    if mode == "sample":
+        if fraction is None:
+            fraction = min(1.0, resolved["batch_size"] / n)
+        resolved["batch_size"] = max(1, round(float(fraction) * n))
+    source = _DaskSource(
+        client, blocks, rows, summary, dtype, len(feature_names), mode,
+        float(fraction) if fraction is not None else 1.0, _local_options(resolved, settings),
+    )  # fmt: skip
+    try:
+        result = engine.train(
+            source, resolved, classes=plan_classes, coef_init=coef_init,
+            intercept_init=intercept_init,
+        )  # fmt: skip
+    finally:
+        source.blocks = []
+        del blocks
+    result.extras.update(
+        feature_names=list(feature_names), target=target_name, rows=n,
+        dask={
+            "partitions": len(rows), "mode": mode, "retries": source.retries,
+            "workers": len(client.nthreads()),
+            "step_seconds": list(source.step_seconds),
+        },
+    )  # fmt: skip
+    result.fit_time = time.perf_counter() - started
+    return result
+
+
+def _resolve(fit_options: dict, strategy, minibatch_mode, fraction):
+    """The engine's options (and the settings they came from), and how the epochs run."""
     unsupported = sorted(set(fit_options) - set(_FIT_DEFAULTS))
     if unsupported:
         raise TypeError(
@@ -592,7 +576,7 @@ def fit(
             f"minibatch_mode={minibatch_mode!r}; allowed values: {list(MINIBATCH_MODES)}."
         )
     settings = {**_FIT_DEFAULTS, **fit_options, "strategy": strategy}
-    resolved = engine._options(**settings)
+    resolved = engine.resolve_options(**settings)
     mode = "full" if resolved["strategy"].name == "full" else minibatch_mode
     if fraction is not None and not (0.0 < float(fraction) <= 1.0):
         raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}.")
@@ -603,71 +587,78 @@ def fit(
         )
     if mode == "sample" and resolved["strategy"].name == "sgd":
         raise ValueError("minibatch_mode='sample' needs strategy='minibatch' (or 'full').")
+    return resolved, settings, mode
+
+
+def _dtype_of(X, dtype) -> np.dtype:
     if dtype is None:
         given = getattr(X, "dtype", None)
         dtype = given if given in (np.float32, np.float64) else np.float64
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype={dtype.name!r}; allowed values: 'float64', 'float32'.")
+    return dtype
 
-    delayed_blocks, feature_names, target_name = _blocks_of(X, y, target, features, dtype)
+
+def _persist(client, delayed_blocks, resolved: dict, classes, dtype):
+    """The first pass: persist the blocks on the workers, summarise them, and map the
+    targets (±1 for the two classes, else floats). Returns the non-empty blocks (futures),
+    their rows, the summary and the classes."""
     # Persisted: the blocks stay in the workers' memory while the driver holds the futures;
     # they come from the input's graph, so Dask recomputes one lost with its worker.
     raw = client.compute(delayed_blocks)
     loss = resolved["loss"]
-    extra = 1.0 if resolved["fit_intercept"] else 0.0
-    stats = client.gather(
-        [client.submit(_block_stats, block, extra, loss.classification) for block in raw]
-    )
-    for index, (_, bad, _, _) in enumerate(stats):
-        if bad is not None:
-            where = "y" if bad[1] == "y" else f"column {bad[1]}"
+    parts = client.gather([
+        client.submit(_block_stats, block, resolved["fit_intercept"], loss, resolved["epsilon"])
+        for block in raw
+    ])  # fmt: skip
+    for index, part in enumerate(parts):
+        if part.bad is not None:
+            where = "y" if part.bad[1] == "y" else f"column {part.bad[1]}"
             raise ValueError(
-                f"partition {index} holds a NaN or infinite value at its row {bad[0]}, "
+                f"partition {index} holds a NaN or infinite value at its row {part.bad[0]}, "
                 f"{where}; clean or drop such rows first."
             )
-    rows = [int(part[0]) for part in stats]
-    if sum(rows) == 0:
+    keep = [i for i, part in enumerate(parts) if part.rows > 0]
+    if not keep:
         raise ValueError("no rows to train on: every partition is empty.")
-    keep = [i for i, count in enumerate(rows) if count > 0]
-    max_row_norm = max(part[2] for part in stats)
-    plan_classes = None
+    summary = functools.reduce(BlockStatistics.merge, [parts[i] for i in keep])
     if loss.classification:
-        labels = np.unique(np.concatenate([stats[i][3] for i in keep]))
-        if classes is not None:
-            plan_classes = np.asarray(classes)
-            unknown = np.setdiff1d(labels, plan_classes)
-            if plan_classes.shape[0] != 2 or unknown.size:
-                raise ValueError(
-                    f"classes={plan_classes.tolist()} must be two labels covering y's "
-                    f"labels {labels[:10].tolist()}."
-                )
-        elif labels.shape[0] != 2:
-            raise ValueError(
-                f"loss={loss.name!r} needs exactly two classes in y; found {labels.shape[0]}: "
-                f"{labels[:10].tolist()}."
-            )
-        else:
-            plan_classes = labels
+        plan_classes = _classes(loss, summary.labels, classes)
         blocks = [client.submit(_signed_block, raw[i], plan_classes, dtype) for i in keep]
     else:
+        plan_classes = None
         blocks = [client.submit(_float_block, raw[i], dtype) for i in keep]
     del raw
     distributed.wait(blocks)
-    n = sum(rows)
-    if mode == "sample":
-        if fraction is None:
-            fraction = min(1.0, resolved["batch_size"] / n)
-        resolved["batch_size"] = max(1, round(float(fraction) * n))
-    d = len(feature_names)
-    start = engine._starting_weights(
-        d, dtype, coef_init=coef_init, intercept_init=intercept_init,
-        average_start=resolved["average_start"], average_coef_init=None,
-        average_intercept_init=None,
-    )  # fmt: skip
+    return blocks, [parts[i].rows for i in keep], summary, plan_classes
+
+
+def _classes(loss, labels: np.ndarray, classes) -> np.ndarray:
+    """The two classes: ``classes`` when given (covering y's labels), else y's two labels."""
+    if classes is not None:
+        plan_classes = np.asarray(classes)
+        unknown = np.setdiff1d(labels, plan_classes)
+        if plan_classes.shape[0] != 2 or unknown.size:
+            raise ValueError(
+                f"classes={plan_classes.tolist()} must be two labels covering y's "
+                f"labels {labels[:10].tolist()}."
+            )
+        return plan_classes
+    if labels.shape[0] != 2:
+        raise ValueError(
+            f"loss={loss.name!r} needs exactly two classes in y; found {labels.shape[0]}: "
+            f"{labels[:10].tolist()}."
+        )
+    return labels
+
+
+def _local_options(resolved: dict, settings: dict) -> dict:
+    """``fastgd.fit``'s options for one partition's local epoch (``minibatch_mode="average"``)."""
     schedule = resolved["schedule"].name
-    local_options = dict(
-        loss=loss.name, strategy=resolved["strategy"].name, batch_size=resolved["batch_size"],
+    return dict(
+        loss=resolved["loss"].name, strategy=resolved["strategy"].name,
+        batch_size=resolved["batch_size"],
         # The engine owns the step size: auto is derived once, adaptive divides it between
         # rounds; each round runs with the current one.
         learning_rate="constant" if schedule in ("auto", "adaptive") else schedule,
@@ -675,25 +666,5 @@ def fit(
         l1_ratio=settings["l1_ratio"], epsilon=settings["epsilon"],
         fit_intercept=resolved["fit_intercept"], shuffle=settings["shuffle"],
         divergence_checks="non_finite",
-        classes=np.array([-1.0, 1.0]) if loss.classification else None,
+        classes=np.array([-1.0, 1.0]) if resolved["loss"].classification else None,
     )  # fmt: skip
-    source = _DaskSource(
-        client, blocks, [rows[i] for i in keep], max_row_norm, dtype, d, mode,
-        float(fraction) if fraction is not None else 1.0, local_options,
-    )  # fmt: skip
-    plan = engine._Plan(source=source, classes=plan_classes, **resolved, **start)
-    try:
-        result = engine._run(plan)
-    finally:
-        source.blocks = []
-        del blocks
-    result.extras.update(
-        feature_names=list(feature_names), target=target_name, rows=n,
-        dask={
-            "partitions": len(keep), "mode": mode, "retries": source.retries,
-            "workers": len(client.nthreads()),
-            "step_seconds": list(source.step_seconds),
-        },
-    )  # fmt: skip
-    result.fit_time = time.perf_counter() - started
-    return result

@@ -4,6 +4,13 @@ It validates the input, resolves the options to kernel codes, derives the ``auto
 size, draws the seeded row orders, calls one epoch kernel per epoch, records the loss
 curve, and decides when to stop: converged, diverged, stopped by the callback, or out of
 epochs.
+
+Every front trains through the same pair: :func:`resolve_options` (the options, checked)
+and :func:`train` (the set-up and the epoch loop) over a data source
+(:class:`fastgd.sources.DataSource`: arrays in memory here, the CSV cache in
+``fastgd.stream``, Dask partitions in ``fastgd.dask``). The sources answer narrow questions
+(rows, a sample, losses, one epoch); the policies (``auto``, the explosion scale, the
+parallel choice, back-offs, stopping, the loss curve) live here, once.
 """
 
 from __future__ import annotations
@@ -40,8 +47,17 @@ from ._validation import (
 from .errors import DivergenceError
 from .prediction import check_input, decision_values, labels
 from .prediction import predict_into as _predict_into
+from .sources import DataSource, EpochOrder, RowSample
 
-__all__ = ["FitResult", "auto_learning_rate", "fit"]
+__all__ = [
+    "FitResult",
+    "auto_learning_rate",
+    "fit",
+    "parallel_batches",
+    "penalty_value",
+    "resolve_options",
+    "train",
+]
 
 #: An epoch whose loss exceeds this many times the larger of the objective at the starting
 #: weights and that of the all-zero model has diverged.
@@ -160,11 +176,11 @@ class FitResult:
 
 @dataclass
 class _Plan:
-    """Everything validated and resolved; what the epoch loop needs. ``source`` is the data:
-    :class:`_ArraySource` for arrays in memory; the CSV trainer brings its own (same
-    methods)."""
+    """Everything validated and resolved; what the epoch loop needs. ``source`` is the data
+    (see :mod:`fastgd.sources`): :class:`_ArraySource` for arrays in memory, a
+    :class:`fastgd.sources.BlockSource` for the CSV trainer, Dask's own."""
 
-    source: object
+    source: DataSource
     loss: options.Loss
     strategy: options.Strategy
     schedule: options.Schedule
@@ -288,12 +304,15 @@ def optimal_init(loss: options.Loss, alpha: float, epsilon: float) -> float:
     return 1.0 / (initial_eta0 * alpha)
 
 
-def _options(*, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty, alpha,
-             l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept, shuffle,
-             random_state, callback, t_init=1.0, average=False, validation_score=None,
-             divergence_checks="all") -> dict:  # fmt: skip
-    """Validate and resolve every option that does not depend on the data: the keyword
-    arguments of :class:`_Plan` other than the data and the starting weights."""
+def resolve_options(*, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty,
+                    alpha, l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept,
+                    shuffle, random_state, callback, t_init=1.0, average=False,
+                    validation_score=None, divergence_checks="all") -> dict:  # fmt: skip
+    """Validate and resolve every option of ``fastgd.fit`` that does not depend on the data
+    (the keyword arguments of ``fit`` less ``DATA_ARGUMENTS``); returns them as
+    :func:`train` takes them: the loss, strategy and schedule as ``fastgd.options``
+    records, the penalty split into ``l1``/``l2``, the shuffle mode, the seeded ``rng``, ...
+    A front may adjust the dict (e.g. set ``validation_score``) before ``train``."""
     loss_opt = options.loss_by_name(loss)
     strategy_opt = options.strategy_by_name(strategy)
     schedule_opt = options.schedule_by_name(learning_rate)
@@ -385,10 +404,10 @@ def _starting_weights(d: int, dtype, *, coef_init, intercept_init, average_start
     )  # fmt: skip
 
 
-def _plan(X, y, *, sample_weight, coef_init, intercept_init, average_coef_init=None,
-          average_intercept_init=None, normalize_weights=True, classes=None,
-          **option_values) -> _Plan:  # fmt: skip
-    resolved = _options(**option_values)
+def _array_source(X, y, resolved: dict, *, sample_weight, normalize_weights,
+                  classes) -> tuple[_ArraySource, np.ndarray | None]:  # fmt: skip
+    """The validated arrays of ``fastgd.fit`` as its data source, and the two classes of a
+    classification (None for regression)."""
     sparse = is_sparse(X)
     if sparse and not resolved["schedule"].rule.sparse:
         raise ValueError(
@@ -397,7 +416,7 @@ def _plan(X, y, *, sample_weight, coef_init, intercept_init, average_coef_init=N
         )
     # Checked for NaN/inf below, in the pass that also gives L_row.
     X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
-    n, d = X.shape
+    n = X.shape[0]
     given_classes, classes = classes, None
     if resolved["loss"].classification:
         # Classes are found in y's own dtype: a cast to float32 first could merge labels.
@@ -408,13 +427,7 @@ def _plan(X, y, *, sample_weight, coef_init, intercept_init, average_coef_init=N
     sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)
     extra = 1.0 if resolved["fit_intercept"] else 0.0
     max_row_norm = scan_sparse(X, sw, extra) if sparse else scan(X, "X", sw, extra)
-    start = _starting_weights(
-        d, X.dtype, coef_init=coef_init, intercept_init=intercept_init,
-        average_start=resolved["average_start"], average_coef_init=average_coef_init,
-        average_intercept_init=average_intercept_init,
-    )  # fmt: skip
-    source = _ArraySource(X, y, sw, max_row_norm)
-    return _Plan(source=source, classes=classes, **resolved, **start)
+    return _ArraySource(X, y, sw, max_row_norm), classes
 
 
 def _rows_per_step(strategy: options.Strategy, batch_size: int, n: int) -> int:
@@ -447,6 +460,13 @@ def _largest_eigenvalue(
         # (memory-bound) up to moderate widths, and gives the eigenvalue exactly.
         gram = sample.T @ sample / m
         return float(np.linalg.eigvalsh(gram)[-1])
+    return _power_iteration(width, lambda vector: sample.T @ (sample @ vector) / m, rng,
+                            iterations)  # fmt: skip
+
+
+def _power_iteration(width: int, image_of, rng, iterations: int) -> float:
+    """The largest eigenvalue of a symmetric positive semi-definite operator (``image_of``:
+    its product with a vector) by power iteration: a lower bound converging from below."""
     vector = np.ones(width) + 0.1 * rng.standard_normal(width)
     eigenvalue = 0.0
     for _ in range(iterations):
@@ -454,7 +474,7 @@ def _largest_eigenvalue(
         if norm == 0.0:
             break
         vector /= norm
-        image = sample.T @ (sample @ vector) / m
+        image = image_of(vector)
         eigenvalue = float(vector @ image)
         vector = image
     return eigenvalue
@@ -504,13 +524,8 @@ def _sparse_power_iteration(rows, weights, fit_intercept: bool, rng, iterations:
     m, d = rows.shape
     root = np.ones(m) if weights is None else np.sqrt(weights)
     width = d + int(fit_intercept)
-    vector = np.ones(width) + 0.1 * rng.standard_normal(width)
-    eigenvalue = 0.0
-    for _ in range(iterations):
-        norm = np.linalg.norm(vector)
-        if norm == 0.0:
-            break
-        vector /= norm
+
+    def image_of(vector):
         image_rows = rows @ vector[:d]
         if fit_intercept:
             image_rows = image_rows + vector[d]
@@ -520,9 +535,9 @@ def _sparse_power_iteration(rows, weights, fit_intercept: bool, rng, iterations:
         if fit_intercept:
             image[d] = image_rows.sum()
         image /= m
-        eigenvalue = float(vector @ image)
-        vector = image
-    return eigenvalue
+        return image
+
+    return _power_iteration(width, image_of, rng, iterations)
 
 
 def auto_learning_rate(
@@ -606,7 +621,8 @@ def auto_learning_rate(
     return 1.0 / denominator
 
 
-def _penalty_value(coef: np.ndarray, l1: float, l2: float) -> float:
+def penalty_value(coef: np.ndarray, l1: float, l2: float) -> float:
+    """The penalty ``l1·‖w‖₁ + l2·½‖w‖²`` at ``coef`` (the intercept is never penalised)."""
     value = 0.0
     # Weights near overflow make the penalty inf: a non-finite loss, which the divergence
     # rules report with advice, not a numpy warning.
@@ -848,210 +864,289 @@ def fit(
         squares overflow, e.g. max |x| = 1e200), with the advice to scale them.
     """
     started = time.perf_counter()
-    plan = _plan(
-        X, y, loss=loss, strategy=strategy, batch_size=batch_size, learning_rate=learning_rate,
+    resolved = resolve_options(
+        loss=loss, strategy=strategy, batch_size=batch_size, learning_rate=learning_rate,
         eta0=eta0, power_t=power_t, penalty=penalty, alpha=alpha, l1_ratio=l1_ratio,
         epsilon=epsilon, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
-        fit_intercept=fit_intercept, sample_weight=sample_weight, shuffle=shuffle,
-        random_state=random_state, coef_init=coef_init, intercept_init=intercept_init,
-        callback=callback, t_init=t_init, average=average, average_coef_init=average_coef_init,
-        average_intercept_init=average_intercept_init, validation_score=validation_score,
-        normalize_weights=normalize_weights, divergence_checks=divergence_checks,
+        fit_intercept=fit_intercept, shuffle=shuffle, random_state=random_state,
+        callback=callback, t_init=t_init, average=average, validation_score=validation_score,
+        divergence_checks=divergence_checks,
+    )  # fmt: skip
+    source, found_classes = _array_source(
+        X, y, resolved, sample_weight=sample_weight, normalize_weights=normalize_weights,
         classes=classes,
     )  # fmt: skip
-    result = _run(plan)
+    result = train(
+        source, resolved, classes=found_classes, coef_init=coef_init,
+        intercept_init=intercept_init, average_coef_init=average_coef_init,
+        average_intercept_init=average_intercept_init,
+    )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result
 
 
+def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
+          intercept_init=None, average_coef_init=None,
+          average_intercept_init=None) -> FitResult:  # fmt: skip
+    """Train on any :class:`fastgd.sources.DataSource`: the one fit set-up and epoch loop
+    behind ``fastgd.fit`` (arrays in memory), ``fastgd.fit_csv`` and ``fastgd.dask.fit``.
+
+    ``resolved`` holds the options as :func:`resolve_options` returns them (a front may
+    set ``validation_score`` or change ``batch_size`` first); ``classes`` the two labels of
+    a classification (the source's targets are already ±1); the starting weights are
+    checked against the source's width and dtype as in ``fastgd.fit``."""
+    start = _starting_weights(
+        source.n_features, source.dtype, coef_init=coef_init, intercept_init=intercept_init,
+        average_start=resolved["average_start"], average_coef_init=average_coef_init,
+        average_intercept_init=average_intercept_init,
+    )  # fmt: skip
+    return _run(_Plan(source=source, classes=classes, **resolved, **start))
+
+
+def parallel_batches(rows: int, values_per_row: float) -> bool:
+    """Whether a batch of ``rows`` rows is accumulated in parallel: when it holds at least
+    ``PARALLEL_MIN_VALUES`` values, at least two chunks to share, and Numba has threads."""
+    return (
+        rows * values_per_row >= PARALLEL_MIN_VALUES
+        and rows >= 2 * MIN_CHUNK_ROWS
+        and numba.get_num_threads() > 1
+    )
+
+
+_NO_ORDER = np.empty(0, dtype=np.int64)
+
+
 class _ArraySource:
-    """The data of an in-memory fit: a dense array or a CSR matrix, with its targets and
-    weights, already validated. The epoch loop (:func:`_run`) asks its data source for the
-    ``auto`` step, the loss scale divergence is judged against, and each epoch; the CSV
-    trainer (``fastgd.stream``) supplies a source with the same methods."""
+    """The data of an in-memory fit, a :class:`fastgd.sources.DataSource`: a dense array
+    or a CSR matrix, with its targets and weights, already validated."""
 
     def __init__(self, X, y: np.ndarray, sample_weight: np.ndarray, max_row_norm: float):
         self.X = X
         self.y = y
         self.sample_weight = sample_weight
-        self.max_row_norm = max_row_norm
+        self._max_row_norm = max_row_norm
         # max s·‖x‖² overflowed: any step on such rows overflows (see ``_advice``).
         self.features_overflow = not math.isfinite(max_row_norm)
-        self.n_rows = X.shape[0]
+        self.n_rows, self.n_features = X.shape
+        self.values_per_row = _row_values(X)
         self.dtype = X.dtype
-
-    def auto_learning_rate(self, plan: _Plan, rows: int) -> float:
-        return auto_learning_rate(
-            self.X, self.sample_weight, loss=plan.loss, rows_per_step=rows,
-            fit_intercept=plan.fit_intercept, l2=plan.l2, rng=plan.rng,
-            max_row_norm=self.max_row_norm,
-            contiguous_rows=_contiguous_rows(plan.shuffle_mode, self.X),
-        )  # fmt: skip
-
-    def explosion_scale(self, plan: _Plan) -> float:
-        """The loss scale that divergence is judged against (see ``EXPLOSION_FACTOR``)."""
-        X, y, sw = self.X, self.y, self.sample_weight
-        n = X.shape[0]
-        scores = np.zeros(n, dtype=X.dtype)
-        zero_model = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
-        if not plan.coef.any() and plan.intercept == 0.0:
-            return zero_model  # the start is the zero model
-        if plan.coef.any():
-            _predict_into(X, plan.coef, float(plan.intercept), scores)
-        else:
-            scores.fill(plan.intercept)
-        start = loss_sum(scores, y, sw, plan.loss.code, plan.epsilon) / n
-        start += _penalty_value(plan.coef, plan.l1, plan.l2)
-        # 0 for a loss that is 0 at zero weights and at the start (the perceptron): its loss
-        # grows with the scale of w by design, so only non-finite values mean divergence.
-        return max(zero_model, start)
-
-    def start(self, plan: _Plan, rows: int) -> None:
-        """Before the first epoch: the row-order buffer and the parallel decision."""
-        X = self.X
-        self.rows = rows
-        self.parallel = (
-            rows * _row_values(X) >= PARALLEL_MIN_VALUES
-            and rows >= 2 * MIN_CHUNK_ROWS  # at least two chunks to share
-            and numba.get_num_threads() > 1
-        )
-        self.order = np.empty(self.n_rows if plan.strategy.name != "full" else 0, np.int64)
         self.block_rows = _block_rows(X)
-        self.stream_rows = self.block_rows if plan.shuffle_mode == options.SHUFFLE_BLOCK else 0
+        self._order: np.ndarray | None = None
 
-    def run_epoch(self, plan: _Plan, coef, intercept: float, t: float, eta: float, avg_w,
-                  avg_b):  # fmt: skip
-        """One epoch; returns ``(intercept, Σ s·L, t after, bad position or -1)``."""
-        X, y, sw, order = self.X, self.y, self.sample_weight, self.order
-        if order.shape[0]:
-            fill_epoch_order(order, plan.shuffle_mode, self.block_rows, plan.rng.integers(2**63))
-        spec = kernel_spec(plan, eta)
-        state = kernel_state(plan, coef, intercept, t, avg_w, avg_b)
+    def max_row_norm(self) -> float:
+        return self._max_row_norm
+
+    def sample(self, rng) -> RowSample:
+        # All the rows, in order: auto_learning_rate draws its own sample from them.
+        return RowSample(self.X, self.sample_weight, in_order=True)
+
+    def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
+        X, y, sw = self.X, self.y, self.sample_weight
+        scores = np.zeros(X.shape[0], dtype=X.dtype)
+        zero = loss_sum(scores, y, sw, loss, epsilon)
+        if coef is None:
+            return zero, zero
+        if coef.any():
+            _predict_into(X, coef, float(intercept), scores)
+        else:
+            scores.fill(intercept)
+        return zero, loss_sum(scores, y, sw, loss, epsilon)
+
+    def epoch(self, state: State, spec: Spec, order: EpochOrder) -> tuple[State, float, int]:
+        X, y, sw = self.X, self.y, self.sample_weight
+        rows = _NO_ORDER
+        if order.strategy != "full":
+            if self._order is None:
+                self._order = np.empty(self.n_rows, np.int64)
+            rows = self._order
+            fill_epoch_order(rows, order.shuffle, self.block_rows, order.rng.integers(2**63))
+        step_rows = self.n_rows if order.strategy == "full" else order.rows_per_step
+        stream_rows = self.block_rows if order.shuffle == options.SHUFFLE_BLOCK else 0
         if is_sparse(X):
-            return _sparse_epoch(plan, X, y, sw, order, self.rows, spec, state, self.parallel)
-        if plan.strategy.name == "sgd":
-            return sgd_epoch(X, y, sw, order, spec, state, self.stream_rows)
-        step_rows = self.n_rows if plan.strategy.name == "full" else self.rows
-        return batch_epoch(X, y, sw, order, step_rows, spec, state, self.parallel, self.stream_rows)
+            result = _sparse_epoch(order.strategy, X, y, sw, rows, step_rows, spec, state,
+                                   order.parallel)  # fmt: skip
+        elif order.strategy == "sgd":
+            result = sgd_epoch(X, y, sw, rows, spec, state, stream_rows)
+        else:
+            result = batch_epoch(X, y, sw, rows, step_rows, spec, state, order.parallel,
+                                 stream_rows)  # fmt: skip
+        intercept, loss_total, t, bad = result
+        return state._replace(intercept=intercept, t=t), loss_total, bad
 
 
 def _run(plan: _Plan) -> FitResult:
-    """The epoch loop."""
+    """The epoch loop: the engine's policies around the source's epochs."""
     source = plan.source
-    n = source.n_rows
-    rows = _rows_per_step(plan.strategy, plan.batch_size, n)
-    if plan.schedule.name == "auto":
-        eta = source.auto_learning_rate(plan, rows)
-    else:
-        eta = plan.eta0
-    start_eta = eta
-    source.start(plan, rows)
-    coef = plan.coef
-    intercept = plan.intercept
-    scale = source.explosion_scale(plan)
-    t = plan.t_init
-    averaging = plan.average_coef is not None
-    avg_w = plan.average_coef if averaging else np.empty(0)
-    avg_b = np.array([plan.average_intercept]) if averaging else np.empty(0)
-    best_score = -math.inf
-    scores: list[float] = []
-    # The best state so far (lowest epoch loss): where a back-off restarts from and what a
-    # DivergenceError keeps. For sgd/minibatch an epoch's loss belongs to the weights at
-    # its end; for full batch to those at its start (the objective of the step's pass).
-    best = math.inf
-    best_coef, best_intercept, best_t = coef.copy(), intercept, t
-    best_avg = (avg_w.copy(), avg_b.copy())
-    backtracks = 0
-    history: list[float] = []
-    no_improvement = 0
-    converged = False
-    epoch = 0
-    while epoch < plan.max_iter:
-        start_coef, start_intercept, start_t = coef.copy(), intercept, t
-        penalty_now = _penalty_value(coef, plan.l1, plan.l2)
-        start_avg = (avg_w.copy(), avg_b[0]) if averaging else None
-        intercept, epoch_loss_sum, t, bad = source.run_epoch(
-            plan, coef, intercept, t, eta, avg_w, avg_b
-        )
-        epoch_loss = epoch_loss_sum / n + penalty_now
+    rows = _rows_per_step(plan.strategy, plan.batch_size, source.n_rows)
+    order = EpochOrder(
+        plan.strategy.name, rows, plan.shuffle_mode, plan.rng,
+        parallel_batches(rows, source.values_per_row),
+    )  # fmt: skip
+    eta = _auto_step(plan, rows) if plan.schedule.name == "auto" else plan.eta0
+    loop = _Loop(plan, eta, _explosion_scale(plan))
+    while len(loop.history) < plan.max_iter and loop.step(order):
+        pass
+    return loop.result()
+
+
+def _auto_step(plan: _Plan, rows: int) -> float:
+    """``learning_rate="auto"``'s step from the source's row sample and largest row norm."""
+    source = plan.source
+    sample = source.sample(plan.rng)
+    taken = sample.rows.shape[0]
+    # A full batch of the data is a full batch of the sample.
+    per_step = taken if rows >= source.n_rows else min(rows, taken)
+    contiguous = _contiguous_rows(plan.shuffle_mode, sample.rows) if sample.in_order else 0
+    return auto_learning_rate(
+        sample.rows, sample.weights, loss=plan.loss, rows_per_step=per_step,
+        fit_intercept=plan.fit_intercept, l2=plan.l2, rng=plan.rng,
+        max_row_norm=source.max_row_norm(), contiguous_rows=contiguous,
+    )  # fmt: skip
+
+
+def _explosion_scale(plan: _Plan) -> float:
+    """The loss scale that divergence is judged against (see ``EXPLOSION_FACTOR``): the
+    larger of the objective at the start and that of the all-zero model."""
+    source = plan.source
+    moved = bool(plan.coef.any() or plan.intercept != 0.0)
+    zero, start = source.losses(
+        plan.loss.code, plan.epsilon, plan.coef if moved else None, plan.intercept
+    )
+    zero_model = zero / source.n_rows
+    if not moved:
+        return zero_model
+    # 0 for a loss that is 0 at zero weights and at the start (the perceptron): its loss
+    # grows with the scale of w by design, so only non-finite values mean divergence.
+    return max(zero_model, start / source.n_rows + penalty_value(plan.coef, plan.l1, plan.l2))
+
+
+class _Loop:
+    """The epoch loop's state: the weights, the step size, the loss curve, and the best
+    state so far (lowest epoch loss): where a back-off restarts from and what a
+    DivergenceError keeps. For sgd/minibatch an epoch's loss belongs to the weights at its
+    end; for full batch to those at its start (the objective of the step's pass)."""
+
+    def __init__(self, plan: _Plan, eta: float, scale: float):
+        self.plan = plan
+        self.eta = self.start_eta = eta
+        self.scale = scale
+        self.coef, self.intercept, self.t = plan.coef, plan.intercept, plan.t_init
+        self.averaging = plan.average_coef is not None
+        self.avg_w = plan.average_coef if self.averaging else np.empty(0)
+        self.avg_b = np.array([plan.average_intercept]) if self.averaging else np.empty(0)
+        self.best = math.inf
+        self.best_state = (self.coef.copy(), self.intercept, self.t,
+                           (self.avg_w.copy(), self.avg_b.copy()))  # fmt: skip
+        self.best_score = -math.inf
+        self.scores: list[float] = []
+        self.history: list[float] = []
+        self.backtracks = 0
+        self.no_improvement = 0
+        self.converged = False
+
+    def step(self, order: EpochOrder) -> bool:
+        """One epoch and the rules after it; False once the run is over."""
+        plan = self.plan
+        start_avg = (self.avg_w.copy(), np.array([self.avg_b[0]])) if self.averaging else None
+        start = (self.coef.copy(), self.intercept, self.t, start_avg)
+        penalty_now = penalty_value(self.coef, plan.l1, plan.l2)
+        state = kernel_state(plan, self.coef, self.intercept, self.t, self.avg_w, self.avg_b)
+        state, loss_total, bad = plan.source.epoch(state, kernel_spec(plan, self.eta), order)
+        self.intercept, self.t = state.intercept, state.t
+        epoch_loss = loss_total / plan.source.n_rows + penalty_now
         score = None
         if plan.validation_score is not None and bad < 0:
-            model_coef, model_intercept = _model(plan, coef, intercept, avg_w, avg_b, t)
-            score = float(plan.validation_score(model_coef, model_intercept))
-            improved = plan.tol is None or score >= best_score + plan.tol
+            score = float(plan.validation_score(*self.model()))
+            improved = plan.tol is None or score >= self.best_score + plan.tol
         else:
-            improved = plan.tol is None or epoch_loss <= best - plan.tol
-        pending_no_improvement = 0 if improved else no_improvement + 1
+            improved = plan.tol is None or epoch_loss <= self.best - plan.tol
+        pending = 0 if improved else self.no_improvement + 1
         reason = _divergence(
-            plan, epoch_loss, bad >= 0, coef, intercept, scale, best, history,
-            pending_no_improvement if plan.validation_score is None else 0,
+            plan, epoch_loss, bad >= 0, self.coef, self.intercept, self.scale, self.best,
+            self.history, pending if plan.validation_score is None else 0,
         )  # fmt: skip
         if reason is not None:
-            if plan.schedule.name == "auto" and backtracks < AUTO_MAX_BACKTRACKS:
-                # The derived step is safe for random batches in expectation; an adversarial
-                # order or a few rows of extreme leverage can still make it overshoot. Go
-                # back to the best state and retry with a smaller step.
-                coef[:] = best_coef
-                intercept, t = best_intercept, best_t
-                avg_w[:], avg_b[:] = best_avg
-                eta /= AUTO_BACKTRACK_DIVISOR
-                backtracks += 1
-                no_improvement = 0
-                continue
-            raise DivergenceError(
-                f"Training diverged in epoch {epoch + 1}: {reason}, with a step size of "
-                f"{eta:.3g} (learning_rate={plan.schedule.name!r}). {_advice(plan)}",
-                epoch=epoch + 1,
-                coef=best_coef,
-                intercept=best_intercept,
-                loss_history=np.array(history),
-            )
-        epoch += 1
-        history.append(epoch_loss)
-        no_improvement = pending_no_improvement
+            self._back_off(reason)
+            return True
+        self._record(epoch_loss, pending, score, start)
+        return self._go_on(epoch_loss)
+
+    def _back_off(self, reason: str) -> None:
+        plan = self.plan
+        best_coef, best_intercept, best_t, best_avg = self.best_state
+        if plan.schedule.name == "auto" and self.backtracks < AUTO_MAX_BACKTRACKS:
+            # The derived step is safe for random batches in expectation; an adversarial
+            # order or a few rows of extreme leverage can still make it overshoot. Go back
+            # to the best state and retry with a smaller step.
+            self.coef[:] = best_coef
+            self.intercept, self.t = best_intercept, best_t
+            self.avg_w[:], self.avg_b[:] = best_avg
+            self.eta /= AUTO_BACKTRACK_DIVISOR
+            self.backtracks += 1
+            self.no_improvement = 0
+            return
+        epoch = len(self.history) + 1
+        raise DivergenceError(
+            f"Training diverged in epoch {epoch}: {reason}, with a step size of "
+            f"{self.eta:.3g} (learning_rate={plan.schedule.name!r}). {_advice(plan)}",
+            epoch=epoch, coef=best_coef, intercept=best_intercept,
+            loss_history=np.array(self.history),
+        )  # fmt: skip
+
+    def _record(self, epoch_loss: float, pending: int, score, start) -> None:
+        self.history.append(epoch_loss)
+        self.no_improvement = pending
         if score is not None:
-            scores.append(score)
-            best_score = max(best_score, score)
-        if epoch_loss < best:
-            best = epoch_loss
-            if plan.strategy.name == "full":
-                best_coef, best_intercept, best_t = start_coef, start_intercept, start_t
-                if averaging:
-                    best_avg = (start_avg[0], np.array([start_avg[1]]))
+            self.scores.append(score)
+            self.best_score = max(self.best_score, score)
+        if epoch_loss < self.best:
+            self.best = epoch_loss
+            if self.plan.strategy.name == "full":
+                start_coef, start_intercept, start_t, start_avg = start
+                self.best_state = (start_coef, start_intercept, start_t,
+                                   start_avg if self.averaging else self.best_state[3])  # fmt: skip
             else:
-                best_coef, best_intercept, best_t = coef.copy(), intercept, t
-                best_avg = (avg_w.copy(), avg_b.copy())
+                self.best_state = (self.coef.copy(), self.intercept, self.t,
+                                   (self.avg_w.copy(), self.avg_b.copy()))  # fmt: skip
+
+    def _go_on(self, epoch_loss: float) -> bool:
+        plan = self.plan
         if plan.callback is not None:
-            model_coef, model_intercept = _model(plan, coef, intercept, avg_w, avg_b, t)
+            model_coef, model_intercept = self.model()
             snapshot = model_coef.copy()
             snapshot.flags.writeable = False
-            if plan.callback(epoch, snapshot, model_intercept, epoch_loss):
-                break
-        if plan.tol is not None and no_improvement >= plan.n_iter_no_change:
-            if plan.schedule.name == "adaptive" and eta > ADAPTIVE_MIN_ETA:
-                eta /= ADAPTIVE_DIVISOR
-                no_improvement = 0
+            if plan.callback(len(self.history), snapshot, model_intercept, epoch_loss):
+                return False
+        if plan.tol is not None and self.no_improvement >= plan.n_iter_no_change:
+            if plan.schedule.name == "adaptive" and self.eta > ADAPTIVE_MIN_ETA:
+                self.eta /= ADAPTIVE_DIVISOR
+                self.no_improvement = 0
             else:
-                converged = True
-                break
-    model_coef, model_intercept = _model(plan, coef, intercept, avg_w, avg_b, t)
-    return FitResult(
-        coef=model_coef,
-        intercept=source.dtype.type(model_intercept),
-        n_iter=len(history),
-        loss_history=np.array(history),
-        converged=converged,
-        learning_rate=start_eta,
-        t=t,
-        loss=plan.loss.name,
-        classes=plan.classes,
-        extras={"final_learning_rate": eta, "auto_backtracks": backtracks},
-        standard_coef=coef if averaging else None,
-        standard_intercept=source.dtype.type(intercept) if averaging else None,
-        average_coef=avg_w if averaging else None,
-        average_intercept=float(avg_b[0]) if averaging else None,
-        validation_scores=np.array(scores) if plan.validation_score is not None else None,
-    )
+                self.converged = True
+                return False
+        return True
+
+    def model(self) -> tuple[np.ndarray, float]:
+        """The model's weights: the running means once averaging has begun (some step
+        numbered at least ``average_start`` has run), else the iterate."""
+        if self.plan.average_start and self.t - 1.0 >= self.plan.average_start:
+            return self.avg_w.astype(self.coef.dtype), float(self.avg_b[0])
+        return self.coef, self.intercept
+
+    def result(self) -> FitResult:
+        plan, dtype, averaging = self.plan, self.plan.source.dtype, self.averaging
+        model_coef, model_intercept = self.model()
+        return FitResult(
+            coef=model_coef, intercept=dtype.type(model_intercept), n_iter=len(self.history),
+            loss_history=np.array(self.history), converged=self.converged,
+            learning_rate=self.start_eta, t=self.t, loss=plan.loss.name, classes=plan.classes,
+            extras={"final_learning_rate": self.eta, "auto_backtracks": self.backtracks},
+            standard_coef=self.coef if averaging else None,
+            standard_intercept=dtype.type(self.intercept) if averaging else None,
+            average_coef=self.avg_w if averaging else None,
+            average_intercept=float(self.avg_b[0]) if averaging else None,
+            validation_scores=np.array(self.scores) if plan.validation_score is not None else None,
+        )  # fmt: skip
 
 
 def _advice(plan: _Plan) -> str:
@@ -1068,20 +1163,11 @@ def _advice(plan: _Plan) -> str:
     return "Try learning_rate='auto', a smaller eta0, or standardising the features."
 
 
-def _sparse_epoch(plan, X, y, sw, order, rows, spec, state, parallel):
+def _sparse_epoch(strategy: str, X, y, sw, order, step_rows, spec, state, parallel):
     """One epoch on CSR data (the kernels of ``fastgd._kernels.sparse``)."""
     from ._kernels.sparse import batch_epoch_csr, sgd_epoch_csr
 
     parts = (X.data, X.indices, X.indptr, y, sw, order)
-    if plan.strategy.name == "sgd":
+    if strategy == "sgd":
         return sgd_epoch_csr(*parts, spec, state)
-    step_rows = X.shape[0] if plan.strategy.name == "full" else rows
     return batch_epoch_csr(*parts, step_rows, spec, state, parallel)
-
-
-def _model(plan: _Plan, coef, intercept, avg_w, avg_b, t):
-    """The model's weights: the running means once averaging has begun (some step numbered
-    at least ``average_start`` has run), else the iterate."""
-    if plan.average_start and t - 1.0 >= plan.average_start:
-        return avg_w.astype(coef.dtype), float(avg_b[0])
-    return coef, intercept

@@ -7,9 +7,9 @@ count, the classes, the largest row norm, the zero model's loss and a uniform sa
 (for ``learning_rate="auto"``), and the feature means and scales (for ``standardize``; the
 row norms of the scaled rows then take one pass over the cache). Every
 epoch then reads the memory-mapped cache block by block, through the engine's own epoch
-loop (:func:`fastgd.engine._run`): this module supplies the engine a data source whose
-epochs run the same kernels on one block at a time, so memory is bounded by the block size,
-not by the file.
+loop (:func:`fastgd.engine.train`): this module supplies the engine a data source (a
+:class:`fastgd.sources.BlockSource`) whose epochs run the same kernels on one block at a
+time, so memory is bounded by the block size, not by the file.
 
 Row order: with ``shuffle`` the rows of each block are permuted, and the blocks are visited
 in a fresh random order each epoch; without it, epochs visit the file's order. Mini-batches
@@ -20,29 +20,18 @@ whole file in memory.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
-from . import engine, options
-from ._kernels.epochs import (
-    MIN_CHUNK_ROWS,
-    accumulate_gradient,
-    batch_epoch,
-    loss_sum,
-    scan_rows,
-    sgd_epoch,
-    take_step,
-)
-from ._kernels.order import fill_epoch_order
+from . import engine
 from ._validation import check_scalar
 from .io.cache import BlockCache, CacheChecksumError
 from .io.csv import CsvError, iter_csv, read_schema
 from .prediction import decision_values
+from .sources import BlockSource, BlockStatistics, RowSample, RowSampler, block_statistics
 
 __all__ = ["DEFAULT_BLOCK_ROWS", "StreamStats", "fit_csv"]
 
@@ -109,27 +98,96 @@ class _Moments:
         return np.where(std > 0.0, std, 1.0)
 
 
-class _Sampler:
-    """A uniform sample of at most ``size`` rows of a stream of unknown length (the rows
-    with the smallest random keys)."""
+class _FirstPass:
+    """What the first pass gathers, block by block: the row statistics of every block
+    (:func:`fastgd.sources.block_statistics`), the feature moments (``standardize``), the
+    row sample (``auto``), the skipped rows."""
 
-    def __init__(self, size: int, rng: np.random.Generator):
-        self.size = size
-        self.rng = rng
-        self.keys = np.empty(0)
-        self.rows: np.ndarray | None = None
+    def __init__(self, schema, *, standardize, loss, rng, progress, validation_fraction,
+                 sample_rows, fit_intercept, epsilon):  # fmt: skip
+        self.schema = schema
+        self.standardize = standardize
+        self.loss = loss
+        self.epsilon = epsilon
+        self.fit_intercept = fit_intercept
+        self.progress = progress
+        self.validation_fraction = validation_fraction
+        self.stats = StreamStats(n_features=len(schema.feature_names))
+        self.stats.feature_names = list(schema.feature_names)
+        self.moments = _Moments(self.stats.n_features)
+        self.sampler = RowSampler(sample_rows, rng) if sample_rows else None
+        self.summary: BlockStatistics | None = None
 
-    def add(self, X: np.ndarray) -> None:
-        keys = self.rng.random(X.shape[0])
-        if self.rows is None:
-            merged_keys, merged_rows = keys, np.asarray(X, dtype=np.float64)
-        else:
-            merged_keys = np.concatenate([self.keys, keys])
-            merged_rows = np.concatenate([self.rows, np.asarray(X, dtype=np.float64)])
-        if merged_keys.shape[0] > self.size:
-            keep = np.argpartition(merged_keys, self.size - 1)[: self.size]
-            merged_keys, merged_rows = merged_keys[keep], merged_rows[keep]
-        self.keys, self.rows = merged_keys, merged_rows
+    def gather(self, block) -> None:
+        stats = self.stats
+        X, y = block.X, block.y
+        if self.validation_fraction > 0.0:
+            train = ~held_out(block.line_numbers, self.validation_fraction)
+            X, y = X[train], y[train]
+            stats.n_validation += block.rows - X.shape[0]
+            if X.shape[0] == 0:
+                return
+        if self.standardize:
+            moments = self.moments
+            moments.add(X)
+        part = block_statistics(
+            X, y, fit_intercept=self.fit_intercept, loss=self.loss, epsilon=self.epsilon,
+            norms=not self.standardize,  # the scaled rows' norms come from one later pass
+        )  # fmt: skip
+        self.summary = part if self.summary is None else self.summary.merge(part)
+        if self.sampler is not None:
+            self.sampler.add(X)
+        self._check_labels(self.summary.labels, more_only=True)
+        stats.n_rows += X.shape[0]
+        if self.progress is not None:
+            self.progress(0, stats.n_rows, None)
+
+    def add_skipped(self, block) -> None:
+        stats = self.stats
+        for reason, count in block.skipped.items():
+            stats.skipped[reason] = stats.skipped.get(reason, 0) + count
+        stats.skipped_lines.extend(block.skipped_lines[: 10 - len(stats.skipped_lines)])
+
+    def _check_labels(self, labels, more_only: bool) -> None:
+        if labels is None or (labels.shape[0] <= 2 if more_only else labels.shape[0] == 2):
+            return
+        schema = self.schema
+        found = f"more: {labels[:10].tolist()}" if more_only else (
+            f"{labels.shape[0]}: {labels.tolist()}"
+        )  # fmt: skip
+        advice = (
+            " Use a regression loss, or SGDClassifier.partial_fit over fastgd.iter_csv for "
+            "more classes." if more_only else ""
+        )  # fmt: skip
+        raise CsvError(
+            f"loss={self.loss.name!r} needs exactly two classes in the target column "
+            f"{schema.target!r}; found {found}.{advice}",
+            path=schema.path, line=None, column=schema.target,
+        )  # fmt: skip
+
+    def finish(self, started: float) -> StreamStats:
+        stats, summary = self.stats, self.summary
+        if stats.n_rows == 0:
+            raise CsvError("no data rows to train on.", path=self.schema.path)
+        if self.validation_fraction > 0.0 and stats.n_validation == 0:
+            raise CsvError(
+                f"validation_fraction={self.validation_fraction} held out no row of "
+                f"{stats.n_rows}; use a larger fraction or more rows.",
+                path=self.schema.path,
+            )
+        if self.loss.classification:
+            self._check_labels(summary.labels, more_only=False)
+            stats.labels = summary.labels
+        stats.max_row_norm = summary.max_row_norm
+        stats.zero_loss = summary.zero_loss
+        if self.standardize:
+            stats.mean, stats.scale = self.moments.mean, self.moments.scale()
+        sample = self.sampler.rows if self.sampler is not None else None
+        if self.standardize and sample is not None:
+            sample = (sample - stats.mean) / stats.scale
+        stats.sample = sample
+        stats.seconds = time.perf_counter() - started
+        return stats
 
 
 def _first_pass(
@@ -139,142 +197,87 @@ def _first_pass(
     """Read the CSV once (or its valid cache), write the cache, and gather the statistics
     (the feature moments only with ``standardize``, the row sample only for ``auto``). The
     largest row norm and the zero model's loss come from this pass too, unless the features
-    are standardised (then from the scaled rows, in one later pass)."""
-    no_weights = np.empty(0)
-    extra = 1.0 if fit_intercept else 0.0
+    are standardised (then the row norms come from the scaled rows, in one later pass)."""
     started = time.perf_counter()
-    stats = StreamStats(n_features=len(schema.feature_names))
-    stats.feature_names = list(schema.feature_names)
     cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir, notify=True)
     if cache is not None and cache.skipped and on_bad_rows == "error":
         # Written by a run that skipped bad rows: this run must stop at the first one.
         cache = None
-    moments = _Moments(stats.n_features)
-    sampler = _Sampler(sample_rows, rng)
-    labels: set = set()
+    gathered = _FirstPass(
+        schema, standardize=standardize, loss=loss, rng=rng, progress=progress,
+        validation_fraction=validation_fraction, sample_rows=sample_rows,
+        fit_intercept=fit_intercept, epsilon=epsilon,
+    )  # fmt: skip
+    if cache is None:
+        cache = _read_csv(schema, gathered, dtype, block_rows, cache_dir, on_bad_rows)
+        return cache, gathered.finish(started)
+    gathered.stats.from_cache = True
+    rng_state = rng.bit_generator.state
+    try:
+        for block in cache.blocks(block_rows):  # checks every chunk's checksum
+            gathered.gather(block)
+    except CacheChecksumError as exc:
+        # Damaged: nothing was trained yet. Discard it and start again from the CSV.
+        cache.discard(exc.reason)
+        rng.bit_generator.state = rng_state
+        return _first_pass(
+            schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
+            on_bad_rows=on_bad_rows, standardize=standardize, loss=loss, rng=rng,
+            progress=progress, validation_fraction=validation_fraction,
+            sample_rows=sample_rows, fit_intercept=fit_intercept, epsilon=epsilon,
+        )  # fmt: skip
+    gathered.stats.skipped = dict(cache.skipped)
+    gathered.stats.skipped_lines = list(cache.skipped_lines)
+    return cache, gathered.finish(started)
 
-    def gather(block) -> None:
-        X, y = block.X, block.y
-        if validation_fraction > 0.0:
-            train = ~held_out(block.line_numbers, validation_fraction)
-            X, y = X[train], y[train]
-            stats.n_validation += block.rows - X.shape[0]
-            if X.shape[0] == 0:
-                return
-        if standardize:
-            moments.add(X)
-        else:
-            rows = np.ascontiguousarray(X)
-            _, _, norm = scan_rows(rows, no_weights, extra)
-            stats.max_row_norm = max(stats.max_row_norm, float(norm))
-        if sample_rows:
-            sampler.add(X)
-        if not loss.classification:
-            zeros = np.zeros(X.shape[0], dtype=X.dtype)
-            stats.zero_loss += loss_sum(zeros, np.ascontiguousarray(y), no_weights, loss.code,
-                                        epsilon)  # fmt: skip
-        if loss.classification:
-            labels.update(np.unique(y).tolist())
-            if len(labels) > 2:
-                shown = sorted(labels)[:10]
-                raise CsvError(
-                    f"loss={loss.name!r} needs exactly two classes in the target column "
-                    f"{schema.target!r}; found more: {shown}. Use a regression loss, or "
-                    "SGDClassifier.partial_fit over fastgd.iter_csv for more classes.",
-                    path=schema.path, line=None, column=schema.target,
-                )  # fmt: skip
-        stats.n_rows += X.shape[0]
-        if progress is not None:
-            progress(0, stats.n_rows, None)
 
-    if cache is not None:
-        stats.from_cache = True
-        rng_state = rng.bit_generator.state
+def _read_csv(schema, gathered: _FirstPass, dtype, block_rows, cache_dir,
+              on_bad_rows) -> BlockCache:  # fmt: skip
+    """The first pass over the CSV itself: every block into the cache and the statistics."""
+    with BlockCache.writer(schema, dtype=dtype, cache_dir=cache_dir) as writer:
+        blocks = iter_csv(schema, block_rows=block_rows, dtype=dtype, on_bad_rows=on_bad_rows)
         try:
-            for block in cache.blocks(block_rows):  # checks every chunk's checksum
-                gather(block)
-        except CacheChecksumError as exc:
-            # Damaged: nothing was trained yet. Discard it and start again from the CSV.
-            cache.discard(exc.reason)
-            rng.bit_generator.state = rng_state
-            return _first_pass(
-                schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
-                on_bad_rows=on_bad_rows, standardize=standardize, loss=loss, rng=rng,
-                progress=progress, validation_fraction=validation_fraction,
-                sample_rows=sample_rows, fit_intercept=fit_intercept, epsilon=epsilon,
-            )  # fmt: skip
-        stats.skipped = dict(cache.skipped)
-        stats.skipped_lines = list(cache.skipped_lines)
-    else:
-        with BlockCache.writer(schema, dtype=dtype, cache_dir=cache_dir) as writer:
-            blocks = iter_csv(schema, block_rows=block_rows, dtype=dtype, on_bad_rows=on_bad_rows)
-            try:
-                for block in blocks:
-                    writer.append(block)
-                    for reason, count in block.skipped.items():
-                        stats.skipped[reason] = stats.skipped.get(reason, 0) + count
-                    stats.skipped_lines.extend(block.skipped_lines[: 10 - len(stats.skipped_lines)])
-                    if block.rows:
-                        gather(block)
-            finally:
-                close = getattr(blocks, "close", None)
-                if close is not None:
-                    close()
-            if stats.n_rows == 0:
-                raise CsvError(
-                    "no data rows to train on"
-                    + (" (every row was skipped)" if stats.skipped else "")
-                    + ".",
-                    path=schema.path,
-                )
-            cache = writer.commit()
-    if stats.n_rows == 0:
-        raise CsvError("no data rows to train on.", path=schema.path)
-    if validation_fraction > 0.0 and stats.n_validation == 0:
-        raise CsvError(
-            f"validation_fraction={validation_fraction} held out no row of "
-            f"{stats.n_rows}; use a larger fraction or more rows.",
-            path=schema.path,
-        )
-    if loss.classification:
-        found = np.array(sorted(labels))
-        if found.shape[0] != 2:
+            for block in blocks:
+                writer.append(block)
+                gathered.add_skipped(block)
+                if block.rows:
+                    gathered.gather(block)
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
+        if gathered.stats.n_rows == 0:
             raise CsvError(
-                f"loss={loss.name!r} needs exactly two classes in the target column "
-                f"{schema.target!r}; found {found.shape[0]}: {found.tolist()}.",
-                path=schema.path, column=schema.target,
-            )  # fmt: skip
-        stats.labels = found
-        # Margin losses take the same value at a zero score for either label.
-        one = np.ones(1, dtype=dtype)
-        stats.zero_loss = stats.n_rows * loss_sum(one * 0, one, no_weights, loss.code, epsilon)
-    if standardize:
-        stats.mean, stats.scale = moments.mean, moments.scale()
-    sample = sampler.rows
-    if standardize and sample is not None:
-        sample = (sample - stats.mean) / stats.scale
-    stats.sample = sample
-    stats.seconds = time.perf_counter() - started
-    return cache, stats
+                "no data rows to train on"
+                + (" (every row was skipped)" if gathered.stats.skipped else "")
+                + ".",
+                path=schema.path,
+            )
+        return writer.commit()
 
 
-class _BlockSource:
-    """The engine's data source for a cached CSV: epochs over memory-mapped blocks."""
+class _CsvSource(BlockSource):
+    """The engine's data source for a cached CSV: epochs over memory-mapped blocks (a
+    :class:`fastgd.sources.BlockSource`), with the statistics of the first pass."""
 
-    def __init__(self, cache: BlockCache, stats: StreamStats, *, block_rows: int, plan_classes,
-                 progress: Callable | None, validation_fraction: float = 0.0):  # fmt: skip
+    def __init__(self, cache: BlockCache, stats: StreamStats, *, block_rows: int,
+                 fit_intercept: bool, progress: Callable | None,
+                 validation_fraction: float = 0.0):  # fmt: skip
+        super().__init__(
+            stats.n_rows, stats.n_features, cache.dtype, fit_intercept=fit_intercept,
+            block_rows=block_rows, progress=progress,
+        )  # fmt: skip
         self.validation_fraction = validation_fraction
         self.cache = cache
         self.stats = stats
-        self.block_rows = block_rows
-        self.n_rows = stats.n_rows
-        self.dtype = cache.dtype
-        self.classes = plan_classes
-        self.progress = progress
-        self.epochs_run = 0
-        self.no_weights = np.empty(0)
+        self.classes = stats.labels
 
-    # -- what the engine asks before the first epoch
+    def block_count(self) -> int:
+        return self.cache.block_count(self.block_rows)
+
+    def blocks(self, order=None):
+        return self._blocks(order)
+
     def _blocks(self, order=None, validation=False):
         """The training rows (``validation``: the held-out rows) of each block, ready for
         the kernels."""
@@ -325,159 +328,20 @@ class _BlockSource:
             y = np.array(y)
         return np.ascontiguousarray(X), np.ascontiguousarray(y)
 
-    def max_row_norm(self, fit_intercept: bool) -> float:
-        """The largest ``‖x‖² (+1)`` over the data (a pass over the cache, once)."""
+    # -- what the first pass found (else a pass over the blocks, as any BlockSource)
+    def max_row_norm(self) -> float:
         if self.stats.mean is None:  # found by the first pass
             return self.stats.max_row_norm
-        if not hasattr(self, "_max_row_norm"):
-            extra = 1.0 if fit_intercept else 0.0
-            self._max_row_norm = 0.0
-            for X, _ in self._blocks():
-                _, _, norm = scan_rows(X, self.no_weights, extra)
-                self._max_row_norm = max(self._max_row_norm, float(norm))
-        return self._max_row_norm
+        return super().max_row_norm()
 
-    def auto_learning_rate(self, plan, rows: int) -> float:
-        # The curvature from the first pass's uniform sample of rows (its eigenvalue), the
-        # per-row bound from every row; batches are random within blocks.
-        sample = self.stats.sample.astype(self.dtype)
-        # A full batch of the data is a full batch of the sample.
-        per_step = sample.shape[0] if rows >= self.n_rows else min(rows, sample.shape[0])
-        return engine.auto_learning_rate(
-            sample, self.no_weights, loss=plan.loss, rows_per_step=per_step,
-            fit_intercept=plan.fit_intercept, l2=plan.l2, rng=plan.rng,
-            max_row_norm=self.max_row_norm(plan.fit_intercept), contiguous_rows=0,
-        )  # fmt: skip
+    def sample(self, rng) -> RowSample:
+        # The first pass's uniform sample of rows (drawn with the fit's generator).
+        return RowSample(self.stats.sample.astype(self.dtype), np.empty(0))
 
-    def explosion_scale(self, plan) -> float:
-        moved = bool(plan.coef.any() or plan.intercept != 0.0)
-        if not moved:  # the zero model's loss came from the first pass
-            return self.stats.zero_loss / self.n_rows
-        zero_model = 0.0
-        start = 0.0
-        for X, y in self._blocks():
-            scores = np.zeros(X.shape[0], dtype=self.dtype)
-            zero_model += loss_sum(scores, y, self.no_weights, plan.loss.code, plan.epsilon)
-            if moved:
-                scores = X @ plan.coef + plan.intercept
-                start += loss_sum(scores, y, self.no_weights, plan.loss.code, plan.epsilon)
-        zero_model /= self.n_rows
-        if not moved:
-            return zero_model
-        start = start / self.n_rows + engine._penalty_value(plan.coef, plan.l1, plan.l2)
-        return max(zero_model, start)
-
-    def start(self, plan, rows: int) -> None:
-        self.rows = rows
-        d = self.stats.n_features
-        self.parallel = (
-            rows * d >= engine.PARALLEL_MIN_VALUES
-            and rows >= 2 * MIN_CHUNK_ROWS
-            and numba.get_num_threads() > 1
-        )
-        self.block_parallel = (
-            min(self.block_rows, self.n_rows) * d >= engine.PARALLEL_MIN_VALUES
-            and min(self.block_rows, self.n_rows) >= 2 * MIN_CHUNK_ROWS
-            and numba.get_num_threads() > 1
-        )
-        if plan.strategy.name == "minibatch":
-            self.carry_X = np.empty((rows, d), dtype=self.dtype)
-            self.carry_y = np.empty(rows, dtype=self.dtype)
-
-    # -- one epoch
-    def run_epoch(self, plan, coef, intercept, t, eta, avg_w, avg_b):
-        shuffled = plan.shuffle_mode != options.SHUFFLE_NONE
-        count = self.cache.block_count(self.block_rows)
-        block_order = plan.rng.permutation(count) if shuffled and count > 1 else None
-        strategy = plan.strategy.name
-        d = self.stats.n_features
-        loss_total = 0.0
-        position = 0
-        carried = 0
-        empty_order = np.empty(0, dtype=np.int64)
-        if strategy == "full":
-            grad = np.zeros(d)
-            deriv_total = 0.0
-
-        spec = engine.kernel_spec(plan, eta)
-
-        def state(intercept, step):
-            return engine.kernel_state(plan, coef, intercept, step, avg_w, avg_b)
-
-        for X, y in self._blocks(block_order):
-            length = X.shape[0]
-            if shuffled and strategy != "full":
-                order = np.empty(length, dtype=np.int64)
-                fill_epoch_order(order, options.SHUFFLE_FULL, 0, plan.rng.integers(2**63))
-            else:
-                in_order = strategy == "minibatch"  # mini-batches need positions to slice
-                order = np.arange(length, dtype=np.int64) if in_order else empty_order
-            if strategy == "full":
-                block_loss, block_deriv = accumulate_gradient(
-                    X, y, self.no_weights, spec, state(intercept, t), grad, self.block_parallel
-                )
-                loss_total += block_loss
-                deriv_total += block_deriv
-                if not math.isfinite(block_loss):
-                    return intercept, loss_total, t, position
-            elif strategy == "sgd":
-                intercept, block_loss, t, bad = sgd_epoch(
-                    X, y, self.no_weights, order, spec, state(intercept, t), 0
-                )
-                loss_total += block_loss
-                if bad >= 0:
-                    return intercept, loss_total, t, position + bad
-            else:
-                batch = self.rows
-                used = 0
-                if carried:
-                    # Complete the batch begun in the previous block with this block's rows.
-                    take = min(batch - carried, length)
-                    rows = order[:take]
-                    self.carry_X[carried : carried + take] = X[rows]
-                    self.carry_y[carried : carried + take] = y[rows]
-                    carried += take
-                    used = take
-                    if carried == batch:
-                        intercept, block_loss, t, bad = batch_epoch(
-                            self.carry_X, self.carry_y, self.no_weights, empty_order, batch,
-                            spec, state(intercept, t), self.parallel, 0,
-                        )  # fmt: skip
-                        loss_total += block_loss
-                        carried = 0
-                        if bad >= 0:
-                            return intercept, loss_total, t, position
-                whole = (length - used) // batch * batch
-                if whole:
-                    intercept, block_loss, t, bad = batch_epoch(
-                        X, y, self.no_weights, np.ascontiguousarray(order[used : used + whole]),
-                        batch, spec, state(intercept, t), self.parallel, 0,
-                    )  # fmt: skip
-                    loss_total += block_loss
-                    if bad >= 0:
-                        return intercept, loss_total, t, position + used + bad
-                rest = order[used + whole :]
-                if rest.shape[0]:
-                    self.carry_X[carried : carried + rest.shape[0]] = X[rest]
-                    self.carry_y[carried : carried + rest.shape[0]] = y[rest]
-                    carried += rest.shape[0]
-            position += length
-            if self.progress is not None:
-                self.progress(self.epochs_run + 1, position, self.n_rows)
-        if strategy == "minibatch" and carried:
-            intercept, block_loss, t, bad = batch_epoch(
-                self.carry_X[:carried], self.carry_y[:carried], self.no_weights, empty_order,
-                self.rows, spec, state(intercept, t), self.parallel, 0,
-            )  # fmt: skip
-            loss_total += block_loss
-            if bad >= 0:
-                return intercept, loss_total, t, position - carried
-        if strategy == "full":
-            intercept, t = take_step(
-                grad, float(self.n_rows), deriv_total, spec, state(intercept, t)
-            )
-        self.epochs_run += 1
-        return intercept, loss_total, t, -1
+    def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
+        if coef is None:  # the zero model's loss came from the first pass
+            return self.stats.zero_loss, self.stats.zero_loss
+        return super().losses(loss, epsilon, coef, intercept)
 
 
 def fit_csv(
@@ -572,7 +436,7 @@ def fit_csv(
             f"except sample_weight and the in-memory ones: {sorted(_FIT_DEFAULTS)}."
         )
     settings = {**_FIT_DEFAULTS, **fit_options}
-    resolved = engine._options(**settings)
+    resolved = engine.resolve_options(**settings)
     schema = read_schema(
         path, target=target, features=features, drop=drop, delimiter=delimiter, header=header
     )
@@ -585,27 +449,23 @@ def fit_csv(
     )  # fmt: skip
     if on_first_pass is not None:
         on_first_pass(stats)
-    d = stats.n_features
     coef_start, intercept_start = coef_init, intercept_init
     if standardize and coef_init is not None:
         # Raw-space weights to the standardised space: w_std = w·scale, b_std = b + w·mean.
         raw = np.asarray(coef_init, dtype=np.float64).reshape(-1)
         coef_start = raw * stats.scale
         intercept_start = float(intercept_init or 0.0) + float(raw @ stats.mean)
-    start = engine._starting_weights(
-        d, dtype, coef_init=coef_start, intercept_init=intercept_start,
-        average_start=resolved["average_start"], average_coef_init=None,
-        average_intercept_init=None,
-    )  # fmt: skip
-    source = _BlockSource(
-        cache, stats, block_rows=block_rows, plan_classes=stats.labels, progress=progress,
-        validation_fraction=validation_fraction,
+    source = _CsvSource(
+        cache, stats, block_rows=block_rows, fit_intercept=resolved["fit_intercept"],
+        progress=progress, validation_fraction=validation_fraction,
     )  # fmt: skip
     if validation_fraction > 0.0:
         resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
-    plan = engine._Plan(source=source, classes=stats.labels, **resolved, **start)
     try:
-        result = engine._run(plan)
+        result = engine.train(
+            source, resolved, classes=stats.labels, coef_init=coef_start,
+            intercept_init=intercept_start,
+        )  # fmt: skip
     finally:
         cache.close()  # its data files (the blocks' mappings are gone with the epochs)
     scaler = None

@@ -1,0 +1,359 @@
+"""Data sources: what the engine's epoch loop trains on.
+
+The engine (:func:`fastgd.engine.train`) owns every policy of a fit: the ``auto`` step, the
+loss scale that divergence is judged against, the parallel-or-serial choice, back-offs,
+stopping and the loss curve. A data source only answers a few narrow questions about its
+rows, the :class:`DataSource` protocol:
+
+- ``n_rows``, ``n_features``, ``values_per_row`` and ``dtype``;
+- ``losses(loss, epsilon, coef, intercept)``: ``Σ s·L`` at the zero model and at the
+  starting weights (``coef`` None: the start is the zero model);
+- ``sample(rng)``: a uniform sample of rows (for ``learning_rate="auto"``);
+- ``max_row_norm()``: the largest ``s·(‖x‖² + 1)`` (``+ 0`` without an intercept);
+- ``epoch(state, spec, order)``: one epoch from the kernels' ``State`` under their ``Spec``,
+  rows ordered as :class:`EpochOrder` says; returns ``(state, Σ s·L, bad)`` with the new
+  intercept and step counter in ``state`` (its arrays updated in place) and ``bad`` the
+  position of the first non-finite loss (``-1``: none).
+
+Arrays in memory are the engine's own source; :class:`BlockSource` serves any data read
+one block of rows at a time (the CSV cache of ``fastgd.fit_csv``, memory-mapped arrays):
+a subclass says how many blocks there are and yields them; the epochs (mini-batches across
+block boundaries, full batches summed over blocks) come from here. :func:`block_statistics`
+is the first pass's per-block summary, shared by every front that reads its data once
+before training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from . import options
+from ._kernels.epochs import (
+    accumulate_gradient,
+    batch_epoch,
+    loss_sum,
+    scan_rows,
+    sgd_epoch,
+    take_step,
+)
+from ._kernels.order import fill_epoch_order
+from ._kernels.records import Spec, State
+
+__all__ = [
+    "BlockSource",
+    "BlockStatistics",
+    "DataSource",
+    "EpochOrder",
+    "RowSample",
+    "RowSampler",
+    "block_statistics",
+]
+
+_NO_WEIGHTS = np.empty(0)
+_NO_ORDER = np.empty(0, dtype=np.int64)
+
+
+class RowSample(NamedTuple):
+    """Rows for the curvature behind ``learning_rate="auto"``.
+
+    ``rows``: dense (or CSR) rows in the source's dtype; ``weights``: their multipliers
+    (empty: all 1); ``in_order``: the rows are the whole data in its own order, so runs of
+    consecutive rows are the batches of an unshuffled epoch."""
+
+    rows: object
+    weights: np.ndarray
+    in_order: bool = False
+
+
+class EpochOrder(NamedTuple):
+    """How an epoch visits the rows (decided by the engine).
+
+    ``strategy``: ``"sgd"``, ``"minibatch"`` or ``"full"``; ``rows_per_step``: the batch
+    size (1 for sgd, all rows for full); ``shuffle``: ``options.SHUFFLE_*``; ``rng``: draws
+    the epoch's row order; ``parallel``: whether a batch is accumulated in parallel."""
+
+    strategy: str
+    rows_per_step: int
+    shuffle: int
+    rng: np.random.Generator
+    parallel: bool
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """What the engine trains on (see the module's docstring)."""
+
+    n_rows: int
+    n_features: int
+    #: Values read per row: ``n_features`` for dense rows, the mean non-zeros for CSR.
+    values_per_row: float
+    dtype: np.dtype
+
+    def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
+        """``(Σ s·L(0, y), Σ s·L(x·coef + intercept, y))``; ``coef`` None: the start is the
+        zero model (return its loss twice)."""
+
+    def sample(self, rng: np.random.Generator) -> RowSample:
+        """A uniform sample of rows (at most ``engine.AUTO_SAMPLE_ROWS``, or all rows)."""
+
+    def max_row_norm(self) -> float:
+        """``max s·(‖x‖² + 1)`` over the rows (``+ 0`` without an intercept)."""
+
+    def epoch(self, state: State, spec: Spec, order: EpochOrder) -> tuple[State, float, int]:
+        """One epoch: ``(state after, Σ s·L, position of the first bad row or -1)``."""
+
+
+class BlockStatistics(NamedTuple):
+    """A first pass's summary of some rows (see :func:`block_statistics`)."""
+
+    rows: int
+    #: The first NaN or infinite value, ``(row, column)`` (column ``"y"``: the target), or None.
+    bad: tuple | None
+    max_row_norm: float
+    #: ``Σ L(0, y)``: the zero model's loss.
+    zero_loss: float
+    #: The labels found (classification), else None.
+    labels: np.ndarray | None
+
+    def merge(self, other: BlockStatistics) -> BlockStatistics:
+        """Both summaries as one (``other``'s rows after this one's)."""
+        bad = self.bad
+        if bad is None and other.bad is not None:
+            bad = (other.bad[0] + self.rows, other.bad[1])
+        labels = self.labels
+        if other.labels is not None:
+            labels = other.labels if labels is None else np.union1d(labels, other.labels)
+        return BlockStatistics(
+            self.rows + other.rows, bad, max(self.max_row_norm, other.max_row_norm),
+            self.zero_loss + other.zero_loss, labels,
+        )  # fmt: skip
+
+
+def block_statistics(X, y, *, fit_intercept: bool, loss: options.Loss, epsilon: float,
+                     norms: bool = True) -> BlockStatistics:  # fmt: skip
+    """The first pass's summary of a block: rows, first non-finite value, the largest row
+    norm (``norms=False``: left 0, for features scaled later), the zero model's loss and
+    the labels. Classification losses are margin losses: ``L(0, y)`` is the same for
+    either label, so the zero loss never needs the labels mapped to ±1."""
+    X = np.ascontiguousarray(X)
+    rows = X.shape[0]
+    extra = 1.0 if fit_intercept else 0.0
+    row, column, norm = scan_rows(X, _NO_WEIGHTS, extra) if norms else (-1, -1, 0.0)
+    bad = (int(row), int(column)) if row >= 0 else None
+    if loss.classification:
+        one = np.ones(1, dtype=X.dtype)
+        zero = rows * loss_sum(one * 0, one, _NO_WEIGHTS, loss.code, epsilon)
+        return BlockStatistics(rows, bad, float(norm), float(zero), np.unique(y))
+    y_float = np.ascontiguousarray(y, dtype=X.dtype)
+    finite = np.isfinite(y_float)
+    if bad is None and not finite.all():
+        bad = (int(np.argmin(finite)), "y")
+    zeros = np.zeros(rows, dtype=X.dtype)
+    zero = loss_sum(zeros, y_float, _NO_WEIGHTS, loss.code, epsilon) if finite.all() else math.inf
+    return BlockStatistics(rows, bad, float(norm), float(zero), None)
+
+
+class RowSampler:
+    """A uniform sample of at most ``size`` rows of a stream of unknown length (the rows
+    with the smallest random keys), in float64."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size = size
+        self.rng = rng
+        self.keys = np.empty(0)
+        self.rows: np.ndarray | None = None
+
+    def add(self, X: np.ndarray) -> None:
+        keys = self.rng.random(X.shape[0])
+        if self.rows is None:
+            merged_keys, merged_rows = keys, np.asarray(X, dtype=np.float64)
+        else:
+            merged_keys = np.concatenate([self.keys, keys])
+            merged_rows = np.concatenate([self.rows, np.asarray(X, dtype=np.float64)])
+        if merged_keys.shape[0] > self.size:
+            keep = np.argpartition(merged_keys, self.size - 1)[: self.size]
+            merged_keys, merged_rows = merged_keys[keep], merged_rows[keep]
+        self.keys, self.rows = merged_keys, merged_rows
+
+
+class BlockSource:
+    """A :class:`DataSource` over blocks of rows read one at a time.
+
+    A subclass implements :meth:`block_count` and :meth:`blocks`; the statistics below take
+    one pass over the blocks each (a subclass that knows them from a first pass overrides
+    them). Mini-batches run across block boundaries (the rows left at the end of a block
+    start the next batch) and a full batch sums every block's gradient before its one step,
+    so with ``shuffle=False`` an epoch takes the same steps as on all rows in memory. With
+    shuffling, the blocks are visited in a random order and the rows of each permuted.
+    """
+
+    def __init__(self, n_rows: int, n_features: int, dtype, *, fit_intercept: bool,
+                 block_rows: int, progress: Callable | None = None):  # fmt: skip
+        self.n_rows = int(n_rows)
+        self.n_features = int(n_features)
+        self.values_per_row = float(n_features)
+        self.dtype = np.dtype(dtype)
+        self.fit_intercept = bool(fit_intercept)
+        self.block_rows = int(block_rows)
+        self.progress = progress
+        self.epochs_run = 0
+        self._max_row_norm: float | None = None
+
+    def block_count(self) -> int:
+        raise NotImplementedError
+
+    def blocks(self, order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(X, y)`` of each block, in the order of the block numbers ``order`` (None: in
+        order): C-contiguous, writable, in ``dtype``, classification targets as ±1."""
+        raise NotImplementedError
+
+    # -- the statistics, a pass each
+    def max_row_norm(self) -> float:
+        if self._max_row_norm is None:
+            extra = 1.0 if self.fit_intercept else 0.0
+            self._max_row_norm = 0.0
+            for X, _ in self.blocks():
+                norm = float(scan_rows(X, _NO_WEIGHTS, extra)[2])
+                self._max_row_norm = max(self._max_row_norm, norm)
+        return self._max_row_norm
+
+    def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
+        zero = start = 0.0
+        for X, y in self.blocks():
+            zero += loss_sum(np.zeros(X.shape[0], X.dtype), y, _NO_WEIGHTS, loss, epsilon)
+            if coef is not None:
+                start += loss_sum(X @ coef + intercept, y, _NO_WEIGHTS, loss, epsilon)
+        return zero, (zero if coef is None else start)
+
+    def sample(self, rng: np.random.Generator) -> RowSample:
+        from .engine import AUTO_SAMPLE_ROWS
+
+        sampler = RowSampler(AUTO_SAMPLE_ROWS, rng)
+        for X, _ in self.blocks():
+            sampler.add(X)
+        return RowSample(sampler.rows.astype(self.dtype), _NO_WEIGHTS)
+
+    # -- one epoch
+    def epoch(self, state: State, spec: Spec, order: EpochOrder) -> tuple[State, float, int]:
+        count = self.block_count()
+        shuffled = order.shuffle != options.SHUFFLE_NONE
+        block_order = order.rng.permutation(count) if shuffled and count > 1 else None
+        run = {"full": self._full_epoch, "sgd": self._sgd_epoch}.get(
+            order.strategy, self._minibatch_epoch
+        )
+        state, loss_total, bad = run(state, spec, order, self._visit(block_order, order))
+        if bad < 0:
+            self.epochs_run += 1
+        return state, loss_total, bad
+
+    def _visit(self, block_order, order: EpochOrder):
+        """Each block with its row order, then the rows read so far (for the progress)."""
+        position = 0
+        shuffled = order.shuffle != options.SHUFFLE_NONE and order.strategy != "full"
+        for X, y in self.blocks(block_order):
+            length = X.shape[0]
+            if shuffled:
+                rows = np.empty(length, dtype=np.int64)
+                fill_epoch_order(rows, options.SHUFFLE_FULL, 0, order.rng.integers(2**63))
+            elif order.strategy == "minibatch":  # mini-batches need positions to slice
+                rows = np.arange(length, dtype=np.int64)
+            else:
+                rows = _NO_ORDER
+            yield X, y, rows, position
+            position += length
+            if self.progress is not None:
+                self.progress(self.epochs_run + 1, position, self.n_rows)
+
+    def _full_epoch(self, state, spec, order, visits):
+        from .engine import parallel_batches
+
+        grad = np.zeros(self.n_features)
+        loss_total = deriv_total = 0.0
+        parallel = parallel_batches(min(self.block_rows, self.n_rows), self.values_per_row)
+        for X, y, _, position in visits:
+            block_loss, block_deriv = accumulate_gradient(
+                X, y, _NO_WEIGHTS, spec, state, grad, parallel
+            )
+            loss_total += block_loss
+            deriv_total += block_deriv
+            if not math.isfinite(block_loss):
+                return state, loss_total, position
+        intercept, t = take_step(grad, float(self.n_rows), deriv_total, spec, state)
+        return state._replace(intercept=intercept, t=t), loss_total, -1
+
+    def _sgd_epoch(self, state, spec, order, visits):
+        loss_total = 0.0
+        for X, y, rows, position in visits:
+            intercept, block_loss, t, bad = sgd_epoch(X, y, _NO_WEIGHTS, rows, spec, state, 0)
+            state = state._replace(intercept=intercept, t=t)
+            loss_total += block_loss
+            if bad >= 0:
+                return state, loss_total, position + bad
+        return state, loss_total, -1
+
+    def _minibatch_epoch(self, state, spec, order, visits):
+        batch = order.rows_per_step
+        carry = _Carry(batch, self.n_features, self.dtype)
+        loss_total = 0.0
+        end = 0
+
+        def step(X, y, rows, state):
+            intercept, block_loss, t, bad = batch_epoch(
+                X, y, _NO_WEIGHTS, rows, batch, spec, state, order.parallel, 0
+            )
+            return state._replace(intercept=intercept, t=t), block_loss, bad
+
+        for X, y, rows, position in visits:
+            end = position + X.shape[0]
+            used = carry.fill(X, y, rows) if carry.count else 0
+            if carry.count and carry.full():  # the batch begun in an earlier block is complete
+                state, block_loss, bad = step(*carry.take(), _NO_ORDER, state)
+                loss_total += block_loss
+                if bad >= 0:
+                    return state, loss_total, position
+            whole = (X.shape[0] - used) // batch * batch
+            if whole:
+                chosen = np.ascontiguousarray(rows[used : used + whole])
+                state, block_loss, bad = step(X, y, chosen, state)
+                loss_total += block_loss
+                if bad >= 0:
+                    return state, loss_total, position + used + bad
+            carry.fill(X, y, rows[used + whole :])
+        if carry.count:
+            count = carry.count
+            state, block_loss, bad = step(*carry.take(), _NO_ORDER, state)
+            loss_total += block_loss
+            if bad >= 0:
+                return state, loss_total, end - count
+        return state, loss_total, -1
+
+
+class _Carry:
+    """The rows of a mini-batch that spans blocks, gathered until the batch is complete."""
+
+    def __init__(self, batch: int, d: int, dtype):
+        self.X = np.empty((batch, d), dtype=dtype)
+        self.y = np.empty(batch, dtype=dtype)
+        self.count = 0
+
+    def fill(self, X, y, rows) -> int:
+        """Append up to the batch's remaining room from ``rows`` of the block; returns how
+        many rows were taken."""
+        take = min(self.X.shape[0] - self.count, rows.shape[0])
+        chosen = rows[:take]
+        self.X[self.count : self.count + take] = X[chosen]
+        self.y[self.count : self.count + take] = y[chosen]
+        self.count += take
+        return take
+
+    def full(self) -> bool:
+        return self.count == self.X.shape[0]
+
+    def take(self):
+        X, y = self.X[: self.count], self.y[: self.count]
+        self.count = 0
+        return X, y

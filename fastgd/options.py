@@ -128,30 +128,14 @@ LOSSES: tuple[Loss, ...] = (
     Loss("huber", 1, False, True, 1.0, True, "½r² if |r| ≤ ε else ε|r| − ½ε², r = p − y"),
     Loss("epsilon_insensitive", 2, False, True, 1.0, False, "max(0, |y − p| − ε)"),
     Loss("squared_epsilon_insensitive", 3, False, True, 2.0, True, "max(0, |y − p| − ε)²"),
-    Loss(
-        "log_loss",
-        4,
-        True,
-        False,
-        0.25,
-        True,
-        "log(1 + exp(−y·p)), y ∈ {−1, +1}",
-        probabilities=True,
-    ),
+    Loss("log_loss", 4, True, False, 0.25, True, "log(1 + exp(−y·p)), y ∈ {−1, +1}",
+         probabilities=True),
     Loss("hinge", 5, True, False, 1.0, False, "max(0, 1 − y·p)"),
     Loss("squared_hinge", 6, True, False, 2.0, True, "max(0, 1 − y·p)²"),
-    Loss(
-        "modified_huber",
-        7,
-        True,
-        False,
-        2.0,
-        True,
-        "max(0, 1 − y·p)² if y·p ≥ −1 else −4·y·p",
-        probabilities=True,
-    ),
+    Loss("modified_huber", 7, True, False, 2.0, True, "max(0, 1 − y·p)² if y·p ≥ −1 else −4·y·p",
+         probabilities=True),
     Loss("perceptron", 8, True, False, 1.0, False, "max(0, −y·p)"),
-)
+)  # fmt: skip
 
 PENALTIES: tuple[Penalty, ...] = (
     Penalty("none", 0, "no penalty"),

@@ -313,22 +313,16 @@ def optimal_init(loss: options.Loss, alpha: float, epsilon: float) -> float:
     return 1.0 / (initial_eta0 * alpha)
 
 
-def _options(*, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty, alpha,
-             l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept, shuffle,
-             random_state, callback, t_init=1.0, average=False, validation_score=None,
-             divergence_checks="all") -> dict:  # fmt: skip
+def _options(**given) -> dict:
     """Validate and resolve every option that does not depend on the data: the keyword
     arguments of :class:`_Plan` other than the data and the starting weights. Each option
-    is checked by its row of ``fastgd.parameters.PARAMETERS``, then by its ``RULES``."""
-    values = parameters.check_options({
-        "loss": loss, "strategy": strategy, "batch_size": batch_size,
-        "learning_rate": learning_rate, "eta0": eta0, "power_t": power_t, "penalty": penalty,
-        "alpha": alpha, "l1_ratio": l1_ratio, "epsilon": epsilon, "max_iter": max_iter,
-        "tol": tol, "n_iter_no_change": n_iter_no_change, "fit_intercept": fit_intercept,
-        "shuffle": shuffle, "random_state": random_state, "callback": callback,
-        "t_init": t_init, "average": average, "validation_score": validation_score,
-        "divergence_checks": divergence_checks,
-    })  # fmt: skip
+    is checked by its row of ``fastgd.parameters.PARAMETERS`` (an option not given takes
+    its default there), then by the ``RULES``."""
+    defaults = fit_defaults()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown options {unknown}; the options are {sorted(defaults)}.")
+    values = parameters.check_options({**defaults, **given})
     loss_opt = options.loss_by_name(values["loss"])
     schedule_opt = options.schedule_by_name(values["learning_rate"])
     penalty_opt = options.penalty_by_name(values["penalty"])
@@ -336,16 +330,18 @@ def _options(*, loss, strategy, batch_size, learning_rate, eta0, power_t, penalt
     offset = 0.0
     if schedule_opt.name == "optimal":
         offset = optimal_init(loss_opt, values["alpha"], values["epsilon"])
+    # average: True (= from step 1), False/None (off) or the first averaged step.
     average = values.pop("average")
-    for name in ("learning_rate", "penalty", "l1_ratio", "shuffle", "random_state"):
-        del values[name]
-    return dict(
-        values, loss=loss_opt, strategy=options.strategy_by_name(values["strategy"]),
+    resolved = dict(
+        loss=loss_opt, strategy=options.strategy_by_name(values["strategy"]),
         schedule=schedule_opt, l1=l1, l2=l2, optimal_init=offset,
-        shuffle_mode=_shuffle_mode(shuffle), rng=_make_rng(random_state),
-        # average: True (= from step 1), False/None (off) or the first averaged step.
+        shuffle_mode=_shuffle_mode(values.pop("shuffle")),
+        rng=_make_rng(values.pop("random_state")),
         average_start=float(average) if average not in (None, False) else 0.0,
     )  # fmt: skip
+    for name in ("learning_rate", "penalty", "l1_ratio"):
+        del values[name]  # resolved above (schedule, l1 and l2)
+    return {**values, **resolved}
 
 
 def _starting_weights(d: int, dtype, *, coef_init, intercept_init, average_start,

@@ -1,7 +1,8 @@
 """The one table of fastgd's options: names, integer codes, parameters and defaults.
 
-Every other module (the engine, the kernels' dispatch, the reference, later the estimators
-and the command line) reads names and codes from here. Adding a loss means adding one
+Every other module (the engine, the kernels' dispatch, the reference, the estimators and
+the command line) reads names and codes from here; the training parameters that take these
+names (their ranges, defaults and flags) are the rows of ``fastgd/parameters.py``. Adding a loss means adding one
 ``Loss`` row below, its scalar maths in ``fastgd/_kernels/scalar.py`` and its twin in
 ``fastgd/reference.py``. Adding an update rule (momentum, Adam, ...) means one
 ``UpdateRule`` row (with the number of per-feature state slots it keeps), its branch of

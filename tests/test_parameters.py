@@ -162,3 +162,11 @@ def test_a_new_row_reaches_every_front(monkeypatch):
     with pytest.raises(argparse.ArgumentTypeError, match=r"must be in \[0.0, 1.0\)"):
         keywords["type"]("1")
     assert math.isclose(keywords["type"]("0"), 0.0)
+
+
+def test_the_engine_refuses_an_option_outside_the_table():
+    with pytest.raises(TypeError, match=r"unknown options \['momentum'\].*'alpha'"):
+        engine._options(momentum=0.9)
+    resolved = engine._options(loss="hinge", average=True, penalty="elasticnet")
+    assert resolved["loss"].name == "hinge" and resolved["average_start"] == 1.0
+    assert resolved["l1"] == pytest.approx(1e-4 * 0.15)  # the table's alpha and l1_ratio

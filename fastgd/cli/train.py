@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -147,11 +148,11 @@ def _settings(args: argparse.Namespace, previous) -> dict:
 
 
 def _flag_names(message: str) -> str:
-    """A rule's message with the flags in place of the parameter names they set."""
+    """A rule's message with the flags in place of the parameter names they set
+    (``learning_rate='optimal' needs alpha > 0`` reads ``--learning-rate 'optimal' needs
+    --alpha > 0``)."""
     for row in parameters.cli_parameters():
-        message = message.replace(f"{row.name}=", f"{row.flag} ").replace(
-            f"{row.name} ", f"{row.flag} "
-        )
+        message = re.sub(rf"\b{row.name}[= ]", f"{row.flag} ", message)
     return message
 
 

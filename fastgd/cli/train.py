@@ -128,8 +128,8 @@ def _schema(args: argparse.Namespace, previous):
 def _settings(args: argparse.Namespace, previous) -> dict:
     """fastgd.fit's options: the flags given, else the resumed model's, else the defaults."""
     # A flag not given takes the resumed model's option (--resume), else fastgd.fit's default.
-    fit_options = [row.name for row in parameters.cli_parameters() if row.fit]
     defaults = {row.name: row.default for row in parameters.cli_parameters() if row.fit}
+    fit_options = list(defaults)
     given = {o: getattr(args, o) for o in fit_options if getattr(args, o) is not None}
     if given.get("tol") == "none":
         given["tol"] = None

@@ -21,11 +21,13 @@ def check_scalar(
     low: float | None = None,
     high: float | None = None,
     low_open: bool = False,
+    high_open: bool = False,
     allow_none: bool = False,
 ):
     """Check a numeric parameter and return it as a Python ``int`` or ``float``.
 
-    ``kind``: ``"int"`` or ``"real"``; ``low``/``high`` bound it (``low_open``: strictly).
+    ``kind``: ``"int"`` or ``"real"``; ``low``/``high`` bound it (``low_open``,
+    ``high_open``: strictly).
     """
     if value is None and allow_none:
         return None
@@ -41,14 +43,20 @@ def check_scalar(
     value = int(value) if kind == "int" else float(value)
     if kind == "real" and not np.isfinite(value):
         raise ValueError(f"{name} must be finite; got {value!r}.")
-    if low is not None and (value <= low if low_open else value < low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        rng = bound if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {rng}; got {value!r}.")
-    if high is not None and value > high:
-        rng = f"<= {high}" if low is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {rng}; got {value!r}.")
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        raise ValueError(f"{name} must be {_range(low, high, low_open, high_open)}; got {value!r}.")
     return value
+
+
+def _range(low, high, low_open: bool, high_open: bool) -> str:
+    """``> 0``, ``<= 1``, ``in [0, 1]``, ``in (0, 1)``: the range as the messages word it."""
+    if high is None:
+        return f"> {low}" if low_open else f">= {low}"
+    if low is None:
+        return f"< {high}" if high_open else f"<= {high}"
+    return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
 def _from_pandas(data):

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from . import options
+from . import options, parameters
 from ._kernels.epochs import (
-    MIN_CHUNK_ROWS,
     batch_epoch,
     loss_sum,
     sgd_epoch,
 )
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State, make_spec, make_state
+from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from ._validation import (
     check_binary_labels,
     check_csr,
@@ -83,8 +83,8 @@ RISE_TOLERANCE = 1e-9
 #: divides the step by this, at most this often.
 AUTO_BACKTRACK_DIVISOR = 4.0
 AUTO_MAX_BACKTRACKS = 8
-#: Rows (and bytes of float64 copies) sampled for the curvature behind ``"auto"``.
-AUTO_SAMPLE_ROWS = 10_000
+#: Bytes of float64 copies sampled for the curvature behind ``"auto"`` (and at most
+#: ``AUTO_SAMPLE_ROWS`` rows, from ``fastgd._thresholds``).
 AUTO_SAMPLE_BYTES = 64 * 1024 * 1024
 AUTO_POWER_ITERATIONS = 30
 #: Up to this many features the curvature comes exactly from the Gram matrix instead.
@@ -93,9 +93,6 @@ AUTO_GRAM_MAX_WIDTH = 512
 AUTO_GROUP_SAMPLES = 16
 AUTO_GROUP_MAX_ROWS = 2048
 AUTO_GROUP_POWER_ITERATIONS = 15
-#: A batch is accumulated in parallel when it holds at least this many values
-#: (rows × features); smaller batches run serially (see benchmarks/README.md).
-PARALLEL_MIN_VALUES = 1 << 16
 #: ``shuffle="block"`` moves blocks of about this many bytes of X (fits in L2 cache).
 SHUFFLE_BLOCK_BYTES = 64 * 1024
 
@@ -241,16 +238,13 @@ DATA_ARGUMENTS = frozenset(
 
 
 def fit_defaults(exclude=()) -> dict:
-    """``fastgd.fit``'s options and their defaults (read from its signature, so the CSV and
-    Dask trainers and the command line stay in step with it), less ``DATA_ARGUMENTS`` and
-    ``exclude``."""
-    import inspect
-
-    skip = DATA_ARGUMENTS | set(exclude)
+    """``fastgd.fit``'s options and their defaults (read from the parameter table,
+    ``fastgd.parameters.PARAMETERS``, which ``tests/test_parameters.py`` checks against
+    ``fit``'s signature), less ``exclude``."""
     return {
-        name: parameter.default
-        for name, parameter in inspect.signature(fit).parameters.items()
-        if name not in skip
+        row.name: row.default
+        for row in parameters.PARAMETERS
+        if row.fit and row.name not in exclude
     }
 
 
@@ -304,68 +298,38 @@ def optimal_init(loss: options.Loss, alpha: float, epsilon: float) -> float:
     return 1.0 / (initial_eta0 * alpha)
 
 
-def resolve_options(*, loss, strategy, batch_size, learning_rate, eta0, power_t, penalty,
-                    alpha, l1_ratio, epsilon, max_iter, tol, n_iter_no_change, fit_intercept,
-                    shuffle, random_state, callback, t_init=1.0, average=False,
-                    validation_score=None, divergence_checks="all") -> dict:  # fmt: skip
+def resolve_options(**given) -> dict:
     """Validate and resolve every option of ``fastgd.fit`` that does not depend on the data
     (the keyword arguments of ``fit`` less ``DATA_ARGUMENTS``); returns them as
     :func:`train` takes them: the loss, strategy and schedule as ``fastgd.options``
     records, the penalty split into ``l1``/``l2``, the shuffle mode, the seeded ``rng``, ...
-    A front may adjust the dict (e.g. set ``validation_score``) before ``train``."""
-    loss_opt = options.loss_by_name(loss)
-    strategy_opt = options.strategy_by_name(strategy)
-    schedule_opt = options.schedule_by_name(learning_rate)
-    penalty_opt = options.penalty_by_name(penalty)
-    batch_size = check_scalar(batch_size, "batch_size", kind="int", low=1)
-    eta0 = check_scalar(eta0, "eta0", low=0.0, low_open=True)
-    power_t = check_scalar(power_t, "power_t")
-    alpha = check_scalar(alpha, "alpha", low=0.0)
-    l1_ratio = check_scalar(l1_ratio, "l1_ratio", low=0.0, high=1.0)
-    epsilon = check_scalar(epsilon, "epsilon", low=0.0)
-    max_iter = check_scalar(max_iter, "max_iter", kind="int", low=1)
-    tol = check_scalar(tol, "tol", low=0.0, allow_none=True)
-    n_iter_no_change = check_scalar(n_iter_no_change, "n_iter_no_change", kind="int", low=1)
-    if not isinstance(fit_intercept, (bool, np.bool_)):
-        raise TypeError(f"fit_intercept must be True or False; got {fit_intercept!r}.")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
-    t_init = check_scalar(t_init, "t_init", low=1.0)
-    if average is True:
-        average_start = 1.0
-    elif average is False or average is None:
-        average_start = 0.0
-    else:
-        average_start = float(check_scalar(average, "average", kind="int", low=1))
-    if validation_score is not None and not callable(validation_score):
-        raise TypeError(
-            f"validation_score must be callable or None; got {type(validation_score).__name__}."
-        )
-    if divergence_checks not in ("all", "non_finite"):
-        raise ValueError(
-            f"divergence_checks={divergence_checks!r} is not supported; allowed values: "
-            "'all', 'non_finite'."
-        )
-    rule = schedule_opt.rule
-    if strategy_opt.name not in rule.strategies:
-        allowed = " or ".join(f"strategy={name!r}" for name in sorted(rule.strategies))
-        raise ValueError(
-            f"learning_rate={schedule_opt.name!r} selects the update rule {rule.name!r}, "
-            f"which needs {allowed} (got strategy={strategy_opt.name!r})."
-        )
-    if schedule_opt.name == "optimal" and alpha == 0.0:
-        raise ValueError("learning_rate='optimal' needs alpha > 0 (its step is 1/(alpha·t)).")
-    l1, l2 = penalty_opt.split(alpha, l1_ratio)
-    offset = optimal_init(loss_opt, alpha, epsilon) if schedule_opt.name == "optimal" else 0.0
-    return dict(
-        loss=loss_opt, strategy=strategy_opt, schedule=schedule_opt, batch_size=batch_size,
-        eta0=eta0, power_t=power_t, alpha=alpha, l1=l1, l2=l2, epsilon=epsilon,
-        optimal_init=offset, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
-        fit_intercept=bool(fit_intercept), shuffle_mode=_shuffle_mode(shuffle),
-        rng=_make_rng(random_state), callback=callback, t_init=t_init,
-        average_start=average_start, validation_score=validation_score,
-        divergence_checks=divergence_checks,
+    Each option is checked by its row of ``fastgd.parameters.PARAMETERS`` (an option not
+    given takes its default there), then by the ``RULES``. A front may adjust the dict
+    (e.g. set ``validation_score``) before ``train``."""
+    defaults = fit_defaults()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown options {unknown}; the options are {sorted(defaults)}.")
+    values = parameters.check_options({**defaults, **given})
+    loss_opt = options.loss_by_name(values["loss"])
+    schedule_opt = options.schedule_by_name(values["learning_rate"])
+    penalty_opt = options.penalty_by_name(values["penalty"])
+    l1, l2 = penalty_opt.split(values["alpha"], values["l1_ratio"])
+    offset = 0.0
+    if schedule_opt.name == "optimal":
+        offset = optimal_init(loss_opt, values["alpha"], values["epsilon"])
+    # average: True (= from step 1), False/None (off) or the first averaged step.
+    average = values.pop("average")
+    resolved = dict(
+        loss=loss_opt, strategy=options.strategy_by_name(values["strategy"]),
+        schedule=schedule_opt, l1=l1, l2=l2, optimal_init=offset,
+        shuffle_mode=_shuffle_mode(values.pop("shuffle")),
+        rng=_make_rng(values.pop("random_state")),
+        average_start=float(average) if average not in (None, False) else 0.0,
     )  # fmt: skip
+    for name in ("learning_rate", "penalty", "l1_ratio"):
+        del values[name]  # resolved above (schedule, l1 and l2)
+    return {**values, **resolved}
 
 
 def _starting_weights(d: int, dtype, *, coef_init, intercept_init, average_start,
@@ -901,16 +865,6 @@ def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
         average_intercept_init=average_intercept_init,
     )  # fmt: skip
     return _run(_Plan(source=source, classes=classes, **resolved, **start))
-
-
-def parallel_batches(rows: int, values_per_row: float) -> bool:
-    """Whether a batch of ``rows`` rows is accumulated in parallel: when it holds at least
-    ``PARALLEL_MIN_VALUES`` values, at least two chunks to share, and Numba has threads."""
-    return (
-        rows * values_per_row >= PARALLEL_MIN_VALUES
-        and rows >= 2 * MIN_CHUNK_ROWS
-        and numba.get_num_threads() > 1
-    )
 
 
 _NO_ORDER = np.empty(0, dtype=np.int64)

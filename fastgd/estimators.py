@@ -14,7 +14,6 @@ parallel threads (``n_jobs``), the kernels releasing the GIL.
 from __future__ import annotations
 
 import functools
-import numbers
 import sys
 import time
 import warnings
@@ -29,13 +28,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils import check_random_state, compute_class_weight
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from . import engine, options, prediction
+from . import engine, options, parameters, prediction
 from ._kernels.epochs import loss_sum
 from ._validation import check_sparse_structure
 
@@ -45,38 +43,10 @@ __all__ = ["SGDClassifier", "SGDRegressor"]
 _MAX_SEED = np.iinfo(np.int32).max
 
 _REGRESSION_LOSSES = tuple(loss.name for loss in options.LOSSES if not loss.classification)
-_ALL_LOSSES = tuple(loss.name for loss in options.LOSSES)
-#: scikit-learn's schedules (``pa1``/``pa2``: passive-aggressive, with ``hinge`` or
-#: ``epsilon_insensitive`` only, as scikit-learn), plus fastgd's ``auto``.
-_LEARNING_RATES = {"constant", "optimal", "invscaling", "adaptive", "pa1", "pa2", "auto"}
-_STRATEGIES = {strategy.name for strategy in options.STRATEGIES}
 
 
 class _BaseSGD(BaseEstimator):
     """What both estimators share: parameters, the sub-problem driver, prediction."""
-
-    _parameter_constraints: ClassVar[dict] = {
-        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
-        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-        "l1_ratio": [Interval(numbers.Real, 0, 1, closed="both"), None],
-        "fit_intercept": ["boolean"],
-        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
-        "shuffle": ["boolean", StrOptions({"block"})],
-        "verbose": ["verbose"],
-        "epsilon": [Interval(numbers.Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
-        "learning_rate": [StrOptions(_LEARNING_RATES)],
-        "eta0": [Interval(numbers.Real, 0, None, closed="neither")],
-        "power_t": [Interval(numbers.Real, None, None, closed="neither")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-        "warm_start": ["boolean"],
-        "average": [Interval(numbers.Integral, 0, None, closed="neither"), "boolean"],
-        "strategy": [StrOptions(_STRATEGIES)],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-    }
 
     # ------------------------------------------------------------------ parameter checks
 
@@ -85,25 +55,8 @@ class _BaseSGD(BaseEstimator):
         self._validate_params()
         if self.early_stopping and for_partial_fit:
             raise ValueError("early_stopping should be False with partial_fit.")
-        if self.learning_rate in ("pa1", "pa2"):
-            allowed = "hinge" if isinstance(self, ClassifierMixin) else "epsilon_insensitive"
-            if self.loss != allowed:
-                raise ValueError(
-                    f"Learning rate {self.learning_rate!r} only works with loss {allowed!r} "
-                    f"(got loss={self.loss!r})."
-                )
-            if self.strategy != "sgd":
-                raise ValueError(
-                    f"Learning rate {self.learning_rate!r} sets each row's own step: it needs "
-                    f"strategy='sgd' (got strategy={self.strategy!r})."
-                )
-        if self.learning_rate == "optimal" and self.alpha == 0:
-            raise ValueError(
-                "alpha must be > 0 since learning_rate is 'optimal': alpha is used to "
-                "compute the optimal learning rate."
-            )
-        if self.penalty == "elasticnet" and self.l1_ratio is None:
-            raise ValueError("l1_ratio must be set when penalty is 'elasticnet'.")
+        # The rules between parameters, written once in fastgd.parameters.RULES.
+        parameters.check_rules(self.get_params(), type(self).__name__)
 
     def _engine_options(self) -> dict:
         """The options every engine call of this estimator shares."""
@@ -474,10 +427,10 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         As in scikit-learn.
     """
 
-    _parameter_constraints: ClassVar[dict] = {
-        **_BaseSGD._parameter_constraints,
-        "loss": [StrOptions(set(_REGRESSION_LOSSES))],
-    }
+    #: Generated from the parameter table (``fastgd.parameters.PARAMETERS``).
+    _parameter_constraints: ClassVar[dict] = parameters.sklearn_constraints(
+        "SGDRegressor", loss=_REGRESSION_LOSSES
+    )
 
     def __init__(
         self,
@@ -647,12 +600,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         As in :class:`SGDRegressor`.
     """
 
-    _parameter_constraints: ClassVar[dict] = {
-        **_BaseSGD._parameter_constraints,
-        "loss": [StrOptions(set(_ALL_LOSSES))],
-        "n_jobs": [numbers.Integral, None],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-    }
+    #: Generated from the parameter table (``fastgd.parameters.PARAMETERS``).
+    _parameter_constraints: ClassVar[dict] = parameters.sklearn_constraints("SGDClassifier")
 
     def __init__(
         self,

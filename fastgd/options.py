@@ -1,10 +1,11 @@
 """The one table of fastgd's options: names, integer codes, parameters and defaults.
 
-Every other module (the engine, the kernels' dispatch, the reference, later the estimators
-and the command line) reads names and codes from here. Adding a loss means adding one
-``Loss`` row below, its scalar maths in ``fastgd/_kernels/scalar.py`` and its twin in
-``fastgd/reference.py``. Adding an update rule (momentum, Adam, ...) means one
-``UpdateRule`` row (with the number of per-feature state slots it keeps), its branch of
+Every other module (the engine, the kernels' dispatch, the reference, the estimators and
+the command line) reads names and codes from here; the training parameters that take these
+names (their ranges, defaults and flags) are the rows of ``fastgd/parameters.py``. Adding a
+loss means adding one ``Loss`` row below, its scalar maths in ``fastgd/_kernels/scalar.py``
+and its twin in ``fastgd/reference.py``. Adding an update rule (momentum, Adam, ...) means
+one ``UpdateRule`` row (with the number of per-feature state slots it keeps), its branch of
 ``apply_update`` in ``fastgd/_kernels/rules.py``, its twin in ``fastgd/reference.py``, and
 tests.
 """
@@ -128,30 +129,14 @@ LOSSES: tuple[Loss, ...] = (
     Loss("huber", 1, False, True, 1.0, True, "½r² if |r| ≤ ε else ε|r| − ½ε², r = p − y"),
     Loss("epsilon_insensitive", 2, False, True, 1.0, False, "max(0, |y − p| − ε)"),
     Loss("squared_epsilon_insensitive", 3, False, True, 2.0, True, "max(0, |y − p| − ε)²"),
-    Loss(
-        "log_loss",
-        4,
-        True,
-        False,
-        0.25,
-        True,
-        "log(1 + exp(−y·p)), y ∈ {−1, +1}",
-        probabilities=True,
-    ),
+    Loss("log_loss", 4, True, False, 0.25, True, "log(1 + exp(−y·p)), y ∈ {−1, +1}",
+         probabilities=True),
     Loss("hinge", 5, True, False, 1.0, False, "max(0, 1 − y·p)"),
     Loss("squared_hinge", 6, True, False, 2.0, True, "max(0, 1 − y·p)²"),
-    Loss(
-        "modified_huber",
-        7,
-        True,
-        False,
-        2.0,
-        True,
-        "max(0, 1 − y·p)² if y·p ≥ −1 else −4·y·p",
-        probabilities=True,
-    ),
+    Loss("modified_huber", 7, True, False, 2.0, True, "max(0, 1 − y·p)² if y·p ≥ −1 else −4·y·p",
+         probabilities=True),
     Loss("perceptron", 8, True, False, 1.0, False, "max(0, −y·p)"),
-)
+)  # fmt: skip
 
 PENALTIES: tuple[Penalty, ...] = (
     Penalty("none", 0, "no penalty"),

@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from . import engine, options, reference
+from ._thresholds import PARALLEL_MIN_VALUES
 from ._validation import check_binary_labels, check_sample_weight, check_scalar, check_X
 from .engine import FitResult, fit
 from .errors import DivergenceError
@@ -45,7 +46,6 @@ __all__ = [
 
 #: ``sweep`` runs its fits on threads (the kernels release the GIL) when X holds at least
 #: this many values; below, thread start-up and contention cost more than they save.
-PARALLEL_MIN_VALUES = 1 << 16
 #: The finder suggests the largest rate before the loss blew up divided by this. For squared
 #: error with full batches, steps beyond 2/L (L: the largest curvature) blow up, so the
 #: suggestion lands just below ``auto``'s 1/L, which is also half the stable limit.

@@ -42,6 +42,8 @@ from ._kernels.epochs import (
 )
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State
+from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
+from .prediction import decision_values
 
 __all__ = [
     "BlockSource",
@@ -98,7 +100,7 @@ class DataSource(Protocol):
         zero model (return its loss twice)."""
 
     def sample(self, rng: np.random.Generator) -> RowSample:
-        """A uniform sample of rows (at most ``engine.AUTO_SAMPLE_ROWS``, or all rows)."""
+        """A uniform sample of rows (at most ``AUTO_SAMPLE_ROWS``, or all rows)."""
 
     def max_row_norm(self) -> float:
         """``max s·(‖x‖² + 1)`` over the rows (``+ 0`` without an intercept)."""
@@ -226,12 +228,12 @@ class BlockSource:
         for X, y in self.blocks():
             zero += loss_sum(np.zeros(X.shape[0], X.dtype), y, _NO_WEIGHTS, loss, epsilon)
             if coef is not None:
-                start += loss_sum(X @ coef + intercept, y, _NO_WEIGHTS, loss, epsilon)
+                start += loss_sum(
+                    decision_values(X, coef, intercept)[:, 0], y, _NO_WEIGHTS, loss, epsilon
+                )
         return zero, (zero if coef is None else start)
 
     def sample(self, rng: np.random.Generator) -> RowSample:
-        from .engine import AUTO_SAMPLE_ROWS
-
         sampler = RowSampler(AUTO_SAMPLE_ROWS, rng)
         for X, _ in self.blocks():
             sampler.add(X)
@@ -269,8 +271,6 @@ class BlockSource:
                 self.progress(self.epochs_run + 1, position, self.n_rows)
 
     def _full_epoch(self, state, spec, order, visits):
-        from .engine import parallel_batches
-
         grad = np.zeros(self.n_features)
         loss_total = deriv_total = 0.0
         parallel = parallel_batches(min(self.block_rows, self.n_rows), self.values_per_row)

@@ -66,32 +66,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    value = _parse(text, float, "a number")
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def tol(text: str) -> float | str:
-    """A tolerance, or "none" (kept as a string so that it differs from "not given")."""
-    return "none" if text.strip().lower() == "none" else non_negative_float(text)
-
-
-def fraction(text: str) -> float:
-    value = non_negative_float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive); got {text!r}")
-    return value
-
-
 def delimiter(text: str) -> str:
     text = {"tab": "\t", "\\t": "\t"}.get(text.lower(), text)
     if len(text) != 1:

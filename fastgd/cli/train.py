@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import options
+from .. import parameters
 from . import _args
 from ._command import Command, CommandError, UsageError
 from ._model import check_replaceable_model, load_model
@@ -41,33 +42,6 @@ examples:
 """
 
 
-def _names(table) -> list[str]:
-    return [row.name for row in table]
-
-
-#: The training flags: (flag, the fastgd.fit option it sets, argparse keywords). A flag
-#: not given takes the resumed model's option (--resume), else fastgd.fit's default.
-_FIT_FLAGS = (
-    ("--loss", "loss", {"choices": _names(options.LOSSES), "metavar": "NAME",
-     "help": f"one of: {', '.join(_names(options.LOSSES))} (default: squared_error)"}),
-    ("--penalty", "penalty", {"choices": _names(options.PENALTIES), "help": "(default: none)"}),
-    ("--alpha", "alpha", {"type": _args.non_negative_float,
-     "help": "penalty strength (default: 1e-4)"}),
-    ("--strategy", "strategy", {"choices": _names(options.STRATEGIES),
-     "help": "rows per step: 1, --batch-size, or all (default: minibatch)"}),
-    ("--batch-size", "batch_size", {"type": _args.positive_int, "metavar": "N",
-     "help": "rows per mini-batch (default: 256)"}),
-    ("--learning-rate", "learning_rate", {"choices": _names(options.SCHEDULES),
-     "help": "the step-size schedule (default: auto)"}),
-    ("--eta0", "eta0", {"type": _args.positive_float, "help": "initial step size (default: 0.01)"}),
-    ("--epochs", "max_iter", {"type": _args.positive_int, "metavar": "N",
-     "help": "at most N passes over the data (default: 20)"}),
-    ("--tol", "tol", {"type": _args.tol, "help": "stopping tolerance, or 'none' (default: 1e-4)"}),
-    ("--random-state", "random_state", {"type": int, "metavar": "N",
-     "help": "seed (default: none)"}),
-)  # fmt: skip
-
-
 def _configure_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "data", metavar="DATA.csv", help="CSV file with a header row (.gz, .bz2, .zst too)"
@@ -93,18 +67,13 @@ def _configure_fit(parser: argparse.ArgumentParser) -> None:
     fit = parser.add_argument_group(
         "training (default: fastgd.fit's, or the model's with --resume)"
     )
-    for flag, option, keywords in _FIT_FLAGS:
-        fit.add_argument(flag, dest=option, **keywords)
+    # The flags, their types, choices and help come from the parameter table.
+    for row in parameters.cli_parameters():
+        fit.add_argument(row.flag, **parameters.argparse_keywords(row))
     fit.add_argument(
         "--standardize",
         action="store_true",
         help="centre and scale the features (the model keeps the scaler)",
-    )
-    fit.add_argument(
-        "--validation-fraction",
-        type=_args.fraction,
-        metavar="F",
-        help="hold out this fraction of the rows; stop early on their score",
     )
 
 
@@ -158,11 +127,9 @@ def _schema(args: argparse.Namespace, previous):
 
 def _settings(args: argparse.Namespace, previous) -> dict:
     """fastgd.fit's options: the flags given, else the resumed model's, else the defaults."""
-    from .. import engine
-
-    fit_options = [option for _, option, _ in _FIT_FLAGS]
-    defaults = engine.fit_defaults()
-    defaults = {option: defaults[option] for option in fit_options}
+    # A flag not given takes the resumed model's option (--resume), else fastgd.fit's default.
+    defaults = {row.name: row.default for row in parameters.cli_parameters() if row.fit}
+    fit_options = list(defaults)
     given = {o: getattr(args, o) for o in fit_options if getattr(args, o) is not None}
     if given.get("tol") == "none":
         given["tol"] = None
@@ -173,7 +140,20 @@ def _settings(args: argparse.Namespace, previous) -> dict:
     settings = {**defaults, **inherited, **given}
     if settings.get("penalty") == "none":
         settings["penalty"] = None
+    try:  # before the data are read (exit 1, as the engine's own check would give)
+        parameters.check_rules(settings)
+    except ValueError as error:
+        raise CommandError(_flag_names(str(error))) from None
     return settings
+
+
+def _flag_names(message: str) -> str:
+    """A rule's message with the flags in place of the parameter names they set
+    (``learning_rate='optimal' needs alpha > 0`` reads ``--learning-rate 'optimal' needs
+    --alpha > 0``)."""
+    for row in parameters.cli_parameters():
+        message = re.sub(rf"\b{row.name}[= ]", f"{row.flag} ", message)
+    return message
 
 
 def _recorded(args: argparse.Namespace, settings: dict, schema) -> dict:

@@ -1,0 +1,29 @@
+"""Sizes behind two of the engine's policies, in a module of their own so that the data
+sources (``fastgd.sources``) can apply them without importing the engine (which imports
+the sources): whether a batch is accumulated in parallel, and how many rows the ``auto``
+step samples. The engine re-exports both; the policies that use them live in the engine.
+"""
+
+from __future__ import annotations
+
+import numba
+
+from ._kernels.epochs import MIN_CHUNK_ROWS
+
+__all__ = ["AUTO_SAMPLE_ROWS", "PARALLEL_MIN_VALUES", "parallel_batches"]
+
+#: Rows sampled for the curvature behind ``learning_rate="auto"``.
+AUTO_SAMPLE_ROWS = 10_000
+#: A batch is accumulated in parallel when it holds at least this many values
+#: (rows × features); smaller batches run serially (see benchmarks/README.md).
+PARALLEL_MIN_VALUES = 1 << 16
+
+
+def parallel_batches(rows: int, values_per_row: float) -> bool:
+    """Whether a batch of ``rows`` rows is accumulated in parallel: when it holds at least
+    ``PARALLEL_MIN_VALUES`` values, at least two chunks to share, and Numba has threads."""
+    return (
+        rows * values_per_row >= PARALLEL_MIN_VALUES
+        and rows >= 2 * MIN_CHUNK_ROWS
+        and numba.get_num_threads() > 1
+    )

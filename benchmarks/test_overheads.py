@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastgd
+import fastgd._thresholds
 import fastgd.engine
 from fastgd import options
 from fastgd._validation import check_X
@@ -78,15 +79,16 @@ def test_minibatch_accumulation(
 ):
     """(g) Mini-batch epochs (float64, d=100, the first ``ACCUMULATION_ROWS`` rows) with the
     batch gradient accumulated in parallel or serially, forced through
-    ``fastgd.engine.PARALLEL_MIN_VALUES``; the serial row says which is faster and what the
+    ``fastgd._thresholds.PARALLEL_MIN_VALUES``; the serial row says which is faster and what the
     engine's threshold picks."""
     (shuffle, epochs), batch_size, mode = case
     rows = min(ACCUMULATION_ROWS, regression_data.X64.shape[0])
     X, y = regression_data.X64[:rows], regression_data.y64[:rows]
-    threshold = fastgd.engine.PARALLEL_MIN_VALUES
+    threshold = fastgd._thresholds.PARALLEL_MIN_VALUES
     above = batch_size * X.shape[1] >= threshold
     engine_picks = "parallel" if above and numba.get_num_threads() > 1 else "serial"
-    monkeypatch.setattr(fastgd.engine, "PARALLEL_MIN_VALUES", 0 if mode == "parallel" else HUGE)
+    forced = 0 if mode == "parallel" else HUGE
+    monkeypatch.setattr(fastgd._thresholds, "PARALLEL_MIN_VALUES", forced)
     timing = epoch_timer(
         X, y, epochs=epochs, budget_s=ACCUMULATION_BUDGET_S, strategy="minibatch",
         batch_size=batch_size, shuffle=shuffle,

@@ -34,7 +34,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import fastgd
-from fastgd import engine, options
+from fastgd import _thresholds, engine, options
 from fastgd import reference as ref
 from fastgd._kernels import epochs
 from fastgd._kernels._config import FASTMATH
@@ -822,7 +822,7 @@ def test_fit_is_bitwise_the_same_with_one_or_two_threads(
     restore_threads, strategy, n, d, batch_size, loss, dtype
 ):
     rows = n if strategy == "full" else min(batch_size, n)
-    assert rows * d >= engine.PARALLEL_MIN_VALUES  # two threads take the parallel path
+    assert rows * d >= _thresholds.PARALLEL_MIN_VALUES  # two threads take the parallel path
     X, y = _data(11, n, d, loss, dtype)
     common = {
         "strategy": strategy, "batch_size": batch_size, "loss": loss, "penalty": "elasticnet",

@@ -7,8 +7,9 @@ block ``(X, y)`` and kept in the workers' memory (futures held by the driver) fo
 fit, so nothing is re-read between steps. Only model-sized vectors cross the network.
 
 The epoch loop is the engine's own (:func:`fastgd.engine.train`); this module supplies it a
-data source (:class:`fastgd.sources.DataSource`), :class:`_DaskSource`, whose epochs run on
-the workers:
+data source, :class:`_DaskSource`, a :class:`fastgd.sources.BlockSource` whose blocks are
+the partitions: it overrides the hook ``gradient_sums`` to sum on the workers, so the
+full-batch and sampled epochs (their steps, loss and divergence) are BlockSource's:
 
 - ``strategy="full"``: each step, one task per partition computes ``(Σ s·L'·x, Σ L, Σ L',
   rows)`` with the fused kernel (``accumulate_gradient``); the sums are reduced as a tree
@@ -46,11 +47,18 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
     raise ImportError("fastgd.dask needs the Dask extra: pip install 'fastgd[dask]'") from _error
 
 from . import engine
-from ._kernels.epochs import accumulate_gradient, loss_sum, take_step
 from ._kernels.records import make_state
-from .engine import AUTO_SAMPLE_ROWS
+from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from .errors import DivergenceError, WorkerLostError
-from .sources import BlockStatistics, RowSample, block_statistics
+from .sources import (
+    BlockSource,
+    BlockStatistics,
+    GradientSums,
+    RowSample,
+    add_block_gradient,
+    block_losses,
+    block_statistics,
+)
 
 __all__ = ["MINIBATCH_MODES", "WorkerLostError", "fit"]
 
@@ -145,30 +153,22 @@ def _sample_rows(block, count: int, seed: int) -> np.ndarray:
     return np.asarray(X[rows], dtype=np.float64)
 
 
-def _block_losses(block, coef, intercept, loss_code, epsilon, moved):
-    """``Σ L`` at the zero model and at the start model."""
+def _block_losses(block, coef, intercept, loss_code, epsilon):
+    """``Σ L`` at the zero model and at the start model
+    (:func:`fastgd.sources.block_losses`)."""
     X, y = block
-    none = np.empty(0)
-    scores = np.zeros(X.shape[0], dtype=X.dtype)
-    zero = loss_sum(scores, y, none, loss_code, epsilon)
-    start = loss_sum(X @ coef + intercept, y, none, loss_code, epsilon) if moved else 0.0
-    return float(zero), float(start)
+    return block_losses(X, y, loss_code, epsilon, coef, intercept)
 
 
 def _block_gradient(block, coef, intercept, spec, fraction, seed):
-    """``(Σ L'·x, Σ L, Σ L', rows)`` over the block (or a random ``fraction`` of its rows)."""
+    """``(Σ L'·x, Σ L, Σ L', rows)`` over the block (or a random ``fraction`` of its rows;
+    :func:`fastgd.sources.add_block_gradient`)."""
     X, y = block
-    if fraction < 1.0:
-        chosen = np.random.default_rng(seed).random(X.shape[0]) < fraction
-        X, y = np.ascontiguousarray(X[chosen]), np.ascontiguousarray(y[chosen])
     grad = np.zeros(X.shape[1])
-    if X.shape[0] == 0:
-        return grad, 0.0, 0.0, 0
     state = make_state(coef, intercept, 1.0)
-    total, deriv = accumulate_gradient(
-        X, y, np.empty(0), spec, state, grad, engine.parallel_batches(X.shape[0], X.shape[1])
-    )
-    return grad, float(total), float(deriv), int(X.shape[0])
+    parallel = parallel_batches(X.shape[0], X.shape[1])
+    total, deriv, rows = add_block_gradient(X, y, spec, state, grad, parallel, fraction, seed)
+    return grad, total, deriv, rows
 
 
 def _add_sums(*parts):
@@ -207,26 +207,30 @@ def _local_epoch(block, coef, intercept, t, local_options, seed):
 # ---------------------------------------------------------------------------------------------
 
 
-class _DaskSource:
-    """The engine's data source (a :class:`fastgd.sources.DataSource`) for blocks persisted
-    on Dask workers."""
+class _DaskSource(BlockSource):
+    """The engine's data source for blocks persisted on Dask workers: a
+    :class:`fastgd.sources.BlockSource` whose blocks never come to the driver. It overrides
+    the gradient-sums hook (one task per block, a tree reduction, retries when workers are
+    lost) and the statistics; ``minibatch_mode="average"`` runs its own epoch."""
 
-    def __init__(self, client, blocks: list, rows: list[int], summary: BlockStatistics,
-                 dtype, d: int, mode: str, fraction: float, local_options: dict):  # fmt: skip
+    def __init__(self, client, futures: list, rows: list[int], summary: BlockStatistics,
+                 dtype, d: int, *, fit_intercept: bool, mode: str, fraction: float,
+                 local_options: dict):  # fmt: skip
+        super().__init__(
+            sum(rows), d, dtype, fit_intercept=fit_intercept, block_rows=max(rows),
+            sample_fraction=fraction if mode == "sample" else None,
+        )  # fmt: skip
         self.client = client
-        self.blocks = blocks
-        self.block_rows = rows
-        self.n_rows = int(sum(rows))
-        self.dtype = np.dtype(dtype)
-        self.n_features = d
-        self.values_per_row = float(d)
+        self.futures = futures
+        self.partition_rows = rows
         self.summary = summary
         self.mode = mode
-        self.fraction = fraction
         self.local_options = local_options
-        self.epochs_run = 0
         self.retries = 0
         self.step_seconds: list[float] = []
+
+    def block_count(self) -> int:
+        return len(self.futures)
 
     # -- failure handling
     def _gather(self, submit, step: int, coef, intercept):
@@ -261,15 +265,18 @@ class _DaskSource:
 
     def _submit_each(self, function, *arguments, seeds=None):
         """One task per block: ``function(block, *arguments[, seed])``."""
-        tails = [()] * len(self.blocks) if seeds is None else [(int(seed),) for seed in seeds]
+        tails = [()] * len(self.futures) if seeds is None else [(int(seed),) for seed in seeds]
         return [
             self.client.submit(function, block, *arguments, *tail, pure=False)
-            for block, tail in zip(self.blocks, tails, strict=True)
+            for block, tail in zip(self.futures, tails, strict=True)
         ]
 
-    def _gradient_sums(self, state, spec, rng, step, fraction=1.0):
-        seeds = rng.integers(2**63, size=len(self.blocks)) if fraction < 1.0 else None
-        seeds = np.zeros(len(self.blocks), dtype=np.int64) if seeds is None else seeds
+    # -- the hook of BlockSource's full-batch and sampled epochs
+    def gradient_sums(self, state, spec, order, fraction=1.0) -> GradientSums:
+        """Each block's sums on its worker, reduced as a tree (:meth:`_tree`); a step whose
+        workers are lost is submitted again (:meth:`_gather`)."""
+        count = len(self.futures)
+        seeds = order.rng.integers(2**63, size=count) if fraction < 1.0 else np.zeros(count)
         coef, intercept = state.w, state.intercept
 
         def submit():
@@ -277,20 +284,21 @@ class _DaskSource:
                                       seeds=seeds)  # fmt: skip
             return self._tree(parts)
 
-        return self._gather(submit, step, coef, intercept)
+        grad, total, deriv, rows = self._gather(submit, self.epochs_run + 1, coef, intercept)
+        return GradientSums(grad, total, deriv, rows, -1 if math.isfinite(total) else 0)
 
     # -- what the engine asks before the first epoch
     def max_row_norm(self) -> float:
         return self.summary.max_row_norm
 
     def sample(self, rng) -> RowSample:
-        counts = np.asarray(self.block_rows, dtype=np.int64)
+        counts = np.asarray(self.partition_rows, dtype=np.int64)
         if self.n_rows > AUTO_SAMPLE_ROWS:
             counts = rng.multivariate_hypergeometric(counts, AUTO_SAMPLE_ROWS)
-        seeds = rng.integers(2**63, size=len(self.blocks))
+        seeds = rng.integers(2**63, size=len(self.futures))
         futures = [
             self.client.submit(_sample_rows, block, int(count), int(seed), pure=False)
-            for block, count, seed in zip(self.blocks, counts, seeds, strict=True)
+            for block, count, seed in zip(self.futures, counts, seeds, strict=True)
             if count > 0
         ]
         sample = np.concatenate(self.client.gather(futures)).astype(self.dtype)
@@ -300,46 +308,26 @@ class _DaskSource:
         if coef is None:  # the zero model's loss came from the first pass
             return self.summary.zero_loss, self.summary.zero_loss
         parts = self.client.gather(
-            self._submit_each(_block_losses, coef, float(intercept), loss, epsilon, True)
+            self._submit_each(_block_losses, coef, float(intercept), loss, epsilon)
         )
         return sum(part[0] for part in parts), sum(part[1] for part in parts)
 
     # -- one epoch
     def epoch(self, state, spec, order):
+        """BlockSource's epoch (full batch, sampled mini-batches), or a round of parameter
+        mixing (``minibatch_mode="average"``); timed for ``extras["dask"]``."""
         started = time.perf_counter()
-        step = self.epochs_run + 1
         if order.strategy == "full" or self.mode == "sample":
-            result = self._sample_epoch(state, spec, order, step)
+            result = super().epoch(state, spec, order)
         else:
-            result = self._average_epoch(state, spec, order, step)
-        self.epochs_run += 1
+            result = self._average_epoch(state, spec, order, self.epochs_run + 1)
+            if result[2] < 0:
+                self.epochs_run += 1
         self.step_seconds.append(time.perf_counter() - started)
         return result
 
-    def _sample_epoch(self, state, spec, order, step):
-        full = order.strategy == "full"
-        fraction = 1.0 if full else self.fraction
-        steps = 1 if full else max(1, round(1.0 / fraction))
-        loss_total = 0.0
-        rows_seen = 0
-        for _ in range(steps):
-            grad, total, deriv, rows = self._gradient_sums(state, spec, order.rng, step, fraction)
-            loss_total += total
-            rows_seen += rows
-            if not math.isfinite(total):
-                return state, loss_total, 0
-            if rows == 0:
-                continue
-            # The model changes only here, after the whole reduction has arrived.
-            intercept, t = take_step(grad.astype(state.w.dtype), float(rows), deriv, spec, state)
-            state = state._replace(intercept=intercept, t=t)
-        if not full:
-            # The mean loss of the sampled rows, on the scale of the whole data.
-            loss_total = loss_total / max(1, rows_seen) * self.n_rows
-        return state, loss_total, -1
-
     def _average_epoch(self, state, spec, order, step):
-        seeds = order.rng.integers(2**63, size=len(self.blocks))
+        seeds = order.rng.integers(2**63, size=len(self.futures))
         local = dict(self.local_options)
         local["eta0"] = spec.eta0
         coef, intercept, t = state.w, state.intercept, state.t
@@ -540,8 +528,10 @@ def fit(
             fraction = min(1.0, resolved["batch_size"] / n)
         resolved["batch_size"] = max(1, round(float(fraction) * n))
     source = _DaskSource(
-        client, blocks, rows, summary, dtype, len(feature_names), mode,
-        float(fraction) if fraction is not None else 1.0, _local_options(resolved, settings),
+        client, blocks, rows, summary, dtype, len(feature_names),
+        fit_intercept=resolved["fit_intercept"], mode=mode,
+        fraction=float(fraction) if fraction is not None else 1.0,
+        local_options=_local_options(resolved, settings),
     )  # fmt: skip
     try:
         result = engine.train(
@@ -549,7 +539,7 @@ def fit(
             intercept_init=intercept_init,
         )  # fmt: skip
     finally:
-        source.blocks = []
+        source.futures = []
         del blocks
     result.extras.update(
         feature_names=list(feature_names), target=target_name, rows=n,

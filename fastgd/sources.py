@@ -16,11 +16,13 @@ rows, the :class:`DataSource` protocol:
   position of the first non-finite loss (``-1``: none).
 
 Arrays in memory are the engine's own source; :class:`BlockSource` serves any data read
-one block of rows at a time (the CSV cache of ``fastgd.fit_csv``, memory-mapped arrays):
-a subclass says how many blocks there are and yields them; the epochs (mini-batches across
-block boundaries, full batches summed over blocks) come from here. :func:`block_statistics`
-is the first pass's per-block summary, shared by every front that reads its data once
-before training.
+one block of rows at a time (the CSV cache of ``fastgd.fit_csv``, memory-mapped arrays,
+the partitions ``fastgd.dask`` keeps on its workers): a subclass says how many blocks
+there are and yields them; the epochs (mini-batches across block boundaries, full batches
+summed over blocks, sampled mini-batches) come from here. Blocks that cannot come to the
+process (Dask's) override one hook instead, :meth:`BlockSource.gradient_sums`, and the
+full-batch and sampled epochs still step here. :func:`block_statistics` is the first
+pass's per-block summary, shared by every front that reads its data once before training.
 """
 
 from __future__ import annotations
@@ -43,15 +45,18 @@ from ._kernels.epochs import (
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
-from .prediction import decision_values
+from .prediction import predict_into
 
 __all__ = [
     "BlockSource",
     "BlockStatistics",
     "DataSource",
     "EpochOrder",
+    "GradientSums",
     "RowSample",
     "RowSampler",
+    "add_block_gradient",
+    "block_losses",
     "block_statistics",
 ]
 
@@ -83,6 +88,21 @@ class EpochOrder(NamedTuple):
     shuffle: int
     rng: np.random.Generator
     parallel: bool
+
+
+class GradientSums(NamedTuple):
+    """The gradient sums of some rows at one model, all a step needs (see
+    :meth:`BlockSource.gradient_sums`)."""
+
+    #: ``Σ s·L'·x`` (float64, shape (d,)).
+    grad: np.ndarray
+    #: ``Σ s·L`` and ``Σ s·L'`` (the intercept's gradient).
+    loss: float
+    deriv: float
+    #: How many rows were summed (the step divides by it).
+    rows: int
+    #: The position of the first row (or block) with a non-finite loss; -1: none.
+    bad: int = -1
 
 
 @runtime_checkable
@@ -159,6 +179,32 @@ def block_statistics(X, y, *, fit_intercept: bool, loss: options.Loss, epsilon: 
     return BlockStatistics(rows, bad, float(norm), float(zero), None)
 
 
+def block_losses(X, y, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
+    """``(Σ L(0, y), Σ L(x·coef + intercept, y))`` over a block (``coef`` None: the second
+    is 0); the predictions come from :func:`fastgd.prediction.predict_into`."""
+    scores = np.zeros(X.shape[0], dtype=X.dtype)
+    zero = float(loss_sum(scores, y, _NO_WEIGHTS, loss, epsilon))
+    if coef is None:
+        return zero, 0.0
+    predict_into(X, coef, intercept, scores)
+    return zero, float(loss_sum(scores, y, _NO_WEIGHTS, loss, epsilon))
+
+
+def add_block_gradient(
+    X, y, spec: Spec, state: State, grad: np.ndarray, parallel: bool, fraction=1.0, seed=0
+) -> tuple[float, float, int]:
+    """Add the gradient of a block's rows at ``state`` to ``grad`` (``fraction`` < 1: of the
+    rows a draw seeded with ``seed`` keeps, each with probability ``fraction``); returns
+    ``(Σ s·L, Σ s·L', rows summed)``."""
+    if fraction < 1.0:
+        chosen = np.random.default_rng(seed).random(X.shape[0]) < fraction
+        X, y = np.ascontiguousarray(X[chosen]), np.ascontiguousarray(y[chosen])
+    if X.shape[0] == 0:
+        return 0.0, 0.0, 0
+    loss, deriv = accumulate_gradient(X, y, _NO_WEIGHTS, spec, state, grad, parallel)
+    return float(loss), float(deriv), int(X.shape[0])
+
+
 class RowSampler:
     """A uniform sample of at most ``size`` rows of a stream of unknown length (the rows
     with the smallest random keys), in float64."""
@@ -191,10 +237,20 @@ class BlockSource:
     start the next batch) and a full batch sums every block's gradient before its one step,
     so with ``shuffle=False`` an epoch takes the same steps as on all rows in memory. With
     shuffling, the blocks are visited in a random order and the rows of each permuted.
+
+    ``sample_fraction`` (a number in (0, 1]) turns the mini-batch epochs into sampled ones
+    (Spark's ``miniBatchFraction``): ``round(1 / fraction)`` steps, each on the rows a
+    random draw keeps from every block with probability ``fraction``.
+
+    The hook for blocks that stay elsewhere: :meth:`gradient_sums` (the sums over all the
+    blocks, or over a sample of each, at one model) is all the full-batch and sampled epochs
+    read; a subclass that computes it where the blocks are (``fastgd.dask``: on the workers,
+    reduced as a tree) overrides it, and the statistics, and needs no :meth:`blocks`.
     """
 
     def __init__(self, n_rows: int, n_features: int, dtype, *, fit_intercept: bool,
-                 block_rows: int, progress: Callable | None = None):  # fmt: skip
+                 block_rows: int, progress: Callable | None = None,
+                 sample_fraction: float | None = None):  # fmt: skip
         self.n_rows = int(n_rows)
         self.n_features = int(n_features)
         self.values_per_row = float(n_features)
@@ -202,6 +258,7 @@ class BlockSource:
         self.fit_intercept = bool(fit_intercept)
         self.block_rows = int(block_rows)
         self.progress = progress
+        self.sample_fraction = sample_fraction
         self.epochs_run = 0
         self._max_row_norm: float | None = None
 
@@ -226,11 +283,9 @@ class BlockSource:
     def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
         zero = start = 0.0
         for X, y in self.blocks():
-            zero += loss_sum(np.zeros(X.shape[0], X.dtype), y, _NO_WEIGHTS, loss, epsilon)
-            if coef is not None:
-                start += loss_sum(
-                    decision_values(X, coef, intercept)[:, 0], y, _NO_WEIGHTS, loss, epsilon
-                )
+            block_zero, block_start = block_losses(X, y, loss, epsilon, coef, intercept)
+            zero += block_zero
+            start += block_start
         return zero, (zero if coef is None else start)
 
     def sample(self, rng: np.random.Generator) -> RowSample:
@@ -239,26 +294,63 @@ class BlockSource:
             sampler.add(X)
         return RowSample(sampler.rows.astype(self.dtype), _NO_WEIGHTS)
 
+    # -- the hook: gradient sums at one model
+    def gradient_sums(self, state: State, spec: Spec, order: EpochOrder,
+                      fraction: float = 1.0) -> GradientSums:  # fmt: skip
+        """The gradient sums at ``state`` over every block's rows (``fraction`` < 1: over
+        the rows a draw with ``order.rng`` keeps from each block with probability
+        ``fraction``); ``bad``: the position of the first block whose loss is not finite.
+        Reads the blocks here, one at a time; override it to sum where the blocks are."""
+        grad = np.zeros(self.n_features)
+        loss_total = deriv_total = 0.0
+        rows = 0
+        parallel = parallel_batches(min(self.block_rows, self.n_rows), self.values_per_row)
+        visits = self._visit(self._block_order(order), order, row_orders=False)
+        # One seed per block, drawn before any is read (as a source that sums elsewhere
+        # draws them to send with its tasks).
+        seeds = order.rng.integers(2**63, size=self.block_count()) if fraction < 1.0 else None
+        for index, (X, y, _, position) in enumerate(visits):
+            seed = int(seeds[index]) if seeds is not None else 0
+            block_loss, block_deriv, block_rows = add_block_gradient(
+                X, y, spec, state, grad, parallel, fraction, seed
+            )
+            loss_total += block_loss
+            deriv_total += block_deriv
+            rows += block_rows
+            if not math.isfinite(block_loss):
+                return GradientSums(grad, loss_total, deriv_total, rows, position)
+        return GradientSums(grad, loss_total, deriv_total, rows)
+
     # -- one epoch
     def epoch(self, state: State, spec: Spec, order: EpochOrder) -> tuple[State, float, int]:
-        count = self.block_count()
-        shuffled = order.shuffle != options.SHUFFLE_NONE
-        block_order = order.rng.permutation(count) if shuffled and count > 1 else None
-        run = {"full": self._full_epoch, "sgd": self._sgd_epoch}.get(
-            order.strategy, self._minibatch_epoch
-        )
-        state, loss_total, bad = run(state, spec, order, self._visit(block_order, order))
+        if order.strategy == "full" or (
+            order.strategy == "minibatch" and self.sample_fraction is not None
+        ):
+            state, loss_total, bad = self._gradient_epoch(state, spec, order)
+        else:
+            run = self._sgd_epoch if order.strategy == "sgd" else self._minibatch_epoch
+            visits = self._visit(self._block_order(order), order)
+            state, loss_total, bad = run(state, spec, order, visits)
         if bad < 0:
             self.epochs_run += 1
         return state, loss_total, bad
 
-    def _visit(self, block_order, order: EpochOrder):
-        """Each block with its row order, then the rows read so far (for the progress)."""
+    def _block_order(self, order: EpochOrder) -> np.ndarray | None:
+        """The blocks' order in a shuffled epoch (None: in order)."""
+        count = self.block_count()
+        shuffled = order.shuffle != options.SHUFFLE_NONE
+        return order.rng.permutation(count) if shuffled and count > 1 else None
+
+    def _visit(self, block_order, order: EpochOrder, row_orders: bool = True):
+        """Each block with its row order (``row_orders=False``: none), then the rows read so
+        far (for the progress)."""
         position = 0
         shuffled = order.shuffle != options.SHUFFLE_NONE and order.strategy != "full"
         for X, y in self.blocks(block_order):
             length = X.shape[0]
-            if shuffled:
+            if not row_orders:
+                rows = _NO_ORDER
+            elif shuffled:
                 rows = np.empty(length, dtype=np.int64)
                 fill_epoch_order(rows, options.SHUFFLE_FULL, 0, order.rng.integers(2**63))
             elif order.strategy == "minibatch":  # mini-batches need positions to slice
@@ -270,20 +362,28 @@ class BlockSource:
             if self.progress is not None:
                 self.progress(self.epochs_run + 1, position, self.n_rows)
 
-    def _full_epoch(self, state, spec, order, visits):
-        grad = np.zeros(self.n_features)
-        loss_total = deriv_total = 0.0
-        parallel = parallel_batches(min(self.block_rows, self.n_rows), self.values_per_row)
-        for X, y, _, position in visits:
-            block_loss, block_deriv = accumulate_gradient(
-                X, y, _NO_WEIGHTS, spec, state, grad, parallel
-            )
-            loss_total += block_loss
-            deriv_total += block_deriv
-            if not math.isfinite(block_loss):
-                return state, loss_total, position
-        intercept, t = take_step(grad, float(self.n_rows), deriv_total, spec, state)
-        return state._replace(intercept=intercept, t=t), loss_total, -1
+    def _gradient_epoch(self, state, spec, order):
+        """A full batch (one step from every row's gradient) or a sampled epoch
+        (``round(1 / sample_fraction)`` steps, each from a sample of every block's rows).
+        The model changes only here, once a step's sums have all arrived."""
+        full = order.strategy == "full"
+        fraction = 1.0 if full else float(self.sample_fraction)
+        steps = 1 if full else max(1, round(1.0 / fraction))
+        loss_total = 0.0
+        rows_seen = 0
+        for _ in range(steps):
+            sums = self.gradient_sums(state, spec, order, fraction)
+            loss_total += sums.loss
+            rows_seen += sums.rows
+            if sums.bad >= 0:
+                return state, loss_total, sums.bad
+            if sums.rows == 0:
+                continue
+            intercept, t = take_step(sums.grad, float(sums.rows), sums.deriv, spec, state)
+            state = state._replace(intercept=intercept, t=t)
+        if not full:  # the mean loss of the sampled rows, on the scale of the whole data
+            loss_total = loss_total / max(1, rows_seen) * self.n_rows
+        return state, loss_total, -1
 
     def _sgd_epoch(self, state, spec, order, visits):
         loss_total = 0.0

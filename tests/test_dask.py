@@ -20,6 +20,8 @@ from distributed import Client, LocalCluster
 
 import fastgd
 import fastgd.dask as fastgd_dask
+from fastgd import engine
+from fastgd.sources import BlockSource
 
 #: Full batch on Dask equals full batch in one process up to the rounding of partial sums.
 FULL_BATCH_RTOL = 1e-10
@@ -90,6 +92,42 @@ def test_minibatch_reaches_least_squares(client, mode):
     np.testing.assert_allclose(result.coef, coef, atol=5e-3)
     assert result.intercept == pytest.approx(intercept, abs=5e-3)
     assert result.extras["dask"]["mode"] == mode
+
+
+class ArrayBlocks(BlockSource):
+    """Arrays in this process as blocks of ``block_rows`` rows: Dask's partitions, here."""
+
+    def __init__(self, X, y, block_rows, sample_fraction):
+        super().__init__(*X.shape, X.dtype, fit_intercept=True, block_rows=block_rows,
+                         sample_fraction=sample_fraction)  # fmt: skip
+        self.X, self.y = X, y
+
+    def block_count(self):
+        return -(-self.n_rows // self.block_rows)
+
+    def blocks(self, order=None):
+        for index in range(self.block_count()) if order is None else order:
+            rows = slice(index * self.block_rows, (index + 1) * self.block_rows)
+            yield self.X[rows].copy(), self.y[rows].copy()
+
+
+def test_sample_mode_takes_the_steps_of_a_block_source(client):
+    # The sampled epochs are BlockSource's: only the gradient sums come from the workers.
+    X, y, _ = linear_problem(n=800, seed=7)
+    options = dict(
+        strategy="minibatch", learning_rate="constant", eta0=0.05, shuffle=False, max_iter=5,
+        tol=None, random_state=0,
+    )  # fmt: skip
+    result = fastgd_dask.fit(
+        da.from_array(X, chunks=(200, 4)), y, minibatch_mode="sample", fraction=0.25,
+        client=client, **options,
+    )  # fmt: skip
+    settings = engine.resolve_options(**{**engine.fit_defaults(), **options, "batch_size": 200})
+    local = engine.train(ArrayBlocks(X, y, 200, 0.25), settings)
+    np.testing.assert_allclose(result.coef, local.coef, rtol=FULL_BATCH_RTOL)
+    assert result.intercept == pytest.approx(local.intercept, rel=FULL_BATCH_RTOL)
+    np.testing.assert_allclose(result.loss_history, local.loss_history, rtol=FULL_BATCH_RTOL)
+    assert result.t == local.t == 1 + 4 * options["max_iter"]
 
 
 def write_csv_parts(directory, columns_per_file=None, seed=3):

@@ -8,7 +8,14 @@ import pytest
 
 import fastgd
 from fastgd import engine, options
-from fastgd.sources import BlockSource, DataSource, block_statistics
+from fastgd.sources import (
+    BlockSource,
+    DataSource,
+    GradientSums,
+    add_block_gradient,
+    block_losses,
+    block_statistics,
+)
 
 
 class NpySource(BlockSource):
@@ -123,3 +130,56 @@ def test_block_statistics_merge_as_one_pass():
     found = block_statistics(X[:5], np.array([3, 7, 3, 3, 7]), **{**settings, "loss": labels})
     np.testing.assert_array_equal(found.labels, [3, 7])
     assert found.zero_loss == 5.0  # hinge at a zero score: 1 per row, for either label
+
+
+def test_sampled_minibatches_on_a_block_source_are_seeded_and_learn(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((200, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.5 + 0.01 * rng.standard_normal(200)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    settings = {"learning_rate": "constant", "eta0": 0.1, "max_iter": 30, "tol": None}
+
+    def sampled():
+        source = NpySource(tmp_path / "X.npy", tmp_path / "y.npy", block_rows=32)
+        source.sample_fraction = 0.25  # 4 steps an epoch, each on ~1/4 of every block
+        return _fit_source(source, strategy="minibatch", random_state=5, **settings)
+
+    runs = [sampled() for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].coef, runs[1].coef)
+    full = fastgd.fit(X, y, strategy="full", **settings)
+    assert runs[0].t - full.t == 3 * settings["max_iter"]
+    solution = np.linalg.lstsq(np.hstack([X, np.ones((X.shape[0], 1))]), y, rcond=None)[0]
+    np.testing.assert_allclose(runs[0].coef, solution[:-1], atol=5e-3)
+    assert runs[0].intercept == pytest.approx(solution[-1], abs=5e-3)
+
+
+class SumsOnly(BlockSource):
+    """Rows that never come to the epoch loop as blocks: the gradient-sums hook and the
+    losses are all a full batch reads (as ``fastgd.dask`` sums on its workers)."""
+
+    def __init__(self, X, y):
+        super().__init__(*X.shape, X.dtype, fit_intercept=True, block_rows=X.shape[0])
+        self.X, self.y = X, y
+
+    def block_count(self) -> int:
+        return 1
+
+    def gradient_sums(self, state, spec, order, fraction=1.0):
+        grad = np.zeros(self.n_features)
+        loss, deriv, rows = add_block_gradient(self.X, self.y, spec, state, grad, False)
+        return GradientSums(grad, loss, deriv, rows)
+
+    def losses(self, loss, epsilon, coef, intercept):
+        zero, start = block_losses(self.X, self.y, loss, epsilon, coef, intercept)
+        return zero, (zero if coef is None else start)
+
+
+def test_the_gradient_sums_hook_is_all_a_full_batch_needs(npy_files):
+    _, _, X, y = npy_files
+    settings = {**SETTINGS, "strategy": "full", "max_iter": 5}
+    hooked = _fit_source(SumsOnly(np.ascontiguousarray(X), np.ascontiguousarray(y)), **settings)
+    in_memory = fastgd.fit(X, y, **settings)
+    np.testing.assert_allclose(hooked.coef, in_memory.coef, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(hooked.loss_history, in_memory.loss_history, rtol=1e-12)
+    assert hooked.t == in_memory.t

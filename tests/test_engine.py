@@ -1323,7 +1323,7 @@ def test_out_of_range_sparse_index_in_any_format_is_refused_never_a_crash(
 
 
 @pytest.mark.parametrize("container", ["matrix", "array"])
-def test_dia_offsets_outside_the_shape_are_skipped_as_scipy_does(container, intact_sparse_fit):
+def test_sparse_dia_offsets_outside_the_shape_are_skipped(container, intact_sparse_fit):
     """A DIA offset past the shape is valid in scipy (its values lie outside the matrix):
     fit and predict read the matrix scipy describes, never outside it."""
     X, y = malformed_csr("none")

@@ -167,8 +167,8 @@ def _check_compressed_structure(X) -> None:
     """CSR and CSC: ``indptr`` starts at 0, never falls and ends within ``indices``, whose
     used part lies in [0, width); BSR: the same in blocks."""
     if X.format == "bsr":
-        block_rows, block_cols = X.blocksize
-        if X.data.ndim != 3 or X.shape[0] % block_rows or X.shape[1] % block_cols:
+        block_rows, block_cols = X.data.shape[1:] if X.data.ndim == 3 else (0, 0)
+        if not block_rows or not block_cols or X.shape[0] % block_rows or X.shape[1] % block_cols:
             raise ValueError(
                 f"X.data of a BSR matrix of shape {X.shape} must hold blocks (3-D) that "
                 f"tile the shape; got X.data of shape {X.data.shape}."

@@ -140,28 +140,54 @@ def is_sparse(X) -> bool:
 
 
 def check_sparse_structure(X) -> None:
-    """Raise unless the index arrays of a CSR (or CSC) matrix describe a valid matrix.
+    """Raise unless the index arrays of a scipy.sparse matrix or array (any format: CSR,
+    CSC, BSR, COO, DOK, LIL, DIA) describe a valid matrix of its shape.
 
-    scipy does not re-check arrays changed after construction, and the kernels (and scipy's
-    own products) trust them: a column index past the width reads or writes outside the
-    weights (a segfault, or a silently wrong model for a small or negative index). One
-    vectorised O(nnz) pass over the index arrays, never over the values; unsorted and
-    repeated indices are valid (the kernels do not assume sorted rows)."""
-    if X.format not in ("csr", "csc"):
-        return  # other formats are checked by scipy when converted to CSR
-    major, minor = ("row", "column") if X.format == "csr" else ("column", "row")
-    n_major, n_minor = X.shape if X.format == "csr" else X.shape[::-1]
-    data, indices, indptr = X.data, X.indices, X.indptr
-    for part, array in (("indices", indices), ("indptr", indptr)):
-        if array.ndim != 1 or array.dtype.kind not in "iu":
-            raise TypeError(
-                f"X.{part} must be a 1-D integer array; got dtype {array.dtype}, shape "
-                f"{array.shape}."
+    scipy does not re-check arrays changed after construction, and neither its conversions
+    to CSR nor the kernels (nor scipy's own products) check them: an index past the shape
+    reads or writes outside an array (a segfault or a heap corruption, or a silently wrong
+    model for a small or negative index). One vectorised O(nnz) pass over the index arrays,
+    never over the values; unsorted and repeated indices are valid (the kernels do not
+    assume sorted rows). The message names the problem and its first offending row or
+    stored entry. A shape other than 2-D is left to the shape checks."""
+    if X.ndim != 2:
+        return
+    check = _STRUCTURE_CHECKS.get(X.format)
+    if check is not None:
+        check(X)
+
+
+def _check_index_array(array, name: str) -> None:
+    if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind not in "iu":
+        dtype, shape = getattr(array, "dtype", type(array).__name__), np.shape(array)
+        raise TypeError(f"{name} must be a 1-D integer array; got dtype {dtype}, shape {shape}.")
+
+
+def _check_compressed_structure(X) -> None:
+    """CSR and CSC: ``indptr`` starts at 0, never falls and ends within ``indices``, whose
+    used part lies in [0, width); BSR: the same in blocks."""
+    if X.format == "bsr":
+        block_rows, block_cols = X.data.shape[1:] if X.data.ndim == 3 else (0, 0)
+        if not block_rows or not block_cols or X.shape[0] % block_rows or X.shape[1] % block_cols:
+            raise ValueError(
+                f"X.data of a BSR matrix of shape {X.shape} must hold blocks (3-D) that "
+                f"tile the shape; got X.data of shape {X.data.shape}."
             )
-    if data.ndim != 1 or data.shape[0] != indices.shape[0]:
+        major, minor = "block row", "block column"
+        n_major, n_minor = X.shape[0] // block_rows, X.shape[1] // block_cols
+    elif X.format == "csr":
+        major, minor = "row", "column"
+        n_major, n_minor = X.shape
+    else:
+        major, minor = "column", "row"
+        n_major, n_minor = X.shape[::-1]
+    data, indices, indptr = X.data, X.indices, X.indptr
+    _check_index_array(indices, "X.indices")
+    _check_index_array(indptr, "X.indptr")
+    if (X.format != "bsr" and data.ndim != 1) or data.shape[0] != indices.shape[0]:
         raise ValueError(
-            f"X.data and X.indices must be 1-D of the same length; got shapes {data.shape} "
-            f"and {indices.shape}."
+            f"X.data and X.indices must be of the same length (one entry per stored value); "
+            f"got shapes {data.shape} and {indices.shape}."
         )
     if indptr.shape[0] != n_major + 1:
         raise ValueError(
@@ -192,9 +218,94 @@ def check_sparse_structure(X) -> None:
         bad = int(np.argmax((used < 0) | (used >= n_minor)))
         where = int(np.searchsorted(indptr, bad, side="right")) - 1
         raise ValueError(
-            f"X has a {minor} index {int(used[bad])} out of range in {major} {where}: "
-            f"{minor} indices must lie in [0, {n_minor}) for shape {X.shape}."
+            f"X has a {minor} index {int(used[bad])} out of range in {major} {where} "
+            f"(stored entry {bad}): {minor} indices must lie in [0, {n_minor}) for shape "
+            f"{X.shape}."
         )
+
+
+def _check_coordinates(row, col, n_values: int, shape, what: str = "X.row and X.col") -> None:
+    """COO (and DOK's keys, LIL's rows): one row and one column index per stored value,
+    each within the shape; the first offending entry is named."""
+    _check_index_array(row, "X.row")
+    _check_index_array(col, "X.col")
+    if row.shape[0] != n_values or col.shape[0] != n_values:
+        raise ValueError(
+            f"{what} must hold one index per stored value ({n_values}); got "
+            f"{row.shape[0]} and {col.shape[0]}."
+        )
+    for axis, (indices, size) in enumerate(((row, shape[0]), (col, shape[1]))):
+        outside = (indices < 0) | (indices >= size)
+        if n_values and outside.any():
+            bad = int(np.argmax(outside))
+            name = ("row", "column")[axis]
+            raise ValueError(
+                f"X has a {name} index {int(indices[bad])} out of range at stored entry {bad} "
+                f"(row {int(row[bad])}, column {int(col[bad])}): {name} indices must lie in "
+                f"[0, {size}) for shape {tuple(shape)}."
+            )
+
+
+def _check_coo_structure(X) -> None:
+    data = X.data
+    if data.ndim != 1:
+        raise ValueError(f"X.data of a COO matrix must be 1-D; got shape {data.shape}.")
+    _check_coordinates(X.row, X.col, data.shape[0], X.shape)
+
+
+def _check_dok_structure(X) -> None:
+    keys = list(X.keys())
+    if any(not (isinstance(key, tuple) and len(key) == 2) for key in keys):
+        bad = next(key for key in keys if not (isinstance(key, tuple) and len(key) == 2))
+        raise ValueError(f"X (DOK) has the key {bad!r}; every key must be a (row, column) pair.")
+    coordinates = np.array(keys, dtype=np.int64).reshape(-1, 2)
+    _check_coordinates(coordinates[:, 0], coordinates[:, 1], len(keys), X.shape, "X's keys")
+
+
+def _check_lil_structure(X) -> None:
+    rows, data = X.rows, X.data
+    n_rows = X.shape[0]
+    if rows.shape != (n_rows,) or data.shape != (n_rows,):
+        raise ValueError(
+            f"X.rows and X.data of a LIL matrix of shape {X.shape} must hold {n_rows} lists "
+            f"(one per row); got shapes {rows.shape} and {data.shape}."
+        )
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n_rows)
+    if not np.array_equal(lengths, np.fromiter(map(len, data), dtype=np.int64, count=n_rows)):
+        row = int(np.argmax(lengths != np.fromiter(map(len, data), np.int64, count=n_rows)))
+        raise ValueError(
+            f"X.rows[{row}] and X.data[{row}] must have the same length (one column index "
+            "per value)."
+        )
+    total = int(lengths.sum())
+    columns = np.fromiter((c for r in rows for c in r), dtype=np.int64, count=total)
+    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), lengths)
+    _check_coordinates(row_of, columns, total, X.shape, "X.rows")
+
+
+def _check_dia_structure(X) -> None:
+    """DIA: one distinct integer offset per stored diagonal. An offset outside the shape is
+    valid (scipy stores it and every conversion skips its values), so it is kept."""
+    data, offsets = X.data, X.offsets
+    _check_index_array(offsets, "X.offsets")
+    if data.ndim != 2 or data.shape[0] != offsets.shape[0]:
+        raise ValueError(
+            f"X.data of a DIA matrix must be 2-D with one row per offset ({offsets.shape[0]}); "
+            f"got shape {data.shape}."
+        )
+    if np.unique(offsets).shape[0] != offsets.shape[0]:
+        raise ValueError(f"X.offsets holds a repeated diagonal offset: {offsets.tolist()[:20]}.")
+
+
+_STRUCTURE_CHECKS = {
+    "csr": _check_compressed_structure,
+    "csc": _check_compressed_structure,
+    "bsr": _check_compressed_structure,
+    "coo": _check_coo_structure,
+    "dok": _check_dok_structure,
+    "lil": _check_lil_structure,
+    "dia": _check_dia_structure,
+}
 
 
 def check_csr(X, *, check_finite: bool = True):
@@ -212,6 +323,7 @@ def check_csr(X, *, check_finite: bool = True):
     check_sparse_structure(X)  # before anything (scipy's conversions included) reads them
     if X.format != "csr":
         X = sp.csr_matrix(X)
+        check_sparse_structure(X)  # what the kernels will read: checked after the conversion
     if X.indices.dtype not in (np.int32, np.int64) or X.indptr.dtype not in (np.int32, np.int64):
         # Other integer index dtypes (set by hand after construction): one int64 copy of the
         # index arrays, the types the kernels are compiled for.

@@ -74,23 +74,40 @@ def held_out(lines: np.ndarray, fraction: float) -> np.ndarray:
 
 
 class _Moments:
-    """Per-feature mean and variance, merged block by block (Chan et al.), in float64."""
+    """Per-feature mean and variance, merged block by block (Chan et al.), in float64.
+
+    Values so large that a column's sum or sum of squares overflows (near 1e154 and
+    beyond) make its mean or M2 infinite, quietly: :meth:`scale` names such a column (it
+    cannot be standardised) instead of numpy warning in the middle of the pass."""
 
     def __init__(self, d: int):
         self.count = 0
         self.mean = np.zeros(d)
         self.m2 = np.zeros(d)
+        self.largest = np.zeros(d)  # the largest magnitude: what an error shows
 
     def add(self, X: np.ndarray) -> None:
         rows = X.shape[0]
-        block_mean = X.mean(axis=0, dtype=np.float64)
-        centred = X - block_mean
-        block_m2 = np.einsum("ij,ij->j", centred, centred, dtype=np.float64)
-        total = self.count + rows
-        delta = block_mean - self.mean
-        self.mean += delta * (rows / total)
-        self.m2 += block_m2 + delta**2 * (self.count * rows / total)
-        self.count = total
+        with np.errstate(over="ignore", invalid="ignore"):
+            block_mean = X.mean(axis=0, dtype=np.float64)
+            centred = X - block_mean
+            block_m2 = np.einsum("ij,ij->j", centred, centred, dtype=np.float64)
+            self.largest = np.maximum(self.largest, np.abs(X).max(axis=0))
+            if self.count == 0:  # (inf·0 would make an overflowed column NaN, not inf)
+                self.mean, self.m2 = block_mean, block_m2
+            else:
+                total = self.count + rows
+                delta = block_mean - self.mean
+                self.mean = self.mean + delta * (rows / total)
+                self.m2 = self.m2 + block_m2 + delta**2 * (self.count * rows / total)
+        self.count += rows
+
+    def overflowed(self) -> int | None:
+        """The first feature whose mean or variance overflowed float64 (None: none)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            variance = self.m2 / max(1, self.count)
+        bad = ~(np.isfinite(self.mean) & np.isfinite(variance))
+        return int(np.argmax(bad)) if bad.any() else None
 
     def scale(self) -> np.ndarray:
         std = np.sqrt(self.m2 / max(1, self.count))
@@ -165,6 +182,19 @@ class _FirstPass:
             path=schema.path, line=None, column=schema.target,
         )  # fmt: skip
 
+    def _check_moments(self) -> None:
+        """Refuse to standardise a column whose variance overflows float64."""
+        column = self.moments.overflowed()
+        if column is None:
+            return
+        raise CsvError(
+            "cannot standardise this feature: its values (up to about "
+            f"{float(self.moments.largest[column]):.3g} in "
+            "magnitude) are too large for its variance to fit in a float64. Rescale the "
+            "column (divide it by a power of ten) or log-transform it before training.",
+            path=self.schema.path, column=self.schema.feature_names[column],
+        )  # fmt: skip
+
     def finish(self, started: float) -> StreamStats:
         stats, summary = self.stats, self.summary
         if stats.n_rows == 0:
@@ -181,6 +211,7 @@ class _FirstPass:
         stats.max_row_norm = summary.max_row_norm
         stats.zero_loss = summary.zero_loss
         if self.standardize:
+            self._check_moments()
             stats.mean, stats.scale = self.moments.mean, self.moments.scale()
         sample = self.sampler.rows if self.sampler is not None else None
         if self.standardize and sample is not None:

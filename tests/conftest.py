@@ -140,3 +140,50 @@ def malformed_csr(kind: str, n: int = 50, d: int = 6, seed: int = 0):
     y = dense @ rng.standard_normal(d)
     _break_csr(X, kind)
     return X, y
+
+
+#: The scipy.sparse formats other than CSR, each damaged by :func:`out_of_range_sparse`.
+SPARSE_FORMATS = ("coo", "csc", "bsr", "lil", "dok")
+#: Out-of-range indices: negative, just past the end, far past it.
+OUT_OF_RANGE = {"negative": lambda size: -1, "past": lambda size: size, "huge": lambda _: 10**8}
+
+
+def out_of_range_sparse(fmt: str, container: str, where: str):
+    """``malformed_csr("none")`` as a ``{fmt}_{container}`` (``"matrix"`` or ``"array"``)
+    with one stored index out of range (``where``: a key of ``OUT_OF_RANGE``), set after
+    construction as scipy lets code do. Returns X, y and the patterns the error must name
+    (the index, the axis and the row, entry or block at fault)."""
+    import scipy.sparse as sp
+
+    X, y = malformed_csr("none")
+    X = getattr(sp, f"{fmt}_{container}")(X)
+    if fmt == "coo":  # stored entry 3 is in row 1
+        bad = OUT_OF_RANGE[where](X.shape[1])
+        X.col[3] = bad
+        return X, y, [f"column index {bad}", "stored entry 3", r"row 1\b", r"\[0, 6\)"]
+    if fmt == "csc":  # stored entry 3 is in column 0
+        bad = OUT_OF_RANGE[where](X.shape[0])
+        X.indices[3] = bad
+        return X, y, [f"row index {bad}", "column 0", r"\[0, 50\)"]
+    if fmt == "bsr":  # blocks of 2 × 2: 3 block columns
+        X = getattr(sp, f"bsr_{container}")(malformed_csr("none")[0], blocksize=(2, 2))
+        bad = OUT_OF_RANGE[where](3)
+        X.indices[int(X.indptr[2])] = bad
+        return X, y, [f"block column index {bad}", "block row 2", r"\[0, 3\)"]
+    bad = OUT_OF_RANGE[where](X.shape[1])
+    if fmt == "lil":
+        X.rows[2][0] = bad
+    else:  # dok: a key its own __setitem__ would refuse, written past it
+        X._dict[(2, bad)] = 1.0
+    return X, y, [f"column index {bad}", r"row 2\b", r"\[0, 6\)"]
+
+
+def sparse_cases():
+    """pytest ids and arguments for every (format, container, where) of
+    :func:`out_of_range_sparse`."""
+    return [
+        (fmt, container, where)
+        for fmt in SPARSE_FORMATS
+        for container in ("matrix", "array")
+        for where in OUT_OF_RANGE
+    ]

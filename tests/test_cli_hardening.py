@@ -418,10 +418,10 @@ def test_sigint_stops_train_at_once_and_leaves_nothing(big_csv, tmp_path, phase)
     assert waited < 2.0, f"took {waited:.2f} s to stop"
     lines = without_warnings(err)
     assert len(lines) == 1 and lines[0].startswith("fastgd: interrupted."), err
-    assert _leftovers(cache, tmp_path) == []
-    if phase == "first pass":
-        assert not model.exists() and list(cache.iterdir()) == []
+    if phase == "first pass":  # the cache folder the aborted pass made goes with it
+        assert not model.exists() and not cache.exists() and _leftovers(tmp_path) == []
     else:
+        assert _leftovers(cache, tmp_path) == []
         assert fastgd.load(model).summary["checkpoint"] is True
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import MALFORMED_CSR, malformed_csr, tol
+from conftest import MALFORMED_CSR, malformed_csr, out_of_range_sparse, sparse_cases, tol
 
 import fastgd
 from fastgd._validation import check_X
@@ -1289,6 +1289,59 @@ def test_malformed_csc_is_refused_before_conversion():
     csc.indices[3] = X.shape[0] + 7  # a row index past the end, in column 0
     with pytest.raises(ValueError, match=r"row index 57 out of range in column 0"):
         fastgd.fit(csc, y, max_iter=2)
+
+
+def _assert_names(caught, patterns):
+    message = str(caught.value)
+    missing = [p for p in patterns if not re.search(p, message)]
+    assert not missing, f"{message!r} lacks {missing}"
+
+
+@pytest.fixture(scope="module")
+def intact_sparse_fit():
+    X, y = malformed_csr("none")
+    return fastgd.fit(X, y, max_iter=2)
+
+
+@pytest.mark.parametrize(("fmt", "container", "where"), sparse_cases())
+def test_out_of_range_sparse_index_in_any_format_is_refused_never_a_crash(
+    fmt, container, where, intact_sparse_fit
+):
+    """Issue 10: COO, CSC, BSR, LIL and DOK (matrix and array) with an index out of range
+    (scipy's conversion to CSR does not check them) are refused by fit, predict and
+    decision_function with the index, the axis and where it is, never a crash or a wrong
+    answer."""
+    X, y, patterns = out_of_range_sparse(fmt, container, where)
+    for call in (
+        lambda: fastgd.fit(X, y, max_iter=2),
+        lambda: intact_sparse_fit.predict(X),
+        lambda: intact_sparse_fit.decision_function(X),
+    ):
+        with pytest.raises(ValueError) as caught:
+            call()
+        _assert_names(caught, patterns)
+
+
+@pytest.mark.parametrize("container", ["matrix", "array"])
+def test_sparse_dia_offsets_outside_the_shape_are_skipped(container, intact_sparse_fit):
+    """A DIA offset past the shape is valid in scipy (its values lie outside the matrix):
+    fit and predict read the matrix scipy describes, never outside it."""
+    X, y = malformed_csr("none")
+    dia = getattr(sp, f"dia_{container}")(X)
+    for bad in (-(10**8), -X.shape[0], X.shape[1], 10**8):
+        damaged = dia.copy()
+        damaged.offsets[0] = bad
+        dense = damaged.toarray()
+        np.testing.assert_allclose(
+            intact_sparse_fit.predict(damaged), intact_sparse_fit.predict(dense), **SAME_MATHS
+        )
+        expected = fastgd.fit(dense, y, max_iter=2, random_state=0).coef
+        got = fastgd.fit(damaged, y, max_iter=2, random_state=0).coef
+        np.testing.assert_allclose(got, expected, **SAME_MATHS)
+    repeated = dia.copy()
+    repeated.offsets[1] = repeated.offsets[0]
+    with pytest.raises(ValueError, match="repeated diagonal offset"):
+        fastgd.fit(repeated, y, max_iter=2)
 
 
 def _plan_for_divergence(**overrides):

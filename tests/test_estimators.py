@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import MALFORMED_CSR, malformed_csr
+from conftest import MALFORMED_CSR, malformed_csr, out_of_range_sparse, sparse_cases
 from sklearn import datasets, linear_model
 from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
@@ -781,6 +781,36 @@ def test_malformed_csr_is_refused_with_its_row_never_a_crash(kind, exception, pa
     message = str(caught.value)
     missing = [p for p in patterns if not re.search(p, message)]
     assert not missing, f"{message!r} lacks {missing}"
+
+
+@pytest.mark.parametrize(("fmt", "container", "where"), sparse_cases())
+def test_out_of_range_sparse_index_in_any_format_is_refused_by_the_estimators(
+    fmt, container, where
+):
+    """Issue 10: any scipy.sparse format with an index out of range is refused by every
+    estimator method that reads X (scipy's conversions to CSR do not check it)."""
+    X, y, patterns = out_of_range_sparse(fmt, container, where)
+    intact = malformed_csr("none")[0]
+    regressor = SGDRegressor(max_iter=2, tol=None).fit(intact, y)
+    classifier = SGDClassifier(loss="log_loss", max_iter=2, tol=None).fit(intact, y > 0)
+    calls = {
+        "regressor.fit": lambda: SGDRegressor(max_iter=2, tol=None).fit(X, y),
+        "regressor.partial_fit": lambda: SGDRegressor().partial_fit(X, y),
+        "regressor.predict": lambda: regressor.predict(X),
+        "classifier.fit": lambda: SGDClassifier(max_iter=2, tol=None).fit(X, y > 0),
+        "classifier.partial_fit": lambda: SGDClassifier().partial_fit(
+            X, y > 0, classes=[False, True]
+        ),
+        "classifier.decision_function": lambda: classifier.decision_function(X),
+        "classifier.predict": lambda: classifier.predict(X),
+        "classifier.predict_proba": lambda: classifier.predict_proba(X),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as caught:
+            call()
+        message = str(caught.value)
+        missing = [p for p in patterns if not re.search(p, message)]
+        assert not missing, f"{name}: {message!r} lacks {missing}"
 
 
 def test_unsorted_csr_gives_the_same_model():

@@ -137,7 +137,7 @@ def test_aborted_or_interrupted_write_leaves_no_cache(csv_file):
                     raise RuntimeError("stopped")
     assert BlockCache.open(schema, dtype=np.float64) is None
     folder = path.with_name("train.csv.fastgd-cache")
-    assert list(folder.iterdir()) == []
+    assert not folder.exists()  # fastgd's own folder, left empty: removed
     # a writer dropped without commit (a crash) leaves only temporary files
     writer = BlockCache.writer(schema, dtype=np.float64)
     for block in iter_csv(schema, block_rows=10):
@@ -428,3 +428,105 @@ def test_a_reader_survives_a_rebuild_and_old_files_go(csv_file, monkeypatch):
         rebuilt.path.name,
         *(Path(p).name for p in rebuilt.files.values()),
     }
+
+
+# -- issue 10, review: unsampled edits, other selections' leftovers, empty folders, wording ----
+
+
+def test_same_size_edit_on_an_unsampled_page_with_mtime_put_back_is_seen(tmp_path):
+    """The sampled pages miss most of a large file; the ctime (which no tool can put back)
+    sees the edit."""
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"a,y\n" + b"1,2\n" * 50_000)  # 200 KB: 49 pages, 16 sampled
+    schema = read_schema(path, target="y")
+    build(schema, block_rows=20_000)
+    size = os.path.getsize(path)
+    last = size - cache_module.PAGE_BYTES
+    sampled = {round(i * last / 15) for i in range(cache_module.SAMPLED_PAGES)}
+    offset = next(
+        byte  # a row's first byte ("1") that no sampled page holds
+        for byte in range(4, size, 4)
+        if all(not start <= byte < start + cache_module.PAGE_BYTES for start in sampled)
+    )
+    before = cache_module._fingerprint(path)
+    stat = os.stat(path)
+    with open(path, "r+b") as handle:
+        assert os.pread(handle.fileno(), 1, offset) == b"1"
+        os.pwrite(handle.fileno(), b"7", offset)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # touch -r, cp -p, rsync -t
+    after = cache_module._fingerprint(path)
+    assert (after["size"], after["mtime_ns"], after["sampled_pages"]) == (
+        before["size"], before["mtime_ns"], before["sampled_pages"],
+    )  # fmt: skip
+    with pytest.warns(CacheNotice, match=r"rebuilding the cache .*change time differs"):
+        assert BlockCache.open(schema, dtype=np.float64, notify=True) is None
+    rebuilt = build(schema, block_rows=20_000)
+    assert 7.0 in np.concatenate([block.X[:, 0] for block in rebuilt.blocks(20_000)])
+
+
+def _dead_writer_files(folder: Path, prefix: str) -> list[str]:
+    """What a first pass killed by SIGKILL leaves: a generation without header or lock."""
+    folder.mkdir(exist_ok=True)
+    names = [f"{prefix}.otherhost-4242-dead.{key}.bin" for key in ("X", "y", "lines")]
+    names.append(f"{prefix}.json.tmp-otherhost-4242-dead")
+    for name in names:
+        (folder / name).write_bytes(b"partial")
+    return names
+
+
+def test_a_writer_or_open_of_another_selection_removes_dead_writers_files(csv_file):
+    path, _ = csv_file
+    folder = path.with_name("train.csv.fastgd-cache")
+    killed = read_schema(path, target="y", drop=["a"])  # the selection the killed run read
+    killed_prefix = cache_module._location(killed, np.dtype(np.float64), None).name
+    dead = _dead_writer_files(folder, killed_prefix)
+    schema = read_schema(path, target="y")
+    cache = build(schema)  # a writer of another selection
+    kept = {cache.path.name, *(Path(p).name for p in cache.files.values())}
+    assert set(os.listdir(folder)) == kept
+    cache.close()
+    dead = _dead_writer_files(folder, killed_prefix)
+    (folder / "notes.txt").write_text("not a cache file")  # never touched
+    assert BlockCache.open(schema, dtype=np.float64) is not None  # a valid open
+    assert set(os.listdir(folder)) == kept | {"notes.txt"}
+    assert not set(dead) & set(os.listdir(folder))
+
+
+def test_a_failed_first_pass_removes_the_folder_it_leaves_empty(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("a,y\n1,2\n3,4\n")
+    schema = read_schema(path, target="y")
+    folder = path.with_name("train.csv.fastgd-cache")
+    writer = BlockCache.writer(schema, dtype=np.float64)
+    assert folder.is_dir()
+    writer.abort()
+    assert not folder.exists()
+    # fastgd's default folder left by a killed run: cleaned, and removed once empty
+    dead = _dead_writer_files(folder, cache_module._location(schema, np.dtype("f8"), None).name)
+    assert dead
+    BlockCache.writer(schema, dtype=np.float64).abort()
+    assert not folder.exists()
+    # a cache_dir the user made stays, empty; one the writer created goes
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    BlockCache.writer(schema, dtype=np.float64, cache_dir=mine).abort()
+    assert mine.is_dir() and not list(mine.iterdir())
+    created = tmp_path / "created"
+    BlockCache.writer(schema, dtype=np.float64, cache_dir=created).abort()
+    assert not created.exists()
+
+
+@pytest.mark.parametrize(
+    ("version", "shown"),
+    [("2", r"format \"2\" \(a string\); expected format 2"), (2.0, r"2\.0 \(a number\)"),
+     (None, r"null"), (1, r"format 1 \(a number\); expected format 2")],
+)  # fmt: skip
+def test_a_header_of_another_format_says_what_it_holds(csv_file, version, shown):
+    path, _ = csv_file
+    schema = read_schema(path, target="y")
+    cache = build(schema)
+    header = json.loads(cache.path.read_text())
+    header["format_version"] = version
+    cache.path.write_text(json.dumps(header))
+    with pytest.warns(CacheNotice, match=shown):
+        assert BlockCache.open(schema, dtype=np.float64, notify=True) is None

@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -125,6 +126,36 @@ def test_crlf_gzip_still_reads(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b.X for b in blocks]), [[1, 2], [4, 5]])
 
 
+def _damaged_gzip(kind: str, packed: bytes) -> bytes:
+    if kind == "trailer":  # the size field of the trailer cut
+        return packed[:-4]
+    if kind == "crc":  # every line intact, the CRC flipped
+        return packed[:-8] + bytes([packed[-8] ^ 0x01]) + packed[-7:]
+    return packed[: len(packed) * 3 // 5]  # "cut": inside the deflate stream
+
+
+@pytest.mark.parametrize("kind", ["trailer", "crc", "cut"])
+@pytest.mark.parametrize(("prefetch", "block_rows"), [(True, 300), (False, 65536)])
+def test_damaged_gzip_names_the_last_line_decoded(tmp_path, kind, prefetch, block_rows):
+    """Issue 10 review: the message names the complete lines decoded before the failure
+    (a damaged trailer fails after all 2001), not the last chunk boundary."""
+    text = numeric_text(2_000).encode()
+    packed = gzip.compress(text, mtime=0)
+    damaged = _damaged_gzip(kind, packed)
+    path = tmp_path / f"{kind}.csv.gz"
+    path.write_bytes(damaged)
+    # the raw deflate data after gzip's 10-byte header, trailer unchecked
+    decoded = zlib.decompressobj(wbits=-15).decompress(damaged[10:])
+    reached = decoded.count(b"\n")  # what any reader can decode before the damage
+    assert reached == 2_001 if kind != "cut" else 1 < reached < 2_001
+    rows = 0
+    with pytest.raises(CsvError, match="gzip stream is truncated or corrupt") as info:
+        for block in iter_csv(path, target="y", prefetch=prefetch, block_rows=block_rows):
+            rows += block.rows
+    assert f"after line {reached} (" in str(info.value)
+    assert info.value.line == reached + 1 and rows <= reached - 1
+
+
 # ----------------------------------------------------------------- carriage returns
 
 
@@ -159,6 +190,26 @@ def test_bare_carriage_return_in_a_row(tmp_path):
             skipped[reason] = skipped.get(reason, 0) + count
     assert skipped == {"malformed": 2}
     assert [line for b in blocks for line in b.skipped_lines] == [3, 5]
+
+
+@pytest.mark.parametrize(
+    ("row", "column"),
+    [(b"4,5,\r6", "y"), (b"4,\r5,6", "b"), (b"\r4,5,6", "a"), (b"4,5\r,6", "b"),
+     (b"4,5,6\r\r", "y"), (b"4,5,6 \r 7", "y")],
+)  # fmt: skip
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+def test_every_bare_carriage_return_in_a_read_column_is_refused(tmp_path, row, column, line_end):
+    """Issue 10 review: a bare \r before a value was read as blank space on the fast path;
+    wherever it stands in a read column it is refused, or skipped with on_bad_rows='skip'."""
+    path = tmp_path / "cr.csv"
+    path.write_bytes(line_end.join([b"a,b,y", b"1,2,3", row, b"7,8,9", b""]))
+    with pytest.raises(CsvError, match="bare carriage return") as info:
+        read_all(path)
+    assert (info.value.line, info.value.column) == (3, column)
+    blocks = read_all(path, on_bad_rows="skip")
+    np.testing.assert_array_equal(np.concatenate([b.X for b in blocks]), [[1, 2], [7, 8]])
+    assert [line for b in blocks for line in b.skipped_lines] == [3]
+    assert sum(b.skipped.get("malformed", 0) for b in blocks) == 1
 
 
 def test_carriage_return_in_a_dropped_text_column_is_harmless(tmp_path):

@@ -3,9 +3,12 @@ probabilities, for FitResult, the estimators, saved models and the scorers."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import out_of_range_sparse, sparse_cases
 
 import fastgd
 from fastgd import options, prediction
@@ -74,3 +77,13 @@ def test_fit_result_model_and_estimator_predict_the_same(problem):
     )
     np.testing.assert_array_equal(model.predict(sp.csr_matrix(X)), classifier.predict(X))
     np.testing.assert_allclose(model.predict_proba(X), classifier.predict_proba(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("fmt", "container", "where"), sparse_cases())
+def test_check_input_refuses_a_sparse_index_out_of_range_in_any_format(fmt, container, where):
+    """Issue 10: what the kernels read is checked whatever the sparse format given."""
+    X, _, patterns = out_of_range_sparse(fmt, container, where)
+    with pytest.raises(ValueError) as caught:
+        prediction.check_input(X, X.shape[1])
+    message = str(caught.value)
+    assert all(re.search(p, message) for p in patterns), message

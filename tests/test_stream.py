@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +287,45 @@ def test_a_wrong_typed_header_field_is_named_and_the_cache_rebuilt(regression_cs
     np.testing.assert_array_equal(second.coef, first.coef)
     third = fit_csv(path, target="target", **options)
     assert third.extras["from_cache"]
+
+
+# -- issue 10, review: huge features under standardize, failed first passes leave no folder --
+
+
+def test_standardize_refuses_a_feature_whose_variance_overflows_without_numpy_warnings(tmp_path):
+    """Features near 1e200: the moments are gathered without numpy's overflow warnings,
+    and the column that cannot be standardised is named with the cure (not "standardise
+    the features", which the user just asked for)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 3))
+    X[:, 1] *= 1e200
+    path = tmp_path / "huge.csv"
+    rows = "".join(f"{a!r},{b!r},{c!r},{a!r}\n" for a, b, c in X.tolist())
+    path.write_text("x0,x1,x2,y\n" + rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from numpy fails the test
+        with pytest.raises(CsvError, match=r"column 'x1'.*cannot standardise") as info:
+            fit_csv(path, target="y", standardize=True, cache_dir=tmp_path, max_iter=2)
+    message = str(info.value)
+    assert "log-transform" in message and "Rescale" in message and "e+200" in message
+    # values up to 1e150: the variance fits, standardising works and trains
+    X[:, 1] /= 1e50
+    rows = "".join(f"{a!r},{b!r},{c!r},{a!r}\n" for a, b, c in X.tolist())
+    path = tmp_path / "large.csv"
+    path.write_text("x0,x1,x2,y\n" + rows)
+    result = fit_csv(path, target="y", standardize=True, cache_dir=tmp_path, max_iter=5)
+    assert np.isfinite(result.coef).all()
+
+
+def test_a_failed_first_pass_leaves_no_cache_folder(tmp_path):
+    """A corrupt .gz fails in the first pass: its partial cache and the folder fastgd made
+    for it are removed."""
+    import gzip
+
+    text = "a,y\n" + "".join(f"{i},{i % 7}\n" for i in range(5_000))
+    packed = gzip.compress(text.encode(), mtime=0)
+    path = tmp_path / "data.csv.gz"
+    path.write_bytes(packed[:-4])  # the trailer cut: every line read, then the error
+    with pytest.raises(CsvError, match="truncated or corrupt after line 5001"):
+        fit_csv(path, target="y", max_iter=2)
+    assert sorted(os.listdir(tmp_path)) == ["data.csv.gz"]

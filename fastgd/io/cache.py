@@ -15,15 +15,20 @@ A writer writes a new generation beside the old one, holding an exclusive ``floc
 X file, and commits by renaming the header into place (written last, to a temporary name):
 a cache without a header, or whose data files are not exactly the size it states, is not a
 cache. Old generations, and the files of a writer that died (its lock is gone), are removed
-by the next writer or reader of this selection. A reader keeps the data files it maps open
-and maps every block from those descriptors, so a rebuild that removes (unlinks) its
-generation cannot break it: it reads its own, consistent files to the end.
+by the next writer or valid open of any selection in the folder. A first pass that fails
+or is aborted removes its files, and the cache folder when it is left empty and fastgd
+owns it (the default ``DATA.csv.fastgd-cache``, or a ``cache_dir`` this writer created).
+A reader keeps the data files it maps open and maps every block from those descriptors, so
+a rebuild that removes (unlinks) its generation cannot break it: it reads its own,
+consistent files to the end.
 
 Trust: the cache is used only while the CSV has the recorded fingerprint (size, mtime,
-inode, and a hash of 16 sampled 4 KiB pages: the first, the last and 14 evenly spaced) and
-the header is well formed; otherwise :meth:`BlockCache.open` (``notify=True``) warns with a
-:class:`CacheNotice` naming the cache and the reason, and the caller rebuilds it. An edit of
-the CSV that keeps its size, mtime and inode and misses every sampled page is not seen.
+ctime, inode, and a hash of 16 sampled 4 KiB pages: the first, the last and 14 evenly
+spaced) and the header is well formed; otherwise :meth:`BlockCache.open` (``notify=True``)
+warns with a :class:`CacheNotice` naming the cache and the reason, and the caller rebuilds
+it. The ctime (inode change time) cannot be put back by ``touch -r``, ``os.utime``, ``cp -p``
+or ``rsync -t``, so a same-size edit whose mtime was restored is seen even when it misses
+every sampled page; a ``chmod``, ``chown`` or rename also changes it, which costs a rebuild.
 Every chunk of ``check_rows`` rows of each data file carries a checksum
 (:mod:`fastgd._kernels.checksum`), verified the first time a :class:`BlockCache` object
 reads the chunk (the one ``commit`` returns counts as checked: its process computed the
@@ -139,7 +144,11 @@ def _location(schema: CsvSchema, dtype: np.dtype, cache_dir) -> Path:
 
 
 def _fingerprint(path) -> dict:
-    """Size, mtime, inode and a hash of sampled pages: what must match to reuse a cache."""
+    """Size, mtime, ctime, inode and a hash of sampled pages: what must match to reuse a
+    cache. The ctime (the inode's change time) is set by the kernel on every write and
+    cannot be put back (``touch -r``, ``os.utime``, ``cp -p`` and ``rsync -t`` restore the
+    mtime only), so it sees a same-size edit that misses every sampled page; a ``chmod``,
+    ``chown`` or rename changes it too, which costs one rebuild."""
     with open(path, "rb") as handle:
         status = os.fstat(handle.fileno())
         size = status.st_size
@@ -156,6 +165,7 @@ def _fingerprint(path) -> dict:
     return {
         "size": size,
         "mtime_ns": status.st_mtime_ns,
+        "ctime_ns": status.st_ctime_ns,
         "inode": status.st_ino,
         "sampled_pages": digest.hexdigest(),
     }
@@ -174,6 +184,11 @@ def _fingerprint_change(recorded: dict, current: dict) -> str | None:
         return "the CSV changed since it was written (content of sampled pages differs)"
     if recorded["mtime_ns"] != current["mtime_ns"]:
         return "the CSV changed since it was written (modification time differs)"
+    if recorded["ctime_ns"] != current["ctime_ns"]:
+        return (
+            "the CSV or its status changed since it was written (change time differs: it "
+            "was written to, or its permissions, owner or name changed)"
+        )
     return None
 
 
@@ -193,7 +208,13 @@ _HEADER_FIELDS = {
     "skipped": dict,
     "skipped_lines": list,
 }
-_FINGERPRINT_FIELDS = {"size": int, "mtime_ns": int, "inode": int, "sampled_pages": str}
+_FINGERPRINT_FIELDS = {
+    "size": int,
+    "mtime_ns": int,
+    "ctime_ns": int,
+    "inode": int,
+    "sampled_pages": str,
+}
 
 
 def _type_problem(where: str, value, expected: type) -> str | None:
@@ -213,13 +234,20 @@ def _all_ints(values, low: int = 0, high: int | None = None) -> bool:
     )
 
 
+def _described(value) -> str:
+    """A header value and its JSON type, as a message shows it: ``'2' (a string)``."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object", type(None): "null"}  # fmt: skip
+    return f"{json.dumps(value)} ({kinds.get(type(value), type(value).__name__)})"
+
+
 def _header_problem(header, schema: CsvSchema, dtype: np.dtype) -> str | None:
     """Why this header cannot be used for this CSV and selection (None: it can)."""
     if not isinstance(header, dict):
         return f"its header is not a JSON object (a {type(header).__name__})"
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        return f"it was written in format {version!r}; this fastgd uses {FORMAT_VERSION}"
+    if type(version) is not int or version != FORMAT_VERSION:
+        return f"it was written in format {_described(version)}; expected format {FORMAT_VERSION}"
     for name, expected in _HEADER_FIELDS.items():
         problem = _type_problem(name, header.get(name), expected)
         if problem:
@@ -319,21 +347,36 @@ def _current_generation(prefix: Path) -> str | None:
     return generation if isinstance(generation, str) else None
 
 
+#: A cache file's name: its selection's prefix (``<stem>-<16 hex digits>``), then the rest
+#: (greedy: a generation holds no ``-<16 hex>.``, so the last match ends the prefix).
+_CACHE_FILE = re.compile(r"(?P<prefix>.+-[0-9a-f]{16})\.(?P<rest>.+)\Z")
+
+
 def _remove_old_files(prefix: Path) -> None:
-    """Remove this selection's files that no header names and no writer holds: older
-    generations (a reader of one keeps its open descriptors and reads on), the files of a
-    writer that died (its lock went with it), and files of format 1."""
+    """Remove the files in this selection's cache folder that no header names and no writer
+    holds, for every selection there (a killed first pass of another column selection
+    leaves its files too): older generations (a reader of one keeps its open descriptors
+    and reads on), the files of a writer that died (its lock went with it), and files of
+    format 1. Headers and files that are not a cache's are left alone."""
     folder = prefix.parent
     try:
         with _folder_lock(folder):
-            current = _current_generation(prefix)
-            groups: dict[str, list[str]] = {}
+            groups: dict[tuple[str, str], list[str]] = {}
+            current: dict[str, str | None] = {}
             for name in os.listdir(folder):
-                generation = _generation_of(prefix, name)
-                if generation is not None and generation != current:
-                    groups.setdefault(generation, []).append(name)
-            for generation, names in groups.items():
-                lock_file = _data_path(prefix, generation, "X")
+                match = _CACHE_FILE.match(name)
+                if match is None:
+                    continue
+                selection = folder / match["prefix"]
+                generation = _generation_of(selection, name)
+                if generation is None:
+                    continue
+                if match["prefix"] not in current:
+                    current[match["prefix"]] = _current_generation(selection)
+                if generation != current[match["prefix"]]:
+                    groups.setdefault((match["prefix"], generation), []).append(name)
+            for (selection, generation), names in groups.items():
+                lock_file = _data_path(folder / selection, generation, "X")
                 if generation and os.path.exists(lock_file) and _is_locked(lock_file):
                     continue  # a writer is writing it
                 for name in names:
@@ -627,6 +670,9 @@ class CacheWriter:
         folder = self.prefix.parent
         self._files: dict = {}
         self.fingerprint = _fingerprint(schema.path)
+        # fastgd's own folder, or one this writer creates: removed when a failed pass
+        # leaves it empty (a cache_dir the user made is never removed)
+        self._owns_folder = cache_dir is None or not folder.exists()
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with _folder_lock(folder):
@@ -641,6 +687,7 @@ class CacheWriter:
             for handle in self._files.values():
                 handle.close()
                 Path(handle.name).unlink(missing_ok=True)
+            self._remove_folder_if_empty()
             raise CacheError(
                 f"cannot write the cache of {schema.path} in {folder} ({exc.strerror or exc}); "
                 "pass cache_dir= (--cache-dir) to put it in a writable directory."
@@ -758,6 +805,15 @@ class CacheWriter:
         Path(f"{self.prefix}.json.tmp-{self.generation}").unlink(missing_ok=True)
         if _current_generation(self.prefix) == self.generation:
             Path(str(self.prefix) + ".json").unlink(missing_ok=True)
+        _remove_old_files(self.prefix)  # what killed writers left here
+        self._remove_folder_if_empty()
+
+    def _remove_folder_if_empty(self) -> None:
+        """Remove the cache folder when fastgd owns it and nothing is left in it (rmdir
+        refuses a folder that another writer has filled meanwhile)."""
+        if self._owns_folder:
+            with contextlib.suppress(OSError):
+                self.prefix.parent.rmdir()
 
     def __enter__(self) -> CacheWriter:
         return self

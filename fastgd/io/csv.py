@@ -317,16 +317,48 @@ def _open_binary(path: str, compression: str | None):
     raise ValueError(f"unknown compression {compression!r}")
 
 
-def _read_exactly(stream, size: int) -> bytes:
-    """Up to ``size`` bytes (fewer only at the end of the stream)."""
-    parts, got = [], 0
+def _read_exactly(stream, size: int, parts: list[bytes] | None = None) -> bytes:
+    """Up to ``size`` bytes (fewer only at the end of the stream).
+
+    With ``parts`` (a decompressed stream), the bytes are read by ``read1`` (one
+    decompression step each) into that list, emptied first: when the decompressor raises
+    (a damaged trailer or CRC, after every line was decoded), ``parts`` still holds what
+    was decoded before, so the message can say how far the file was read."""
+    if parts is None:
+        parts, read = [], stream.read
+    else:
+        parts.clear()
+        read = stream.read1
+    got = 0
     while got < size:
-        part = stream.read(size - got)
+        part = read(size - got)
         if not part:
             break
         parts.append(part)
         got += len(part)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _rest_of_line(stream, parts: list[bytes] | None) -> bytes:
+    """The bytes up to and including the next line end (or the end of the stream).
+
+    With ``parts`` (a decompressed stream, see :func:`_read_exactly`), read from what the
+    stream has buffered (``peek`` decodes one step when the buffer is empty) and appended
+    to ``parts``: ``readline`` would drop the decoded bytes of the step that fails."""
+    if parts is None:
+        return stream.readline()
+    tail: list[bytes] = []
+    while True:
+        buffered = stream.peek(1)
+        if not buffered:
+            break
+        end = buffered.find(b"\n")
+        piece = stream.read(len(buffered) if end < 0 else end + 1)  # from the buffer
+        tail.append(piece)
+        parts.append(piece)
+        if end >= 0:
+            break
+    return b"".join(tail)
 
 
 # --------------------------------------------------------------------------- schema
@@ -411,11 +443,11 @@ def _read_head(path: str, compression: str | None) -> bytes:
     parts: list[bytes] = []
     try:
         with _open_binary(path, compression) as stream:
-            # read in small pieces: a decompression error loses only the piece it hit,
-            # so the message can say how many lines came before it
+            # read by read1 (one decompression step each): a decompression error loses
+            # nothing decoded before it, so the message can say how many lines came before
             got = 0
             while got < SNIFF_BYTES:
-                part = stream.read(SNIFF_PIECE_BYTES)
+                part = stream.read1(SNIFF_PIECE_BYTES)
                 if not part:
                     return b"".join(parts)
                 parts.append(part)
@@ -424,7 +456,7 @@ def _read_head(path: str, compression: str | None) -> bytes:
             while head.count(b"\n") < 2:
                 if b"\n" not in head and b"\r" in head:
                     break  # a file whose lines end in a bare \r: refused next, unread
-                more = stream.read(SNIFF_BYTES)
+                more = stream.read1(SNIFF_BYTES)
                 if not more:
                     break
                 parts.append(more)
@@ -650,6 +682,7 @@ def _chunks(schema: CsvSchema, chunk_bytes: int) -> Iterator[tuple[int, bytes, i
     A decompression failure raises CsvError (with the last line read whole), never ends
     the stream early."""
     errors = _decompression_errors() if schema.compression else ()
+    decoded: list[bytes] | None = [] if schema.compression else None  # this chunk's so far
     line = 1
     try:
         with _open_binary(schema.path, schema.compression) as stream:
@@ -660,18 +693,28 @@ def _chunks(schema: CsvSchema, chunk_bytes: int) -> Iterator[tuple[int, bytes, i
             elif stream.peek(3)[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark
                 stream.read(3)
             while True:
-                data = _read_exactly(stream, chunk_bytes)
+                data = _read_exactly(stream, chunk_bytes, decoded)
                 if not data:
                     return
                 if not data.endswith(b"\n"):
                     # complete the last line (measured: cheaper than cutting at the last
                     # line end and carrying the rest, which copies the chunk twice)
-                    data += stream.readline()
+                    data += _rest_of_line(stream, decoded)
                 n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+                if decoded is not None:
+                    decoded.clear()
                 yield line, data, n_lines
                 line += n_lines
     except errors as exc:
-        raise _corrupt_stream(schema.path, schema.compression, line - 1, exc) from None
+        # the complete lines decoded before the failure (a damaged trailer fails after all)
+        reached = line - 1 + sum(part.count(b"\n") for part in decoded or ())
+        raise _corrupt_stream(schema.path, schema.compression, reached, exc) from None
+
+
+def _has_bare_carriage_return(data: bytes) -> bool:
+    """Whether a carriage return stands other than before a line feed (two byte counts at
+    memchr speed, and only for a chunk that holds one: CRLF files)."""
+    return b"\r" in data and data.count(b"\r") != data.count(b"\r\n")
 
 
 class _ChunkParser:
@@ -763,7 +806,9 @@ class _ChunkParser:
         return X, y
 
     def parse(self, first_line: int, data: bytes, n_lines: int):
-        parsed = self._polars(data)
+        # polars reads a bare \r next to a value as blank space (or a line end): such a
+        # chunk goes to the diagnosis, which treats every bare \r in a read column alike
+        parsed = None if _has_bare_carriage_return(data) else self._polars(data)
         if parsed is not None:
             X, y = parsed
             # a sum is one cheap pass; only when it is not finite look cell by cell (a
@@ -792,7 +837,7 @@ class _ChunkParser:
 
         for offset, raw in enumerate(raw_lines):
             line = first_line + offset
-            raw = raw.rstrip(b"\r")
+            raw = raw[:-1] if raw.endswith(b"\r") else raw  # the \r of a CRLF end only
             if not raw.strip():
                 continue  # blank lines carry no row
             problem = self._check_line(raw, line, raw_lines, offset)

@@ -73,7 +73,7 @@ def test_train_refuses_to_write_the_model_over_its_data(tmp_path, capsys):
     data = write_problem(tmp_path / "d.csv")
     before = data.read_bytes()
     code, _, err = run(["train", data, "--target", "y", "--model", data], capsys)
-    assert code == 1
+    assert code == 2  # bad usage (issue 10)
     assert "would replace" in one_error_line(err) and "d.csv" in err
     assert data.read_bytes() == before
 
@@ -88,7 +88,7 @@ def test_predict_never_writes_over_an_input(trained, tmp_path, capsys, link):
         os.link(data, target)
     before = {path: path.read_bytes() for path in (data, model)}
     code, _, err = run(["predict", model, data, "-o", target, "-q"], capsys)
-    assert code == 1
+    assert code == 2
     assert "would replace" in one_error_line(err)
     assert {path: path.read_bytes() for path in (data, model)} == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
@@ -99,7 +99,7 @@ def test_train_refuses_to_replace_a_file_that_is_not_a_model(tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
     code, _, err = run(["train", data, "--target", "y", "--model", notes], capsys)
-    assert code == 1
+    assert code == 2
     line = one_error_line(err)
     assert "notes.txt exists and is not a fastgd model" in line and "nothing was written" in line
     assert notes.read_text() == "my notes\n"

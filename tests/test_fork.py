@@ -25,17 +25,17 @@ ROOT = Path(fastgd.__file__).resolve().parent.parent
 #: A hang shows as a timeout; the scenario takes a few seconds (compiled kernels cached).
 TIMEOUT_S = 120
 
-#: Fits (parallel kernels: n·d and B·d above ``engine.PARALLEL_MIN_VALUES`` on 2 threads)
+#: Fits (parallel kernels: n·d and B·d above ``_thresholds.PARALLEL_MIN_VALUES`` on 2 threads)
 #: in the parent, then the same fits inside forked children (``multiprocessing`` and joblib's
 #: ``multiprocessing`` backend); prints one JSON line of what happened.
 SCRIPT = """
 import json, multiprocessing, sys
 import numpy as np
 import fastgd, numba
-from fastgd import engine
+from fastgd import _thresholds
 
 N, D, B = 4096, 32, 2048  # rows, features, batch: both strategies go parallel
-assert B * D >= engine.PARALLEL_MIN_VALUES and numba.get_num_threads() >= 2
+assert B * D >= _thresholds.PARALLEL_MIN_VALUES and numba.get_num_threads() >= 2
 
 def problem(seed):
     rng = np.random.default_rng(seed)

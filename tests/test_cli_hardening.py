@@ -557,13 +557,24 @@ def test_copies_left_by_a_killed_run_are_removed_by_the_next(
     stale = private_tmp / f"fastgd-input-{_dead_pid()}-abc"
     live = private_tmp / f"fastgd-input-{os.getppid()}-def"  # pytest's parent: alive
     other = private_tmp / "fastgd-input-xyz"  # not named for an owner: left alone
-    for folder in (stale, live, other):
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()  # not waited for yet: a zombie on Linux, gone for good
+    deadline = time.monotonic() + 10
+    while sys.platform.startswith("linux") and time.monotonic() < deadline:
+        if Path(f"/proc/{killed.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] == b"Z":
+            break
+        time.sleep(0.01)
+    unreaped = private_tmp / f"fastgd-input-{killed.pid}-ghi"
+    folders = (stale, live, other, unreaped)
+    for folder in folders:
         folder.mkdir()
         (folder / "input-1").write_text("a,b\n")
     monkeypatch.setattr(sys, "stdin", FakeStdin(data.read_bytes()))
     code, _, err = run(["predict", model, "-", "-o", tmp_path / "p.csv", "-q"], capsys)
+    killed.wait()
     assert code == 0, err
-    assert sorted(p.name for p in private_tmp.iterdir()) == sorted([live.name, other.name])
+    kept = [live.name, other.name] + ([] if sys.platform.startswith("linux") else [unreaped.name])
+    assert sorted(p.name for p in private_tmp.iterdir()) == sorted(kept)
 
 
 #: A ``sitecustomize`` that sends the process a real SIGINT when it first imports Numba,

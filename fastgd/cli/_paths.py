@@ -29,7 +29,18 @@ def _process_alive(pid: int) -> bool:
         return False
     except OSError:  # PermissionError: it exists, another user's
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended but is not yet reaped by its parent (Linux; a killed run
+    whose shell waits on the rest of its pipeline): it will never clean up."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rpartition(b")")[2].split()
+    except OSError:  # no /proc (macOS), or it just went away
+        return False
+    return bool(fields) and fields[0] == b"Z"
 
 
 def remove_stale_copies(root: str) -> list[str]:

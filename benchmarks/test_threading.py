@@ -3,7 +3,7 @@
 TBB, not fork-safe) and ``workqueue`` (fastgd's fallback), side by side.
 
 Numba fixes the layer once per process, so each layer runs in its own fresh process
-(``NUMBA_THREADING_LAYER``, which ``import fastgd`` respects), in rounds that alternate the
+(``NUMBA_THREADING_LAYER``, which fastgd respects), in rounds that alternate the
 layers so that the machine's drift hits them alike. Each process times epochs from
 ``fastgd.fit``'s callback (the first epoch, with compilation or cache loading, is dropped):
 a full-batch step (one parallel region per epoch, bandwidth-bound) and mini-batch epochs
@@ -39,6 +39,7 @@ SCRIPT = """
 import json, sys, time
 import numpy as np
 import fastgd, numba
+import fastgd._kernels  # fastgd's threading set-up (TBB preloaded) runs when they load
 
 rows, d, seed, eta0, epochs = {rows}, {d}, {seed}, {eta0}, {epochs}
 rng = np.random.default_rng(seed)

@@ -1,21 +1,14 @@
 """fastgd: fast, trustworthy gradient descent for linear models.
 
-``import fastgd`` compiles nothing: the Numba kernels compile (or load from Numba's
-on-disk cache) on first use; matplotlib (``fastgd.plot``) is imported only when a picture
-is drawn. It does choose Numba's threading layer (a fork-safe one, see
-``fastgd/_threading.py``), which Numba fixes when the first parallel kernel runs.
+``import fastgd`` is cheap and compiles nothing: every public name is loaded on first use
+(PEP 562), so ``python -m fastgd`` can take over Ctrl-C before numpy, Numba and polars are
+imported (issue 10). The Numba kernels compile (or load from Numba's on-disk cache) on
+first use; matplotlib (``fastgd.plot``) is imported only when a picture is drawn. Importing
+the kernels (``fastgd._kernels``) chooses Numba's threading layer, a fork-safe one (see
+``fastgd/_threading.py``), before any parallel kernel can run.
 """
 
 from __future__ import annotations
-
-from . import _threading, options
-from .engine import FitResult, auto_learning_rate, fit
-from .errors import DivergenceError
-from .playground import descent_path, find_learning_rate, sweep
-
-# Before anything can run a parallel kernel (importing the modules above runs none): a
-# fork-safe Numba threading layer (issue 10).
-_threading.choose_fork_safe_layer()
 
 __version__ = "0.1.0"
 
@@ -38,16 +31,24 @@ __all__ = [
     "sweep",
 ]
 
-#: Loaded on first use: they import scikit-learn or the CSV parser, which the functional API
-#: does not need.
+#: Each public name and the module that defines it, imported on first use (None: the name
+#: is that module itself).
 _LAZY = {
-    "SGDClassifier": "estimators",
-    "SGDRegressor": "estimators",
-    "fit_csv": "stream",
-    "iter_csv": "io",
-    "Model": "io.model",
-    "load": "io.model",
-    "save": "io.model",
+    "DivergenceError": ("errors", "DivergenceError"),
+    "FitResult": ("engine", "FitResult"),
+    "auto_learning_rate": ("engine", "auto_learning_rate"),
+    "fit": ("engine", "fit"),
+    "descent_path": ("playground", "descent_path"),
+    "find_learning_rate": ("playground", "find_learning_rate"),
+    "sweep": ("playground", "sweep"),
+    "options": ("options", None),
+    "SGDClassifier": ("estimators", "SGDClassifier"),
+    "SGDRegressor": ("estimators", "SGDRegressor"),
+    "fit_csv": ("stream", "fit_csv"),
+    "iter_csv": ("io", "iter_csv"),
+    "Model": ("io.model", "Model"),
+    "load": ("io.model", "load"),
+    "save": ("io.model", "save"),
 }
 
 
@@ -55,7 +56,9 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(f".{module_name}", __name__)
+        value = module if attribute is None else getattr(module, attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'fastgd' has no attribute {name!r}")

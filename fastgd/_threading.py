@@ -1,4 +1,4 @@
-"""Numba's threading layer, chosen fork-safe at ``import fastgd``.
+"""Numba's threading layer, chosen fork-safe when fastgd's kernels are first imported.
 
 Numba picks its threading layer once per process, when the first parallel kernel runs (or
 ``numba.get_num_threads()`` is first called). Left to itself on Linux it takes GNU OpenMP
@@ -9,13 +9,15 @@ for it forever (issue 10).
 
 The ``tbb`` package (a dependency where it has wheels) is installed by pip into
 ``<prefix>/lib`` (``Library/bin`` on Windows), outside the loader's search path, so Numba
-cannot find it on its own. :func:`choose_fork_safe_layer`, called by ``fastgd/__init__.py``,
-loads that library by its full path first and then asks Numba for its ``"forksafe"``
-layer: TBB (fork- and thread-safe) when it loads, else the ``workqueue`` layer (fork-safe,
-but one parallel kernel at a time per process; see :data:`THREAD_SAFE_LAYERS`), never GNU
-OpenMP on Linux. It compiles nothing and starts no thread; a layer the user chose
-(``NUMBA_THREADING_LAYER``, ``NUMBA_THREADING_LAYER_PRIORITY``, ``.numba_config.yaml`` or
-``numba.config``) is kept as it is.
+cannot find it on its own. :func:`choose_fork_safe_layer`, called by
+``fastgd/_kernels/__init__.py`` (every kernel import passes there first; ``import fastgd``
+itself stays cheap, see ``fastgd/__init__.py``), loads that library by its full path first
+and then asks Numba for its ``"forksafe"`` layer: TBB (fork- and thread-safe) when it
+loads, else the ``workqueue`` layer (fork-safe, but one parallel kernel at a time per
+process; see :data:`THREAD_SAFE_LAYERS`), never GNU OpenMP on Linux. It compiles nothing
+and starts no thread; a layer the user chose (``NUMBA_THREADING_LAYER``,
+``NUMBA_THREADING_LAYER_PRIORITY``, ``.numba_config.yaml`` or ``numba.config``, before
+fastgd's kernels are imported) is kept as it is.
 
 Kernels in Numba's on-disk cache do not depend on the layer: they call the layer through
 symbols bound when the threads start, so a cache filled under one layer loads under another.
@@ -108,7 +110,7 @@ def threads_started() -> bool:
 
 def user_chose_layer() -> bool:
     """Whether the threading layer or its priority was set by the user (environment,
-    ``.numba_config.yaml`` or ``numba.config`` before ``import fastgd``)."""
+    ``.numba_config.yaml`` or ``numba.config`` before fastgd's kernels are imported)."""
     config = numba.config
     return (
         str(config.THREADING_LAYER).lower() != _DEFAULT_LAYER

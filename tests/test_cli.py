@@ -103,9 +103,13 @@ def test_playground_on_a_csv_writes_html_with_the_picture_embedded(csv_file, tmp
     ],
 )
 def test_bad_usage_exits_2(argv, capsys):
+    """One line, like every other error, pointing at the command's --help (issue 10)."""
     code, _, err = run(argv, capsys)
     assert code == 2
-    assert "usage:" in err
+    assert err.count("\n") == 1 and err.startswith("fastgd: error: "), err
+    command = argv[0] if argv and argv[0] == "playground" else None
+    assert err.rstrip().endswith(f"(see 'fastgd{' ' + command if command else ''} --help')")
+    assert "usage:" not in err
 
 
 def test_data_file_given_without_target_is_usage(csv_file, capsys):

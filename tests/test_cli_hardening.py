@@ -73,7 +73,7 @@ def test_train_refuses_to_write_the_model_over_its_data(tmp_path, capsys):
     data = write_problem(tmp_path / "d.csv")
     before = data.read_bytes()
     code, _, err = run(["train", data, "--target", "y", "--model", data], capsys)
-    assert code == 1
+    assert code == 2  # bad usage (issue 10)
     assert "would replace" in one_error_line(err) and "d.csv" in err
     assert data.read_bytes() == before
 
@@ -88,7 +88,7 @@ def test_predict_never_writes_over_an_input(trained, tmp_path, capsys, link):
         os.link(data, target)
     before = {path: path.read_bytes() for path in (data, model)}
     code, _, err = run(["predict", model, data, "-o", target, "-q"], capsys)
-    assert code == 1
+    assert code == 2
     assert "would replace" in one_error_line(err)
     assert {path: path.read_bytes() for path in (data, model)} == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
@@ -99,7 +99,7 @@ def test_train_refuses_to_replace_a_file_that_is_not_a_model(tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
     code, _, err = run(["train", data, "--target", "y", "--model", notes], capsys)
-    assert code == 1
+    assert code == 2
     line = one_error_line(err)
     assert "notes.txt exists and is not a fastgd model" in line and "nothing was written" in line
     assert notes.read_text() == "my notes\n"
@@ -459,3 +459,156 @@ def test_sigint_stops_a_command_waiting_for_a_fifo_writer(tmp_path, capsys):
     waited, err = _interrupt_when(process, blocked_in_open, "the open of the FIFO")
     assert process.returncode == 130, err
     assert waited < 2.0 and without_warnings(err) == ["fastgd: interrupted."]
+
+
+# ------------------------------------------------ found by the review of issue 10 (round 2)
+
+
+def test_an_output_that_is_stdins_file_is_refused(trained, tmp_path, capsys, monkeypatch):
+    """``predict m.npz - -o s.csv < s.csv`` and ``predict - d.csv -o mm.npz < mm.npz``: the
+    file behind stdin is an input like any other (compared by device and inode)."""
+    data, model = trained
+    copy, model_copy = tmp_path / "s.csv", tmp_path / "mm.npz"
+    copy.write_bytes(data.read_bytes())
+    model_copy.write_bytes(model.read_bytes())
+    for argv, redirected in [
+        (["predict", model, "-", "-o", copy], copy),
+        (["predict", "-", data, "-o", model_copy], model_copy),
+    ]:
+        before = redirected.read_bytes()
+        with open(redirected) as stdin:
+            monkeypatch.setattr(sys, "stdin", stdin)
+            code, _, err = run([*argv, "-q"], capsys)
+        assert code == 2
+        line = one_error_line(err)
+        assert "is the command's input (<stdin>)" in line and "would replace" in line
+        assert redirected.read_bytes() == before
+    # stdin from another file is fine
+    with open(data) as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        code, _, err = run(["predict", model, "-", "-o", copy, "-q"], capsys)
+    assert code == 0, err
+    assert copy.read_text().startswith("prediction\n")
+
+
+def test_usage_errors_found_after_parsing_exit_2_in_one_line(trained, tmp_path, capsys):
+    data, _ = trained
+    model = tmp_path / "new.npz"
+    base = ["train", data, "--target", "y", "--model", model]
+    before = sorted(tmp_path.iterdir())
+    for extra, words in [
+        (["--features", "a,b,a"], "--features names the column(s) 'a' more than once"),
+        (["--cache-dir", data], f"--cache-dir {data} is not a directory"),
+        (["--cache-dir", data / "sub"], f"--cache-dir {data / 'sub'} is not a directory"),
+        (["--learning-rate", "pa1", "--strategy", "minibatch"], "pa1"),
+    ]:
+        code, _, err = run([*base, *extra], capsys)
+        assert code == 2, err
+        line = one_error_line(err)
+        assert words in line and line.endswith("(see 'fastgd train --help')"), line
+    assert not model.exists()
+    assert sorted(tmp_path.iterdir()) == before  # nothing written, no cache made
+
+
+def test_argparse_errors_are_one_line_and_help_is_unchanged(capsys):
+    code, _, err = run(["train", "d.csv", "--target", "y", "--model", "m", "--loss", "foo"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("fastgd: error: argument --loss: invalid choice: 'foo'")
+    assert err.rstrip().endswith("(see 'fastgd train --help')")
+    code, out, _ = run(["train", "--help"], capsys)
+    assert code == 0 and out.startswith("usage: fastgd train")
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"fastgd {fastgd.__version__}"
+
+
+def test_a_prediction_that_overflows_is_an_error_naming_the_line(trained, tmp_path, capsys):
+    """Huge finite weights pass the model's checks; their predictions must not come out as
+    ``inf`` (predict) or ``nan`` scores after a numpy warning (evaluate)."""
+    _, model_path = trained
+    model = fastgd.load(model_path)
+    model.coef = np.full_like(model.coef, 1e308)
+    huge = tmp_path / "huge.npz"
+    fastgd.save(model, huge)
+    data = tmp_path / "o.csv"
+    rows = ["a,b,c,y", *["0.1,0.1,0.1,1"] * 4, "0.1,10,0.1,1", "0.1,0.1,0.1,1"]
+    data.write_text("\n".join(rows) + "\n")  # the 5th data row (line 6) overflows
+    output = tmp_path / "p.csv"
+    for argv in (["predict", huge, data, "-o", output], ["evaluate", huge, data]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a numpy warning would fail the test
+            code, out, err = run([*argv, "-q"], capsys)
+        assert code == 1 and out == ""
+        line = one_error_line(err)
+        assert f"{data}, line 6: the model's prediction is not finite" in line, line
+    assert not output.exists()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_copies_left_by_a_killed_run_are_removed_by_the_next(
+    trained, tmp_path, capsys, monkeypatch, private_tmp
+):
+    data, model = trained
+    stale = private_tmp / f"fastgd-input-{_dead_pid()}-abc"
+    live = private_tmp / f"fastgd-input-{os.getppid()}-def"  # pytest's parent: alive
+    other = private_tmp / "fastgd-input-xyz"  # not named for an owner: left alone
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()  # not waited for yet: a zombie on Linux, gone for good
+    deadline = time.monotonic() + 10
+    while sys.platform.startswith("linux") and time.monotonic() < deadline:
+        if Path(f"/proc/{killed.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] == b"Z":
+            break
+        time.sleep(0.01)
+    unreaped = private_tmp / f"fastgd-input-{killed.pid}-ghi"
+    folders = (stale, live, other, unreaped)
+    for folder in folders:
+        folder.mkdir()
+        (folder / "input-1").write_text("a,b\n")
+    monkeypatch.setattr(sys, "stdin", FakeStdin(data.read_bytes()))
+    code, _, err = run(["predict", model, "-", "-o", tmp_path / "p.csv", "-q"], capsys)
+    killed.wait()
+    assert code == 0, err
+    kept = [live.name, other.name] + ([] if sys.platform.startswith("linux") else [unreaped.name])
+    assert sorted(p.name for p in private_tmp.iterdir()) == sorted(kept)
+
+
+#: A ``sitecustomize`` that sends the process a real SIGINT when it first imports Numba,
+#: i.e. in the middle of ``fastgd``'s start-up imports (about the first second).
+INTERRUPT_WHILE_IMPORTING = """
+import os, signal, sys
+
+class InterruptAtNumba:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numba":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptAtNumba())
+"""
+
+
+@pytest.mark.parametrize("job", ["background", "foreground"])
+def test_ctrl_c_during_start_up_stops_with_one_line(tmp_path, job):
+    """SIGINT while ``python -m fastgd`` still imports numpy/Numba/polars: exit 130 and
+    one line, in a job started with ``&`` (SIGINT inherited as ignored: it used to train
+    on) as in the foreground (it used to print a long KeyboardInterrupt traceback)."""
+    data = write_problem(tmp_path / "d.csv")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INTERRUPT_WHILE_IMPORTING)
+    argv = ["train", data, "--target", "y", "--model", tmp_path / "m.npz", "--epochs", "3"]
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if job == "background" else None
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgd", *[str(a) for a in argv]], cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, preexec_fn=ignore,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])},
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert done.stderr.splitlines() == ["fastgd: interrupted."], done.stderr[-3000:]
+    assert not (tmp_path / "m.npz").exists()

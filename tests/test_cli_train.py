@@ -169,7 +169,7 @@ def test_data_errors_exit_1_with_file_line_and_column(tmp_path, capsys, content,
     assert not (tmp_path / "m.npz").exists()
 
 
-def test_missing_file_and_bad_option_values_exit_1(tmp_path, capsys):
+def test_missing_files_exit_1_and_flags_breaking_a_rule_exit_2(tmp_path, capsys):
     code, _, err = run(
         ["train", tmp_path / "none.csv", "--target", "y", "--model", tmp_path / "m.npz"], capsys
     )
@@ -193,7 +193,8 @@ def test_missing_file_and_bad_option_values_exit_1(tmp_path, capsys):
         ],
         capsys,
     )
-    assert code == 1 and "pa1" in err
+    assert code == 2 and "pa1" in err  # a rule between flags: bad usage (issue 10)
+    assert err.count("\n") == 1 and err.rstrip().endswith("(see 'fastgd train --help')")
 
 
 def test_skipped_rows_are_counted_in_the_summary(tmp_path, capsys):

@@ -1,9 +1,9 @@
 """Fork safety (issue 10): after a fit, ``fork()``-based multiprocessing completes.
 
 GNU OpenMP, Numba's usual layer on Linux when TBB is not found, makes a forked child that
-runs a parallel kernel abort, and the parent's pool then waits forever. ``import fastgd``
-chooses a fork-safe layer (``fastgd/_threading.py``); the end-to-end test runs the whole
-scenario in a fresh process (the layer is fixed once per process) under a timeout, so a hang
+runs a parallel kernel abort, and the parent's pool then waits forever. Importing fastgd's
+kernels chooses a fork-safe layer (``fastgd/_threading.py``); the end-to-end test runs the
+whole scenario in a fresh process (the layer is fixed once per process) under a timeout, so a hang
 fails the test instead of the suite.
 """
 

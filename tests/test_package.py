@@ -22,11 +22,17 @@ from fastgd._kernels import _config, records, scalar
 
 
 def test_import_compiles_nothing():
+    """``import fastgd`` imports nothing heavy (so ``python -m fastgd`` takes over Ctrl-C
+    before numpy/Numba load, issue 10), and loading every public name compiles nothing."""
     code = textwrap.dedent(
         """
         import sys
-        import numba.core.registry
         import fastgd
+        heavy = sorted({"numpy", "numba", "polars", "sklearn", "scipy"} & set(sys.modules))
+        assert heavy == [], heavy
+        for name in fastgd.__all__:
+            getattr(fastgd, name)
+        import numba.core.registry
         from numba.core.dispatcher import Dispatcher
         compiled = [
             f"{name}.{attr}"
@@ -40,6 +46,15 @@ def test_import_compiles_nothing():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_public_name_imports_and_is_listed():
+    assert set(fastgd.__all__) <= set(dir(fastgd))
+    for name in fastgd.__all__:
+        exec(f"from fastgd import {name}", {})
+    assert fastgd.options is options and fastgd.fit is fastgd.engine.fit
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        fastgd.nonsense  # noqa: B018
 
 
 def test_fastmath_flags_never_drop_nan_or_inf_checks():

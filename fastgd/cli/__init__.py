@@ -6,8 +6,9 @@ Subcommands live in one table, :data:`COMMANDS`, one module each (``playground``
 arguments, and a function that runs it and returns the exit status. Adding a subcommand
 means adding a module and one entry.
 
-Exit status: 0 success; 2 bad usage (unknown flags, malformed values: argparse's own
-convention); 1 a data or training error (an unreadable or damaged file, a missing column,
+Exit status: 0 success; 2 bad usage (unknown flags, malformed values, flags that break a
+rule together, an output that is one of the inputs: ``fastgd: error: <message> (see 'fastgd
+COMMAND --help')``); 1 a data or training error (an unreadable or damaged file, a missing column,
 invalid training options), reported on stderr in one line as ``fastgd: error: ...``, or an
 unexpected one, ``fastgd: internal error: ...`` (``--debug`` prints its traceback); 130
 Ctrl-C (``fastgd: interrupted.``). Before any work, each command checks that no output is
@@ -18,6 +19,7 @@ files (``-`` for stdin, a FIFO, ``<(...)``) are read once into a temporary copy.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .. import __version__
 from . import evaluate, info, playground, predict, train
@@ -57,8 +59,18 @@ examples:
 'fastgd COMMAND --help' describes each command."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, like every other error, instead
+    of a usage block (``--help`` shows that): ``fastgd: error: <message> (see 'fastgd
+    train --help')``, exit 2."""
+
+    def error(self, message: str):
+        print(f"fastgd: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastgd",
         description="fastgd: fast, trustworthy gradient descent for linear models.",
         epilog=_EPILOG,
@@ -66,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fastgd {__version__}")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(
             name,
@@ -87,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``fastgd`` command; return its exit status (0, 1, 2, or 130 for Ctrl-C)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the subcommand's parser, so the hint is its --help
+            args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:  # --help, --version (0) and usage errors (2)
         return int(exit_.code or 0)
     with Session() as session, interruptible(), one_line_warnings(session):

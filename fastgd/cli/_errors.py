@@ -73,8 +73,8 @@ def _silence_stdout() -> None:
 def report(error: BaseException, args, session: Session) -> int:
     """Print one line for ``error`` on stderr; return the exit status."""
     if isinstance(error, UsageError):
-        args._parser.print_usage(sys.stderr)
-        print(f"fastgd {args.command}: error: {session.shown(str(error))}", file=sys.stderr)
+        message = session.shown(str(error))
+        print(f"fastgd: error: {message} (see '{args._parser.prog} --help')", file=sys.stderr)
         return 2
     if isinstance(error, KeyboardInterrupt):
         print("fastgd: interrupted.", file=sys.stderr)

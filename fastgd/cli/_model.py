@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from ._command import CommandError
+from ._command import CommandError, UsageError
 
 
 def load_model(path):
@@ -29,14 +29,15 @@ def load_model(path):
 
 def check_replaceable_model(path) -> None:
     """Refuse, before any work, a --model that exists and is not a fastgd model: it is
-    probably something else (the data, another file) that saving would replace."""
+    probably something else (the data, another file) that saving would replace (a usage
+    error, exit 2)."""
     if not os.path.lexists(path):
         return
     try:
         load_model(path)
     except Exception as error:
         reason = " ".join(str(error).split())
-        raise CommandError(
+        raise UsageError(
             f"--model {path} exists and is not a fastgd model ({reason}); nothing was "
             "written. Remove it or choose another --model."
         ) from error
@@ -66,3 +67,30 @@ def model_schema(model, data, *, target=None, delimiter=None):
             f"({len(missing)} of {model.n_features} missing)."
         )
     return read_schema(data, target=target, features=model.feature_names, delimiter=delimiter)
+
+
+def checked_predictions(model, block, data):
+    """The model's predictions for one CSV block (labels for a classifier). A decision
+    value that overflowed (finite but huge weights, e.g. 1e308, pass the model's checks) is
+    a data error naming the file and the first such line, not an ``inf`` written out or a
+    ``nan`` score after a numpy warning."""
+    import numpy as np
+
+    from ..prediction import labels
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = model.decision_function(block.X)
+    finite = np.isfinite(scores)
+    if finite.ndim == 2:
+        finite = finite.all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        lines = block.line_numbers
+        line = int(lines[bad]) if lines is not None else block.first_line + bad
+        raise CommandError(
+            f"{data}, line {line}: the model's prediction is not finite (it overflows: the "
+            "model's weights are too large for this row's values)."
+        )
+    if model.kind == "classifier" and model.classes is not None:
+        return labels(scores, model.classes)
+    return scores

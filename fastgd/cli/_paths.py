@@ -18,6 +18,54 @@ from ._command import CommandError, UsageError
 
 #: What ``-`` as an input file is called in messages.
 STDIN_NAME = "<stdin>"
+#: The temporary folders of input copies: ``fastgd-input-<pid of the owner>-<random>``.
+COPY_PREFIX = "fastgd-input-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, another user's
+        return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended but is not yet reaped by its parent (Linux; a killed run
+    whose shell waits on the rest of its pipeline): it will never clean up."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rpartition(b")")[2].split()
+    except OSError:  # no /proc (macOS), or it just went away
+        return False
+    return bool(fields) and fields[0] == b"Z"
+
+
+def remove_stale_copies(root: str) -> list[str]:
+    """Remove the copy folders in ``root`` left by runs that were killed before they could
+    clean up (``kill -9``): this user's folders whose owner process is gone. Returns them.
+    A reused pid only keeps a stale folder a little longer; never removes a live one."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate a process on Windows
+        return []
+    removed = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return []
+    for entry in entries:
+        owner = entry.name[len(COPY_PREFIX) :].split("-", 1)[0]
+        if not entry.name.startswith(COPY_PREFIX) or not owner.isdigit():
+            continue
+        try:
+            mine = entry.is_dir(follow_symlinks=False) and entry.stat().st_uid == os.getuid()
+        except OSError:  # removed as we looked
+            continue
+        if mine and int(owner) != os.getpid() and not _process_alive(int(owner)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
 
 
 class Session:
@@ -40,7 +88,8 @@ class Session:
     def copy(self, stream, shown: str) -> str:
         """Copy ``stream`` (read once, to its end) to a regular file; return its path."""
         if self._folder is None:
-            self._folder = tempfile.mkdtemp(prefix="fastgd-input-")
+            remove_stale_copies(tempfile.gettempdir())
+            self._folder = tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-")
         path = os.path.join(self._folder, f"input-{len(self.shown_names) + 1}")
         self.shown_names[path] = shown
         with open(path, "wb") as handle:
@@ -73,21 +122,31 @@ def regular_input(session: Session, given: str) -> str:
     raise CommandError(f"{given} is not a regular file (nor a pipe); give a file.")
 
 
-def _same_file(a: str, b: str) -> bool:
-    """Whether two paths name one file (through symbolic or hard links too)."""
+def _identity(path: str) -> tuple[int, int] | None:
+    """The regular file an input or output names, as (device, inode), following links;
+    stdin's file for ``-`` (a file redirected with ``< file``); None where there is none
+    (yet) or it is not a regular file (``/dev/null`` as input and output replaces nothing)."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return False
+        info = os.fstat(sys.stdin.fileno()) if path == "-" else os.stat(path)
+    except (OSError, ValueError, AttributeError):  # missing, or no stdin at all
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
 
 
 def check_output(given: str, flag: str, inputs: list[str], creates_folders: bool) -> None:
-    """Refuse, before any work, an output that is one of the inputs, a directory, or in a
+    """Refuse, before any work, an output that is one of the inputs (also through a link or
+    stdin's redirection: ``-o s.csv < s.csv``; a usage error), a directory, or in a
     directory that is missing (unless the command creates it) or not writable."""
+    output = _identity(given)
     for source in inputs:
-        if source != "-" and _same_file(given, source):
-            same = "" if os.path.abspath(given) == os.path.abspath(source) else f" ({source})"
-            raise CommandError(
+        if output is not None and _identity(source) == output:
+            if source == "-":
+                same = f" ({STDIN_NAME})"
+            elif os.path.abspath(given) == os.path.abspath(source):
+                same = ""
+            else:
+                same = f" ({source})"
+            raise UsageError(
                 f"{flag} {given} is the command's input{same}; writing there would replace "
                 "it. Nothing was written; choose another output file."
             )

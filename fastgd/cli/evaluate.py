@@ -53,7 +53,8 @@ class _ClassifierScores:
                 f"{self.schema.path}, line {line}, column {self.schema.target!r}: label "
                 f"{y[bad]:g} is not one of the model's classes {self.model.classes.tolist()}."
             )
-        self.accuracy.add(y, self.model.predict(block.X).astype(np.float64))
+        predicted = _model.checked_predictions(self.model, block, self.schema.path)
+        self.accuracy.add(y, predicted.astype(np.float64))
         if self.log_loss is not None:
             self.log_loss += self._log_loss_sum(block.X, y)
 
@@ -78,12 +79,15 @@ class _ClassifierScores:
 class _RegressionScores:
     """The mean squared error and R², block by block."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, schema) -> None:
         self.model = model
+        self.schema = schema
         self.running = RunningRegression()
 
     def add(self, block, y: np.ndarray) -> None:
-        self.running.add(y, self.model.predict(block.X))
+        predicted = _model.checked_predictions(self.model, block, self.schema.path)
+        with np.errstate(over="ignore"):  # finite but huge errors: an mse of inf, said plainly
+            self.running.add(y, predicted)
 
     def metrics(self) -> dict:
         return {"rows": self.running.rows, "mse": self.running.mse, "r2": self.running.r2()}
@@ -96,7 +100,7 @@ def _scores(model, schema):
         raise CommandError(
             f"evaluate scores single-output models; this one has {model.coef.shape[0]} outputs."
         )
-    return _RegressionScores(model)
+    return _RegressionScores(model, schema)
 
 
 def evaluate(model, schema, args, bar) -> dict:

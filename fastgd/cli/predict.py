@@ -56,7 +56,7 @@ def _write_predictions(model, schema, args, handle, bar) -> int:
     for block in iter_csv(schema, block_rows=args.block_rows, dtype=args.dtype):
         if not block.rows:
             continue
-        predictions = model.predict(block.X)
+        predictions = _model.checked_predictions(model, block, schema.path)
         np.savetxt(
             handle, predictions.reshape(block.rows, -1), fmt=_format_for(predictions), delimiter=","
         )

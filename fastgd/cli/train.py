@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import time
@@ -114,6 +115,7 @@ def _schema(args: argparse.Namespace, previous):
     target = args.target if args.target is not None else getattr(previous, "target", None)
     if target is None:
         raise UsageError("the following arguments are required: --target")
+    _check_no_repeats(args)
     features = args.features
     if features is None and args.drop is None and previous is not None:
         features = previous.feature_names
@@ -123,6 +125,28 @@ def _schema(args: argparse.Namespace, previous):
     if previous is not None:
         previous.check_features(schema.feature_names)
     return schema
+
+
+def _check_no_repeats(args: argparse.Namespace) -> None:
+    """A column named twice in --features or --drop is a usage error (exit 2)."""
+    for flag, text in (("--features", args.features), ("--drop", args.drop)):
+        names = [name.strip() for name in (text or "").split(",")] if text else []
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            shown = ", ".join(repr(name) for name in repeated)
+            raise UsageError(f"{flag} names the column(s) {shown} more than once.")
+
+
+def check_cache_dir(path) -> None:
+    """Refuse, before any work, a --cache-dir that is (or is inside) something other than
+    a directory; a missing one is created by the first pass."""
+    if path is None:
+        return
+    folder = os.fspath(path)
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if folder and not os.path.isdir(folder):
+        raise UsageError(f"--cache-dir {path} is not a directory.")
 
 
 def _settings(args: argparse.Namespace, previous) -> dict:
@@ -142,8 +166,8 @@ def _settings(args: argparse.Namespace, previous) -> dict:
         settings["penalty"] = None
     try:  # before the data are read (exit 1, as the engine's own check would give)
         parameters.check_rules(settings)
-    except ValueError as error:
-        raise CommandError(_flag_names(str(error))) from None
+    except ValueError as error:  # flags that break a rule together: a usage error
+        raise UsageError(_flag_names(str(error))) from None
     return settings
 
 
@@ -236,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.model import save
 
     started = time.perf_counter()
+    check_cache_dir(args.cache_dir)
     previous = _previous_model(args)
     schema = _schema(args, previous)
     settings = _settings(args, previous)

@@ -254,7 +254,7 @@ def concurrent_fits(workers: int) -> int:
     two threads launch parallel kernels at the same time (fastgd falls back to it where TBB
     cannot be loaded; see ``fastgd/_threading.py``). Asking Numba for its thread count starts
     its threads, which fixes the layer (it compiles nothing), so the answer is never a guess."""
-    from ._threading import THREAD_SAFE_LAYERS  # already loaded by fastgd/__init__.py
+    from ._threading import THREAD_SAFE_LAYERS  # already loaded with fastgd._kernels
 
     if workers <= 1:
         return 1

@@ -365,7 +365,8 @@ def _update_rule(optimizer: str, schedule: options.Schedule) -> options.UpdateRu
     for rule in options.UPDATE_RULES:
         if rule.name == optimizer:
             return rule
-    raise NotImplementedError(
+    # A ValueError (not NotImplementedError): every front reports it as bad input, in one line.
+    raise ValueError(
         f"optimizer={optimizer!r} is not implemented yet: fastgd.options.UPDATE_RULES has "
         f"no row {optimizer!r} (the kernels' update rules: "
         f"{', '.join(rule.name for rule in options.UPDATE_RULES)})."
@@ -857,6 +858,24 @@ def fit(
         For classification losses: the two labels (``classes[1]`` is the positive class),
         when ``y`` may hold only one of them (a chunk of a larger data set). None: the
         two classes found in ``y``.
+    optimizer : str
+        The update rule. ``strategy="sgd"``/``"minibatch"``: ``"sgd"`` (the step above),
+        ``"momentum"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``, ``"saga"``
+        (the kernels' rows of ``fastgd.options.UPDATE_RULES``, read by name; their
+        per-feature state is ``FitResult.slots``). ``strategy="full"``: ``"gd"`` (= ``"sgd"``
+        there: the step above), ``"nesterov"`` (accelerated gradient, restarted whenever
+        the objective rises or the momentum points uphill; ``auto`` gives it gd's 1/L
+        step) or ``"lbfgs"`` (limited memory BFGS, 10 pairs, strong-Wolfe line search;
+        smooth losses, no L1; stops when ``max |∇J| ≤ tol`` or the relative decrease falls
+        to ``fastgd.full_batch.LBFGS_FTOL``, as scipy's ``gtol``/``ftol``). Every epoch of
+        nesterov and lbfgs is one iteration on one or more full-batch gradients, on any
+        source; the divergence rules apply as for gd.
+    momentum, nesterov, beta_1, beta_2, rho, optimizer_epsilon : float, bool
+        The stochastic rules' scalars: momentum's decay (and Nesterov's look-ahead), Adam's
+        moment decays, RMSProp's decay (torch's ``alpha``), the denominators' guard.
+    slots_init : array of shape (slots, n_features), optional
+        The update rule's state to start from (``FitResult.slots`` of an earlier fit with
+        the same optimizer); None or another shape: zeros.
 
     Returns
     -------
@@ -1043,6 +1062,12 @@ class _FullBatchEpochs:
     when it is fitted. An epoch returns the data loss at its start, as gd's does."""
 
     def __init__(self, plan: _Plan):
+        if not hasattr(plan.source, "gradient_sums"):
+            raise TypeError(
+                f"optimizer={plan.optimizer!r} needs full-batch gradients: the data source "
+                f"{type(plan.source).__name__} has no gradient_sums (fastgd.sources."
+                f"BlockSource has one); use optimizer='gd'."
+            )
         self.plan = plan
         self.converged = False
         self.expected: np.ndarray | None = None  # the x this object last handed out

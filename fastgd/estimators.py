@@ -50,6 +50,12 @@ OPTIMIZER_PARAMETERS = ("optimizer", "momentum", "nesterov", "beta_1", "beta_2",
                         "optimizer_epsilon")  # fmt: skip
 
 
+def _keep_optimizer(estimator, arguments: dict) -> None:
+    """Store the optimizer's ``__init__`` arguments as they are (scikit-learn's rule)."""
+    for name in OPTIMIZER_PARAMETERS:
+        setattr(estimator, name, arguments[name])
+
+
 class _BaseSGD(BaseEstimator):
     """What both estimators share: parameters, the sub-problem driver, prediction."""
 
@@ -475,13 +481,7 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         rho=0.99,
         optimizer_epsilon=1e-8,
     ):
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.rho = rho
-        self.optimizer_epsilon = optimizer_epsilon
+        _keep_optimizer(self, locals())
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -662,13 +662,7 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         rho=0.99,
         optimizer_epsilon=1e-8,
     ):
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.rho = rho
-        self.optimizer_epsilon = optimizer_epsilon
+        _keep_optimizer(self, locals())
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha

@@ -10,6 +10,7 @@ import scipy.optimize
 import scipy.sparse as sp
 
 import fastgd
+from fastgd import cli
 from fastgd.full_batch import LBFGS_FTOL
 
 RNG = np.random.default_rng(7)
@@ -112,3 +113,93 @@ def test_nesterov_and_lbfgs_keep_the_divergence_rules():
     with pytest.raises(fastgd.DivergenceError):
         fastgd.fit(X * 1e3, Y_REG, strategy="full", optimizer="nesterov",
                    learning_rate="constant", eta0=10.0, max_iter=50)  # fmt: skip
+
+
+def test_sweep_has_an_optimizer_axis():
+    table = fastgd.sweep(X, Y_REG, [0.01, "auto"], ["sgd", "full"],
+                         optimizers=["sgd", "nesterov", "lbfgs"], max_iter=5)  # fmt: skip
+    runs = [(run.strategy, run.optimizer, run.learning_rate) for run in table]
+    assert runs == [
+        ("sgd", "sgd", 0.01), ("sgd", "sgd", "auto"), ("full", "sgd", 0.01),
+        ("full", "sgd", "auto"), ("full", "nesterov", 0.01), ("full", "nesterov", "auto"),
+        ("full", "lbfgs", "auto"),
+    ]  # fmt: skip
+    run = table.find(strategy="full", learning_rate="auto", optimizer="nesterov")
+    same = fastgd.fit(X, Y_REG, strategy="full", optimizer="nesterov", max_iter=5,
+                      random_state=table.random_state)  # fmt: skip
+    np.testing.assert_array_equal(run.result.coef, same.coef)
+    assert "| full (lbfgs) |  | line search |" in str(table)
+    with pytest.raises(ValueError, match="no strategy of \\['sgd'\\] runs any optimizer"):
+        fastgd.sweep(X, Y_REG, [0.01], ["sgd"], optimizers=["lbfgs"])
+    with pytest.raises(TypeError, match="sets 'optimizer' itself"):
+        fastgd.sweep(X, Y_REG, [0.01], ["sgd"], optimizers=["sgd"], optimizer="sgd")
+
+
+def test_playground_command_compares_optimizers(tmp_path, capsys):
+    code = cli.main([
+        "playground", "--learning-rates", "0.1", "--strategies", "full",
+        "--optimizers", "gd,nesterov,lbfgs", "--epochs", "3", "--out",
+        str(tmp_path / "report.png"),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in ("full (gd)", "full (nesterov)", "full (lbfgs)"):
+        assert f"| {name} |" in out
+    assert cli.main(["playground", "--optimizers", "bfgs"]) == 2
+
+
+def test_the_train_command_takes_the_optimizer_flags():
+    args = cli.build_parser().parse_args(
+        ["train", "d.csv", "--model", "m.npz", "--optimizer", "adam", "--beta-1", "0.8",
+         "--beta-2", "0.99", "--momentum", "0.5", "--rho", "0.9", "--optimizer-epsilon", "1e-6"]
+    )  # fmt: skip
+    assert (args.optimizer, args.beta_1, args.beta_2) == ("adam", 0.8, 0.99)
+    assert (args.momentum, args.rho, args.optimizer_epsilon) == (0.5, 0.9, 1e-6)
+
+
+def test_the_estimators_take_the_optimizer_and_run_full_batch_lbfgs():
+    model = fastgd.SGDRegressor(strategy="full", optimizer="lbfgs", learning_rate="auto",
+                                alpha=ALPHA, tol=TOL, max_iter=200).fit(X, Y_REG)  # fmt: skip
+    direct = fastgd.fit(X, Y_REG, strategy="full", optimizer="lbfgs", penalty="l2",
+                        alpha=ALPHA, tol=TOL, max_iter=200)  # fmt: skip
+    np.testing.assert_allclose(model.coef_, direct.coef, rtol=0, atol=1e-8)
+    with pytest.raises(ValueError, match="optimizer='lbfgs' does not run with strategy='sgd'"):
+        fastgd.SGDRegressor(optimizer="lbfgs").fit(X, Y_REG)
+
+
+def test_a_stochastic_optimizer_is_read_by_name_from_the_update_rules():
+    from fastgd import engine, options
+
+    names = {rule.name for rule in options.UPDATE_RULES}
+    for optimizer in ("momentum", "adam"):
+        if optimizer in names:  # the kernels implement it: its row and slots are used
+            rule = engine.resolve_options(optimizer=optimizer)["rule"]
+            assert rule.name == optimizer
+            result = fastgd.fit(X, Y_REG, optimizer=optimizer, max_iter=2)
+            assert result.slots.shape == (rule.slots, X.shape[1])
+        else:
+            with pytest.raises(ValueError, match=f"optimizer='{optimizer}' is not"):
+                fastgd.fit(X, Y_REG, optimizer=optimizer)
+
+
+def test_the_rules_slots_carry_across_partial_fit_and_start_from_slots_init(monkeypatch):
+    """With a stand-in row for momentum (plain SGD's code, one slot, which that kernel
+    leaves alone), the engine allocates the rule's slots, returns them and takes them back
+    as slots_init: what partial_fit passes from one call to the next."""
+    from fastgd import options
+
+    stand_in = options.UpdateRule("momentum", options.UPDATE_SGD, 1,
+                                  frozenset({"sgd", "minibatch"}), True, "stand-in")  # fmt: skip
+    rules = tuple(rule for rule in options.UPDATE_RULES if rule.name != "momentum")
+    monkeypatch.setattr(options, "UPDATE_RULES", (*rules, stand_in))
+    fresh = fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=1)
+    assert fresh.slots.shape == (1, 12) and not fresh.slots.any()
+    marked = np.arange(12.0)[None, :]
+    assert np.array_equal(
+        fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=1, slots_init=marked).slots, marked
+    )
+    model = fastgd.SGDRegressor(optimizer="momentum", learning_rate="constant", eta0=1e-3)
+    model.partial_fit(X, Y_REG)
+    model._slots = [marked]  # as a rule that writes its slots would leave them
+    model.partial_fit(X, Y_REG)
+    assert np.array_equal(model._slots[0], marked)

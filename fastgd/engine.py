@@ -865,9 +865,10 @@ def fit(
         per-feature state is ``FitResult.slots``). ``strategy="full"``: ``"gd"`` (= ``"sgd"``
         there: the step above), ``"nesterov"`` (accelerated gradient, restarted whenever
         the objective rises or the momentum points uphill; ``auto`` gives it gd's 1/L
-        step) or ``"lbfgs"`` (limited memory BFGS, 10 pairs, strong-Wolfe line search;
-        smooth losses, no L1; stops when ``max |∇J| ≤ tol`` or the relative decrease falls
-        to ``fastgd.full_batch.LBFGS_FTOL``, as scipy's ``gtol``/``ftol``). Every epoch of
+        step) or ``"lbfgs"`` (limited memory BFGS, 10 pairs, strong-Wolfe line search,
+        which sets its steps: ``learning_rate`` and ``eta0`` are not read; smooth losses,
+        no L1; stops when ``max |∇J| ≤ tol`` or the relative decrease falls to
+        ``fastgd.full_batch.LBFGS_FTOL``, as scipy's ``gtol``/``ftol``). Every epoch of
         nesterov and lbfgs is one iteration on one or more full-batch gradients, on any
         source; the divergence rules apply as for gd.
     momentum, nesterov, beta_1, beta_2, rho, optimizer_epsilon : float, bool
@@ -1051,7 +1052,10 @@ def _run(plan: _Plan) -> FitResult:
         loop.epochs = _FullBatchEpochs(plan)
     while len(loop.history) < plan.max_iter and loop.step(order):
         pass
-    return loop.result()
+    result = loop.result()
+    if isinstance(loop.epochs, _FullBatchEpochs):
+        result.extras.update(loop.epochs.extras())
+    return result
 
 
 class _FullBatchEpochs:
@@ -1077,6 +1081,13 @@ class _FullBatchEpochs:
         self.spec: Spec | None = None
         self.order: EpochOrder | None = None
         self.state: State | None = None
+
+    def extras(self) -> dict:
+        """``restarts`` (nesterov's momentum restarts) or ``evaluations`` (lbfgs's
+        full-batch passes, line searches included)."""
+        if self.nesterov is not None:
+            return {"restarts": self.nesterov.restarts}
+        return {"evaluations": self.lbfgs.evaluations}
 
     def _x(self, state: State) -> np.ndarray:
         w = state.w.astype(np.float64)

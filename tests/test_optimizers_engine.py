@@ -4,6 +4,8 @@ against gd), on every source."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -209,3 +211,48 @@ def test_the_rules_slots_carry_across_partial_fit_and_start_from_slots_init(monk
     model._slots = [marked]  # as a rule that writes its slots would leave them
     model.partial_fit(X, Y_REG)
     assert np.array_equal(model._slots[0], marked)
+
+
+class _SlotWritingSource:
+    """A source whose epochs write the rule's slots as a momentum rule would (slot += 1)
+    and whose third epoch meets a non-finite loss once: the engine must back off to the
+    best state, slots included."""
+
+    n_rows, n_features, values_per_row, dtype = 400, 12, 12.0, np.dtype(np.float64)
+
+    def __init__(self):
+        self.slots_seen: list[float] = []
+
+    def losses(self, loss, epsilon, coef, intercept):
+        return 400.0, 400.0
+
+    def sample(self, rng):
+        from fastgd.sources import RowSample
+
+        return RowSample(X, np.empty(0))
+
+    def max_row_norm(self):
+        return float(np.max(np.sum(X * X, axis=1)) + 1.0)
+
+    def epoch(self, state, spec, order):
+        self.slots_seen.append(float(state.slots[0, 0]))
+        state.slots[:] += 1.0
+        state.w[:] += 0.01
+        calls = len(self.slots_seen)
+        loss = math.nan if calls == 3 else 400.0 / calls
+        return state, loss, 0 if calls == 3 else -1
+
+
+def test_a_back_off_restores_the_rules_slots_with_the_weights(monkeypatch):
+    from fastgd import engine, options
+
+    stand_in = options.UpdateRule("momentum", options.UPDATE_SGD, 1,
+                                  frozenset({"sgd", "minibatch"}), True, "stand-in")  # fmt: skip
+    monkeypatch.setattr(options, "UPDATE_RULES", (*options.UPDATE_RULES, stand_in))
+    source = _SlotWritingSource()
+    resolved = engine.resolve_options(optimizer="momentum", strategy="sgd", max_iter=4, tol=None)
+    result = engine.train(source, resolved)
+    # The third call diverged: the next starts from the second's end, slots as they were.
+    assert source.slots_seen == [0.0, 1.0, 2.0, 2.0, 3.0]
+    assert result.extras["auto_backtracks"] == 1
+    assert result.slots[0, 0] == 4.0

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import options, parameters
 from ._kernels.epochs import (
+    accumulate_gradient,
     batch_epoch,
     loss_sum,
     sgd_epoch,
@@ -45,9 +46,10 @@ from ._validation import (
     scan_sparse,
 )
 from .errors import DivergenceError
+from .full_batch import LBFGS, Nesterov, Point
 from .prediction import check_input, decision_values, labels
 from .prediction import predict_into as _predict_into
-from .sources import DataSource, EpochOrder, RowSample
+from .sources import DataSource, EpochOrder, GradientSums, RowSample
 
 __all__ = [
     "FitResult",
@@ -133,6 +135,9 @@ class FitResult:
         With ``average``: the running means of the weights so far (to continue averaging).
     validation_scores : ndarray or None
         With ``validation_score``: its value after each epoch.
+    slots : ndarray of shape (slots, n_features) or None
+        The update rule's per-feature state after the run (a momentum buffer, Adam's
+        moments; empty for plain SGD): ``slots_init`` of a fit that continues this one.
     """
 
     coef: np.ndarray
@@ -151,6 +156,7 @@ class FitResult:
     average_coef: np.ndarray | None = None
     average_intercept: float | None = None
     validation_scores: np.ndarray | None = None
+    slots: np.ndarray | None = None
 
     def decision_function(self, X) -> np.ndarray:
         """``X·coef + intercept`` in one pass over X (dense or scipy.sparse), in X's dtype."""
@@ -207,6 +213,17 @@ class _Plan:
     divergence_checks: str = "all"
     #: The update rule's per-feature state, shape (slots, d); allocated by kernel_state.
     slots: np.ndarray | None = None
+    #: The optimizer's name (``parameters.PARAMETERS``), the update rule the kernels apply
+    #: (``optimizer``'s row of ``options.UPDATE_RULES``, or the schedule's: pa1/pa2) and
+    #: the optimizers' scalars.
+    optimizer: str = "sgd"
+    rule: options.UpdateRule = options.UPDATE_RULES[0]
+    momentum: float = 0.9
+    nesterov: bool = False
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    rho: float = 0.99
+    optimizer_epsilon: float = 1e-8
 
 
 def kernel_spec(plan: _Plan, eta: float) -> Spec:
@@ -215,10 +232,16 @@ def kernel_spec(plan: _Plan, eta: float) -> Spec:
     every data source (arrays, the CSV trainer, Dask)."""
     return make_spec(
         loss=plan.loss.code, epsilon=plan.epsilon, schedule=plan.schedule.kernel_code,
-        rule=plan.schedule.rule.code, eta0=eta, power_t=plan.power_t, alpha=plan.alpha,
+        rule=plan.rule.code, eta0=eta, power_t=plan.power_t, alpha=plan.alpha,
         optimal_init=plan.optimal_init, l1=plan.l1, l2=plan.l2,
         fit_intercept=plan.fit_intercept, average_start=plan.average_start,
+        **{name: getattr(plan, name) for name in OPTIMIZER_SCALARS if name in Spec._fields},
     )  # fmt: skip
+
+
+#: The optimizers' scalars the kernels read, as fields of ``Spec`` once the kernels
+#: implement the stochastic rules (filled by name, so the engine needs no change then).
+OPTIMIZER_SCALARS = ("momentum", "nesterov", "beta_1", "beta_2", "rho", "optimizer_epsilon")
 
 
 def kernel_state(plan: _Plan, coef, intercept: float, t: float, avg_w, avg_b) -> State:
@@ -226,14 +249,14 @@ def kernel_state(plan: _Plan, coef, intercept: float, t: float, avg_w, avg_b) ->
     counter, the running means and the update rule's slots (kept in ``plan.slots`` from
     one call to the next)."""
     if plan.slots is None:
-        plan.slots = np.zeros((plan.schedule.rule.slots, coef.shape[0]))
+        plan.slots = np.zeros((plan.rule.slots, coef.shape[0]))
     return make_state(coef, intercept, t, avg_w, avg_b, plan.slots)
 
 
 #: ``fit``'s arguments that are data or a fit's starting state rather than options.
 DATA_ARGUMENTS = frozenset(
     {"X", "y", "sample_weight", "coef_init", "intercept_init", "average_coef_init",
-     "average_intercept_init", "normalize_weights", "classes"}
+     "average_intercept_init", "normalize_weights", "classes", "slots_init"}
 )  # fmt: skip
 
 
@@ -326,10 +349,28 @@ def resolve_options(**given) -> dict:
         shuffle_mode=_shuffle_mode(values.pop("shuffle")),
         rng=_make_rng(values.pop("random_state")),
         average_start=float(average) if average not in (None, False) else 0.0,
+        rule=_update_rule(values["optimizer"], schedule_opt),
     )  # fmt: skip
     for name in ("learning_rate", "penalty", "l1_ratio"):
         del values[name]  # resolved above (schedule, l1 and l2)
     return {**values, **resolved}
+
+
+def _update_rule(optimizer: str, schedule: options.Schedule) -> options.UpdateRule:
+    """The kernels' update rule: the stochastic ``optimizer``'s row of
+    ``options.UPDATE_RULES`` (read by name), the schedule's own rule for pa1/pa2, plain
+    SGD for the full-batch optimizers (gd's step; nesterov and lbfgs step in the engine)."""
+    if optimizer not in parameters.STOCHASTIC_OPTIMIZERS or optimizer == "sgd":
+        return schedule.rule
+    for rule in options.UPDATE_RULES:
+        if rule.name == optimizer:
+            return rule
+    # A ValueError (not NotImplementedError): every front reports it as bad input, in one line.
+    raise ValueError(
+        f"optimizer={optimizer!r} is not implemented yet: fastgd.options.UPDATE_RULES has "
+        f"no row {optimizer!r} (the kernels' update rules: "
+        f"{', '.join(rule.name for rule in options.UPDATE_RULES)})."
+    )
 
 
 def _starting_weights(d: int, dtype, *, coef_init, intercept_init, average_start,
@@ -631,6 +672,7 @@ def _divergence(
     if (
         plan.schedule.name == "auto"
         and plan.strategy.name == "full"
+        and plan.optimizer != "nesterov"  # its objective may rise: then it restarts
         and plan.loss.smooth
         and history
         and epoch_loss > history[-1] + RISE_TOLERANCE * abs(history[-1])
@@ -708,6 +750,14 @@ def fit(
     normalize_weights: bool = True,
     divergence_checks: str = "all",
     classes=None,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    rho: float = 0.99,
+    optimizer_epsilon: float = 1e-8,
+    slots_init=None,
 ) -> FitResult:
     r"""Fit a linear model ``p = X·coef + intercept`` by gradient descent.
 
@@ -808,6 +858,25 @@ def fit(
         For classification losses: the two labels (``classes[1]`` is the positive class),
         when ``y`` may hold only one of them (a chunk of a larger data set). None: the
         two classes found in ``y``.
+    optimizer : str
+        The update rule. ``strategy="sgd"``/``"minibatch"``: ``"sgd"`` (the step above),
+        ``"momentum"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``, ``"saga"``
+        (the kernels' rows of ``fastgd.options.UPDATE_RULES``, read by name; their
+        per-feature state is ``FitResult.slots``). ``strategy="full"``: ``"gd"`` (= ``"sgd"``
+        there: the step above), ``"nesterov"`` (accelerated gradient, restarted whenever
+        the objective rises or the momentum points uphill; ``auto`` gives it gd's 1/L
+        step) or ``"lbfgs"`` (limited memory BFGS, 10 pairs, strong-Wolfe line search,
+        which sets its steps: ``learning_rate`` and ``eta0`` are not read; smooth losses,
+        no L1; stops when ``max |∇J| ≤ tol`` or the relative decrease falls to
+        ``fastgd.full_batch.LBFGS_FTOL``, as scipy's ``gtol``/``ftol``). Every epoch of
+        nesterov and lbfgs is one iteration on one or more full-batch gradients, on any
+        source; the divergence rules apply as for gd.
+    momentum, nesterov, beta_1, beta_2, rho, optimizer_epsilon : float, bool
+        The stochastic rules' scalars: momentum's decay (and Nesterov's look-ahead), Adam's
+        moment decays, RMSProp's decay (torch's ``alpha``), the denominators' guard.
+    slots_init : array of shape (slots, n_features), optional
+        The update rule's state to start from (``FitResult.slots`` of an earlier fit with
+        the same optimizer); None or another shape: zeros.
 
     Returns
     -------
@@ -834,7 +903,9 @@ def fit(
         epsilon=epsilon, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
         fit_intercept=fit_intercept, shuffle=shuffle, random_state=random_state,
         callback=callback, t_init=t_init, average=average, validation_score=validation_score,
-        divergence_checks=divergence_checks,
+        divergence_checks=divergence_checks, optimizer=optimizer, momentum=momentum,
+        nesterov=nesterov, beta_1=beta_1, beta_2=beta_2, rho=rho,
+        optimizer_epsilon=optimizer_epsilon,
     )  # fmt: skip
     source, found_classes = _array_source(
         X, y, resolved, sample_weight=sample_weight, normalize_weights=normalize_weights,
@@ -843,7 +914,7 @@ def fit(
     result = train(
         source, resolved, classes=found_classes, coef_init=coef_init,
         intercept_init=intercept_init, average_coef_init=average_coef_init,
-        average_intercept_init=average_intercept_init,
+        average_intercept_init=average_intercept_init, slots_init=slots_init,
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result
@@ -851,7 +922,7 @@ def fit(
 
 def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
           intercept_init=None, average_coef_init=None,
-          average_intercept_init=None) -> FitResult:  # fmt: skip
+          average_intercept_init=None, slots_init=None) -> FitResult:  # fmt: skip
     """Train on any :class:`fastgd.sources.DataSource`: the one fit set-up and epoch loop
     behind ``fastgd.fit`` (arrays in memory), ``fastgd.fit_csv`` and ``fastgd.dask.fit``.
 
@@ -864,10 +935,22 @@ def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
         average_start=resolved["average_start"], average_coef_init=average_coef_init,
         average_intercept_init=average_intercept_init,
     )  # fmt: skip
-    return _run(_Plan(source=source, classes=classes, **resolved, **start))
+    plan = _Plan(source=source, classes=classes, **resolved, **start)
+    plan.slots = _starting_slots(plan.rule, source.n_features, slots_init)
+    return _run(plan)
+
+
+def _starting_slots(rule: options.UpdateRule, d: int, slots_init) -> np.ndarray:
+    """The update rule's per-feature state at the start: zeros, or ``slots_init`` (the
+    ``FitResult.slots`` of an earlier fit, to continue it: ``partial_fit``)."""
+    if slots_init is None or np.shape(slots_init) != (rule.slots, d):
+        # A different shape: the rule or the width changed since; start its state afresh.
+        return np.zeros((rule.slots, d))
+    return np.array(slots_init, dtype=np.float64, order="C", copy=True)
 
 
 _NO_ORDER = np.empty(0, dtype=np.int64)
+_NO_W = np.empty(0)
 
 
 class _ArraySource:
@@ -906,6 +989,31 @@ class _ArraySource:
             scores.fill(intercept)
         return zero, loss_sum(scores, y, sw, loss, epsilon)
 
+    def gradient_sums(self, state: State, spec: Spec, order: EpochOrder,
+                      fraction: float = 1.0) -> GradientSums:  # fmt: skip
+        """The full-batch gradient sums at ``state`` (as ``BlockSource.gradient_sums``):
+        one fused pass; CSR rows are summed a block of densified rows at a time."""
+        grad = np.zeros(self.n_features)
+        if not is_sparse(self.X):
+            loss, deriv = accumulate_gradient(
+                self.X, self.y, self.sample_weight, spec, state, grad, order.parallel
+            )
+            return GradientSums(grad, float(loss), float(deriv), self.n_rows,
+                                -1 if math.isfinite(loss) else 0)  # fmt: skip
+        loss = deriv = 0.0
+        dense_rows = max(1, AUTO_SAMPLE_BYTES // max(1, self.n_features * self.dtype.itemsize))
+        for start in range(0, self.n_rows, dense_rows):
+            stop = min(self.n_rows, start + dense_rows)
+            weights = self.sample_weight[start:stop] if self.sample_weight.size else _NO_W
+            block_loss, block_deriv = accumulate_gradient(
+                np.ascontiguousarray(self.X[start:stop].toarray()), self.y[start:stop],
+                weights, spec, state, grad, order.parallel,
+            )  # fmt: skip
+            loss, deriv = loss + block_loss, deriv + block_deriv
+            if not math.isfinite(block_loss):
+                return GradientSums(grad, loss, deriv, self.n_rows, start)
+        return GradientSums(grad, loss, deriv, self.n_rows)
+
     def epoch(self, state: State, spec: Spec, order: EpochOrder) -> tuple[State, float, int]:
         X, y, sw = self.X, self.y, self.sample_weight
         rows = _NO_ORDER
@@ -936,11 +1044,101 @@ def _run(plan: _Plan) -> FitResult:
         plan.strategy.name, rows, plan.shuffle_mode, plan.rng,
         parallel_batches(rows, source.values_per_row),
     )  # fmt: skip
-    eta = _auto_step(plan, rows) if plan.schedule.name == "auto" else plan.eta0
+    eta = plan.eta0
+    if plan.schedule.name == "auto" and plan.optimizer != "lbfgs":  # lbfgs: line searches
+        eta = _auto_step(plan, rows)
     loop = _Loop(plan, eta, _explosion_scale(plan))
+    if plan.optimizer in ("nesterov", "lbfgs"):
+        loop.epochs = _FullBatchEpochs(plan)
     while len(loop.history) < plan.max_iter and loop.step(order):
         pass
-    return loop.result()
+    result = loop.result()
+    if isinstance(loop.epochs, _FullBatchEpochs):
+        result.extras.update(loop.epochs.extras())
+    return result
+
+
+class _FullBatchEpochs:
+    """The epochs of ``optimizer="nesterov"`` or ``"lbfgs"``: one iteration of
+    :mod:`fastgd.full_batch` per epoch, on the full-batch gradient sums of the source
+    (``gradient_sums``: one fused pass, on any source). The objective is the exact
+    ``J = (1/n)·Σ s·L + l1·‖w‖₁ + l2·½‖w‖²``; ``x`` is the weights, then the intercept
+    when it is fitted. An epoch returns the data loss at its start, as gd's does."""
+
+    def __init__(self, plan: _Plan):
+        if not hasattr(plan.source, "gradient_sums"):
+            raise TypeError(
+                f"optimizer={plan.optimizer!r} needs full-batch gradients: the data source "
+                f"{type(plan.source).__name__} has no gradient_sums (fastgd.sources."
+                f"BlockSource has one); use optimizer='gd'."
+            )
+        self.plan = plan
+        self.converged = False
+        self.expected: np.ndarray | None = None  # the x this object last handed out
+        self.nesterov = Nesterov(self._prox) if plan.optimizer == "nesterov" else None
+        gtol = plan.tol if plan.tol is not None else 0.0
+        self.lbfgs = LBFGS(self._evaluate, gtol) if plan.optimizer == "lbfgs" else None
+        self.spec: Spec | None = None
+        self.order: EpochOrder | None = None
+        self.state: State | None = None
+
+    def extras(self) -> dict:
+        """``restarts`` (nesterov's momentum restarts) or ``evaluations`` (lbfgs's
+        full-batch passes, line searches included)."""
+        if self.nesterov is not None:
+            return {"restarts": self.nesterov.restarts}
+        return {"evaluations": self.lbfgs.evaluations}
+
+    def _x(self, state: State) -> np.ndarray:
+        w = state.w.astype(np.float64)
+        return np.append(w, state.intercept) if self.plan.fit_intercept else w
+
+    def _evaluate(self, x: np.ndarray) -> Point:
+        plan, d = self.plan, self.plan.source.n_features
+        w = x[:d].astype(self.state.w.dtype)
+        intercept = float(x[d]) if plan.fit_intercept else self.state.intercept
+        at = self.state._replace(w=w, intercept=intercept)
+        sums = plan.source.gradient_sums(at, self.spec, self.order)
+        n = plan.source.n_rows
+        gradient = sums.grad / n + plan.l2 * x[:d]
+        if plan.fit_intercept:
+            gradient = np.append(gradient, sums.deriv / n)
+        value = sums.loss / n + penalty_value(w, plan.l1, plan.l2)
+        return Point(value, gradient, sums.loss, sums.bad)
+
+    def _prox(self, x: np.ndarray, eta: float) -> np.ndarray:
+        """The proximal step of the L1 part (soft thresholding; never the intercept)."""
+        l1, d = self.plan.l1, self.plan.source.n_features
+        if l1 == 0.0:
+            return x
+        out = x.copy()
+        out[:d] = np.sign(x[:d]) * np.maximum(np.abs(x[:d]) - eta * l1, 0.0)
+        return out
+
+    def epoch(self, state: State, spec: Spec, order: EpochOrder) -> tuple[State, float, int]:
+        self.spec, self.order, self.state = spec, order, state
+        x = self._x(state)
+        moved = self.expected is None or not np.array_equal(x, self.expected)
+        if self.nesterov is not None:
+            if moved:  # a back-off restored an earlier state: its momentum is gone
+                self.nesterov.reset()
+            point = self._evaluate(x)
+            if point.bad >= 0:
+                return state, point.loss_total, point.bad
+            x_next = self.nesterov.step(x, point, spec.eta0)
+        else:
+            point = self.lbfgs.start(x)
+            if point.bad >= 0:
+                return state, point.loss_total, point.bad
+            x_next = self.lbfgs.step()
+            self.converged = self.lbfgs.converged
+        d = self.plan.source.n_features
+        state.w[:] = x_next[:d]
+        intercept = float(x_next[d]) if self.plan.fit_intercept else state.intercept
+        self.expected = self._x(state._replace(intercept=intercept))
+        if self.lbfgs is not None:
+            self.lbfgs.x = self.expected.copy()  # as stored (float32 weights round)
+        return state._replace(intercept=intercept, t=state.t + 1.0), point.loss_total, -1
 
 
 def _auto_step(plan: _Plan, rows: int) -> float:
@@ -990,22 +1188,24 @@ class _Loop:
         self.avg_b = np.array([plan.average_intercept]) if self.averaging else np.empty(0)
         self.best = math.inf
         self.best_state = (self.coef.copy(), self.intercept, self.t,
-                           (self.avg_w.copy(), self.avg_b.copy()))  # fmt: skip
+                           (self.avg_w.copy(), self.avg_b.copy()), self._slots())  # fmt: skip
         self.best_score = -math.inf
         self.scores: list[float] = []
         self.history: list[float] = []
         self.backtracks = 0
         self.no_improvement = 0
         self.converged = False
+        #: What runs an epoch: the source's (sgd, minibatch, gd), or a full-batch optimizer.
+        self.epochs = plan.source
 
     def step(self, order: EpochOrder) -> bool:
         """One epoch and the rules after it; False once the run is over."""
         plan = self.plan
         start_avg = (self.avg_w.copy(), np.array([self.avg_b[0]])) if self.averaging else None
-        start = (self.coef.copy(), self.intercept, self.t, start_avg)
+        start = (self.coef.copy(), self.intercept, self.t, start_avg, self._slots())
         penalty_now = penalty_value(self.coef, plan.l1, plan.l2)
         state = kernel_state(plan, self.coef, self.intercept, self.t, self.avg_w, self.avg_b)
-        state, loss_total, bad = plan.source.epoch(state, kernel_spec(plan, self.eta), order)
+        state, loss_total, bad = self.epochs.epoch(state, kernel_spec(plan, self.eta), order)
         self.intercept, self.t = state.intercept, state.t
         epoch_loss = loss_total / plan.source.n_rows + penalty_now
         score = None
@@ -1023,11 +1223,14 @@ class _Loop:
             self._back_off(reason)
             return True
         self._record(epoch_loss, pending, score, start)
+        if getattr(self.epochs, "converged", False):  # lbfgs: its gtol/ftol test met
+            self.converged = True
+            return False
         return self._go_on(epoch_loss)
 
     def _back_off(self, reason: str) -> None:
         plan = self.plan
-        best_coef, best_intercept, best_t, best_avg = self.best_state
+        best_coef, best_intercept, best_t, best_avg, best_slots = self.best_state
         if plan.schedule.name == "auto" and self.backtracks < AUTO_MAX_BACKTRACKS:
             # The derived step is safe for random batches in expectation; an adversarial
             # order or a few rows of extreme leverage can still make it overshoot. Go back
@@ -1035,6 +1238,8 @@ class _Loop:
             self.coef[:] = best_coef
             self.intercept, self.t = best_intercept, best_t
             self.avg_w[:], self.avg_b[:] = best_avg
+            if best_slots is not None:  # the rule's state belongs to the weights it led to
+                plan.slots[:] = best_slots
             self.eta /= AUTO_BACKTRACK_DIVISOR
             self.backtracks += 1
             self.no_improvement = 0
@@ -1056,12 +1261,19 @@ class _Loop:
         if epoch_loss < self.best:
             self.best = epoch_loss
             if self.plan.strategy.name == "full":
-                start_coef, start_intercept, start_t, start_avg = start
+                start_coef, start_intercept, start_t, start_avg, start_slots = start
                 self.best_state = (start_coef, start_intercept, start_t,
-                                   start_avg if self.averaging else self.best_state[3])  # fmt: skip
+                                   start_avg if self.averaging else self.best_state[3],
+                                   start_slots)  # fmt: skip
             else:
-                self.best_state = (self.coef.copy(), self.intercept, self.t,
-                                   (self.avg_w.copy(), self.avg_b.copy()))  # fmt: skip
+                averages = (self.avg_w.copy(), self.avg_b.copy())
+                self.best_state = (self.coef.copy(), self.intercept, self.t, averages,
+                                   self._slots())  # fmt: skip
+
+    def _slots(self) -> np.ndarray | None:
+        """A copy of the update rule's state (None: a rule without one)."""
+        slots = self.plan.slots
+        return slots.copy() if slots is not None and slots.size else None
 
     def _go_on(self, epoch_loss: float) -> bool:
         plan = self.plan
@@ -1100,6 +1312,7 @@ class _Loop:
             average_coef=self.avg_w if averaging else None,
             average_intercept=float(self.avg_b[0]) if averaging else None,
             validation_scores=np.array(self.scores) if plan.validation_score is not None else None,
+            slots=plan.slots,
         )  # fmt: skip
 
 

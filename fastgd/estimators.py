@@ -45,6 +45,17 @@ _MAX_SEED = np.iinfo(np.int32).max
 _REGRESSION_LOSSES = tuple(loss.name for loss in options.LOSSES if not loss.classification)
 
 
+#: The optimizer's parameters (fastgd's extension of scikit-learn's estimators).
+OPTIMIZER_PARAMETERS = ("optimizer", "momentum", "nesterov", "beta_1", "beta_2", "rho",
+                        "optimizer_epsilon")  # fmt: skip
+
+
+def _keep_optimizer(estimator, arguments: dict) -> None:
+    """Store the optimizer's ``__init__`` arguments as they are (scikit-learn's rule)."""
+    for name in OPTIMIZER_PARAMETERS:
+        setattr(estimator, name, arguments[name])
+
+
 class _BaseSGD(BaseEstimator):
     """What both estimators share: parameters, the sub-problem driver, prediction."""
 
@@ -79,6 +90,8 @@ class _BaseSGD(BaseEstimator):
             # scikit-learn's schedules only stop on non-finite values; ``auto`` keeps every
             # divergence rule (and its back-off).
             "divergence_checks": "all" if self.learning_rate == "auto" else "non_finite",
+            # fastgd's extension: the optimizer and its scalars (scikit-learn has none).
+            **{name: getattr(self, name) for name in OPTIMIZER_PARAMETERS},
         }
 
     # ------------------------------------------------------------------ training
@@ -110,6 +123,8 @@ class _BaseSGD(BaseEstimator):
             average_coef = np.zeros((k, n_features))
             average_intercept = np.zeros(k)
         t_init = float(self.t_) if continuing else 1.0
+        # The update rule's state (momentum, moments) carries on across partial_fit calls.
+        slots = getattr(self, "_slots", None) if continuing else None
         rng = check_random_state(self.random_state)
         seeds = rng.randint(_MAX_SEED, size=k)
         tol = self.tol
@@ -137,6 +152,7 @@ class _BaseSGD(BaseEstimator):
                 average_coef_init=average_coef[i] if averaging else None,
                 average_intercept_init=average_intercept[i] if averaging else None,
                 validation_score=validation_score, classes=classes_i, callback=callback,
+                slots_init=slots[i] if slots is not None else None,
             )  # fmt: skip
             if self.learning_rate != "auto":  # ``auto`` raises on such losses (and backs off)
                 result.extras["zero_model_loss"] = _zero_model_loss(
@@ -221,6 +237,7 @@ class _BaseSGD(BaseEstimator):
         self.loss_curve_ = [*getattr(self, "_curve_so_far", []), *curve.tolist()]
         self._curve_so_far = self.loss_curve_
         self._converged = all(r.converged for r in results)
+        self._slots = [r.slots for r in results]
 
     def _validation_scorer(self, X_val, y_val, w_val, classes_i):
         raise NotImplementedError
@@ -456,7 +473,15 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
         average=False,
         strategy="sgd",
         batch_size=256,
+        optimizer="sgd",
+        momentum=0.9,
+        nesterov=False,
+        beta_1=0.9,
+        beta_2=0.999,
+        rho=0.99,
+        optimizer_epsilon=1e-8,
     ):
+        _keep_optimizer(self, locals())
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -629,7 +654,15 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         average=False,
         strategy="sgd",
         batch_size=256,
+        optimizer="sgd",
+        momentum=0.9,
+        nesterov=False,
+        beta_1=0.9,
+        beta_2=0.999,
+        rho=0.99,
+        optimizer_epsilon=1e-8,
     ):
+        _keep_optimizer(self, locals())
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha

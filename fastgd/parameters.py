@@ -96,6 +96,14 @@ def _names(table) -> tuple[str, ...]:
 
 
 _POSITIVE_INT = {"kind": "int", "low": 1, "closed": "left"}
+_DECAY = {"kind": "real", "low": 0.0, "high": 1.0, "closed": "left"}
+
+#: The optimizers of strategy="sgd"/"minibatch": each names a row of
+#: ``fastgd.options.UPDATE_RULES`` (the per-step rule the kernels apply).
+STOCHASTIC_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw", "saga")
+#: The optimizers of strategy="full", run by the engine on full-batch gradients ("sgd"
+#: there means "gd": one plain step per epoch, fastgd's behaviour before optimizers).
+FULL_BATCH_OPTIMIZERS = ("gd", "nesterov", "lbfgs")
 _NON_NEGATIVE = {"kind": "real", "low": 0.0, "closed": "left"}
 
 PARAMETERS: tuple[Parameter, ...] = (
@@ -105,6 +113,23 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("strategy", "choice", "minibatch",
               "rows per step: 1 (sgd), batch_size (minibatch), or all (full)",
               choices=_names(options.STRATEGIES), flag="--strategy", sklearn_default="sgd"),
+    Parameter("optimizer", "choice", "sgd",
+              "the update rule (strategy full: gd, nesterov, lbfgs; else sgd, momentum, "
+              "adagrad, rmsprop, adam, adamw, saga)",
+              choices=STOCHASTIC_OPTIMIZERS + FULL_BATCH_OPTIMIZERS, flag="--optimizer",
+              metavar="NAME"),
+    Parameter("momentum", default=0.9, doc="the momentum of optimizer='momentum'",
+              flag="--momentum", **_DECAY),
+    Parameter("nesterov", "bool", False, "Nesterov's look-ahead for optimizer='momentum'"),
+    Parameter("beta_1", default=0.9, doc="Adam's decay of the first moment", flag="--beta-1",
+              **_DECAY),
+    Parameter("beta_2", default=0.999, doc="Adam's decay of the second moment",
+              flag="--beta-2", **_DECAY),
+    Parameter("rho", default=0.99, doc="RMSProp's decay of the squared gradients",
+              flag="--rho", **_DECAY),
+    Parameter("optimizer_epsilon", "real", 1e-8,
+              "the denominator's guard of adagrad, rmsprop, adam and adamw", low=0.0,
+              closed="neither", flag="--optimizer-epsilon"),
     Parameter("batch_size", default=256, doc="rows per mini-batch", flag="--batch-size",
               metavar="N", **_POSITIVE_INT),
     Parameter("learning_rate", "choice", "auto", "the step-size schedule",
@@ -266,6 +291,60 @@ def _elasticnet_needs_l1_ratio(values, front):
     return None
 
 
+def _optimizer_needs_its_strategy(values, front):
+    optimizer, strategy = values["optimizer"], values["strategy"]
+    if strategy == "full":
+        allowed = ("sgd", *FULL_BATCH_OPTIMIZERS)  # "sgd" under full: plain gd
+    else:
+        allowed = STOCHASTIC_OPTIMIZERS
+    if optimizer not in allowed:
+        names = ", ".join(repr(name) for name in allowed)
+        return (
+            f"optimizer={optimizer!r} does not run with strategy={strategy!r}; allowed "
+            f"values there: {names} (the full-batch optimizers gd, nesterov, lbfgs need "
+            f"strategy='full', the others strategy='sgd' or 'minibatch')."
+        )
+    return None
+
+
+def _lbfgs_needs_a_smooth_objective(values, front):
+    if values["optimizer"] != "lbfgs":
+        return None
+    loss = options.loss_by_name(values["loss"])
+    if not loss.smooth:
+        smooth = ", ".join(row.name for row in options.LOSSES if row.smooth)
+        return (
+            f"optimizer='lbfgs' needs a smooth loss (one of {smooth}); loss={loss.name!r} "
+            f"is not differentiable everywhere: use optimizer='gd' or 'nesterov'."
+        )
+    l1_ratio = values.get("l1_ratio")
+    if values["penalty"] == "l1" or (values["penalty"] == "elasticnet" and l1_ratio != 0):
+        return (
+            f"optimizer='lbfgs' cannot minimise the L1 part of penalty={values['penalty']!r} "
+            f"(it is not smooth): use penalty='l2' or None, or optimizer='saga' (with "
+            f"strategy='sgd' or 'minibatch') for an L1 penalty."
+        )
+    return None
+
+
+def _pa_needs_plain_sgd(values, front):
+    if values["learning_rate"] in ("pa1", "pa2") and values["optimizer"] != "sgd":
+        return (
+            f"learning_rate={values['learning_rate']!r} is its own update rule; it needs "
+            f"optimizer='sgd' (got optimizer={values['optimizer']!r})."
+        )
+    return None
+
+
+def _full_batch_optimizers_do_not_average(values, front):
+    if values["optimizer"] in ("nesterov", "lbfgs") and values["average"] not in (None, False, 0):
+        return (
+            f"average needs a stochastic optimizer; optimizer={values['optimizer']!r} "
+            f"does not average."
+        )
+    return None
+
+
 RULES: tuple[Rule, ...] = (
     Rule(("learning_rate", "loss"), _pa_needs_its_loss,
          "pa1/pa2 need scikit-learn's loss for them (hinge, epsilon_insensitive)", BOTH),
@@ -273,6 +352,13 @@ RULES: tuple[Rule, ...] = (
          "an update rule runs only under its strategies (pa1/pa2: sgd)"),
     Rule(("learning_rate", "alpha"), _optimal_needs_alpha, "optimal needs alpha > 0"),
     Rule(("penalty", "l1_ratio"), _elasticnet_needs_l1_ratio, "elasticnet needs l1_ratio"),
+    Rule(("optimizer", "strategy"), _optimizer_needs_its_strategy,
+         "gd, nesterov, lbfgs need strategy='full'; the stochastic optimizers sgd/minibatch"),
+    Rule(("optimizer", "loss", "penalty"), _lbfgs_needs_a_smooth_objective,
+         "lbfgs needs a smooth loss and no L1 part in the penalty"),
+    Rule(("optimizer", "learning_rate"), _pa_needs_plain_sgd, "pa1/pa2 need optimizer='sgd'"),
+    Rule(("optimizer", "average"), _full_batch_optimizers_do_not_average,
+         "nesterov and lbfgs do not average"),
 )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from . import engine, options, reference
+from . import engine, options, parameters, reference
 from ._thresholds import PARALLEL_MIN_VALUES
 from ._validation import check_binary_labels, check_sample_weight, check_scalar, check_X
 from .engine import FitResult, fit
@@ -137,15 +137,26 @@ class SweepRun:
     diverged: bool
     message: str | None = None
     result: FitResult | None = field(default=None, repr=False)
+    #: The optimizer of a sweep over ``optimizers`` (None: the sweep had no such axis).
+    optimizer: str | None = None
+
+    @property
+    def method(self) -> str:
+        """The strategy, with the optimizer when the sweep tried several: ``"full (lbfgs)"``."""
+        return self.strategy if self.optimizer is None else f"{self.strategy} ({self.optimizer})"
 
     @property
     def label(self) -> str:
         """A short name for legends: ``"minibatch B=32, lr=0.01"``."""
-        strategy = (
-            self.strategy if self.batch_size is None else f"{self.strategy} B={self.batch_size}"
-        )
-        rate = f"auto ({self.step:.3g})" if self.learning_rate == "auto" else f"{self.step:.3g}"
-        return f"{strategy}, lr={rate}"
+        strategy = self.method if self.batch_size is None else f"{self.method} B={self.batch_size}"
+        return f"{strategy}, lr={self.rate}"
+
+    @property
+    def rate(self) -> str:
+        """The step as shown: ``"0.01"``, ``"auto (0.0607)"``, or lbfgs's ``"line search"``."""
+        if self.optimizer == "lbfgs":
+            return "line search"
+        return f"auto ({self.step:.3g})" if self.learning_rate == "auto" else f"{self.step:.3g}"
 
 
 @dataclass
@@ -176,12 +187,18 @@ class SweepResult:
         return min(finished, key=lambda run: run.final_loss) if finished else None
 
     def find(
-        self, *, strategy: str, learning_rate: float | str, batch_size: int | None = None
+        self,
+        *,
+        strategy: str,
+        learning_rate: float | str,
+        batch_size: int | None = None,
+        optimizer: str | None = None,
     ) -> SweepRun:
         """The run of one combination (``KeyError`` if the sweep did not run it)."""
         for run in self.runs:
             if (
                 run.strategy == strategy
+                and (optimizer is None or run.optimizer == optimizer)
                 and run.learning_rate == learning_rate
                 and (run.batch_size == batch_size or run.batch_size is None)
             ):
@@ -194,6 +211,7 @@ class SweepResult:
         return [
             {
                 "strategy": run.strategy,
+                "optimizer": run.optimizer,
                 "batch_size": run.batch_size,
                 "learning_rate": run.learning_rate,
                 "step": run.step,
@@ -223,7 +241,7 @@ class SweepResult:
         header = "| strategy | batch | learning rate | epochs | final loss | time (ms) | status |"
         lines = [header, "|---|---:|---:|---:|---:|---:|---|"]
         for run in self.runs:
-            rate = f"auto → {run.step:.3g}" if run.learning_rate == "auto" else f"{run.step:.3g}"
+            rate = run.rate.replace("auto (", "auto → ").rstrip(")")
             if run.diverged:
                 status = f"**diverged** in epoch {run.n_iter + 1}"
                 final = "—"
@@ -232,7 +250,7 @@ class SweepResult:
                 final = f"{run.final_loss:.6g}"
             batch = "" if run.batch_size is None else str(run.batch_size)
             lines.append(
-                f"| {run.strategy} | {batch} | {rate} | {run.n_iter} | {final} | "
+                f"| {run.method} | {batch} | {rate} | {run.n_iter} | {final} | "
                 f"{1000 * run.fit_time:.1f} | {status} |"
             )
         return "\n".join(lines)
@@ -267,6 +285,16 @@ def _rates(learning_rates) -> list[float | str]:
     return rates
 
 
+def _optimizer_names(optimizers) -> list[str]:
+    """The optimizers of a sweep, each checked by the parameter table's row (its message
+    names the allowed values)."""
+    row = parameters.parameter("optimizer")
+    names = [optimizers] if isinstance(optimizers, str) else list(optimizers)
+    if not names:
+        raise ValueError("optimizers is empty; give at least one.")
+    return [parameters.check_value(row, name) for name in names]
+
+
 def _names(values, parameter: str, lookup) -> list[str]:
     if isinstance(values, str):
         values = [values]
@@ -276,9 +304,44 @@ def _names(values, parameter: str, lookup) -> list[str]:
     return names
 
 
-def _one_run(X, y, strategy, batch_size, rate, seed, fit_options) -> SweepRun:
+def _combinations(strategies, optimizers, sizes, rates) -> list[tuple]:
+    """``(strategy, optimizer, batch size, rate)`` of every run: strategies × optimizers ×
+    batch sizes × rates, less the optimizers a strategy does not run (the parameter
+    table's rule) and the rates lbfgs ignores (it runs once, under ``"auto"``: its line
+    search picks the steps)."""
+    combinations = []
+    for strategy in strategies:
+        for optimizer in optimizers:
+            values = {"strategy": strategy, "optimizer": optimizer}
+            if optimizer is not None and _optimizer_refused(values):
+                continue
+            runs_rates = ["auto"] if optimizer == "lbfgs" else rates
+            combinations += [
+                (strategy, optimizer, size if strategy == "minibatch" else None, rate)
+                for size in (sizes if strategy == "minibatch" else [None])
+                for rate in runs_rates
+            ]
+    if not combinations:
+        raise ValueError(
+            f"no strategy of {list(strategies)} runs any optimizer of {list(optimizers)} "
+            f"(gd, nesterov, lbfgs need strategy 'full'; the others 'sgd' or 'minibatch')."
+        )
+    return combinations
+
+
+def _optimizer_refused(values: dict) -> bool:
+    try:
+        parameters.check_rules(values)
+    except ValueError:
+        return True
+    return False
+
+
+def _one_run(X, y, strategy, optimizer, batch_size, rate, seed, fit_options) -> SweepRun:
     schedule = {"learning_rate": "auto"} if rate == "auto" else {
         "learning_rate": "constant", "eta0": rate}  # fmt: skip
+    if optimizer is not None:
+        schedule["optimizer"] = optimizer
     started = time.perf_counter()
     try:
         result = fit(
@@ -291,13 +354,14 @@ def _one_run(X, y, strategy, batch_size, rate, seed, fit_options) -> SweepRun:
             strategy=strategy, batch_size=batch_size, learning_rate=rate,
             step=math.nan if rate == "auto" else float(rate), loss_history=history,
             final_loss=math.nan, fit_time=time.perf_counter() - started, n_iter=history.shape[0],
-            converged=False, diverged=True, message=str(error),
+            converged=False, diverged=True, message=str(error), optimizer=optimizer,
         )  # fmt: skip
     return SweepRun(
         strategy=strategy, batch_size=batch_size, learning_rate=rate,
         step=float(result.learning_rate), loss_history=result.loss_history,
         final_loss=float(result.loss_history[-1]), fit_time=time.perf_counter() - started,
         n_iter=result.n_iter, converged=result.converged, diverged=False, result=result,
+        optimizer=optimizer,
     )  # fmt: skip
 
 
@@ -310,6 +374,7 @@ def sweep(
     *,
     random_state: int | None = 0,
     n_jobs: int | None = None,
+    optimizers: Sequence[str] | None = None,
     **fit_options,
 ) -> SweepResult:
     """Fit every combination of learning rate, strategy and batch size.
@@ -332,6 +397,12 @@ def sweep(
     random_state : int or None
         One seed for every run (None: one drawn at random, kept on the result), so runs
         differ only by their options.
+    optimizers : sequence of str, or None
+        Optimizers to try (``fastgd.fit``'s ``optimizer``): an axis between strategies and
+        batch sizes. Each strategy runs the ones it allows (``full``: ``sgd`` = gd,
+        ``gd``, ``nesterov``, ``lbfgs``; ``sgd``/``minibatch``: the stochastic ones);
+        ``lbfgs`` runs once, under ``"auto"`` (its line search picks the steps). None: no
+        such axis (``optimizer`` may then be one of ``fit_options``).
     n_jobs : int or None
         Threads running fits at once. None: one per core when X holds at least
         ``PARALLEL_MIN_VALUES`` values, else 1. The kernels release the GIL, and results
@@ -343,7 +414,7 @@ def sweep(
     Returns
     -------
     SweepResult
-        The runs in the order strategies × batch sizes × learning rates.
+        The runs in the order strategies × (optimizers ×) batch sizes × learning rates.
 
     Examples
     --------
@@ -351,7 +422,7 @@ def sweep(
     >>> print(table)           # a Markdown table
     >>> table.plot()           # every loss curve on one figure (needs fastgd[plot])
     """
-    _check_fit_options(fit_options, "sweep")
+    _check_fit_options(fit_options, "sweep", () if optimizers is None else ("optimizer",))
     rates = _rates(learning_rates)
     strategy_names = _names(strategies, "strategies", options.strategy_by_name)
     if isinstance(batch_sizes, int):
@@ -360,12 +431,8 @@ def sweep(
     if not sizes:
         raise ValueError("batch_sizes is empty; give at least one.")
     seed = _check_seed(random_state)
-    combinations = [
-        (strategy, size if strategy == "minibatch" else None, rate)
-        for strategy in strategy_names
-        for size in (sizes if strategy == "minibatch" else [None])
-        for rate in rates
-    ]
+    optimizer_names = [None] if optimizers is None else _optimizer_names(optimizers)
+    combinations = _combinations(strategy_names, optimizer_names, sizes, rates)
     X = check_X(X, check_finite=False)  # once, not per run (fit checks the values)
     if n_jobs is None:
         n_jobs = (os.cpu_count() or 1) if X.size >= PARALLEL_MIN_VALUES else 1
@@ -374,8 +441,8 @@ def sweep(
     threads = max(1, numba.get_num_threads() // n_jobs)
 
     def run(combination):
-        strategy, size, rate = combination
-        return _one_run(X, y, strategy, size, rate, seed, fit_options)
+        strategy, optimizer, size, rate = combination
+        return _one_run(X, y, strategy, optimizer, size, rate, seed, fit_options)
 
     def run_in_thread(combination):
         # Numba's thread count is per calling thread: share the cores out among the fits.

@@ -246,3 +246,16 @@ def test_missing_extra_gives_a_clear_error():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert "pip install 'fastgd[dask]'" in done.stdout
+
+
+@pytest.mark.parametrize("optimizer", ["nesterov", "lbfgs"])
+def test_full_batch_optimizers_equal_single_process(client, optimizer):
+    """nesterov and lbfgs read only full-batch gradient sums: on a cluster they take the
+    same iterations as in one process (optimizers, issue 12)."""
+    X, y, _ = linear_problem()
+    options = dict(strategy="full", optimizer=optimizer, penalty="l2", alpha=0.01,
+                   max_iter=15, tol=1e-10, random_state=0)  # fmt: skip
+    reference = fastgd.fit(X, y, **options)
+    result = fastgd_dask.fit(da.from_array(X, chunks=(250, 4)), y, client=client, **options)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=1e-8)
+    assert result.n_iter == reference.n_iter

@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 import fastgd
 from fastgd import SGDClassifier, SGDRegressor
+from fastgd.estimators import OPTIMIZER_PARAMETERS
 
 # Named tolerances.
 PARITY = 0.02  # held-out score of fastgd vs scikit-learn, mean over SEEDS (issue 3; never widen)
@@ -650,7 +651,8 @@ def test_same_parameters_and_defaults_as_sklearn():
         (SGDClassifier(), linear_model.SGDClassifier()),
     ]:
         extra = set(ours.get_params()) - set(theirs.get_params())
-        assert extra == {"strategy", "batch_size"}
+        # fastgd's extensions: the strategy, the batch size, the optimizer (issue 12).
+        assert extra == {"strategy", "batch_size", *OPTIMIZER_PARAMETERS}
         for name, value in theirs.get_params().items():
             assert ours.get_params()[name] == value, name
 

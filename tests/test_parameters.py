@@ -165,8 +165,8 @@ def test_a_new_row_reaches_every_front(monkeypatch):
 
 
 def test_the_engine_refuses_an_option_outside_the_table():
-    with pytest.raises(TypeError, match=r"unknown options \['momentum'\].*'alpha'"):
-        engine.resolve_options(momentum=0.9)
+    with pytest.raises(TypeError, match=r"unknown options \['lookahead'\].*'alpha'"):
+        engine.resolve_options(lookahead=0.9)
     resolved = engine.resolve_options(loss="hinge", average=True, penalty="elasticnet")
     assert resolved["loss"].name == "hinge" and resolved["average_start"] == 1.0
     assert resolved["l1"] == pytest.approx(1e-4 * 0.15)  # the table's alpha and l1_ratio

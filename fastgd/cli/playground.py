@@ -57,6 +57,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="comma-separated, from sgd, minibatch, full (default: sgd,minibatch,full)",
     )
     parser.add_argument(
+        "--optimizers",
+        type=_args.name_list(_optimizer_rows()),
+        default=None,
+        metavar="LIST",
+        help="comma-separated optimizers to compare, each under the strategies that run it "
+        "(sgd, momentum, adagrad, rmsprop, adam, adamw, saga; full: gd, nesterov, lbfgs); "
+        "default: sgd only",
+    )
+    parser.add_argument(
         "--batch-sizes",
         type=_args.int_list,
         default=[32],
@@ -86,6 +95,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="REPORT",
         help="report.png or report.html (default: playground.png)",
     )
+
+
+def _optimizer_rows():
+    """The optimizers as rows with a ``name`` (what ``_args.name_list`` reads)."""
+    from types import SimpleNamespace
+
+    from ..parameters import parameter
+
+    return [SimpleNamespace(name=name) for name in parameter("optimizer").choices]
 
 
 def example_problem(
@@ -129,7 +147,7 @@ def _experiments(args: argparse.Namespace, X: np.ndarray, y: np.ndarray):
     common = {"random_state": args.seed, "loss": args.loss}
     table = playground.sweep(
         X, y, args.learning_rates, args.strategies, args.batch_sizes,
-        max_iter=args.epochs, tol=None, **common,
+        max_iter=args.epochs, tol=None, optimizers=args.optimizers, **common,
     )  # fmt: skip
     finder = playground.find_learning_rate(
         X, y, strategy=args.strategies[0], batch_size=args.batch_sizes[0], **common

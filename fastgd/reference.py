@@ -505,114 +505,6 @@ def _average_step(averaged, w, b: float, t: float):
     return avg_w + (w - avg_w) / k, avg_b + (b - avg_b) / k, average_start
 
 
-def minibatch_epoch(
-    X,
-    y,
-    w,
-    b: float,
-    order,
-    batch_size: int,
-    *,
-    loss: str,
-    epsilon: float = 0.1,
-    sample_weight=None,
-    l1: float = 0.0,
-    l2: float = 0.0,
-    schedule: str = "constant",
-    eta0: float = 0.01,
-    power_t: float = 0.25,
-    alpha: float = 1e-4,
-    optimal_init: float | None = None,
-    t: float = 1.0,
-    fit_intercept: bool = True,
-    average: tuple | None = None,
-) -> tuple:
-    r"""One mini-batch epoch: a step per batch of consecutive entries of ``order``.
-
-    The batches are ``order[k*B:(k+1)*B]`` (the last may be shorter; ``B >= n`` gives one
-    batch). For each batch :math:`I` of :math:`m` rows, in turn:
-
-    .. math::
-
-        \eta &= \text{learning\_rate}(t), \qquad
-        d_i = s_i\, L'(x_i \cdot w + b,\ y_i) \quad (i \in I,\ \text{current}\ w, b), \\
-        g &= \frac1m \sum_{i \in I} d_i\, x_i, \qquad g_b = \frac1m \sum_{i \in I} d_i, \\
-        w &\leftarrow \text{penalized\_step}(w, g, \eta, \lambda_1, \lambda_2), \qquad
-        b \leftarrow b - \eta\, g_b \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
-
-    The epoch loss is :math:`\frac1n \sum_i s_i L_i + R(w_{\text{start}})`, each :math:`L_i`
-    evaluated with the weights in force when its batch was processed (before that batch's
-    step) and :math:`R` at the weights at the start of the epoch.
-
-    Parameters
-    ----------
-    X, y, w, b, loss, epsilon, sample_weight, l1, l2
-        As in :func:`objective`.
-    order : array_like of int, shape (n,)
-        The row order of this epoch: a permutation of ``0..n-1``.
-    batch_size : int
-        :math:`B \ge 1`.
-    schedule, eta0, power_t, alpha, optimal_init
-        As in :func:`learning_rate`.
-    t : float, default=1.0
-        Step counter at the first batch.
-    fit_intercept : bool, default=True
-        If False the intercept is never updated.
-    average : (avg_w, avg_b, average_start) or None
-        Averaged SGD: the running means of the weights and intercept so far. After each
-        step numbered :math:`t \ge` ``average_start`` (counting from 1, before the
-        increment), with :math:`k = t - \text{average\_start} + 1`:
-        :math:`\bar w \leftarrow \bar w + (w - \bar w)/k`, and the same for :math:`b`.
-
-    Returns
-    -------
-    w_new : ndarray of float64, shape (d,)
-    b_new : float
-    epoch_loss : float
-    t_after : float
-        The step counter after the epoch (``t`` plus the number of batches).
-    avg_w_new, avg_b_new : ndarray of float64 and float
-        Only when ``average`` is given: the running means after the epoch.
-    """
-    X, y, w = _as_data(X, y, w)
-    n = X.shape[0]
-    s = _multipliers(sample_weight, n)
-    order = _check_order(order, n)
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
-    batch_size = int(batch_size)
-    averaged = _start_average(average)
-    penalty_at_start = penalty_value(w, l1, l2)
-    b = float(b)
-    t = float(t)
-    weighted_loss_sum = 0.0
-    for start in range(0, n, batch_size):
-        rows = order[start : start + batch_size]
-        X_batch = X[rows]
-        eta = learning_rate(
-            schedule,
-            t,
-            eta0=eta0,
-            power_t=power_t,
-            alpha=alpha,
-            optimal_init=optimal_init,
-        )
-        value, derivative = loss_and_derivative(loss, X_batch @ w + b, y[rows], epsilon)
-        weighted = s[rows] * derivative
-        weighted_loss_sum += float(np.dot(s[rows], value))
-        m = rows.shape[0]
-        w = apply_update("sgd", w, X_batch.T @ weighted / m, eta, eta, l1, l2)
-        if fit_intercept:
-            b = b - eta * float(np.sum(weighted)) / m
-        if average is not None:
-            averaged = _average_step(averaged, w, b, t)
-        t += 1.0
-    result = (w, b, weighted_loss_sum / n + penalty_at_start, t)
-    if average is not None:
-        return (*result, averaged[0], averaged[1])
-    return result
-
-
 # ---------------------------------------------------------------------------------------------
 # Update rules (fastgd.options.UPDATE_RULES), selected by the schedule's ``update_rule``.
 # ---------------------------------------------------------------------------------------------
@@ -657,12 +549,89 @@ def apply_update(rule: str, w, gradient, step: float, eta: float, l1: float, l2:
     return penalized_step(w, scaled, eta, l1, l2)
 
 
-def sgd_epoch(
+def minibatch_epoch(X, y, w, b: float, order, batch_size: int, **options) -> tuple:
+    r"""One mini-batch epoch: a step per batch of consecutive entries of ``order``.
+
+    The batches are ``order[k*B:(k+1)*B]`` (the last may be shorter; ``B >= n`` gives one
+    batch). For each batch :math:`I` of :math:`m` rows, in turn:
+
+    .. math::
+
+        \eta &= \text{learning\_rate}(t), \qquad
+        d_i = s_i\, L'(x_i \cdot w + b,\ y_i) \quad (i \in I,\ \text{current}\ w, b), \\
+        g &= \frac1m \sum_{i \in I} d_i\, x_i, \qquad g_b = \frac1m \sum_{i \in I} d_i, \\
+        w &\leftarrow \text{penalized\_step}(w, g, \eta, \lambda_1, \lambda_2), \qquad
+        b \leftarrow b - \eta\, g_b \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
+
+    The epoch loss is :math:`\frac1n \sum_i s_i L_i + R(w_{\text{start}})`, each :math:`L_i`
+    evaluated with the weights in force when its batch was processed (before that batch's
+    step) and :math:`R` at the weights at the start of the epoch.
+
+    Parameters
+    ----------
+    X, y, w, b
+        As in :func:`objective`.
+    order : array_like of int, shape (n,)
+        The row order of this epoch: a permutation of ``0..n-1``.
+    batch_size : int
+        :math:`B \ge 1`.
+    loss, epsilon, sample_weight, l1, l2 : keyword-only
+        As in :func:`objective` (``loss`` required).
+    schedule, eta0, power_t, alpha, optimal_init : keyword-only
+        As in :func:`learning_rate` (default ``"constant"``, 0.01, 0.25, 1e-4, None).
+    t : float, default=1.0
+        Step counter at the first batch.
+    fit_intercept : bool, default=True
+        If False the intercept is never updated.
+    average : (avg_w, avg_b, average_start) or None
+        Averaged SGD: the running means of the weights and intercept so far. After each
+        step numbered :math:`t \ge` ``average_start`` (counting from 1, before the
+        increment), with :math:`k = t - \text{average\_start} + 1`:
+        :math:`\bar w \leftarrow \bar w + (w - \bar w)/k`, and the same for :math:`b`.
+
+    Returns
+    -------
+    w_new : ndarray of float64, shape (d,)
+    b_new : float
+    epoch_loss : float
+    t_after : float
+        The step counter after the epoch (``t`` plus the number of batches).
+    avg_w_new, avg_b_new : ndarray of float64 and float
+        Only when ``average`` is given: the running means after the epoch.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
+    return _epoch(X, y, w, b, order, int(batch_size), "sgd", **options)
+
+
+def sgd_epoch(X, y, w, b: float, order, **options) -> tuple:
+    r"""One SGD epoch: a step per row, rows taken in ``order``.
+
+    For each row :math:`i` of ``order``, in turn:
+
+    .. math::
+
+        \eta &= \text{learning\_rate}(t), \qquad d_i = s_i\, L'(x_i \cdot w + b,\ y_i), \\
+        w &\leftarrow \text{penalized\_step}(w, d_i x_i, \eta, \lambda_1, \lambda_2), \qquad
+        b \leftarrow b - \eta\, d_i \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
+
+    This is :func:`minibatch_epoch` with ``batch_size=1``; the parameters and returns are
+    its own. The schedule selects the update rule (``schedule="pa1"``/``"pa2"``: the
+    passive-aggressive rules), whose data step (:func:`data_step`) replaces :math:`\eta`
+    (which stays ``eta0`` for the penalty).
+    """
+    rule = schedule_by_name(options.get("schedule", "constant")).update_rule
+    return _epoch(X, y, w, b, order, 1, rule, **options)
+
+
+def _epoch(
     X,
     y,
     w,
     b: float,
     order,
+    batch_size: int,
+    rule: str,
     *,
     loss: str,
     epsilon: float = 0.1,
@@ -678,22 +647,8 @@ def sgd_epoch(
     fit_intercept: bool = True,
     average: tuple | None = None,
 ) -> tuple:
-    r"""One SGD epoch: a step per row, rows taken in ``order``.
-
-    For each row :math:`i` of ``order``, in turn:
-
-    .. math::
-
-        \eta &= \text{learning\_rate}(t), \qquad d_i = s_i\, L'(x_i \cdot w + b,\ y_i), \\
-        w &\leftarrow \text{penalized\_step}(w, d_i x_i, \eta, \lambda_1, \lambda_2), \qquad
-        b \leftarrow b - \eta\, d_i \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
-
-    This is :func:`minibatch_epoch` with ``batch_size=1``, written as the row loop it is. The
-    parameters and returns are those of :func:`minibatch_epoch`. The schedule selects the
-    update rule (``schedule="pa1"``/``"pa2"``: the passive-aggressive rules), whose data
-    step (:func:`data_step`) replaces :math:`\eta` (which stays ``eta0`` for the penalty).
-    """
-    rule = schedule_by_name(schedule).update_rule
+    """The loop of :func:`minibatch_epoch` and :func:`sgd_epoch`: steps of ``batch_size``
+    rows under the update rule ``rule`` (its data step sizes single-row steps only)."""
     X, y, w = _as_data(X, y, w)
     n = X.shape[0]
     s = _multipliers(sample_weight, n)
@@ -703,24 +658,21 @@ def sgd_epoch(
     b = float(b)
     t = float(t)
     weighted_loss_sum = 0.0
-    for i in order:
-        row = X[i]
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        X_batch = X[rows]
         eta = learning_rate(
-            schedule,
-            t,
-            eta0=eta0,
-            power_t=power_t,
-            alpha=alpha,
-            optimal_init=optimal_init,
+            schedule, t, eta0=eta0, power_t=power_t, alpha=alpha, optimal_init=optimal_init
         )
-        value, derivative = loss_and_derivative(loss, np.dot(row, w) + b, y[i], epsilon)
-        weighted = s[i] * float(derivative)
-        weighted_loss_sum += s[i] * float(value)
-        step = data_step(rule, eta, float(value), row, eta0)
-        # w·(1 − η·l2) − step·d·x, then the L1 prox with threshold η·l1.
-        w = apply_update(rule, w, weighted * row, step, eta, l1, l2)
+        value, derivative = loss_and_derivative(loss, X_batch @ w + b, y[rows], epsilon)
+        weighted = s[rows] * derivative
+        weighted_loss_sum += float(np.dot(s[rows], value))
+        m = rows.shape[0]
+        step = data_step(rule, eta, float(value[0]), X_batch[0], eta0) if m == 1 else eta
+        # w·(1 − η·l2) − step·g, then the L1 prox with threshold η·l1.
+        w = apply_update(rule, w, X_batch.T @ weighted / m, step, eta, l1, l2)
         if fit_intercept:
-            b = b - step * weighted
+            b = b - step * float(np.sum(weighted)) / m
         if average is not None:
             averaged = _average_step(averaged, w, b, t)
         t += 1.0

@@ -320,6 +320,23 @@ def predict(X, w, intercept, out):
             out[i] = _row_dot(X, i, w) + intercept
 
 
+@scalar
+def add_square(norm, n_bad, value):
+    """One stored value of a row scanned by :func:`scan_rows` (or ``sparse.scan_csr``):
+    ``(norm + value², n_bad + [value not finite])``."""
+    value = float(value)
+    return norm + value * value, n_bad + (0 if is_finite(value) else 1)
+
+
+@scalar
+def weighted_norm(norm, extra, sample_weight, i):
+    """``s_i·(‖x_i‖² + extra)`` of a scanned row (``sample_weight`` empty: ``s_i = 1``)."""
+    norm += extra
+    if sample_weight.shape[0] > 0:
+        norm *= sample_weight[i]
+    return norm
+
+
 @parallel_kernel
 def scan_rows(A, sample_weight, extra):
     """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
@@ -330,7 +347,6 @@ def scan_rows(A, sample_weight, extra):
     non-finite value is searched only in the chunks that hold one.
     """
     n = A.shape[0]
-    weighted = sample_weight.shape[0] > 0
     chunk = chunk_rows_for(n)
     n_chunks = (n + chunk - 1) // chunk
     bad = np.zeros(n_chunks, dtype=np.int64)
@@ -341,13 +357,8 @@ def scan_rows(A, sample_weight, extra):
         for i in range(c * chunk, min((c + 1) * chunk, n)):
             norm = 0.0
             for j in range(A.shape[1]):
-                value = float(A[i, j])
-                norm += value * value
-                n_bad += 0 if is_finite(value) else 1
-            norm += extra
-            if weighted:
-                norm *= sample_weight[i]
-            best = max(best, norm)
+                norm, n_bad = add_square(norm, n_bad, A[i, j])
+            best = max(best, weighted_norm(norm, extra, sample_weight, i))
         bad[c] = n_bad
         norms[c] = best
     for c in range(n_chunks):

@@ -82,7 +82,7 @@ import numba
 import numpy as np
 
 from ._config import kernel, parallel_kernel, scalar
-from .epochs import MIN_CHUNK_ROWS, chunk_rows_for
+from .epochs import MIN_CHUNK_ROWS, add_square, chunk_rows_for, weighted_norm
 from .memory import prefetch
 from .records import CsrRows
 from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
@@ -284,6 +284,51 @@ def _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged,
 
 
 @scalar
+def _start_lazy_marks(t, spec):
+    """The lazy path's bookkeeping at the start of an epoch, as :func:`_begin_lazy_step`
+    reads and returns it: ``(first_averaged, started_averaging, avg_offset,
+    averaged_since_restart)``. States are numbered from the last restart of the history;
+    the first averaged one and ``avg_offset`` (``k`` of the step after state ``s`` is
+    ``avg_offset + s + 1``) shift with them."""
+    return _NOT_YET, False, t - spec.average_start, 0
+
+
+@scalar
+def _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w):
+    """The start of a lazy step at counter ``t`` after state ``u``: the schedule's ``eta``,
+    the penalty's ``decay`` and ``threshold``, whether the step is averaged and its ``k``,
+    then a restart of the history when needed. Returns ``(eta, decay, threshold, averaged,
+    k, u, dense, marks)``."""
+    first_averaged, started_averaging, avg_offset, averaged_since_restart = marks
+    eta = step_size(spec, t)
+    decay = 1.0 - eta * spec.l2
+    threshold = eta * spec.l1
+    averaged = averaging and t >= spec.average_start
+    if averaged and not started_averaging:
+        started_averaging = True
+        first_averaged = u + 1
+    k = t - spec.average_start + 1.0
+    u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
+        u, decay, w, last, history, avg_w, spec.l1, first_averaged, avg_offset,
+        averaged_since_restart,
+    )  # fmt: skip
+    if averaged:
+        averaged_since_restart += 1
+    marks = (first_averaged, started_averaging, avg_offset, averaged_since_restart)
+    return eta, decay, threshold, averaged, k, u, dense, marks
+
+
+@scalar
+def _end_lazy_step(spec, intercept, intercept_step, averaged, avg_b, k):
+    """The intercept's step and its running mean; returns the new intercept."""
+    if spec.fit_intercept:
+        intercept -= intercept_step
+    if averaged:
+        avg_b[0] += (intercept - avg_b[0]) / k
+    return intercept
+
+
+@scalar
 def _start(w, n_steps):
     """Per-feature markers and the per-step history: at most ``max(d, HISTORY_STEPS)``
     steps, after which the history restarts (an O(d) catch-up, amortised O(1) a step)."""
@@ -404,31 +449,16 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     if l1 == 0.0 and not averaging:
         return _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state)
     last, history = _start(w, n)
-    # States are numbered from the last restart of the history; the first averaged one
-    # and avg_offset (k of the step after state s is avg_offset + s + 1) shift with them.
-    first_averaged = _NOT_YET
-    started_averaging = False
-    avg_offset = t - spec.average_start
-    averaged_since_restart = 0
+    marks = _start_lazy_marks(t, spec)
     u = 0
     for position in range(n):
         i = order[position] if use_order else position
         if use_order:
             _prefetch_csr_row(data, indices, indptr, y, order, position, n)
-        eta = step_size(spec, t)
-        decay = 1.0 - eta * spec.l2
-        threshold = eta * l1
-        averaged = averaging and t >= spec.average_start
-        if averaged and not started_averaging:
-            started_averaging = True
-            first_averaged = u + 1
-        k = t - spec.average_start + 1.0
-        u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
-            u, decay, w, last, history, avg_w, l1, first_averaged, avg_offset,
-            averaged_since_restart,
-        )  # fmt: skip
-        if averaged:
-            averaged_since_restart += 1
+        eta, decay, threshold, averaged, k, u, dense, marks = _begin_lazy_step(
+            spec, t, u, averaging, marks, w, last, history, avg_w
+        )
+        first_averaged, avg_offset = marks[0], marks[2]
         lo = _index(indptr[i])
         hi = _index(indptr[i + 1])
         acc = data.dtype.type(0.0)
@@ -451,13 +481,10 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
             step = scale * data[p]
             _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
         _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        if spec.fit_intercept:
-            intercept -= eta * deriv
-        if averaged:
-            avg_b[0] += (intercept - avg_b[0]) / k
+        intercept = _end_lazy_step(spec, intercept, eta * deriv, averaged, avg_b, k)
         t += 1.0
         u += 1
-    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+    _catch_up_all(u, w, last, history, avg_w, l1, marks[0], marks[2])
     return intercept, loss_total, t, -1
 
 
@@ -625,43 +652,37 @@ def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, 
     position in the epoch of the first batch with a non-finite loss, or -1.
     """
     rows = CsrRows(data, indices, indptr, y, sample_weight, order)
-    n = indptr.shape[0] - 1
+    if indptr.shape[0] <= 1:
+        return state.intercept, 0.0, state.t, -1
+    if spec.l1 == 0.0 and state.avg_b.shape[0] == 0:
+        return _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel)
+    return _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel)
+
+
+@kernel
+def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
+    """``batch_epoch_csr`` with L1 or averaging: the features a batch does not hold are
+    penalised and averaged lazily, as in ``sgd_epoch_csr``."""
+    n = rows.indptr.shape[0] - 1
     w, intercept, t, avg_w, avg_b = state.w, state.intercept, state.t, state.avg_w, state.avg_b
     averaging = avg_b.shape[0] > 0
     l1 = spec.l1
     loss_total = 0.0
-    if n <= 0:
-        return intercept, loss_total, t, -1
-    if l1 == 0.0 and not averaging:
-        return _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel)
     n_steps = (n + batch_size - 1) // batch_size
     last, history = _start(w, n_steps)
     grad = np.empty(w.shape[0], dtype=w.dtype)
     seen = np.full(w.shape[0], -1, dtype=np.int64)  # the step that last listed the feature
     touched = np.empty(w.shape[0], dtype=np.int64)
     predictions = np.empty(min(batch_size, n))
-    first_averaged = _NOT_YET  # states numbered from the last restart, as in SGD
-    started_averaging = False
-    avg_offset = t - spec.average_start
-    averaged_since_restart = 0
+    marks = _start_lazy_marks(t, spec)
     u = 0
     for batch in range(n_steps):
         start = batch * batch_size
         stop = min(start + batch_size, n)
-        eta = step_size(spec, t)
-        decay = 1.0 - eta * spec.l2
-        threshold = eta * l1
-        averaged = averaging and t >= spec.average_start
-        if averaged and not started_averaging:
-            started_averaging = True
-            first_averaged = u + 1
-        k = t - spec.average_start + 1.0
-        u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
-            u, decay, w, last, history, avg_w, l1, first_averaged, avg_offset,
-            averaged_since_restart,
-        )  # fmt: skip
-        if averaged:
-            averaged_since_restart += 1
+        eta, decay, threshold, averaged, k, u, dense, marks = _begin_lazy_step(
+            spec, t, u, averaging, marks, w, last, history, avg_w
+        )
+        first_averaged, avg_offset = marks[0], marks[2]
         # Bring the batch's features up to date, listed and their gradient zeroed.
         n_touched = _list_batch(rows, start, stop, batch, seen, touched, grad)
         for q in range(n_touched):
@@ -681,13 +702,10 @@ def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, 
             step = scale * float(grad[j])
             _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
         _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        if spec.fit_intercept:
-            intercept -= eta * deriv_sum / (stop - start)
-        if averaged:
-            avg_b[0] += (intercept - avg_b[0]) / k
+        intercept = _end_lazy_step(spec, intercept, scale * deriv_sum, averaged, avg_b, k)
         t += 1.0
         u += 1
-    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+    _catch_up_all(u, w, last, history, avg_w, l1, marks[0], marks[2])
     return intercept, loss_total, t, -1
 
 
@@ -709,7 +727,6 @@ def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
     order (the smallest such column of the first row holding one, as ``epochs.scan_rows``
     finds on the dense matrix; ``(-1, -1)`` if none) and ``norm`` is
     ``max_i s_i·(‖x_i‖² + extra)`` (``inf`` when a value is not finite; 0 for no rows)."""
-    weighted = sample_weight.shape[0] > 0
     chunk = chunk_rows_for(n_rows)
     n_chunks = (n_rows + chunk - 1) // chunk
     bad = np.zeros(n_chunks, dtype=np.int64)
@@ -720,13 +737,8 @@ def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
         for i in range(c * chunk, min((c + 1) * chunk, n_rows)):
             norm = 0.0
             for p in range(_index(indptr[i]), _index(indptr[i + 1])):
-                value = float(data[p])
-                norm += value * value
-                n_bad += 0 if is_finite(value) else 1
-            norm += extra
-            if weighted:
-                norm *= sample_weight[i]
-            best = max(best, norm)
+                norm, n_bad = add_square(norm, n_bad, data[p])
+            best = max(best, weighted_norm(norm, extra, sample_weight, i))
         bad[c] = n_bad
         norms[c] = best
     for c in range(n_chunks):

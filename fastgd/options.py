@@ -229,7 +229,10 @@ OPTIMIZER_DEFAULTS: dict[str, float | bool] = {
 # Differences from torch: the squared loss is ½(p − y)², so gradients are half torch's
 # MSELoss; the penalty's L2 part l2·w is torch's weight_decay=l2 (AdamW: w ← w·(1 − η·l2),
 # torch's weight_decay=l2 too); its L1 part is a proximal step w ← prox_{η·l1}(w) after the
-# rule's step; the intercept takes the same rule, without penalty.
+# rule's step; the intercept takes the same rule, without penalty. On CSR rows (sparse=True)
+# the rules run lazily, as torch's SparseAdam and Vowpal Wabbit's adaptive updates: a step
+# moves only the weights and slots of the features its rows hold (their L2 term, decay and
+# L1 step included), so its cost stays proportional to the non-zeros.
 UPDATE_RULES: tuple[UpdateRule, ...] = (
     UpdateRule(
         "sgd", UPDATE_SGD, 0, _ALL_STRATEGIES, True,
@@ -244,31 +247,31 @@ UPDATE_RULES: tuple[UpdateRule, ...] = (
         "passive-aggressive II: the data step of a row is L(p, y)/(‖x‖² + 1/(2·eta0))",
     ),
     UpdateRule(
-        "momentum", UPDATE_MOMENTUM, 1, _STOCHASTIC, False,
+        "momentum", UPDATE_MOMENTUM, 1, _STOCHASTIC, True,
         "heavy ball (torch SGD, dampening 0): v ← μ·v + g, w ← w − η·v; nesterov: "
         "w ← w − η·(g + μ·v); g includes l2·w",
         ("momentum", "nesterov"),
     ),
     UpdateRule(
-        "adagrad", UPDATE_ADAGRAD, 1, _STOCHASTIC, False,
+        "adagrad", UPDATE_ADAGRAD, 1, _STOCHASTIC, True,
         "AdaGrad (torch, lr_decay 0, initial accumulator 0): G ← G + g², "
         "w ← w − η·g/(√G + ε); g includes l2·w",
         ("optimizer_epsilon",),
     ),
     UpdateRule(
-        "rmsprop", UPDATE_RMSPROP, 1, _STOCHASTIC, False,
+        "rmsprop", UPDATE_RMSPROP, 1, _STOCHASTIC, True,
         "RMSProp (torch, not centred, no momentum): v ← ρ·v + (1 − ρ)·g², "
         "w ← w − η·g/(√v + ε); g includes l2·w",
         ("rho", "optimizer_epsilon"),
     ),
     UpdateRule(
-        "adam", UPDATE_ADAM, 2, _STOCHASTIC, False,
+        "adam", UPDATE_ADAM, 2, _STOCHASTIC, True,
         "Adam (torch, amsgrad off): m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², "
         "w ← w − η·m̂/(√v̂ + ε), m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ); g includes l2·w",
         ("beta_1", "beta_2", "optimizer_epsilon"),
     ),
     UpdateRule(
-        "adamw", UPDATE_ADAMW, 2, _STOCHASTIC, False,
+        "adamw", UPDATE_ADAMW, 2, _STOCHASTIC, True,
         "AdamW (torch): w ← w·(1 − η·l2), then Adam's step from the data gradient alone",
         ("beta_1", "beta_2", "optimizer_epsilon"),
     ),

@@ -638,7 +638,7 @@ def start_rule_state(rule: str, n_features: int, n_rows: int) -> dict:
 
 
 def optimizer_step(rule: str, w, b: float, g, g_b: float, *, eta, l1, l2, t, slots, params,
-                   fit_intercept=True):  # fmt: skip
+                   fit_intercept=True, present=None):  # fmt: skip
     r"""One step of an optimizer rule from the data gradient :math:`(g, g_b)`.
 
     With :math:`u = (w, b)` and the gradient :math:`\gamma = (g + \lambda_2 w,\ g_b)`
@@ -651,6 +651,10 @@ def optimizer_step(rule: str, w, b: float, g, g_b: float, *, eta, l1, l2, t, slo
         \qquad a = 1 - \eta\lambda_2 \ \text{(AdamW)}, \ 1 \ \text{(the others)}, \\
         b &\leftarrow b - \eta\,\delta_b \ \text{(if fit\_intercept; else } b \text{ and its
         slots stay)}.
+
+    ``present`` (a boolean mask over the weights, for CSR rows): the lazy variant of the
+    CSR kernels (as torch's ``SparseAdam``): only the present coordinates (and the
+    intercept) take the step; the others keep their weights and slots.
 
     Returns ``(w, b, slots)``, new arrays.
     """
@@ -666,6 +670,9 @@ def optimizer_step(rule: str, w, b: float, g, g_b: float, *, eta, l1, l2, t, slo
     v = w * decay - eta * direction[:-1]
     shrunk = np.maximum(np.abs(v) - eta * l1, 0.0)
     w_new = np.where(shrunk > 0.0, np.sign(v) * shrunk, 0.0)
+    if present is not None:
+        w_new = np.where(present, w_new, w)
+        new_slots = np.where(np.append(present, True), new_slots, slots)
     return w_new, float(b - eta * direction[-1]), new_slots
 
 
@@ -720,6 +727,10 @@ def minibatch_epoch(X, y, w, b: float, order, batch_size: int, **options) -> tup
         The rule's state (:func:`start_rule_state`, the default: zeros).
     optimizer : dict, optional
         The rule's parameters (:func:`optimizer_parameters`, the default).
+    lazy : bool, default=False
+        The CSR kernels' lazy variant of the rule (not SAGA): a step moves only the
+        weights (and slots) of the columns its rows hold non-zeros in (see
+        :func:`optimizer_step`'s ``present``).
 
     Returns
     -------
@@ -783,6 +794,7 @@ def _epoch(
     update_rule: str | None = None,
     rule_state: dict | None = None,
     optimizer: dict | None = None,
+    lazy: bool = False,
 ) -> tuple:
     """The loop of :func:`minibatch_epoch` and :func:`sgd_epoch`: steps of ``batch_size``
     rows under the update rule ``rule`` (its data step sizes single-row steps only), or
@@ -803,7 +815,7 @@ def _epoch(
                 schedule, t, eta0=eta0, power_t=power_t, alpha=alpha, optimal_init=optimal_init
             ), t=t, fit_intercept=fit_intercept, average=average,
             rule_state=rule_state or start_rule_state(update_rule, X.shape[1], n),
-            params=optimizer_parameters(**(optimizer or {})),
+            params=optimizer_parameters(**(optimizer or {})), lazy=lazy,
         )  # fmt: skip
     for start in range(0, n, batch_size):
         rows = order[start : start + batch_size]
@@ -835,7 +847,7 @@ def _epoch(
 
 
 def _optimizer_epoch(X, y, w, b, order, batch_size, rule, s, *, loss, epsilon, l1, l2, eta_at,
-                     t, fit_intercept, average, rule_state, params):  # fmt: skip
+                     t, fit_intercept, average, rule_state, params, lazy):  # fmt: skip
     """:func:`minibatch_epoch` under an optimizer rule (see its ``update_rule``)."""
     n, d = X.shape
     slots = np.array(rule_state["slots"], dtype=np.float64)
@@ -863,7 +875,7 @@ def _optimizer_epoch(X, y, w, b, order, batch_size, rule, s, *, loss, epsilon, l
             g, g_b = X_batch.T @ weighted / m, float(np.sum(weighted)) / m
         w, b, slots = optimizer_step(
             rule, w, b, g, g_b, eta=eta, l1=l1, l2=l2, t=t, slots=slots, params=params,
-            fit_intercept=fit_intercept,
+            fit_intercept=fit_intercept, present=np.any(X_batch != 0.0, axis=0) if lazy else None,
         )  # fmt: skip
         if average is not None:
             averaged = _average_step(averaged, w, b, t)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import (
     CLASSIFICATION_LOSSES,
     DTYPES,
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from fastgd import options
 from fastgd import reference as ref
-from fastgd._kernels import epochs
+from fastgd._kernels import epochs, sparse
 from fastgd._kernels.records import make_spec, make_state, rule_arrays
 from fastgd.options import UPDATE_RULES, update_rule_by_name
 
@@ -54,8 +55,12 @@ def cases(draw):
     n = draw(st.integers(1, 30))
     d = draw(st.integers(1, 6))
     loss = draw(st.sampled_from(LOSS_NAMES))
+    rule = draw(st.sampled_from(OPTIMIZERS))
+    csr = update_rule_by_name(rule).sparse and draw(st.booleans())
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     X = rng.standard_normal((n, d))
+    if csr:  # about half the values zero: rows that leave features out
+        X *= rng.random((n, d)) < 0.5
     if loss in CLASSIFICATION_LOSSES:
         y = np.where(rng.random(n) < 0.5, -1.0, 1.0)
     else:
@@ -64,7 +69,8 @@ def cases(draw):
     l1, l2 = penalty.split(draw(st.sampled_from((1e-3, 0.05))), 0.5)
     weighted = draw(st.booleans())
     return {
-        "rule": draw(st.sampled_from(OPTIMIZERS)),
+        "rule": rule,
+        "csr": csr,
         "dtype": draw(st.sampled_from(DTYPES)),
         "X": X,
         "y": y,
@@ -100,7 +106,7 @@ def _case(**changes):
         "w": np.zeros(3), "intercept": 0.0, "sample_weight": None, "order": np.arange(9),
         "loss": "squared_error", "schedule": "constant", "eta0": 0.02, "l1": 0.0, "l2": 0.0,
         "fit_intercept": True, "average": False, "t": 1.0, "optimizer": {}, "batch_size": 4,
-        "parallel": False,
+        "parallel": False, "csr": False,
     }  # fmt: skip
     return {**base, **changes}
 
@@ -122,9 +128,19 @@ def _run_kernel(case, strategy, epochs_run=2):
         case["average"],
     )  # fmt: skip
     order = case["order"].astype(np.int64)
+    A = sp.csr_matrix(X) if case["csr"] else None
     for _ in range(epochs_run):
         penalty_at_start = ref.penalty_value(state.w, case["l1"], case["l2"])
-        if strategy == "sgd":
+        if A is not None and strategy == "sgd":
+            intercept, loss, t, bad = sparse.sgd_epoch_csr(
+                A.data, A.indices, A.indptr, y, sw, order, spec, state
+            )
+        elif A is not None:
+            intercept, loss, t, bad = sparse.batch_epoch_csr(
+                A.data, A.indices, A.indptr, y, sw, order, case["batch_size"], spec, state,
+                case["parallel"],
+            )  # fmt: skip
+        elif strategy == "sgd":
             intercept, loss, t, bad = epochs.sgd_epoch(X, y, sw, order, spec, state, 0)
         else:
             intercept, loss, t, bad = epochs.batch_epoch(
@@ -153,7 +169,7 @@ def _run_reference(case, strategy, epochs_run=2):
             "l2": case["l2"], "schedule": case["schedule"], "eta0": case["eta0"],
             "alpha": 1e-3, "t": t, "fit_intercept": case["fit_intercept"], "average": average,
             "update_rule": case["rule"], "rule_state": rule_state,
-            "optimizer": case["optimizer"],
+            "optimizer": case["optimizer"], "lazy": case["csr"],
             "optimal_init": ref.optimal_init(case["loss"], 1e-3)
             if case["schedule"] == "optimal" else None,
         }  # fmt: skip
@@ -181,12 +197,16 @@ def _assert_same(got, expected, dtype):
 @given(case=cases(), strategy=st.sampled_from(("sgd", "minibatch")))
 @example(case=_case(rule="saga", batch_size=1), strategy="sgd")
 @example(case=_case(rule="adamw", l2=0.05, l1=0.01, dtype=np.float32), strategy="minibatch")
+@example(case=_case(rule="adam", csr=True, X=np.array([[1.0, 0, 2], [0, 0, 1], [0, 3, 0]]),
+                    y=np.array([1.0, -1.0, 2.0]), order=np.arange(3), batch_size=2,
+                    average=True, l2=0.1, t=3.0), strategy="minibatch")  # fmt: skip
 @example(case=_case(rule="momentum", optimizer={"nesterov": True}, fit_intercept=False,
                     average=True), strategy="sgd")  # fmt: skip
 def test_kernel_matches_the_reference(case, strategy):
     """Two epochs (the slots carried over) of every optimizer rule, with every loss,
     penalty, schedule, sample weights, averaging, float32/float64, serial or parallel
-    mini-batches: the kernel and the reference agree to the dtype's tolerance."""
+    mini-batches, dense or CSR rows (the lazy variant, against the reference's ``lazy``):
+    the kernel and the reference agree to the dtype's tolerance."""
     got = _run_kernel(case, strategy)
     expected = _run_reference(case, strategy)
     _assert_same(got, expected, case["dtype"])

@@ -234,12 +234,49 @@ def optimizer_update(spec, state, grad, grad_b, coef, m, eta, t, intercept, next
     else:
         code = UPDATE_ADAM
         next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)
-    if spec.fit_intercept:
-        g = coef * grad_b
-        d = state.w.shape[0]
-        direction = rule_direction(rule, spec, state.slots, d, g, grad_b, share, bias[0], bias[1])
-        intercept -= eta * direction
-    return intercept, next_dot
+    return _intercept_step(spec, state, grad_b, coef, share, eta, bias, intercept), next_dot
+
+
+@scalar
+def _intercept_step(spec, state, grad_b, coef, share, eta, bias, intercept):
+    """The rule's step of the intercept (slot column d, no penalty) from ``coef·grad_b``;
+    returns the new intercept (unchanged, its slots too, when it is not fitted)."""
+    if not spec.fit_intercept:
+        return intercept
+    d = state.w.shape[0]
+    g = coef * grad_b
+    direction = rule_direction(spec.rule, spec, state.slots, d, g, grad_b, share, bias[0], bias[1])
+    return intercept - eta * direction
+
+
+@scalar
+def lazy_optimizer_update(spec, state, values, columns, count, by_column, coef, grad_b, eta,
+                          t, intercept):  # fmt: skip
+    """The lazy variant of :func:`optimizer_update` for CSR rows (as torch's ``SparseAdam``
+    and Vowpal Wabbit's adaptive updates): only the ``count`` coordinates
+    ``j = columns[q]`` present in the step's rows take the rule's step (their gradient
+    ``coef·raw + l2·w_j``, ``raw = values[j]`` if ``by_column`` else ``values[q]``; AdamW:
+    their decay), and only their slots move; the others, weights and slots, stay as they
+    are (a weight's penalty acts when its feature appears). The intercept takes its step
+    as in :func:`optimizer_update`. Returns the new intercept. Not for SAGA."""
+    w, slots = state.w, state.slots
+    rule = spec.rule
+    bias = adam_bias(spec, t)
+    decoupled = rule == UPDATE_ADAMW
+    decay = 1.0 - eta * spec.l2 if decoupled else 1.0
+    l2 = 0.0 if decoupled else spec.l2
+    threshold = eta * spec.l1
+    for q in range(count):
+        j = columns[q]
+        raw = float(values[j]) if by_column else float(values[q])
+        weight = float(w[j])
+        g = coef * raw + l2 * weight
+        direction = rule_direction(rule, spec, slots, j, g, raw, 0.0, bias[0], bias[1])
+        value = weight * decay - eta * direction
+        if threshold > 0.0:
+            value = soft_threshold(value, threshold)
+        w[j] = value
+    return _intercept_step(spec, state, grad_b, coef, 0.0, eta, bias, intercept)
 
 
 @scalar

@@ -85,6 +85,7 @@ from ._config import kernel, parallel_kernel, scalar
 from .epochs import MIN_CHUNK_ROWS, add_square, chunk_rows_for, weighted_norm
 from .memory import prefetch
 from .records import CsrRows
+from .rules import is_optimizer, lazy_optimizer_update
 from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
 
 #: Restart the running products when ``|P|`` would fall below this: far above float64's
@@ -446,6 +447,9 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     loss_total = 0.0
     if n <= 0:
         return intercept, loss_total, t, -1
+    if is_optimizer(spec.rule):
+        rows = CsrRows(data, indices, indptr, y, sample_weight, order)
+        return _sgd_epoch_csr_rule(rows, spec, state)
     if l1 == 0.0 and not averaging:
         return _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state)
     last, history = _start(w, n)
@@ -654,6 +658,8 @@ def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, 
     rows = CsrRows(data, indices, indptr, y, sample_weight, order)
     if indptr.shape[0] <= 1:
         return state.intercept, 0.0, state.t, -1
+    if is_optimizer(spec.rule):
+        return _batch_epoch_csr_rule(rows, batch_size, spec, state, parallel)
     if spec.l1 == 0.0 and state.avg_b.shape[0] == 0:
         return _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel)
     return _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel)
@@ -706,6 +712,132 @@ def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
         t += 1.0
         u += 1
     _catch_up_all(u, w, last, history, avg_w, l1, marks[0], marks[2])
+    return intercept, loss_total, t, -1
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer rules on CSR rows: their lazy variant (rules.lazy_optimizer_update), under
+# which a weight moves only when its feature appears, so its running mean catches up in
+# closed form: over K0 < k ≤ K averaged steps at a constant w, K·avg_K = K0·avg_K0 + (K − K0)·w.
+# ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _lazy_average_start(state, t, spec):
+    """Per feature, the number of averaged steps its ``avg_w`` is current at: all of those
+    before this call, ``max(t − average_start, 0)``."""
+    return np.full(state.avg_w.shape[0], max(t - spec.average_start, 0.0))
+
+
+@scalar
+def _lazy_average_catch_up(avg_w, w, current, j, k):
+    """``avg_w[j]`` brought to ``k`` averaged steps, ``w[j]`` constant since ``current[j]``."""
+    done = current[j]
+    if k > done:
+        avg_w[j] = (done * avg_w[j] + (k - done) * float(w[j])) / k
+        current[j] = k
+
+
+@scalar
+def _lazy_average_before(state, columns, count, current, k):
+    """Before a step numbered ``k`` (averaged): the step's features caught up to ``k − 1``."""
+    if state.avg_w.shape[0] == 0 or k <= 1.0:
+        return
+    for q in range(count):
+        _lazy_average_catch_up(state.avg_w, state.w, current, _index(columns[q]), k - 1.0)
+
+
+@scalar
+def _lazy_average_after(state, columns, count, current, k, intercept):
+    """After a step numbered ``k ≥ 1``: its features' and the intercept's running means."""
+    if state.avg_w.shape[0] == 0 or k < 1.0:
+        return
+    for q in range(count):
+        j = _index(columns[q])
+        state.avg_w[j] += (float(state.w[j]) - state.avg_w[j]) / k
+        current[j] = k
+    state.avg_b[0] += (intercept - state.avg_b[0]) / k
+
+
+@scalar
+def _lazy_average_finish(state, current, t, spec):
+    """Every feature's running mean brought to the steps before counter ``t``."""
+    k = t - spec.average_start
+    for j in range(state.avg_w.shape[0]):
+        _lazy_average_catch_up(state.avg_w, state.w, current, j, k)
+
+
+@kernel
+def _sgd_epoch_csr_rule(rows, spec, state):
+    """``sgd_epoch_csr`` under an optimizer rule (lazy: see the section's comment)."""
+    data, indices, indptr, y, sample_weight, order = rows
+    n = indptr.shape[0] - 1
+    intercept, t = state.intercept, state.t
+    use_order = order.shape[0] > 0
+    current = _lazy_average_start(state, t, spec)
+    loss_total = 0.0
+    for position in range(n):
+        i = order[position] if use_order else position
+        if use_order:
+            _prefetch_csr_row(data, indices, indptr, y, order, position, n)
+        eta = step_size(spec, t)
+        lo = _index(indptr[i])
+        count = _index(indptr[i + 1]) - lo
+        prediction = _csr_row_dot(data, indices, indptr, i, state.w) + intercept
+        if not is_finite(prediction):
+            _lazy_average_finish(state, current, t, spec)
+            return intercept, loss_total + prediction, t, position
+        value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
+        if sample_weight.shape[0] > 0:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        loss_total += value
+        k = t - spec.average_start + 1.0
+        columns = indices[lo : lo + count]
+        _lazy_average_before(state, columns, count, current, k)
+        intercept = lazy_optimizer_update(
+            spec, state, data[lo : lo + count], columns, count, False, deriv, 1.0, eta, t,
+            intercept,
+        )  # fmt: skip
+        _lazy_average_after(state, columns, count, current, k, intercept)
+        t += 1.0
+    _lazy_average_finish(state, current, t, spec)
+    return intercept, loss_total, t, -1
+
+
+@kernel
+def _batch_epoch_csr_rule(rows, batch_size, spec, state, parallel):
+    """``batch_epoch_csr`` under an optimizer rule (lazy: see the section's comment)."""
+    n = rows.indptr.shape[0] - 1
+    intercept, t = state.intercept, state.t
+    d = state.w.shape[0]
+    grad = np.empty(d, dtype=state.w.dtype)
+    seen = np.full(d, -1, dtype=np.int64)
+    touched = np.empty(d, dtype=np.int64)
+    predictions = np.empty(min(batch_size, n))
+    current = _lazy_average_start(state, t, spec)
+    loss_total = 0.0
+    for u in range((n + batch_size - 1) // batch_size):
+        start = u * batch_size
+        stop = min(start + batch_size, n)
+        eta = step_size(spec, t)
+        _batch_predictions(rows, start, stop, state.w, 1.0, intercept, predictions, parallel)
+        batch_loss, deriv_sum, count = _batch_sums(
+            rows, start, stop, predictions, spec, grad, seen, touched, 0, u
+        )
+        loss_total += batch_loss
+        if not is_finite(batch_loss):
+            _lazy_average_finish(state, current, t, spec)
+            return intercept, loss_total, t, start
+        k = t - spec.average_start + 1.0
+        _lazy_average_before(state, touched, count, current, k)
+        m = stop - start
+        intercept = lazy_optimizer_update(
+            spec, state, grad, touched, count, True, 1.0 / m, deriv_sum, eta, t, intercept
+        )
+        _lazy_average_after(state, touched, count, current, k, intercept)
+        t += 1.0
+    _lazy_average_finish(state, current, t, spec)
     return intercept, loss_total, t, -1
 
 

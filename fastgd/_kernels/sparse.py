@@ -7,8 +7,9 @@ the options come in a ``records.Spec`` and the training state in a ``records.Sta
 updated in place, the new intercept and step counter returned), and an epoch stops at the
 first non-finite prediction (SGD) or batch loss (mini-batch) and returns its position. Rows
 must hold each column at most once (scipy's canonical form; ``sum_duplicates()`` makes it
-so); the columns of a row need not be sorted. They implement the plain SGD update rule only
-(``UpdateRule.sparse`` in ``fastgd.options``).
+so); the columns of a row need not be sorted. They implement the rules whose
+``UpdateRule.sparse`` is set in ``fastgd.options``: plain SGD (below), and the optimizer
+rules in their lazy variant (the section before ``predict_csr``).
 
 Lazy penalty
 ------------
@@ -425,8 +426,8 @@ def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, 
 @kernel
 def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     """One epoch of per-sample SGD over the CSR rows in ``order`` (empty: file order), from
-    the training ``state`` under ``spec`` (``records.State``, ``records.Spec``; the plain
-    SGD update rule).
+    the training ``state`` under ``spec`` (``records.State``, ``records.Spec``; plain
+    SGD as below, an optimizer rule lazily: ``_sgd_epoch_csr_rule``).
 
     For each row: ``w ← prox(w·(1 − η·l2) − η·s·L'(x·w + b, y)·x)``, ``b ← b − η·s·L'``
     (if ``fit_intercept``), then, if ``t ≥ average_start``, with ``k = t − average_start +
@@ -637,7 +638,8 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
 def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, spec, state,
                     parallel):  # fmt: skip
     """One epoch of mini-batch gradient descent on CSR rows (full batch: ``batch_size ≥ n``),
-    from the training ``state`` under ``spec`` (the plain SGD update rule).
+    from the training ``state`` under ``spec`` (plain SGD as below, an optimizer rule
+    lazily: ``_batch_epoch_csr_rule``).
 
     Each batch of ``m`` rows takes one step from ``g = (1/m)·Σ s·L'(x·w + b, y)·x``, the
     predictions all made with the weights at the start of the batch, then averages as

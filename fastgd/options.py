@@ -105,8 +105,9 @@ class UpdateRule:
 
     ``slots``: the per-feature state vectors the rule keeps between steps (a momentum
     buffer, Adam's two moments); the engine allocates them in the kernels' training state
-    (``fastgd._kernels.records.State.slots``, shape ``(slots, d)``). ``strategies``: the
-    batch strategies it runs under; ``sparse``: whether the CSR kernels implement it.
+    (``fastgd._kernels.records.State.slots``, shape ``(slots, d + 1)``: the last column is
+    the intercept's, which takes the same rule). ``strategies``: the batch strategies it
+    runs under; ``sparse``: whether the CSR kernels implement it.
     """
 
     name: str
@@ -115,6 +116,10 @@ class UpdateRule:
     strategies: frozenset[str]
     sparse: bool
     doc: str
+    #: The parameters of :data:`OPTIMIZER_DEFAULTS` the rule reads.
+    parameters: tuple[str, ...] = ()
+    #: One stored derivative per row (SAGA), in ``State.row_memory``.
+    row_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,9 +187,37 @@ SCHEDULES: tuple[Schedule, ...] = (
 UPDATE_SGD = 0
 UPDATE_PA1 = 1
 UPDATE_PA2 = 2
+UPDATE_MOMENTUM = 3
+UPDATE_ADAGRAD = 4
+UPDATE_RMSPROP = 5
+UPDATE_ADAM = 6
+UPDATE_ADAMW = 7
+UPDATE_SAGA = 8
 
 _ALL_STRATEGIES = frozenset({"full", "sgd", "minibatch"})
+_STOCHASTIC = frozenset({"sgd", "minibatch"})
 
+#: The optimizer rules' parameters and their defaults (torch.optim's): ``momentum`` and
+#: ``nesterov`` (heavy ball), ``beta_1``, ``beta_2`` (Adam's moment decays), ``rho``
+#: (RMSProp's decay, torch's ``alpha``), ``optimizer_epsilon`` (the denominators' ε).
+OPTIMIZER_DEFAULTS: dict[str, float | bool] = {
+    "momentum": 0.9,
+    "nesterov": False,
+    "beta_1": 0.9,
+    "beta_2": 0.999,
+    "rho": 0.99,
+    "optimizer_epsilon": 1e-8,
+}
+
+# The optimizer rules follow torch.optim's update equations and defaults, with the step
+# η = eta0 or the schedule's rate (torch's lr) and t the step counter (1 at the first step).
+# Differences from torch: the squared loss is ½(p − y)², so gradients are half torch's
+# MSELoss; the penalty's L2 part l2·w is torch's weight_decay=l2 (AdamW: w ← w·(1 − η·l2),
+# torch's weight_decay=l2 too); its L1 part is a proximal step w ← prox_{η·l1}(w) after the
+# rule's step; the intercept takes the same rule, without penalty. On CSR rows (sparse=True)
+# the rules run lazily, as torch's SparseAdam and Vowpal Wabbit's adaptive updates: a step
+# moves only the weights and slots of the features its rows hold (their L2 term, decay and
+# L1 step included), so its cost stays proportional to the non-zeros.
 UPDATE_RULES: tuple[UpdateRule, ...] = (
     UpdateRule(
         "sgd", UPDATE_SGD, 0, _ALL_STRATEGIES, True,
@@ -197,6 +230,43 @@ UPDATE_RULES: tuple[UpdateRule, ...] = (
     UpdateRule(
         "pa2", UPDATE_PA2, 0, frozenset({"sgd"}), False,
         "passive-aggressive II: the data step of a row is L(p, y)/(‖x‖² + 1/(2·eta0))",
+    ),
+    UpdateRule(
+        "momentum", UPDATE_MOMENTUM, 1, _STOCHASTIC, True,
+        "heavy ball (torch SGD, dampening 0): v ← μ·v + g, w ← w − η·v; nesterov: "
+        "w ← w − η·(g + μ·v); g includes l2·w",
+        ("momentum", "nesterov"),
+    ),
+    UpdateRule(
+        "adagrad", UPDATE_ADAGRAD, 1, _STOCHASTIC, True,
+        "AdaGrad (torch, lr_decay 0, initial accumulator 0): G ← G + g², "
+        "w ← w − η·g/(√G + ε); g includes l2·w",
+        ("optimizer_epsilon",),
+    ),
+    UpdateRule(
+        "rmsprop", UPDATE_RMSPROP, 1, _STOCHASTIC, True,
+        "RMSProp (torch, not centred, no momentum): v ← ρ·v + (1 − ρ)·g², "
+        "w ← w − η·g/(√v + ε); g includes l2·w",
+        ("rho", "optimizer_epsilon"),
+    ),
+    UpdateRule(
+        "adam", UPDATE_ADAM, 2, _STOCHASTIC, True,
+        "Adam (torch, amsgrad off): m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², "
+        "w ← w − η·m̂/(√v̂ + ε), m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ); g includes l2·w",
+        ("beta_1", "beta_2", "optimizer_epsilon"),
+    ),
+    UpdateRule(
+        "adamw", UPDATE_ADAMW, 2, _STOCHASTIC, True,
+        "AdamW (torch): w ← w·(1 − η·l2), then Adam's step from the data gradient alone",
+        ("beta_1", "beta_2", "optimizer_epsilon"),
+    ),
+    UpdateRule(
+        "saga", UPDATE_SAGA, 1, _STOCHASTIC, False,
+        "SAGA (Defazio et al., 2014): one stored derivative α_i per row (n scalars) and their "
+        "mean gradient ḡ; a step on rows I: g = (1/m)Σ_I (d_i − α_i)·x_i + ḡ (+ l2·w), "
+        "w ← prox_{η·l1}(w − η·g), ḡ ← ḡ + (1/n)Σ_I (d_i − α_i)·x_i, α_i ← d_i; memory "
+        "starts at 0; linear convergence with a constant step (η ≈ 1/(3·L_max))",
+        (), True,
     ),
 )  # fmt: skip
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from fastgd.options import (
     DERIVATIVE_CLIP,
+    OPTIMIZER_DEFAULTS,
     SCHEDULE_CONSTANT,
     SCHEDULE_INVSCALING,
     SCHEDULE_OPTIMAL,
@@ -54,9 +55,12 @@ __all__ = [
     "minibatch_epoch",
     "objective",
     "optimal_init",
+    "optimizer_parameters",
+    "optimizer_step",
     "penalized_step",
     "penalty_value",
     "sgd_epoch",
+    "start_rule_state",
 ]
 
 
@@ -505,114 +509,6 @@ def _average_step(averaged, w, b: float, t: float):
     return avg_w + (w - avg_w) / k, avg_b + (b - avg_b) / k, average_start
 
 
-def minibatch_epoch(
-    X,
-    y,
-    w,
-    b: float,
-    order,
-    batch_size: int,
-    *,
-    loss: str,
-    epsilon: float = 0.1,
-    sample_weight=None,
-    l1: float = 0.0,
-    l2: float = 0.0,
-    schedule: str = "constant",
-    eta0: float = 0.01,
-    power_t: float = 0.25,
-    alpha: float = 1e-4,
-    optimal_init: float | None = None,
-    t: float = 1.0,
-    fit_intercept: bool = True,
-    average: tuple | None = None,
-) -> tuple:
-    r"""One mini-batch epoch: a step per batch of consecutive entries of ``order``.
-
-    The batches are ``order[k*B:(k+1)*B]`` (the last may be shorter; ``B >= n`` gives one
-    batch). For each batch :math:`I` of :math:`m` rows, in turn:
-
-    .. math::
-
-        \eta &= \text{learning\_rate}(t), \qquad
-        d_i = s_i\, L'(x_i \cdot w + b,\ y_i) \quad (i \in I,\ \text{current}\ w, b), \\
-        g &= \frac1m \sum_{i \in I} d_i\, x_i, \qquad g_b = \frac1m \sum_{i \in I} d_i, \\
-        w &\leftarrow \text{penalized\_step}(w, g, \eta, \lambda_1, \lambda_2), \qquad
-        b \leftarrow b - \eta\, g_b \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
-
-    The epoch loss is :math:`\frac1n \sum_i s_i L_i + R(w_{\text{start}})`, each :math:`L_i`
-    evaluated with the weights in force when its batch was processed (before that batch's
-    step) and :math:`R` at the weights at the start of the epoch.
-
-    Parameters
-    ----------
-    X, y, w, b, loss, epsilon, sample_weight, l1, l2
-        As in :func:`objective`.
-    order : array_like of int, shape (n,)
-        The row order of this epoch: a permutation of ``0..n-1``.
-    batch_size : int
-        :math:`B \ge 1`.
-    schedule, eta0, power_t, alpha, optimal_init
-        As in :func:`learning_rate`.
-    t : float, default=1.0
-        Step counter at the first batch.
-    fit_intercept : bool, default=True
-        If False the intercept is never updated.
-    average : (avg_w, avg_b, average_start) or None
-        Averaged SGD: the running means of the weights and intercept so far. After each
-        step numbered :math:`t \ge` ``average_start`` (counting from 1, before the
-        increment), with :math:`k = t - \text{average\_start} + 1`:
-        :math:`\bar w \leftarrow \bar w + (w - \bar w)/k`, and the same for :math:`b`.
-
-    Returns
-    -------
-    w_new : ndarray of float64, shape (d,)
-    b_new : float
-    epoch_loss : float
-    t_after : float
-        The step counter after the epoch (``t`` plus the number of batches).
-    avg_w_new, avg_b_new : ndarray of float64 and float
-        Only when ``average`` is given: the running means after the epoch.
-    """
-    X, y, w = _as_data(X, y, w)
-    n = X.shape[0]
-    s = _multipliers(sample_weight, n)
-    order = _check_order(order, n)
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
-    batch_size = int(batch_size)
-    averaged = _start_average(average)
-    penalty_at_start = penalty_value(w, l1, l2)
-    b = float(b)
-    t = float(t)
-    weighted_loss_sum = 0.0
-    for start in range(0, n, batch_size):
-        rows = order[start : start + batch_size]
-        X_batch = X[rows]
-        eta = learning_rate(
-            schedule,
-            t,
-            eta0=eta0,
-            power_t=power_t,
-            alpha=alpha,
-            optimal_init=optimal_init,
-        )
-        value, derivative = loss_and_derivative(loss, X_batch @ w + b, y[rows], epsilon)
-        weighted = s[rows] * derivative
-        weighted_loss_sum += float(np.dot(s[rows], value))
-        m = rows.shape[0]
-        w = apply_update("sgd", w, X_batch.T @ weighted / m, eta, eta, l1, l2)
-        if fit_intercept:
-            b = b - eta * float(np.sum(weighted)) / m
-        if average is not None:
-            averaged = _average_step(averaged, w, b, t)
-        t += 1.0
-    result = (w, b, weighted_loss_sum / n + penalty_at_start, t)
-    if average is not None:
-        return (*result, averaged[0], averaged[1])
-    return result
-
-
 # ---------------------------------------------------------------------------------------------
 # Update rules (fastgd.options.UPDATE_RULES), selected by the schedule's ``update_rule``.
 # ---------------------------------------------------------------------------------------------
@@ -657,12 +553,230 @@ def apply_update(rule: str, w, gradient, step: float, eta: float, l1: float, l2:
     return penalized_step(w, scaled, eta, l1, l2)
 
 
-def sgd_epoch(
+# ---------------------------------------------------------------------------------------------
+# Optimizer rules (momentum, AdaGrad, RMSProp, Adam, AdamW, SAGA): torch.optim's equations.
+# Every rule treats the intercept as one more coordinate (the last column of its slots), with
+# no penalty; the data gradient is g, the L2 term l2·w is added to it (AdamW: decoupled), the
+# L1 penalty stays a proximal step with threshold η·l1 after the rule's step.
+# ---------------------------------------------------------------------------------------------
+
+
+def _momentum_direction(params, slots, g, t):
+    r"""Heavy ball (torch ``SGD(momentum=μ, dampening=0)``): :math:`v \leftarrow \mu v + g`;
+    the step is along :math:`v`, or :math:`g + \mu v` with ``nesterov``."""
+    velocity = params["momentum"] * slots[0] + g
+    direction = g + params["momentum"] * velocity if params["nesterov"] else velocity
+    return direction, np.stack([velocity])
+
+
+def _adagrad_direction(params, slots, g, t):
+    r"""AdaGrad (torch, ``lr_decay=0``, ``initial_accumulator_value=0``):
+    :math:`G \leftarrow G + g^2`, direction :math:`g / (\sqrt{G} + \epsilon)`."""
+    total = slots[0] + g * g
+    return g / (np.sqrt(total) + params["optimizer_epsilon"]), np.stack([total])
+
+
+def _rmsprop_direction(params, slots, g, t):
+    r"""RMSProp (torch, ``centered=False``, ``momentum=0``; ``rho`` is torch's ``alpha``):
+    :math:`v \leftarrow \rho v + (1 - \rho) g^2`, direction :math:`g / (\sqrt{v} + \epsilon)`."""
+    rho = params["rho"]
+    mean_square = rho * slots[0] + (1.0 - rho) * g * g
+    return g / (np.sqrt(mean_square) + params["optimizer_epsilon"]), np.stack([mean_square])
+
+
+def _adam_direction(params, slots, g, t):
+    r"""Adam (torch, ``amsgrad=False``): :math:`m \leftarrow \beta_1 m + (1 - \beta_1) g`,
+    :math:`v \leftarrow \beta_2 v + (1 - \beta_2) g^2`, direction
+    :math:`\hat m / (\sqrt{\hat v} + \epsilon)` with :math:`\hat m = m / (1 - \beta_1^t)`,
+    :math:`\hat v = v / (1 - \beta_2^t)`, :math:`t` the step counter (1 at the first step)."""
+    beta_1, beta_2 = params["beta_1"], params["beta_2"]
+    first = beta_1 * slots[0] + (1.0 - beta_1) * g
+    second = beta_2 * slots[1] + (1.0 - beta_2) * g * g
+    corrected_first = first / (1.0 - beta_1**t)
+    corrected_second = second / (1.0 - beta_2**t)
+    direction = corrected_first / (np.sqrt(corrected_second) + params["optimizer_epsilon"])
+    return direction, np.stack([first, second])
+
+
+def _saga_direction(params, slots, g, t):
+    r"""SAGA: the direction is the variance-reduced gradient itself (:func:`_epoch` adds the
+    mean of the stored gradients to ``g`` and keeps the per-row memory)."""
+    return g, slots
+
+
+_DIRECTIONS = {
+    "momentum": _momentum_direction,
+    "adagrad": _adagrad_direction,
+    "rmsprop": _rmsprop_direction,
+    "adam": _adam_direction,
+    "adamw": _adam_direction,
+    "saga": _saga_direction,
+}
+
+
+def optimizer_parameters(**given) -> dict:
+    """The optimizer rules' parameters: ``given`` over the defaults of
+    :data:`fastgd.options.OPTIMIZER_DEFAULTS`."""
+    unknown = set(given) - set(OPTIMIZER_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"unknown optimizer parameter(s) {sorted(unknown)}; allowed: "
+            f"{sorted(OPTIMIZER_DEFAULTS)}."
+        )
+    return {**OPTIMIZER_DEFAULTS, **given}
+
+
+def start_rule_state(rule: str, n_features: int, n_rows: int) -> dict:
+    """The zero state of the update rule ``rule``: ``slots`` of shape
+    ``(UpdateRule.slots, n_features + 1)`` (the last column: the intercept's) and
+    ``row_memory`` (SAGA: one stored derivative per row, else empty)."""
+    row = update_rule_by_name(rule)
+    return {
+        "slots": np.zeros((row.slots, n_features + 1)),
+        "row_memory": np.zeros(n_rows if row.row_memory else 0),
+    }
+
+
+def optimizer_step(rule: str, w, b: float, g, g_b: float, *, eta, l1, l2, t, slots, params,
+                   fit_intercept=True, present=None):  # fmt: skip
+    r"""One step of an optimizer rule from the data gradient :math:`(g, g_b)`.
+
+    With :math:`u = (w, b)` and the gradient :math:`\gamma = (g + \lambda_2 w,\ g_b)`
+    (AdamW: :math:`(g, g_b)`), the rule's direction :math:`\delta(\gamma)` (the ``_*_direction``
+    functions above, which also update the slots):
+
+    .. math::
+
+        w &\leftarrow \operatorname{prox}_{\eta\lambda_1}\bigl(w\,a - \eta\,\delta_w\bigr),
+        \qquad a = 1 - \eta\lambda_2 \ \text{(AdamW)}, \ 1 \ \text{(the others)}, \\
+        b &\leftarrow b - \eta\,\delta_b \ \text{(if fit\_intercept; else } b \text{ and its
+        slots stay)}.
+
+    ``present`` (a boolean mask over the weights, for CSR rows): the lazy variant of the
+    CSR kernels (as torch's ``SparseAdam``): only the present coordinates (and the
+    intercept) take the step; the others keep their weights and slots.
+
+    Returns ``(w, b, slots)``, new arrays.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    decoupled = rule == "adamw"
+    gradient = np.append(np.asarray(g, dtype=np.float64) + (0.0 if decoupled else l2) * w, g_b)
+    slots = np.asarray(slots, dtype=np.float64)
+    direction, new_slots = _DIRECTIONS[rule](params, slots, gradient, t)
+    if not fit_intercept:
+        direction[-1] = 0.0
+        new_slots = np.concatenate([new_slots[:, :-1], slots[:, -1:]], axis=1)
+    decay = 1.0 - eta * l2 if decoupled else 1.0
+    v = w * decay - eta * direction[:-1]
+    shrunk = np.maximum(np.abs(v) - eta * l1, 0.0)
+    w_new = np.where(shrunk > 0.0, np.sign(v) * shrunk, 0.0)
+    if present is not None:
+        w_new = np.where(present, w_new, w)
+        new_slots = np.where(np.append(present, True), new_slots, slots)
+    return w_new, float(b - eta * direction[-1]), new_slots
+
+
+def minibatch_epoch(X, y, w, b: float, order, batch_size: int, **options) -> tuple:
+    r"""One mini-batch epoch: a step per batch of consecutive entries of ``order``.
+
+    The batches are ``order[k*B:(k+1)*B]`` (the last may be shorter; ``B >= n`` gives one
+    batch). For each batch :math:`I` of :math:`m` rows, in turn:
+
+    .. math::
+
+        \eta &= \text{learning\_rate}(t), \qquad
+        d_i = s_i\, L'(x_i \cdot w + b,\ y_i) \quad (i \in I,\ \text{current}\ w, b), \\
+        g &= \frac1m \sum_{i \in I} d_i\, x_i, \qquad g_b = \frac1m \sum_{i \in I} d_i, \\
+        w &\leftarrow \text{penalized\_step}(w, g, \eta, \lambda_1, \lambda_2), \qquad
+        b \leftarrow b - \eta\, g_b \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
+
+    The epoch loss is :math:`\frac1n \sum_i s_i L_i + R(w_{\text{start}})`, each :math:`L_i`
+    evaluated with the weights in force when its batch was processed (before that batch's
+    step) and :math:`R` at the weights at the start of the epoch.
+
+    Parameters
+    ----------
+    X, y, w, b
+        As in :func:`objective`.
+    order : array_like of int, shape (n,)
+        The row order of this epoch: a permutation of ``0..n-1``.
+    batch_size : int
+        :math:`B \ge 1`.
+    loss, epsilon, sample_weight, l1, l2 : keyword-only
+        As in :func:`objective` (``loss`` required).
+    schedule, eta0, power_t, alpha, optimal_init : keyword-only
+        As in :func:`learning_rate` (default ``"constant"``, 0.01, 0.25, 1e-4, None).
+    t : float, default=1.0
+        Step counter at the first batch.
+    fit_intercept : bool, default=True
+        If False the intercept is never updated.
+    average : (avg_w, avg_b, average_start) or None
+        Averaged SGD: the running means of the weights and intercept so far. After each
+        step numbered :math:`t \ge` ``average_start`` (counting from 1, before the
+        increment), with :math:`k = t - \text{average\_start} + 1`:
+        :math:`\bar w \leftarrow \bar w + (w - \bar w)/k`, and the same for :math:`b`.
+    update_rule : str, optional
+        An optimizer rule of :data:`fastgd.options.UPDATE_RULES` (``momentum``, ``adagrad``,
+        ``rmsprop``, ``adam``, ``adamw``, ``saga``): each step is then
+        :func:`optimizer_step` from :math:`(g, g_b)`. SAGA replaces each :math:`d_i` by
+        :math:`d_i - \alpha_i` and adds the mean :math:`\bar g` of the stored gradients
+        (``slots[0]``) to :math:`(g, g_b)`, then :math:`\bar g \leftarrow \bar g +
+        \frac1n \sum_I (d_i - \alpha_i)(x_i, 1)` (its intercept entry only when
+        ``fit_intercept``) and :math:`\alpha_i \leftarrow d_i`.
+    rule_state : dict, optional
+        The rule's state (:func:`start_rule_state`, the default: zeros).
+    optimizer : dict, optional
+        The rule's parameters (:func:`optimizer_parameters`, the default).
+    lazy : bool, default=False
+        The CSR kernels' lazy variant of the rule (not SAGA): a step moves only the
+        weights (and slots) of the columns its rows hold non-zeros in (see
+        :func:`optimizer_step`'s ``present``).
+
+    Returns
+    -------
+    w_new : ndarray of float64, shape (d,)
+    b_new : float
+    epoch_loss : float
+    t_after : float
+        The step counter after the epoch (``t`` plus the number of batches).
+    avg_w_new, avg_b_new : ndarray of float64 and float
+        Only when ``average`` is given: the running means after the epoch.
+    rule_state_new : dict
+        Last, only under an optimizer rule: its state after the epoch.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
+    return _epoch(X, y, w, b, order, int(batch_size), "sgd", **options)
+
+
+def sgd_epoch(X, y, w, b: float, order, **options) -> tuple:
+    r"""One SGD epoch: a step per row, rows taken in ``order``.
+
+    For each row :math:`i` of ``order``, in turn:
+
+    .. math::
+
+        \eta &= \text{learning\_rate}(t), \qquad d_i = s_i\, L'(x_i \cdot w + b,\ y_i), \\
+        w &\leftarrow \text{penalized\_step}(w, d_i x_i, \eta, \lambda_1, \lambda_2), \qquad
+        b \leftarrow b - \eta\, d_i \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
+
+    This is :func:`minibatch_epoch` with ``batch_size=1``; the parameters and returns are
+    its own. The schedule selects the update rule (``schedule="pa1"``/``"pa2"``: the
+    passive-aggressive rules), whose data step (:func:`data_step`) replaces :math:`\eta`
+    (which stays ``eta0`` for the penalty).
+    """
+    rule = schedule_by_name(options.get("schedule", "constant")).update_rule
+    return _epoch(X, y, w, b, order, 1, rule, **options)
+
+
+def _epoch(
     X,
     y,
     w,
     b: float,
     order,
+    batch_size: int,
+    rule: str,
     *,
     loss: str,
     epsilon: float = 0.1,
@@ -677,23 +791,14 @@ def sgd_epoch(
     t: float = 1.0,
     fit_intercept: bool = True,
     average: tuple | None = None,
+    update_rule: str | None = None,
+    rule_state: dict | None = None,
+    optimizer: dict | None = None,
+    lazy: bool = False,
 ) -> tuple:
-    r"""One SGD epoch: a step per row, rows taken in ``order``.
-
-    For each row :math:`i` of ``order``, in turn:
-
-    .. math::
-
-        \eta &= \text{learning\_rate}(t), \qquad d_i = s_i\, L'(x_i \cdot w + b,\ y_i), \\
-        w &\leftarrow \text{penalized\_step}(w, d_i x_i, \eta, \lambda_1, \lambda_2), \qquad
-        b \leftarrow b - \eta\, d_i \ \text{(if fit\_intercept)}, \qquad t \leftarrow t + 1.
-
-    This is :func:`minibatch_epoch` with ``batch_size=1``, written as the row loop it is. The
-    parameters and returns are those of :func:`minibatch_epoch`. The schedule selects the
-    update rule (``schedule="pa1"``/``"pa2"``: the passive-aggressive rules), whose data
-    step (:func:`data_step`) replaces :math:`\eta` (which stays ``eta0`` for the penalty).
-    """
-    rule = schedule_by_name(schedule).update_rule
+    """The loop of :func:`minibatch_epoch` and :func:`sgd_epoch`: steps of ``batch_size``
+    rows under the update rule ``rule`` (its data step sizes single-row steps only), or
+    ``update_rule`` when given."""
     X, y, w = _as_data(X, y, w)
     n = X.shape[0]
     s = _multipliers(sample_weight, n)
@@ -703,24 +808,30 @@ def sgd_epoch(
     b = float(b)
     t = float(t)
     weighted_loss_sum = 0.0
-    for i in order:
-        row = X[i]
+    if update_rule is not None and update_rule_by_name(update_rule).name in _DIRECTIONS:
+        return _optimizer_epoch(
+            X, y, w, b, order, batch_size, update_rule, s, loss=loss, epsilon=epsilon, l1=l1,
+            l2=l2, eta_at=lambda t: learning_rate(
+                schedule, t, eta0=eta0, power_t=power_t, alpha=alpha, optimal_init=optimal_init
+            ), t=t, fit_intercept=fit_intercept, average=average,
+            rule_state=rule_state or start_rule_state(update_rule, X.shape[1], n),
+            params=optimizer_parameters(**(optimizer or {})), lazy=lazy,
+        )  # fmt: skip
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        X_batch = X[rows]
         eta = learning_rate(
-            schedule,
-            t,
-            eta0=eta0,
-            power_t=power_t,
-            alpha=alpha,
-            optimal_init=optimal_init,
+            schedule, t, eta0=eta0, power_t=power_t, alpha=alpha, optimal_init=optimal_init
         )
-        value, derivative = loss_and_derivative(loss, np.dot(row, w) + b, y[i], epsilon)
-        weighted = s[i] * float(derivative)
-        weighted_loss_sum += s[i] * float(value)
-        step = data_step(rule, eta, float(value), row, eta0)
-        # w·(1 − η·l2) − step·d·x, then the L1 prox with threshold η·l1.
-        w = apply_update(rule, w, weighted * row, step, eta, l1, l2)
+        value, derivative = loss_and_derivative(loss, X_batch @ w + b, y[rows], epsilon)
+        weighted = s[rows] * derivative
+        weighted_loss_sum += float(np.dot(s[rows], value))
+        m = rows.shape[0]
+        step = data_step(rule, eta, float(value[0]), X_batch[0], eta0) if m == 1 else eta
+        # w·(1 − η·l2) − step·g, then the L1 prox with threshold η·l1.
+        w = apply_update(rule, w, X_batch.T @ weighted / m, step, eta, l1, l2)
         if fit_intercept:
-            b = b - step * weighted
+            b = b - step * float(np.sum(weighted)) / m
         if average is not None:
             averaged = _average_step(averaged, w, b, t)
         t += 1.0
@@ -733,6 +844,46 @@ def sgd_epoch(
 # ---------------------------------------------------------------------------------------------
 # A plain driver.
 # ---------------------------------------------------------------------------------------------
+
+
+def _optimizer_epoch(X, y, w, b, order, batch_size, rule, s, *, loss, epsilon, l1, l2, eta_at,
+                     t, fit_intercept, average, rule_state, params, lazy):  # fmt: skip
+    """:func:`minibatch_epoch` under an optimizer rule (see its ``update_rule``)."""
+    n, d = X.shape
+    slots = np.array(rule_state["slots"], dtype=np.float64)
+    memory = np.array(rule_state["row_memory"], dtype=np.float64)
+    averaged = _start_average(average)
+    penalty_at_start = penalty_value(w, l1, l2)
+    weighted_loss_sum = 0.0
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        X_batch = X[rows]
+        m = rows.shape[0]
+        eta = eta_at(t)
+        value, derivative = loss_and_derivative(loss, X_batch @ w + b, y[rows], epsilon)
+        weighted = s[rows] * derivative
+        weighted_loss_sum += float(np.dot(s[rows], value))
+        if rule == "saga":
+            change = weighted - memory[rows]
+            memory[rows] = weighted
+            g = X_batch.T @ change / m + slots[0, :d]
+            g_b = float(np.sum(change)) / m + slots[0, d]
+            slots[0, :d] += X_batch.T @ change / n
+            if fit_intercept:
+                slots[0, d] += float(np.sum(change)) / n
+        else:
+            g, g_b = X_batch.T @ weighted / m, float(np.sum(weighted)) / m
+        w, b, slots = optimizer_step(
+            rule, w, b, g, g_b, eta=eta, l1=l1, l2=l2, t=t, slots=slots, params=params,
+            fit_intercept=fit_intercept, present=np.any(X_batch != 0.0, axis=0) if lazy else None,
+        )  # fmt: skip
+        if average is not None:
+            averaged = _average_step(averaged, w, b, t)
+        t += 1.0
+    result = (w, b, weighted_loss_sum / n + penalty_at_start, t)
+    if average is not None:
+        result = (*result, averaged[0], averaged[1])
+    return (*result, {"slots": slots, "row_memory": memory})
 
 
 def _check_fit_schedule(schedule: str) -> None:

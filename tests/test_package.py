@@ -152,7 +152,8 @@ def test_kernel_records_have_fixed_field_types():
         l1=0, l2=np.float32(0.0), fit_intercept=np.bool_(True), average_start=1,
     )  # fmt: skip
     assert [type(value) for value in spec] == [
-        int, float, int, int, float, float, float, float, float, float, bool, float
+        int, float, int, int, float, float, float, float, float, float, bool, float,
+        float, bool, float, float, float, float,
     ]  # fmt: skip
     w = np.zeros(3, dtype=np.float32)
     state = records.make_state(w, np.float32(0.5), 1)

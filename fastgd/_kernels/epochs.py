@@ -28,7 +28,7 @@ from ..options import UPDATE_SGD
 from ._config import kernel, parallel_kernel, scalar
 from .memory import prefetch_for_order
 from .records import Rows
-from .rules import apply_update, data_step
+from .rules import apply_update, data_step, is_optimizer, optimizer_update, row_derivative
 from .scalar import is_finite, loss_and_derivative, step_size
 
 #: A batch is split into chunks of at least this many rows ...
@@ -52,9 +52,12 @@ def _row_dot(X, i, w):
 
 
 @scalar
-def _accumulate_chunk(c, rows, start, stop, w, intercept, spec, G, sums, block_rows, stream):
+def _accumulate_chunk(
+    c, rows, start, stop, w, intercept, spec, row_memory, G, sums, block_rows, stream
+):  # fmt: skip
     """Chunk ``c`` of rows ``start..stop`` (positions in ``rows.order``):
-    ``G[c] = Σ s·L'·x``, ``sums[c] = (Σ s·L, Σ s·L')``."""
+    ``G[c] = Σ d·x``, ``sums[c] = (Σ s·L, Σ d)`` with ``d`` the row's coefficient
+    (``rules.row_derivative``: ``s·L'``; SAGA's change of it, stored in ``row_memory``)."""
     X, y, sample_weight, order = rows
     chunk = chunk_rows_for(stop - start)
     lo = start + c * chunk
@@ -76,6 +79,7 @@ def _accumulate_chunk(c, rows, start, stop, w, intercept, spec, G, sums, block_r
             value *= sample_weight[i]
             deriv *= sample_weight[i]
         loss_sum += value
+        deriv = row_derivative(spec, row_memory, i, deriv)
         deriv_sum += deriv
         coef = X.dtype.type(deriv)
         for j in range(d):
@@ -85,20 +89,26 @@ def _accumulate_chunk(c, rows, start, stop, w, intercept, spec, G, sums, block_r
 
 
 @kernel
-def _accumulate_serial(rows, start, stop, w, intercept, spec, G, sums, block_rows, stream):
+def _accumulate_serial(
+    rows, start, stop, w, intercept, spec, row_memory, G, sums, block_rows, stream
+):  # fmt: skip
     chunk = chunk_rows_for(stop - start)
     n_chunks = (stop - start + chunk - 1) // chunk
     for c in range(n_chunks):
-        _accumulate_chunk(c, rows, start, stop, w, intercept, spec, G, sums, block_rows, stream)
+        _accumulate_chunk(
+            c, rows, start, stop, w, intercept, spec, row_memory, G, sums, block_rows, stream
+        )
     return n_chunks
 
 
 @parallel_kernel
-def _accumulate_parallel(rows, start, stop, w, intercept, spec, G, sums, no_stream):
+def _accumulate_parallel(rows, start, stop, w, intercept, spec, row_memory, G, sums, no_stream):
     chunk = chunk_rows_for(stop - start)
     n_chunks = (stop - start + chunk - 1) // chunk
     for c in numba.prange(n_chunks):
-        _accumulate_chunk(c, rows, start, stop, w, intercept, spec, G, sums, 0, no_stream)
+        _accumulate_chunk(
+            c, rows, start, stop, w, intercept, spec, row_memory, G, sums, 0, no_stream
+        )
     return n_chunks
 
 
@@ -133,12 +143,10 @@ def _average_step(w, intercept, avg_w, avg_b, t, average_start):
 
 @scalar
 def _batch_step(spec, state, grad, m, deriv_sum, intercept, t):
-    """The step of a batch of ``m`` rows from ``grad = Σ s·L'·x`` and ``deriv_sum = Σ s·L'``
+    """The step of a batch of ``m`` rows from ``grad = Σ d·x`` and ``deriv_sum = Σ d``
     (the update rule, the intercept, the running means); returns the new intercept."""
     eta = step_size(spec, t)
-    apply_update(spec, state.w, grad, eta / m, eta, state.slots)
-    if spec.fit_intercept:
-        intercept -= eta * deriv_sum / m
+    intercept = apply_update(spec, state, grad, deriv_sum, 1.0 / m, m, eta, eta, t, intercept)
     _average_step(state.w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
     return intercept
 
@@ -179,12 +187,13 @@ def batch_epoch(X, y, sample_weight, order, batch_size, spec, state, parallel, b
         if parallel:
             # Block streaming carries state from row to row: serial path only.
             n_chunks = _accumulate_parallel(
-                rows, start, stop, w, intercept, spec, G, sums, no_stream
+                rows, start, stop, w, intercept, spec, state.row_memory, G, sums, no_stream
             )
         else:
             n_chunks = _accumulate_serial(
-                rows, start, stop, w, intercept, spec, G, sums, block_rows, stream
-            )
+                rows, start, stop, w, intercept, spec, state.row_memory, G, sums, block_rows,
+                stream,
+            )  # fmt: skip
         batch_loss, deriv_sum = _merge_chunks(G, sums, n_chunks, grad)
         loss_total += batch_loss
         if not is_finite(batch_loss):
@@ -207,10 +216,11 @@ def accumulate_gradient(X, y, sample_weight, spec, state, grad, parallel):
     rows = Rows(X, y, sample_weight, np.empty(0, dtype=np.int64))
     no_stream = np.zeros(4, dtype=np.int64)
     w, intercept, n = state.w, state.intercept, X.shape[0]
+    memory = state.row_memory
     if parallel:
-        n_chunks = _accumulate_parallel(rows, 0, n, w, intercept, spec, G, sums, no_stream)
+        n_chunks = _accumulate_parallel(rows, 0, n, w, intercept, spec, memory, G, sums, no_stream)
     else:
-        n_chunks = _accumulate_serial(rows, 0, n, w, intercept, spec, G, sums, 0, no_stream)
+        n_chunks = _accumulate_serial(rows, 0, n, w, intercept, spec, memory, G, sums, 0, no_stream)
     loss_total = 0.0
     deriv_total = 0.0
     for c in range(n_chunks):
@@ -292,16 +302,25 @@ def sgd_epoch(X, y, sample_weight, order, spec, state, block_rows):
             value *= sample_weight[i]
             deriv *= sample_weight[i]
         loss_total += value
-        if spec.fit_intercept:
-            intercept -= step * deriv
         following = order[k + 1] if use_order and k + 1 < n else k + 1
         if fused and k + 1 < n:
+            if spec.fit_intercept:
+                intercept -= step * deriv
             decay = dtype(1.0 - eta * spec.l2)
             scale = dtype(step * deriv)
             next_dot_w, next_dot_x = _fused_step(X, i, following, w, decay, scale)
             p = decay * next_dot_w - scale * next_dot_x + intercept
+        elif is_optimizer(spec.rule):
+            # The next row's prediction rides along the rule's pass over the weights.
+            coef = row_derivative(spec, state.row_memory, i, deriv)
+            next_row = X[following] if k + 1 < n else X[i]
+            intercept, next_dot = optimizer_update(
+                spec, state, X[i], 1.0, coef, 1, eta, t, intercept, next_row
+            )
+            _average_step(w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
+            p = next_dot + intercept
         else:
-            apply_update(spec, w, X[i], step * deriv, eta, state.slots)
+            intercept = apply_update(spec, state, X[i], 1.0, deriv, 1, step, eta, t, intercept)
             _average_step(w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
             if k + 1 < n:
                 p = _row_dot(X, following, w) + intercept
@@ -320,6 +339,23 @@ def predict(X, w, intercept, out):
             out[i] = _row_dot(X, i, w) + intercept
 
 
+@scalar
+def add_square(norm, n_bad, value):
+    """One stored value of a row scanned by :func:`scan_rows` (or ``sparse.scan_csr``):
+    ``(norm + value², n_bad + [value not finite])``."""
+    value = float(value)
+    return norm + value * value, n_bad + (0 if is_finite(value) else 1)
+
+
+@scalar
+def weighted_norm(norm, extra, sample_weight, i):
+    """``s_i·(‖x_i‖² + extra)`` of a scanned row (``sample_weight`` empty: ``s_i = 1``)."""
+    norm += extra
+    if sample_weight.shape[0] > 0:
+        norm *= sample_weight[i]
+    return norm
+
+
 @parallel_kernel
 def scan_rows(A, sample_weight, extra):
     """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
@@ -330,7 +366,6 @@ def scan_rows(A, sample_weight, extra):
     non-finite value is searched only in the chunks that hold one.
     """
     n = A.shape[0]
-    weighted = sample_weight.shape[0] > 0
     chunk = chunk_rows_for(n)
     n_chunks = (n + chunk - 1) // chunk
     bad = np.zeros(n_chunks, dtype=np.int64)
@@ -341,13 +376,8 @@ def scan_rows(A, sample_weight, extra):
         for i in range(c * chunk, min((c + 1) * chunk, n)):
             norm = 0.0
             for j in range(A.shape[1]):
-                value = float(A[i, j])
-                norm += value * value
-                n_bad += 0 if is_finite(value) else 1
-            norm += extra
-            if weighted:
-                norm *= sample_weight[i]
-            best = max(best, norm)
+                norm, n_bad = add_square(norm, n_bad, A[i, j])
+            best = max(best, weighted_norm(norm, extra, sample_weight, i))
         bad[c] = n_bad
         norms[c] = best
     for c in range(n_chunks):

@@ -25,7 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CsrRows", "Rows", "Spec", "State", "make_spec", "make_state"]
+from ..options import OPTIMIZER_DEFAULTS, UpdateRule
+
+__all__ = ["CsrRows", "Rows", "Spec", "State", "make_spec", "make_state", "rule_arrays"]
 
 
 class Spec(NamedTuple):
@@ -33,7 +35,9 @@ class Spec(NamedTuple):
 
     ``eta0`` is the schedule's base step (the engine passes the step of the epoch for
     the epoch-level schedules); ``l1``, ``l2`` the strengths of ``l1·‖w‖₁ + l2·½‖w‖²``;
-    ``average_start`` the first step averaged (0: no averaging).
+    ``average_start`` the first step averaged (0: no averaging). The last six are the
+    optimizer rules' parameters (``fastgd.options.OPTIMIZER_DEFAULTS``; each rule reads
+    those its ``UpdateRule.parameters`` names).
     """
 
     loss: int
@@ -48,15 +52,23 @@ class Spec(NamedTuple):
     l2: float
     fit_intercept: bool
     average_start: float
+    momentum: float
+    nesterov: bool
+    beta_1: float
+    beta_2: float
+    rho: float
+    optimizer_epsilon: float
 
 
 class State(NamedTuple):
     """The training state a kernel starts from.
 
     ``w`` (shape (d,), the dtype of X) and the float64 arrays ``avg_w`` (shape (d,), or
-    empty: no averaging), ``avg_b`` (shape (1,), or empty) and ``slots`` (shape
-    ``(UpdateRule.slots, d)``) are updated in place; ``intercept`` and ``t`` are the values
-    at the start, the kernels return the new ones.
+    empty: no averaging), ``avg_b`` (shape (1,), or empty), ``slots`` (shape
+    ``(UpdateRule.slots, d + 1)``: the update rule's per-coordinate state, the last column
+    the intercept's) and ``row_memory`` (SAGA's stored derivative of each row of the data
+    set, shape (n,); empty for the other rules) are updated in place; ``intercept`` and
+    ``t`` are the values at the start, the kernels return the new ones.
     """
 
     w: np.ndarray
@@ -65,6 +77,7 @@ class State(NamedTuple):
     avg_w: np.ndarray
     avg_b: np.ndarray
     slots: np.ndarray
+    row_memory: np.ndarray
 
 
 class Rows(NamedTuple):
@@ -101,21 +114,29 @@ def make_spec(
     l2: float,
     fit_intercept: bool,
     average_start: float = 0.0,
+    momentum: float = OPTIMIZER_DEFAULTS["momentum"],
+    nesterov: bool = OPTIMIZER_DEFAULTS["nesterov"],
+    beta_1: float = OPTIMIZER_DEFAULTS["beta_1"],
+    beta_2: float = OPTIMIZER_DEFAULTS["beta_2"],
+    rho: float = OPTIMIZER_DEFAULTS["rho"],
+    optimizer_epsilon: float = OPTIMIZER_DEFAULTS["optimizer_epsilon"],
 ) -> Spec:
     """A :class:`Spec` with every field in its one type (one compiled specialisation)."""
     return Spec(
         int(loss), float(epsilon), int(schedule), int(rule), float(eta0), float(power_t),
         float(alpha), float(optimal_init), float(l1), float(l2), bool(fit_intercept),
-        float(average_start),
+        float(average_start), float(momentum), bool(nesterov), float(beta_1), float(beta_2),
+        float(rho), float(optimizer_epsilon),
     )  # fmt: skip
 
 
 _NO_AVERAGE = np.empty(0)
 
 
-def make_state(w, intercept, t, avg_w=None, avg_b=None, slots=None) -> State:
+def make_state(w, intercept, t, avg_w=None, avg_b=None, slots=None, row_memory=None) -> State:
     """A :class:`State` over the weights ``w`` (used in place, not copied); ``avg_w`` and
-    ``avg_b`` ``None`` or empty: no averaging; ``slots`` ``None``: a rule without slots."""
+    ``avg_b`` ``None`` or empty: no averaging; ``slots`` and ``row_memory`` ``None``: a rule
+    without them (see :func:`rule_arrays`)."""
     if slots is None:
         slots = np.empty((0, w.shape[0]))
     return State(
@@ -125,4 +146,14 @@ def make_state(w, intercept, t, avg_w=None, avg_b=None, slots=None) -> State:
         _NO_AVERAGE if avg_w is None else avg_w,
         _NO_AVERAGE if avg_b is None else avg_b,
         slots,
+        _NO_AVERAGE if row_memory is None else row_memory,
     )
+
+
+def rule_arrays(rule: UpdateRule, n_features: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The zero state of the update rule ``rule`` (a row of ``fastgd.options.UPDATE_RULES``)
+    for :func:`make_state`: ``slots`` (float64, shape ``(rule.slots, n_features + 1)``) and
+    ``row_memory`` (float64, shape ``(n_rows,)`` for a rule with ``row_memory``, else
+    empty). The one place that sizes them."""
+    slots = np.zeros((rule.slots, n_features + 1))
+    return slots, np.zeros(n_rows if rule.row_memory else 0)

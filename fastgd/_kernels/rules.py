@@ -1,21 +1,40 @@
 """Update rules: how a step turns the data gradient into new weights.
 
 One row per rule in ``fastgd.options.UPDATE_RULES`` (its code, its state slots); here, its
-maths, dispatched by code like the losses; its twin is ``fastgd.reference.apply_update``.
-A rule has two parts, both inlined into the loops:
+maths, dispatched by code like the losses; its twin is in ``fastgd.reference``
+(``apply_update``, ``optimizer_step``). A rule has up to three parts, all inlined into the
+loops:
 
-- :func:`data_step`: the size of the data term's step for a row (``η`` for plain SGD; the
-  passive-aggressive rules size it by the row's own loss and norm);
-- :func:`apply_update`: the new weights from ``w``, the gradient direction and that size
-  (and the rule's per-feature ``slots``, shape ``(UpdateRule.slots, d)``: empty for the
-  rules below; a momentum rule would keep its velocity in ``slots[0]``).
+- :func:`data_step`: the size of the data term's step for a row (``η`` for every rule but
+  the passive-aggressive ones, which size it by the row's own loss and norm);
+- :func:`row_derivative`: the coefficient of a row in the step's gradient (its loss
+  derivative ``d``; SAGA: ``d − α_i``, the change from its stored derivative, which it
+  stores);
+- :func:`apply_update`: the new weights and intercept from the gradient direction, its
+  coefficient and the step size, and the rule's state (``State.slots``, shape
+  ``(UpdateRule.slots, d + 1)``, the last column the intercept's).
 
-The intercept's step is ``b ← b − step·g_b`` under every rule so far.
+Plain SGD and the passive-aggressive rules: ``w ← prox_{η·l1}(w·(1 − η·l2) − step·g)``,
+``b ← b − step·g_b``. The optimizer rules (momentum, AdaGrad, RMSProp, Adam, AdamW, SAGA)
+use torch.optim's equations: each has a ``*_direction`` function giving the direction of
+coordinate ``j`` from its gradient ``g`` (L2 term included, except AdamW's decoupled decay)
+and updating its slots; :func:`optimizer_update` runs it over the weights and the intercept.
 """
 
 from __future__ import annotations
 
-from ..options import UPDATE_PA1, UPDATE_PA2
+import math
+
+from ..options import (
+    UPDATE_ADAGRAD,
+    UPDATE_ADAM,
+    UPDATE_ADAMW,
+    UPDATE_MOMENTUM,
+    UPDATE_PA1,
+    UPDATE_PA2,
+    UPDATE_RMSPROP,
+    UPDATE_SAGA,
+)
 from ._config import scalar
 from .scalar import soft_threshold
 
@@ -52,6 +71,17 @@ def data_step(spec, eta, loss_value, X, i):
 
 
 @scalar
+def row_derivative(spec, row_memory, i, deriv):
+    """The coefficient of row ``i`` in a step's gradient: its (weighted) loss derivative
+    ``deriv``; under SAGA ``deriv − α_i``, storing ``α_i ← deriv``."""
+    if spec.rule == UPDATE_SAGA:
+        change = deriv - row_memory[i]
+        row_memory[i] = deriv
+        return change
+    return deriv
+
+
+@scalar
 def penalized_update(w, grad, scale, eta, l1, l2):
     """``w ← prox_{η·l1‖·‖₁}(w·(1 − η·l2) − scale·grad)``."""
     dtype = w.dtype.type
@@ -66,13 +96,206 @@ def penalized_update(w, grad, scale, eta, l1, l2):
             w[j] = w[j] * decay - step * grad[j]
 
 
+# ---------------------------------------------------------------------------------------------
+# The optimizer rules: the direction of coordinate j from its gradient g (torch.optim's).
+# ---------------------------------------------------------------------------------------------
+
+
 @scalar
-def apply_update(spec, w, grad, scale, eta, slots):
-    """The step of the update rule ``spec.rule`` on the weights ``w`` (in place), from the
-    data gradient ``scale·grad`` (``scale`` = the data step times the loss derivative or
-    the batch's 1/m) and the schedule's ``eta`` (the penalty's decay).
+def momentum_direction(spec, slots, j, g):
+    """Heavy ball (torch ``SGD``, dampening 0): ``v ← μ·v + g``; direction ``v``, or
+    ``g + μ·v`` with ``nesterov``."""
+    velocity = spec.momentum * slots[0, j] + g
+    slots[0, j] = velocity
+    if spec.nesterov:
+        return g + spec.momentum * velocity
+    return velocity
+
+
+@scalar
+def adagrad_direction(spec, slots, j, g):
+    """AdaGrad (torch, ``lr_decay=0``, accumulator from 0): ``G ← G + g²``,
+    direction ``g/(√G + ε)``."""
+    total = slots[0, j] + g * g
+    slots[0, j] = total
+    return g / (math.sqrt(total) + spec.optimizer_epsilon)
+
+
+@scalar
+def rmsprop_direction(spec, slots, j, g):
+    """RMSProp (torch, not centred, no momentum): ``v ← ρ·v + (1 − ρ)·g²``,
+    direction ``g/(√v + ε)``."""
+    mean_square = spec.rho * slots[0, j] + (1.0 - spec.rho) * g * g
+    slots[0, j] = mean_square
+    return g / (math.sqrt(mean_square) + spec.optimizer_epsilon)
+
+
+@scalar
+def adam_direction(spec, slots, j, g, bias_1, bias_2):
+    """Adam and AdamW (torch, amsgrad off): ``m ← β₁·m + (1 − β₁)·g``,
+    ``v ← β₂·v + (1 − β₂)·g²``, direction ``(m/bias_1)/(√(v/bias_2) + ε)`` with
+    ``bias_k = 1 − β_kᵗ`` (:func:`adam_bias`)."""
+    first = spec.beta_1 * slots[0, j] + (1.0 - spec.beta_1) * g
+    second = spec.beta_2 * slots[1, j] + (1.0 - spec.beta_2) * g * g
+    slots[0, j] = first
+    slots[1, j] = second
+    return (first / bias_1) / (math.sqrt(second / bias_2) + spec.optimizer_epsilon)
+
+
+@scalar
+def adam_bias(spec, t):
+    """Adam's bias corrections ``(1 − β₁ᵗ, 1 − β₂ᵗ)`` at step counter ``t`` (1 first);
+    ``(1, 1)`` for the other rules (computed once per step, not per coordinate)."""
+    if spec.rule == UPDATE_ADAM or spec.rule == UPDATE_ADAMW:
+        return 1.0 - spec.beta_1**t, 1.0 - spec.beta_2**t
+    return 1.0, 1.0
+
+
+@scalar
+def saga_direction(slots, j, g, raw, memory_share):
+    """SAGA: the direction is ``g + ḡ_j`` (``g`` the change of the step's rows' gradients,
+    ``ḡ = slots[0]`` the mean of the stored gradients), then ``ḡ_j += memory_share·raw``
+    (``memory_share·raw`` = that change's sum over the rows, divided by n)."""
+    mean = slots[0, j]
+    slots[0, j] = mean + memory_share * raw
+    return g + mean
+
+
+@scalar
+def rule_direction(rule, spec, slots, j, g, raw, memory_share, bias_1, bias_2):
+    """The direction of coordinate ``j`` under the optimizer rule ``rule``."""
+    if rule == UPDATE_MOMENTUM:
+        return momentum_direction(spec, slots, j, g)
+    if rule == UPDATE_ADAGRAD:
+        return adagrad_direction(spec, slots, j, g)
+    if rule == UPDATE_RMSPROP:
+        return rmsprop_direction(spec, slots, j, g)
+    if rule == UPDATE_SAGA:
+        return saga_direction(slots, j, g, raw, memory_share)
+    return adam_direction(spec, slots, j, g, bias_1, bias_2)
+
+
+@scalar
+def is_optimizer(rule):
+    """Whether ``rule`` is one of the optimizer rules (codes from momentum on)."""
+    return rule >= UPDATE_MOMENTUM
+
+
+@scalar
+def _optimizer_loop(rule, spec, state, grad, coef, memory_share, eta, bias, next_row):
+    """The weights' part of :func:`optimizer_update` under ``rule``, which its caller passes
+    as a constant so that, once inlined, the compiler drops the other rules' branches and
+    vectorises the loop. Returns ``next_row·w_new``: the next row's prediction rides along
+    the update (one pass over the weights per row, as plain SGD's fused step)."""
+    w, slots = state.w, state.slots
+    decoupled = spec.rule == UPDATE_ADAMW
+    decay = 1.0 - eta * spec.l2 if decoupled else 1.0
+    l2 = 0.0 if decoupled else spec.l2
+    threshold = eta * spec.l1
+    next_dot = w.dtype.type(0.0)
+    for j in range(w.shape[0]):
+        raw = float(grad[j])
+        weight = float(w[j])
+        g = coef * raw + l2 * weight
+        direction = rule_direction(rule, spec, slots, j, g, raw, memory_share, bias[0], bias[1])
+        value = weight * decay - eta * direction
+        if threshold > 0.0:
+            value = soft_threshold(value, threshold)
+        w[j] = value
+        next_dot += next_row[j] * w[j]
+    return next_dot
+
+
+@scalar
+def optimizer_update(spec, state, grad, grad_b, coef, m, eta, t, intercept, next_row):
+    """One step of an optimizer rule: coordinate ``j`` of the weights has the gradient
+    ``coef·grad[j] + l2·w[j]`` (AdamW: ``coef·grad[j]``, its decay ``w·(1 − η·l2)``
+    decoupled) and takes ``w_j ← prox_{η·l1}(w_j·decay − η·direction_j)``; the intercept
+    (slot column d, no penalty) ``b ← b − η·direction_d`` from ``coef·grad_b`` when fitted.
+    ``m`` is the number of rows of the step (SAGA's memory moves by ``coef·m/n``).
+    Returns ``(new intercept, next_row·w_new)``."""
+    rule = spec.rule
+    bias = adam_bias(spec, t)
+    n_rows = state.row_memory.shape[0]
+    share = coef * m / n_rows if n_rows > 0 else 0.0  # SAGA's memory_share
+    # One inlined loop per rule (the rule a constant in each): see _optimizer_loop.
+    if rule == UPDATE_MOMENTUM:
+        code = UPDATE_MOMENTUM
+        next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)
+    elif rule == UPDATE_ADAGRAD:
+        code = UPDATE_ADAGRAD
+        next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)
+    elif rule == UPDATE_RMSPROP:
+        code = UPDATE_RMSPROP
+        next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)
+    elif rule == UPDATE_SAGA:
+        code = UPDATE_SAGA
+        next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)
+    else:
+        code = UPDATE_ADAM
+        next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)
+    return _intercept_step(spec, state, grad_b, coef, share, eta, bias, intercept), next_dot
+
+
+@scalar
+def _intercept_step(spec, state, grad_b, coef, share, eta, bias, intercept):
+    """The rule's step of the intercept (slot column d, no penalty) from ``coef·grad_b``;
+    returns the new intercept (unchanged, its slots too, when it is not fitted)."""
+    if not spec.fit_intercept:
+        return intercept
+    d = state.w.shape[0]
+    g = coef * grad_b
+    direction = rule_direction(spec.rule, spec, state.slots, d, g, grad_b, share, bias[0], bias[1])
+    return intercept - eta * direction
+
+
+@scalar
+def lazy_optimizer_update(spec, state, values, columns, count, by_column, coef, grad_b, eta,
+                          t, intercept):  # fmt: skip
+    """The lazy variant of :func:`optimizer_update` for CSR rows (as torch's ``SparseAdam``
+    and Vowpal Wabbit's adaptive updates): only the ``count`` coordinates
+    ``j = columns[q]`` present in the step's rows take the rule's step (their gradient
+    ``coef·raw + l2·w_j``, ``raw = values[j]`` if ``by_column`` else ``values[q]``; AdamW:
+    their decay), and only their slots move; the others, weights and slots, stay as they
+    are (a weight's penalty acts when its feature appears). The intercept takes its step
+    as in :func:`optimizer_update`. Returns the new intercept. Not for SAGA."""
+    w, slots = state.w, state.slots
+    rule = spec.rule
+    bias = adam_bias(spec, t)
+    decoupled = rule == UPDATE_ADAMW
+    decay = 1.0 - eta * spec.l2 if decoupled else 1.0
+    l2 = 0.0 if decoupled else spec.l2
+    threshold = eta * spec.l1
+    for q in range(count):
+        j = columns[q]
+        raw = float(values[j]) if by_column else float(values[q])
+        weight = float(w[j])
+        g = coef * raw + l2 * weight
+        direction = rule_direction(rule, spec, slots, j, g, raw, 0.0, bias[0], bias[1])
+        value = weight * decay - eta * direction
+        if threshold > 0.0:
+            value = soft_threshold(value, threshold)
+        w[j] = value
+    return _intercept_step(spec, state, grad_b, coef, 0.0, eta, bias, intercept)
+
+
+@scalar
+def apply_update(spec, state, grad, grad_b, coef, m, step, eta, t, intercept):
+    """The step of the update rule ``spec.rule`` on ``state.w`` (in place) and the
+    intercept (returned): the data gradient is ``coef·grad`` for the weights and
+    ``coef·grad_b`` for the intercept (``coef`` = the row's derivative and ``grad`` the row
+    for a single-row step; ``coef = 1/m`` and the sums over the ``m`` rows for a batch),
+    ``step`` the data step (:func:`data_step`) and ``eta`` the schedule's (the penalty's
+    decay), ``t`` the step counter.
 
     Plain SGD and the passive-aggressive rules (which differ in the data step only):
-    ``w ← prox_{η·l1}(w·(1 − η·l2) − scale·grad)``. ``slots`` is unused by them.
+    ``w ← prox_{η·l1}(w·(1 − η·l2) − step·coef·grad)``, ``b ← b − step·coef·grad_b``. The
+    optimizer rules: :func:`optimizer_update`.
     """
-    penalized_update(w, grad, scale, eta, spec.l1, spec.l2)
+    if is_optimizer(spec.rule):
+        return optimizer_update(spec, state, grad, grad_b, coef, m, eta, t, intercept, grad)[0]
+    scale = step * coef
+    penalized_update(state.w, grad, scale, eta, spec.l1, spec.l2)
+    if spec.fit_intercept:
+        intercept -= scale * grad_b
+    return intercept

@@ -7,8 +7,9 @@ the options come in a ``records.Spec`` and the training state in a ``records.Sta
 updated in place, the new intercept and step counter returned), and an epoch stops at the
 first non-finite prediction (SGD) or batch loss (mini-batch) and returns its position. Rows
 must hold each column at most once (scipy's canonical form; ``sum_duplicates()`` makes it
-so); the columns of a row need not be sorted. They implement the plain SGD update rule only
-(``UpdateRule.sparse`` in ``fastgd.options``).
+so); the columns of a row need not be sorted. They implement the rules whose
+``UpdateRule.sparse`` is set in ``fastgd.options``: plain SGD (below), and the optimizer
+rules in their lazy variant (the section before ``predict_csr``).
 
 Lazy penalty
 ------------
@@ -82,9 +83,10 @@ import numba
 import numpy as np
 
 from ._config import kernel, parallel_kernel, scalar
-from .epochs import MIN_CHUNK_ROWS, chunk_rows_for
+from .epochs import MIN_CHUNK_ROWS, add_square, chunk_rows_for, weighted_norm
 from .memory import prefetch
 from .records import CsrRows
+from .rules import is_optimizer, lazy_optimizer_update
 from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
 
 #: Restart the running products when ``|P|`` would fall below this: far above float64's
@@ -284,6 +286,51 @@ def _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged,
 
 
 @scalar
+def _start_lazy_marks(t, spec):
+    """The lazy path's bookkeeping at the start of an epoch, as :func:`_begin_lazy_step`
+    reads and returns it: ``(first_averaged, started_averaging, avg_offset,
+    averaged_since_restart)``. States are numbered from the last restart of the history;
+    the first averaged one and ``avg_offset`` (``k`` of the step after state ``s`` is
+    ``avg_offset + s + 1``) shift with them."""
+    return _NOT_YET, False, t - spec.average_start, 0
+
+
+@scalar
+def _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w):
+    """The start of a lazy step at counter ``t`` after state ``u``: the schedule's ``eta``,
+    the penalty's ``decay`` and ``threshold``, whether the step is averaged and its ``k``,
+    then a restart of the history when needed. Returns ``(eta, decay, threshold, averaged,
+    k, u, dense, marks)``."""
+    first_averaged, started_averaging, avg_offset, averaged_since_restart = marks
+    eta = step_size(spec, t)
+    decay = 1.0 - eta * spec.l2
+    threshold = eta * spec.l1
+    averaged = averaging and t >= spec.average_start
+    if averaged and not started_averaging:
+        started_averaging = True
+        first_averaged = u + 1
+    k = t - spec.average_start + 1.0
+    u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
+        u, decay, w, last, history, avg_w, spec.l1, first_averaged, avg_offset,
+        averaged_since_restart,
+    )  # fmt: skip
+    if averaged:
+        averaged_since_restart += 1
+    marks = (first_averaged, started_averaging, avg_offset, averaged_since_restart)
+    return eta, decay, threshold, averaged, k, u, dense, marks
+
+
+@scalar
+def _end_lazy_step(spec, intercept, intercept_step, averaged, avg_b, k):
+    """The intercept's step and its running mean; returns the new intercept."""
+    if spec.fit_intercept:
+        intercept -= intercept_step
+    if averaged:
+        avg_b[0] += (intercept - avg_b[0]) / k
+    return intercept
+
+
+@scalar
 def _start(w, n_steps):
     """Per-feature markers and the per-step history: at most ``max(d, HISTORY_STEPS)``
     steps, after which the history restarts (an O(d) catch-up, amortised O(1) a step)."""
@@ -379,8 +426,8 @@ def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, 
 @kernel
 def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     """One epoch of per-sample SGD over the CSR rows in ``order`` (empty: file order), from
-    the training ``state`` under ``spec`` (``records.State``, ``records.Spec``; the plain
-    SGD update rule).
+    the training ``state`` under ``spec`` (``records.State``, ``records.Spec``; plain
+    SGD as below, an optimizer rule lazily: ``_sgd_epoch_csr_rule``).
 
     For each row: ``w ← prox(w·(1 − η·l2) − η·s·L'(x·w + b, y)·x)``, ``b ← b − η·s·L'``
     (if ``fit_intercept``), then, if ``t ≥ average_start``, with ``k = t − average_start +
@@ -401,34 +448,22 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     loss_total = 0.0
     if n <= 0:
         return intercept, loss_total, t, -1
+    if is_optimizer(spec.rule):
+        rows = CsrRows(data, indices, indptr, y, sample_weight, order)
+        return _sgd_epoch_csr_rule(rows, spec, state)
     if l1 == 0.0 and not averaging:
         return _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state)
     last, history = _start(w, n)
-    # States are numbered from the last restart of the history; the first averaged one
-    # and avg_offset (k of the step after state s is avg_offset + s + 1) shift with them.
-    first_averaged = _NOT_YET
-    started_averaging = False
-    avg_offset = t - spec.average_start
-    averaged_since_restart = 0
+    marks = _start_lazy_marks(t, spec)
     u = 0
     for position in range(n):
         i = order[position] if use_order else position
         if use_order:
             _prefetch_csr_row(data, indices, indptr, y, order, position, n)
-        eta = step_size(spec, t)
-        decay = 1.0 - eta * spec.l2
-        threshold = eta * l1
-        averaged = averaging and t >= spec.average_start
-        if averaged and not started_averaging:
-            started_averaging = True
-            first_averaged = u + 1
-        k = t - spec.average_start + 1.0
-        u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
-            u, decay, w, last, history, avg_w, l1, first_averaged, avg_offset,
-            averaged_since_restart,
-        )  # fmt: skip
-        if averaged:
-            averaged_since_restart += 1
+        eta, decay, threshold, averaged, k, u, dense, marks = _begin_lazy_step(
+            spec, t, u, averaging, marks, w, last, history, avg_w
+        )
+        first_averaged, avg_offset = marks[0], marks[2]
         lo = _index(indptr[i])
         hi = _index(indptr[i + 1])
         acc = data.dtype.type(0.0)
@@ -451,13 +486,10 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
             step = scale * data[p]
             _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
         _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        if spec.fit_intercept:
-            intercept -= eta * deriv
-        if averaged:
-            avg_b[0] += (intercept - avg_b[0]) / k
+        intercept = _end_lazy_step(spec, intercept, eta * deriv, averaged, avg_b, k)
         t += 1.0
         u += 1
-    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+    _catch_up_all(u, w, last, history, avg_w, l1, marks[0], marks[2])
     return intercept, loss_total, t, -1
 
 
@@ -606,7 +638,8 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
 def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, spec, state,
                     parallel):  # fmt: skip
     """One epoch of mini-batch gradient descent on CSR rows (full batch: ``batch_size ≥ n``),
-    from the training ``state`` under ``spec`` (the plain SGD update rule).
+    from the training ``state`` under ``spec`` (plain SGD as below, an optimizer rule
+    lazily: ``_batch_epoch_csr_rule``).
 
     Each batch of ``m`` rows takes one step from ``g = (1/m)·Σ s·L'(x·w + b, y)·x``, the
     predictions all made with the weights at the start of the batch, then averages as
@@ -625,43 +658,39 @@ def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, 
     position in the epoch of the first batch with a non-finite loss, or -1.
     """
     rows = CsrRows(data, indices, indptr, y, sample_weight, order)
-    n = indptr.shape[0] - 1
+    if indptr.shape[0] <= 1:
+        return state.intercept, 0.0, state.t, -1
+    if is_optimizer(spec.rule):
+        return _batch_epoch_csr_rule(rows, batch_size, spec, state, parallel)
+    if spec.l1 == 0.0 and state.avg_b.shape[0] == 0:
+        return _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel)
+    return _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel)
+
+
+@kernel
+def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
+    """``batch_epoch_csr`` with L1 or averaging: the features a batch does not hold are
+    penalised and averaged lazily, as in ``sgd_epoch_csr``."""
+    n = rows.indptr.shape[0] - 1
     w, intercept, t, avg_w, avg_b = state.w, state.intercept, state.t, state.avg_w, state.avg_b
     averaging = avg_b.shape[0] > 0
     l1 = spec.l1
     loss_total = 0.0
-    if n <= 0:
-        return intercept, loss_total, t, -1
-    if l1 == 0.0 and not averaging:
-        return _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel)
     n_steps = (n + batch_size - 1) // batch_size
     last, history = _start(w, n_steps)
     grad = np.empty(w.shape[0], dtype=w.dtype)
     seen = np.full(w.shape[0], -1, dtype=np.int64)  # the step that last listed the feature
     touched = np.empty(w.shape[0], dtype=np.int64)
     predictions = np.empty(min(batch_size, n))
-    first_averaged = _NOT_YET  # states numbered from the last restart, as in SGD
-    started_averaging = False
-    avg_offset = t - spec.average_start
-    averaged_since_restart = 0
+    marks = _start_lazy_marks(t, spec)
     u = 0
     for batch in range(n_steps):
         start = batch * batch_size
         stop = min(start + batch_size, n)
-        eta = step_size(spec, t)
-        decay = 1.0 - eta * spec.l2
-        threshold = eta * l1
-        averaged = averaging and t >= spec.average_start
-        if averaged and not started_averaging:
-            started_averaging = True
-            first_averaged = u + 1
-        k = t - spec.average_start + 1.0
-        u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
-            u, decay, w, last, history, avg_w, l1, first_averaged, avg_offset,
-            averaged_since_restart,
-        )  # fmt: skip
-        if averaged:
-            averaged_since_restart += 1
+        eta, decay, threshold, averaged, k, u, dense, marks = _begin_lazy_step(
+            spec, t, u, averaging, marks, w, last, history, avg_w
+        )
+        first_averaged, avg_offset = marks[0], marks[2]
         # Bring the batch's features up to date, listed and their gradient zeroed.
         n_touched = _list_batch(rows, start, stop, batch, seen, touched, grad)
         for q in range(n_touched):
@@ -681,13 +710,136 @@ def batch_epoch_csr(data, indices, indptr, y, sample_weight, order, batch_size, 
             step = scale * float(grad[j])
             _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
         _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        if spec.fit_intercept:
-            intercept -= eta * deriv_sum / (stop - start)
-        if averaged:
-            avg_b[0] += (intercept - avg_b[0]) / k
+        intercept = _end_lazy_step(spec, intercept, scale * deriv_sum, averaged, avg_b, k)
         t += 1.0
         u += 1
-    _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+    _catch_up_all(u, w, last, history, avg_w, l1, marks[0], marks[2])
+    return intercept, loss_total, t, -1
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer rules on CSR rows: their lazy variant (rules.lazy_optimizer_update), under
+# which a weight moves only when its feature appears, so its running mean catches up in
+# closed form: over K0 < k ≤ K averaged steps at a constant w, K·avg_K = K0·avg_K0 + (K − K0)·w.
+# ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _lazy_average_start(state, t, spec):
+    """Per feature, the number of averaged steps its ``avg_w`` is current at: all of those
+    before this call, ``max(t − average_start, 0)``."""
+    return np.full(state.avg_w.shape[0], max(t - spec.average_start, 0.0))
+
+
+@scalar
+def _lazy_average_catch_up(avg_w, w, current, j, k):
+    """``avg_w[j]`` brought to ``k`` averaged steps, ``w[j]`` constant since ``current[j]``."""
+    done = current[j]
+    if k > done:
+        avg_w[j] = (done * avg_w[j] + (k - done) * float(w[j])) / k
+        current[j] = k
+
+
+@scalar
+def _lazy_average_before(state, columns, count, current, k):
+    """Before a step numbered ``k`` (averaged): the step's features caught up to ``k − 1``."""
+    if state.avg_w.shape[0] == 0 or k <= 1.0:
+        return
+    for q in range(count):
+        _lazy_average_catch_up(state.avg_w, state.w, current, _index(columns[q]), k - 1.0)
+
+
+@scalar
+def _lazy_average_after(state, columns, count, current, k, intercept):
+    """After a step numbered ``k ≥ 1``: its features' and the intercept's running means."""
+    if state.avg_w.shape[0] == 0 or k < 1.0:
+        return
+    for q in range(count):
+        j = _index(columns[q])
+        state.avg_w[j] += (float(state.w[j]) - state.avg_w[j]) / k
+        current[j] = k
+    state.avg_b[0] += (intercept - state.avg_b[0]) / k
+
+
+@scalar
+def _lazy_average_finish(state, current, t, spec):
+    """Every feature's running mean brought to the steps before counter ``t``."""
+    k = t - spec.average_start
+    for j in range(state.avg_w.shape[0]):
+        _lazy_average_catch_up(state.avg_w, state.w, current, j, k)
+
+
+@kernel
+def _sgd_epoch_csr_rule(rows, spec, state):
+    """``sgd_epoch_csr`` under an optimizer rule (lazy: see the section's comment)."""
+    data, indices, indptr, y, sample_weight, order = rows
+    n = indptr.shape[0] - 1
+    intercept, t = state.intercept, state.t
+    use_order = order.shape[0] > 0
+    current = _lazy_average_start(state, t, spec)
+    loss_total = 0.0
+    for position in range(n):
+        i = order[position] if use_order else position
+        if use_order:
+            _prefetch_csr_row(data, indices, indptr, y, order, position, n)
+        eta = step_size(spec, t)
+        lo = _index(indptr[i])
+        count = _index(indptr[i + 1]) - lo
+        prediction = _csr_row_dot(data, indices, indptr, i, state.w) + intercept
+        if not is_finite(prediction):
+            _lazy_average_finish(state, current, t, spec)
+            return intercept, loss_total + prediction, t, position
+        value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
+        if sample_weight.shape[0] > 0:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        loss_total += value
+        k = t - spec.average_start + 1.0
+        columns = indices[lo : lo + count]
+        _lazy_average_before(state, columns, count, current, k)
+        intercept = lazy_optimizer_update(
+            spec, state, data[lo : lo + count], columns, count, False, deriv, 1.0, eta, t,
+            intercept,
+        )  # fmt: skip
+        _lazy_average_after(state, columns, count, current, k, intercept)
+        t += 1.0
+    _lazy_average_finish(state, current, t, spec)
+    return intercept, loss_total, t, -1
+
+
+@kernel
+def _batch_epoch_csr_rule(rows, batch_size, spec, state, parallel):
+    """``batch_epoch_csr`` under an optimizer rule (lazy: see the section's comment)."""
+    n = rows.indptr.shape[0] - 1
+    intercept, t = state.intercept, state.t
+    d = state.w.shape[0]
+    grad = np.empty(d, dtype=state.w.dtype)
+    seen = np.full(d, -1, dtype=np.int64)
+    touched = np.empty(d, dtype=np.int64)
+    predictions = np.empty(min(batch_size, n))
+    current = _lazy_average_start(state, t, spec)
+    loss_total = 0.0
+    for u in range((n + batch_size - 1) // batch_size):
+        start = u * batch_size
+        stop = min(start + batch_size, n)
+        eta = step_size(spec, t)
+        _batch_predictions(rows, start, stop, state.w, 1.0, intercept, predictions, parallel)
+        batch_loss, deriv_sum, count = _batch_sums(
+            rows, start, stop, predictions, spec, grad, seen, touched, 0, u
+        )
+        loss_total += batch_loss
+        if not is_finite(batch_loss):
+            _lazy_average_finish(state, current, t, spec)
+            return intercept, loss_total, t, start
+        k = t - spec.average_start + 1.0
+        _lazy_average_before(state, touched, count, current, k)
+        m = stop - start
+        intercept = lazy_optimizer_update(
+            spec, state, grad, touched, count, True, 1.0 / m, deriv_sum, eta, t, intercept
+        )
+        _lazy_average_after(state, touched, count, current, k, intercept)
+        t += 1.0
+    _lazy_average_finish(state, current, t, spec)
     return intercept, loss_total, t, -1
 
 
@@ -709,7 +861,6 @@ def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
     order (the smallest such column of the first row holding one, as ``epochs.scan_rows``
     finds on the dense matrix; ``(-1, -1)`` if none) and ``norm`` is
     ``max_i s_i·(‖x_i‖² + extra)`` (``inf`` when a value is not finite; 0 for no rows)."""
-    weighted = sample_weight.shape[0] > 0
     chunk = chunk_rows_for(n_rows)
     n_chunks = (n_rows + chunk - 1) // chunk
     bad = np.zeros(n_chunks, dtype=np.int64)
@@ -720,13 +871,8 @@ def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
         for i in range(c * chunk, min((c + 1) * chunk, n_rows)):
             norm = 0.0
             for p in range(_index(indptr[i]), _index(indptr[i + 1])):
-                value = float(data[p])
-                norm += value * value
-                n_bad += 0 if is_finite(value) else 1
-            norm += extra
-            if weighted:
-                norm *= sample_weight[i]
-            best = max(best, norm)
+                norm, n_bad = add_square(norm, n_bad, data[p])
+            best = max(best, weighted_norm(norm, extra, sample_weight, i))
         bad[c] = n_bad
         norms[c] = best
     for c in range(n_chunks):

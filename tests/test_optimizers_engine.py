@@ -181,10 +181,12 @@ def test_a_stochastic_optimizer_is_read_by_name_from_the_update_rules():
     names = {rule.name for rule in options.UPDATE_RULES}
     for optimizer in ("momentum", "adam"):
         if optimizer in names:  # the kernels implement it: its row and slots are used
-            rule = engine.resolve_options(optimizer=optimizer)["rule"]
+            rule = engine.resolve_options(optimizer=optimizer, learning_rate="constant")["rule"]
             assert rule.name == optimizer
-            result = fastgd.fit(X, Y_REG, optimizer=optimizer, max_iter=2)
-            assert result.slots.shape == (rule.slots, X.shape[1])
+            result = fastgd.fit(
+                X, Y_REG, optimizer=optimizer, max_iter=2, learning_rate="constant", eta0=1e-3
+            )
+            assert result.slots.shape == (rule.slots, X.shape[1] + 1)
         else:
             with pytest.raises(ValueError, match=f"optimizer='{optimizer}' is not"):
                 fastgd.fit(X, Y_REG, optimizer=optimizer)
@@ -201,8 +203,8 @@ def test_the_rules_slots_carry_across_partial_fit_and_start_from_slots_init(monk
     rules = tuple(rule for rule in options.UPDATE_RULES if rule.name != "momentum")
     monkeypatch.setattr(options, "UPDATE_RULES", (*rules, stand_in))
     fresh = fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=1)
-    assert fresh.slots.shape == (1, 12) and not fresh.slots.any()
-    marked = np.arange(12.0)[None, :]
+    assert fresh.slots.shape == (1, 13) and not fresh.slots.any()
+    marked = np.arange(13.0)[None, :]
     assert np.array_equal(
         fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=1, slots_init=marked).slots, marked
     )

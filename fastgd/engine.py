@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numba
 import numpy as np
-import scipy.sparse as sp
 
 from . import options, parameters
 from ._kernels.epochs import (
@@ -418,11 +417,8 @@ def _array_source(X, y, resolved: dict, *, sample_weight, normalize_weights,
     """The validated arrays of ``fastgd.fit`` as its data source, and the two classes of a
     classification (None for regression)."""
     sparse = is_sparse(X)
-    if sparse and not resolved["schedule"].rule.sparse:
-        raise ValueError(
-            f"learning_rate={resolved['schedule'].name!r} is not available for sparse input "
-            "yet; use a dense array or another learning_rate."
-        )
+    if sparse and not resolved["rule"].sparse:
+        raise _no_csr_kernel(resolved["rule"], resolved["optimizer"])
     # Checked for NaN/inf below, in the pass that also gives L_row.
     X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
     n = X.shape[0]
@@ -946,15 +942,21 @@ def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
     return _run(plan)
 
 
-def _check_rule_runs_on(rule: options.UpdateRule, source) -> None:
-    """Refuse an update rule on data its kernels do not implement (the table's ``sparse``
-    and ``row_memory`` columns)."""
+def _no_csr_kernel(rule: options.UpdateRule, optimizer: str) -> ValueError:
+    """The error for an update rule without CSR kernels (the table's ``sparse`` column),
+    named by the parameter that chose it: ``optimizer``, or ``learning_rate`` (pa1/pa2)."""
+    parameter = "optimizer" if rule.name == optimizer else "learning_rate"
     working = ", ".join(r.name for r in options.UPDATE_RULES if r.sparse)
-    if not rule.sparse and sp.issparse(getattr(source, "X", None)):
-        raise ValueError(
-            f"optimizer={rule.name!r} has no CSR kernel (fastgd.options.UPDATE_RULES, "
-            f"column sparse); on sparse X use one of: {working}, or pass X.toarray()."
-        )
+    return ValueError(
+        f"{parameter}={rule.name!r} has no CSR kernel (fastgd.options.UPDATE_RULES, column "
+        f"sparse); on sparse X use a dense array (X.toarray()) or an update rule with one: "
+        f"optimizer in {working} (learning_rate not pa1/pa2)."
+    )
+
+
+def _check_rule_runs_on(rule: options.UpdateRule, source) -> None:
+    """Refuse a rule with ``row_memory`` (SAGA) on a source other than arrays in memory
+    (CSR rows without the table's ``sparse`` column are refused by ``_array_source``)."""
     if rule.row_memory and not isinstance(source, _ArraySource):
         raise ValueError(
             f"optimizer={rule.name!r} keeps one stored derivative per row of the whole data "

@@ -575,6 +575,14 @@ def _resolve(fit_options: dict, strategy, minibatch_mode, fraction):
             "average= (averaged SGD) is not available with minibatch_mode='average' (the "
             "partitions' models are averaged already); use minibatch_mode='sample'."
         )
+    if mode != "full" and resolved["optimizer"] != "sgd":
+        # The rounds run plain SGD steps (local epochs, or the driver's step on a sample's
+        # gradient): an optimizer's state would not be carried from round to round.
+        raise ValueError(
+            f"fastgd.dask.fit runs strategy={strategy!r} with optimizer='sgd' only (got "
+            f"optimizer={resolved['optimizer']!r}); the optimizers of strategy='full' "
+            f"(gd, nesterov, lbfgs) run on Dask, or use fastgd.fit on data in memory."
+        )
     if mode == "sample" and resolved["strategy"].name == "sgd":
         raise ValueError("minibatch_mode='sample' needs strategy='minibatch' (or 'full').")
     return resolved, settings, mode

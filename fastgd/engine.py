@@ -32,7 +32,7 @@ from ._kernels.epochs import (
     sgd_epoch,
 )
 from ._kernels.order import fill_epoch_order
-from ._kernels.records import Spec, State, make_spec, make_state
+from ._kernels.records import Spec, State, make_spec, make_state, rule_arrays
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from ._validation import (
     check_binary_labels,
@@ -135,9 +135,10 @@ class FitResult:
         With ``average``: the running means of the weights so far (to continue averaging).
     validation_scores : ndarray or None
         With ``validation_score``: its value after each epoch.
-    slots : ndarray of shape (slots, n_features) or None
-        The update rule's per-feature state after the run (a momentum buffer, Adam's
-        moments; empty for plain SGD): ``slots_init`` of a fit that continues this one.
+    slots : ndarray of shape (slots, n_features + 1) or None
+        The update rule's per-coordinate state after the run (a momentum buffer, Adam's
+        moments; the last column the intercept's; empty for plain SGD): ``slots_init`` of a
+        fit that continues this one (SAGA's row memory is not kept: it restarts).
     """
 
     coef: np.ndarray
@@ -211,8 +212,10 @@ class _Plan:
     average_intercept: float = 0.0
     validation_score: Callable | None = None
     divergence_checks: str = "all"
-    #: The update rule's per-feature state, shape (slots, d); allocated by kernel_state.
+    #: The update rule's state (``records.rule_arrays``): per-coordinate slots, shape
+    #: (rule.slots, d + 1), and SAGA's row memory, shape (n_rows,) (else empty).
     slots: np.ndarray | None = None
+    row_memory: np.ndarray | None = None
     #: The optimizer's name (``parameters.PARAMETERS``), the update rule the kernels apply
     #: (``optimizer``'s row of ``options.UPDATE_RULES``, or the schedule's: pa1/pa2) and
     #: the optimizers' scalars.
@@ -249,8 +252,8 @@ def kernel_state(plan: _Plan, coef, intercept: float, t: float, avg_w, avg_b) ->
     counter, the running means and the update rule's slots (kept in ``plan.slots`` from
     one call to the next)."""
     if plan.slots is None:
-        plan.slots = np.zeros((plan.rule.slots, coef.shape[0]))
-    return make_state(coef, intercept, t, avg_w, avg_b, plan.slots)
+        plan.slots, plan.row_memory = rule_arrays(plan.rule, coef.shape[0], plan.source.n_rows)
+    return make_state(coef, intercept, t, avg_w, avg_b, plan.slots, plan.row_memory)
 
 
 #: ``fit``'s arguments that are data or a fit's starting state rather than options.
@@ -414,11 +417,8 @@ def _array_source(X, y, resolved: dict, *, sample_weight, normalize_weights,
     """The validated arrays of ``fastgd.fit`` as its data source, and the two classes of a
     classification (None for regression)."""
     sparse = is_sparse(X)
-    if sparse and not resolved["schedule"].rule.sparse:
-        raise ValueError(
-            f"learning_rate={resolved['schedule'].name!r} is not available for sparse input "
-            "yet; use a dense array or another learning_rate."
-        )
+    if sparse and not resolved["rule"].sparse:
+        raise _no_csr_kernel(resolved["rule"], resolved["optimizer"])
     # Checked for NaN/inf below, in the pass that also gives L_row.
     X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
     n = X.shape[0]
@@ -874,9 +874,10 @@ def fit(
     momentum, nesterov, beta_1, beta_2, rho, optimizer_epsilon : float, bool
         The stochastic rules' scalars: momentum's decay (and Nesterov's look-ahead), Adam's
         moment decays, RMSProp's decay (torch's ``alpha``), the denominators' guard.
-    slots_init : array of shape (slots, n_features), optional
+    slots_init : array of shape (slots, n_features + 1), optional
         The update rule's state to start from (``FitResult.slots`` of an earlier fit with
-        the same optimizer); None or another shape: zeros.
+        the same optimizer); None or another shape: zeros. Ignored by ``"saga"``, whose
+        state belongs to the rows of the earlier fit: it restarts.
 
     Returns
     -------
@@ -935,18 +936,45 @@ def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
         average_start=resolved["average_start"], average_coef_init=average_coef_init,
         average_intercept_init=average_intercept_init,
     )  # fmt: skip
+    _check_rule_runs_on(resolved["rule"], source)
     plan = _Plan(source=source, classes=classes, **resolved, **start)
-    plan.slots = _starting_slots(plan.rule, source.n_features, slots_init)
+    plan.slots, plan.row_memory = _starting_rule_state(plan.rule, source, slots_init)
     return _run(plan)
 
 
-def _starting_slots(rule: options.UpdateRule, d: int, slots_init) -> np.ndarray:
-    """The update rule's per-feature state at the start: zeros, or ``slots_init`` (the
-    ``FitResult.slots`` of an earlier fit, to continue it: ``partial_fit``)."""
-    if slots_init is None or np.shape(slots_init) != (rule.slots, d):
-        # A different shape: the rule or the width changed since; start its state afresh.
-        return np.zeros((rule.slots, d))
-    return np.array(slots_init, dtype=np.float64, order="C", copy=True)
+def _no_csr_kernel(rule: options.UpdateRule, optimizer: str) -> ValueError:
+    """The error for an update rule without CSR kernels (the table's ``sparse`` column),
+    named by the parameter that chose it: ``optimizer``, or ``learning_rate`` (pa1/pa2)."""
+    parameter = "optimizer" if rule.name == optimizer else "learning_rate"
+    working = ", ".join(r.name for r in options.UPDATE_RULES if r.sparse)
+    return ValueError(
+        f"{parameter}={rule.name!r} has no CSR kernel (fastgd.options.UPDATE_RULES, column "
+        f"sparse); on sparse X use a dense array (X.toarray()) or an update rule with one: "
+        f"optimizer in {working} (learning_rate not pa1/pa2)."
+    )
+
+
+def _check_rule_runs_on(rule: options.UpdateRule, source) -> None:
+    """Refuse a rule with ``row_memory`` (SAGA) on a source other than arrays in memory
+    (CSR rows without the table's ``sparse`` column are refused by ``_array_source``)."""
+    if rule.row_memory and not isinstance(source, _ArraySource):
+        raise ValueError(
+            f"optimizer={rule.name!r} keeps one stored derivative per row of the whole data "
+            f"set; it runs on arrays in memory (fastgd.fit, the estimators) only, not on "
+            f"{type(source).__name__} (fit_csv, Dask): use another optimizer there."
+        )
+
+
+def _starting_rule_state(rule: options.UpdateRule, source, slots_init):
+    """The update rule's state at the start (``records.rule_arrays``): zeros, or the slots
+    ``slots_init`` (``FitResult.slots`` of an earlier fit, to continue it: ``partial_fit``).
+    A rule with a row memory (SAGA) always restarts: its slot is the mean of the memory, which
+    belongs to the rows of the earlier call, not to these."""
+    slots, row_memory = rule_arrays(rule, source.n_features, source.n_rows)
+    if slots_init is not None and not rule.row_memory and np.shape(slots_init) == slots.shape:
+        slots[:] = slots_init
+    # Else: another shape means the rule or the width changed since; start afresh.
+    return slots, row_memory
 
 
 _NO_ORDER = np.empty(0, dtype=np.int64)
@@ -1046,7 +1074,7 @@ def _run(plan: _Plan) -> FitResult:
     )  # fmt: skip
     eta = plan.eta0
     if plan.schedule.name == "auto" and plan.optimizer != "lbfgs":  # lbfgs: line searches
-        eta = _auto_step(plan, rows)
+        eta = _rule_auto_step(plan, _auto_step(plan, rows))
     loop = _Loop(plan, eta, _explosion_scale(plan))
     if plan.optimizer in ("nesterov", "lbfgs"):
         loop.epochs = _FullBatchEpochs(plan)
@@ -1139,6 +1167,20 @@ class _FullBatchEpochs:
         if self.lbfgs is not None:
             self.lbfgs.x = self.expected.copy()  # as stored (float32 weights round)
         return state._replace(intercept=intercept, t=state.t + 1.0), point.loss_total, -1
+
+
+def _rule_auto_step(plan: _Plan, eta: float) -> float:
+    """``learning_rate="auto"``'s step for the update rule from plain SGD's ``eta``.
+    Heavy ball moves by ``η/(1 − μ)`` in a steady direction: its step is scaled by
+    ``1 − μ``. SAGA's proven step is ``1/(3·L_max)`` (Defazio et al., 2014), ``L_max`` the
+    largest row curvature ``curvature·s·(‖x‖² + 1)``. The adaptive rules are refused
+    before (``parameters.NO_AUTO_OPTIMIZERS``)."""
+    if plan.rule.name == "momentum":
+        return eta * (1.0 - plan.momentum)
+    if plan.rule.name == "saga":
+        largest = plan.loss.curvature * plan.source.max_row_norm()
+        return min(eta, 1.0 / (3.0 * largest)) if largest > 0 else eta
+    return eta
 
 
 def _auto_step(plan: _Plan, rows: int) -> float:
@@ -1239,7 +1281,7 @@ class _Loop:
             self.intercept, self.t = best_intercept, best_t
             self.avg_w[:], self.avg_b[:] = best_avg
             if best_slots is not None:  # the rule's state belongs to the weights it led to
-                plan.slots[:] = best_slots
+                plan.slots[:], plan.row_memory[:] = best_slots
             self.eta /= AUTO_BACKTRACK_DIVISOR
             self.backtracks += 1
             self.no_improvement = 0
@@ -1270,10 +1312,12 @@ class _Loop:
                 self.best_state = (self.coef.copy(), self.intercept, self.t, averages,
                                    self._slots())  # fmt: skip
 
-    def _slots(self) -> np.ndarray | None:
-        """A copy of the update rule's state (None: a rule without one)."""
-        slots = self.plan.slots
-        return slots.copy() if slots is not None and slots.size else None
+    def _slots(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A copy of the update rule's state, slots and row memory (None: a rule without)."""
+        slots, row_memory = self.plan.slots, self.plan.row_memory
+        if slots is None or (not slots.size and not row_memory.size):
+            return None
+        return slots.copy(), row_memory.copy()
 
     def _go_on(self, epoch_loss: float) -> bool:
         plan = self.plan

@@ -123,7 +123,8 @@ class _BaseSGD(BaseEstimator):
             average_coef = np.zeros((k, n_features))
             average_intercept = np.zeros(k)
         t_init = float(self.t_) if continuing else 1.0
-        # The update rule's state (momentum, moments) carries on across partial_fit calls.
+        # The update rule's slots (momentum, moments) carry on across partial_fit calls;
+        # SAGA's row memory belongs to the rows of one call: it restarts (engine.train).
         slots = getattr(self, "_slots", None) if continuing else None
         rng = check_random_state(self.random_state)
         seeds = rng.randint(_MAX_SEED, size=k)

@@ -105,6 +105,11 @@ STOCHASTIC_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw
 #: there means "gd": one plain step per epoch, fastgd's behaviour before optimizers).
 FULL_BATCH_OPTIMIZERS = ("gd", "nesterov", "lbfgs")
 _NON_NEGATIVE = {"kind": "real", "low": 0.0, "closed": "left"}
+#: The optimizers' defaults (torch.optim's), stated once in ``fastgd.options``.
+_TORCH = options.OPTIMIZER_DEFAULTS
+#: The optimizers whose step is in the weights' units (adaptive): learning_rate="auto"
+#: derives a step from the data's curvature, which does not bound theirs.
+NO_AUTO_OPTIMIZERS = ("adagrad", "rmsprop", "adam", "adamw")
 
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("loss", "choice", "squared_error", "the loss L(p, y)",
@@ -118,16 +123,17 @@ PARAMETERS: tuple[Parameter, ...] = (
               "adagrad, rmsprop, adam, adamw, saga)",
               choices=STOCHASTIC_OPTIMIZERS + FULL_BATCH_OPTIMIZERS, flag="--optimizer",
               metavar="NAME"),
-    Parameter("momentum", default=0.9, doc="the momentum of optimizer='momentum'",
-              flag="--momentum", **_DECAY),
-    Parameter("nesterov", "bool", False, "Nesterov's look-ahead for optimizer='momentum'"),
-    Parameter("beta_1", default=0.9, doc="Adam's decay of the first moment", flag="--beta-1",
-              **_DECAY),
-    Parameter("beta_2", default=0.999, doc="Adam's decay of the second moment",
+    Parameter("momentum", default=_TORCH["momentum"],
+              doc="the momentum of optimizer='momentum'", flag="--momentum", **_DECAY),
+    Parameter("nesterov", "bool", _TORCH["nesterov"],
+              "Nesterov's look-ahead for optimizer='momentum'"),
+    Parameter("beta_1", default=_TORCH["beta_1"], doc="Adam's decay of the first moment",
+              flag="--beta-1", **_DECAY),
+    Parameter("beta_2", default=_TORCH["beta_2"], doc="Adam's decay of the second moment",
               flag="--beta-2", **_DECAY),
-    Parameter("rho", default=0.99, doc="RMSProp's decay of the squared gradients",
+    Parameter("rho", default=_TORCH["rho"], doc="RMSProp's decay of the squared gradients",
               flag="--rho", **_DECAY),
-    Parameter("optimizer_epsilon", "real", 1e-8,
+    Parameter("optimizer_epsilon", "real", _TORCH["optimizer_epsilon"],
               "the denominator's guard of adagrad, rmsprop, adam and adamw", low=0.0,
               closed="neither", flag="--optimizer-epsilon"),
     Parameter("batch_size", default=256, doc="rows per mini-batch", flag="--batch-size",
@@ -295,8 +301,9 @@ def _optimizer_needs_its_strategy(values, front):
     optimizer, strategy = values["optimizer"], values["strategy"]
     if strategy == "full":
         allowed = ("sgd", *FULL_BATCH_OPTIMIZERS)  # "sgd" under full: plain gd
-    else:
-        allowed = STOCHASTIC_OPTIMIZERS
+    else:  # the update rules' strategies column (fastgd.options.UPDATE_RULES)
+        runs = {rule.name for rule in options.UPDATE_RULES if strategy in rule.strategies}
+        allowed = tuple(name for name in STOCHASTIC_OPTIMIZERS if name in runs)
     if optimizer not in allowed:
         names = ", ".join(repr(name) for name in allowed)
         return (
@@ -336,6 +343,18 @@ def _pa_needs_plain_sgd(values, front):
     return None
 
 
+def _auto_needs_a_derived_step(values, front):
+    if values["learning_rate"] == "auto" and values["optimizer"] in NO_AUTO_OPTIMIZERS:
+        return (
+            f"learning_rate='auto' has no step derivation for optimizer="
+            f"{values['optimizer']!r} (its step is in the weights' units, not bounded by the "
+            f"data's curvature); give learning_rate='constant' and eta0 (torch's default "
+            f"for adam/adamw is 0.001, adagrad 0.01, rmsprop 0.01). 'auto' works with "
+            f"sgd, momentum, saga and the full-batch optimizers."
+        )
+    return None
+
+
 def _full_batch_optimizers_do_not_average(values, front):
     if values["optimizer"] in ("nesterov", "lbfgs") and values["average"] not in (None, False, 0):
         return (
@@ -357,6 +376,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("optimizer", "loss", "penalty"), _lbfgs_needs_a_smooth_objective,
          "lbfgs needs a smooth loss and no L1 part in the penalty"),
     Rule(("optimizer", "learning_rate"), _pa_needs_plain_sgd, "pa1/pa2 need optimizer='sgd'"),
+    Rule(("optimizer", "learning_rate"), _auto_needs_a_derived_step,
+         "learning_rate='auto' needs sgd, momentum, saga or a full-batch optimizer"),
     Rule(("optimizer", "average"), _full_batch_optimizers_do_not_average,
          "nesterov and lbfgs do not average"),
 )  # fmt: skip

@@ -12,7 +12,7 @@ import scipy.optimize
 import scipy.sparse as sp
 
 import fastgd
-from fastgd import cli
+from fastgd import cli, options
 from fastgd.full_batch import LBFGS_FTOL
 
 RNG = np.random.default_rng(7)
@@ -181,10 +181,12 @@ def test_a_stochastic_optimizer_is_read_by_name_from_the_update_rules():
     names = {rule.name for rule in options.UPDATE_RULES}
     for optimizer in ("momentum", "adam"):
         if optimizer in names:  # the kernels implement it: its row and slots are used
-            rule = engine.resolve_options(optimizer=optimizer)["rule"]
+            rule = engine.resolve_options(optimizer=optimizer, learning_rate="constant")["rule"]
             assert rule.name == optimizer
-            result = fastgd.fit(X, Y_REG, optimizer=optimizer, max_iter=2)
-            assert result.slots.shape == (rule.slots, X.shape[1])
+            result = fastgd.fit(
+                X, Y_REG, optimizer=optimizer, max_iter=2, learning_rate="constant", eta0=1e-3
+            )
+            assert result.slots.shape == (rule.slots, X.shape[1] + 1)
         else:
             with pytest.raises(ValueError, match=f"optimizer='{optimizer}' is not"):
                 fastgd.fit(X, Y_REG, optimizer=optimizer)
@@ -201,8 +203,8 @@ def test_the_rules_slots_carry_across_partial_fit_and_start_from_slots_init(monk
     rules = tuple(rule for rule in options.UPDATE_RULES if rule.name != "momentum")
     monkeypatch.setattr(options, "UPDATE_RULES", (*rules, stand_in))
     fresh = fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=1)
-    assert fresh.slots.shape == (1, 12) and not fresh.slots.any()
-    marked = np.arange(12.0)[None, :]
+    assert fresh.slots.shape == (1, 13) and not fresh.slots.any()
+    marked = np.arange(13.0)[None, :]
     assert np.array_equal(
         fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=1, slots_init=marked).slots, marked
     )
@@ -256,3 +258,117 @@ def test_a_back_off_restores_the_rules_slots_with_the_weights(monkeypatch):
     assert source.slots_seen == [0.0, 1.0, 2.0, 2.0, 3.0]
     assert result.extras["auto_backtracks"] == 1
     assert result.slots[0, 0] == 4.0
+
+
+# End to end: fastgd.fit with each stochastic optimizer against the reference's epochs.
+STOCHASTIC = ("momentum", "adagrad", "rmsprop", "adam", "adamw", "saga")
+SMALL = np.random.default_rng(3).normal(size=(30, 4))
+SMALL_Y = SMALL @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.3
+
+
+def _reference_epochs(X, y, rule, strategy, *, epochs=2, eta0=0.01, batch_size=8, **params):
+    """``epochs`` epochs of the reference in file order (the engine's shuffle=False)."""
+    from fastgd import reference as ref
+
+    w, b, t = np.zeros(X.shape[1]), 0.0, 1.0
+    state = ref.start_rule_state(rule, X.shape[1], X.shape[0])
+    dense = X.toarray() if sp.issparse(X) else X
+    for _ in range(epochs):
+        options_ = dict(loss="squared_error", eta0=eta0, t=t, update_rule=rule,
+                        rule_state=state, optimizer=ref.optimizer_parameters(**params),
+                        lazy=sp.issparse(X))  # fmt: skip
+        order = np.arange(X.shape[0])
+        if strategy == "sgd":
+            out = ref.sgd_epoch(dense, y, w, b, order, **options_)
+        else:
+            out = ref.minibatch_epoch(dense, y, w, b, order, batch_size, **options_)
+        w, b, _, t = out[:4]
+        state = out[-1]
+    return w, b
+
+
+def _engine(X, y, optimizer, strategy, *, epochs=2, eta0=0.01, **params):
+    return fastgd.fit(X, y, strategy=strategy, optimizer=optimizer, learning_rate="constant",
+                      eta0=eta0, batch_size=8, shuffle=False, max_iter=epochs, tol=None,
+                      **params)  # fmt: skip
+
+
+@pytest.mark.parametrize("strategy", ["sgd", "minibatch"])
+@pytest.mark.parametrize(
+    ("optimizer", "csr"),
+    # CSR where the table's sparse column has it (saga: test_saga_on_csr_is_refused...).
+    [(name, False) for name in STOCHASTIC]
+    + [(name, True) for name in STOCHASTIC if options.update_rule_by_name(name).sparse],
+)
+def test_each_stochastic_optimizer_runs_end_to_end_as_the_reference(optimizer, strategy, csr):
+    X = sp.csr_matrix(SMALL * (np.abs(SMALL) > 0.4)) if csr else SMALL
+    result = _engine(X, SMALL_Y, optimizer, strategy)
+    w, b = _reference_epochs(X, SMALL_Y, optimizer, strategy)
+    np.testing.assert_allclose(result.coef, w, rtol=1e-9, atol=1e-12)
+    assert math.isclose(result.intercept, b, rel_tol=1e-9, abs_tol=1e-12)
+    dense = X.toarray() if csr else X
+    assert np.mean((dense @ result.coef + result.intercept - SMALL_Y) ** 2) < np.mean(SMALL_Y**2)
+    single = _engine(X.astype(np.float32), SMALL_Y, optimizer, strategy)
+    assert single.coef.dtype == np.float32
+
+
+def test_the_optimizer_parameters_reach_the_kernels():
+    half = _engine(SMALL, SMALL_Y, "momentum", "sgd", momentum=0.5)
+    assert not np.allclose(half.coef, _engine(SMALL, SMALL_Y, "momentum", "sgd").coef)
+    w, b = _reference_epochs(SMALL, SMALL_Y, "momentum", "sgd", momentum=0.5)
+    np.testing.assert_allclose(half.coef, w, rtol=1e-9, atol=1e-12)
+    adam = _engine(SMALL, SMALL_Y, "adam", "minibatch", beta_1=0.5, beta_2=0.9)
+    w, b = _reference_epochs(SMALL, SMALL_Y, "adam", "minibatch", beta_1=0.5, beta_2=0.9)
+    np.testing.assert_allclose(adam.coef, w, rtol=1e-9, atol=1e-12)
+    assert math.isclose(adam.intercept, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_saga_reaches_the_least_squares_optimum_with_a_constant_step():
+    design = np.column_stack([SMALL, np.ones(len(SMALL))])
+    y = SMALL_Y + 0.1 * np.random.default_rng(5).normal(size=len(SMALL))
+    exact = np.linalg.lstsq(design, y, rcond=None)[0]
+    step = 1.0 / (3.0 * np.max(np.sum(design**2, axis=1)))
+    result = fastgd.fit(SMALL, y, strategy="sgd", optimizer="saga", learning_rate="constant",
+                        eta0=step, max_iter=300, tol=None, random_state=0)  # fmt: skip
+    np.testing.assert_allclose(np.append(result.coef, result.intercept), exact, atol=1e-6)
+    auto = fastgd.fit(SMALL, y, strategy="sgd", optimizer="saga", max_iter=300, tol=None,
+                      random_state=0)  # fmt: skip
+    np.testing.assert_allclose(np.append(auto.coef, auto.intercept), exact, atol=1e-6)
+
+
+def test_saga_on_csr_is_refused_naming_what_works():
+    with pytest.raises(ValueError, match=r"optimizer='saga' has no CSR kernel.*adam"):
+        fastgd.fit(sp.csr_matrix(SMALL), SMALL_Y, optimizer="saga", learning_rate="constant")
+
+
+def test_saga_on_a_block_source_is_refused(tmp_path):
+    path = tmp_path / "small.csv"
+    np.savetxt(path, np.column_stack([SMALL, SMALL_Y]), delimiter=",", comments="",
+               header="a,b,c,d,y")  # fmt: skip
+    with pytest.raises(ValueError, match=r"optimizer='saga'.*arrays in memory"):
+        fastgd.fit_csv(path, target="y", optimizer="saga", learning_rate="constant",
+                       cache_dir=tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam", "adamw"])
+def test_auto_is_refused_for_the_adaptive_rules(optimizer):
+    with pytest.raises(ValueError, match=rf"learning_rate='auto'.*optimizer='{optimizer}'"):
+        fastgd.fit(SMALL, SMALL_Y, optimizer=optimizer)
+
+
+def test_auto_works_with_momentum():
+    result = fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=5, random_state=0)
+    assert result.loss_history[-1] < result.loss_history[0]
+
+
+def test_the_estimators_take_an_optimizer_and_partial_fit_equals_fit():
+    settings = dict(optimizer="adam", learning_rate="constant", eta0=0.01, shuffle=False,
+                    tol=None, strategy="minibatch", batch_size=8)  # fmt: skip
+    fitted = fastgd.SGDRegressor(max_iter=3, **settings).fit(SMALL, SMALL_Y)
+    stepwise = fastgd.SGDRegressor(**settings)
+    for _ in range(3):
+        stepwise.partial_fit(SMALL, SMALL_Y)
+    np.testing.assert_allclose(stepwise.coef_, fitted.coef_, rtol=1e-12)
+    np.testing.assert_allclose(stepwise.intercept_, fitted.intercept_, rtol=1e-12)
+    classifier = fastgd.SGDClassifier(optimizer="momentum", learning_rate="constant", eta0=0.01)
+    assert classifier.fit(X, Y_CLS).score(X, Y_CLS) > 0.8

@@ -85,7 +85,7 @@ from .epochs import MIN_CHUNK_ROWS, add_square, chunk_rows_for, scan_chunks, wei
 from .memory import prefetch
 from .records import CsrRows
 from .rules import is_optimizer, lazy_optimizer_update
-from .scalar import is_finite, soft_threshold, step_size
+from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
 
 #: Restart the running products when ``|P|`` would fall below this: far above float64's
 #: smallest normal (1e-308), so ``c/|P|`` and the products of the history stay accurate.
@@ -419,7 +419,12 @@ def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, 
         if not is_finite(prediction):
             _rescale(w, scale)
             return intercept, loss_total + prediction, t, u
-        value, deriv = weighted_loss(spec, prediction, y, sample_weight, weighted, i)
+        # Spelled out, not epochs.weighted_loss: through that helper this, the fastest
+        # CSR epoch, runs ~12% slower (8.3 → 9.3 ms on 100k × 50k, 50 non-zeros a row).
+        value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
         loss_total += value
         scale *= decay
         if abs(scale) < SCALE_RENORMALISE_BELOW:

@@ -370,7 +370,8 @@ def learning_rate(
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_data(X, y, w):
+def _as_data(X, y, w, sample_weight):
+    """``X, y, w`` as float64 arrays of fitting shapes, and the multipliers ``s``."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
@@ -378,7 +379,7 @@ def _as_data(X, y, w):
         raise ValueError(
             f"shapes do not fit: X {X.shape} must be (n, d), y {y.shape} (n,), w {w.shape} (d,)."
         )
-    return X, y, w
+    return X, y, w, _multipliers(sample_weight, X.shape[0])
 
 
 def _multipliers(sample_weight, n: int) -> np.ndarray:
@@ -425,11 +426,14 @@ def objective(
     -------
     float
     """
-    X, y, w = _as_data(X, y, w)
-    n = X.shape[0]
-    s = _multipliers(sample_weight, n)
+    X, y, w, s = _as_data(X, y, w, sample_weight)
     value, _ = loss_and_derivative(loss, X @ w + b, y, epsilon)
-    return float(np.dot(s, value) / n + penalty_value(w, l1, l2))
+    return _objective_value(s, value, w, l1, l2)
+
+
+def _objective_value(s, value, w, l1: float, l2: float) -> float:
+    """:math:`J` from the rows' losses ``value`` and multipliers ``s`` at the weights ``w``."""
+    return float(np.dot(s, value) / s.shape[0] + penalty_value(w, l1, l2))
 
 
 def full_batch_step(
@@ -471,13 +475,12 @@ def full_batch_step(
     objective_at_start : float
         :math:`J(w, b)` at the weights before the step.
     """
-    X, y, w = _as_data(X, y, w)
+    X, y, w, s = _as_data(X, y, w, sample_weight)
     n = X.shape[0]
-    s = _multipliers(sample_weight, n)
     value, derivative = loss_and_derivative(loss, X @ w + b, y, epsilon)
     weighted = s * derivative
     grad = X.T @ weighted / n
-    objective_at_start = float(np.dot(s, value) / n + penalty_value(w, l1, l2))
+    objective_at_start = _objective_value(s, value, w, l1, l2)
     w_new = penalized_step(w, grad, eta, l1, l2)
     b_new = float(b - eta * np.sum(weighted) / n) if fit_intercept else float(b)
     return w_new, b_new, objective_at_start
@@ -799,9 +802,8 @@ def _epoch(
     """The loop of :func:`minibatch_epoch` and :func:`sgd_epoch`: steps of ``batch_size``
     rows under the update rule ``rule`` (its data step sizes single-row steps only), or
     ``update_rule`` when given."""
-    X, y, w = _as_data(X, y, w)
+    X, y, w, s = _as_data(X, y, w, sample_weight)
     n = X.shape[0]
-    s = _multipliers(sample_weight, n)
     order = _check_order(order, n)
     averaged = _start_average(average)
     penalty_at_start = penalty_value(w, l1, l2)

@@ -21,8 +21,6 @@ Conventions shared by all kernels (the engine prepares them):
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
@@ -43,18 +41,6 @@ MAX_CHUNKS = 64
 @scalar
 def chunk_rows_for(m):
     return max(MIN_CHUNK_ROWS, (m + MAX_CHUNKS - 1) // MAX_CHUNKS)
-
-
-@scalar
-def weighted_loss(spec, prediction, y, sample_weight, weighted, i):
-    """Row ``i``'s ``(s·L, s·L')`` at ``prediction`` (not ``weighted``: ``s = 1``). The
-    caller passes ``weighted`` (``sample_weight`` not empty) from outside its row loop:
-    a CSR epoch that tests the length per row runs ~10% slower."""
-    value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
-    if weighted:
-        value *= sample_weight[i]
-        deriv *= sample_weight[i]
-    return value, deriv
 
 
 @scalar
@@ -88,7 +74,10 @@ def _accumulate_chunk(
             prefetch_for_order(X, order, k, block_rows, stream)
         i = order[k] if use_order else k
         p = _row_dot(X, i, w) + intercept
-        value, deriv = weighted_loss(spec, p, y, sample_weight, weighted, i)
+        value, deriv = loss_and_derivative(spec.loss, p, y[i], spec.epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
         loss_sum += value
         deriv = row_derivative(spec, row_memory, i, deriv)
         deriv_sum += deriv
@@ -367,13 +356,16 @@ def weighted_norm(norm, extra, sample_weight, i):
     return norm
 
 
-@scalar
-def scan_chunks(source, n, sample_weight, extra, row_norm, bad_column):
-    """The parallel scan behind :func:`scan_rows` and ``sparse.scan_csr`` over the ``n``
-    rows of ``source``, whose format the two row helpers know: ``row_norm(source, i,
-    n_bad)`` is ``(‖x_i‖², n_bad + non-finite values of row i)`` and ``bad_column(source,
-    i)`` the smallest column of row ``i`` holding a non-finite value (-1 if none). Returns
-    ``(row, column, norm)`` as :func:`scan_rows` says (``norm`` 0 for no rows)."""
+@parallel_kernel
+def scan_rows(A, sample_weight, extra):
+    """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
+    ``(row, column)`` is the first NaN or ±inf (``(-1, -1)`` if none) and ``norm`` is
+    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column).
+
+    Validation and the ``auto`` step size share this one read of X; the exact place of a
+    non-finite value is searched only in the chunks that hold one.
+    """
+    n = A.shape[0]
     chunk = chunk_rows_for(n)
     n_chunks = (n + chunk - 1) // chunk
     bad = np.zeros(n_chunks, dtype=np.int64)
@@ -382,47 +374,19 @@ def scan_chunks(source, n, sample_weight, extra, row_norm, bad_column):
         n_bad = 0
         best = 0.0
         for i in range(c * chunk, min((c + 1) * chunk, n)):
-            norm, n_bad = row_norm(source, i, n_bad)
+            norm = 0.0
+            for j in range(A.shape[1]):
+                norm, n_bad = add_square(norm, n_bad, A[i, j])
             best = max(best, weighted_norm(norm, extra, sample_weight, i))
         bad[c] = n_bad
         norms[c] = best
-    # The exact place of a non-finite value is searched only in the chunks that hold one.
     for c in range(n_chunks):
         if bad[c]:
             for i in range(c * chunk, min((c + 1) * chunk, n)):
-                column = bad_column(source, i)
-                if column >= 0:
-                    return i, column, math.inf
-    return -1, -1, norms.max() if n_chunks > 0 else 0.0
-
-
-@scalar
-def _dense_row_norm(A, i, n_bad):
-    """``(‖a_i‖², n_bad + non-finite values of row i)`` of the 2-D array ``A``."""
-    norm = 0.0
-    for j in range(A.shape[1]):
-        norm, n_bad = add_square(norm, n_bad, A[i, j])
-    return norm, n_bad
-
-
-@scalar
-def _dense_bad_column(A, i):
-    """The first column of row ``i`` of ``A`` holding a NaN or ±inf, or -1."""
-    for j in range(A.shape[1]):
-        if not is_finite(A[i, j]):
-            return j
-    return -1
-
-
-@parallel_kernel
-def scan_rows(A, sample_weight, extra):
-    """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
-    ``(row, column)`` is the first NaN or ±inf (``(-1, -1)`` if none) and ``norm`` is
-    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column).
-
-    Validation and the ``auto`` step size share this one read of X (:func:`scan_chunks`).
-    """
-    return scan_chunks(A, A.shape[0], sample_weight, extra, _dense_row_norm, _dense_bad_column)
+                for j in range(A.shape[1]):
+                    if not is_finite(A[i, j]):
+                        return i, j, np.inf
+    return -1, -1, norms.max()
 
 
 @kernel

@@ -218,10 +218,7 @@ def optimizer_update(spec, state, grad, grad_b, coef, m, eta, t, intercept, next
     bias = adam_bias(spec, t)
     n_rows = state.row_memory.shape[0]
     share = coef * m / n_rows if n_rows > 0 else 0.0  # SAGA's memory_share
-    # One inlined loop per rule, the rule a literal in each (see _optimizer_loop): the
-    # repetition is deliberate. A single call with ``rule`` leaves the rule a run-time value
-    # inside the per-coordinate loop (Numba has no compile-time argument short of one more
-    # specialisation key in Spec), so each coordinate would branch over all the rules.
+    # One inlined loop per rule (the rule a constant in each): see _optimizer_loop.
     if rule == UPDATE_MOMENTUM:
         code = UPDATE_MOMENTUM
         next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)

@@ -365,15 +365,7 @@ def _update_rule(optimizer: str, schedule: options.Schedule) -> options.UpdateRu
     SGD for the full-batch optimizers (gd's step; nesterov and lbfgs step in the engine)."""
     if optimizer not in parameters.STOCHASTIC_OPTIMIZERS or optimizer == "sgd":
         return schedule.rule
-    for rule in options.UPDATE_RULES:
-        if rule.name == optimizer:
-            return rule
-    # A ValueError (not NotImplementedError): every front reports it as bad input, in one line.
-    raise ValueError(
-        f"optimizer={optimizer!r} is not implemented yet: fastgd.options.UPDATE_RULES has "
-        f"no row {optimizer!r} (the kernels' update rules: "
-        f"{', '.join(rule.name for rule in options.UPDATE_RULES)})."
-    )
+    return options.update_rule_by_name(optimizer)
 
 
 def _starting_weights(d: int, dtype, *, coef_init, intercept_init, average_start,

@@ -100,7 +100,11 @@ _DECAY = {"kind": "real", "low": 0.0, "high": 1.0, "closed": "left"}
 
 #: The optimizers of strategy="sgd"/"minibatch": each names a row of
 #: ``fastgd.options.UPDATE_RULES`` (the per-step rule the kernels apply).
-STOCHASTIC_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw", "saga")
+STOCHASTIC_OPTIMIZERS = tuple(
+    rule.name
+    for rule in options.UPDATE_RULES
+    if rule.name not in {schedule.update_rule for schedule in options.SCHEDULES} - {"sgd"}
+)  # the update rules an optimizer= selects; pa1/pa2 are chosen by learning_rate
 #: The optimizers of strategy="full", run by the engine on full-batch gradients ("sgd"
 #: there means "gd": one plain step per epoch, fastgd's behaviour before optimizers).
 FULL_BATCH_OPTIMIZERS = ("gd", "nesterov", "lbfgs")

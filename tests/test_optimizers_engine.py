@@ -176,20 +176,15 @@ def test_the_estimators_take_the_optimizer_and_run_full_batch_lbfgs():
 
 
 def test_a_stochastic_optimizer_is_read_by_name_from_the_update_rules():
-    from fastgd import engine, options
+    from fastgd import engine
 
-    names = {rule.name for rule in options.UPDATE_RULES}
     for optimizer in ("momentum", "adam"):
-        if optimizer in names:  # the kernels implement it: its row and slots are used
-            rule = engine.resolve_options(optimizer=optimizer, learning_rate="constant")["rule"]
-            assert rule.name == optimizer
-            result = fastgd.fit(
-                X, Y_REG, optimizer=optimizer, max_iter=2, learning_rate="constant", eta0=1e-3
-            )
-            assert result.slots.shape == (rule.slots, X.shape[1] + 1)
-        else:
-            with pytest.raises(ValueError, match=f"optimizer='{optimizer}' is not"):
-                fastgd.fit(X, Y_REG, optimizer=optimizer)
+        rule = engine.resolve_options(optimizer=optimizer, learning_rate="constant")["rule"]
+        assert rule.name == optimizer
+        result = fastgd.fit(
+            X, Y_REG, optimizer=optimizer, max_iter=2, learning_rate="constant", eta0=1e-3
+        )
+        assert result.slots.shape == (rule.slots, X.shape[1] + 1)
 
 
 def test_the_rules_slots_carry_across_partial_fit_and_start_from_slots_init(monkeypatch):

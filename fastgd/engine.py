@@ -216,6 +216,9 @@ class _Plan:
     #: (rule.slots, d + 1), and SAGA's row memory, shape (n_rows,) (else empty).
     slots: np.ndarray | None = None
     row_memory: np.ndarray | None = None
+    #: The mean loss of the all-zero model on the source's rows (set with the loss scale;
+    #: reported in ``FitResult.extras["zero_model_loss"]``).
+    zero_model_loss: float = 0.0
     #: The optimizer's name (``parameters.PARAMETERS``), the update rule the kernels apply
     #: (``optimizer``'s row of ``options.UPDATE_RULES``, or the schedule's: pa1/pa2) and
     #: the optimizers' scalars.
@@ -1198,7 +1201,7 @@ def _explosion_scale(plan: _Plan) -> float:
     zero, start = source.losses(
         plan.loss.code, plan.epsilon, plan.coef if moved else None, plan.intercept
     )
-    zero_model = zero / source.n_rows
+    zero_model = plan.zero_model_loss = zero / source.n_rows
     if not moved:
         return zero_model
     # 0 for a loss that is 0 at zero weights and at the start (the perceptron): its loss
@@ -1342,7 +1345,8 @@ class _Loop:
             coef=model_coef, intercept=dtype.type(model_intercept), n_iter=len(self.history),
             loss_history=np.array(self.history), converged=self.converged,
             learning_rate=self.start_eta, t=self.t, loss=plan.loss.name, classes=plan.classes,
-            extras={"final_learning_rate": self.eta, "auto_backtracks": self.backtracks},
+            extras={"final_learning_rate": self.eta, "auto_backtracks": self.backtracks,
+                    "zero_model_loss": plan.zero_model_loss},
             standard_coef=self.coef if averaging else None,
             standard_intercept=dtype.type(self.intercept) if averaging else None,
             average_coef=self.avg_w if averaging else None,

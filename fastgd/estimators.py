@@ -34,7 +34,6 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import engine, options, parameters, prediction
-from ._kernels.epochs import loss_sum
 from ._validation import check_sparse_structure
 
 __all__ = ["SGDClassifier", "SGDRegressor"]
@@ -155,10 +154,6 @@ class _BaseSGD(BaseEstimator):
                 validation_score=validation_score, classes=classes_i, callback=callback,
                 slots_init=slots[i] if slots is not None else None,
             )  # fmt: skip
-            if self.learning_rate != "auto":  # ``auto`` raises on such losses (and backs off)
-                result.extras["zero_model_loss"] = _zero_model_loss(
-                    self.loss, self.epsilon, y_fit, w_fit, dtype
-                )
             return result
 
         workers = engine.concurrent_fits(_worker_count(n_jobs, k))
@@ -349,21 +344,13 @@ def _keeps_model_on_error(method):
 EXPLODED_LOSS_FACTOR = 1e6
 
 
-def _zero_model_loss(loss: str, epsilon: float, y, weights, dtype) -> float:
-    """The mean (weighted) loss of predicting 0 for every row of ``y`` (labels ±1 for the
-    classifier's sub-problems)."""
-    y = np.ascontiguousarray(y, dtype=dtype)
-    weights = np.ascontiguousarray(weights, dtype=np.float64)
-    total = loss_sum(
-        np.zeros(y.shape[0], dtype=dtype), y, weights, options.loss_by_name(loss).code, epsilon
-    )
-    return float(total) / y.shape[0]
-
-
 def _warn_if_exploded(results, learning_rate: str) -> None:
     """A ConvergenceWarning when the weights of a sub-problem exploded (see
     ``EXPLODED_LOSS_FACTOR``): scikit-learn's schedules stop only on non-finite values, so
-    unscaled data would otherwise give coefficients of 1e13 silently."""
+    unscaled data would otherwise give coefficients of 1e13 silently. (``auto`` backs off
+    and raises on such losses itself.) The all-zero model's loss is the engine's."""
+    if learning_rate == "auto":
+        return
     for result in results:
         zero = result.extras.get("zero_model_loss", 0.0)
         last = float(result.loss_history[-1]) if result.loss_history.shape[0] else 0.0

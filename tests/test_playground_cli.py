@@ -93,7 +93,7 @@ def test_features_are_standardised_by_default(table, tmp_path, capsys, seen):
     code, out, err = run([*argv, "--no-standardize", *QUICK], capsys, tmp_path)
     assert code == 0, err
     np.testing.assert_array_equal(seen[-1], raw)
-    assert "features not scaled (--no-standardize)" in out
+    assert "features unscaled: --no-standardize)" in out
 
 
 def test_unscaled_run_that_blows_up_is_listed_as_diverged(table, tmp_path, capsys):

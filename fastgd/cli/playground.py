@@ -177,7 +177,7 @@ def _problem(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
         raise UsageError("the following arguments are required with DATA.csv: --target")
     _args.check_no_repeats(args)
     X, y, names = read_data(args.data, *reader_arguments(args))
-    scaling = "standardised" if args.standardize else "not scaled (--no-standardize)"
+    scaling = "standardised" if args.standardize else "unscaled: --no-standardize"
     if args.standardize:
         X = standardized(X, names)
     shown = shown_input(args, "data")

@@ -56,6 +56,11 @@ FINDER_SUGGESTION_DIVISOR = 2.0
 #: keeps the edge before that climb: measured, sgd's suggestion moved from 1.0–5.8 to
 #: 0.4–4.3 times ``auto``'s step on the test problems; full batch's is unchanged).
 FINDER_BLOW_UP_FACTOR = 2.0
+#: A run that ends above its starting objective by more than this fraction of it has
+#: diverged, even though ``fit`` did not stop it (its explosion check allows a loss up to
+#: 1e10 times the start). The margin only absorbs rounding: the engine and
+#: ``reference.objective`` sum in different orders (float32 data: ~1e-7 apart).
+ABOVE_START_TOLERANCE = 1e-6
 #: Rows the finder and the loss surface work on at most (a seeded sample of X).
 FINDER_SAMPLE_ROWS = 4096
 SURFACE_SAMPLE_ROWS = 2000
@@ -112,17 +117,25 @@ class SweepRun:
         The loss curve, one value per finished epoch (for a diverged run, the epochs
         before the one that diverged: ``DivergenceError.loss_history``).
     final_loss : float
-        The last value of ``loss_history``; NaN for a diverged run.
+        The last value of ``loss_history``; NaN for a run that ``fit`` stopped
+        (``DivergenceError``).
     fit_time : float
         Wall seconds of the ``fit`` call (with threads, runs share the cores).
     n_iter : int
         Epochs that finished.
     converged : bool
     diverged : bool
+        ``fit`` raised ``DivergenceError``, or the run ended above its starting objective
+        ``start_loss`` (or at a loss that is not finite): the step was too large for the
+        data, even where ``fit`` ran all its epochs.
     message : str or None
-        The ``DivergenceError`` message of a diverged run.
+        Why a diverged run counts as such (``DivergenceError``'s message, or the final and
+        the starting loss).
     result : FitResult or None
-        The full result (None for a diverged run).
+        The full result (None when ``fit`` raised).
+    start_loss : float
+        The objective at the starting weights, which every run of a sweep shares
+        (NaN when not known).
     """
 
     strategy: str
@@ -139,6 +152,27 @@ class SweepRun:
     result: FitResult | None = field(default=None, repr=False)
     #: The optimizer of a sweep over ``optimizers`` (None: the sweep had no such axis).
     optimizer: str | None = None
+    start_loss: float = math.nan
+
+    @property
+    def status(self) -> str:
+        """How the run ended: ``"converged"``, ``"ran all epochs"``, ``"diverged in epoch
+        4"`` (``fit`` stopped it) or ``"diverged (ended above its start)"``."""
+        if self.diverged:
+            if self.result is None:
+                return f"diverged in epoch {self.n_iter + 1}"
+            return "diverged (ended above its start)"
+        return "converged" if self.converged else "ran all epochs"
+
+    def cells(self) -> list[str]:
+        """The run's row of the tables (:meth:`SweepResult.to_markdown`, the HTML report):
+        method, batch size, rate, epochs, final loss, time (ms), status."""
+        final = "—" if math.isnan(self.final_loss) else f"{self.final_loss:.6g}"
+        return [
+            self.method, "" if self.batch_size is None else str(self.batch_size),
+            self.rate.replace("auto (", "auto → ").rstrip(")"), str(self.n_iter), final,
+            f"{1000 * self.fit_time:.1f}", self.status,
+        ]  # fmt: skip
 
     @property
     def method(self) -> str:
@@ -220,6 +254,8 @@ class SweepResult:
                 "fit_time": run.fit_time,
                 "converged": run.converged,
                 "diverged": run.diverged,
+                "status": run.status,
+                "start_loss": run.start_loss,
                 "loss_history": run.loss_history.tolist(),
             }
             for run in self.runs
@@ -236,23 +272,18 @@ class SweepResult:
             ) from error
         return pd.DataFrame.from_records(self.to_records())
 
+    #: The columns of :meth:`to_markdown` (and of the HTML report), one per ``SweepRun.cells``.
+    COLUMNS = ("strategy", "batch", "learning rate", "epochs", "final loss", "time (ms)",
+               "status")  # fmt: skip
+
     def to_markdown(self) -> str:
-        """A Markdown table: strategy, batch size, rate, epochs, final loss, time, status."""
-        header = "| strategy | batch | learning rate | epochs | final loss | time (ms) | status |"
-        lines = [header, "|---|---:|---:|---:|---:|---:|---|"]
+        """A Markdown table: strategy, batch size, rate, epochs, final loss, time, status
+        (a diverged run's status in bold)."""
+        lines = ["| " + " | ".join(self.COLUMNS) + " |", "|---|---:|---:|---:|---:|---:|---|"]
         for run in self.runs:
-            rate = run.rate.replace("auto (", "auto → ").rstrip(")")
-            if run.diverged:
-                status = f"**diverged** in epoch {run.n_iter + 1}"
-                final = "—"
-            else:
-                status = "converged" if run.converged else "ran all epochs"
-                final = f"{run.final_loss:.6g}"
-            batch = "" if run.batch_size is None else str(run.batch_size)
-            lines.append(
-                f"| {run.method} | {batch} | {rate} | {run.n_iter} | {final} | "
-                f"{1000 * run.fit_time:.1f} | {status} |"
-            )
+            cells = run.cells()
+            cells[-1] = cells[-1].replace("diverged", "**diverged**", 1)
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     __str__ = to_markdown
@@ -337,7 +368,16 @@ def _optimizer_refused(values: dict) -> bool:
     return False
 
 
-def _one_run(X, y, strategy, optimizer, batch_size, rate, seed, fit_options) -> SweepRun:
+def _ended_above_start(final_loss: float, start_loss: float) -> bool:
+    """Whether a finished run diverged all the same: its final loss is not finite, or lies
+    above its start. A start of 0 (the perceptron's loss at zero weights) is no measure:
+    such a loss grows with the weights by design."""
+    if not math.isfinite(final_loss):
+        return True
+    return start_loss > 0.0 and final_loss > start_loss * (1.0 + ABOVE_START_TOLERANCE)
+
+
+def _one_run(X, y, strategy, optimizer, batch_size, rate, seed, start_loss, fit_options):
     schedule = {"learning_rate": "auto"} if rate == "auto" else {
         "learning_rate": "constant", "eta0": rate}  # fmt: skip
     if optimizer is not None:
@@ -355,13 +395,20 @@ def _one_run(X, y, strategy, optimizer, batch_size, rate, seed, fit_options) -> 
             step=math.nan if rate == "auto" else float(rate), loss_history=history,
             final_loss=math.nan, fit_time=time.perf_counter() - started, n_iter=history.shape[0],
             converged=False, diverged=True, message=str(error), optimizer=optimizer,
+            start_loss=start_loss,
         )  # fmt: skip
+    final = float(result.loss_history[-1])
+    diverged = _ended_above_start(final, start_loss)
+    message = (
+        f"the loss ended at {final:.6g}, above its starting {start_loss:.6g}: the step is too "
+        "large for this data (unscaled features?)" if diverged else None
+    )  # fmt: skip
     return SweepRun(
         strategy=strategy, batch_size=batch_size, learning_rate=rate,
-        step=float(result.learning_rate), loss_history=result.loss_history,
-        final_loss=float(result.loss_history[-1]), fit_time=time.perf_counter() - started,
-        n_iter=result.n_iter, converged=result.converged, diverged=False, result=result,
-        optimizer=optimizer,
+        step=float(result.learning_rate), loss_history=result.loss_history, final_loss=final,
+        fit_time=time.perf_counter() - started, n_iter=result.n_iter,
+        converged=result.converged and not diverged, diverged=diverged, message=message,
+        result=result, optimizer=optimizer, start_loss=start_loss,
     )  # fmt: skip
 
 
@@ -383,7 +430,9 @@ def sweep(
     eta0=rate, random_state=random_state, **fit_options)`` (``learning_rate="auto"`` for a
     rate given as ``"auto"``), so a row of the result equals that call exactly. A run that
     raises :class:`~fastgd.DivergenceError` is recorded as diverged, with the loss curve
-    of the epochs before it diverged; other errors (invalid input) are raised.
+    of the epochs before it diverged; so is a run whose final loss lies above the objective
+    at the starting weights (``SweepRun.start_loss``), though ``fit`` finished it; other
+    errors (invalid input) are raised.
 
     Parameters
     ----------
@@ -434,6 +483,7 @@ def sweep(
     optimizer_names = [None] if optimizers is None else _optimizer_names(optimizers)
     combinations = _combinations(strategy_names, optimizer_names, sizes, rates)
     X = check_X(X, check_finite=False)  # once, not per run (fit checks the values)
+    start_loss = _Problem.build(X, y, X.shape[0], seed, fit_options).start_objective(fit_options)
     if n_jobs is None:
         n_jobs = (os.cpu_count() or 1) if X.size >= PARALLEL_MIN_VALUES else 1
     n_jobs = check_scalar(n_jobs, "n_jobs", kind="int", low=1)
@@ -442,7 +492,7 @@ def sweep(
 
     def run(combination):
         strategy, optimizer, size, rate = combination
-        return _one_run(X, y, strategy, optimizer, size, rate, seed, fit_options)
+        return _one_run(X, y, strategy, optimizer, size, rate, seed, start_loss, fit_options)
 
     def run_in_thread(combination):
         # Numba's thread count is per calling thread: share the cores out among the fits.
@@ -509,6 +559,13 @@ class _Problem:
             loss=self.loss, epsilon=self.epsilon, sample_weight=self.multipliers,
             l1=self.l1, l2=self.l2,
         )  # fmt: skip
+
+    def start_objective(self, fit_options: dict) -> float:
+        """The objective at the weights a run starts from (``coef_init`` and
+        ``intercept_init``, else zeros)."""
+        coef_init = fit_options.get("coef_init")
+        start_coef = np.zeros(self.X.shape[1]) if coef_init is None else coef_init
+        return self.objective(start_coef, fit_options.get("intercept_init") or 0.0)
 
     def fit_options(self, fit_options: dict) -> dict:
         """fit's options for the sample (its rows of sample_weight)."""
@@ -692,9 +749,7 @@ def find_learning_rate(
     count = max(2, math.floor(rates_per_decade * math.log10(max_rate / min_rate) + 1e-9) + 1)
     grid = min_rate * 10.0 ** (np.arange(count) / rates_per_decade)
 
-    coef_init = fit_options.get("coef_init")
-    start_coef = np.zeros(problem.X.shape[1]) if coef_init is None else coef_init
-    start_loss = problem.objective(start_coef, fit_options.get("intercept_init") or 0.0)
+    start_loss = problem.start_objective(fit_options)
     common = {"strategy": strategy, "batch_size": batch_size, "random_state": seed,
               "max_iter": epochs, "tol": None, **run_options}  # fmt: skip
     rates: list[float] = []

@@ -37,6 +37,10 @@ __all__ = [
 INSTALL_HINT = 'pip install "fastgd[plot]"'
 #: Colour of diverged runs' crosses and of the suggestion's marker.
 DIVERGED_MARKER = "x"
+#: On a log axis an exact 0 (a loss driven to zero, a perfect fit) is drawn this many times
+#: below the smallest positive value shown, a decade under everything else, and the axis
+#: label says so; the axis stays logarithmic (a linear one would flatten every curve).
+ZERO_FLOOR_DIVISOR = 10.0
 
 
 def _matplotlib():
@@ -84,23 +88,51 @@ def _diverged_crosses(ax, x, **style) -> None:
             **style)  # fmt: skip
 
 
-def _finish(ax, xlabel: str, title: str, **legend):
-    """The labels, the title and the legend every picture ends with; returns the axes."""
+def _finish(ax, xlabel: str, title: str, floor: float | None = None, **legend):
+    """The labels, the title and the legend every picture ends with; returns the axes.
+    ``floor``: that of the log y axis (see :func:`_log_floor`), named in its label."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss (objective)")
+    ax.set_ylabel(f"loss (objective{_floor_note(floor)})")
     ax.set_title(title)
     ax.legend(**legend)
     return ax
 
 
-def _log_scale_if_positive(ax, values: np.ndarray, axis: str = "y") -> None:
-    finite = values[np.isfinite(values)]
-    if finite.size and (finite > 0).all():
+def _log_floor(*values) -> float | None:
+    """How a log axis shows these values (NaN and inf left out): None when it cannot (a
+    negative value, or no positive one: the axis stays linear); 0.0 when every value is
+    positive; else the floor an exact 0 is drawn at, the smallest positive value divided
+    by ``ZERO_FLOOR_DIVISOR``."""
+    flat = np.concatenate([np.ravel(np.asarray(v, dtype=np.float64)) for v in values])
+    finite = flat[np.isfinite(flat)]
+    positive = finite[finite > 0]
+    if not positive.size or (finite < 0).any():
+        return None
+    return 0.0 if positive.size == finite.size else float(positive.min()) / ZERO_FLOOR_DIVISOR
+
+
+def _clipped(values, floor: float | None) -> np.ndarray:
+    """``values`` as the axis shows them: zeros raised to the log axis's floor."""
+    values = np.asarray(values, dtype=np.float64)
+    if not floor:
+        return values
+    return np.where(values < floor, floor, values)  # NaN stays NaN
+
+
+def _floor_note(floor: float | None) -> str:
+    return f"; 0 drawn at {floor:.2g}" if floor else ""
+
+
+def _log_scale(ax, floor: float | None, axis: str = "y") -> None:
+    """A log axis unless ``floor`` is None (see :func:`_log_floor`)."""
+    if floor is not None:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
 def plot_fit(result, ax=None):
-    """One run's loss curve: the objective per epoch, log scale when positive.
+    """One run's loss curve: the objective per epoch, on a log scale unless a value is
+    negative (an exact 0 is drawn a decade below the smallest positive value; the axis
+    label says where).
 
     ``result`` is a record (a ``FitResult``, or a dict) with the fields ``loss_history``
     (one value per epoch), ``loss`` (its name), ``learning_rate``, ``converged`` and
@@ -110,16 +142,18 @@ def plot_fit(result, ax=None):
     history = np.asarray(_field(result, "loss_history"), dtype=np.float64)
     epochs = np.arange(1, history.shape[0] + 1)
     label = f"{_field(result, 'loss')}, step {_field(result, 'learning_rate'):.3g}"
-    ax.plot(epochs, history, marker="o", markersize=3, label=label)
-    _log_scale_if_positive(ax, history)
+    floor = _log_floor(history)
+    ax.plot(epochs, _clipped(history, floor), marker="o", markersize=3, label=label)
+    _log_scale(ax, floor)
     status = "converged" if _field(result, "converged") else "stopped"
     final = f"{history[-1]:.4g}" if history.size else "—"
     title = f"loss curve: {_field(result, 'n_iter')} epochs, {status}, final loss {final}"
-    return _finish(ax, "epoch", title)
+    return _finish(ax, "epoch", title, floor)
 
 
 def plot_sweep(runs, ax=None):
-    """Every run's loss curve on one axes (log y when all values are positive).
+    """Every run's loss curve on one axes (log y unless a value is negative; exact zeros
+    are drawn at a floor the axis label names).
 
     The colour encodes the learning rate (darker is smaller), the line style the strategy
     and batch size. Diverged runs are thin, labelled ``(diverged)`` and end with a cross
@@ -134,7 +168,7 @@ def plot_sweep(runs, ax=None):
     ax = _axes(ax)
     runs = list(runs)
     curves = [np.asarray(_field(run, "loss_history"), dtype=np.float64) for run in runs]
-    values = np.concatenate(curves) if curves else np.empty(0)
+    floor = _log_floor(np.empty(0), *curves)
     steps = [_field(run, "step") for run in runs]
     rates = sorted({step for step in steps if np.isfinite(step)})
     colormap = matplotlib.colormaps["plasma"]
@@ -148,10 +182,10 @@ def plot_sweep(runs, ax=None):
             linestyle=styles[groups.index(kind) % len(styles)],
             label=_field(run, "label"),
         )
-        _plot_run(ax, curve, bool(_field(run, "diverged")), style)
-    _log_scale_if_positive(ax, values)
+        _plot_run(ax, _clipped(curve, floor), bool(_field(run, "diverged")), style)
+    _log_scale(ax, floor)
     title = "learning-rate sweep: loss curves"
-    return _finish(ax, "epoch", title, fontsize="x-small", ncol=2 if len(runs) > 8 else 1)
+    return _finish(ax, "epoch", title, floor, fontsize="x-small", ncol=2 if len(runs) > 8 else 1)
 
 
 def _plot_run(ax, curve: np.ndarray, diverged: bool, style: dict) -> None:
@@ -198,16 +232,18 @@ def plot_learning_rate_finder(finder, ax=None):
     losses = np.asarray(_field(finder, "losses"), dtype=np.float64)
     suggestion, auto_rate = _field(finder, "suggestion"), _field(finder, "auto_rate")
     finite = np.isfinite(losses)
+    start = _field(finder, "start_loss")
+    floor = _log_floor(losses, start)
+    shown = _clipped(losses, floor)
     label = f"objective after {_field(finder, 'epochs')} epochs"
-    ax.plot(rates[finite], losses[finite], marker=".", label=label)
+    ax.plot(rates[finite], shown[finite], marker=".", label=label)
     if (~finite).any():
         _diverged_crosses(ax, rates[~finite], color="red", label="diverged")
-    start = _field(finder, "start_loss")
-    ax.axhline(start, color="grey", linewidth=0.8, label="starting objective")
+    ax.axhline(_clipped(start, floor), color="grey", linewidth=0.8, label="starting objective")
     ax.axvline(suggestion, color="green", linestyle="--", label=f"suggested {suggestion:.3g}")
     ax.plot(
         [suggestion],
-        [_interpolate_log(rates, losses, suggestion)],
+        [_interpolate_log(rates, shown, suggestion)],
         marker="*",
         markersize=14,
         color="green",
@@ -215,9 +251,9 @@ def plot_learning_rate_finder(finder, ax=None):
     )
     ax.axvline(auto_rate, color="purple", linestyle=":", label=f"auto {auto_rate:.3g}")
     ax.set_xscale("log")
-    _log_scale_if_positive(ax, losses[finite])
+    _log_scale(ax, floor)
     title = f"learning-rate finder ({_field(finder, 'strategy')})"
-    return _finish(ax, "learning rate", title, fontsize="small")
+    return _finish(ax, "learning rate", title, floor, fontsize="small")
 
 
 def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0.3):
@@ -261,15 +297,16 @@ def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0
     low, high = low - margin * span, high + margin * span
     names = _field(first, "parameter_names")
     n_parameters = all_points[0].shape[1]
-    _draw_surface(ax, _field(first, "objective"), low, high, resolution, n_parameters)
+    floor = _draw_surface(ax, paths, low, high, resolution, n_parameters)
     if n_parameters == 2:
         ax.set_ylabel(names[1])
     for path, points in zip(paths, all_points, strict=True):
-        _draw_path(ax, path, points)
+        _draw_path(ax, path, points, floor)
     ax.set_xlim(low[0], high[0])
     if n_parameters == 1:
-        _log_scale_if_positive(ax, np.asarray(_field(first, "losses"), dtype=np.float64))
-        _finish(ax, names[0], "loss surface and the path of the weights", fontsize="small")
+        _log_scale(ax, floor)
+        title = "loss surface and the path of the weights"
+        _finish(ax, names[0], title, floor, fontsize="small")
     else:
         ax.set_ylim(low[1], high[1])
         ax.set_xlabel(names[0])
@@ -278,34 +315,43 @@ def plot_loss_surface(paths, ax=None, *, resolution: int = 80, margin: float = 0
     return ax
 
 
-def _draw_surface(ax, objective, low, high, resolution: int, n_parameters: int) -> None:
-    """The objective over the box ``low..high``: a curve (one parameter) or contours."""
+def _draw_surface(ax, paths, low, high, resolution: int, n_parameters: int) -> float | None:
+    """The first path's objective over the box ``low..high``: a curve (one parameter; returns
+    the log axis's floor for the curve and the paths' losses, see :func:`_log_floor`) or
+    contours (log-spaced levels, from the floor when the surface reaches 0; returns None)."""
+    objective = _field(paths[0], "objective")
     if n_parameters == 1:
         grid = np.linspace(low[0], high[0], resolution * 4)
-        ax.plot(grid, objective(grid[:, None]), color="black", linewidth=1, label="objective")
-        return
+        curve = objective(grid[:, None])
+        floor = _log_floor(curve, *(_field(path, "losses") for path in paths))
+        ax.plot(grid, _clipped(curve, floor), color="black", linewidth=1, label="objective")
+        return floor
     mesh_x, mesh_y = np.meshgrid(
         np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)
     )
     surface = objective(np.column_stack([mesh_x.ravel(), mesh_y.ravel()])).reshape(mesh_x.shape)
-    bottom, top = float(surface.min()), float(surface.max())
-    if bottom > 0 and top > bottom:
+    floor, top = _log_floor(surface), float(surface.max())
+    bottom = float(surface.min()) if floor is None else max(float(surface.min()), floor)
+    if floor is not None and top > bottom:
         levels = np.geomspace(bottom, top, 20)
     else:
         levels = np.linspace(bottom, top, 20)
-    ax.contourf(mesh_x, mesh_y, surface, levels=levels, cmap="viridis", alpha=0.5)
+    # extend="min": the region below the lowest level (a 0 under the floor) is filled too
+    ax.contourf(mesh_x, mesh_y, surface, levels=levels, cmap="viridis", alpha=0.5, extend="min")
     ax.contour(mesh_x, mesh_y, surface, levels=levels, colors="k", linewidths=0.4)
+    return None
 
 
-def _draw_path(ax, path, points: np.ndarray) -> None:
+def _draw_path(ax, path, points: np.ndarray, floor: float | None = None) -> None:
     """One path: its points joined, the start a circle, the end a square. With one
-    parameter, the points stand on the loss curve (their losses as heights)."""
+    parameter, the points stand on the loss curve (their losses as heights, zeros at the
+    log axis's ``floor``)."""
     rate = "auto" if _field(path, "learning_rate") == "auto" else "lr"
     label = f"{_field(path, 'strategy')}, {rate} {_field(path, 'step'):.3g}"
     if _field(path, "diverged"):
         label += " (diverged)"
     if points.shape[1] == 1:
-        heights = np.asarray(_field(path, "losses"), dtype=np.float64)
+        heights = _clipped(_field(path, "losses"), floor)
         (line,) = ax.plot(points[:, 0], heights, marker="o", markersize=4, label=label)
     else:
         heights = points[:, 1]

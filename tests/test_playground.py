@@ -105,6 +105,51 @@ def test_diverging_rate_is_reported_not_raised(problem):
     assert records[1]["diverged"] and records[0]["loss_history"] == list(stable.loss_history)
 
 
+def unscaled_regression(seed=0, n=200):
+    """Two features a thousand times apart in scale (as real tables are): the step that
+    suits one blows up along the other."""
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([rng.standard_normal(n), 1000.0 + 300.0 * rng.standard_normal(n)])
+    return X, X @ np.array([2.0, 0.01]) + 0.1 * rng.standard_normal(n)
+
+
+def test_run_that_ends_above_its_start_is_diverged_though_fit_finished():
+    """Full batch at 1.1 times the stable limit 2/L: the objective grows by about
+    (1 - 2.2)**2 per step, too slowly for fit's own checks, so fit runs all epochs; the
+    sweep must not list that as a finished run (issue 14)."""
+    X, y = unscaled_regression()
+    big = 2.2 / curvature(X)
+    options = {"max_iter": 4, "tol": None, "random_state": 0}
+    alone = fastgd.fit(X, y, strategy="full", learning_rate="constant", eta0=big, **options)
+    assert alone.n_iter == 4 and alone.loss_history[-1] > alone.loss_history[0]
+    table = fastgd.sweep(X, y, [big / 100, big], ["full"], **options)
+    stable, blown = table
+    start = 0.5 * float(np.mean(y**2))  # squared error at zero weights
+    assert stable.start_loss == pytest.approx(start, rel=1e-12) == blown.start_loss
+    assert not stable.diverged and stable.status == "ran all epochs"
+    assert blown.diverged and not blown.converged and blown.result is not None
+    assert blown.final_loss == alone.loss_history[-1] > start
+    assert blown.status == "diverged (ended above its start)"
+    assert f"{blown.final_loss:.6g}" in blown.message and f"{start:.6g}" in blown.message
+    assert table.best() is stable
+    lines = str(table).splitlines()
+    assert "**diverged** (ended above its start)" in lines[-1] and "ran all epochs" in lines[-2]
+    assert f"| {blown.final_loss:.6g} |" in lines[-1]
+    assert [record["status"] for record in table.to_records()] == [stable.status, blown.status]
+
+
+def test_ended_above_start_rule():
+    """Non-finite is diverged; rounding at the start is not; a start of 0 (perceptron at
+    zero weights) is no yardstick."""
+    from fastgd.playground import ABOVE_START_TOLERANCE, _ended_above_start
+
+    assert _ended_above_start(math.inf, 1.0) and _ended_above_start(math.nan, 1.0)
+    assert _ended_above_start(1.1, 1.0)
+    assert not _ended_above_start(1.0 + ABOVE_START_TOLERANCE / 2, 1.0)
+    assert not _ended_above_start(0.5, 1.0)
+    assert not _ended_above_start(5.0, 0.0)
+
+
 def test_sweep_is_deterministic_and_keeps_its_seed(problem):
     X, y = problem
     first = fastgd.sweep(X, y, [0.01], ["sgd"], random_state=None, max_iter=3)

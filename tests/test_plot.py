@@ -175,6 +175,83 @@ def test_plots_take_plain_records():
     path = {"points": np.array([[0.0], [1.5], [2.0]]), "losses": [4.0, 0.25, 0.0],
             "parameter_names": ["w"], "strategy": "full", "learning_rate": 0.5, "step": 0.5,
             "diverged": False, "objective": lambda points: (points[:, 0] - 2.0) ** 2}  # fmt: skip
-    objective, walk = labelled_lines(plot.plot_loss_surface(path))
+    ax = plot.plot_loss_surface(path)
+    objective, walk = labelled_lines(ax)
     np.testing.assert_allclose(objective.get_ydata(), (objective.get_xdata() - 2.0) ** 2)
-    np.testing.assert_array_equal(walk.get_ydata(), [4.0, 0.25, 0.0])
+    # the path ends at an exact 0: a log axis all the same, the 0 drawn at its floor
+    curve = (objective.get_xdata() - 2.0) ** 2
+    floor = min(curve[curve > 0].min(), 0.25) / plot.ZERO_FLOOR_DIVISOR
+    assert ax.get_yscale() == "log" and f"0 drawn at {floor:.2g}" in ax.get_ylabel()
+    np.testing.assert_array_equal(walk.get_ydata(), [4.0, 0.25, floor])
+
+
+def fit_record(history):
+    return {"loss_history": history, "loss": "squared_error", "learning_rate": 0.1,
+            "converged": False, "n_iter": len(history)}  # fmt: skip
+
+
+def png(ax) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    ax.figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_log_axes_survive_an_exact_zero():
+    """A loss curve that reaches 0 exactly (a perfect fit) keeps its log axis: the 0 is
+    drawn a decade below the smallest positive value, and the axis label says so (issue
+    14: the plots switched to a linear axis)."""
+    history = [8.0, 2.0, 0.5, 0.0]
+    floor = 0.5 / plot.ZERO_FLOOR_DIVISOR
+    ax = plot.plot_fit(fit_record(history))
+    assert ax.get_yscale() == "log"
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), [8.0, 2.0, 0.5, floor])
+    assert f"0 drawn at {floor:.2g}" in ax.get_ylabel()
+    assert png(ax)[:8] == b"\x89PNG\r\n\x1a\n"  # drawn (Agg) with the clipped point
+
+    runs = [
+        {"label": "full, lr=0.1", "step": 0.1, "strategy": "full", "batch_size": None,
+         "diverged": False, "loss_history": [3.0, 1.0, 0.0]},
+        {"label": "full, lr=0.01", "step": 0.01, "strategy": "full", "batch_size": None,
+         "diverged": False, "loss_history": [3.0, 2.0, 0.2]},
+    ]  # fmt: skip
+    ax = plot.plot_sweep(runs)
+    perfect, other = labelled_lines(ax)
+    floor = 0.2 / plot.ZERO_FLOOR_DIVISOR  # the smallest positive value of every curve
+    assert ax.get_yscale() == "log" and f"0 drawn at {floor:.2g}" in ax.get_ylabel()
+    np.testing.assert_array_equal(perfect.get_ydata(), [3.0, 1.0, floor])
+    np.testing.assert_array_equal(other.get_ydata(), [3.0, 2.0, 0.2])
+    png(ax)
+
+    finder = {"learning_rates": [0.01, 0.1, 1.0], "losses": [2.0, 0.0, np.inf], "epochs": 1,
+              "start_loss": 3.0, "suggestion": 0.05, "auto_rate": 0.05,
+              "strategy": "full"}  # fmt: skip
+    ax = plot.plot_learning_rate_finder(finder)
+    assert ax.get_yscale() == "log" and "0 drawn at 0.2" in ax.get_ylabel()
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), [2.0, 0.2])
+    png(ax)
+
+
+def test_log_axes_without_zeros_or_with_negatives_are_as_before():
+    ax = plot.plot_fit(fit_record([8.0, 2.0, 0.5]))
+    assert ax.get_yscale() == "log" and "drawn at" not in ax.get_ylabel()
+    ax = plot.plot_fit(fit_record([1.0, 0.0, -0.5]))  # a score below 0: no log axis
+    assert ax.get_yscale() == "linear"
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), [1.0, 0.0, -0.5])
+    ax = plot.plot_fit(fit_record([0.0, 0.0]))  # nothing positive to scale by
+    assert ax.get_yscale() == "linear"
+
+
+def test_contour_levels_stay_log_spaced_over_a_zero_region():
+    """A surface that is exactly 0 over part of the box keeps log-spaced contour levels,
+    from the floor up (the region below is filled too)."""
+    path = {"points": np.array([[-1.0, 0.0], [1.0, 1.0]]), "losses": [0.0, 2.0],
+            "parameter_names": ["w[0]", "w[1]"], "strategy": "full", "learning_rate": 0.5,
+            "step": 0.5, "diverged": False,
+            "objective": lambda p: np.maximum(p[:, 0], 0.0) ** 2 + p[:, 1] ** 2}  # fmt: skip
+    ax = plot.plot_loss_surface(path, resolution=20)
+    filled = next(c for c in ax.collections if getattr(c, "filled", False))
+    ratios = filled.levels[1:] / filled.levels[:-1]
+    assert filled.levels[0] > 0 and np.allclose(ratios, ratios[0]) and ratios[0] > 1
+    png(ax)

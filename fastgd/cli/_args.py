@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from ._command import UsageError
+
 
 def rate_list(text: str) -> list[float | str]:
     rates: list[float | str] = []
@@ -119,3 +121,38 @@ def add_model_and_data(parser: argparse.ArgumentParser) -> None:
     """The MODEL and DATA.csv positionals of predict and evaluate."""
     parser.add_argument("model", metavar="MODEL", help="a model file from 'fastgd train'")
     parser.add_argument("data", metavar="DATA.csv", help="CSV file with a header row")
+
+
+def add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    """--features and --drop (one or the other): the feature columns of DATA.csv."""
+    columns = parser.add_mutually_exclusive_group()
+    columns.add_argument(
+        "--features",
+        metavar="A,B",
+        help="the feature columns, in order (default: every other column)",
+    )
+    columns.add_argument(
+        "--drop", metavar="C,D", help="columns to leave out of the features (an id, a text column)"
+    )
+
+
+def check_no_repeats(args: argparse.Namespace) -> None:
+    """A column named twice in --features or --drop is a usage error (exit 2)."""
+    for flag, text in (("--features", args.features), ("--drop", args.drop)):
+        names = [name.strip() for name in (text or "").split(",")] if text else []
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            shown = ", ".join(repr(name) for name in repeated)
+            raise UsageError(f"{flag} names the column(s) {shown} more than once.")
+
+
+def add_standardize_argument(parser) -> None:
+    """--standardize (the default, kept so that older command lines still work) and
+    --no-standardize: whether the numeric features are centred and scaled."""
+    parser.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="centre and scale the numeric features (default; --no-standardize: use the "
+        "values as they are)",
+    )

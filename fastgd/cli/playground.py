@@ -25,12 +25,19 @@ and the suggestion, and writes the pictures to --out (.png, or .html with the pi
 the table embedded). Without DATA.csv it uses a generated example (one feature centred at
 2: y = 3x + 1 + noise).
 
+DATA.csv is read through fastgd's CSV reader, its columns chosen with --features or --drop
+as for 'fastgd train'; its features are standardised (centred, unit variance) unless
+--no-standardize. Without scaling, steps that suit one column blow up on another: a run
+whose loss ends above where it started is listed as diverged.
+
 examples:
   fastgd playground                                    # the generated example -> playground.png
   fastgd playground houses.csv --target price --out report.html
   fastgd playground data.csv --target y --learning-rates 0.001,0.01,0.1,auto \\
       --strategies sgd,full --epochs 30
   fastgd playground data.csv --target y --strategies minibatch --batch-sizes 16,256
+  fastgd playground flights.csv --target arr_delay --features dep_delay,distance \\
+      --no-standardize
 """
 
 
@@ -39,9 +46,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "data",
         nargs="?",
         metavar="DATA.csv",
-        help="CSV file with a header row, every cell numeric (default: a generated example)",
+        help="CSV file with a header row; the selected columns numeric (default: a generated "
+        "example)",
     )
     parser.add_argument("--target", metavar="COL", help="the target column (needed with DATA)")
+    _args.add_column_arguments(parser)
+    _args.add_standardize_argument(parser)
     parser.add_argument(
         "--learning-rates",
         type=_args.rate_list,
@@ -117,27 +127,64 @@ def example_problem(
     return x[:, None], y, ["x"]
 
 
-def read_data(path, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """The whole CSV as ``(X, y)`` through :mod:`fastgd.io` (every cell numeric; errors
-    name the file, line and column)."""
-    from ..io.csv import iter_csv, read_schema
+def reader_arguments(args: argparse.Namespace) -> tuple[dict, dict]:
+    """``(read_schema's keywords, iter_csv's keywords)`` from the flags: the one place
+    where the playground's CSV flags reach :mod:`fastgd.io` (a reader flag is a line here)."""
+    schema = {"target": args.target, "features": args.features, "drop": args.drop}
+    blocks: dict = {}
+    return schema, blocks
 
-    blocks = [block for block in iter_csv(read_schema(path, target=target)) if block.rows]
-    return np.concatenate([b.X for b in blocks]), np.concatenate([b.y for b in blocks])
+
+def read_data(path, schema_options: dict, block_options: dict | None = None):
+    """The whole CSV as ``(X, y, feature names)`` through :mod:`fastgd.io` (errors name
+    the file, line and column)."""
+    from ..io.csv import CsvError, iter_csv, read_schema
+
+    schema = read_schema(path, **schema_options)
+    blocks = [block for block in iter_csv(schema, **(block_options or {})) if block.rows]
+    if not blocks:  # (every row skipped: iter_csv itself refuses a file without rows)
+        raise CsvError("no data rows to run on.", path=schema.path)
+    X = np.concatenate([block.X for block in blocks])
+    return X, np.concatenate([block.y for block in blocks]), list(schema.feature_names)
+
+
+def standardized(X: np.ndarray, names: list[str]) -> np.ndarray:
+    """X centred and scaled to unit variance per column, as ``fastgd train`` does (the
+    population variance; a constant column keeps scale 1, so it becomes all zeros)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = X.mean(axis=0, dtype=np.float64)
+        std = X.std(axis=0, dtype=np.float64)
+    bad = ~(np.isfinite(mean) & np.isfinite(std))
+    if bad.any():
+        name = names[int(np.argmax(bad))]
+        raise CommandError(
+            f"cannot standardise the feature {name!r}: its values are too large for its "
+            "variance to fit in a float64; rescale it, or pass --no-standardize."
+        )
+    return ((X - mean) / np.where(std > 0.0, std, 1.0)).astype(X.dtype, copy=False)
 
 
 def _problem(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     """``(X, y, what they are)``: the generated example, or DATA.csv's columns."""
     if args.data is None:
-        if args.target is not None:
-            raise UsageError("--target needs a DATA.csv file.")
+        for flag, value in (("--target", args.target), ("--features", args.features),
+                            ("--drop", args.drop)):  # fmt: skip
+            if value is not None:
+                raise UsageError(f"{flag} needs a DATA.csv file.")
         X, y, _ = example_problem(args.seed)
         return X, y, "generated example (y = 3x + 1 + noise, x centred at 2)"
     if args.target is None:
         raise UsageError("the following arguments are required with DATA.csv: --target")
-    X, y = read_data(args.data, args.target)
+    _args.check_no_repeats(args)
+    X, y, names = read_data(args.data, *reader_arguments(args))
+    scaling = "standardised" if args.standardize else "unscaled: --no-standardize"
+    if args.standardize:
+        X = standardized(X, names)
     shown = shown_input(args, "data")
-    return X, y, f"{shown} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r})"
+    return X, y, (
+        f"{shown} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r}; "
+        f"features {scaling})"
+    )  # fmt: skip
 
 
 def _experiments(args: argparse.Namespace, X: np.ndarray, y: np.ndarray):

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:  # --help, --version (0) and usage errors (2)
         return int(exit_.code or 0)
-    with Session() as session, interruptible(), one_line_warnings(session):
+    with Session() as session, interruptible(), one_line_warnings(session, args._parser):
         args._session = session
         try:
             prepare_files(args, session)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -167,17 +166,8 @@ def _settings(args: argparse.Namespace, previous) -> dict:
     try:  # before the data are read (exit 1, as the engine's own check would give)
         parameters.check_rules(settings)
     except ValueError as error:  # flags that break a rule together: a usage error
-        raise UsageError(_flag_names(str(error))) from None
+        raise UsageError(str(error)) from None  # in flags: cli._errors.flag_spelling
     return settings
-
-
-def _flag_names(message: str) -> str:
-    """A rule's message with the flags in place of the parameter names they set
-    (``learning_rate='optimal' needs alpha > 0`` reads ``--learning-rate 'optimal' needs
-    --alpha > 0``)."""
-    for row in parameters.cli_parameters():
-        message = re.sub(rf"\b{row.name}[= ]", f"{row.flag} ", message)
-    return message
 
 
 def _recorded(args: argparse.Namespace, settings: dict, schema) -> dict:

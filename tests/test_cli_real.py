@@ -23,7 +23,9 @@ def write_regression(path, n=200, seed=0, extra: str = ""):
     X = rng.standard_normal((n, 2))
     y = X @ np.array([1.0, 2.0]) + 0.5
     lines = ["id,a,b,y"]
-    lines += [f"r{i},{a:.6f},{b:.6f},{t:.6f}" for i, ((a, b), t) in enumerate(zip(X, y))]
+    lines += [
+        f"r{i},{a:.6f},{b:.6f},{t:.6f}" for i, ((a, b), t) in enumerate(zip(X, y, strict=True))
+    ]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 

@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import evaluate, info, playground, predict, train
+from . import cache, evaluate, info, playground, predict, train
 from ._command import Command, CommandError
 from ._errors import interruptible, one_line_warnings, report
 from ._paths import Session, prepare_files
@@ -44,6 +44,7 @@ COMMANDS: dict[str, Command] = {
     "predict": predict.COMMAND,
     "evaluate": evaluate.COMMAND,
     "info": info.COMMAND,
+    "cache": cache.COMMAND,
 }
 
 _DEBUG_HELP = "print the traceback of an unexpected error"

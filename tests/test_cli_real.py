@@ -355,3 +355,43 @@ def test_a_two_valued_target_with_a_regression_loss_suggests_log_loss(tmp_path, 
     assert "warning" not in err  # a classification loss: nothing to say
     err = train(capsys, write_regression(tmp_path / "r.csv"), tmp_path / "m.npz", "-q")
     assert "warning" not in err  # a real regression target
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_predict_skip_lines_up_with_the_input_on_random_files(
+    regression_model, tmp_path, capsys, seed
+):
+    """Random mixes of good rows, blank lines and rows the reader leaves out, cut into blocks
+    of random sizes: every line that is not blank gets exactly one output row, in order."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(["good", "good", "good", "blank", "spaces", "missing", "short", "empty"], 60)
+    kinds[30] = "good"  # the file needs a row the model can use (any line before it may not)
+    lines, expected = [], []
+    for i, kind in enumerate(kinds):
+        a, b = rng.integers(-9, 9, size=2)
+        line = {
+            "good": f"i{i},{a},{b},0",
+            "blank": "",
+            "spaces": " \t ",
+            "missing": f"i{i},{a},,0",
+            "short": f"i{i},{a}",
+            "empty": ",,,",
+        }[kind]
+        lines.append(line)
+        if kind == "good":
+            expected.append((f"i{i}", float(a + 2 * b + 0.5)))
+        elif kind in ("missing", "short"):
+            expected.append((f"i{i}", None))
+        elif kind == "empty":
+            expected.append(("", None))
+    data = tmp_path / "r.csv"
+    data.write_text("id,a,b,y\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "p.csv"
+    block_rows = str(rng.choice([1, 2, 3, 5, 64]))
+    argv = ["predict", regression_model, data, "-o", out, "--on-bad-rows", "skip", "-q"]
+    code, _, err = run([*argv, "--id-columns", "id", "--block-rows", block_rows], capsys)
+    assert code == 0, err
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    assert [row[0] for row in rows] == [name for name, _ in expected]
+    for (_, value), (_, cell) in zip(expected, rows, strict=True):
+        assert (cell == "") if value is None else abs(float(cell) - value) < 1e-3

@@ -62,6 +62,19 @@ def test_flag_spelling_rewrites_the_keywords_the_command_has(message, expected):
     assert flag_spelling(message, parser_of("train")) == expected
 
 
+def test_switches_read_as_their_flags():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--standardize", action="store_true")
+    parser.add_argument("--no-standardize", dest="standardize", action="store_false")
+    parser.add_argument("--cache", action=argparse.BooleanOptionalAction)
+    message = "standardize=False; standardize=True; cache=False; cache=True; cache=1"
+    assert flag_spelling(message, parser) == (
+        "--no-standardize; --standardize; --no-cache; --cache; cache=1"
+    )
+
+
 def test_a_keyword_the_command_has_no_flag_for_stays_python():
     assert flag_spelling("use max_iter=5", parser_of("info")) == "use max_iter=5"
 

@@ -5,6 +5,7 @@ the command line's language: an option the library's message spells as a Python 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import os
@@ -31,19 +32,31 @@ _COMPARISON = re.compile(r"(?<![\w.\-'\"])(?P<name>[A-Za-z_]\w*)(?= (?:[<>]=?|==
 _REPEATED = re.compile(r"\((?P<flag>--[\w-]+(?: [^,()]+)?), (?P=flag)\)")
 
 
-def command_flags(parser) -> dict[str, tuple[str, bool]]:
-    """``{keyword: (flag, takes a value)}``: the long option of each of the command's
-    arguments by its destination (``max_iter``: ``--epochs``), and of every parameter with
-    a flag in the parameter table when there is no parser."""
-    flags: dict[str, tuple[str, bool]] = {}
+def command_flags(parser) -> dict[str, str | dict[bool, str]]:
+    """The command's flags by the keyword they set: ``{keyword: flag}`` for an option that
+    takes a value (``max_iter``: ``--epochs``), ``{keyword: {True: flag, False: flag}}``
+    for a switch (``standardize``: ``--standardize`` / ``--no-standardize``). Without a
+    parser: the parameter table's flags."""
     if parser is None:
         from .. import parameters
 
-        return {row.name: (row.flag, True) for row in parameters.cli_parameters()}
+        return {row.name: row.flag for row in parameters.cli_parameters()}
+    flags: dict[str, str | dict[bool, str]] = {}
     for action in parser._actions:
         long = [option for option in action.option_strings if option.startswith("--")]
-        if long and action.dest not in flags and action.dest != "help":
-            flags[action.dest] = (long[0], action.nargs != 0)
+        if not long or action.dest == "help":
+            continue
+        if action.nargs != 0:
+            flags.setdefault(action.dest, long[0])
+            continue
+        switch = flags.setdefault(action.dest, {})
+        if not isinstance(switch, dict):
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            switch.setdefault(True, long[0])
+            switch.setdefault(False, next(o for o in long if o.startswith("--no-")))
+        elif isinstance(action.const, bool):  # store_true, store_false
+            switch.setdefault(action.const, long[0])
     return flags
 
 
@@ -66,17 +79,15 @@ def flag_spelling(message: str, parser=None) -> str:
     flags = command_flags(parser)
 
     def assignment(match: re.Match) -> str:
-        found = flags.get(match["name"])
-        if found is None:
-            return match[0]
-        flag, takes_value = found
-        if not takes_value:  # a switch: name=True is the flag itself
-            return flag if match["value"] == "True" else match[0]
-        return f"{flag} {_flag_value(match['value'])}"
+        flag = flags.get(match["name"])
+        if isinstance(flag, dict):  # a switch: standardize=False is --no-standardize
+            value = {"True": True, "False": False}.get(match["value"])
+            return flag.get(value, match[0]) if value is not None else match[0]
+        return match[0] if flag is None else f"{flag} {_flag_value(match['value'])}"
 
     def comparison(match: re.Match) -> str:
-        found = flags.get(match["name"])
-        return found[0] if found is not None and found[1] else match[0]
+        flag = flags.get(match["name"])
+        return flag if isinstance(flag, str) else match[0]
 
     message = _ASSIGNMENT.sub(assignment, message)
     message = _COMPARISON.sub(comparison, message)

@@ -1,7 +1,7 @@
 """The ``fastgd`` command (also ``python -m fastgd``).
 
 Subcommands live in one table, :data:`COMMANDS`, one module each (``playground``,
-``train``, ``predict``, ``evaluate``, ``info``): each module's ``COMMAND`` is a
+``train``, ``predict``, ``evaluate``, ``info``, ``cache``): each module's ``COMMAND`` is a
 :class:`Command` with a help line, a description with examples, a function that adds its
 arguments, and a function that runs it and returns the exit status. Adding a subcommand
 means adding a module and one entry.
@@ -55,6 +55,7 @@ examples:
   fastgd evaluate model.npz test.csv
   fastgd predict model.npz new.csv -o pred.csv
   fastgd info model.npz
+  fastgd cache clear data.csv
   fastgd playground data.csv --target y --out report.html
 
 'fastgd COMMAND --help' describes each command."""

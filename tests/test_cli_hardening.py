@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -249,6 +250,7 @@ def test_data_level_exceptions_exit_1_naming_the_file(trained, capsys, monkeypat
         raise error
 
     monkeypatch.setattr("fastgd.io.csv.iter_csv", fail)
+    shutil.rmtree(f"{data}.fastgd-cache")  # else evaluate reads the training cache
     code, _, err = run(["evaluate", model, data], capsys)
     assert code == 1
     line = one_error_line(err)
@@ -267,6 +269,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
         raise RuntimeError("something broke\ninside")
 
     monkeypatch.setattr("fastgd.io.csv.iter_csv", fail)
+    shutil.rmtree(f"{data}.fastgd-cache")  # else evaluate reads the training cache
     code, _, err = run(["evaluate", model, data], capsys)
     assert code == 1
     assert err.strip() == (

@@ -124,7 +124,7 @@ def test_optimal_needs_alpha_on_every_front(tmp_path, capsys):
     argv = ["train", str(data), "--target", "y", "--model", str(tmp_path / "m.npz")]
     code = cli.main([*argv, "--learning-rate", "optimal", "--alpha", "0"])
     err = capsys.readouterr().err
-    assert code == 2 and "--learning-rate 'optimal' needs --alpha > 0" in err  # usage
+    assert code == 2 and "--learning-rate optimal needs --alpha > 0" in err  # usage
     assert not (tmp_path / "m.npz").exists()
 
 

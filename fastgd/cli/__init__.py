@@ -1,7 +1,7 @@
 """The ``fastgd`` command (also ``python -m fastgd``).
 
 Subcommands live in one table, :data:`COMMANDS`, one module each (``playground``,
-``train``, ``predict``, ``evaluate``, ``info``): each module's ``COMMAND`` is a
+``train``, ``predict``, ``evaluate``, ``info``, ``cache``): each module's ``COMMAND`` is a
 :class:`Command` with a help line, a description with examples, a function that adds its
 arguments, and a function that runs it and returns the exit status. Adding a subcommand
 means adding a module and one entry.
@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import evaluate, info, playground, predict, train
+from . import cache, evaluate, info, playground, predict, train
 from ._command import Command, CommandError
 from ._errors import interruptible, one_line_warnings, report
 from ._paths import Session, prepare_files
@@ -44,6 +44,7 @@ COMMANDS: dict[str, Command] = {
     "predict": predict.COMMAND,
     "evaluate": evaluate.COMMAND,
     "info": info.COMMAND,
+    "cache": cache.COMMAND,
 }
 
 _DEBUG_HELP = "print the traceback of an unexpected error"
@@ -54,6 +55,7 @@ examples:
   fastgd evaluate model.npz test.csv
   fastgd predict model.npz new.csv -o pred.csv
   fastgd info model.npz
+  fastgd cache clear data.csv
   fastgd playground data.csv --target y --out report.html
 
 'fastgd COMMAND --help' describes each command."""
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:  # --help, --version (0) and usage errors (2)
         return int(exit_.code or 0)
-    with Session() as session, interruptible(), one_line_warnings(session):
+    with Session() as session, interruptible(), one_line_warnings(session, args._parser):
         args._session = session
         try:
             prepare_files(args, session)

@@ -82,8 +82,22 @@ def report_path(text: str) -> Path:
     return path
 
 
-def add_csv_arguments(parser: argparse.ArgumentParser, *, bad_rows: bool = True) -> None:
-    """--delimiter, --block-rows, --dtype, --on-bad-rows (with ``bad_rows``) and --quiet."""
+def column_names(text: str) -> list[str]:
+    """``NAME[,NAME]``: column names, each once."""
+    names = [item.strip() for item in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty column name; give NAME[,NAME]")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, repeated))} named twice")
+    return names
+
+
+def add_csv_arguments(
+    parser: argparse.ArgumentParser, *, bad_rows: bool = True, skip_help: str | None = None
+) -> None:
+    """--delimiter, --block-rows, --dtype, --on-bad-rows (with ``bad_rows``; ``skip_help``
+    says what skip does where it does more than leave the row out) and --quiet."""
     group = parser.add_argument_group("reading the CSV")
     group.add_argument(
         "--delimiter",
@@ -110,7 +124,8 @@ def add_csv_arguments(parser: argparse.ArgumentParser, *, bad_rows: bool = True)
             choices=["error", "skip"],
             default="error",
             help="stop at the first bad row (missing or non-numeric cell, wrong field count), "
-            "naming file, line and column; or skip bad rows and count them (default: error)",
+            f"naming file, line and column; {skip_help or 'or skip bad rows and count them'} "
+            "(default: error)",
         )
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="no progress bar and no summary line"

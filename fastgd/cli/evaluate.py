@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import numpy as np
 
 from ..metrics import RunningAccuracy, RunningRegression
 from . import _args, _model
 from ._command import Command, CommandError, UsageError
+from ._paths import shown_input
 from .progress import ProgressBar
 
 HELP = "score a saved model on a CSV file (MSE and R², or accuracy and log loss)"
@@ -17,6 +19,8 @@ HELP = "score a saved model on a CSV file (MSE and R², or accuracy and log loss
 DESCRIPTION = """\
 Score a saved model on DATA.csv in one streamed pass: regression models print the mean
 squared error and R²; classifiers the accuracy (and the log loss for log_loss models).
+When 'fastgd train' left a valid cache of the file (the same columns and --dtype), the rows
+are read from it, without parsing the CSV (see 'fastgd cache info DATA.csv').
 
 examples:
   fastgd evaluate houses.npz test.csv --target price
@@ -30,6 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--target",
         metavar="COL",
         help="the target column (default: the one the model was trained on)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where 'fastgd train --cache-dir' put the cache (default: next to the CSV)",
     )
     _args.add_csv_arguments(parser)
 
@@ -103,30 +112,61 @@ def _scores(model, schema):
     return _RegressionScores(model, schema)
 
 
-def evaluate(model, schema, args, bar) -> dict:
-    """The metrics of ``model`` on the file of ``schema``, and ``skipped``: the bad rows
-    left out (with --on-bad-rows skip), in words."""
-    from ..io.csv import format_skipped, iter_csv
+def _training_cache(schema, args):
+    """The valid cache ``fastgd train`` left for this file, columns and dtype, or None.
+    Not one written while skipping bad rows when this run must stop at them."""
+    from ..io.cache import BlockCache
 
-    scores = _scores(model, schema)
+    cache = BlockCache.open(schema, dtype=args.dtype, cache_dir=args.cache_dir)
+    if cache is not None and cache.skipped and args.on_bad_rows == "error":
+        cache.close()
+        return None
+    return cache
+
+
+def _score(scores, blocks, bar, skipped: dict, skipped_lines: list) -> dict:
+    """Add every block to ``scores``; the metrics and the rows left out, in words."""
+    from ..io.csv import SKIPPED_LINES_KEPT, format_skipped
+
     rows = 0
-    skipped: dict = {}
-    skipped_lines: list = []
-    blocks = iter_csv(
-        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows
-    )
     for block in blocks:
         for reason, count in block.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
-        skipped_lines.extend(block.skipped_lines[: 10 - len(skipped_lines)])
+        skipped_lines.extend(block.skipped_lines[: SKIPPED_LINES_KEPT - len(skipped_lines)])
         if not block.rows:
             continue
         scores.add(block, block.y.astype(np.float64))
         rows += block.rows
         bar.update(None, rows, None)
     if rows == 0:
-        raise CommandError(f"{schema.path}: no data rows to evaluate on.")
+        raise CommandError(f"{scores.schema.path}: no data rows to evaluate on.")
     return {**scores.metrics(), "skipped": format_skipped(skipped, skipped_lines)}
+
+
+def evaluate(model, schema, args, bar) -> dict:
+    """The metrics of ``model`` on the file of ``schema``, and ``skipped``: the bad rows
+    left out (with --on-bad-rows skip), in words. The rows come from the training cache
+    when it is valid for this file (the binary rows, no parsing), else from the CSV."""
+    from ..io.cache import CacheChecksumError
+    from ..io.csv import iter_csv
+
+    cache = _training_cache(schema, args)
+    if cache is not None:
+        try:
+            blocks = cache.blocks(args.block_rows)  # each chunk's checksum checked
+            scores = _score(
+                _scores(model, schema), blocks, bar, dict(cache.skipped), list(cache.skipped_lines)
+            )
+            return {**scores, "source": str(cache.path)}
+        except CacheChecksumError as error:
+            message = f"the training cache {cache.path} is not used: {error.reason}"
+            warnings.warn(f"{message}; reading the CSV instead.", stacklevel=2)
+        finally:
+            cache.close()
+    blocks = iter_csv(
+        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows
+    )
+    return {**_score(_scores(model, schema), blocks, bar, {}, []), "source": None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,10 +181,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     skipped = metrics.pop("skipped")
+    source = metrics.pop("source")
     for name, value in metrics.items():
         print(f"{name:<10} {value:.6g}" if isinstance(value, float) else f"{name:<10} {value}")
-    if skipped and not args.quiet:
-        print(f"fastgd evaluate: {skipped}", file=sys.stderr)
+    if not args.quiet:
+        read = f"the training cache {source}" if source else shown_input(args, "data")
+        print(f"fastgd evaluate: read {read}{'; ' + skipped if skipped else ''}", file=sys.stderr)
     return 0
 
 

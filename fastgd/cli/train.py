@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -167,17 +166,8 @@ def _settings(args: argparse.Namespace, previous) -> dict:
     try:  # before the data are read (exit 1, as the engine's own check would give)
         parameters.check_rules(settings)
     except ValueError as error:  # flags that break a rule together: a usage error
-        raise UsageError(_flag_names(str(error))) from None
+        raise UsageError(str(error)) from None  # in flags: cli._errors.flag_spelling
     return settings
-
-
-def _flag_names(message: str) -> str:
-    """A rule's message with the flags in place of the parameter names they set
-    (``learning_rate='optimal' needs alpha > 0`` reads ``--learning-rate 'optimal' needs
-    --alpha > 0``)."""
-    for row in parameters.cli_parameters():
-        message = re.sub(rf"\b{row.name}[= ]", f"{row.flag} ", message)
-    return message
 
 
 def _recorded(args: argparse.Namespace, settings: dict, schema) -> dict:
@@ -252,7 +242,38 @@ def _summary_line(args, result, summary: dict, resumed: bool) -> str:
     scores = result.validation_scores
     if scores is not None and len(scores):
         text += f", validation score {float(scores[-1]):.6g}"
-    return text + f", {summary['time']:.2f} s; model saved to {args.model}"
+    text += f", {summary['time']:.2f} s; model saved to {args.model}"
+    return text + _cache_words(args, result.extras.get("cache"))
+
+
+def _cache_words(args, header_path) -> str:
+    """Where the cache of the data is and how big (``fastgd cache clear`` removes it)."""
+    from .cache import format_bytes, selection_size
+
+    if header_path is None or is_temporary_copy(args, "data"):
+        return ""  # no cache, or one that goes with the temporary copy of a pipe
+    size = format_bytes(selection_size(header_path))
+    return f"; cache {Path(header_path).parent} ({size}; 'fastgd cache clear' removes it)"
+
+
+def _warn_two_valued_target(args, schema, settings: dict, result) -> None:
+    """A regression loss on a target of two values (0/1, yes/no) is most likely meant as a
+    classification: say so, with the flag that makes it one."""
+    import warnings
+
+    from .. import options
+    from .cache import two_target_values
+
+    if options.loss_by_name(settings["loss"]).classification:
+        return
+    values = two_target_values(schema, args.dtype, result.extras.get("cache"))
+    if values is not None:
+        warnings.warn(
+            f"the target {schema.target!r} holds two values only ({values[0]:g} and "
+            f"{values[1]:g}), but --loss {settings['loss']} is a regression loss: for a "
+            "classifier (labels and probabilities) train with --loss log_loss.",
+            stacklevel=2,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -279,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(checkpoints.diverged(error)) from error
     summary = _summary(result, previous, started)
     save(result, args.model, options=recorded, summary=summary)
+    _warn_two_valued_target(args, schema, settings, result)
     if not args.quiet:
         print(_summary_line(args, result, summary, previous is not None), file=sys.stderr)
     return 0

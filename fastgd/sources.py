@@ -52,7 +52,7 @@ from ._kernels.epochs import (
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
-from ._validation import is_sparse
+from ._validation import check_sparse_structure, is_sparse
 from .prediction import predict_into
 
 __all__ = [
@@ -403,7 +403,7 @@ class BlockSource:
         shuffled = order.shuffle != options.SHUFFLE_NONE and order.strategy != "full"
         for X, y in self.blocks(block_order):
             if is_sparse(X):
-                self._check_csr_block(X, spec)
+                self._check_csr_block(X, spec, position)
             length = X.shape[0]
             if not row_orders:
                 rows = _NO_ORDER
@@ -419,10 +419,11 @@ class BlockSource:
             if self.progress is not None:
                 self.progress(self.epochs_run + 1, position, self.n_rows)
 
-    def _check_csr_block(self, X, spec: Spec) -> None:
+    def _check_csr_block(self, X, spec: Spec, position: int) -> None:
         """Refuse a CSR block the kernels cannot read as it is, or an update rule without a
-        CSR kernel (as ``fastgd.fit`` refuses it on sparse X). O(1): the subclass promises
-        canonical rows (``blocks``)."""
+        CSR kernel (as ``fastgd.fit`` refuses it on sparse X). O(1) in later epochs; in the
+        first, also the index arrays (an index past the width would make the kernels write
+        outside ``w``): one vectorised pass over them, as ``fastgd.fit`` checks its X."""
         if X.format != "csr" or X.shape[1] != self.n_features or X.dtype != self.dtype:
             raise ValueError(
                 f"{type(self).__name__}.blocks() gave a sparse block of format {X.format!r}, "
@@ -430,6 +431,14 @@ class BlockSource:
                 f"{self.n_features} columns in {self.dtype} (canonical: sorted indices, no "
                 f"duplicates)."
             )
+        if self.epochs_run == 0:
+            try:
+                check_sparse_structure(X)
+            except (TypeError, ValueError) as error:
+                raise type(error)(
+                    f"{type(self).__name__}.blocks(), the block from row {position} of the "
+                    f"epoch: {error}"
+                ) from error
         rule = next(rule for rule in options.UPDATE_RULES if rule.code == spec.rule)
         if not rule.sparse:
             from .engine import _no_csr_kernel  # the one wording of fastgd.fit's refusal

@@ -100,6 +100,20 @@ def test_csr_blocks_train_to_the_model_of_fit_on_the_whole_matrix(
         )
 
 
+@pytest.mark.parametrize("strategy", ["sgd", "minibatch", "full"])
+def test_float32_csr_blocks_train_to_the_model_of_fit(data, strategy):
+    X, y, _ = data
+    X, y = X.astype(np.float32), y.astype(np.float32)
+    settings = {**SETTINGS, "strategy": strategy, "penalty": "l2", "average": True}
+    streamed = _fit_source(SliceSource(X, y), **settings)
+    in_memory = fastgd.fit(X, y, **settings)
+    assert streamed.coef.dtype == in_memory.coef.dtype == np.float32
+    # The weights are stored in float32: the block ends (where the kernels bring the lazy
+    # scale into the weights) and the float64 sums of a full batch round differently.
+    np.testing.assert_allclose(streamed.coef, in_memory.coef, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(streamed.loss_history, in_memory.loss_history, rtol=1e-5)
+
+
 @pytest.mark.parametrize("batch_size", [1, 7, 700, 701, 5000])
 def test_minibatches_across_csr_block_boundaries(data, batch_size):
     """Batches that end inside a block, at its end, span several blocks or all rows."""
@@ -266,6 +280,25 @@ def test_rules_without_a_csr_kernel_are_refused_as_fit_refuses_them(data):
     assert str(streamed.value) == str(in_memory.value)
     with pytest.raises(ValueError, match="optimizer='saga'"):
         _fit_source(SliceSource(X, y), **{**SETTINGS, "strategy": "sgd", "optimizer": "saga"})
+
+
+class BrokenSource(SliceSource):
+    """Its third block holds a column index past the width (set after slicing: scipy's
+    slicing drops such an entry)."""
+
+    def blocks(self, order=None):
+        for index, (X, y) in enumerate(super().blocks(order)):
+            if index == 2:
+                X.indices[5] = FEATURES + 3
+            yield X, y
+
+
+def test_a_csr_block_with_an_index_past_its_width_is_refused(data):
+    X, y, _ = data
+    with pytest.raises(
+        ValueError, match=r"block from row 1400 .*column index 503 out of range in row 0"
+    ):
+        _fit_source(BrokenSource(X, y), **SETTINGS)
 
 
 def test_a_csr_block_of_the_wrong_width_or_dtype_is_refused(data):

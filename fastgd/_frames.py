@@ -26,6 +26,7 @@ partitions.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,8 +156,9 @@ def _targets(values, layout: Layout, index: int) -> np.ndarray:
     series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values).reshape(-1))
     if layout.numeric_target:
         return _numbers(series, layout.target or "y", index)
-    labels = series.to_numpy()
-    return labels.astype(np.float64) if labels.dtype.kind in "biu" else labels
+    if pd.api.types.is_extension_array_dtype(series.dtype) and not is_text_dtype(series.dtype):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable Int64, boolean
+    return series.to_numpy()
 
 
 def split_partition(part, y_part, index: int, layout: Layout) -> Split:
@@ -376,6 +378,8 @@ class FrameEncoding:
         with np.errstate(invalid="ignore", over="ignore"):
             std = np.sqrt(profile.m2 / count)
         _check_moments(profile, layout, std)
+        if not standardize:
+            _warn_unscaled(layout.numeric, std)
         levels = [_kept_levels(counts, max_categories) for counts in profile.levels]
         n_numeric = len(layout.numeric)
         had_missing = profile.missing > 0
@@ -487,6 +491,28 @@ def _check_infinite(profile: Profile, layout: Layout) -> None:
         f"column {layout.numeric[column]!r} holds an infinite value (partition {partition}, "
         f"row {row}); clean or drop such rows first."
     )
+
+
+#: Numeric columns whose standard deviations differ by more than this are left unscaled
+#: (``standardize=False``) with a warning: gradient descent on them crawls or diverges.
+SCALE_RATIO_WARNING = 1e3
+
+
+def _warn_unscaled(names, std: np.ndarray) -> None:
+    spread = np.flatnonzero(std > 0.0)
+    if spread.size < 2:
+        return
+    widest, narrowest = spread[np.argmax(std[spread])], spread[np.argmin(std[spread])]
+    ratio = std[widest] / std[narrowest]
+    if ratio > SCALE_RATIO_WARNING:
+        warnings.warn(
+            f"standardize=False and the numeric columns differ in scale by {ratio:.1e}: "
+            f"{names[widest]!r} (standard deviation {std[widest]:.3g}) against "
+            f"{names[narrowest]!r} ({std[narrowest]:.3g}); gradient descent on such columns "
+            "crawls or diverges: keep standardize=True.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _check_moments(profile: Profile, layout: Layout, std: np.ndarray) -> None:

@@ -2,9 +2,14 @@
 
 Dask is the engine (scheduler, transport, worker processes, recovery); this module brings no
 cluster code of its own. The data stay on the workers: every partition of the input
-(``dask.array`` chunked along rows, or a ``dask.dataframe``) is turned once into a numpy
-block ``(X, y)`` and kept in the workers' memory (futures held by the driver) for the whole
-fit, so nothing is re-read between steps. Only model-sized vectors cross the network.
+(``dask.array`` chunked along rows, or a ``dask.dataframe``) is read once, profiled on its
+worker (missing cells, the numeric columns' moments, the categorical levels' counts: the one
+first pass, :mod:`fastgd._frames`), and encoded there into a dense numpy block ``(X, y)``
+with the encoding the driver learned from the merged profiles (``standardize``,
+``missing``, one-hot categories); the blocks stay in the workers' memory (futures held by
+the driver) for the whole fit, so nothing is re-read between steps. Only model-sized
+vectors (and the first pass's level counts) cross the network. The returned weights apply
+to the raw encoded features (:func:`transform`; :func:`predict` applies both).
 
 The epoch loop is the engine's own (:func:`fastgd.engine.train`); this module supplies it a
 data source, :class:`_DaskSource`, a :class:`fastgd.sources.BlockSource` whose blocks are

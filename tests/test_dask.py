@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from distributed import Client, LocalCluster
 
 import fastgd
 import fastgd.dask as fastgd_dask
-from fastgd import engine
+from fastgd import _frames, engine
 from fastgd.sources import BlockSource
 
 #: Full batch on Dask equals full batch in one process up to the rounding of partial sums.
@@ -315,7 +316,8 @@ def test_standardize_trains_on_scaled_columns_and_returns_raw_weights(client):
     np.testing.assert_allclose(result.predict(X), reference.predict((X - mean) / scale),
                                rtol=1e-9, atol=1e-9)  # fmt: skip
     assert result.loss_history[-1] < 1e-2 * result.loss_history[0]
-    unscaled = fastgd_dask.fit(frame, target="y", client=client, standardize=False, **FULL)
+    with pytest.warns(UserWarning, match=r"differ in scale by [\d.]+e\+05: 'a' .* against 'c'"):
+        unscaled = fastgd_dask.fit(frame, target="y", client=client, standardize=False, **FULL)
     assert unscaled.extras["scaler"] is None
 
 
@@ -501,3 +503,42 @@ def test_encoding_options_are_checked():
         fastgd_dask.fit(frame, target="price", max_categories=1, client=object())
     with pytest.raises(ValueError, match="hash_features= is not available on Dask"):
         fastgd_dask.fit(frame, target="price", hash_features=10, client=object())
+
+
+def test_profiles_merged_over_partitions_equal_the_whole_frame():
+    """The first pass's merge (Chan's moments, level counts, first missing cell) does not
+    depend on how the rows are split, empty partitions included."""
+    frame = holes(table(seed=18))
+    layout = _frames.Layout(features=("carat", "cut"), categorical=("cut",), target="price",
+                            columns=tuple(frame.columns), numeric_target=True)  # fmt: skip
+    cuts = [0, 0, 150, 151, 400]  # an empty partition first
+    profiles = [
+        _frames.profile_partition(frame.iloc[a:b], None, i, layout, "impute")
+        for i, (a, b) in enumerate(itertools.pairwise(cuts))
+    ]
+    merged = _frames.merge_profiles(profiles)
+    kept = frame[frame["price"].notna()]
+    assert merged.rows == len(kept) and merged.missing_target == 2
+    np.testing.assert_allclose(merged.mean, [kept["carat"].mean()], rtol=1e-13)
+    np.testing.assert_allclose(merged.m2 / merged.count, [kept["carat"].var(ddof=0)], rtol=1e-12)
+    assert merged.levels[0] == kept["cut"].value_counts().to_dict()
+    assert merged.missing.tolist() == [3, 2]
+    assert merged.first_missing == [(1, 3), (1, 7)]  # partition 1 starts at row 0
+    # Ties between level counts are broken by the level, so every run keeps the same ones.
+    assert _frames._kept_levels({"b": 2, "a": 2, "c": 5}, 3) == ["c", "a"]
+
+
+def test_encoding_round_trips_as_json_and_maps_unseen_levels_to_other():
+    import json
+
+    frame = table(n=40, seed=19)
+    layout = _frames.Layout(features=("carat", "cut"), categorical=("cut",), target="price",
+                            columns=tuple(frame.columns), numeric_target=True)  # fmt: skip
+    profile = _frames.profile_partition(frame, None, 0, layout, "impute")
+    encoding = _frames.FrameEncoding.learn(profile, layout, standardize=True, missing="impute",
+                                           max_categories=2)  # fmt: skip
+    again = _frames.FrameEncoding.from_dict(json.loads(json.dumps(encoding.to_dict())))
+    assert again.feature_names == encoding.feature_names == ["carat", "cut=Ideal", "cut=<other>"]
+    new = pd.DataFrame({"carat": [1.0, None], "cut": ["Poor", None]})
+    X = _frames.transform(again, new)
+    np.testing.assert_array_equal(X, [[1.0, 0.0, 1.0], [frame["carat"].mean(), 0.0, 1.0]])

@@ -419,14 +419,40 @@ def _categorical_columns(dtypes: dict, features: list, categorical) -> list:
                 "encoding off. Leave categorical at None (text columns are one-hot encoded) "
                 "or leave these columns out with features=."
             )
-        return []
-    if categorical is None:
-        return text
-    named = [str(categorical)] if isinstance(categorical, str) else [str(c) for c in categorical]
-    unknown = [name for name in named if name not in features]
-    if unknown:
-        raise ValueError(f"categorical={unknown} are not feature columns; features: {features}.")
-    return [name for name in features if name in named or name in text]
+        named = []
+    elif categorical is None:
+        named = []
+    else:
+        named = (
+            [str(categorical)] if isinstance(categorical, str) else [str(c) for c in categorical]
+        )
+        unknown = [name for name in named if name not in features]
+        if unknown:
+            raise ValueError(
+                f"categorical={unknown} are not feature columns; features: {features}."
+            )
+    chosen = [name for name in features if name in named or name in text]
+    _check_feature_dtypes(dtypes, [name for name in features if name not in chosen])
+    return chosen
+
+
+def _check_feature_dtypes(dtypes: dict, numeric: list) -> None:
+    """Refuse numeric features that are not numbers (dates, durations, ...): read as
+    numbers they would be nanoseconds, silently."""
+    import pandas as pd
+
+    other = [
+        name for name in numeric
+        if not (pd.api.types.is_numeric_dtype(dtypes[name])
+                or pd.api.types.is_bool_dtype(dtypes[name]))
+    ]  # fmt: skip
+    if other:
+        listed = ", ".join(f"{name!r} ({dtypes[name]})" for name in other)
+        raise ValueError(
+            f"feature columns {listed} are neither numbers nor text; convert them first (e.g. "
+            "a date to its hour or day of week), name them in categorical= to one-hot their "
+            "values, or leave them out with features=."
+        )
 
 
 def _check_target_dtype(dtype, name: str, numeric_target: bool, loss_name: str) -> None:

@@ -452,6 +452,11 @@ def test_text_and_bad_cells_are_named_by_column(client):
         fastgd_dask.fit(parts, target="cut", client=client)
     with pytest.raises(ValueError, match=r"categorical=\['size'\] are not feature columns"):
         fastgd_dask.fit(parts, target="price", categorical=["size"], client=client)
+    dated = frame.assign(when=pd.date_range("2013-01-01", periods=40, freq="h"))
+    with pytest.raises(
+        ValueError, match=r"'when' \(datetime64\[\w+\]\) are neither numbers nor text"
+    ):
+        fastgd_dask.fit(dd.from_pandas(dated, npartitions=2), target="price", client=client)
     infinite = frame.assign(carat=frame["carat"].where(frame.index != 30, np.inf))
     with pytest.raises(
         ValueError, match=r"column 'carat' holds an infinite value \(partition 1, row 10\)"

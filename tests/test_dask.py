@@ -457,6 +457,10 @@ def test_text_and_bad_cells_are_named_by_column(client):
         ValueError, match=r"'when' \(datetime64\[\w+\]\) are neither numbers nor text"
     ):
         fastgd_dask.fit(dd.from_pandas(dated, npartitions=2), target="price", client=client)
+    as_levels = fastgd_dask.fit(dd.from_pandas(dated, npartitions=2), target="price",
+                                categorical=["when"], max_categories=8, max_iter=1,
+                                client=client)  # fmt: skip
+    assert "when=2013-01-01 00:00:00" in as_levels.extras["feature_names"]
     infinite = frame.assign(carat=frame["carat"].where(frame.index != 30, np.inf))
     with pytest.raises(
         ValueError, match=r"column 'carat' holds an infinite value \(partition 1, row 10\)"

@@ -2,9 +2,14 @@
 
 Dask is the engine (scheduler, transport, worker processes, recovery); this module brings no
 cluster code of its own. The data stay on the workers: every partition of the input
-(``dask.array`` chunked along rows, or a ``dask.dataframe``) is turned once into a numpy
-block ``(X, y)`` and kept in the workers' memory (futures held by the driver) for the whole
-fit, so nothing is re-read between steps. Only model-sized vectors cross the network.
+(``dask.array`` chunked along rows, or a ``dask.dataframe``) is read once, profiled on its
+worker (missing cells, the numeric columns' moments, the categorical levels' counts: the one
+first pass, :mod:`fastgd._frames`), and encoded there into a dense numpy block ``(X, y)``
+with the encoding the driver learned from the merged profiles (``standardize``,
+``missing``, one-hot categories); the blocks stay in the workers' memory (futures held by
+the driver) for the whole fit, so nothing is re-read between steps. Only model-sized
+vectors (and the first pass's level counts) cross the network. The returned weights apply
+to the raw encoded features (:func:`transform`; :func:`predict` applies both).
 
 The epoch loop is the engine's own (:func:`fastgd.engine.train`); this module supplies it a
 data source, :class:`_DaskSource`, a :class:`fastgd.sources.BlockSource` whose blocks are
@@ -41,12 +46,24 @@ import time
 import numpy as np
 
 try:
-    import dask
+    import dask  # noqa: F401 (the extra's check: distributed alone does not say which)
     import distributed
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("fastgd.dask needs the Dask extra: pip install 'fastgd[dask]'") from _error
 
 from . import engine
+from ._frames import (
+    DENSE_WIDTH_LIMIT,
+    MISSING_MODES,
+    FrameEncoding,
+    Layout,
+    drop_rows,
+    is_text_dtype,
+    merge_profiles,
+    profile_partition,
+    split_partition,
+    transform,
+)
 from ._kernels.records import make_state
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from .errors import DivergenceError, WorkerLostError
@@ -60,7 +77,15 @@ from .sources import (
     block_statistics,
 )
 
-__all__ = ["MINIBATCH_MODES", "WorkerLostError", "fit"]
+__all__ = [
+    "DENSE_WIDTH_LIMIT",
+    "MINIBATCH_MODES",
+    "MISSING_MODES",
+    "WorkerLostError",
+    "fit",
+    "predict",
+    "transform",
+]
 
 #: How the mini-batch strategies run on a cluster (see the module's docstring).
 MINIBATCH_MODES = ("average", "sample")
@@ -100,35 +125,12 @@ def _as_float(values, dtype) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(values, dtype=dtype))
 
 
-def _array_block(x_chunk, y_chunk, dtype) -> tuple[np.ndarray, np.ndarray]:
-    X = _as_float(x_chunk, dtype)
-    y = np.ascontiguousarray(np.asarray(y_chunk).reshape(-1))
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"a chunk of X has {X.shape[0]} rows but y's chunk has {y.shape[0]}.")
-    return X, y
-
-
-def _frame_block(part, index: int, expected: list, features: list, target, y_part, dtype):
-    """A dataframe partition as ``(X, y)``; its columns must be those of the collection."""
-    columns = [str(name) for name in part.columns]
-    if columns != expected:
-        missing = [name for name in expected if name not in columns]
-        extra = [name for name in columns if name not in expected]
-        raise ValueError(
-            f"partition {index} has {len(columns)} columns {columns}; the other partitions "
-            f"have {len(expected)}: {expected} (missing: {missing}, unexpected: {extra}). "
-            "Every partition (file) must have the same columns."
-        )
-    try:
-        X = _as_float(part[features].to_numpy(), dtype)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"partition {index}: the feature columns must be numeric ({error})."
-        ) from error
-    y = part[target].to_numpy() if target is not None else np.asarray(y_part).reshape(-1)
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"partition {index} has {X.shape[0]} rows of X but {y.shape[0]} of y.")
-    return X, np.ascontiguousarray(y)
+def _encoded_block(part, y_part, index: int, layout: Layout, encoding: FrameEncoding, dtype):
+    """A partition as ``(X, y)`` in the training space: the rows that train (a target, and
+    with ``missing="skip"`` no missing cell), encoded and standardised."""
+    split = drop_rows(split_partition(part, y_part, index, layout), encoding.missing)[0]
+    X = encoding.encode(split, standardized=True)
+    return _as_float(X, dtype), np.ascontiguousarray(split.y)
 
 
 def _block_stats(block, fit_intercept: bool, loss, epsilon: float) -> BlockStatistics:
@@ -376,75 +378,191 @@ def _client(client):
         ) from None
 
 
-def _blocks_of(X, y, target, features, dtype):
-    """Delayed ``(X, y)`` blocks, one per partition, and the feature names."""
+def _frame_columns(X, y, target, features):
+    """A dataframe's column names, the target's name (None: y given) and the features."""
+    import dask.dataframe as dd
+
+    expected = [str(name) for name in X.columns]
+    if y is None:
+        if target is None:
+            raise ValueError("give y or target=: the name of the target column.")
+        if str(target) not in expected:
+            raise ValueError(f"target={target!r} is not a column; columns: {expected}.")
+        target = str(target)
+    elif target is not None:
+        raise ValueError("give y or target=, not both.")
+    elif not isinstance(y, (dd.Series, dd.DataFrame)):
+        raise TypeError("with a dask DataFrame X, y must be a dask Series (or use target=).")
+    if features is None:
+        features = [name for name in expected if name != target]
+    else:
+        features = [str(name) for name in features]
+        unknown = [name for name in features if name not in expected]
+        if unknown:
+            raise ValueError(f"features {unknown} are not columns; columns: {expected}.")
+        if target in features:
+            raise ValueError(f"target={target!r} is also among features=; give it once.")
+    if not features:
+        raise ValueError("no feature columns: the dataframe holds only the target.")
+    return expected, target, features
+
+
+def _categorical_columns(dtypes: dict, features: list, categorical) -> list:
+    """The features encoded as categories: the text ones (object, string, category dtypes)
+    and those named by ``categorical``; ``categorical=False``: none (text is an error)."""
+    text = [name for name in features if is_text_dtype(dtypes[name])]
+    if categorical is False:
+        if text:
+            listed = ", ".join(f"{name!r} ({dtypes[name]})" for name in text)
+            raise ValueError(
+                f"feature columns {listed} hold text, and categorical=False turns their "
+                "encoding off. Leave categorical at None (text columns are one-hot encoded) "
+                "or leave these columns out with features=."
+            )
+        named = []
+    elif categorical is None:
+        named = []
+    else:
+        named = (
+            [str(categorical)] if isinstance(categorical, str) else [str(c) for c in categorical]
+        )
+        unknown = [name for name in named if name not in features]
+        if unknown:
+            raise ValueError(
+                f"categorical={unknown} are not feature columns; features: {features}."
+            )
+    chosen = [name for name in features if name in named or name in text]
+    _check_feature_dtypes(dtypes, [name for name in features if name not in chosen])
+    return chosen
+
+
+def _check_feature_dtypes(dtypes: dict, numeric: list) -> None:
+    """Refuse numeric features that are not numbers (dates, durations, ...): read as
+    numbers they would be nanoseconds, silently."""
+    import pandas as pd
+
+    other = [
+        name for name in numeric
+        if not (pd.api.types.is_numeric_dtype(dtypes[name])
+                or pd.api.types.is_bool_dtype(dtypes[name]))
+    ]  # fmt: skip
+    if other:
+        listed = ", ".join(f"{name!r} ({dtypes[name]})" for name in other)
+        raise ValueError(
+            f"feature columns {listed} are neither numbers nor text; convert them first (e.g. "
+            "a date to its hour or day of week), name them in categorical= to one-hot their "
+            "values, or leave them out with features=."
+        )
+
+
+def _check_target_dtype(dtype, name: str, numeric_target: bool, loss_name: str) -> None:
+    if numeric_target and is_text_dtype(dtype):
+        raise ValueError(
+            f"the target {name} holds text ({dtype}) but loss={loss_name!r} is a regression "
+            "loss; use a classification loss (e.g. loss='log_loss' or 'hinge') for labels."
+        )
+
+
+def _frame_input(X, y, target, features, categorical, loss):
+    """A dataframe's partitions (delayed), its targets' partitions (None: a column) and the
+    :class:`Layout` of its columns."""
+    expected, target, features = _frame_columns(X, y, target, features)
+    dtypes = dict(zip(expected, X.dtypes, strict=True))
+    numeric_target = not loss.classification
+    if target is not None:
+        _check_target_dtype(dtypes[target], repr(target), numeric_target, loss.name)
+    else:
+        _check_target_dtype(getattr(y, "dtype", None), "y", numeric_target, loss.name)
+    parts = X.to_delayed()
+    y_parts = None
+    if y is not None:
+        y_parts = y.to_delayed()
+        if len(y_parts) != len(parts):
+            raise ValueError(
+                f"X has {len(parts)} partitions but y has {len(y_parts)}; give both the "
+                "same partitions (or use target=)."
+            )
+    layout = Layout(
+        features=tuple(features), target=target, columns=tuple(expected),
+        categorical=tuple(_categorical_columns(dtypes, features, categorical)),
+        numeric_target=numeric_target,
+    )  # fmt: skip
+    return parts, y_parts, layout
+
+
+def _array_input(X, y, target, features, categorical, loss):
+    """A dask array's chunks of whole rows (delayed), y's, and their :class:`Layout`."""
+    import dask.array as da
+
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows, features); got {X.ndim} dimensions.")
+    if target is not None or features is not None or categorical not in (None, False):
+        raise ValueError("target=, features= and categorical= are for dask dataframes.")
+    if y is None:
+        raise ValueError("y is required with a dask array X.")
+    X = X.rechunk({1: -1})  # whole rows per partition
+    if not isinstance(y, da.Array):
+        y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+    y = y.reshape(-1).rechunk((X.chunks[0],))
+    layout = Layout(
+        features=tuple(f"x{j}" for j in range(X.shape[1])), categorical=(), target=None,
+        columns=None, numeric_target=not loss.classification,
+    )  # fmt: skip
+    return list(X.to_delayed().reshape(-1)), list(y.to_delayed().reshape(-1)), layout
+
+
+def _inputs(X, y, target, features, categorical, loss):
+    """The partitions of X and y (delayed) and the :class:`Layout` of their columns."""
     import dask.array as da
     import dask.dataframe as dd
 
     if isinstance(X, dd.DataFrame):
-        expected = [str(name) for name in X.columns]
-        if y is None:
-            if target is None:
-                raise ValueError("give y or target=: the name of the target column.")
-            if str(target) not in expected:
-                raise ValueError(f"target={target!r} is not a column; columns: {expected}.")
-            target = str(target)
-        elif target is not None:
-            raise ValueError("give y or target=, not both.")
-        if features is None:
-            features = [name for name in expected if name != target]
-        else:
-            features = [str(name) for name in features]
-            unknown = [name for name in features if name not in expected]
-            if unknown:
-                raise ValueError(f"features {unknown} are not columns; columns: {expected}.")
-        if not features:
-            raise ValueError("no feature columns: the dataframe holds only the target.")
-        parts = X.to_delayed()
-        if y is not None:
-            if not isinstance(y, (dd.Series, dd.DataFrame)):
-                raise TypeError(
-                    "with a dask DataFrame X, y must be a dask Series (or use target=)."
-                )
-            y_parts = y.to_delayed()
-            if len(y_parts) != len(parts):
-                raise ValueError(
-                    f"X has {len(parts)} partitions but y has {len(y_parts)}; give both the "
-                    "same partitions (or use target=)."
-                )
-        else:
-            y_parts = [None] * len(parts)
-        blocks = [
-            dask.delayed(_frame_block, pure=True)(
-                part, index, expected, features, target, y_part, dtype
-            )
-            for index, (part, y_part) in enumerate(zip(parts, y_parts, strict=True))
-        ]
-        return blocks, features, target
+        return _frame_input(X, y, target, features, categorical, loss)
     if isinstance(X, da.Array):
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (rows, features); got {X.ndim} dimensions.")
-        if target is not None or features is not None:
-            raise ValueError("target= and features= are for dask dataframes.")
-        if y is None:
-            raise ValueError("y is required with a dask array X.")
-        X = X.rechunk({1: -1})  # whole rows per partition
-        if not isinstance(y, da.Array):
-            y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
-        y = y.reshape(-1).rechunk((X.chunks[0],))
-        x_parts = X.to_delayed().reshape(-1)
-        y_parts = y.to_delayed().reshape(-1)
-        blocks = [
-            dask.delayed(_array_block, pure=True)(x_part, y_part, dtype)
-            for x_part, y_part in zip(x_parts, y_parts, strict=True)
-        ]
-        return blocks, [f"x{j}" for j in range(X.shape[1])], None
+        return _array_input(X, y, target, features, categorical, loss)
     raise TypeError(
         "fastgd.dask.fit takes a dask.array.Array or a dask.dataframe.DataFrame; got "
         f"{type(X).__name__} (use fastgd.fit for data in memory)."
     )
+
+
+def _check_encoding_options(missing, max_categories, hash_features) -> None:
+    if missing not in MISSING_MODES:
+        raise ValueError(f"missing={missing!r}; allowed values: {list(MISSING_MODES)}.")
+    if isinstance(max_categories, bool) or not isinstance(max_categories, (int, np.integer)):
+        raise TypeError(f"max_categories must be an integer >= 2; got {max_categories!r}.")
+    if max_categories < 2:
+        raise ValueError(f"max_categories must be >= 2; got {max_categories}.")
+    if hash_features is not None:
+        raise ValueError(
+            "hash_features= is not available on Dask: its training path reads dense blocks, "
+            "where hashed features would cost as much as one-hot ones; use max_categories= "
+            "(rarer levels share one '<other>' feature)."
+        )
+
+
+def _first_pass(client, x_parts, y_parts, layout: Layout, *, missing, standardize,
+                max_categories, dtype):  # fmt: skip
+    """Read each partition once (kept on the workers), profile it there, learn the encoding
+    on the driver from the merged profiles, and encode every partition on its worker.
+    Returns the encoded blocks (futures), the encoding and the merged profile."""
+    raw = client.compute(x_parts)
+    raw_y = client.compute(y_parts) if y_parts is not None else [None] * len(raw)
+    profiles = client.gather([
+        client.submit(profile_partition, part, y_part, index, layout, missing, pure=False)
+        for index, (part, y_part) in enumerate(zip(raw, raw_y, strict=True))
+    ])  # fmt: skip
+    profile = merge_profiles(profiles)
+    encoding = FrameEncoding.learn(
+        profile, layout, standardize=standardize, missing=missing, max_categories=max_categories
+    )
+    encoded = [
+        client.submit(_encoded_block, part, y_part, index, layout, encoding, dtype, pure=False)
+        for index, (part, y_part) in enumerate(zip(raw, raw_y, strict=True))
+    ]
+    return encoded, encoding, profile
 
 
 def fit(
@@ -461,6 +579,11 @@ def fit(
     coef_init=None,
     intercept_init=None,
     classes=None,
+    standardize: bool = True,
+    missing: str = "impute",
+    max_categories: int = 1000,
+    categorical=None,
+    hash_features=None,
     **fit_options,
 ) -> engine.FitResult:
     """Fit a linear model to data partitioned over a Dask cluster (see the module's
@@ -493,7 +616,31 @@ def fit(
     dtype : {"float64", "float32"}, optional
         Of the blocks and the model (default: X's dtype if float32/float64, else float64).
     coef_init, intercept_init, classes :
-        As for :func:`fastgd.fit`.
+        As for :func:`fastgd.fit` (``coef_init`` in the raw space of the encoded features,
+        as the returned ``coef``).
+    standardize : bool, default True
+        Centre and scale the numeric features with means and standard deviations from the
+        first pass (as ``fit_csv``): unscaled real tables otherwise train useless models.
+        The returned ``coef``/``intercept`` apply to the raw (encoded) features, the scaler
+        folded in; ``extras["scaler"]`` holds the means and scales, and
+        ``extras["standardized_coef"]``/``["standardized_intercept"]`` the model trained.
+    missing : {"impute", "skip", "error"}, default "impute"
+        A missing feature cell (NaN, None, NA): ``"impute"`` gives it the column's mean plus
+        a missing-indicator feature ``"name=missing"`` (for columns that had a missing cell)
+        or, in a categorical column, the level ``"<missing>"``; ``"skip"`` drops its row;
+        ``"error"`` refuses the data, naming every column with missing cells. A row whose
+        target is missing is always dropped and counted (``extras["skipped"]``).
+    max_categories : int, default 1000
+        Per categorical column: its ``max_categories - 1`` most frequent levels get a one-hot
+        feature each; the rarer ones (and, at predict time, unseen ones) share ``"<other>"``.
+    categorical : None, list of str, or False
+        The columns one-hot encoded: the text ones (object, string and category dtypes),
+        plus those named here (e.g. integer codes); ``False``: none, and a text column is an
+        error naming it. The encoded width must stay within ``DENSE_WIDTH_LIMIT`` (the
+        blocks are dense on Dask); above it the error names each categorical column and
+        its level count.
+    hash_features : None
+        Not available on Dask (dense blocks); kept for the CSV side's names.
     **fit_options
         Every other option of :func:`fastgd.fit` (``loss``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``penalty``, ``alpha``, ``max_iter``, ``tol``,
@@ -504,7 +651,11 @@ def fit(
     -------
     FitResult
         As :func:`fastgd.fit`, plus ``extras["dask"]``: partitions, rows, workers, mode,
-        retries, and the seconds of each epoch (``step_seconds``).
+        retries, and the seconds of each epoch (``step_seconds``); ``extras["encoding"]``
+        (a :class:`fastgd._frames.FrameEncoding`: :func:`predict` and :func:`transform`
+        apply it to new rows), ``extras["feature_names"]`` (the encoded features),
+        ``extras["scaler"]`` and ``extras["skipped"]`` (``missing_target``,
+        ``missing_feature``: rows dropped).
 
     Raises
     ------
@@ -512,37 +663,50 @@ def fit(
         When a step failed ``STEP_RETRIES`` times because workers were lost; keeps the last
         good model.
     ValueError
-        For partitions whose columns disagree (naming the partition and the columns),
-        non-finite values, or invalid options.
+        For partitions whose columns disagree (naming the partition and the columns), a
+        cell that is not a number in a numeric column, an infinite value or (with
+        ``missing="error"``) a missing one (naming the column, partition and row), a text
+        target for a regression loss, an encoding too wide, or invalid options.
     """
     started = time.perf_counter()
     client = _client(client)
     resolved, settings, mode = _resolve(fit_options, strategy, minibatch_mode, fraction)
+    _check_encoding_options(missing, max_categories, hash_features)
     dtype = _dtype_of(X, dtype)
-    delayed_blocks, feature_names, target_name = _blocks_of(X, y, target, features, dtype)
-    blocks, rows, summary, plan_classes = _persist(client, delayed_blocks, resolved, classes,
-                                                   dtype)  # fmt: skip
+    x_parts, y_parts, layout = _inputs(X, y, target, features, categorical, resolved["loss"])
+    encoded, encoding, profile = _first_pass(
+        client, x_parts, y_parts, layout, missing=missing, standardize=standardize,
+        max_categories=max_categories, dtype=dtype,
+    )  # fmt: skip
+    blocks, rows, summary, plan_classes = _persist(client, encoded, resolved, classes, dtype,
+                                                   encoding, profile)  # fmt: skip
+    del encoded
     n = sum(rows)
     if mode == "sample":
         if fraction is None:
             fraction = min(1.0, resolved["batch_size"] / n)
         resolved["batch_size"] = max(1, round(float(fraction) * n))
     source = _DaskSource(
-        client, blocks, rows, summary, dtype, len(feature_names),
+        client, blocks, rows, summary, dtype, encoding.width,
         fit_intercept=resolved["fit_intercept"], mode=mode,
         fraction=float(fraction) if fraction is not None else 1.0,
         local_options=_local_options(resolved, settings),
     )  # fmt: skip
+    coef_start, intercept_start = _to_trained_space(encoding, coef_init, intercept_init)
     try:
         result = engine.train(
-            source, resolved, classes=plan_classes, coef_init=coef_init,
-            intercept_init=intercept_init,
+            source, resolved, classes=plan_classes, coef_init=coef_start,
+            intercept_init=intercept_start,
         )  # fmt: skip
     finally:
         source.futures = []
         del blocks
+    _fold_scaler(result, encoding, dtype)
     result.extras.update(
-        feature_names=list(feature_names), target=target_name, rows=n,
+        feature_names=list(encoding.feature_names), target=layout.target, rows=n,
+        encoding=encoding,
+        skipped={"missing_target": profile.missing_target,
+                 "missing_feature": profile.skipped_missing},
         dask={
             "partitions": len(rows), "mode": mode, "retries": source.retries,
             "workers": len(client.nthreads()),
@@ -551,6 +715,62 @@ def fit(
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result
+
+
+def _to_trained_space(encoding: FrameEncoding, coef_init, intercept_init):
+    """Raw-space starting weights in the standardised space: ``w·scale``, ``b + w·mean``."""
+    if coef_init is None or not encoding.standardize:
+        return coef_init, intercept_init
+    raw = np.asarray(coef_init, dtype=np.float64).reshape(-1)
+    if raw.shape[0] != encoding.width:
+        raise ValueError(
+            f"coef_init has {raw.shape[0]} values; the encoded data have {encoding.width} "
+            f"features: {encoding.feature_names[:20]}."
+        )
+    return raw * encoding.scale, float(intercept_init or 0.0) + float(raw @ encoding.mean)
+
+
+def _fold_scaler(result: engine.FitResult, encoding: FrameEncoding, dtype) -> None:
+    """The trained (standardised-space) model as weights for the raw features."""
+    if not encoding.standardize:
+        result.extras["scaler"] = None
+        return
+    result.extras["scaler"] = {"mean": encoding.mean.copy(), "scale": encoding.scale.copy()}
+    result.extras["standardized_coef"] = result.coef
+    result.extras["standardized_intercept"] = float(result.intercept)
+    raw_coef = result.coef.astype(np.float64) / encoding.scale
+    result.intercept = dtype.type(float(result.intercept) - float(raw_coef @ encoding.mean))
+    result.coef = raw_coef.astype(dtype)
+
+
+def predict(result: engine.FitResult, X):
+    """Predictions of a :func:`fit` result for new rows, with its encoding (missing cells,
+    unseen levels: see :func:`fastgd._frames.transform`; no row is dropped or refused).
+
+    ``X``: a dask DataFrame (gives a dask Series, one partition per partition), a pandas
+    DataFrame, or (for a fit on arrays) a 2-D array (both give a numpy array)."""
+    import dask.dataframe as dd
+
+    encoding = result.extras.get("encoding")
+    if encoding is None:
+        raise ValueError("this result has no encoding: it does not come from fastgd.dask.fit.")
+    if isinstance(X, dd.DataFrame):
+        import pandas as pd
+
+        labels = result.classes
+        meta = pd.Series([], dtype=np.float64 if labels is None else labels.dtype)
+        return X.map_partitions(_predict_rows, result, meta=meta)
+    return result.predict(transform(encoding, X))
+
+
+def _predict_rows(part, result):
+    import pandas as pd
+
+    if len(part) == 0:
+        labels = result.classes
+        return pd.Series([], dtype=np.float64 if labels is None else labels.dtype)
+    values = result.predict(transform(result.extras["encoding"], part))
+    return pd.Series(values, index=part.index)
 
 
 def _resolve(fit_options: dict, strategy, minibatch_mode, fraction):
@@ -598,36 +818,38 @@ def _dtype_of(X, dtype) -> np.dtype:
     return dtype
 
 
-def _persist(client, delayed_blocks, resolved: dict, classes, dtype):
-    """The first pass: persist the blocks on the workers, summarise them, and map the
-    targets (±1 for the two classes, else floats). Returns the non-empty blocks (futures),
-    their rows, the summary and the classes."""
+def _persist(client, encoded: list, resolved: dict, classes, dtype, encoding, profile):
+    """Persist the encoded blocks on the workers, summarise them, and map the targets (±1
+    for the two classes, else floats). Returns the non-empty blocks (futures), their rows,
+    the summary and the classes."""
     # Persisted: the blocks stay in the workers' memory while the driver holds the futures;
     # they come from the input's graph, so Dask recomputes one lost with its worker.
-    raw = client.compute(delayed_blocks)
     loss = resolved["loss"]
     parts = client.gather([
         client.submit(_block_stats, block, resolved["fit_intercept"], loss, resolved["epsilon"])
-        for block in raw
+        for block in encoded
     ])  # fmt: skip
     for index, part in enumerate(parts):
         if part.bad is not None:
-            where = "y" if part.bad[1] == "y" else f"column {part.bad[1]}"
+            row, column = part.bad
+            where = "the target" if column == "y" else repr(encoding.feature_names[column])
             raise ValueError(
-                f"partition {index} holds a NaN or infinite value at its row {part.bad[0]}, "
-                f"{where}; clean or drop such rows first."
+                f"partition {index} holds a NaN or infinite value in {where}, at its row {row} "
+                "(of the rows kept); clean or drop such rows first."
             )
     keep = [i for i, part in enumerate(parts) if part.rows > 0]
     if not keep:
-        raise ValueError("no rows to train on: every partition is empty.")
+        raise ValueError(
+            f"no rows to train on: {profile.missing_target} rows had a missing target and "
+            f"{profile.skipped_missing} a missing feature (missing='skip'); the others, none."
+        )
     summary = functools.reduce(BlockStatistics.merge, [parts[i] for i in keep])
     if loss.classification:
         plan_classes = _classes(loss, summary.labels, classes)
-        blocks = [client.submit(_signed_block, raw[i], plan_classes, dtype) for i in keep]
+        blocks = [client.submit(_signed_block, encoded[i], plan_classes, dtype) for i in keep]
     else:
         plan_classes = None
-        blocks = [client.submit(_float_block, raw[i], dtype) for i in keep]
-    del raw
+        blocks = [client.submit(_float_block, encoded[i], dtype) for i in keep]
     distributed.wait(blocks)
     return blocks, [parts[i].rows for i in keep], summary, plan_classes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from distributed import Client, LocalCluster
 
 import fastgd
 import fastgd.dask as fastgd_dask
-from fastgd import engine
+from fastgd import _frames, engine
 from fastgd.sources import BlockSource
 
 #: Full batch on Dask equals full batch in one process up to the rounding of partial sums.
@@ -58,8 +59,9 @@ def test_full_batch_equals_single_process(client, chunks):
     reference = fastgd.fit(X, y, strategy="full", max_iter=15, tol=None, random_state=0)
     chunked = da.from_array(X, chunks=(chunks, 4))
     result = fastgd_dask.fit(
-        chunked, y, strategy="full", max_iter=15, tol=None, random_state=0, client=client
-    )
+        chunked, y, strategy="full", max_iter=15, tol=None, random_state=0, client=client,
+        standardize=False,
+    )  # fmt: skip
     np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
     np.testing.assert_allclose(result.intercept, reference.intercept, rtol=FULL_BATCH_RTOL)
     np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
@@ -75,7 +77,9 @@ def test_full_batch_with_penalty_and_constant_step(client):
         max_iter=10, tol=None,
     )  # fmt: skip
     reference = fastgd.fit(X, y, **options)
-    result = fastgd_dask.fit(da.from_array(X, chunks=(170, 4)), y, client=client, **options)
+    result = fastgd_dask.fit(
+        da.from_array(X, chunks=(170, 4)), y, client=client, standardize=False, **options
+    )
     np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
     np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
 
@@ -120,7 +124,7 @@ def test_sample_mode_takes_the_steps_of_a_block_source(client):
     )  # fmt: skip
     result = fastgd_dask.fit(
         da.from_array(X, chunks=(200, 4)), y, minibatch_mode="sample", fraction=0.25,
-        client=client, **options,
+        client=client, standardize=False, **options,
     )  # fmt: skip
     settings = engine.resolve_options(**{**engine.fit_defaults(), **options, "batch_size": 200})
     local = engine.train(ArrayBlocks(X, y, 200, 0.25), settings)
@@ -150,8 +154,9 @@ def test_dataframe_from_csv_files_target_by_name(client, tmp_path):
     assert frame.npartitions == 3
     reference = fastgd.fit(X, y, strategy="full", max_iter=10, tol=None)
     result = fastgd_dask.fit(
-        frame, target="price", strategy="full", max_iter=10, tol=None, client=client
-    )
+        frame, target="price", strategy="full", max_iter=10, tol=None, client=client,
+        standardize=False,
+    )  # fmt: skip
     np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
     assert result.extras["feature_names"] == ["a", "b", "c"]
     assert result.extras["target"] == "price"
@@ -195,8 +200,9 @@ def test_worker_killed_mid_fit_gives_the_uninterrupted_model(client):
                 pass
 
     result = fastgd_dask.fit(
-        da.from_array(X, chunks=(100, 4)), y, callback=kill_one_worker, client=client, **options
-    )
+        da.from_array(X, chunks=(100, 4)), y, callback=kill_one_worker, client=client,
+        standardize=False, **options,
+    )  # fmt: skip
     np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
     np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
     client.wait_for_workers(2, timeout=60)
@@ -219,7 +225,7 @@ def test_steps_that_keep_failing_raise_worker_lost_with_the_model(client, monkey
     with pytest.raises(fastgd_dask.WorkerLostError, match="Step 3 failed 3 times") as caught:
         fastgd_dask.fit(
             da.from_array(X, chunks=(100, 4)), y, strategy="full", max_iter=5, tol=None,
-            client=client,
+            client=client, standardize=False,
         )  # fmt: skip
     assert caught.value.step == 3
     np.testing.assert_allclose(caught.value.coef, good.coef, rtol=FULL_BATCH_RTOL)
@@ -256,7 +262,9 @@ def test_full_batch_optimizers_equal_single_process(client, optimizer):
     options = dict(strategy="full", optimizer=optimizer, penalty="l2", alpha=0.01,
                    max_iter=15, tol=1e-10, random_state=0)  # fmt: skip
     reference = fastgd.fit(X, y, **options)
-    result = fastgd_dask.fit(da.from_array(X, chunks=(250, 4)), y, client=client, **options)
+    result = fastgd_dask.fit(
+        da.from_array(X, chunks=(250, 4)), y, client=client, standardize=False, **options
+    )
     np.testing.assert_allclose(result.coef, reference.coef, rtol=1e-8)
     assert result.n_iter == reference.n_iter
 
@@ -269,3 +277,277 @@ def test_a_stochastic_optimizer_other_than_sgd_is_refused(client, mode):
         fastgd_dask.fit(da.from_array(X, chunks=(250, 4)), y, client=client,
                         strategy="minibatch", minibatch_mode=mode, optimizer="adam",
                         learning_rate="constant")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Real tables (issue 14): standardize, missing cells, categories, errors naming the column.
+# ---------------------------------------------------------------------------------------------
+
+FULL = dict(strategy="full", max_iter=12, tol=None, random_state=0)
+
+
+def mixed_scale_problem(n=480, seed=8):
+    """Columns on scales 1e3 apart (where an unscaled fit is useless)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3)) * np.array([1000.0, 1.0, 0.001]) + np.array([50.0, 0, 3])
+    y = X @ np.array([0.002, -1.0, 400.0]) + 0.5 + 0.01 * rng.standard_normal(n)
+    return X, y
+
+
+def fold(coef, intercept, mean, scale):
+    raw = coef / scale
+    return raw, intercept - raw @ mean
+
+
+def test_standardize_trains_on_scaled_columns_and_returns_raw_weights(client):
+    X, y = mixed_scale_problem()
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    reference = fastgd.fit((X - mean) / scale, y, **FULL)
+    frame = dd.from_pandas(pd.DataFrame(X, columns=["a", "b", "c"]).assign(y=y), npartitions=3)
+    result = fastgd_dask.fit(frame, target="y", client=client, **FULL)  # standardize: default
+    np.testing.assert_allclose(result.extras["scaler"]["mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(result.extras["scaler"]["scale"], scale, rtol=1e-12)
+    np.testing.assert_allclose(result.extras["standardized_coef"], reference.coef,
+                               rtol=FULL_BATCH_RTOL)  # fmt: skip
+    raw_coef, raw_intercept = fold(reference.coef, reference.intercept, mean, scale)
+    np.testing.assert_allclose(result.coef, raw_coef, rtol=1e-9)
+    assert result.intercept == pytest.approx(raw_intercept, rel=1e-9)
+    # The raw weights predict from the raw columns.
+    np.testing.assert_allclose(result.predict(X), reference.predict((X - mean) / scale),
+                               rtol=1e-9, atol=1e-9)  # fmt: skip
+    assert result.loss_history[-1] < 1e-2 * result.loss_history[0]
+    with pytest.warns(UserWarning, match=r"differ in scale by [\d.]+e\+05: 'a' .* against 'c'"):
+        unscaled = fastgd_dask.fit(frame, target="y", client=client, standardize=False, **FULL)
+    assert unscaled.extras["scaler"] is None
+
+
+def test_standardize_on_arrays_with_a_start_in_raw_space(client):
+    X, y = mixed_scale_problem(seed=9)
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    start = np.array([0.001, -0.5, 100.0])
+    reference = fastgd.fit((X - mean) / scale, y, coef_init=start * scale,
+                           intercept_init=0.1 + start @ mean, **FULL)  # fmt: skip
+    result = fastgd_dask.fit(da.from_array(X, chunks=(160, 3)), y, coef_init=start,
+                             intercept_init=0.1, client=client, **FULL)  # fmt: skip
+    np.testing.assert_allclose(result.extras["standardized_coef"], reference.coef,
+                               rtol=FULL_BATCH_RTOL)  # fmt: skip
+    assert result.extras["feature_names"] == ["x0", "x1", "x2"]
+
+
+def table(n=400, seed=10):
+    """A table with a numeric column, a text column (levels of distinct frequencies) and
+    its targets."""
+    rng = np.random.default_rng(seed)
+    cut = np.repeat(["Ideal", "Good", "Fair", "Poor"], [n // 2, 3 * n // 10, 3 * n // 20, n // 20])
+    cut = rng.permutation(cut)
+    carat = rng.standard_normal(n)
+    effect = {"Ideal": 2.0, "Good": 1.0, "Fair": -1.0, "Poor": -3.0}
+    y = 1.5 * carat + np.array([effect[c] for c in cut]) + 0.01 * rng.standard_normal(n)
+    return pd.DataFrame({"carat": carat, "cut": pd.array(cut, dtype="string"), "price": y})
+
+
+def test_categories_are_one_hot_with_a_shared_other_level(client):
+    frame = table()
+    result = fastgd_dask.fit(dd.from_pandas(frame, npartitions=3), target="price",
+                             max_categories=3, standardize=False, client=client,
+                             **FULL)  # fmt: skip
+    assert result.extras["feature_names"] == ["carat", "cut=Ideal", "cut=Good", "cut=<other>"]
+    cut = frame["cut"].to_numpy()
+    encoded = np.column_stack([
+        frame["carat"], cut == "Ideal", cut == "Good", (cut == "Fair") | (cut == "Poor"),
+    ]).astype(np.float64)  # fmt: skip
+    reference = fastgd.fit(encoded, frame["price"].to_numpy(), **FULL)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+    assert result.intercept == pytest.approx(reference.intercept, rel=FULL_BATCH_RTOL)
+
+
+def test_predict_takes_unseen_levels_and_missing_cells(client):
+    frame = table(seed=11)
+    result = fastgd_dask.fit(dd.from_pandas(frame, npartitions=2), target="price",
+                             client=client, strategy="full", optimizer="lbfgs", max_iter=100,
+                             tol=1e-12)  # fmt: skip
+    names = result.extras["feature_names"]
+    new = pd.DataFrame({"carat": [0.5, np.nan, 1.0], "cut": ["Good", "Ideal", "Astounding"]})
+    predicted = fastgd_dask.predict(result, new)
+    mean = frame["carat"].mean()
+    weight = dict(zip(names, result.coef, strict=True))
+    expected = result.intercept + np.array([
+        0.5 * weight["carat"] + weight["cut=Good"],
+        mean * weight["carat"] + weight["cut=Ideal"],  # the training mean, no indicator
+        1.0 * weight["carat"] + weight["cut=<other>"],  # an unseen level: the shared one
+    ])  # fmt: skip
+    np.testing.assert_allclose(predicted, expected, rtol=1e-12)
+    # The fit is good on the training rows, and a dask frame gives the same predictions.
+    on_frame = fastgd_dask.predict(result, dd.from_pandas(frame, npartitions=2)).compute()
+    residual = on_frame.to_numpy() - frame["price"].to_numpy()
+    assert np.sqrt(np.mean(residual**2)) < 0.05
+    np.testing.assert_allclose(on_frame.to_numpy(), fastgd_dask.predict(result, frame))
+
+
+def holes(frame):
+    """``frame`` with missing cells: numeric, text and target ones."""
+    frame = frame.copy()
+    frame.loc[[3, 40, 41], "carat"] = np.nan
+    frame.loc[[7, 90], "cut"] = pd.NA
+    frame.loc[[12, 200], "price"] = np.nan
+    return frame
+
+
+def test_missing_impute_gives_mean_indicator_and_missing_level(client):
+    frame = holes(table(seed=12))
+    result = fastgd_dask.fit(dd.from_pandas(frame, npartitions=3), target="price",
+                             standardize=False, client=client, **FULL)  # fmt: skip
+    assert result.extras["feature_names"] == [
+        "carat", "carat=missing", "cut=Ideal", "cut=Good", "cut=Fair", "cut=Poor",
+        "cut=<other>", "cut=<missing>",
+    ]  # fmt: skip
+    assert result.extras["skipped"] == {"missing_target": 2, "missing_feature": 0}
+    kept = frame[frame["price"].notna()]
+    carat = kept["carat"].to_numpy()
+    cut = kept["cut"].fillna("").to_numpy()  # ("" is no level: missing cells match none)
+    encoded = np.column_stack(
+        [np.where(np.isnan(carat), np.nanmean(carat), carat), np.isnan(carat)]
+        + [cut == level for level in ["Ideal", "Good", "Fair", "Poor"]]
+        + [np.zeros(len(kept)), kept["cut"].isna()]
+    ).astype(np.float64)
+    reference = fastgd.fit(encoded, kept["price"].to_numpy(), **FULL)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+
+
+def test_missing_skip_drops_the_rows_and_counts_them(client):
+    frame = holes(table(seed=13))
+    result = fastgd_dask.fit(dd.from_pandas(frame, npartitions=3), target="price",
+                             missing="skip", standardize=False, client=client,
+                             **FULL)  # fmt: skip
+    assert result.extras["skipped"] == {"missing_target": 2, "missing_feature": 5}
+    assert result.extras["rows"] == len(frame) - 7
+    assert "carat=missing" not in result.extras["feature_names"]
+    kept = frame.dropna()
+    cut = kept["cut"].to_numpy()
+    encoded = np.column_stack(
+        [kept["carat"]] + [cut == level for level in ["Ideal", "Good", "Fair", "Poor"]]
+        + [np.zeros(len(kept))]
+    ).astype(np.float64)  # fmt: skip
+    reference = fastgd.fit(encoded, kept["price"].to_numpy(), **FULL)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+
+
+def test_missing_error_names_every_column_and_the_first_place(client):
+    frame = holes(table(seed=14))
+    with pytest.raises(ValueError, match="missing='error'") as caught:
+        fastgd_dask.fit(dd.from_pandas(frame, npartitions=1), target="price", missing="error",
+                        client=client, **FULL)  # fmt: skip
+    message = str(caught.value)
+    assert "column 'carat': 3 missing (the first in partition 0, row 3)" in message
+    assert "column 'cut': 2 missing (the first in partition 0, row 7)" in message
+    assert "price" not in message  # a missing target is dropped, never an error
+
+
+def test_text_and_bad_cells_are_named_by_column(client):
+    frame = table(n=40, seed=15)
+    parts = dd.from_pandas(frame, npartitions=2)
+    with pytest.raises(ValueError, match=r"feature columns 'cut' \(string\) hold text"):
+        fastgd_dask.fit(parts, target="price", categorical=False, client=client)
+    with pytest.raises(ValueError, match=r"the target 'cut' holds text .* regression loss"):
+        fastgd_dask.fit(parts, target="cut", client=client)
+    with pytest.raises(ValueError, match=r"categorical=\['size'\] are not feature columns"):
+        fastgd_dask.fit(parts, target="price", categorical=["size"], client=client)
+    dated = frame.assign(when=pd.date_range("2013-01-01", periods=40, freq="h"))
+    with pytest.raises(
+        ValueError, match=r"'when' \(datetime64\[\w+\]\) are neither numbers nor text"
+    ):
+        fastgd_dask.fit(dd.from_pandas(dated, npartitions=2), target="price", client=client)
+    as_levels = fastgd_dask.fit(dd.from_pandas(dated, npartitions=2), target="price",
+                                categorical=["when"], max_categories=8, max_iter=1,
+                                client=client)  # fmt: skip
+    assert "when=2013-01-01 00:00:00" in as_levels.extras["feature_names"]
+    infinite = frame.assign(carat=frame["carat"].where(frame.index != 30, np.inf))
+    with pytest.raises(
+        ValueError, match=r"column 'carat' holds an infinite value \(partition 1, row 10\)"
+    ):
+        fastgd_dask.fit(dd.from_pandas(infinite, npartitions=2), target="price", client=client)
+    # A partition whose numeric column holds text (its meta said float).
+    good = frame[["carat", "price"]].iloc[:20]
+    odd = good.astype({"carat": object})
+    odd.iloc[4, 0] = "1.2 ct"
+    mixed = dd.from_delayed([dask.delayed(good.copy)(), dask.delayed(odd.copy)()],
+                            meta=good.iloc[:0], verify_meta=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"partition 1, row 4 .*column 'carat' holds '1.2 ct'"):
+        fastgd_dask.fit(mixed, target="price", client=client)
+
+
+def test_integer_codes_as_categories_and_text_labels(client):
+    rng = np.random.default_rng(16)
+    code = rng.integers(0, 3, 300)
+    frame = pd.DataFrame({"x": rng.standard_normal(300), "code": code,
+                          "label": np.where(code == 2, "yes", "no")})  # fmt: skip
+    result = fastgd_dask.fit(dd.from_pandas(frame, npartitions=2), target="label",
+                             categorical=["code"], loss="log_loss", client=client,
+                             strategy="full", optimizer="lbfgs", max_iter=50)  # fmt: skip
+    assert [name for name in result.extras["feature_names"] if name.startswith("code=")] == [
+        f"code={level}" for level in pd.Series(code).value_counts().index.astype(str)
+    ] + ["code=<other>"]
+    assert set(fastgd_dask.predict(result, frame)) <= {"yes", "no"}
+    assert (fastgd_dask.predict(result, frame) == frame["label"]).mean() == 1.0
+
+
+def test_an_encoding_too_wide_for_dense_blocks_names_the_column(client, monkeypatch):
+    monkeypatch.setattr("fastgd._frames.DENSE_WIDTH_LIMIT", 4)
+    frame = dd.from_pandas(table(n=40, seed=17), npartitions=2)
+    with pytest.raises(
+        ValueError, match=r"6 features, over the 4 .*'cut' \(4 levels: 5 features\)"
+    ):
+        fastgd_dask.fit(frame, target="price", client=client)
+    assert fastgd_dask.fit(frame, target="price", max_categories=3, client=client,
+                           max_iter=1).coef.shape == (4,)  # fmt: skip
+
+
+def test_encoding_options_are_checked():
+    frame = dd.from_pandas(table(n=20), npartitions=1)
+    with pytest.raises(
+        ValueError, match=r"missing='drop'; allowed values: \['impute', 'skip', 'error'\]"
+    ):
+        fastgd_dask.fit(frame, target="price", missing="drop", client=object())
+    with pytest.raises(ValueError, match="max_categories must be >= 2"):
+        fastgd_dask.fit(frame, target="price", max_categories=1, client=object())
+    with pytest.raises(ValueError, match="hash_features= is not available on Dask"):
+        fastgd_dask.fit(frame, target="price", hash_features=10, client=object())
+
+
+def test_profiles_merged_over_partitions_equal_the_whole_frame():
+    """The first pass's merge (Chan's moments, level counts, first missing cell) does not
+    depend on how the rows are split, empty partitions included."""
+    frame = holes(table(seed=18))
+    layout = _frames.Layout(features=("carat", "cut"), categorical=("cut",), target="price",
+                            columns=tuple(frame.columns), numeric_target=True)  # fmt: skip
+    cuts = [0, 0, 150, 151, 400]  # an empty partition first
+    profiles = [
+        _frames.profile_partition(frame.iloc[a:b], None, i, layout, "impute")
+        for i, (a, b) in enumerate(itertools.pairwise(cuts))
+    ]
+    merged = _frames.merge_profiles(profiles)
+    kept = frame[frame["price"].notna()]
+    assert merged.rows == len(kept) and merged.missing_target == 2
+    np.testing.assert_allclose(merged.mean, [kept["carat"].mean()], rtol=1e-13)
+    np.testing.assert_allclose(merged.m2 / merged.count, [kept["carat"].var(ddof=0)], rtol=1e-12)
+    assert merged.levels[0] == kept["cut"].value_counts().to_dict()
+    assert merged.missing.tolist() == [3, 2]
+    assert merged.first_missing == [(1, 3), (1, 7)]  # partition 1 starts at row 0
+    # Ties between level counts are broken by the level, so every run keeps the same ones.
+    assert _frames._kept_levels({"b": 2, "a": 2, "c": 5}, 3) == ["c", "a"]
+
+
+def test_encoding_round_trips_as_json_and_maps_unseen_levels_to_other():
+    import json
+
+    frame = table(n=40, seed=19)
+    layout = _frames.Layout(features=("carat", "cut"), categorical=("cut",), target="price",
+                            columns=tuple(frame.columns), numeric_target=True)  # fmt: skip
+    profile = _frames.profile_partition(frame, None, 0, layout, "impute")
+    encoding = _frames.FrameEncoding.learn(profile, layout, standardize=True, missing="impute",
+                                           max_categories=2)  # fmt: skip
+    again = _frames.FrameEncoding.from_dict(json.loads(json.dumps(encoding.to_dict())))
+    assert again.feature_names == encoding.feature_names == ["carat", "cut=Ideal", "cut=<other>"]
+    new = pd.DataFrame({"carat": [1.0, None], "cut": ["Poor", None]})
+    X = _frames.transform(again, new)
+    np.testing.assert_array_equal(X, [[1.0, 0.0, 1.0], [frame["carat"].mean(), 0.0, 1.0]])

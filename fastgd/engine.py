@@ -413,7 +413,7 @@ def _array_source(X, y, resolved: dict, *, sample_weight, normalize_weights,
     classification (None for regression)."""
     sparse = is_sparse(X)
     if sparse and not resolved["rule"].sparse:
-        raise _no_csr_kernel(resolved["rule"], resolved["optimizer"])
+        raise options.no_csr_kernel(resolved["rule"], resolved["optimizer"])
     # Checked for NaN/inf below, in the pass that also gives L_row.
     X = check_csr(X, check_finite=False) if sparse else check_X(X, check_finite=False)
     n = X.shape[0]
@@ -935,18 +935,6 @@ def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
     plan = _Plan(source=source, classes=classes, **resolved, **start)
     plan.slots, plan.row_memory = _starting_rule_state(plan.rule, source, slots_init)
     return _run(plan)
-
-
-def _no_csr_kernel(rule: options.UpdateRule, optimizer: str) -> ValueError:
-    """The error for an update rule without CSR kernels (the table's ``sparse`` column),
-    named by the parameter that chose it: ``optimizer``, or ``learning_rate`` (pa1/pa2)."""
-    parameter = "optimizer" if rule.name == optimizer else "learning_rate"
-    working = ", ".join(r.name for r in options.UPDATE_RULES if r.sparse)
-    return ValueError(
-        f"{parameter}={rule.name!r} has no CSR kernel (fastgd.options.UPDATE_RULES, column "
-        f"sparse); on sparse X use a dense array (X.toarray()) or an update rule with one: "
-        f"optimizer in {working} (learning_rate not pa1/pa2)."
-    )
 
 
 def _check_rule_runs_on(rule: options.UpdateRule, source) -> None:

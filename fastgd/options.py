@@ -311,3 +311,15 @@ def strategy_by_name(name: str) -> Strategy:
 
 def update_rule_by_name(name: str) -> UpdateRule:
     return _lookup(UPDATE_RULES, name, "update_rule")
+
+
+def no_csr_kernel(rule: UpdateRule, optimizer: str) -> ValueError:
+    """The error for an update rule without CSR kernels (the table's ``sparse`` column),
+    named by the parameter that chose it: ``optimizer``, or ``learning_rate`` (pa1/pa2)."""
+    parameter = "optimizer" if rule.name == optimizer else "learning_rate"
+    working = ", ".join(r.name for r in UPDATE_RULES if r.sparse)
+    return ValueError(
+        f"{parameter}={rule.name!r} has no CSR kernel (fastgd.options.UPDATE_RULES, column "
+        f"sparse); on sparse X use a dense array (X.toarray()) or an update rule with one: "
+        f"optimizer in {working} (learning_rate not pa1/pa2)."
+    )

@@ -441,10 +441,8 @@ class BlockSource:
                 ) from error
         rule = next(rule for rule in options.UPDATE_RULES if rule.code == spec.rule)
         if not rule.sparse:
-            from .engine import _no_csr_kernel  # the one wording of fastgd.fit's refusal
-
             chosen_by_schedule = any(s.update_rule == rule.name for s in options.SCHEDULES)
-            raise _no_csr_kernel(rule, "sgd" if chosen_by_schedule else rule.name)
+            raise options.no_csr_kernel(rule, "sgd" if chosen_by_schedule else rule.name)
 
     def _gradient_epoch(self, state, spec, order):
         """A full batch (one step from every row's gradient) or a sampled epoch

@@ -426,7 +426,12 @@ def _array_source(X, y, resolved: dict, *, sample_weight, normalize_weights,
         y = check_vector(y, "y", n, X.dtype)
     sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)
     extra = 1.0 if resolved["fit_intercept"] else 0.0
-    max_row_norm = scan_sparse(X, sw, extra) if sparse else scan(X, "X", sw, extra)
+    # The largest curvature a row's step meets: a negative weight's row counts by its size.
+    scan_weights = np.abs(sw) if sw.size and sw.min() < 0.0 else sw
+    if sparse:
+        max_row_norm = scan_sparse(X, scan_weights, extra)
+    else:
+        max_row_norm = scan(X, "X", scan_weights, extra)
     return _ArraySource(X, y, sw, max_row_norm), classes
 
 

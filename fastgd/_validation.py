@@ -392,8 +392,9 @@ def check_sample_weight(sample_weight, n: int, *, normalize: bool = True) -> np.
     sw = check_vector(sample_weight, "sample_weight", n, np.float64)
     if not normalize:
         if not sw.any():
-            raise ValueError(
-                "sample_weight is zero for every row: at least one row needs a non-zero weight."
+            raise ValueError(  # scikit-learn's words first
+                "Sample weights must contain at least one non-zero number: sample_weight is "
+                "zero for every row."
             )
         return np.empty(0) if (sw == 1.0).all() else sw
     if (sw < 0).any():

@@ -824,11 +824,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
             raise ValueError("early_stopping should be False with partial_fit.")
         X, y = self._validate(X, y, reset=first)
         if classes is not None:
-            classes = np.unique(classes)
+            given, classes = classes, np.unique(classes)
             if not first and not np.array_equal(classes, self.classes_):
-                raise ValueError(
-                    f"`classes={classes!r}` is not the same as on the first call to "
-                    f"partial_fit, which was: {self.classes_!r}."
+                raise ValueError(  # scikit-learn's words
+                    f"`classes={given!r}` is not the same as on last call to partial_fit, "
+                    f"was: {self.classes_!r}."
                 )
         if first:
             if classes.shape[0] < 2:
@@ -840,8 +840,9 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
             self._curve_so_far = []
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
-            raise ValueError(
-                f"y holds the label {y[int(np.argmax(unknown))]!r}, which is not one of "
+            raise ValueError(  # scikit-learn's words, then which label
+                "classes should include all valid labels that can be in y: y holds the "
+                f"label {y[int(np.argmax(unknown))]!r}, which is not one of "
                 f"classes={self.classes_.tolist()!r}."
             )
         sample_weight = _sample_weight(sample_weight, X.shape[0], X.dtype)

@@ -821,7 +821,8 @@ def fit(
     n_iter_no_change : int
     fit_intercept : bool
     sample_weight : array of shape (n_samples,) or None
-        Non-negative; rescaled to mean 1, so only their ratios matter.
+        Non-negative; rescaled to mean 1, so only their ratios matter (with
+        ``normalize_weights=False``: taken as given, negative ones included).
     shuffle : {True, "block", False}
         Row order of each epoch for ``sgd``/``minibatch``: a fresh random permutation, a
         cache-friendly order (blocks of about 64 KiB of rows in random order, rows permuted
@@ -850,7 +851,8 @@ def fit(
     normalize_weights : bool
         True: ``sample_weight`` is rescaled to mean 1 (only ratios matter). False: the
         weights multiply each row's loss as given (scikit-learn's convention, where they
-        also scale the step size and the balance against the penalty).
+        also scale the step size and the balance against the penalty; as in scikit-learn
+        1.9 a negative weight is accepted and makes its row's step an ascent).
     divergence_checks : {"all", "non_finite"}
         ``"all"`` applies every rule below; ``"non_finite"`` only stops on non-finite
         losses or weights (scikit-learn's behaviour, for its schedules).

@@ -92,8 +92,8 @@ EXCLUDED: dict[str, str] = {
     + " (its sparse-only branch expects argmin, not argmax, of the damped model)",
     "test_late_onset_averaging_not_reached[SparseSGDClassifier]": KERNEL
     + "with average set, the CSR kernel takes its lazy path (products P, Q) from the first "
-    "step, before averaging starts, so its iterate differs in the last bits (1e-14) from "
-    "the plain scaled path's; the test asks for equality to 1e-16",
+    "step, before averaging starts, so its iterate differs in the last bits (up to 1.2e-14) "
+    "from the plain scaled path's; the test asks for equality to 1e-16",
     "test_late_onset_averaging_not_reached[SparseSGDRegressor]": KERNEL
     + "as for SparseSGDClassifier: lazy CSR path before averaging starts (1e-16 asked)",
     "test_sgd_l1": KERNEL
@@ -106,6 +106,11 @@ EXCLUDED: dict[str, str] = {
 
 
 def _rewritten_source() -> str:
+    if not SOURCE.is_file():
+        raise FileNotFoundError(
+            f"scikit-learn {sklearn.__version__} was installed without its tests: {SOURCE} "
+            "is missing (install scikit-learn from its wheel or sdist, which ship them)."
+        )
     text = SOURCE.read_text(encoding="utf-8")
     for old, new in REPLACEMENTS.items():
         if old not in text:

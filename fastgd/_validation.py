@@ -382,11 +382,21 @@ def check_vector(v, name: str, n: int, dtype, *, counts: str = "rows") -> np.nda
 
 
 def check_sample_weight(sample_weight, n: int, *, normalize: bool = True) -> np.ndarray:
-    """Validate weights and rescale them to mean 1 (``normalize=False``: keep them as
-    given). An empty array stands for all weights 1."""
+    """Validate weights and rescale them to mean 1. An empty array stands for all weights 1.
+
+    ``normalize=False`` keeps them as given, negative ones included: scikit-learn 1.9's
+    convention, where a weight multiplies its row's loss (a negative one turns that row's
+    step into an ascent). Rescaling to mean 1 needs weights >= 0."""
     if sample_weight is None:
         return np.empty(0)
     sw = check_vector(sample_weight, "sample_weight", n, np.float64)
+    if not normalize:
+        if not sw.any():
+            raise ValueError(  # scikit-learn's words first
+                "Sample weights must contain at least one non-zero number: sample_weight is "
+                "zero for every row."
+            )
+        return np.empty(0) if (sw == 1.0).all() else sw
     if (sw < 0).any():
         row = int(np.argmax(sw < 0))
         raise ValueError(f"sample_weight must be >= 0; got {float(sw[row])!r} at row {row}.")
@@ -395,8 +405,6 @@ def check_sample_weight(sample_weight, n: int, *, normalize: bool = True) -> np.
         raise ValueError(
             "sample_weight is zero for every row: at least one row needs a positive weight."
         )
-    if not normalize:
-        return np.empty(0) if (sw == 1.0).all() else sw
     sw = sw / largest  # first to at most 1, so that the sum cannot overflow
     return sw * (n / sw.sum())
 

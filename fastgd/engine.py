@@ -426,7 +426,12 @@ def _array_source(X, y, resolved: dict, *, sample_weight, normalize_weights,
         y = check_vector(y, "y", n, X.dtype)
     sw = check_sample_weight(sample_weight, n, normalize=normalize_weights)
     extra = 1.0 if resolved["fit_intercept"] else 0.0
-    max_row_norm = scan_sparse(X, sw, extra) if sparse else scan(X, "X", sw, extra)
+    # The largest curvature a row's step meets: a negative weight's row counts by its size.
+    scan_weights = np.abs(sw) if sw.size and sw.min() < 0.0 else sw
+    if sparse:
+        max_row_norm = scan_sparse(X, scan_weights, extra)
+    else:
+        max_row_norm = scan(X, "X", scan_weights, extra)
     return _ArraySource(X, y, sw, max_row_norm), classes
 
 
@@ -816,7 +821,8 @@ def fit(
     n_iter_no_change : int
     fit_intercept : bool
     sample_weight : array of shape (n_samples,) or None
-        Non-negative; rescaled to mean 1, so only their ratios matter.
+        Non-negative; rescaled to mean 1, so only their ratios matter (with
+        ``normalize_weights=False``: taken as given, negative ones included).
     shuffle : {True, "block", False}
         Row order of each epoch for ``sgd``/``minibatch``: a fresh random permutation, a
         cache-friendly order (blocks of about 64 KiB of rows in random order, rows permuted
@@ -845,7 +851,8 @@ def fit(
     normalize_weights : bool
         True: ``sample_weight`` is rescaled to mean 1 (only ratios matter). False: the
         weights multiply each row's loss as given (scikit-learn's convention, where they
-        also scale the step size and the balance against the penalty).
+        also scale the step size and the balance against the penalty; as in scikit-learn
+        1.9 a negative weight is accepted and makes its row's step an ascent).
     divergence_checks : {"all", "non_finite"}
         ``"all"`` applies every rule below; ``"non_finite"`` only stops on non-finite
         losses or weights (scikit-learn's behaviour, for its schedules).

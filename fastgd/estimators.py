@@ -35,8 +35,13 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from . import engine, options, parameters, prediction
 from ._validation import check_sparse_structure
+from .errors import DivergenceError
 
 __all__ = ["SGDClassifier", "SGDRegressor"]
+
+#: What only an averaging fit sets: the running means and the last iterate.
+_AVERAGING_ATTRIBUTES = ("_average_coef", "_average_intercept", "_standard_coef",
+                         "_standard_intercept")  # fmt: skip
 
 #: Seeds drawn for each sub-problem lie below this (as scikit-learn's).
 _MAX_SEED = np.iinfo(np.int32).max
@@ -65,8 +70,9 @@ class _BaseSGD(BaseEstimator):
         self._validate_params()
         if self.early_stopping and for_partial_fit:
             raise ValueError("early_stopping should be False with partial_fit.")
-        # The rules between parameters, written once in fastgd.parameters.RULES.
-        parameters.check_rules(self.get_params(), type(self).__name__)
+        # The rules between parameters, written once in fastgd.parameters.RULES, under this
+        # class's name (a user's subclass keeps them: scikit-learn's own tests subclass).
+        parameters.check_rules(self.get_params(), self._FRONT)
 
     def _engine_options(self) -> dict:
         """The options every engine call of this estimator shares."""
@@ -145,16 +151,20 @@ class _BaseSGD(BaseEstimator):
                 validation_score = self._validation_scorer(
                     X_held_out, y_i[held_out], weights[held_out], classes_i
                 )
-            result = engine.fit(
-                X_fit, y_fit, **common, max_iter=max_iter, tol=tol, sample_weight=w_fit,
-                random_state=int(seeds[i]), coef_init=coef[i], intercept_init=intercept[i],
-                t_init=t_init, average=self.average,
-                average_coef_init=average_coef[i] if averaging else None,
-                average_intercept_init=average_intercept[i] if averaging else None,
-                validation_score=validation_score, classes=classes_i, callback=callback,
-                slots_init=slots[i] if slots is not None else None,
-            )  # fmt: skip
-            return result
+            try:
+                return engine.fit(
+                    X_fit, y_fit, **common, max_iter=max_iter, tol=tol, sample_weight=w_fit,
+                    random_state=int(seeds[i]), coef_init=coef[i], intercept_init=intercept[i],
+                    t_init=t_init, average=self.average,
+                    average_coef_init=average_coef[i] if averaging else None,
+                    average_intercept_init=average_intercept[i] if averaging else None,
+                    validation_score=validation_score, classes=classes_i, callback=callback,
+                    slots_init=slots[i] if slots is not None else None,
+                )  # fmt: skip
+            except DivergenceError as error:
+                if self.learning_rate == "auto":
+                    raise
+                raise _overflow_error(error) from error
 
         workers = engine.concurrent_fits(_worker_count(n_jobs, k))
         if workers > 1:
@@ -180,7 +190,8 @@ class _BaseSGD(BaseEstimator):
             coef = coef.reshape(k, n_features) if coef.size == k * n_features else coef
             if coef.shape != (k, n_features):
                 raise ValueError(
-                    f"coef_init has shape {np.shape(coef_init)}; this data needs "
+                    "Provided coef_init does not match dataset: coef_init has shape "
+                    f"{np.shape(coef_init)}; this data needs "
                     f"{self._coef_shape(k, n_features)}."
                 )
         elif from_model:
@@ -191,7 +202,8 @@ class _BaseSGD(BaseEstimator):
             intercept = np.array(intercept_init, dtype=np.float64).reshape(-1)
             if intercept.shape != (k,):
                 raise ValueError(
-                    f"intercept_init has shape {np.shape(intercept_init)}; this data needs ({k},)."
+                    "Provided intercept_init does not match dataset: intercept_init has "
+                    f"shape {np.shape(intercept_init)}; this data needs ({k},)."
                 )
         elif from_model:
             intercept = np.array(self._standard_weights()[1], dtype=np.float64).reshape(k)
@@ -217,8 +229,9 @@ class _BaseSGD(BaseEstimator):
             self._average_coef = np.stack([r.average_coef for r in results])
             self._average_intercept = np.array([r.average_intercept for r in results])
         else:
-            self._standard_coef = self._standard_intercept = None
-            self._average_coef = self._average_intercept = None
+            # scikit-learn's estimators have these attributes only while averaging.
+            for name in _AVERAGING_ATTRIBUTES:
+                self.__dict__.pop(name, None)
         self.coef_ = self._public_coef(coef)
         self.intercept_ = intercept
         self.n_iter_ = int(max(r.n_iter for r in results))
@@ -275,10 +288,12 @@ class _BaseSGD(BaseEstimator):
             )
         if sample_weight is not None and not np.any(sample_weight[held_out] > 0):
             raise ValueError(
-                "The sample weights of the validation set are all zero; use another "
-                "random_state or validation_fraction."
+                "The sample weights for validation set are all zero, consider using a "
+                "different random state (or another validation_fraction)."
             )
-        return train, held_out
+        # scikit-learn trains on the other rows in their own order (it skips the held-out
+        # ones in its pass): ShuffleSplit's order would change every unshuffled fit.
+        return np.sort(train), np.sort(held_out)
 
     def _finish_fit(self):
         if self.tol is not None and not self._converged and self.n_iter_ == self.max_iter:
@@ -368,6 +383,17 @@ def _warn_if_exploded(results, learning_rate: str) -> None:
             return
 
 
+def _overflow_error(error: DivergenceError) -> DivergenceError:
+    """A fixed schedule's divergence (only non-finite values stop one) in scikit-learn's
+    words, which callers match on, followed by fastgd's diagnosis."""
+    return DivergenceError(
+        f"Floating-point under-/overflow occurred at epoch #{error.epoch}. Scaling input "
+        f"data with StandardScaler or MinMaxScaler might help. ({error})",
+        epoch=error.epoch, coef=error.coef, intercept=error.intercept,
+        loss_history=error.loss_history,
+    )  # fmt: skip
+
+
 def _check_structure(X) -> None:
     """A sparse X's index arrays, checked before scipy or scikit-learn convert or multiply
     it (neither re-checks them; a bad column index crashes the process there too)."""
@@ -436,6 +462,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     _parameter_constraints: ClassVar[dict] = parameters.sklearn_constraints(
         "SGDRegressor", loss=_REGRESSION_LOSSES
     )
+    #: The name its rows and rules are listed under in ``fastgd.parameters``.
+    _FRONT: ClassVar[str] = "SGDRegressor"
 
     def __init__(
         self,
@@ -615,6 +643,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     #: Generated from the parameter table (``fastgd.parameters.PARAMETERS``).
     _parameter_constraints: ClassVar[dict] = parameters.sklearn_constraints("SGDClassifier")
+    #: The name its rows and rules are listed under in ``fastgd.parameters``.
+    _FRONT: ClassVar[str] = "SGDClassifier"
 
     def __init__(
         self,
@@ -781,9 +811,12 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
             self._check_options(for_partial_fit=True)
             if self.class_weight == "balanced":
                 raise ValueError(
-                    "class_weight 'balanced' is not supported for partial_fit: compute the "
-                    "weights on a large enough sample with sklearn.utils.compute_class_weight"
-                    "('balanced', classes=classes, y=y) and pass them as a dict."
+                    "class_weight 'balanced' is not supported for partial_fit. In order to "
+                    "use 'balanced' weights, use compute_class_weight('balanced', "
+                    "classes=classes, y=y). In place of y you can use a large enough sample "
+                    "of the full training set target to properly estimate the class "
+                    "frequency distributions. Pass the resulting weights as the class_weight "
+                    "parameter."
                 )
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -791,11 +824,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
             raise ValueError("early_stopping should be False with partial_fit.")
         X, y = self._validate(X, y, reset=first)
         if classes is not None:
-            classes = np.unique(classes)
+            given, classes = classes, np.unique(classes)
             if not first and not np.array_equal(classes, self.classes_):
-                raise ValueError(
-                    f"`classes={classes!r}` is not the same as on the first call to "
-                    f"partial_fit, which was: {self.classes_!r}."
+                raise ValueError(  # scikit-learn's words
+                    f"`classes={given!r}` is not the same as on last call to partial_fit, "
+                    f"was: {self.classes_!r}."
                 )
         if first:
             if classes.shape[0] < 2:
@@ -807,8 +840,9 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
             self._curve_so_far = []
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
-            raise ValueError(
-                f"y holds the label {y[int(np.argmax(unknown))]!r}, which is not one of "
+            raise ValueError(  # scikit-learn's words, then which label
+                "classes should include all valid labels that can be in y: y holds the "
+                f"label {y[int(np.argmax(unknown))]!r}, which is not one of "
                 f"classes={self.classes_.tolist()!r}."
             )
         sample_weight = _sample_weight(sample_weight, X.shape[0], X.dtype)

@@ -731,21 +731,21 @@ def test_a_failed_fit_or_partial_fit_keeps_the_model_it_had():
     model = SGDClassifier(random_state=0, max_iter=3, tol=None).fit(X, y)
     before = (model.coef_.copy(), model.classes_.copy(), model.predict(X))
     with pytest.raises(ValueError):
-        model.fit(X, np.where(y == 0, "a", "b"), sample_weight=-np.ones(len(y)))
+        model.fit(X, np.where(y == 0, "a", "b"), sample_weight=np.zeros(len(y)))
     np.testing.assert_array_equal(model.coef_, before[0])
     np.testing.assert_array_equal(model.classes_, before[1])
     np.testing.assert_array_equal(model.predict(X), before[2])
 
     fresh = SGDClassifier(random_state=0)
     with pytest.raises(ValueError):
-        fresh.partial_fit(X, y, classes=[0, 1, 2], sample_weight=-np.ones(len(y)))
+        fresh.partial_fit(X, y, classes=[0, 1, 2], sample_weight=np.zeros(len(y)))
     assert not hasattr(fresh, "classes_")
     fresh.partial_fit(X, y, classes=[0, 1, 2])  # a clean first call now
     assert fresh.coef_.shape == (3, X.shape[1])
 
     regressor = SGDRegressor(random_state=0).fit(*_regression(outputs=2))
     with pytest.raises(ValueError):
-        regressor.fit(*_regression(), sample_weight=-np.ones(200))
+        regressor.fit(*_regression(), sample_weight=np.zeros(200))
     assert regressor.predict(_regression()[0]).shape == (200, 2)  # still the 2-output model
 
 

@@ -31,6 +31,28 @@ full-batch and sampled epochs (their steps, loss and divergence) are BlockSource
   gradient like ``full`` and takes one step; an epoch is ``round(1 / fraction)`` steps. The
   textbook mini-batch SGD, but one round trip per step: slower.
 
+The stochastic update rules (``optimizer=`` momentum with or without ``nesterov``, adagrad,
+rmsprop, adam, adamw) run in both mini-batch modes, their per-feature state (the kernels'
+``State.slots``: a velocity, a sum or moving mean of squared gradients, Adam's two moments)
+carried from round to round:
+
+- ``"sample"``: the driver holds the slots and applies the rule at each step
+  (``take_step``), exactly as on the same sampled batches in one process.
+- ``"average"``: every partition's local epoch starts from the driver's model *and* slots
+  and step counter (``fastgd.fit(slots_init=...)``); the driver averages the returned slots
+  with the same row weights as the models, and the counter becomes the largest of the
+  partitions'. So the state after a round is the state of the averaged trajectory: a
+  velocity (a linear sum of gradients) averages as the gradients do (local SGD with
+  momentum, Yu, Jin & Yang 2019), AdaGrad's accumulator by the mean of the partitions'
+  increments (Local AdaAlter, Xie et al. 2019), RMSProp's and Adam's moving means as moving
+  means of the pooled squared gradients ("Local Adam", which synchronises the model and
+  both moments every round: Cheng & Glasgow, ICLR 2025). Adam's bias correction divides by
+  ``1 − β^t`` with the largest counter: exact when the partitions take equal local steps;
+  with unequal partitions the moments of those that took fewer steps are under-weighted
+  by a factor ``(1 − β^{t_k})/(1 − β^{t_max})``, which tends to 1 as ``1/rounds``. SAGA is
+  refused: its memory (one derivative per row) would have to live and change on the
+  workers, beside the blocks that Dask may recompute.
+
 A step whose tasks fail because a worker died is retried (``STEP_RETRIES`` attempts): Dask
 recomputes lost blocks from the input's graph. The driver's model changes only after a
 step's reduction has fully arrived; when the retries run out, :class:`WorkerLostError`
@@ -617,7 +639,9 @@ def fit(
         of mini-batch (``batch_size``) or per-row SGD from the current model, and the
         models are averaged, weighted by rows (parameter mixing). ``"sample"``: each step
         uses the gradient of a random ``fraction`` of every partition's rows (default:
-        ``batch_size`` rows in total); one round trip per step.
+        ``batch_size`` rows in total); one round trip per step. Both run every stochastic
+        ``optimizer`` but saga, its state carried between rounds (in ``"average"``: averaged
+        with the models; see the module's docstring).
     fraction : float in (0, 1], optional
         For ``minibatch_mode="sample"``: the share of each partition's rows per step.
     target, features :
@@ -657,7 +681,8 @@ def fit(
         Every other option of :func:`fastgd.fit` (``loss``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``penalty``, ``alpha``, ``max_iter``, ``tol``,
         ``shuffle``, ``random_state``, ``callback``, ``average`` (full batch and sample
-        mode), ...). ``sample_weight`` and ``validation_score`` are not available.
+        mode), ``optimizer`` and its parameters, ...). ``sample_weight`` and
+        ``validation_score`` are not available; ``optimizer="saga"`` neither.
 
     Returns
     -------
@@ -667,7 +692,8 @@ def fit(
         (a :class:`fastgd._frames.FrameEncoding`: :func:`predict` and :func:`transform`
         apply it to new rows), ``extras["feature_names"]`` (the encoded features),
         ``extras["scaler"]`` and ``extras["skipped"]`` (``missing_target``,
-        ``missing_feature``: rows dropped).
+        ``missing_feature``: rows dropped). ``slots`` (the update rule's state) belongs to
+        the model trained, in the standardised space (``extras["standardized_coef"]``).
 
     Raises
     ------

@@ -31,6 +31,28 @@ full-batch and sampled epochs (their steps, loss and divergence) are BlockSource
   gradient like ``full`` and takes one step; an epoch is ``round(1 / fraction)`` steps. The
   textbook mini-batch SGD, but one round trip per step: slower.
 
+The stochastic update rules (``optimizer=`` momentum with or without ``nesterov``, adagrad,
+rmsprop, adam, adamw) run in both mini-batch modes, their per-feature state (the kernels'
+``State.slots``: a velocity, a sum or moving mean of squared gradients, Adam's two moments)
+carried from round to round:
+
+- ``"sample"``: the driver holds the slots and applies the rule at each step
+  (``take_step``), exactly as on the same sampled batches in one process.
+- ``"average"``: every partition's local epoch starts from the driver's model *and* slots
+  and step counter (``fastgd.fit(slots_init=...)``); the driver averages the returned slots
+  with the same row weights as the models, and the counter becomes the largest of the
+  partitions'. So the state after a round is the state of the averaged trajectory: a
+  velocity (a linear sum of gradients) averages as the gradients do (local SGD with
+  momentum, Yu, Jin & Yang 2019), AdaGrad's accumulator by the mean of the partitions'
+  increments (Local AdaAlter, Xie et al. 2019), RMSProp's and Adam's moving means as moving
+  means of the pooled squared gradients ("Local Adam", which synchronises the model and
+  both moments every round: Cheng & Glasgow, ICLR 2025). Adam's bias correction divides by
+  ``1 − β^t`` with the largest counter: exact when the partitions take equal local steps;
+  with unequal partitions the moments of those that took fewer steps are under-weighted
+  by a factor ``(1 − β^{t_k})/(1 − β^{t_max})``, which tends to 1 as ``1/rounds``. SAGA is
+  refused: its memory (one derivative per row) would have to live and change on the
+  workers, beside the blocks that Dask may recompute.
+
 A step whose tasks fail because a worker died is retried (``STEP_RETRIES`` attempts): Dask
 recomputes lost blocks from the input's graph. The driver's model changes only after a
 step's reduction has fully arrived; when the retries run out, :class:`WorkerLostError`
@@ -67,6 +89,8 @@ from ._frames import (
 from ._kernels.records import make_state
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from .errors import DivergenceError, WorkerLostError
+from .options import UPDATE_RULES
+from .parameters import STOCHASTIC_OPTIMIZERS
 from .sources import (
     BlockSource,
     BlockStatistics,
@@ -185,23 +209,25 @@ def _add_sums(*parts):
     return grad, total, deriv, rows
 
 
-def _local_epoch(block, coef, intercept, t, local_options, seed):
-    """One local epoch from the given model (``fastgd.fit(max_iter=1)``); returns
-    ``(coef, intercept, Σ L, rows, t after, diverged)``."""
+def _local_epoch(block, coef, intercept, t, slots, local_options, seed):
+    """One local epoch from the given model and update-rule slots (``fastgd.fit(max_iter=1,
+    slots_init=slots)``); returns ``(coef, intercept, Σ L, rows, t after, diverged, slots
+    after)``."""
     X, y = block
     from .engine import fit
 
     try:
         result = fit(
-            X, y, coef_init=coef, intercept_init=intercept, t_init=t, random_state=seed,
-            max_iter=1, tol=None, **local_options,
+            X, y, coef_init=coef, intercept_init=intercept, t_init=t, slots_init=slots,
+            random_state=seed, max_iter=1, tol=None, **local_options,
         )  # fmt: skip
     except DivergenceError:
-        return coef, intercept, math.inf, X.shape[0], t, True
+        return coef, intercept, math.inf, X.shape[0], t, True, slots
     # loss_history[0] is the mean row loss of the epoch plus the penalty at its start (the
     # driver takes the penalty off once).
     loss_total = float(result.loss_history[0]) * X.shape[0]
-    return result.coef, float(result.intercept), loss_total, X.shape[0], result.t, False
+    return (result.coef, float(result.intercept), loss_total, X.shape[0], result.t, False,
+            result.slots)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,10 +360,11 @@ class _DaskSource(BlockSource):
         local["eta0"] = spec.eta0
         coef, intercept, t = state.w, state.intercept, state.t
         start_coef = np.array(coef, copy=True)
+        start_slots = np.array(state.slots, copy=True)
 
         def submit():
-            parts = self._submit_each(_local_epoch, start_coef, float(intercept), t, local,
-                                      seeds=seeds)  # fmt: skip
+            parts = self._submit_each(_local_epoch, start_coef, float(intercept), t,
+                                      start_slots, local, seeds=seeds)  # fmt: skip
             return self.client.submit(_collect, *parts, pure=False)
 
         parts = self._gather(submit, step, coef, intercept)
@@ -345,15 +372,22 @@ class _DaskSource(BlockSource):
             return state, math.inf, 0
         weights = np.array([part[3] for part in parts], dtype=np.float64)
         weights /= weights.sum()
-        mixed = np.zeros(coef.shape[0])
-        for weight, part in zip(weights, parts, strict=True):
-            mixed += weight * np.asarray(part[0], dtype=np.float64)
         new_intercept = float(sum(w * part[1] for w, part in zip(weights, parts, strict=True)))
         loss_total = float(sum(part[2] for part in parts))
         loss_total -= engine.penalty_value(start_coef, spec.l1, spec.l2) * self.n_rows
-        coef[:] = mixed.astype(coef.dtype)
+        coef[:] = _mix(weights, [part[0] for part in parts]).astype(coef.dtype)
+        if state.slots.size:  # in place: the engine's copy (plan.slots) is this array
+            state.slots[:] = _mix(weights, [part[6] for part in parts])
         t_after = float(max(part[4] for part in parts))
         return state._replace(intercept=new_intercept, t=t_after), loss_total, -1
+
+
+def _mix(weights: np.ndarray, arrays: list) -> np.ndarray:
+    """``Σ weight·array`` in float64, in the partitions' order (deterministic)."""
+    mixed = np.zeros(np.shape(arrays[0]))
+    for weight, array in zip(weights, arrays, strict=True):
+        mixed += weight * np.asarray(array, dtype=np.float64)
+    return mixed
 
 
 def _collect(*parts):
@@ -605,7 +639,9 @@ def fit(
         of mini-batch (``batch_size``) or per-row SGD from the current model, and the
         models are averaged, weighted by rows (parameter mixing). ``"sample"``: each step
         uses the gradient of a random ``fraction`` of every partition's rows (default:
-        ``batch_size`` rows in total); one round trip per step.
+        ``batch_size`` rows in total); one round trip per step. Both run every stochastic
+        ``optimizer`` but saga, its state carried between rounds (in ``"average"``: averaged
+        with the models; see the module's docstring).
     fraction : float in (0, 1], optional
         For ``minibatch_mode="sample"``: the share of each partition's rows per step.
     target, features :
@@ -645,7 +681,8 @@ def fit(
         Every other option of :func:`fastgd.fit` (``loss``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``penalty``, ``alpha``, ``max_iter``, ``tol``,
         ``shuffle``, ``random_state``, ``callback``, ``average`` (full batch and sample
-        mode), ...). ``sample_weight`` and ``validation_score`` are not available.
+        mode), ``optimizer`` and its parameters, ...). ``sample_weight`` and
+        ``validation_score`` are not available; ``optimizer="saga"`` neither.
 
     Returns
     -------
@@ -655,7 +692,8 @@ def fit(
         (a :class:`fastgd._frames.FrameEncoding`: :func:`predict` and :func:`transform`
         apply it to new rows), ``extras["feature_names"]`` (the encoded features),
         ``extras["scaler"]`` and ``extras["skipped"]`` (``missing_target``,
-        ``missing_feature``: rows dropped).
+        ``missing_feature``: rows dropped). ``slots`` (the update rule's state) belongs to
+        the model trained, in the standardised space (``extras["standardized_coef"]``).
 
     Raises
     ------
@@ -795,17 +833,27 @@ def _resolve(fit_options: dict, strategy, minibatch_mode, fraction):
             "average= (averaged SGD) is not available with minibatch_mode='average' (the "
             "partitions' models are averaged already); use minibatch_mode='sample'."
         )
-    if mode != "full" and resolved["optimizer"] != "sgd":
-        # The rounds run plain SGD steps (local epochs, or the driver's step on a sample's
-        # gradient): an optimizer's state would not be carried from round to round.
-        raise ValueError(
-            f"fastgd.dask.fit runs strategy={strategy!r} with optimizer='sgd' only (got "
-            f"optimizer={resolved['optimizer']!r}); the optimizers of strategy='full' "
-            f"(gd, nesterov, lbfgs) run on Dask, or use fastgd.fit on data in memory."
-        )
+    if mode != "full" and resolved["rule"].row_memory:
+        raise ValueError(_row_memory_refusal(resolved["optimizer"], strategy))
     if mode == "sample" and resolved["strategy"].name == "sgd":
         raise ValueError("minibatch_mode='sample' needs strategy='minibatch' (or 'full').")
     return resolved, settings, mode
+
+
+def _row_memory_refusal(optimizer: str, strategy) -> str:
+    """Why a rule with a per-row memory (SAGA) does not run on Dask, and what does."""
+    working = [rule.name for rule in UPDATE_RULES
+               if rule.name in STOCHASTIC_OPTIMIZERS and not rule.row_memory]  # fmt: skip
+    # Its memory (one derivative per row) would have to live beside the blocks on the
+    # workers and change at every step: state that Dask's recomputation of a lost block
+    # would silently reset to zero, and that parameter mixing has no sound way to average.
+    return (
+        f"optimizer={optimizer!r} keeps one stored derivative per row of the whole data set, "
+        f"which fastgd.dask.fit does not keep on the workers; with strategy={strategy!r} it "
+        f"runs optimizer in {working} (both minibatch_mode='average' and 'sample'), or "
+        f"strategy='full' with gd, nesterov or lbfgs; for {optimizer!r} use fastgd.fit on "
+        "data in memory."
+    )
 
 
 def _dtype_of(X, dtype) -> np.dtype:
@@ -887,4 +935,7 @@ def _local_options(resolved: dict, settings: dict) -> dict:
         fit_intercept=resolved["fit_intercept"], shuffle=settings["shuffle"],
         divergence_checks="non_finite",
         classes=np.array([-1.0, 1.0]) if resolved["loss"].classification else None,
+        # The update rule and its parameters; its slots travel with each round's model.
+        optimizer=resolved["optimizer"],
+        **{name: resolved[name] for name in engine.OPTIMIZER_SCALARS},
     )  # fmt: skip

@@ -269,16 +269,6 @@ def test_full_batch_optimizers_equal_single_process(client, optimizer):
     assert result.n_iter == reference.n_iter
 
 
-@pytest.mark.parametrize("mode", ["average", "sample"])
-def test_a_stochastic_optimizer_other_than_sgd_is_refused(client, mode):
-    """The rounds run plain SGD steps: an optimizer's state would not carry between them."""
-    X, y, _ = linear_problem()
-    with pytest.raises(ValueError, match=r"optimizer='sgd' only \(got optimizer='adam'\)"):
-        fastgd_dask.fit(da.from_array(X, chunks=(250, 4)), y, client=client,
-                        strategy="minibatch", minibatch_mode=mode, optimizer="adam",
-                        learning_rate="constant")  # fmt: skip
-
-
 # ---------------------------------------------------------------------------------------------
 # Real tables (issue 14): standardize, missing cells, categories, errors naming the column.
 # ---------------------------------------------------------------------------------------------

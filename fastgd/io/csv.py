@@ -44,6 +44,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ._cells import MISSING_TOKENS, CsvError
 from .levels import MISSING_CODE, LevelTable, code_series
 
 __all__ = [
@@ -58,8 +59,6 @@ __all__ = [
 
 #: Delimiters tried when none is given, in order of preference on a tie.
 DELIMITERS = (",", ";", "\t", "|")
-#: Cells read as a missing value (compared case-insensitively, after stripping spaces).
-MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "-nan", "#n/a"})
 #: Why a row can be skipped (the keys of ``CsvBlock.skipped``).
 SKIP_REASONS = {
     "missing": "missing value",
@@ -86,22 +85,6 @@ ZSTD_READ_BYTES = 1 << 17
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
 _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
-
-
-class CsvError(ValueError):
-    """A problem with a CSV file; ``path``, ``line`` (1-based in the file, the header
-    counted) and ``column`` (its name) say where, when known. The message names them."""
-
-    def __init__(self, message: str, *, path, line: int | None = None, column: str | None = None):
-        self.path = str(path)
-        self.line = line
-        self.column = column
-        where = [self.path]
-        if line is not None:
-            where.append(f"line {line}")
-        if column is not None:
-            where.append(f"column {column!r}")
-        super().__init__(f"{', '.join(where)}: {message}")
 
 
 @dataclass

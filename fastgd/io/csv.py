@@ -606,7 +606,8 @@ def _column_types(data_lines, delimiter: str, columns, selected, categorical) ->
     """``"numeric"`` or ``"text"`` for each selected column, from the head's data lines
     (text: most of the non-missing cells are not numbers)."""
     positions = {name: i for i, name in enumerate(columns)}
-    wanted = [(name, positions[name]) for name in selected if name not in set(categorical)]
+    categorical = set(categorical)
+    wanted = [(name, positions[name]) for name in selected if name not in categorical]
     numbers = dict.fromkeys(selected, 0)
     texts = dict.fromkeys(selected, 0)
     for _, raw in data_lines:

@@ -1,4 +1,4 @@
-"""Streaming numeric CSV: the file read in line-aligned byte chunks, each parsed by polars.
+"""Streaming CSV: the file read in line-aligned byte chunks, each parsed by polars.
 
 Why this shape: measured here (a 390 MB numeric CSV, 20 columns, to float64 blocks of
 65,536 rows; best of 3 on a shared 2-core machine; ``benchmarks/test_csv.py``), polars'
@@ -7,12 +7,18 @@ batched reader ran at ~260 MB/s, pandas' C engine ~100 MB/s and pyarrow's stream
 lets a run go on past one. So fastgd cuts the (possibly compressed) byte stream at line ends
 itself -- it never parses a cell by hand -- and counts the lines on the way (~170 MB/s in the
 same run: the price of line numbers and of skipping bad rows). Each chunk goes to
-``polars.read_csv`` with a fixed schema (selected columns as floats, the others as text and
-not projected). A chunk that fails, or whose values are not all finite, or whose row count
+``polars.read_csv`` with a fixed schema (selected numeric columns as floats, the others as
+text; unselected ones not projected). A chunk that fails, or whose values are not all
+finite (NaN allowed with ``missing="keep"``), or whose row count
 differs from its line count, is diagnosed line by line with the standard library's ``csv``
 module: that is where file, line and column of a bad cell come from, and where
 ``on_bad_rows="skip"`` drops bad lines before the good ones are parsed by polars again.
 Clean chunks never take that slow path.
+
+Column types come from the file's first 64 KiB (:func:`read_schema`): a text column's
+cells become int32 level codes (``CsvBlock.codes``) through a
+:class:`~fastgd.io.levels.LevelTable`, vectorised per chunk. A missing target cell skips
+its row (``"missing_target"``) in every mode.
 
 Blank lines carry no row and are passed over silently. Numbers padded with spaces or tabs
 (``1, 2, 3``) are read: polars rejects them, so a chunk holding them is parsed a second time
@@ -22,7 +28,7 @@ A compressed stream that is truncated or corrupt is an error (``CsvError``), nev
 end of file. Only regular files are read: the file is opened more than once (the schema,
 then each pass), which a pipe cannot give.
 
-Limitation: a quoted field must not contain a line break (numeric CSVs do not have them).
+Limitation: a quoted field must not contain a line break.
 """
 
 from __future__ import annotations

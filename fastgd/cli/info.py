@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ._args import delimiter
+from ._args import add_csv_arguments
 from ._command import Command
 from ._model import load_model
 from ._paths import shown_input
@@ -44,16 +44,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "file", metavar="FILE", help="a model file from 'fastgd train', or a CSV file"
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the metadata and the arrays as one JSON document"
+        "--json",
+        action="store_true",
+        help="print one JSON document (a model's metadata and arrays, or a CSV's columns)",
     )
-    group = parser.add_argument_group("reading a CSV")
-    group.add_argument(
-        "--delimiter",
-        type=delimiter,
-        metavar="X",
-        help="field separator (default: sniffed among , ; tab |)",
-    )
-    group.add_argument(
+    add_csv_arguments(parser, bad_rows=False)  # a CSV's rows that cannot be read are counted
+    parser.add_argument(
         "--categorical",
         metavar="NAME[,NAME]",
         help="columns read as text whatever they hold",
@@ -190,7 +186,7 @@ class _NumericStats:
         }
 
 
-def csv_summary(path, *, delimiter=None, categorical=None) -> dict:
+def csv_summary(path, *, delimiter=None, categorical=None, block_rows=65536, dtype="float64"):
     """The schema view of a CSV: ``{"file", "delimiter", "header", "compression",
     "rows", "skipped", "skipped_text", "columns": [{"name", "type", "missing", ...}]}``,
     from one pass (memory: a block and the text columns' levels)."""
@@ -199,7 +195,9 @@ def csv_summary(path, *, delimiter=None, categorical=None) -> dict:
     schema = read_schema(path, delimiter=delimiter, categorical=categorical)
     numeric = _NumericStats(len(schema.numeric_features))
     rows, skipped, skipped_lines, table = 0, {}, [], None
-    blocks = iter_csv(schema, missing="keep", on_bad_rows="skip")
+    blocks = iter_csv(
+        schema, block_rows=block_rows, dtype=dtype, missing="keep", on_bad_rows="skip"
+    )
     for block in blocks:
         numeric.add(block.X)
         rows += block.rows
@@ -243,7 +241,13 @@ def _cell(value) -> str:
 def _run_csv(args: argparse.Namespace) -> int:
     import json
 
-    summary = csv_summary(args.file, delimiter=args.delimiter, categorical=args.categorical)
+    summary = csv_summary(
+        args.file,
+        delimiter=args.delimiter,
+        categorical=args.categorical,
+        block_rows=args.block_rows,
+        dtype=args.dtype,
+    )
     summary["file"] = shown_input(args, "file")
     if args.json:
         print(json.dumps(summary, indent=1))

@@ -9,7 +9,9 @@ Why codes are found per chunk and not per cell: a chunk's column (a polars Serie
 strings) is reduced to its distinct strings (``unique``, in first-seen order); only those go
 through Python (stripped, looked up, new ones appended); the cells then get their codes by
 one vectorised cast to a polars ``Enum`` of those strings and a numpy gather. Measured here
-(65,536 rows, 7 and 5,000 levels): ~1.2 ms a column, against ~40 ms to parse such a chunk.
+(a 255 MB CSV, 10 numeric and 5 text columns of 3 to 5,000 levels, one thread profiled on a
+busy 2-core machine): coding took ~1.2 s of the ~4.3 s pass, parsing ~1.9 s. (A cast to
+``Categorical`` looked faster but its ids are not stable across chunks in polars 2.1.)
 
 A table is filled by the reader's thread (``iter_csv(prefetch=True)`` parses ahead): read
 it once the blocks are consumed, not while.

@@ -118,6 +118,8 @@ class CsvSchema:
     compression: str | None
     #: Average bytes per line in the first 64 KiB (sizes the chunks handed to polars).
     line_bytes: float = 100.0
+    #: ``"numeric"`` or ``"text"`` for each selected column (features and target).
+    column_types: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def column_positions(self) -> dict[str, int]:
@@ -129,6 +131,20 @@ class CsvSchema:
     def feature_indices(self) -> list[int]:
         positions = self.column_positions
         return [positions[name] for name in self.feature_names]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """The features read as numbers (the columns of ``CsvBlock.X``, in order)."""
+        return [name for name in self.feature_names if self.column_type(name) == "numeric"]
+
+    @property
+    def text_features(self) -> list[str]:
+        """The features read as text (the columns of ``CsvBlock.codes``, in order)."""
+        return [name for name in self.feature_names if self.column_type(name) == "text"]
+
+    def column_type(self, name: str) -> str:
+        """A selected column's type (``"numeric"`` for a schema made without types)."""
+        return self.column_types.get(name, "numeric")
 
     @property
     def target_index(self) -> int | None:
@@ -499,8 +515,9 @@ def read_schema(
     drop=None,
     delimiter: str | None = None,
     header="infer",
+    categorical=None,
 ) -> CsvSchema:
-    """Read a CSV's layout from its first lines and check the column selection.
+    """Read a CSV's layout and column types from its first lines and check the selection.
 
     Parameters
     ----------
@@ -510,20 +527,29 @@ def read_schema(
     target : str, optional
         The column that becomes ``y``.
     features : list of str (or "A,B,C"), optional
-        The columns of ``X``, in this order. Default: every other column, minus ``drop``.
+        The feature columns, in this order. Default: every other column, minus ``drop``.
     drop : list of str (or "A,B"), optional
-        Columns left out of the default features (e.g. an id or a text column).
+        Columns left out of the default features (e.g. an id column).
     delimiter : str, optional
         Default: sniffed among ``, ; TAB |`` (the one with the same count on every line).
     header : "infer", True or False
         ``"infer"``: the first row is a header when one of its cells is not a number.
+    categorical : list of str (or "A,B"), optional
+        Columns read as text whatever they hold (e.g. numeric codes of categories).
+
+    Column types (``CsvSchema.column_types``) come from the first 64 KiB: a selected column
+    is ``"text"`` when at least half of its non-missing cells there are not numbers (or
+    it is named in ``categorical``), else ``"numeric"``. A numeric column's stray text
+    cell is then an error at its line (or a row skipped), not a new category.
 
     Raises
     ------
     CsvError
         For a path that is not a regular file (a pipe, a device, a directory: the file is
         read more than once), a compressed stream that is truncated or corrupt within the
-        first lines, lines ending in a bare carriage return, a missing column.
+        first lines, lines ending in a bare carriage return; every problem of the header
+        and the selection (a name repeated in the header, columns named that are not in
+        it) in one error.
     FileNotFoundError
         For a path that does not exist.
     """
@@ -533,9 +559,11 @@ def read_schema(
         raise ValueError(f"header must be 'infer', True or False; got {header!r}.")
     if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
         raise ValueError(f"delimiter must be one character; got {delimiter!r}.")
-    features = _as_names(features, "features")
-    drop = _as_names(drop, "drop")
-    if features is not None and drop is not None:
+    asked = _Selection(
+        target, _as_names(features, "features"), _as_names(drop, "drop"),
+        _as_names(categorical, "categorical") or [],
+    )  # fmt: skip
+    if asked.features is not None and asked.drop is not None:
         raise ValueError("give features or drop, not both (drop removes from the default).")
 
     compression = _compression_of(path)
@@ -546,10 +574,14 @@ def read_schema(
     n_lines, numbered = _head_lines(head, path)
     delimiter, first_cells = _first_line_cells(numbered, delimiter, path)
     has_header = _is_header(first_cells, header)
-    columns = _column_names(first_cells, has_header, path)
-    if has_header and len(numbered) < 2:
+    problems: list[tuple[str, str | None]] = []
+    columns = _column_names(first_cells, has_header, problems)
+    if has_header and len(numbered) < 2 and not problems:
         raise CsvError("the file has a header but no data rows.", path=path, line=1)
-    features = _select_features(columns, has_header, target, features, drop, path)
+    features = _select_features(columns, has_header, asked, problems)
+    _raise_problems(problems, path)
+    selected = [*features, *([target] if target is not None else [])]
+    data_lines = numbered[1:] if has_header else numbered
     return CsvSchema(
         # the file's layout, then the columns selected
         path=path,
@@ -560,7 +592,60 @@ def read_schema(
         columns=columns,
         feature_names=features,
         target=target,
+        column_types=_column_types(data_lines, delimiter, columns, selected, asked.categorical),
     )
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The columns asked for (names as lists; ``None``: not given)."""
+
+    target: str | None
+    features: list[str] | None
+    drop: list[str] | None
+    categorical: list[str]
+
+
+def _column_types(data_lines, delimiter: str, columns, selected, categorical) -> dict[str, str]:
+    """``"numeric"`` or ``"text"`` for each selected column, from the head's data lines
+    (text: at least half of the non-missing cells are not numbers)."""
+    positions = {name: i for i, name in enumerate(columns)}
+    wanted = [(name, positions[name]) for name in selected if name not in set(categorical)]
+    numbers = dict.fromkeys(selected, 0)
+    texts = dict.fromkeys(selected, 0)
+    for _, raw in data_lines:
+        try:
+            cells = _split(raw.decode("utf-8", errors="replace"), delimiter)
+        except _stdcsv.Error:
+            continue
+        if len(cells) != len(columns):
+            continue  # a ragged row: the reader reports it at its line
+        for name, index in wanted:
+            cell = cells[index].strip()
+            if cell.lower() in MISSING_TOKENS:
+                continue
+            if _is_number(cell):
+                numbers[name] += 1
+            else:
+                texts[name] += 1
+    return {
+        name: "text"
+        if name in categorical or (texts[name] and texts[name] >= numbers[name])
+        else "numeric"
+        for name in selected
+    }
+
+
+def _raise_problems(problems: list[tuple[str, str | None]], path: str) -> None:
+    """One CsvError for every problem of the header and the selection (line 1)."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        message, column = problems[0]
+    else:
+        listed = "; ".join(f"({i}) {message}" for i, (message, _) in enumerate(problems, 1))
+        message, column = f"{len(problems)} problems: {listed}", problems[0][1]
+    raise CsvError(message, path=path, line=1, column=column)
 
 
 def _head_lines(head: bytes, path: str) -> tuple[int, list[tuple[int, bytes]]]:
@@ -610,67 +695,64 @@ def _is_header(first_cells: list[str], header) -> bool:
     )
 
 
-def _column_names(first_cells: list[str], has_header: bool, path: str) -> list[str]:
-    """The header's names (a blank one named by its position; a repeated one refused), or
-    ``column_1, column_2, ...`` for a file without a header."""
+def _column_names(first_cells: list[str], has_header: bool, problems: list) -> list[str]:
+    """The header's names (a blank one named by its position; a repeated one is a
+    problem), or ``column_1, column_2, ...`` for a file without a header."""
     if not has_header:
         return [f"column_{i + 1}" for i in range(len(first_cells))]
     columns = [cell.strip() or f"column_{i + 1}" for i, cell in enumerate(first_cells)]
     seen: dict[str, int] = {}
     for i, name in enumerate(columns):
         if name in seen:
-            raise CsvError(
-                f"the header names column {name!r} twice (fields {seen[name] + 1} and "
-                f"{i + 1}); rename one.",
-                path=path,
-                line=1,
-                column=name,
+            problems.append(
+                (
+                    f"the header names column {name!r} twice (fields {seen[name] + 1} and "
+                    f"{i + 1}); rename one.",
+                    name,
+                )
             )
         seen[name] = i
     return columns
 
 
 def _select_features(
-    columns: list[str],
-    has_header: bool,
-    target: str | None,
-    features: list[str] | None,
-    drop: list[str] | None,
-    path: str,
+    columns: list[str], has_header: bool, asked: _Selection, problems: list
 ) -> list[str]:
-    """The feature columns: ``features`` as given, else every column but the target and
-    ``drop``; each named column checked against the file's."""
+    """The feature columns: ``asked.features`` as given, else every column but the target
+    and ``asked.drop``; every named column not in the file is a problem."""
     available = ", ".join(repr(name) for name in columns)
     if len(available) > 300:
         available = available[:300] + ", ..."
     known = set(columns)
-
-    def check(name: str, what: str) -> None:
-        if name not in known:
-            hint = "" if has_header else " (the file has no header row)"
-            raise CsvError(
-                f"{what} column {name!r} is not in the file{hint}; its columns are: {available}.",
-                path=path,
-                line=1,
-                column=name,
+    hint = "" if has_header else " (the file has no header row)"
+    target = asked.target
+    named = [("the target", [target] if target is not None else [])]
+    named += [("the feature", asked.features or []), ("the dropped", asked.drop or [])]
+    named += [("the categorical", asked.categorical)]
+    for what, names in named:
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            shown = ", ".join(repr(name) for name in unknown)
+            plural = "s" if len(unknown) > 1 else ""
+            verb = "are" if len(unknown) > 1 else "is"
+            problems.append(
+                (
+                    f"{what} column{plural} {shown} {verb} not in the file{hint}; its "
+                    f"columns are: {available}.",
+                    unknown[0],
+                )
             )
-
-    if target is not None:
-        check(target, "the target")
-    for name in features or ():
-        check(name, "the feature")
-        if name == target:
-            raise ValueError(f"column {name!r} is the target; it cannot also be a feature.")
-    for name in drop or ():
-        check(name, "the dropped")
+    if target is not None and target in (asked.features or ()):
+        raise ValueError(f"column {target!r} is the target; it cannot also be a feature.")
+    features = asked.features
     if features is None:
-        left_out = set(drop or ()) | {target}
-        features = [name for name in columns if name not in left_out]
+        left_out = set(asked.drop or ()) | {target}
+        features = [name for name in dict.fromkeys(columns) if name not in left_out]
     if len(set(features)) != len(features):
         raise ValueError(f"features name a column twice: {features!r}.")
-    if not features:
-        raise CsvError(f"no feature columns are left (columns: {available}).", path=path, line=1)
-    return list(features)
+    if not features and not problems:
+        problems.append((f"no feature columns are left (columns: {available}).", None))
+    return [name for name in features if name in known]
 
 
 # --------------------------------------------------------------------------- chunks
@@ -1155,17 +1237,13 @@ def _prefetched(source: Iterator[CsvBlock], depth: int = 1) -> Iterator[CsvBlock
 def iter_csv(
     path_or_schema,
     *,
-    target: str | None = None,
-    features=None,
-    drop=None,
-    delimiter: str | None = None,
-    header="infer",
     block_rows: int = 65536,
     dtype=np.float64,
     on_bad_rows: str = "error",
     prefetch: bool = True,
+    **selection,
 ) -> Iterator[CsvBlock]:
-    """Stream a numeric CSV as blocks of ``block_rows`` rows, in file order.
+    """Stream a CSV as blocks of ``block_rows`` rows, in file order.
 
     Memory is bounded by the block size (a chunk of the file's bytes of about
     ``block_rows`` lines, its parsed arrays, and at most two blocks), not by the file.
@@ -1176,9 +1254,7 @@ def iter_csv(
     ----------
     path_or_schema : str, path-like or CsvSchema
         The file, or a schema from :func:`read_schema` (then leave the selection
-        arguments out).
-    target, features, drop, delimiter, header
-        As for :func:`read_schema`.
+        keywords out).
     block_rows : int
         Rows per block; the last block may be shorter.
     dtype : float64 or float32
@@ -1190,6 +1266,9 @@ def iter_csv(
         ``"skip"``: it is left out and counted in the next block's ``skipped`` (per
         reason) and ``skipped_lines``; rows skipped after the last row come on a final
         block with zero rows.
+    **selection
+        ``target``, ``features``, ``drop``, ``delimiter``, ``header``, ``categorical``:
+        the keywords of :func:`read_schema` (one list of them, kept there).
 
     Raises
     ------
@@ -1200,23 +1279,16 @@ def iter_csv(
         never a quiet early end; raised in the caller also when prefetching).
     """
     if isinstance(path_or_schema, CsvSchema):
-        given = dict(target=target, features=features, drop=drop, delimiter=delimiter)
-        if any(value is not None for value in given.values()) or header != "infer":
+        if selection:
             raise ValueError(
-                "iter_csv got a CsvSchema and selection arguments; put the selection in "
-                "read_schema(...) instead."
+                "iter_csv got a CsvSchema and selection arguments "
+                f"({', '.join(sorted(selection))}); put the selection in read_schema(...) "
+                "instead."
             )
         schema = path_or_schema
         _require_regular_file(schema.path)  # it may have been replaced since
     else:
-        schema = read_schema(
-            path_or_schema,
-            target=target,
-            features=features,
-            drop=drop,
-            delimiter=delimiter,
-            header=header,
-        )
+        schema = read_schema(path_or_schema, **selection)
     if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)):
         raise TypeError(f"block_rows must be an integer; got {block_rows!r}.")
     if block_rows < 1:

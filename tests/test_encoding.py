@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fastgd.io.encoding import MISSING_CODE, UNSEEN_CODE, Encoding, EncodingError
+from fastgd.io.encoding import Encoding, EncodingError
+from fastgd.io.levels import MISSING_CODE, UNSEEN_CODE
 
 
 def _table(columns: dict[str, list[str]], cells: dict[str, np.ndarray]):

@@ -10,6 +10,7 @@ import pytest
 
 from fastgd.io import BlockCache, CacheChecksumError, CacheNotice, read_schema
 from fastgd.io.csv import CsvBlock
+from fastgd.io.levels import LevelTable
 
 
 @pytest.fixture
@@ -18,9 +19,7 @@ def text_schema(tmp_path):
     lines = ["a,colour,b,y"] + [f"{i},c{i % 3},{i / 2},{i % 2}" for i in range(40)]
     path.write_text("\n".join(lines) + "\n")
     schema = read_schema(path, target="y", features=["a", "colour", "b"])
-    # the reader's split of the selected columns (section 1 of ENCODING.md)
-    schema.numeric_features, schema.text_features = ["a", "b"], ["colour"]
-    schema.column_types = {"a": "numeric", "colour": "text", "b": "numeric"}
+    assert schema.numeric_features == ["a", "b"] and schema.text_features == ["colour"]
     return schema
 
 
@@ -75,9 +74,10 @@ def test_other_column_types_are_keyed_apart(text_schema):
     _write(text_schema)
     numeric = read_schema(text_schema.path, target="y", features=["a", "b"])
     assert BlockCache.open(numeric, dtype=np.float64) is None
-    text_schema.column_types = {**text_schema.column_types, "a": "text"}
-    text_schema.numeric_features, text_schema.text_features = ["b"], ["a", "colour"]
-    assert BlockCache.open(text_schema, dtype=np.float64) is None
+    forced = read_schema(text_schema.path, target="y", features=["a", "colour", "b"],
+                         categorical=["a"])  # fmt: skip
+    assert forced.text_features == ["a", "colour"]
+    assert BlockCache.open(forced, dtype=np.float64) is None
 
 
 def test_a_changed_level_record_is_not_trusted(text_schema):
@@ -87,3 +87,13 @@ def test_a_changed_level_record_is_not_trusted(text_schema):
     cache.path.write_text(json.dumps(header))
     with pytest.warns(CacheNotice, match="level table does not match its digest"):
         assert BlockCache.open(text_schema, dtype=np.float64, notify=True) is None
+
+
+def test_the_level_table_is_stored_with_the_cache(text_schema):
+    table = LevelTable(["colour"], "y")
+    column = table.feature_columns()[0]
+    column.commit(["c0", "c1", "c2"], np.array([0, 1, 2, 2, -1], dtype=np.int32), count=True)
+    _write(text_schema, levels=table)
+    cache = BlockCache.open(text_schema, dtype=np.float64)
+    assert cache.levels.to_dict() == table.to_dict()
+    assert cache.levels.levels == [["c0", "c1", "c2"]] and cache.levels.missing == [1]

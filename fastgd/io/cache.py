@@ -126,12 +126,12 @@ def _dtype(dtype) -> np.dtype:
 
 def numeric_features(schema: CsvSchema) -> list[str]:
     """The selected features the reader gives as ``X`` (its numeric columns)."""
-    return list(getattr(schema, "numeric_features", schema.feature_names))
+    return list(schema.numeric_features)
 
 
 def text_features(schema: CsvSchema) -> list[str]:
     """The selected features the reader gives as ``codes`` (its text columns)."""
-    return list(getattr(schema, "text_features", []))
+    return list(schema.text_features)
 
 
 def _selection(schema: CsvSchema, dtype: np.dtype) -> dict:
@@ -141,7 +141,7 @@ def _selection(schema: CsvSchema, dtype: np.dtype) -> dict:
         "columns": list(schema.columns),
         "feature_names": list(schema.feature_names),
         # a column's type decides which file its values go to (and so the cache's key)
-        "column_types": dict(getattr(schema, "column_types", None) or {}),
+        "column_types": dict(schema.column_types),
         "text_features": text_features(schema),
         "target": schema.target,
         "compression": schema.compression,

@@ -38,10 +38,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-try:
-    from .levels import MISSING_CODE, UNSEEN_CODE
-except ImportError:  # pragma: no cover - before the reader's level table exists
-    MISSING_CODE, UNSEEN_CODE = -1, -2
+from .levels import UNSEEN_CODE
 
 __all__ = ["ENCODING_VERSION", "Encoding", "EncodingError"]
 

@@ -112,6 +112,8 @@ class Encoding:
         )
         self._offsets = self._text_offsets()
         self._lookups: list[np.ndarray] | None = None
+        self._positions: list[int] = []
+        self._kept: list[dict] | None = None
         self._bound_to = None
 
     # -- learning ------------------------------------------------------------------------
@@ -207,38 +209,67 @@ class Encoding:
 
     # -- binding codes to columns -----------------------------------------------------------
     def bind(self, table) -> Encoding:
-        """Map the codes of ``table`` (a LevelTable: the training table, or a frozen one
-        read back from a model) to feature columns, once per level; :meth:`encode` then
-        reads codes of that table. Returns self."""
+        """Map the codes of ``table`` (a LevelTable: the training table, a frozen one from
+        :meth:`level_table`, or the growing table of a file being read) to feature columns,
+        once per level (binding the same table again maps only its new levels);
+        :meth:`encode` then reads codes of that table. Returns self."""
         if not self.text:
             return self
-        lookups = []
-        names = list(table.columns)
-        for j, name in enumerate(self.text):
-            if name not in names:
-                raise EncodingError(f"the level table has no column {name!r}.")
-            lookups.append(self._lookup(j, table.levels[names.index(name)]))
-        self._lookups, self._bound_to = lookups, table
+        if table is not self._bound_to:
+            names = list(table.columns)
+            missing = [name for name in self.text if name not in names]
+            if missing:
+                raise EncodingError(f"the level table has no column {missing[0]!r}.")
+            self._positions = [names.index(name) for name in self.text]
+            self._lookups = [self._lookup(j, ()) for j in range(len(self.text))]
+            self._bound_to = table
+        levels = table.levels
+        for j, position in enumerate(self._positions):
+            known = self._lookups[j].shape[0] - 2
+            new = levels[position][known:]
+            if new:
+                self._lookups[j] = np.concatenate([self._lookups[j], self._columns_of(j, new)])
         return self
 
     def _lookup(self, j: int, table_levels: Sequence[str]) -> np.ndarray:
         """Feature column per code of one text column, indexed by ``code + 2`` (so
         ``UNSEEN_CODE`` (-2) and ``MISSING_CODE`` (-1) are its first two entries)."""
-        offset = self._offsets[j]
-        name = self.text[j]
-        lookup = np.empty(len(table_levels) + 2, dtype=np.int32)
+        offset, name = self._offsets[j], self.text[j]
+        if self.hash_bits is not None:
+            other = offset + _bucket(name, _OTHER_KEY, self.hash_bits)
+            missing = offset + _bucket(name, _MISSING_KEY, self.hash_bits)
+        else:
+            other = offset + len(self.levels[j])
+            missing = other + 1 if self.missing_level[j] else other
+        head = np.array([other, missing], dtype=np.int32)
+        return np.concatenate([head, self._columns_of(j, table_levels)])
+
+    def _columns_of(self, j: int, table_levels: Sequence[str]) -> np.ndarray:
+        """The feature column of each of these levels of text column ``j``."""
+        offset, name = self._offsets[j], self.text[j]
         if self.hash_bits is not None:
             bits = self.hash_bits
-            lookup[0] = offset + _bucket(name, _OTHER_KEY, bits)
-            lookup[1] = offset + _bucket(name, _MISSING_KEY, bits)
-            lookup[2:] = [offset + _bucket(name, level, bits) for level in table_levels]
-            return lookup
-        kept = {level: i for i, level in enumerate(self.levels[j])}
-        other = offset + len(self.levels[j])
-        lookup[0] = other
-        lookup[1] = other + 1 if self.missing_level[j] else other
-        lookup[2:] = [offset + kept[level] if level in kept else other for level in table_levels]
-        return lookup
+            columns = [offset + _bucket(name, level, bits) for level in table_levels]
+        else:
+            if self._kept is None:
+                self._kept = [{lvl: i for i, lvl in enumerate(column)} for column in self.levels]
+            kept, other = self._kept[j], offset + len(self.levels[j])
+            columns = [offset + kept[level] if level in kept else other for level in table_levels]
+        return np.array(columns, dtype=np.int32).reshape(-1)
+
+    def level_table(self):
+        """The LevelTable to read a CSV with for this encoding: frozen, with the levels
+        kept (one-hot: every other level reads as unseen, which is "other"); with hashing,
+        a growing table (every level keeps its string, hence its bucket)."""
+        from .levels import LevelTable
+
+        if self.hash_bits is not None:
+            return LevelTable(self.text)
+        columns = [
+            {"name": name, "levels": list(levels), "counts": [0] * len(levels), "missing": 0}
+            for name, levels in zip(self.text, self.levels, strict=True)
+        ]
+        return LevelTable.from_dict({"columns": columns, "target": None, "frozen": True})
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, X, codes=None, *, scaled: bool = True, dtype=None):

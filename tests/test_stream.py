@@ -21,6 +21,9 @@ from fastgd.io import CacheNotice, CsvError
 from fastgd.stream import fit_csv, held_out
 
 N_ROWS = 300
+#: fit_csv standardises by default; these tests compare it with fastgd.fit on the raw
+#: columns, so they turn it off (test_standardize_* compare the standardised fits).
+RAW = {"standardize": False}
 
 
 def _write(path, X, y, names=None):
@@ -58,7 +61,9 @@ SETTINGS = {"learning_rate": "constant", "eta0": 0.002, "max_iter": 3, "tol": No
 def test_file_order_epochs_equal_fit_in_memory(regression_csv, tmp_path, strategy, block_rows):
     path, X, y = regression_csv
     options = {**SETTINGS, "strategy": strategy, "batch_size": 16, "shuffle": False}
-    streamed = fit_csv(path, target="target", block_rows=block_rows, cache_dir=tmp_path, **options)
+    streamed = fit_csv(
+        path, target="target", block_rows=block_rows, cache_dir=tmp_path, **RAW, **options
+    )
     in_memory = fastgd.fit(X, y, **options)
     # The arithmetic is the same except the order of the full batch's block sums.
     np.testing.assert_allclose(streamed.coef, in_memory.coef, rtol=1e-12, atol=1e-12)
@@ -74,12 +79,13 @@ def test_file_order_epochs_equal_fit_in_memory(regression_csv, tmp_path, strateg
 def test_averaging_and_float32_follow_fit_in_memory(regression_csv, tmp_path):
     path, X, y = regression_csv
     options = {**SETTINGS, "strategy": "sgd", "shuffle": False, "average": 10}
-    streamed = fit_csv(path, target="target", block_rows=50, cache_dir=tmp_path, **options)
+    streamed = fit_csv(path, target="target", block_rows=50, cache_dir=tmp_path, **RAW, **options)
     in_memory = fastgd.fit(X, y, **options)
     np.testing.assert_allclose(streamed.coef, in_memory.coef, rtol=1e-12)
     single = fit_csv(
-        path, target="target", block_rows=50, cache_dir=tmp_path, dtype="float32", **options
-    )
+        path, target="target", block_rows=50, cache_dir=tmp_path, dtype="float32", **RAW,
+        **options,
+    )  # fmt: skip
     assert single.coef.dtype == np.float32
     np.testing.assert_allclose(single.coef, in_memory.coef, rtol=1e-4, atol=1e-4)
 
@@ -125,7 +131,7 @@ def test_standardize_trains_on_scaled_features_and_returns_raw_coefficients(
 def test_classification_labels_map_to_the_two_classes(classification_csv, tmp_path):
     path, X, y = classification_csv
     options = {**SETTINGS, "loss": "hinge", "strategy": "sgd", "shuffle": False}
-    streamed = fit_csv(path, target="target", block_rows=40, cache_dir=tmp_path, **options)
+    streamed = fit_csv(path, target="target", block_rows=40, cache_dir=tmp_path, **RAW, **options)
     in_memory = fastgd.fit(X, y, **options)
     np.testing.assert_array_equal(streamed.classes, [3.0, 7.0])
     np.testing.assert_allclose(streamed.coef, in_memory.coef, rtol=1e-12)

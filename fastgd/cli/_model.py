@@ -100,12 +100,19 @@ def _encoded_schema(encoding, data, layout, target, delimiter):
     return schema
 
 
-def read_options(model) -> dict:
+def read_options(model, schema=None) -> dict:
     """What ``iter_csv`` needs to read a CSV for this model: for a model with an encoding,
-    missing cells kept (imputed as in training) and the encoding's level table."""
+    missing cells kept (imputed as in training) and the encoding's level table. With the
+    ``schema`` of a text target (evaluate), ``y`` holds the index of each row's label in
+    ``model.classes`` (``UNSEEN_CODE``, -2, for a label the model does not know)."""
     if model.encoding is None:
         return {}
-    return {"missing": "keep", "levels": model.encoding.level_table()}
+    target = None
+    if schema is not None and schema.target is not None:
+        if schema.column_types.get(schema.target) == "text":
+            target = schema.target
+    classes = None if target is None else [str(label) for label in model.classes.tolist()]
+    return {"missing": "keep", "levels": model.encoding.level_table(target, classes)}
 
 
 def model_input(model, block):

@@ -53,7 +53,8 @@ def _write_predictions(model, schema, args, handle, bar) -> int:
     names = ["prediction"] if columns == 1 else [f"prediction_{i}" for i in range(columns)]
     handle.write(",".join(names) + "\n")
     rows = 0
-    for block in iter_csv(schema, block_rows=args.block_rows, dtype=args.dtype):
+    options = _model.read_options(model)  # a model's encoding: its levels, missing kept
+    for block in iter_csv(schema, block_rows=args.block_rows, dtype=args.dtype, **options):
         if not block.rows:
             continue
         predictions = _model.checked_predictions(model, block, schema.path)

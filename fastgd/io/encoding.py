@@ -257,19 +257,27 @@ class Encoding:
             columns = [offset + kept[level] if level in kept else other for level in table_levels]
         return np.array(columns, dtype=np.int32).reshape(-1)
 
-    def level_table(self):
+    def level_table(self, target: str | None = None, classes: Sequence[str] | None = None):
         """The LevelTable to read a CSV with for this encoding: frozen, with the levels
         kept (one-hot: every other level reads as unseen, which is "other"); with hashing,
-        a growing table (every level keeps its string, hence its bucket)."""
+        a growing table (every level keeps its string, hence its bucket). A text
+        ``target`` (evaluating) reads as the codes of ``classes``, in their order."""
         from .levels import LevelTable
 
+        def record(name, levels):
+            return {"name": name, "levels": list(levels), "counts": [0] * len(levels),
+                    "missing": 0}  # fmt: skip
+
         if self.hash_bits is not None:
-            return LevelTable(self.text)
+            table = LevelTable(self.text, target)
+            if target is not None:  # the classes first, in order: their codes are 0, 1, ...
+                table.target_column().commit(list(classes), np.empty(0, np.int32), count=False)
+            return table
         columns = [
-            {"name": name, "levels": list(levels), "counts": [0] * len(levels), "missing": 0}
-            for name, levels in zip(self.text, self.levels, strict=True)
+            record(name, levels) for name, levels in zip(self.text, self.levels, strict=True)
         ]
-        return LevelTable.from_dict({"columns": columns, "target": None, "frozen": True})
+        target_record = None if target is None else record(target, classes)
+        return LevelTable.from_dict({"columns": columns, "target": target_record, "frozen": True})
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, X, codes=None, *, scaled: bool = True, dtype=None):

@@ -125,7 +125,7 @@ def test_data_file_given_without_target_is_usage(csv_file, capsys):
         ("\n\n", "empty"),
         ("size,price\n", "no data rows"),
         ("size,price\n1,2\n3,4\n5,abc\n", "line 4, column 'price': 'abc' is not a number"),
-        ("size,price\n1,2\n\n3,\n", "line 4, column 'price': missing value ('')"),
+        ("size,price\n1,2\n\n,3\n", "line 4, column 'size': missing value ('')"),
         ("size,price\n1,2\nnan,4\n", "line 3, column 'size': missing value ('nan')"),
         ("size,price\n1,2\ninf,4\n", "line 3, column 'size': infinite value"),
         ("size,price\n1,2\n3,4,5\n", "line 3: the row has 3 fields"),

@@ -182,9 +182,15 @@ def test_missing_values_name_line_and_column(tmp_path, cell, prefetch):
     expect_error(path, 4, "b", "missing value", target="y", prefetch=prefetch)
 
 
-def test_missing_target_value(tmp_path):
-    path = bad_file(tmp_path, "1,2,3\n4,5,\n")
-    expect_error(path, 3, "y", "missing value", target="y")
+@pytest.mark.parametrize("on_bad_rows", ["error", "skip"])
+def test_missing_target_value_skips_its_row(tmp_path, on_bad_rows):
+    """Issue 14: a missing target skips its row in either mode, counted apart."""
+    path = bad_file(tmp_path, "1,2,3\n4,5,\n6,7,NA\n8,9,10\n")
+    blocks, X, y = collect(iter_csv(path, target="y", on_bad_rows=on_bad_rows))
+    np.testing.assert_array_equal(X, [[1, 2], [8, 9]])
+    np.testing.assert_array_equal(y, [3, 10])
+    assert sum(b.skipped.get("missing_target", 0) for b in blocks) == 2
+    assert [line for b in blocks for line in b.skipped_lines] == [3, 4]
 
 
 def test_non_numeric_cell(tmp_path):
@@ -195,10 +201,14 @@ def test_non_numeric_cell(tmp_path):
 
 
 def test_categorical_column_hint(tmp_path):
+    """A column whose first lines hold numbers and later ones text: the error suggests
+    reading it as text or dropping it. (A text column from the start is read as text.)"""
+    numbers = "".join(f"{i},{i},{i}\n" for i in range(4000))  # the head: mostly numbers
+    path = bad_file(tmp_path, numbers + "1,Paris,2\n3,Rome,4\n5,Oslo,6\n", header="a,city,y")
+    error = expect_error(path, 4002, "city", "column 'city' holds text", target="y")
+    assert "('Paris' at line 4002)" in str(error)
+    assert "--categorical city" in str(error) and "--drop city" in str(error)
     path = bad_file(tmp_path, "1,Paris,2\n3,Rome,4\n5,Oslo,6\n", header="a,city,y")
-    error = expect_error(path, 2, "city", "column 'city' holds text", target="y")
-    assert "('Paris' at line 2)" in str(error)
-    assert "--drop city" in str(error) and "encode it as numbers" in str(error)
     # dropping it works
     _, X, _y = collect(iter_csv(path, target="y", drop=["city"]))
     np.testing.assert_array_equal(X, [[1], [3], [5]])
@@ -350,7 +360,7 @@ def test_breaking_out_leaves_no_thread(tmp_path, monkeypatch):
 def test_bad_bytes_in_a_dropped_column_are_ignored(tmp_path):
     path = tmp_path / "notes.csv"
     # line 3 is bad for another reason, so its chunk takes the line-by-line path too
-    path.write_bytes(b"a,note,y\n1,caf\xe9,2\n3,,NA\n5,ok,6\n")
+    path.write_bytes(b"a,note,y\n1,caf\xe9,2\nNA,,3\n5,ok,6\n")
     blocks = list(iter_csv(path, target="y", drop=["note"], on_bad_rows="skip"))
     np.testing.assert_array_equal(np.concatenate([b.X for b in blocks]), [[1], [5]])
     assert sum(b.skipped.get("missing", 0) for b in blocks) == 1

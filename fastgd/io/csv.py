@@ -44,6 +44,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .levels import MISSING_CODE, LevelTable, code_series
+
 __all__ = [
     "SKIP_REASONS",
     "CsvBlock",
@@ -61,6 +63,7 @@ MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "-nan", "#n/
 #: Why a row can be skipped (the keys of ``CsvBlock.skipped``).
 SKIP_REASONS = {
     "missing": "missing value",
+    "missing_target": "missing target",
     "non_numeric": "non-numeric cell",
     "non_finite": "infinite value",
     "ragged": "wrong number of fields",
@@ -147,6 +150,11 @@ class CsvSchema:
         return self.column_types.get(name, "numeric")
 
     @property
+    def target_is_text(self) -> bool:
+        """Whether there is a target and it is read as text (``y`` holds level codes)."""
+        return self.target is not None and self.column_type(self.target) == "text"
+
+    @property
     def target_index(self) -> int | None:
         return None if self.target is None else self.column_positions[self.target]
 
@@ -173,6 +181,11 @@ class CsvBlock:
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_lines: list[int] = field(default_factory=list)
     line_numbers: np.ndarray | None = None
+    #: int32 level codes of the text features (``rows`` × ``len(schema.text_features)``;
+    #: ``MISSING_CODE``, ``UNSEEN_CODE``), None without text features.
+    codes: np.ndarray | None = None
+    #: The :class:`~fastgd.io.levels.LevelTable` the codes come from (None: no text column).
+    levels: LevelTable | None = None
 
 
 def format_skipped(skipped: dict[str, int], lines: Sequence[int] = ()) -> str:
@@ -538,7 +551,7 @@ def read_schema(
         Columns read as text whatever they hold (e.g. numeric codes of categories).
 
     Column types (``CsvSchema.column_types``) come from the first 64 KiB: a selected column
-    is ``"text"`` when at least half of its non-missing cells there are not numbers (or
+    is ``"text"`` when most of its non-missing cells there are not numbers (or
     it is named in ``categorical``), else ``"numeric"``. A numeric column's stray text
     cell is then an error at its line (or a row skipped), not a new category.
 
@@ -608,7 +621,7 @@ class _Selection:
 
 def _column_types(data_lines, delimiter: str, columns, selected, categorical) -> dict[str, str]:
     """``"numeric"`` or ``"text"`` for each selected column, from the head's data lines
-    (text: at least half of the non-missing cells are not numbers)."""
+    (text: most of the non-missing cells are not numbers)."""
     positions = {name: i for i, name in enumerate(columns)}
     wanted = [(name, positions[name]) for name in selected if name not in set(categorical)]
     numbers = dict.fromkeys(selected, 0)
@@ -629,9 +642,7 @@ def _column_types(data_lines, delimiter: str, columns, selected, categorical) ->
             else:
                 texts[name] += 1
     return {
-        name: "text"
-        if name in categorical or (texts[name] and texts[name] >= numbers[name])
-        else "numeric"
+        name: "text" if name in categorical or texts[name] > numbers[name] else "numeric"
         for name in selected
     }
 
@@ -799,36 +810,113 @@ def _has_bare_carriage_return(data: bytes) -> bool:
     return b"\r" in data and data.count(b"\r") != data.count(b"\r\n")
 
 
-class _ChunkParser:
-    """Turns one chunk of lines into (X, y, line numbers, skipped) for one schema."""
+def _lossy(levels: list[str]) -> bool:
+    """Whether a level holds U+FFFD, what polars' lossy decoding puts for a bad byte."""
+    return any("\ufffd" in level for level in levels)
 
-    def __init__(self, schema: CsvSchema, dtype, on_bad_rows: str):
+
+def _every_line_complete(data: bytes, delimiter: str, n_fields: int) -> bool:
+    """Whether every line of an unquoted chunk has ``n_fields`` fields, counted with numpy
+    (a null in the last column is an empty cell or a short row; this tells them apart
+    without the line-by-line diagnosis). False for a chunk with quotes."""
+    if b'"' in data:
+        return False
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buffer == 10)
+    if not data.endswith(b"\n"):
+        ends = np.append(ends, buffer.size)
+    if ends.size == 0:
+        return False
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    fields = np.add.reduceat(buffer == ord(delimiter), starts, dtype=np.int64) + 1
+    return bool((fields == n_fields).all())
+
+
+def _null_values() -> list[str]:
+    """The missing-value tokens as polars reads them (it compares exactly, so the usual
+    spellings of each; others are found by the diagnosis or, in text columns, the
+    level lookup)."""
+    spellings = set()
+    for token in MISSING_TOKENS - {""}:
+        spellings |= {token, token.upper(), token.capitalize(), token.title()}
+    return sorted(spellings)
+
+
+@dataclass
+class _Rows:
+    """Good rows of a chunk: ``X`` (numeric features), ``y``, ``codes`` (text features)
+    and each row's file line."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    codes: np.ndarray | None
+    lines: np.ndarray
+
+    def __len__(self) -> int:
+        return self.lines.shape[0]
+
+    def split(self, n: int) -> tuple[_Rows, _Rows]:
+        """The first ``n`` rows and the rest (views)."""
+
+        def cut(array):
+            return (None, None) if array is None else (array[:n], array[n:])
+
+        parts = [cut(self.X), cut(self.y), cut(self.codes), cut(self.lines)]
+        return _Rows(*(p[0] for p in parts)), _Rows(*(p[1] for p in parts))
+
+    @staticmethod
+    def join(parts: list[_Rows]) -> _Rows:
+        """One record of ``parts`` (C-contiguous arrays; no copy for a single part that is)."""
+
+        def joined(arrays):
+            if arrays[0] is None:
+                return None
+            if len(arrays) == 1:
+                return np.ascontiguousarray(arrays[0])
+            return np.concatenate(arrays)
+
+        return _Rows(
+            joined([p.X for p in parts]),
+            joined([p.y for p in parts]),
+            joined([p.codes for p in parts]),
+            joined([p.lines for p in parts]),
+        )
+
+
+class _ChunkParser:
+    """Turns one chunk of lines into good rows (:class:`_Rows`) and skipped counts."""
+
+    def __init__(self, schema: CsvSchema, dtype, on_bad_rows: str, missing: str, table):
         import polars as pl
 
         self.pl = pl
         self.schema = schema
         self.dtype = np.dtype(dtype)
         self.on_bad_rows = on_bad_rows
+        self.missing = missing
+        self.table = table
         self.float_type = pl.Float32 if self.dtype == np.float32 else pl.Float64
         selected = set(schema.feature_names) | ({schema.target} if schema.target else set())
+        self.text = {name for name in selected if schema.column_type(name) == "text"}
         # polars names the columns itself; ours may be anything, so use positional names
         self.keys = [f"c{i}" for i in range(len(schema.columns))]
+        numeric = selected - self.text
         self.polars_schema = {
-            key: self.float_type if name in selected else pl.String
+            key: self.float_type if name in numeric else pl.String
             for key, name in zip(self.keys, schema.columns, strict=True)
         }
         positions = schema.column_positions
         self.projection = sorted(positions[name] for name in selected)
-        self.selected_keys = [self.keys[i] for i in self.projection]
+        self.numeric_keys = [self.keys[positions[name]] for name in sorted(numeric)]
         # A row with too few fields lacks the last one, which polars reads as null: a null
-        # there sends the chunk to the diagnosis. When the last column is not selected, it
-        # is read too (as text) just for this check.
+        # there is checked (field counts, else the diagnosis). When the last column is not
+        # selected, it is read too (as text) just for this check.
         last = len(schema.columns) - 1
         self.last_key = self.keys[last]
-        self.probe_last = schema.columns[last] not in selected
-        if self.probe_last:
+        if schema.columns[last] not in selected:
             self.projection.append(last)
-        self.feature_keys = [self.keys[i] for i in schema.feature_indices]
+        self.feature_keys = [self.keys[positions[name]] for name in schema.numeric_features]
+        self.text_keys = [self.keys[positions[name]] for name in schema.text_features]
         self.target_key = None if schema.target is None else self.keys[schema.target_index]
         # the cells the diagnosis checks, target first: (name, field number)
         checked = [schema.target] if schema.target else []
@@ -836,6 +924,12 @@ class _ChunkParser:
         self.n_fields = len(schema.columns)
         self.selected = selected
         self.delimiter = schema.delimiter
+        # polars reads the missing-value tokens as null where a null is not a bad cell
+        # anyway (kept missing cells, a target: its row is skipped)
+        keep_nulls = missing == "keep" or schema.target is not None
+        self.null_values = _null_values() if keep_nulls else None
+
+    # ------------------------------------------------------------------ the fast path
 
     def _read(self, data: bytes, schema: dict):
         pl = self.pl
@@ -847,6 +941,7 @@ class _ChunkParser:
                 schema=schema,
                 columns=self.projection,
                 raise_if_empty=False,
+                null_values=self.null_values,
                 # bad bytes in a column that is not read must not fail the chunk; in a
                 # read column they fail the float parse, and the diagnosis names them
                 encoding="utf8-lossy",
@@ -855,50 +950,126 @@ class _ChunkParser:
             return None
 
     def _read_padded(self, data: bytes):
-        """The chunk read with its selected cells as text, stripped and cast to floats:
-        polars' float parser rejects numbers padded with spaces or tabs (``1, 2, 3``).
-        Only a chunk that polars rejected pays for this second, still vectorised, read."""
+        """The chunk read with its selected cells as text, the numeric ones stripped and
+        cast to floats (a missing-value token as null): polars' float parser rejects
+        numbers padded with spaces or tabs (``1, 2, 3``). Only a chunk that polars
+        rejected pays for this second, still vectorised, read."""
         pl = self.pl
         text_schema = dict.fromkeys(self.keys, pl.String)
         frame = self._read(data, text_schema)
         if frame is None:
             return None
+        tokens = sorted(MISSING_TOKENS)
+
+        def number(key: str):
+            stripped = pl.col(key).str.strip_chars()
+            token = stripped.str.to_lowercase().is_in(tokens)
+            value = pl.when(token).then(None).otherwise(stripped)
+            return value.cast(self.float_type, strict=True).alias(key)
+
         try:
-            return frame.with_columns(
-                pl.col(self.selected_keys).str.strip_chars().cast(self.float_type, strict=True)
-            )
+            return frame.with_columns([number(key) for key in self.numeric_keys])
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError):
             return None
 
-    def _polars(self, data: bytes, probe: bool = True):
-        """(X, y) from polars, or None when polars rejects the chunk (or, with ``probe``,
-        a row may be short)."""
+    def _frame(self, data: bytes):
+        """The chunk as a polars frame, or None when polars rejects it."""
         frame = self._read(data, self.polars_schema)
-        if frame is None:
-            frame = self._read_padded(data)
-            if frame is None:
-                return None
-        if probe and self.probe_last and frame.get_column(self.last_key).null_count():
-            return None  # a short row, or just an empty text cell: look line by line
-        X = frame[self.feature_keys].to_numpy(order="c")  # [] not select: no expressions
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        y = None
-        if self.target_key is not None:
-            y = np.ascontiguousarray(frame.get_column(self.target_key).to_numpy(), self.dtype)
-        return X, y
+        return frame if frame is not None else self._read_padded(data)
 
     def parse(self, first_line: int, data: bytes, n_lines: int):
+        """``(rows, skipped, skipped_lines)`` of one chunk."""
         # polars reads a bare \r next to a value as blank space (or a line end): such a
         # chunk goes to the diagnosis, which treats every bare \r in a read column alike
-        parsed = None if _has_bare_carriage_return(data) else self._polars(data)
-        if parsed is not None:
-            X, y = parsed
-            # a sum is one cheap pass; only when it is not finite look cell by cell (a
-            # finite sum can overflow, the precise check then clears it)
-            if X.shape[0] == n_lines and _all_finite(X) and (y is None or _all_finite(y)):
-                lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
-                return X, y, lines, Counter(), []
+        frame = None if _has_bare_carriage_return(data) else self._frame(data)
+        if frame is not None and frame.height == n_lines and self._complete(frame, data):
+            lines = np.arange(first_line, first_line + n_lines, dtype=np.int64)
+            extracted = self._extract(frame, lines, utf8_checked=False)
+            if extracted is not None:
+                rows, dropped = extracted
+                reasons = Counter({"missing_target": len(dropped)} if len(dropped) else {})
+                return rows, reasons, dropped[:SKIPPED_LINES_KEPT].tolist()
         return self._diagnose(first_line, data, n_lines)
+
+    def _complete(self, frame, data: bytes) -> bool:
+        """No short row: the last column has no null, or every line has all its fields."""
+        if not frame.get_column(self.last_key).null_count():
+            return True
+        return _every_line_complete(data, self.delimiter, self.n_fields)
+
+    def _extract(self, frame, lines: np.ndarray, utf8_checked: bool = True):
+        """``(rows, lines dropped for a missing target)`` from a parsed frame, or None
+        when a cell needs the diagnosis (a bad value, a missing one not kept, or, unless
+        ``utf8_checked``, a new level holding U+FFFD: polars' lossy decoding of a byte
+        that is not UTF-8). The level table changes only when the rows are taken."""
+        commits = []
+        dropped = lines[:0]
+        y = None
+        if self.target_key is not None:
+            y, absent, commit = self._target(frame)
+            if commit is not None and not utf8_checked and _lossy(commit[1]):
+                return None
+            if absent is not None:
+                dropped, lines = lines[absent], lines[~absent]
+                frame = frame.filter(self.pl.Series(~absent))
+                y = y[~absent]
+            if commit is not None:
+                commits.append((*commit, y))
+            elif not _all_finite(y):
+                return None
+        X = self._numeric(frame)
+        if X is None:
+            return None
+        codes = None
+        if self.text_keys:
+            codes = np.empty((frame.height, len(self.text_keys)), dtype=np.int32)
+            for j, (key, column) in enumerate(
+                zip(self.text_keys, self.table.feature_columns(), strict=True)
+            ):
+                codes[:, j], new = code_series(
+                    column, frame.get_column(key), self.table.grow, self.schema.path
+                )
+                if self.missing == "error" and (codes[:, j] == MISSING_CODE).any():
+                    return None
+                if not utf8_checked and _lossy(new):
+                    return None
+                commits.append((column, new, codes[:, j]))
+        for column, new, values in commits:
+            column.commit(new, values, count=self.table.grow)
+        if y is not None and y.dtype != self.dtype:
+            y = y.astype(self.dtype)
+        return _Rows(X, y, codes, lines), dropped
+
+    def _target(self, frame):
+        """``(y, rows whose target is missing (None: none), commit)``; ``commit`` is
+        ``(column, new levels)`` for a text target (``y`` then holds its codes)."""
+        series = frame.get_column(self.target_key)
+        if self.schema.target not in self.text:
+            y = np.ascontiguousarray(series.to_numpy(), dtype=self.dtype)
+            absent = np.isnan(y)  # an empty cell, a token, "nan": its row is skipped
+            return y, (absent if absent.any() else None), None
+        column = self.table.target_column()
+        codes, new = code_series(column, series, self.table.grow, self.schema.path)
+        absent = codes == MISSING_CODE
+        # the codes stay int32 until the commit (which counts them); y is cast afterwards
+        return codes, (absent if absent.any() else None), (column, new)
+
+    def _numeric(self, frame):
+        """The numeric features as a C-contiguous array, or None when a cell is bad:
+        not finite, or (missing="error") missing."""
+        if not self.feature_keys:
+            return np.empty((frame.height, 0), dtype=self.dtype)
+        X = frame[self.feature_keys].to_numpy(order="c")  # [] not select: no expressions
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        # a sum is one cheap pass; only when it is not finite look cell by cell (a finite
+        # sum can overflow, the precise check then clears it)
+        if _all_finite(X):
+            return X
+        if self.missing == "keep" and not np.isinf(X).any():
+            return X  # NaN: a missing cell, kept
+        return None
+
+    # ------------------------------------------------------------------ the slow path
 
     def _diagnose(self, first_line: int, data: bytes, n_lines: int):
         """The slow path: look at each line, raise or skip the bad ones, parse the rest."""
@@ -910,8 +1081,9 @@ class _ChunkParser:
         skipped: Counter = Counter()
         skipped_lines: list[int] = []
 
-        def bad(reason: str, error: CsvError, line: int) -> None:
-            if self.on_bad_rows == "error":
+        def bad(reason: str, error: CsvError | None, line: int) -> None:
+            # a missing target skips its row in either mode
+            if self.on_bad_rows == "error" and reason != "missing_target":
                 raise error
             skipped[reason] += 1
             if len(skipped_lines) < SKIPPED_LINES_KEPT:
@@ -928,46 +1100,50 @@ class _ChunkParser:
                 good_lines.append(line)
             else:
                 bad(*problem, line)
-        X, y, good_lines = self._parse_good(good, good_lines, bad)
+        rows = self._parse_good(good, np.asarray(good_lines, dtype=np.int64), bad)
         skipped_lines.sort()  # lines polars alone rejected come after the rest
-        return X, y, np.asarray(good_lines, dtype=np.int64), skipped, skipped_lines
+        return rows, skipped, skipped_lines
 
-    def _parse_good(self, good: list[bytes], good_lines: list[int], bad):
-        """(X, y, lines) of the lines the diagnosis found good, parsed by polars."""
-        if good:
-            parsed = self._polars(b"\n".join(good) + b"\n", probe=False)
-            if parsed is not None and parsed[0].shape[0] == len(good):
-                return (*parsed, good_lines)
-            return self._parse_one_by_one(good, good_lines, bad)
-        n_features = len(self.feature_keys)
-        X = np.empty((0, n_features), dtype=self.dtype)
-        y = None if self.target_key is None else np.empty(0, dtype=self.dtype)
-        return X, y, good_lines
+    def _empty(self) -> _Rows:
+        k = len(self.text_keys)
+        return _Rows(
+            X=np.empty((0, len(self.feature_keys)), dtype=self.dtype),
+            y=None if self.target_key is None else np.empty(0, dtype=self.dtype),
+            codes=np.empty((0, k), dtype=np.int32) if k else None,
+            lines=np.empty(0, dtype=np.int64),
+        )
 
-    def _parse_one_by_one(self, good: list[bytes], good_lines: list[int], bad):
+    def _parse_good(self, good: list[bytes], good_lines: np.ndarray, bad) -> _Rows:
+        """The lines the diagnosis found good, parsed by polars."""
+        if not good:
+            return self._empty()
+        frame = self._frame(b"\n".join(good) + b"\n")
+        if frame is not None and frame.height == len(good):
+            extracted = self._extract(frame, good_lines)
+            if extracted is not None and not len(extracted[1]):
+                return extracted[0]
+        return self._parse_one_by_one(good, good_lines, bad)
+
+    def _parse_one_by_one(self, good: list[bytes], good_lines: np.ndarray, bad) -> _Rows:
         """Where polars and the csv module disagree on some line (rare: odd quoting), find
         it by parsing each line alone, and raise or skip it."""
-        parts: list[tuple[np.ndarray, np.ndarray | None]] = []
-        kept: list[int] = []
-        for raw, line in zip(good, good_lines, strict=True):
-            parsed = self._polars(raw + b"\n", probe=False)
-            if parsed is not None and parsed[0].shape[0] == 1:
-                parts.append(parsed)
-                kept.append(line)
-                continue
+        parts: list[_Rows] = []
+        for raw, line in zip(good, good_lines.tolist(), strict=True):
+            frame = self._frame(raw + b"\n")
+            if frame is not None and frame.height == 1:
+                extracted = self._extract(frame, np.array([line], dtype=np.int64))
+                if extracted is not None and not len(extracted[1]):
+                    parts.append(extracted[0])
+                    continue
             error = CsvError(
                 "polars cannot read this row although the csv module reads each of its "
-                "selected cells as a number; check its quoting (a quoted field must not "
-                "hold a line break) or use on_bad_rows='skip'.",
+                "selected cells; check its quoting (a quoted field must not hold a line "
+                "break) or use on_bad_rows='skip'.",
                 path=self.schema.path,
                 line=line,
             )
             bad("malformed", error, line)
-        if not parts:
-            return self._parse_good([], [], bad)
-        X = np.concatenate([X for X, _ in parts])
-        y = None if self.target_key is None else np.concatenate([y for _, y in parts])
-        return X, y, kept
+        return _Rows.join(parts) if parts else self._empty()
 
     def _check_line(self, raw: bytes, line: int, raw_lines, offset):
         """None for a good line, else (reason, CsvError)."""
@@ -1039,9 +1215,13 @@ class _ChunkParser:
         )
 
     def _check_cell(self, cell: str, name: str, line: int, raw_lines, offset):
-        """None for a good (stripped) cell, else (reason, CsvError)."""
+        """None for a good (stripped) cell, else (reason, CsvError or None)."""
         path = self.schema.path
         if cell.lower() in MISSING_TOKENS:
+            if name == self.schema.target:
+                return "missing_target", None  # its row is skipped in either mode
+            if self.missing == "keep":
+                return None
             return "missing", CsvError(
                 f"missing value ({cell!r}); fill it in, drop the column, or use "
                 "on_bad_rows='skip'.",
@@ -1049,6 +1229,8 @@ class _ChunkParser:
                 line=line,
                 column=name,
             )
+        if name in self.text:
+            return None
         if not _is_number(cell):
             return "non_numeric", self._text_error(name, cell, line, raw_lines, offset)
         if not math.isfinite(float(cell)):
@@ -1073,18 +1255,21 @@ class _ChunkParser:
                 total += 1
                 value = cells[index].strip()
                 texts += value.lower() not in MISSING_TOKENS and not _is_number(value)
-        option = "--target" if name == self.schema.target else "--drop"
+        as_text = f"read it as text (categorical=[{name!r}], --categorical {name})"
         if total >= 2 and texts * 2 > total:
             action = (
-                "encode it as numbers"
+                as_text
                 if name == self.schema.target
-                else f"drop it (drop=[{name!r}], {option} {name}) or encode it as numbers"
+                else f"{as_text}, drop it (drop=[{name!r}], --drop {name})"
             )
-            message = f"column {name!r} holds text ({cell!r} at line {line}); {action}."
+            message = (
+                f"column {name!r} holds text ({cell!r} at line {line}) where its first lines "
+                f"held numbers; {action} or encode it as numbers."
+            )
         else:
             message = (
                 f"{cell!r} is not a number; fix the cell or use on_bad_rows='skip' (if the "
-                f"column holds text, drop it: {option} {name})."
+                f"column holds text, {as_text})."
             )
         return CsvError(message, path=self.schema.path, line=line, column=name)
 
@@ -1099,87 +1284,89 @@ def _all_finite(array: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- blocks
 
 
-def _blocks(schema: CsvSchema, block_rows: int, dtype, on_bad_rows: str) -> Iterator[CsvBlock]:
-    parser = _ChunkParser(schema, dtype, on_bad_rows)
+def _blocks(
+    schema: CsvSchema, block_rows: int, dtype, on_bad_rows: str, missing: str, table
+) -> Iterator[CsvBlock]:
+    parser = _ChunkParser(schema, dtype, on_bad_rows, missing, table)
     chunk_bytes = int(min(max(block_rows * schema.line_bytes, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES))
-    pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+    pending: list[_Rows] = []
     pending_rows = 0
     skipped: Counter = Counter()
     skipped_lines: list[int] = []
     total_rows = total_skipped = 0
 
     def emit(rows: int) -> CsvBlock:
-        nonlocal pending, pending_rows, skipped, skipped_lines
-        parts_X, parts_y, parts_lines, taken = [], [], [], 0
+        nonlocal pending_rows, skipped, skipped_lines
+        parts, taken = [], 0
         while taken < rows:
-            X, y, lines = pending[0]
-            take = min(rows - taken, X.shape[0])
-            parts_X.append(X[:take])
-            parts_y.append(None if y is None else y[:take])
-            parts_lines.append(lines[:take])
-            if take == X.shape[0]:
-                pending.pop(0)
+            head, rest = pending[0].split(rows - taken)
+            parts.append(head)
+            taken += len(head)
+            if len(rest):
+                pending[0] = rest
             else:
-                pending[0] = (X[take:], None if y is None else y[take:], lines[take:])
-            taken += take
-        join = len(parts_X) > 1
-        X = np.concatenate(parts_X) if join else np.ascontiguousarray(parts_X[0])
-        y = None
-        if parts_y[0] is not None:
-            y = np.concatenate(parts_y) if join else np.ascontiguousarray(parts_y[0])
-        lines = np.concatenate(parts_lines) if join else parts_lines[0]
+                pending.pop(0)
+        block = _Rows.join(parts)
         pending_rows -= rows
-        block = CsvBlock(
-            X=X,
-            y=y,
-            first_line=int(lines[0]),
+        out = CsvBlock(
+            X=block.X,
+            y=block.y,
+            first_line=int(block.lines[0]),
             rows=rows,
             skipped=dict(skipped),
             skipped_lines=skipped_lines,
-            line_numbers=lines,
+            line_numbers=block.lines,
+            codes=block.codes,
+            levels=table,
         )
         skipped, skipped_lines = Counter(), []
-        return block
+        return out
 
     for first_line, data, n_lines in _chunks(schema, chunk_bytes):
-        X, y, lines, bad, bad_lines = parser.parse(first_line, data, n_lines)
+        rows, bad, bad_lines = parser.parse(first_line, data, n_lines)
         del data
         skipped.update(bad)
         total_skipped += sum(bad.values())
         skipped_lines.extend(bad_lines[: SKIPPED_LINES_KEPT - len(skipped_lines)])
-        if X.shape[0]:
-            pending.append((X, y, lines))
-            pending_rows += X.shape[0]
-            total_rows += X.shape[0]
+        if len(rows):
+            pending.append(rows)
+            pending_rows += len(rows)
+            total_rows += len(rows)
         while pending_rows >= block_rows:
             yield emit(block_rows)
     if pending_rows:
         yield emit(pending_rows)
     if total_rows == 0:
-        if total_skipped:
-            raise CsvError(
-                f"every row was bad; {format_skipped(skipped, skipped_lines)}.",
-                path=schema.path,
-            )
-        raise CsvError(
-            "the file has a header but no data rows."
-            if schema.has_header
-            else "the file has no data rows.",
-            path=schema.path,
-            line=1 if schema.has_header else None,
-        )
+        _no_rows(schema, skipped, skipped_lines, total_skipped)
     if skipped:  # rows skipped after the last block: report them on an empty block
-        n_features = len(schema.feature_names)
-        empty_y = None if schema.target is None else np.empty(0, dtype=dtype)
+        empty = parser._empty()
         yield CsvBlock(
-            X=np.empty((0, n_features), dtype=dtype),
-            y=empty_y,
+            X=empty.X,
+            y=empty.y,
             first_line=int(skipped_lines[0]) if skipped_lines else 0,
             rows=0,
             skipped=dict(skipped),
             skipped_lines=skipped_lines,
-            line_numbers=np.empty(0, dtype=np.int64),
+            line_numbers=empty.lines,
+            codes=empty.codes,
+            levels=table,
         )
+
+
+def _no_rows(schema: CsvSchema, skipped, skipped_lines, total_skipped: int):
+    """The CsvError for a file that gave no good row."""
+    if total_skipped:
+        raise CsvError(
+            f"every row was bad; {format_skipped(skipped, skipped_lines)}.",
+            path=schema.path,
+        )
+    raise CsvError(
+        "the file has a header but no data rows."
+        if schema.has_header
+        else "the file has no data rows.",
+        path=schema.path,
+        line=1 if schema.has_header else None,
+    )
 
 
 # --------------------------------------------------------------------------- prefetch
@@ -1240,6 +1427,8 @@ def iter_csv(
     block_rows: int = 65536,
     dtype=np.float64,
     on_bad_rows: str = "error",
+    missing: str = "error",
+    levels: LevelTable | None = None,
     prefetch: bool = True,
     **selection,
 ) -> Iterator[CsvBlock]:
@@ -1265,7 +1454,15 @@ def iter_csv(
         raises :class:`CsvError` naming the file, line and column.
         ``"skip"``: it is left out and counted in the next block's ``skipped`` (per
         reason) and ``skipped_lines``; rows skipped after the last row come on a final
-        block with zero rows.
+        block with zero rows. A row whose target cell is missing is always skipped
+        (reason ``"missing_target"``), never an error.
+    missing : "error" or "keep"
+        ``"error"``: a missing feature cell makes a bad row (``on_bad_rows`` decides).
+        ``"keep"``: it is NaN in ``X`` (numeric) or ``MISSING_CODE`` in ``codes`` (text).
+    levels : LevelTable, optional
+        Codes the text columns (a growing table learns new levels, a frozen one gives
+        unseen ones ``UNSEEN_CODE``); filled by the reading thread. Default: a new one,
+        ``CsvBlock.levels``, when the schema has a text feature or a text target.
     **selection
         ``target``, ``features``, ``drop``, ``delimiter``, ``header``, ``categorical``:
         the keywords of :func:`read_schema` (one list of them, kept there).
@@ -1298,5 +1495,24 @@ def iter_csv(
         raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
     if on_bad_rows not in ("error", "skip"):
         raise ValueError(f"on_bad_rows must be 'error' or 'skip'; got {on_bad_rows!r}.")
-    blocks = _blocks(schema, int(block_rows), dtype, on_bad_rows)
+    if missing not in ("error", "keep"):
+        raise ValueError(f"missing must be 'error' or 'keep'; got {missing!r}.")
+    table = _level_table(schema, levels)
+    blocks = _blocks(schema, int(block_rows), dtype, on_bad_rows, missing, table)
     return _prefetched(blocks) if prefetch else blocks
+
+
+def _level_table(schema: CsvSchema, levels: LevelTable | None) -> LevelTable | None:
+    """The table for the schema's text columns: ``levels`` checked, or a new one."""
+    text_target = schema.target if schema.target_is_text else None
+    if levels is None:
+        return LevelTable.for_schema(schema) if schema.text_features or text_target else None
+    if not isinstance(levels, LevelTable):
+        raise TypeError(f"levels must be a LevelTable; got {type(levels).__name__}.")
+    if not levels.matches(schema.text_features, text_target):
+        raise ValueError(
+            f"the level table is for text columns {levels.columns!r} (target "
+            f"{levels.target!r}); the schema's are {schema.text_features!r} (target "
+            f"{text_target!r})."
+        )
+    return levels

@@ -140,9 +140,7 @@ class LevelTable:
     @classmethod
     def for_schema(cls, schema) -> LevelTable:
         """An empty growing table for the text columns of a :class:`CsvSchema`."""
-        target = schema.target
-        text_target = target is not None and schema.column_types.get(target) == "text"
-        return cls(schema.text_features, target if text_target else None)
+        return cls(schema.text_features, schema.target if schema.target_is_text else None)
 
     @property
     def columns(self) -> list[str]:

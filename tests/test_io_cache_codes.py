@@ -35,8 +35,8 @@ def _blocks(rows=40, size=15):
         stop = min(start + size, rows)
         lines = np.arange(start + 2, stop + 2, dtype=np.int64)
         block = CsvBlock(X=X[start:stop], y=y[start:stop], first_line=start + 2,
-                         rows=stop - start, line_numbers=lines)  # fmt: skip
-        block.codes = codes[start:stop]
+                         rows=stop - start, line_numbers=lines,
+                         codes=codes[start:stop])  # fmt: skip
         blocks.append(block)
     return X, codes, blocks
 

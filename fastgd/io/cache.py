@@ -697,15 +697,15 @@ class BlockCache:
             if self.verify:
                 self._verify(start, stop, arrays)
             lines = arrays["lines"]
-            block = CsvBlock(
+            yield CsvBlock(
                 X=arrays["X"],
                 y=arrays.get("y"),
                 first_line=int(lines[0]),
                 rows=stop - start,
                 line_numbers=lines,
+                codes=arrays.get("codes"),
+                levels=self.levels,
             )
-            block.codes = arrays.get("codes")
-            yield block
 
 
 def _notice(path: Path, reason: str) -> None:
@@ -774,8 +774,8 @@ class CacheWriter:
                 f"block has {block.X.shape[1:]} numeric features; the schema selects "
                 f"{self.n_numeric}."
             )
-        codes = getattr(block, "codes", None)
-        if (codes.shape[1:] if codes is not None else (0,)) != (self.n_text,) and self.n_text:
+        codes = block.codes
+        if self.n_text and (codes is None or codes.shape[1:] != (self.n_text,)):
             raise ValueError(f"block has no codes for the schema's {self.n_text} text features.")
         for reason, count in block.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count

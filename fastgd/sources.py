@@ -23,10 +23,17 @@ summed over blocks, sampled mini-batches) come from here. Blocks that cannot com
 process (Dask's) override one hook instead, :meth:`BlockSource.gradient_sums`, and the
 full-batch and sampled epochs still step here. :func:`block_statistics` is the first
 pass's per-block summary, shared by every front that reads its data once before training.
+
+A block's ``X`` is a dense array or a ``scipy.sparse.csr_matrix`` (canonical: sorted
+indices, no duplicates; the source's dtype, ``n_features`` columns; ``y`` dense). CSR
+blocks train with the CSR kernels of ``fastgd._kernels.sparse`` (loaded on first use), in
+the steps ``fastgd.fit`` takes on the whole CSR matrix in memory; the update rules without
+a CSR kernel are refused as ``fastgd.fit`` refuses them on sparse X.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -45,6 +52,7 @@ from ._kernels.epochs import (
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
+from ._validation import is_sparse
 from .prediction import predict_into
 
 __all__ = [
@@ -140,6 +148,9 @@ class BlockStatistics(NamedTuple):
     zero_loss: float
     #: The labels found (classification), else None.
     labels: np.ndarray | None
+    #: The values stored: ``rows × n_features`` for dense rows, the non-zeros for CSR
+    #: (``values / rows`` is a source's ``values_per_row``).
+    values: int = 0
 
     def merge(self, other: BlockStatistics) -> BlockStatistics:
         """Both summaries as one (``other``'s rows after this one's)."""
@@ -151,7 +162,7 @@ class BlockStatistics(NamedTuple):
             labels = other.labels if labels is None else np.union1d(labels, other.labels)
         return BlockStatistics(
             self.rows + other.rows, bad, max(self.max_row_norm, other.max_row_norm),
-            self.zero_loss + other.zero_loss, labels,
+            self.zero_loss + other.zero_loss, labels, self.values + other.values,
         )  # fmt: skip
 
 
@@ -160,28 +171,49 @@ def block_statistics(X, y, *, fit_intercept: bool, loss: options.Loss, epsilon: 
     """The first pass's summary of a block: rows, first non-finite value, the largest row
     norm (``norms=False``: left 0, for features scaled later), the zero model's loss and
     the labels. Classification losses are margin losses: ``L(0, y)`` is the same for
-    either label, so the zero loss never needs the labels mapped to ±1."""
-    X = np.ascontiguousarray(X)
+    either label, so the zero loss never needs the labels mapped to ±1. ``X``: dense rows or
+    CSR rows."""
+    sparse = is_sparse(X)
+    X = X if sparse else np.ascontiguousarray(X)
     rows = X.shape[0]
+    values = int(X.nnz) if sparse else rows * X.shape[1]
     extra = 1.0 if fit_intercept else 0.0
-    row, column, norm = scan_rows(X, _NO_WEIGHTS, extra) if norms else (-1, -1, 0.0)
+    row, column, norm = _scan(X, extra) if norms else (-1, -1, 0.0)
     bad = (int(row), int(column)) if row >= 0 else None
     if loss.classification:
         one = np.ones(1, dtype=X.dtype)
         zero = rows * loss_sum(one * 0, one, _NO_WEIGHTS, loss.code, epsilon)
-        return BlockStatistics(rows, bad, float(norm), float(zero), np.unique(y))
+        return BlockStatistics(rows, bad, float(norm), float(zero), np.unique(y), values)
     y_float = np.ascontiguousarray(y, dtype=X.dtype)
     finite = np.isfinite(y_float)
     if bad is None and not finite.all():
         bad = (int(np.argmin(finite)), "y")
     zeros = np.zeros(rows, dtype=X.dtype)
     zero = loss_sum(zeros, y_float, _NO_WEIGHTS, loss.code, epsilon) if finite.all() else math.inf
-    return BlockStatistics(rows, bad, float(norm), float(zero), None)
+    return BlockStatistics(rows, bad, float(norm), float(zero), None, values)
+
+
+def _scan(X, extra: float) -> tuple[int, int, float]:
+    """``epochs.scan_rows`` of dense rows, ``sparse.scan_csr`` of CSR rows: the first
+    non-finite value ``(row, column)`` (``(-1, -1)``: none) and ``max ‖x‖² + extra``."""
+    if is_sparse(X):
+        return _csr_kernels().scan_csr(X.data, X.indices, X.indptr, X.shape[0], _NO_WEIGHTS,
+                                       extra)  # fmt: skip
+    return scan_rows(X, _NO_WEIGHTS, extra)
+
+
+def _csr_kernels():
+    """``fastgd._kernels.sparse``, imported on first use: dense-only programs never load
+    (nor compile) the CSR kernels."""
+    from ._kernels import sparse
+
+    return sparse
 
 
 def block_losses(X, y, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
-    """``(Σ L(0, y), Σ L(x·coef + intercept, y))`` over a block (``coef`` None: the second
-    is 0); the predictions come from :func:`fastgd.prediction.predict_into`."""
+    """``(Σ L(0, y), Σ L(x·coef + intercept, y))`` over a block, dense or CSR (``coef``
+    None: the second is 0); the predictions come from
+    :func:`fastgd.prediction.predict_into`."""
     scores = np.zeros(X.shape[0], dtype=X.dtype)
     zero = float(loss_sum(scores, y, _NO_WEIGHTS, loss, epsilon))
     if coef is None:
@@ -195,33 +227,49 @@ def add_block_gradient(
 ) -> tuple[float, float, int]:
     """Add the gradient of a block's rows at ``state`` to ``grad`` (``fraction`` < 1: of the
     rows a draw seeded with ``seed`` keeps, each with probability ``fraction``); returns
-    ``(Σ s·L, Σ s·L', rows summed)``."""
+    ``(Σ s·L, Σ s·L', rows summed)``. CSR rows are summed in one serial pass over their
+    non-zeros (``parallel`` is for dense rows)."""
+    sparse = is_sparse(X)
     if fraction < 1.0:
         chosen = np.random.default_rng(seed).random(X.shape[0]) < fraction
-        X, y = np.ascontiguousarray(X[chosen]), np.ascontiguousarray(y[chosen])
+        X = X[chosen] if sparse else np.ascontiguousarray(X[chosen])
+        y = np.ascontiguousarray(y[chosen])
     if X.shape[0] == 0:
         return 0.0, 0.0, 0
-    loss, deriv = accumulate_gradient(X, y, _NO_WEIGHTS, spec, state, grad, parallel)
+    if sparse:
+        loss, deriv = _csr_kernels().accumulate_gradient_csr(
+            X.data, X.indices, X.indptr, y, _NO_WEIGHTS, spec, state, grad
+        )
+    else:
+        loss, deriv = accumulate_gradient(X, y, _NO_WEIGHTS, spec, state, grad, parallel)
     return float(loss), float(deriv), int(X.shape[0])
 
 
 class RowSampler:
     """A uniform sample of at most ``size`` rows of a stream of unknown length (the rows
-    with the smallest random keys), in float64."""
+    with the smallest random keys), in float64: dense rows, or CSR rows when the blocks
+    are CSR."""
 
     def __init__(self, size: int, rng: np.random.Generator):
         self.size = size
         self.rng = rng
         self.keys = np.empty(0)
-        self.rows: np.ndarray | None = None
+        self.rows = None
 
-    def add(self, X: np.ndarray) -> None:
+    def add(self, X) -> None:
         keys = self.rng.random(X.shape[0])
+        sparse = is_sparse(X)
+        rows = X.astype(np.float64) if sparse else np.asarray(X, dtype=np.float64)
         if self.rows is None:
-            merged_keys, merged_rows = keys, np.asarray(X, dtype=np.float64)
+            merged_keys, merged_rows = keys, rows
         else:
             merged_keys = np.concatenate([self.keys, keys])
-            merged_rows = np.concatenate([self.rows, np.asarray(X, dtype=np.float64)])
+            if sparse:
+                import scipy.sparse
+
+                merged_rows = scipy.sparse.vstack([self.rows, rows], format="csr")
+            else:
+                merged_rows = np.concatenate([self.rows, rows])
         if merged_keys.shape[0] > self.size:
             keep = np.argpartition(merged_keys, self.size - 1)[: self.size]
             merged_keys, merged_rows = merged_keys[keep], merged_rows[keep]
@@ -242,6 +290,11 @@ class BlockSource:
     (Spark's ``miniBatchFraction``): ``round(1 / fraction)`` steps, each on the rows a
     random draw keeps from every block with probability ``fraction``.
 
+    Blocks may be CSR (see the module's docstring): then pass ``values_per_row``, the mean
+    non-zeros of a row (``BlockStatistics.values / rows`` of a first pass), which sizes the
+    parallel batches as the engine sizes them for a CSR matrix in memory (the results do
+    not depend on it).
+
     The hook for blocks that stay elsewhere: :meth:`gradient_sums` (the sums over all the
     blocks, or over a sample of each, at one model) is all the full-batch and sampled epochs
     read; a subclass that computes it where the blocks are (``fastgd.dask``: on the workers,
@@ -250,10 +303,11 @@ class BlockSource:
 
     def __init__(self, n_rows: int, n_features: int, dtype, *, fit_intercept: bool,
                  block_rows: int, progress: Callable | None = None,
-                 sample_fraction: float | None = None):  # fmt: skip
+                 sample_fraction: float | None = None,
+                 values_per_row: float | None = None):  # fmt: skip
         self.n_rows = int(n_rows)
         self.n_features = int(n_features)
-        self.values_per_row = float(n_features)
+        self.values_per_row = float(n_features if values_per_row is None else values_per_row)
         self.dtype = np.dtype(dtype)
         self.fit_intercept = bool(fit_intercept)
         self.block_rows = int(block_rows)
@@ -267,7 +321,8 @@ class BlockSource:
 
     def blocks(self, order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(X, y)`` of each block, in the order of the block numbers ``order`` (None: in
-        order): C-contiguous, writable, in ``dtype``, classification targets as ±1."""
+        order): C-contiguous, writable, in ``dtype``, classification targets as ±1; ``X``
+        dense or a canonical CSR matrix (see the module's docstring)."""
         raise NotImplementedError
 
     # -- the statistics, a pass each
@@ -276,7 +331,7 @@ class BlockSource:
             extra = 1.0 if self.fit_intercept else 0.0
             self._max_row_norm = 0.0
             for X, _ in self.blocks():
-                norm = float(scan_rows(X, _NO_WEIGHTS, extra)[2])
+                norm = float(_scan(X, extra)[2])
                 self._max_row_norm = max(self._max_row_norm, norm)
         return self._max_row_norm
 
@@ -305,7 +360,7 @@ class BlockSource:
         loss_total = deriv_total = 0.0
         rows = 0
         parallel = parallel_batches(min(self.block_rows, self.n_rows), self.values_per_row)
-        visits = self._visit(self._block_order(order), order, row_orders=False)
+        visits = self._visit(self._block_order(order), order, spec, row_orders=False)
         # One seed per block, drawn before any is read (as a source that sums elsewhere
         # draws them to send with its tasks).
         seeds = order.rng.integers(2**63, size=self.block_count()) if fraction < 1.0 else None
@@ -329,7 +384,7 @@ class BlockSource:
             state, loss_total, bad = self._gradient_epoch(state, spec, order)
         else:
             run = self._sgd_epoch if order.strategy == "sgd" else self._minibatch_epoch
-            visits = self._visit(self._block_order(order), order)
+            visits = self._visit(self._block_order(order), order, spec)
             state, loss_total, bad = run(state, spec, order, visits)
         if bad < 0:
             self.epochs_run += 1
@@ -341,12 +396,14 @@ class BlockSource:
         shuffled = order.shuffle != options.SHUFFLE_NONE
         return order.rng.permutation(count) if shuffled and count > 1 else None
 
-    def _visit(self, block_order, order: EpochOrder, row_orders: bool = True):
+    def _visit(self, block_order, order: EpochOrder, spec: Spec, row_orders: bool = True):
         """Each block with its row order (``row_orders=False``: none), then the rows read so
         far (for the progress)."""
         position = 0
         shuffled = order.shuffle != options.SHUFFLE_NONE and order.strategy != "full"
         for X, y in self.blocks(block_order):
+            if is_sparse(X):
+                self._check_csr_block(X, spec)
             length = X.shape[0]
             if not row_orders:
                 rows = _NO_ORDER
@@ -361,6 +418,24 @@ class BlockSource:
             position += length
             if self.progress is not None:
                 self.progress(self.epochs_run + 1, position, self.n_rows)
+
+    def _check_csr_block(self, X, spec: Spec) -> None:
+        """Refuse a CSR block the kernels cannot read as it is, or an update rule without a
+        CSR kernel (as ``fastgd.fit`` refuses it on sparse X). O(1): the subclass promises
+        canonical rows (``blocks``)."""
+        if X.format != "csr" or X.shape[1] != self.n_features or X.dtype != self.dtype:
+            raise ValueError(
+                f"{type(self).__name__}.blocks() gave a sparse block of format {X.format!r}, "
+                f"shape {X.shape} and dtype {X.dtype}; a sparse block must be CSR with "
+                f"{self.n_features} columns in {self.dtype} (canonical: sorted indices, no "
+                f"duplicates)."
+            )
+        rule = next(rule for rule in options.UPDATE_RULES if rule.code == spec.rule)
+        if not rule.sparse:
+            from .engine import _no_csr_kernel  # the one wording of fastgd.fit's refusal
+
+            chosen_by_schedule = any(s.update_rule == rule.name for s in options.SCHEDULES)
+            raise _no_csr_kernel(rule, "sgd" if chosen_by_schedule else rule.name)
 
     def _gradient_epoch(self, state, spec, order):
         """A full batch (one step from every row's gradient) or a sampled epoch
@@ -388,7 +463,12 @@ class BlockSource:
     def _sgd_epoch(self, state, spec, order, visits):
         loss_total = 0.0
         for X, y, rows, position in visits:
-            intercept, block_loss, t, bad = sgd_epoch(X, y, _NO_WEIGHTS, rows, spec, state, 0)
+            if is_sparse(X):
+                intercept, block_loss, t, bad = _csr_kernels().sgd_epoch_csr(
+                    X.data, X.indices, X.indptr, y, _NO_WEIGHTS, rows, spec, state
+                )
+            else:
+                intercept, block_loss, t, bad = sgd_epoch(X, y, _NO_WEIGHTS, rows, spec, state, 0)
             state = state._replace(intercept=intercept, t=t)
             loss_total += block_loss
             if bad >= 0:
@@ -396,26 +476,28 @@ class BlockSource:
         return state, loss_total, -1
 
     def _minibatch_epoch(self, state, spec, order, visits):
+        visits, sparse = _peek_sparse(visits)
         batch = order.rows_per_step
-        carry = _Carry(batch, self.n_features, self.dtype)
+        carry = _CsrCarry(batch) if sparse else _Carry(batch, self.n_features, self.dtype)
+        run = _csr_batches if sparse else _dense_batches
         loss_total = 0.0
         end = 0
 
         def step(X, y, rows, state):
-            intercept, block_loss, t, bad = batch_epoch(
-                X, y, _NO_WEIGHTS, rows, batch, spec, state, order.parallel, 0
-            )
+            intercept, block_loss, t, bad = run(X, y, rows, batch, spec, state, order.parallel)
             return state._replace(intercept=intercept, t=t), block_loss, bad
 
         for X, y, rows, position in visits:
-            end = position + X.shape[0]
+            if sparse:  # the block in epoch order: its batches are runs of consecutive rows
+                X, y, rows = _csr_in_order(X, y, rows, order.shuffle != options.SHUFFLE_NONE)
+            end = position + rows.shape[0]
             used = carry.fill(X, y, rows) if carry.count else 0
             if carry.count and carry.full():  # the batch begun in an earlier block is complete
                 state, block_loss, bad = step(*carry.take(), _NO_ORDER, state)
                 loss_total += block_loss
                 if bad >= 0:
                     return state, loss_total, position
-            whole = (X.shape[0] - used) // batch * batch
+            whole = (rows.shape[0] - used) // batch * batch
             if whole:
                 chosen = np.ascontiguousarray(rows[used : used + whole])
                 state, block_loss, bad = step(X, y, chosen, state)
@@ -457,3 +539,80 @@ class _Carry:
         X, y = self.X[: self.count], self.y[: self.count]
         self.count = 0
         return X, y
+
+
+def _peek_sparse(visits):
+    """``(visits, whether the blocks are CSR)``, from the first block (put back)."""
+    first = next(visits, None)
+    if first is None:
+        return iter(()), False
+    return itertools.chain([first], visits), is_sparse(first[0])
+
+
+def _dense_batches(X, y, rows, batch, spec, state, parallel):
+    """The mini-batches of the dense rows ``rows`` (empty: all) of ``X``, in that order."""
+    return batch_epoch(X, y, _NO_WEIGHTS, rows, batch, spec, state, parallel, 0)
+
+
+def _csr_batches(parts, y, rows, batch, spec, state, parallel):
+    """The mini-batches of the CSR rows ``rows`` of ``parts`` (``(data, indices, indptr)``;
+    ``rows``: consecutive positions, empty: all), read in place by ``batch_epoch_csr``."""
+    if rows.shape[0]:
+        lo = int(rows[0])
+        parts, y = _csr_range(parts, lo, lo + rows.shape[0]), y[lo : lo + rows.shape[0]]
+    return _csr_kernels().batch_epoch_csr(
+        *parts, y, _NO_WEIGHTS, _NO_ORDER, batch, spec, state, parallel
+    )
+
+
+def _csr_in_order(X, y, rows, shuffled: bool):
+    """A CSR block as ``(data, indices, indptr)``, its targets and positions, with its rows
+    in the epoch's order ``rows`` (shuffled: a copy, one pass over its non-zeros), so that
+    every batch is a run of consecutive rows: the CSR kernels read all the rows they are
+    given, in the order given."""
+    if shuffled:
+        X, y = X[rows], y[rows]
+    return (X.data, X.indices, X.indptr), y, np.arange(rows.shape[0], dtype=np.int64)
+
+
+def _csr_range(parts, lo: int, hi: int):
+    """Rows ``lo..hi`` of CSR ``parts``: views of the values and column indices, the row
+    pointers shifted to start at 0 (a copy of ``hi - lo + 1`` numbers)."""
+    data, indices, indptr = parts
+    start, stop = indptr[lo], indptr[hi]
+    return data[start:stop], indices[start:stop], indptr[lo : hi + 1] - start
+
+
+class _CsrCarry:
+    """:class:`_Carry` for CSR rows: copies of the runs of rows taken (consecutive rows of
+    a block in epoch order), joined into one CSR batch once it is complete."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+        self.pieces: list[tuple] = []
+        self.count = 0
+
+    def fill(self, parts, y, rows) -> int:
+        """Append up to the batch's remaining room from ``rows`` (consecutive) of the block;
+        returns how many rows were taken."""
+        take = min(self.batch - self.count, rows.shape[0])
+        if take:
+            lo = int(rows[0])
+            data, indices, indptr = _csr_range(parts, lo, lo + take)
+            self.pieces.append(
+                (data.copy(), indices.copy(), np.diff(indptr), y[lo : lo + take].copy())
+            )
+            self.count += take
+        return take
+
+    def full(self) -> bool:
+        return self.count == self.batch
+
+    def take(self):
+        """The carried rows as ``((data, indices, indptr), y)``; the carry is emptied."""
+        columns = zip(*self.pieces, strict=True)
+        data, indices, lengths, y = (np.concatenate(column) for column in columns)
+        indptr = np.zeros(self.count + 1, dtype=lengths.dtype)
+        np.cumsum(lengths, out=indptr[1:])
+        self.pieces, self.count = [], 0
+        return (data, indices, indptr), y

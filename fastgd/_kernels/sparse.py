@@ -888,3 +888,29 @@ def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
     for c in range(n_chunks):
         best = max(best, norms[c])
     return -1, -1, best
+
+
+@kernel
+def accumulate_gradient_csr(data, indices, indptr, y, sample_weight, spec, state, grad):
+    """Add ``Σ s·L'(x·w + b, y)·x`` over the CSR rows (at ``state.w``, ``state.intercept``)
+    to ``grad`` (float64, shape (d,)) and return ``(Σ s·L, Σ s·L')``: the CSR counterpart of
+    ``epochs.accumulate_gradient``, for full batches of rows that arrive in blocks
+    (``fastgd.sources.BlockSource``), summed block by block before one ``take_step``. One
+    serial pass in row order over the non-zeros (O(nnz), never O(d) a row), so the sums are
+    those ``batch_epoch_csr`` makes of the same rows, whatever the number of threads."""
+    n = indptr.shape[0] - 1
+    weighted = sample_weight.shape[0] > 0
+    w, intercept = state.w, state.intercept
+    loss_total = 0.0
+    deriv_total = 0.0
+    for i in range(n):
+        prediction = 1.0 * _csr_row_dot(data, indices, indptr, i, w) + intercept
+        value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        loss_total += value
+        deriv_total += deriv
+        for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+            grad[_index(indices[p])] += deriv * data[p]
+    return loss_total, deriv_total

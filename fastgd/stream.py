@@ -401,8 +401,10 @@ def _first_pass(schema, *, options: dict, dtype, block_rows, cache_dir, loss, rn
         sample_rows=sample_rows, fit_intercept=fit_intercept, epsilon=epsilon,
     )  # fmt: skip
     cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir, notify=True)
-    if cache is not None and cache.skipped and options["on_bad_rows"] == "error":
+    bad_rows = set(cache.skipped) - {"missing_target"} if cache is not None else set()
+    if bad_rows and options["on_bad_rows"] == "error":
         # Written by a run that skipped bad rows: this run must stop at the first one.
+        # (A missing target skips its row in every mode.)
         cache = None
     gathered = _FirstPass(
         schema, options=options, loss=loss, rng=rng, progress=progress,

@@ -185,7 +185,9 @@ def test_all_numeric_clean_files_keep_the_old_coefficients(tmp_path):
     data = tmp_path / "clean.csv"
     rows = [",".join(repr(v) for v in row) for row in np.column_stack([X, y]).tolist()]
     data.write_text("a,b,c,y\n" + "\n".join(rows) + "\n")
-    options = {"shuffle": False, "strategy": "minibatch", "batch_size": 10, **FAST}
+    # (a constant step: "auto" would measure its step on a sample of its own in memory)
+    options = {"shuffle": False, "strategy": "minibatch", "batch_size": 10, "max_iter": 5,
+               "learning_rate": "constant", "eta0": 0.01, "tol": None}  # fmt: skip
     streamed = fastgd.fit_csv(data, target="y", **options)
     assert isinstance(streamed.extras["encoding"].encode(X[:2]), np.ndarray)  # dense
     mean, std = X.mean(axis=0), X.std(axis=0)

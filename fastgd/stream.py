@@ -454,7 +454,9 @@ def _read_csv(schema, gathered: _FirstPass, dtype, block_rows, cache_dir, option
     with BlockCache.writer(schema, dtype=dtype, cache_dir=cache_dir) as writer:
         blocks = iter_csv(
             schema, block_rows=block_rows, dtype=dtype, on_bad_rows=options["on_bad_rows"],
-            missing="keep", levels=levels,
+            # stopping at the first missing cell: the reader's error names the first bad row
+            # of any kind (the rows it gives are the same as with "keep")
+            missing="error" if gathered.missing_cells.stop else "keep", levels=levels,
         )  # fmt: skip
         try:
             for block in blocks:

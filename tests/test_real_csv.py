@@ -201,14 +201,36 @@ def test_a_malformed_encoding_record_is_refused(tmp_path):
     write(data, n=200)
     fastgd.save(fastgd.fit_csv(data, target="price", **FAST), model)
     assert load(model).encoding is not None
-    with zipfile.ZipFile(model) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    for change in ({"scale": [1.0, -1.0]}, {"levels": "cut"}, {"numeric": ["carat", "x"]}):
-        metadata = json.loads(members["metadata.json"])
-        metadata["encoding"].update(change)
+    changes = [{"scale": [1.0, -1.0]}, {"levels": "cut"}, {"numeric": ["carat", "x"]},
+               {"mean": [0.0, 1.0]}, {"hash_bits": 3}]  # fmt: skip
+    for change in changes:
         broken = tmp_path / "broken.npz"
-        with zipfile.ZipFile(broken, "w") as archive:
-            for name, content in members.items():
-                archive.writestr(name, json.dumps(metadata) if name == "metadata.json" else content)
+        _rewrite(model, broken, lambda metadata, c=change: metadata["encoding"].update(c))
         with pytest.raises(ModelFormatError, match="encoding"):
             load(broken)
+
+
+def _rewrite(path, target, change):
+    """A copy of a model file with its metadata changed by ``change(metadata)``."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    metadata = json.loads(members["metadata.json"])
+    change(metadata)
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, json.dumps(metadata) if name == "metadata.json" else content)
+    return target
+
+
+def test_format_1_0_files_without_an_encoding_still_load(tmp_path):
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    result = fastgd.fit(X, X @ [1.0, 2.0], max_iter=2, random_state=0)
+    path = fastgd.save(result, tmp_path / "new.npz")
+
+    def as_1_0(metadata):
+        metadata["format_version"] = "1.0"
+        del metadata["encoding"]
+
+    old = load(_rewrite(path, tmp_path / "old.npz", as_1_0))
+    assert old.format_version == (1, 0) and old.encoding is None
+    np.testing.assert_array_equal(old.predict(X), result.predict(X))

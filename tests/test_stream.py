@@ -8,6 +8,7 @@ boundaries and full batches sum the blocks' gradients before their one step.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import fastgd
+from fastgd import stream
 from fastgd.io import CacheNotice, CsvError
 from fastgd.stream import fit_csv, held_out
 
@@ -213,6 +215,8 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
     lines[5] = "1.0,,2.0"  # a missing cell on file line 6
     lines[9] = "1.0,abc,2.0"  # a non-numeric cell on file line 10
     path.write_text("\n".join(lines) + "\n")
+    # missing="error": a missing cell is a bad row (the default, "impute", keeps it)
+    fit_csv = functools.partial(stream.fit_csv, missing="error")
     with pytest.raises(CsvError, match="line 6"):
         fit_csv(path, target="target", cache_dir=tmp_path / "a")
     result = fit_csv(path, target="target", on_bad_rows="skip", cache_dir=tmp_path / "b")

@@ -400,7 +400,9 @@ def _first_pass(schema, *, options: dict, dtype, block_rows, cache_dir, loss, rn
         rng=rng, progress=progress, validation_fraction=validation_fraction,
         sample_rows=sample_rows, fit_intercept=fit_intercept, epsilon=epsilon,
     )  # fmt: skip
-    cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir, notify=True)
+    cache = None
+    if options["use_cache"]:
+        cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir, notify=True)
     bad_rows = set(cache.skipped) - {"missing_target"} if cache is not None else set()
     if bad_rows and options["on_bad_rows"] == "error":
         # Written by a run that skipped bad rows: this run must stop at the first one.
@@ -448,30 +450,80 @@ def _check_codes(cache: BlockCache, block) -> None:
 
 
 def _read_csv(schema, gathered: _FirstPass, dtype, block_rows, cache_dir, options):
-    """The first pass over the CSV itself: every block into the cache and the statistics.
-    Returns the cache and the level table."""
+    """The first pass over the CSV itself: every block into the cache (unless
+    ``use_cache`` is off) and the statistics. Returns the blocks the epochs read (the cache,
+    or a :class:`_CsvBlocks`) and the level table."""
     levels = gathered.levels = LevelTable.for_schema(schema)
+    # stopping at the first missing cell: the reader's error names the first bad row of
+    # any kind (the rows it gives are the same as with "keep")
+    missing = "error" if gathered.missing_cells.stop else "keep"
+    reading = dict(block_rows=block_rows, dtype=dtype, on_bad_rows=options["on_bad_rows"],
+                   missing=missing)  # fmt: skip
+    if not options["use_cache"]:
+        blocks = _CsvBlocks(schema, levels, reading)
+        blocks.count = _gather_csv(schema, gathered, reading, levels, None)
+        return blocks, levels
     with BlockCache.writer(schema, dtype=dtype, cache_dir=cache_dir) as writer:
-        blocks = iter_csv(
-            schema, block_rows=block_rows, dtype=dtype, on_bad_rows=options["on_bad_rows"],
-            # stopping at the first missing cell: the reader's error names the first bad row
-            # of any kind (the rows it gives are the same as with "keep")
-            missing="error" if gathered.missing_cells.stop else "keep", levels=levels,
-        )  # fmt: skip
+        _gather_csv(schema, gathered, reading, levels, writer)
+        return writer.commit(levels=levels), levels
+
+
+def _gather_csv(schema, gathered: _FirstPass, reading: dict, levels, writer) -> int:
+    """Read every block of the CSV into ``gathered`` (and ``writer``); the number of
+    blocks that held rows."""
+    count = 0
+    blocks = iter_csv(schema, levels=levels, **reading)
+    try:
+        for block in blocks:
+            if writer is not None:
+                writer.append(block)
+            gathered.add_skipped(block)
+            if block.rows:
+                gathered.gather(block)
+                count += 1
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+    if gathered.stats.n_rows == 0:
+        every = " (every row was skipped)" if gathered.stats.skipped or gathered.dropped else ""
+        raise CsvError(f"no data rows to train on{every}.", path=schema.path)
+    return count
+
+
+class _CsvBlocks:
+    """The blocks of a CSV read again from the file for every pass (``use_cache=False``):
+    the cache's interface, with the first pass's level table frozen (the same codes; a level
+    the file gained since reads as unseen). Blocks come in file order whatever ``order``
+    asks (a file is read from its start); a shuffled epoch still permutes each block's rows."""
+
+    path = None
+
+    def __init__(self, schema, levels: LevelTable, reading: dict):
+        self.schema = schema
+        self.levels = levels
+        self.reading = reading
+        self.dtype = np.dtype(reading["dtype"])
+        self.count = 0
+
+    def block_count(self, block_rows: int) -> int:
+        return self.count
+
+    def blocks(self, block_rows: int, order=None):
+        frozen = self.levels.frozen()
+        reading = {**self.reading, "block_rows": block_rows}
+        blocks = iter_csv(self.schema, levels=frozen, **reading)
         try:
             for block in blocks:
-                writer.append(block)
-                gathered.add_skipped(block)
                 if block.rows:
-                    gathered.gather(block)
+                    yield block
         finally:
             close = getattr(blocks, "close", None)
             if close is not None:
                 close()
-        if gathered.stats.n_rows == 0:
-            every = " (every row was skipped)" if gathered.stats.skipped or gathered.dropped else ""
-            raise CsvError(f"no data rows to train on{every}.", path=schema.path)
-        return writer.commit(levels=levels), levels
+
+    def close(self) -> None:
+        pass
 
 
 class _CsvSource(BlockSource):
@@ -579,6 +631,7 @@ def fit_csv(
     max_categories: int = 1000,
     hash_features: int | None = None,
     categorical=None,
+    use_cache: bool = True,
     on_bad_rows: str = "error",
     validation_fraction: float = 0.0,
     progress: Callable | None = None,
@@ -606,6 +659,9 @@ def fit_csv(
         Of the cache and the model.
     cache_dir : path, optional
         Where the binary cache goes (default: next to the CSV).
+    use_cache : bool, default True
+        False: no cache; every epoch reads the CSV again (blocks in file order; a shuffled
+        epoch permutes the rows of each block), with the encoding of the first pass.
     standardize : bool, default True
         Centre and scale the numeric features with means and standard deviations from the
         first pass; the returned coefficients apply to the raw features (the scaler is
@@ -662,6 +718,7 @@ def fit_csv(
         standardize=standardize, missing=missing, max_categories=max_categories,
         hash_features=hash_features, on_bad_rows=on_bad_rows,
     )  # fmt: skip
+    options["use_cache"] = bool(use_cache)
     block_rows = check_scalar(block_rows, "block_rows", kind="int", low=1)
     validation_fraction = check_scalar(validation_fraction, "validation_fraction", low=0.0)
     if validation_fraction >= 1.0:
@@ -710,7 +767,8 @@ def fit_csv(
     result.extras.update(
         feature_names=list(stats.feature_names), target=schema.target, rows=stats.n_rows,
         skipped=dict(stats.skipped), skipped_lines=list(stats.skipped_lines),
-        first_pass_seconds=stats.seconds, cache=str(cache.path), from_cache=stats.from_cache,
+        first_pass_seconds=stats.seconds, from_cache=stats.from_cache,
+        cache=None if cache.path is None else str(cache.path),
         validation_rows=stats.n_validation, encoding=stats.encoding,
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started

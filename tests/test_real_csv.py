@@ -234,3 +234,19 @@ def test_format_1_0_files_without_an_encoding_still_load(tmp_path):
     old = load(_rewrite(path, tmp_path / "old.npz", as_1_0))
     assert old.format_version == (1, 0) and old.encoding is None
     np.testing.assert_array_equal(old.predict(X), result.predict(X))
+
+
+def test_no_cache_streams_the_csv_every_epoch(tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    write(data, n=500)
+    options = {"shuffle": False, "max_categories": 10, **FAST}
+    cached = fastgd.fit_csv(data, target="price", cache_dir=tmp_path / "c", **options)
+    streamed = fastgd.fit_csv(data, target="price", use_cache=False, **options)
+    assert streamed.extras["cache"] is None and not list(tmp_path.glob("*.fastgd-cache"))
+    np.testing.assert_array_equal(streamed.coef, cached.coef)
+    assert streamed.extras["skipped"] == cached.extras["skipped"]
+    model = tmp_path / "m.npz"
+    code = cli.main(["train", str(data), "--target", "price", "--model", str(model),
+                     "--no-cache", "--epochs", "2", "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert not list(tmp_path.glob("*.fastgd-cache"))

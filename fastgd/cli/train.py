@@ -143,6 +143,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--cache-dir", metavar="DIR", help="where the binary cache goes (default: next to the CSV)"
     )
     parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="write no cache: every epoch reads the CSV again (blocks in file order)",
+    )
+    parser.add_argument(
         "--checkpoint",
         action="store_true",
         help="save the model after every epoch (Ctrl-C keeps the last one)",
@@ -288,6 +293,7 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
             cache_dir=cache_dir, standardize=args.standardize, missing=args.missing,
             max_categories=args.max_categories, hash_features=args.hash_features,
             categorical=schema.text_features or None, on_bad_rows=args.on_bad_rows,
+            use_cache=not args.no_cache,
             validation_fraction=args.validation_fraction or 0.0, progress=bar.update,
             on_first_pass=first_pass, callback=callback, **resume, **settings,
         )  # fmt: skip

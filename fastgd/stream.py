@@ -739,6 +739,7 @@ def fit_csv(
         path, target=target, features=features, drop=drop, delimiter=delimiter, header=header,
         categorical=categorical,
     )  # fmt: skip
+    _check_text_target(schema, resolved["loss"])
     cache, stats = _first_pass(
         schema, options=options, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
         loss=resolved["loss"], rng=resolved["rng"], progress=progress,
@@ -773,6 +774,17 @@ def fit_csv(
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result
+
+
+def _check_text_target(schema, loss) -> None:
+    """A text target is a classification's labels: a regression loss cannot use it."""
+    if loss.classification or schema.column_types.get(schema.target) != "text":
+        return
+    raise CsvError(
+        f"the target column holds text, and loss={loss.name!r} is a regression loss; use a "
+        "classification loss for labels (loss='log_loss' or 'hinge'; --loss log_loss).",
+        path=schema.path, column=schema.target,
+    )  # fmt: skip
 
 
 def _check_options(*, standardize, missing, max_categories, hash_features, on_bad_rows) -> dict:

@@ -134,6 +134,8 @@ def test_text_labels_come_back_as_written(tmp_path, capsys):
     _, truth = _table(300, 2, label=True)
     assert np.mean((truth > 3.5) == (predicted == "yes")) > 0.85
     assert price.shape == (1500,)
+    with pytest.raises(CsvError, match=r"column 'price': the target column holds text"):
+        fastgd.fit_csv(train, target="price", **FAST)  # a regression loss
 
 
 def test_missing_skip_counts_rows_and_error_names_the_cell(tmp_path):

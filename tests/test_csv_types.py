@@ -290,3 +290,41 @@ def test_iter_csv_takes_the_selection_keywords_of_read_schema(tmp_path):
         iter_csv(path, targte="price")
     with pytest.raises(ValueError, match="missing must be"):
         iter_csv(path, missing="impute")
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_bad_rows_skipped_beside_text_keep_codes_aligned(tmp_path, line_end):
+    """The line-by-line path (bad rows skipped) gives the same codes as the fast one, on
+    the lines kept; quoted text with the delimiter inside is one level."""
+    lines = [
+        "a,city,b",
+        '1,"Paris, FR",2',
+        "3,Rome",  # short
+        "4,Oslo,x",  # not a number
+        "5,Rome,inf",
+        '6,"Paris, FR",',  # missing, kept
+        "7,NA,8",
+        "9,Oslo,10",
+    ]
+    path = write(tmp_path, line_end.join(lines) + line_end)
+    blocks, X, _, codes = read(path, missing="keep", on_bad_rows="skip")
+    table = blocks[0].levels
+    assert table.levels == [["Paris, FR", "Oslo"]]  # Rome's rows were both bad
+    np.testing.assert_array_equal(X[:, 0], [1, 6, 7, 9])
+    np.testing.assert_array_equal(np.isnan(X[:, 1]), [False, True, False, False])
+    np.testing.assert_array_equal(codes[:, 0], [0, 0, MISSING_CODE, 1])
+    lines_kept = np.concatenate([b.line_numbers for b in blocks])
+    np.testing.assert_array_equal(lines_kept, [2, 6, 7, 8])
+    assert table.counts[0].tolist() == [2, 1] and table.missing == [1]
+    skipped = Counter()
+    for b in blocks:
+        skipped.update(b.skipped)
+    assert skipped == {"ragged": 1, "non_numeric": 1, "non_finite": 1}
+
+
+def test_an_empty_last_text_cell_is_missing_not_a_short_row(tmp_path):
+    rows = "".join(f"{i},{'' if i % 3 else 'v' + str(i % 4)}\n" for i in range(30))
+    path = write(tmp_path, "a,note\n" + rows)
+    _, X, _, codes = read(path, missing="keep")
+    assert X.shape == (30, 1)
+    np.testing.assert_array_equal(codes[:, 0] == MISSING_CODE, [i % 3 != 0 for i in range(30)])

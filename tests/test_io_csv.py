@@ -380,9 +380,10 @@ def test_short_row_caught_when_the_missing_field_is_not_read(tmp_path):
 def test_io_package_exports_each_submodules_public_names():
     import fastgd.io
     from fastgd.io import cache as fcache
+    from fastgd.io import levels as flevels
 
-    assert fastgd.io.__all__ == [*fcache.__all__, *fcsv.__all__]
-    for module in (fcache, fcsv):
+    assert fastgd.io.__all__ == [*fcache.__all__, *fcsv.__all__, *flevels.__all__]
+    for module in (fcache, fcsv, flevels):
         for name in module.__all__:
             assert getattr(fastgd.io, name) is getattr(module, name), name
 

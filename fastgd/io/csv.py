@@ -1,4 +1,4 @@
-"""Streaming numeric CSV: the file read in line-aligned byte chunks, each parsed by polars.
+"""Streaming CSV: the file read in line-aligned byte chunks, each parsed by polars.
 
 Why this shape: measured here (a 390 MB numeric CSV, 20 columns, to float64 blocks of
 65,536 rows; best of 3 on a shared 2-core machine; ``benchmarks/test_csv.py``), polars'
@@ -7,12 +7,18 @@ batched reader ran at ~260 MB/s, pandas' C engine ~100 MB/s and pyarrow's stream
 lets a run go on past one. So fastgd cuts the (possibly compressed) byte stream at line ends
 itself -- it never parses a cell by hand -- and counts the lines on the way (~170 MB/s in the
 same run: the price of line numbers and of skipping bad rows). Each chunk goes to
-``polars.read_csv`` with a fixed schema (selected columns as floats, the others as text and
-not projected). A chunk that fails, or whose values are not all finite, or whose row count
+``polars.read_csv`` with a fixed schema (selected numeric columns as floats, the others as
+text; unselected ones not projected). A chunk that fails, or whose values are not all
+finite (NaN allowed with ``missing="keep"``), or whose row count
 differs from its line count, is diagnosed line by line with the standard library's ``csv``
 module: that is where file, line and column of a bad cell come from, and where
 ``on_bad_rows="skip"`` drops bad lines before the good ones are parsed by polars again.
 Clean chunks never take that slow path.
+
+Column types come from the file's first 64 KiB (:func:`read_schema`): a text column's
+cells become int32 level codes (``CsvBlock.codes``) through a
+:class:`~fastgd.io.levels.LevelTable`, vectorised per chunk. A missing target cell skips
+its row (``"missing_target"``) in every mode.
 
 Blank lines carry no row and are passed over silently. Numbers padded with spaces or tabs
 (``1, 2, 3``) are read: polars rejects them, so a chunk holding them is parsed a second time
@@ -22,7 +28,7 @@ A compressed stream that is truncated or corrupt is an error (``CsvError``), nev
 end of file. Only regular files are read: the file is opened more than once (the schema,
 then each pass), which a pipe cannot give.
 
-Limitation: a quoted field must not contain a line break (numeric CSVs do not have them).
+Limitation: a quoted field must not contain a line break.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ._cells import MISSING_TOKENS, CsvError
 from .levels import MISSING_CODE, LevelTable, code_series
 
 __all__ = [
@@ -58,8 +65,6 @@ __all__ = [
 
 #: Delimiters tried when none is given, in order of preference on a tie.
 DELIMITERS = (",", ";", "\t", "|")
-#: Cells read as a missing value (compared case-insensitively, after stripping spaces).
-MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "-nan", "#n/a"})
 #: Why a row can be skipped (the keys of ``CsvBlock.skipped``).
 SKIP_REASONS = {
     "missing": "missing value",
@@ -86,22 +91,6 @@ ZSTD_READ_BYTES = 1 << 17
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
 _SUFFIX = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
-
-
-class CsvError(ValueError):
-    """A problem with a CSV file; ``path``, ``line`` (1-based in the file, the header
-    counted) and ``column`` (its name) say where, when known. The message names them."""
-
-    def __init__(self, message: str, *, path, line: int | None = None, column: str | None = None):
-        self.path = str(path)
-        self.line = line
-        self.column = column
-        where = [self.path]
-        if line is not None:
-            where.append(f"line {line}")
-        if column is not None:
-            where.append(f"column {column!r}")
-        super().__init__(f"{', '.join(where)}: {message}")
 
 
 @dataclass
@@ -623,7 +612,8 @@ def _column_types(data_lines, delimiter: str, columns, selected, categorical) ->
     """``"numeric"`` or ``"text"`` for each selected column, from the head's data lines
     (text: most of the non-missing cells are not numbers)."""
     positions = {name: i for i, name in enumerate(columns)}
-    wanted = [(name, positions[name]) for name in selected if name not in set(categorical)]
+    categorical = set(categorical)
+    wanted = [(name, positions[name]) for name in selected if name not in categorical]
     numbers = dict.fromkeys(selected, 0)
     texts = dict.fromkeys(selected, 0)
     for _, raw in data_lines:
@@ -924,14 +914,21 @@ class _ChunkParser:
         self.n_fields = len(schema.columns)
         self.selected = selected
         self.delimiter = schema.delimiter
-        # polars reads the missing-value tokens as null where a null is not a bad cell
-        # anyway (kept missing cells, a target: its row is skipped)
-        keep_nulls = missing == "keep" or schema.target is not None
-        self.null_values = _null_values() if keep_nulls else None
+        # How polars is asked, fastest first; a chunk it rejects is asked the next way,
+        # and the next chunk starts with the way that worked (files with missing-value
+        # tokens have them throughout). Measured here (an 8 MB chunk, 10 numeric and 5
+        # text columns): strict UTF-8 223 MB/s, lossy 175 MB/s (bad bytes in a column
+        # that is not read must not fail the chunk; in a read one the diagnosis names
+        # them), lossy with the tokens as null_values 90-100 MB/s (a token in a numeric
+        # column is a kept missing cell, a skipped target, or a row the diagnosis names).
+        self.attempts: list[dict] = [{"encoding": "utf8"}, {"encoding": "utf8-lossy"}]
+        if self.numeric_keys:
+            self.attempts.append({"encoding": "utf8-lossy", "null_values": _null_values()})
+        self.first_attempt = 0
 
     # ------------------------------------------------------------------ the fast path
 
-    def _read(self, data: bytes, schema: dict):
+    def _read(self, data: bytes, schema: dict, encoding: str = "utf8-lossy", null_values=None):
         pl = self.pl
         try:
             return pl.read_csv(
@@ -941,10 +938,8 @@ class _ChunkParser:
                 schema=schema,
                 columns=self.projection,
                 raise_if_empty=False,
-                null_values=self.null_values,
-                # bad bytes in a column that is not read must not fail the chunk; in a
-                # read column they fail the float parse, and the diagnosis names them
-                encoding="utf8-lossy",
+                null_values=null_values,
+                encoding=encoding,
             )
         except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError):
             return None
@@ -974,8 +969,12 @@ class _ChunkParser:
 
     def _frame(self, data: bytes):
         """The chunk as a polars frame, or None when polars rejects it."""
-        frame = self._read(data, self.polars_schema)
-        return frame if frame is not None else self._read_padded(data)
+        for attempt in range(self.first_attempt, len(self.attempts)):
+            frame = self._read(data, self.polars_schema, **self.attempts[attempt])
+            if frame is not None:
+                self.first_attempt = attempt
+                return frame
+        return self._read_padded(data)
 
     def parse(self, first_line: int, data: bytes, n_lines: int):
         """``(rows, skipped, skipped_lines)`` of one chunk."""

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._cells import MISSING_TOKENS, CsvError
+
 __all__ = ["LEVELS_LIMIT", "MISSING_CODE", "UNSEEN_CODE", "LevelTable"]
 
 #: The code of a missing text cell (one of the reader's missing-value tokens).
@@ -58,8 +60,6 @@ class _Column:
         """``(codes, new)``: the code of each distinct raw string, plus one last entry
         (``MISSING_CODE``, for null cells), and the levels not seen before, given the next
         codes provisionally (nothing is changed before :meth:`commit`)."""
-        from .csv import MISSING_TOKENS
-
         codes = np.empty(len(raw) + 1, dtype=np.int32)
         codes[-1] = MISSING_CODE
         index, new, added = self.index, [], {}
@@ -82,8 +82,6 @@ class _Column:
         return codes, new
 
     def _too_many(self, path: str):
-        from .csv import CsvError
-
         raise CsvError(
             f"column {self.name!r} has more than {LEVELS_LIMIT:,} distinct values, too many "
             f"to encode each; drop it (drop=[{self.name!r}], --drop {self.name}) or hash it "

@@ -145,3 +145,28 @@ def test_codes_outside_the_table_are_refused():
     codes[0, 1] = 3  # size has 3 levels: codes 0..2
     with pytest.raises(ValueError, match="'size'"):
         encoding.encode(X, codes)
+
+
+def test_binding_a_growing_table_maps_its_new_levels_and_the_frozen_table_reads_kept_ones():
+    from fastgd.io.levels import LevelTable
+
+    rng = np.random.default_rng(6)
+    X, _, table, _, _ = _data(rng)
+    hashed = _learn(X, table, hash_bits=6)
+    growing = LevelTable(["colour", "size"])
+    column = growing.feature_columns()[0]
+    column.commit(["red"], np.zeros(0, np.int32), count=False)
+    growing.feature_columns()[1].commit(["S"], np.zeros(0, np.int32), count=False)
+    hashed.bind(growing)
+    column.commit(["mauve"], np.zeros(0, np.int32), count=False)  # a level first seen now
+    hashed.bind(growing)
+    got = hashed.encode(np.zeros((2, 2)), np.array([[0, 0], [1, 0]], np.int32))
+    colour = got.indices.reshape(2, 5)[:, 3] - 3
+    assert colour.tolist() == [zlib.crc32(f"colour\x00{c}".encode()) & 63 for c in ("red", "mauve")]
+    one_hot = _learn(X, table, max_categories=3)
+    frozen = one_hot.level_table()
+    assert frozen.is_frozen and frozen.levels == one_hot.levels
+    got = one_hot.bind(frozen).encode(np.zeros((1, 2)), np.array([[1, -2]], np.int32)).toarray()
+    names = one_hot.feature_names
+    assert got[0, names.index(f"colour={one_hot.levels[0][1]}")] == 1.0
+    assert got[0, names.index("size=<other>")] == 1.0

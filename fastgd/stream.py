@@ -678,7 +678,7 @@ def fit_csv(
         their own; the rarer ones (and levels unseen in training) share an "other" one.
     hash_features : int, optional
         BITS: encode every text column by the hashing trick into ``2**BITS`` features
-        instead (1 to 24).
+        instead (1 to 20).
     categorical : list of str or comma-separated str, optional
         Columns read as text whatever they hold (e.g. numeric codes of categories).
     on_bad_rows : {"error", "skip"}

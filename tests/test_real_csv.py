@@ -252,3 +252,30 @@ def test_no_cache_streams_the_csv_every_epoch(tmp_path, capsys):
                      "--no-cache", "--epochs", "2", "--quiet"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert not list(tmp_path.glob("*.fastgd-cache"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [(["--hash-features", "21"], "must be in 1-20"), (["--max-categories", "1"], "must be >= 2"),
+     (["--missing", "mean"], "invalid choice"),
+     (["--standardize", "--no-standardize"], "not allowed with")],
+)  # fmt: skip
+def test_train_flags_are_checked(tmp_path, capsys, flags, shown):
+    data = tmp_path / "data.csv"
+    write(data, n=50)
+    argv = ["train", str(data), "--target", "price", "--model", str(tmp_path / "m.npz"), *flags]
+    assert cli.main(argv) == 2
+    assert shown in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_standardize_flag_is_kept_as_the_default(tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    write(data, n=200)
+    for name, flags in (("plain", []), ("flag", ["--standardize"])):
+        argv = ["train", str(data), "--target", "price", "--model", str(tmp_path / f"{name}.npz"),
+                "--epochs", "2", "--quiet", "--random-state", "0", *flags]  # fmt: skip
+        assert cli.main(argv) == 0, capsys.readouterr().err
+    plain, flag = load(tmp_path / "plain.npz"), load(tmp_path / "flag.npz")
+    assert plain.scaler is not None and plain.options["standardize"] is True
+    np.testing.assert_array_equal(plain.coef, flag.coef)

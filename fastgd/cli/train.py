@@ -110,7 +110,7 @@ def _configure_encoding(parser: argparse.ArgumentParser) -> None:
         "--hash-features",
         type=_hash_bits,
         metavar="BITS",
-        help="encode text columns by the hashing trick into 2**BITS features each (1-24)",
+        help="encode text columns by the hashing trick into 2**BITS features each (1-20)",
     )
     group.add_argument(
         "--categorical",

@@ -44,8 +44,9 @@ __all__ = ["ENCODING_VERSION", "Encoding", "EncodingError"]
 
 #: The version of :meth:`Encoding.to_dict`'s layout.
 ENCODING_VERSION = 1
-#: Largest ``hash_bits`` accepted (2**24 buckets a column: 16.7 million features).
-MAX_HASH_BITS = 24
+#: Largest ``hash_bits`` accepted (2**20 buckets a column: a million features, each named
+#: in the model file; Vowpal Wabbit's default is 18).
+MAX_HASH_BITS = 20
 #: Keys hashed for a missing cell and for an unseen level (a level string never holds
 #: "\x00", which separates the column from the level).
 _MISSING_KEY = "\x00<missing>"

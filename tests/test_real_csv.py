@@ -279,3 +279,20 @@ def test_standardize_flag_is_kept_as_the_default(tmp_path, capsys):
     plain, flag = load(tmp_path / "plain.npz"), load(tmp_path / "flag.npz")
     assert plain.scaler is not None and plain.options["standardize"] is True
     np.testing.assert_array_equal(plain.coef, flag.coef)
+
+
+def test_categorical_reads_numeric_codes_as_levels_at_train_and_predict_time(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    grade = rng.integers(1, 6, 400)
+    x = rng.normal(size=400)
+    y = x + np.array([0.0, -2.0, 3.0, 0.0, 5.0, -4.0])[grade] + 0.1 * rng.normal(size=400)
+    data = tmp_path / "grades.csv"
+    rows = [f"{g},{a:.5f},{t:.5f}" for g, a, t in zip(grade, x, y, strict=True)]
+    data.write_text("grade,x,y\n" + "\n".join(rows) + "\n")
+    model = tmp_path / "m.npz"
+    code = cli.main(["train", str(data), "--target", "y", "--model", str(model), "--quiet",
+                     "--categorical", "grade", "--epochs", "10"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert {f"grade={g}" for g in range(1, 6)} <= set(load(model).feature_names)
+    predicted = _predict_cli(model, data, tmp_path / "pred.csv", capsys).astype(float)
+    assert _r2(y, predicted) > 0.95  # read as one number, grade gives R² 0.07

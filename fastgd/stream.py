@@ -343,7 +343,7 @@ class _FirstPass:
             schema.numeric_features, moments.mean, moments.std(), moments.missing,
             table=levels, text=schema.text_features, standardize=options["standardize"],
             impute=options["missing"] == "impute", max_categories=options["max_categories"],
-            hash_bits=options["hash_features"],
+            hash_bits=options["hash_features"], columns=schema.feature_names,
         )  # fmt: skip
         if levels is not None:
             encoding.bind(levels)

@@ -296,3 +296,19 @@ def test_categorical_reads_numeric_codes_as_levels_at_train_and_predict_time(tmp
     assert {f"grade={g}" for g in range(1, 6)} <= set(load(model).feature_names)
     predicted = _predict_cli(model, data, tmp_path / "pred.csv", capsys).astype(float)
     assert _r2(y, predicted) > 0.95  # read as one number, grade gives R² 0.07
+
+
+def test_the_models_schema_finds_the_training_cache(tmp_path):
+    from fastgd.cli._model import model_schema
+    from fastgd.io.cache import BlockCache
+
+    data = tmp_path / "mixed.csv"
+    lines = ["a,colour,b,y"] + [f"{i % 7},c{i % 3},{i / 9:.3f},{i % 5}" for i in range(60)]
+    data.write_text("\n".join(lines) + "\n")
+    model = fastgd.io.model.as_model(fastgd.fit_csv(data, target="y", max_iter=2))
+    assert model.encoding.columns == ["a", "colour", "b"]  # the file's order, not by type
+    schema = model_schema(model, data, target="y")
+    assert schema.feature_names == ["a", "colour", "b"]
+    cache = BlockCache.open(schema, dtype=np.float64)
+    assert cache is not None and cache.levels.levels == [["c0", "c1", "c2"]]
+    cache.close()

@@ -86,13 +86,17 @@ class Encoding:
         Per text column, whether a missing cell has a column of its own (one-hot).
     hash_bits : int or None
         The hashing trick's bits (``2**hash_bits`` buckets a text column), or None: one-hot.
+    columns : list of str
+        The numeric and text columns in the order the training data selected them (the
+        order a cache of the file is keyed on).
     """
 
     def __init__(self, numeric: Sequence[str], mean, scale, *, standardize: bool = True,
                  indicators: Sequence[str] = (), text: Sequence[str] = (),
                  levels: Sequence[Sequence[str]] | None = None,
                  missing_level: Sequence[bool] | None = None,
-                 hash_bits: int | None = None):  # fmt: skip
+                 hash_bits: int | None = None,
+                 columns: Sequence[str] | None = None):  # fmt: skip
         self.numeric = [str(name) for name in numeric]
         self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
         self.scale = np.asarray(scale, dtype=np.float64).reshape(-1)
@@ -106,6 +110,7 @@ class Encoding:
         if missing_level is None:
             missing_level = [False] * len(self.text)
         self.missing_level = [bool(flag) for flag in missing_level]
+        self.columns = [str(name) for name in (columns or self.numeric + self.text)]
         self._check()
         position = {name: i for i, name in enumerate(self.numeric)}
         self._indicator_columns = np.array(
@@ -121,7 +126,8 @@ class Encoding:
     @classmethod
     def learn(cls, numeric: Sequence[str], mean, std, missing_counts, *, table=None,
               text: Sequence[str] = (), standardize: bool = True, impute: bool = True,
-              max_categories: int = 1000, hash_bits: int | None = None) -> Encoding:  # fmt: skip
+              max_categories: int = 1000, hash_bits: int | None = None,
+              columns: Sequence[str] | None = None) -> Encoding:  # fmt: skip
         """The encoding of a first pass's statistics: per numeric column its mean, standard
         deviation (population) and missing-cell count; the text columns' level table
         (levels and counts of each, ``table.missing[j]`` missing cells). ``impute=False``
@@ -149,7 +155,7 @@ class Encoding:
             missing_level.append(bool(impute and table.missing[j]))
         return cls(
             numeric, mean, scale, standardize=standardize, indicators=indicators, text=text,
-            levels=levels, missing_level=missing_level, hash_bits=hash_bits,
+            levels=levels, missing_level=missing_level, hash_bits=hash_bits, columns=columns,
         )  # fmt: skip
 
     # -- shape -----------------------------------------------------------------------------
@@ -178,11 +184,6 @@ class Encoding:
     def values_per_row(self) -> int:
         """Entries stored per encoded row."""
         return len(self.numeric) + len(self.indicators) + len(self.text)
-
-    @property
-    def columns(self) -> list[str]:
-        """The source columns this encoding reads (numeric, then text)."""
-        return self.numeric + self.text
 
     @property
     def feature_names(self) -> list[str]:
@@ -373,6 +374,7 @@ class Encoding:
             "levels": [list(column) for column in self.levels],
             "missing_level": list(self.missing_level),
             "hash_bits": self.hash_bits,
+            "columns": list(self.columns),
         }
 
     @classmethod
@@ -386,6 +388,7 @@ class Encoding:
                 standardize=record["standardize"], indicators=record["indicators"],
                 text=record["text"], levels=record["levels"],
                 missing_level=record["missing_level"], hash_bits=record["hash_bits"],
+                columns=record["columns"],
             )  # fmt: skip
         except ValueError as error:
             raise EncodingError(str(error)) from None
@@ -413,6 +416,8 @@ class Encoding:
         names = self.numeric + self.text
         if len(set(names)) != len(names):
             raise ValueError("a column is named twice among the numeric and text columns.")
+        if sorted(self.columns) != sorted(names):
+            raise ValueError("columns must list the numeric and text columns, each once.")
         unknown = set(self.indicators) - set(self.numeric)
         if unknown or len(set(self.indicators)) != len(self.indicators):
             raise ValueError("indicators must name numeric columns, each once.")
@@ -430,7 +435,7 @@ class Encoding:
 
 _RECORD_FIELDS = {
     "version": int, "numeric": list, "mean": list, "scale": list, "standardize": bool,
-    "indicators": list, "text": list, "levels": list, "missing_level": list,
+    "indicators": list, "text": list, "levels": list, "missing_level": list, "columns": list,
 }  # fmt: skip
 
 
@@ -449,7 +454,7 @@ def _check_record(record) -> None:
     hash_bits = record.get("hash_bits", "absent")
     if hash_bits is not None and (type(hash_bits) is not int):
         raise EncodingError("the encoding's field 'hash_bits' must be null or a whole number.")
-    strings = ("numeric", "indicators", "text")
+    strings = ("numeric", "indicators", "text", "columns")
     for key in strings:
         if not all(isinstance(name, str) for name in record[key]):
             raise EncodingError(f"the encoding's field {key!r} must list strings.")

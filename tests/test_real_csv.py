@@ -312,3 +312,18 @@ def test_the_models_schema_finds_the_training_cache(tmp_path):
     cache = BlockCache.open(schema, dtype=np.float64)
     assert cache is not None and cache.levels.levels == [["c0", "c1", "c2"]]
     cache.close()
+
+
+def test_a_file_whose_features_are_all_text(tmp_path):
+    rng = np.random.default_rng(0)
+    effect = {"a": 1.0, "b": -1.0, "c": 2.0, "d": 0.0}
+    cells = rng.choice(list(effect), 300)
+    data = tmp_path / "text.csv"
+    rows = [f"{c},{effect[c] + 0.01 * rng.normal():.4f}" for c in cells]
+    data.write_text("col,y\n" + "\n".join(rows) + "\n")
+    for _ in range(2):  # the CSV, then its cache (an empty numeric file)
+        result = fastgd.fit_csv(data, target="y", max_iter=20, random_state=0)
+        fitted = dict(zip(result.extras["feature_names"], result.coef, strict=True))
+        for level, value in effect.items():
+            assert fitted[f"col={level}"] + result.intercept == pytest.approx(value, abs=0.05)
+    assert result.extras["from_cache"]

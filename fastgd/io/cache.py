@@ -511,6 +511,8 @@ class BlockCache:
         Numba compiles read-only arrays separately). Mapped from the descriptor opened with
         the cache, not the path: a rebuild that removes the files cannot break this reader.
         """
+        if width == 0:  # no numeric feature (every feature is text): an empty X file
+            return np.empty((stop - start, 0), dtype=dtype)
         row = (width or 1) * np.dtype(dtype).itemsize
         shape = (stop - start, width) if width else (stop - start,)
         handle = self._handles[key]

@@ -124,16 +124,6 @@ def _dtype(dtype) -> np.dtype:
     return dtype
 
 
-def numeric_features(schema: CsvSchema) -> list[str]:
-    """The selected features the reader gives as ``X`` (its numeric columns)."""
-    return list(schema.numeric_features)
-
-
-def text_features(schema: CsvSchema) -> list[str]:
-    """The selected features the reader gives as ``codes`` (its text columns)."""
-    return list(schema.text_features)
-
-
 def _selection(schema: CsvSchema, dtype: np.dtype) -> dict:
     return {
         "delimiter": schema.delimiter,
@@ -142,7 +132,7 @@ def _selection(schema: CsvSchema, dtype: np.dtype) -> dict:
         "feature_names": list(schema.feature_names),
         # a column's type decides which file its values go to (and so the cache's key)
         "column_types": dict(schema.column_types),
-        "text_features": text_features(schema),
+        "text_features": list(schema.text_features),
         "target": schema.target,
         "compression": schema.compression,
         "dtype": dtype.name,
@@ -285,7 +275,7 @@ def _header_problem(header, schema: CsvSchema, dtype: np.dtype) -> str | None:
     if not _GENERATION.match(header["generation"]):
         return f"its header field 'generation' is malformed ({header['generation']!r})"
     n_rows, n_features = header["n_rows"], header["n_features"]
-    if n_rows < 1 or n_features != len(numeric_features(schema)):
+    if n_rows < 1 or n_features != len(schema.numeric_features):
         return f"its header fields 'n_rows'/'n_features' are wrong ({n_rows}, {n_features})"
     if header["check_rows"] < 1:
         return f"its header field 'check_rows' is wrong ({header['check_rows']})"
@@ -303,7 +293,7 @@ def _header_problem(header, schema: CsvSchema, dtype: np.dtype) -> str | None:
 
 def _data_keys(schema: CsvSchema) -> list[str]:
     keys = ["X"]
-    if text_features(schema):
+    if schema.text_features:
         keys.append("codes")
     if schema.target is not None:
         keys.append("y")
@@ -758,8 +748,8 @@ class CacheWriter:
                 "pass cache_dir= (--cache-dir) to put it in a writable directory."
             ) from exc
         _remove_old_files(self.prefix)  # what killed writers and older generations left
-        self.n_numeric = len(numeric_features(schema))
-        self.n_text = len(text_features(schema))
+        self.n_numeric = len(schema.numeric_features)
+        self.n_text = len(schema.text_features)
         row_words = {"X": self.n_numeric, "codes": self.n_text, "y": 1, "lines": 1}
         self._sums = {key: _ChunkSums(CHECK_ROWS, row_words[key]) for key in self._files}
         self.n_rows = 0

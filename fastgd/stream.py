@@ -2,14 +2,23 @@
 
 The file is read once, in blocks (``fastgd.io.iter_csv``: parsed on a background thread
 while this thread works on the previous block). That first pass writes the binary cache
-(``fastgd.io.BlockCache``) and gathers what training needs before its first step: the row
-count, the classes, the largest row norm, the zero model's loss and a uniform sample of rows
-(for ``learning_rate="auto"``), and the feature means and scales (for ``standardize``; the
-row norms of the scaled rows then take one pass over the cache). Every
+(``fastgd.io.BlockCache``: numeric values with NaN for a missing cell, the text columns'
+level codes, and the level table) and gathers what training needs before its first step:
+the row count, the classes, the zero model's loss, a uniform sample of rows (for
+``learning_rate="auto"``), the numeric columns' means, scales and missing counts, and the
+text columns' levels. From those comes the :class:`fastgd.io.encoding.Encoding`
+(standardising, imputation, one-hot or hashing), fixed for the whole fit and applied to
+each block as it is read: dense blocks without a text column, CSR blocks with one. Every
 epoch then reads the memory-mapped cache block by block, through the engine's own epoch
 loop (:func:`fastgd.engine.train`): this module supplies the engine a data source (a
 :class:`fastgd.sources.BlockSource`) whose epochs run the same kernels on one block at a
 time, so memory is bounded by the block size, not by the file.
+
+Missing cells: ``missing="impute"`` keeps the row (the encoding imputes the column's mean
+and adds an indicator; a text cell gets its own level); ``"skip"`` leaves out every row
+with a missing feature cell (counted as ``skipped["missing"]``); ``"error"`` stops at the
+first one, naming file, line and column (with ``on_bad_rows="skip"``: skipped as a bad
+row). A row whose target is missing is always skipped (``skipped["missing_target"]``).
 
 Row order: with ``shuffle`` the rows of each block are permuted, and the blocks are visited
 in a fresh random order each epoch; without it, epochs visit the file's order. Mini-batches
@@ -21,6 +30,7 @@ whole file in memory.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,13 +40,24 @@ from . import engine
 from ._validation import check_scalar
 from .io.cache import BlockCache, CacheChecksumError
 from .io.csv import CsvError, iter_csv, read_schema
+from .io.encoding import MAX_HASH_BITS, Encoding
+from .io.levels import MISSING_CODE, LevelTable
 from .prediction import decision_values
 from .sources import BlockSource, BlockStatistics, RowSample, RowSampler, block_statistics
 
-__all__ = ["DEFAULT_BLOCK_ROWS", "StreamStats", "fit_csv"]
+__all__ = ["DEFAULT_BLOCK_ROWS", "MISSING_POLICIES", "ScaleWarning", "StreamStats", "fit_csv"]
 
 #: Rows per block: 65,536 rows of 50 float64 features are 26 MB.
 DEFAULT_BLOCK_ROWS = 65536
+#: What ``fit_csv(missing=...)`` does with a missing feature cell.
+MISSING_POLICIES = ("impute", "skip", "error")
+#: Without ``standardize``, numeric columns whose scales differ by more than this warn.
+SCALE_RATIO_WARNING = 1e3
+
+
+class ScaleWarning(UserWarning):
+    """Numeric features of very different scales trained without standardising: plain SGD
+    then either crawls on the small ones or diverges on the large ones."""
 
 
 @dataclass
@@ -45,12 +66,20 @@ class StreamStats:
 
     n_rows: int = 0
     n_features: int = 0
+    #: The encoded features' names (``Encoding.feature_names``).
     feature_names: list = field(default_factory=list)
-    max_row_norm: float = 0.0
+    #: The largest row norm of the encoded rows, when the first pass could know it (None:
+    #: a pass over the encoded blocks finds it).
+    max_row_norm: float | None = None
+    #: The labels as ``y`` holds them (text targets: their level codes), sorted.
     labels: np.ndarray | None = None
+    #: The classes as the model gives them back (a text target's strings; else ``labels``).
+    classes: np.ndarray | None = None
+    #: Over the encoded features (identity outside the numeric columns); None without
+    #: ``standardize``.
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
-    sample: np.ndarray | None = None
+    sample: object = None
     skipped: dict = field(default_factory=dict)
     skipped_lines: list = field(default_factory=list)
     from_cache: bool = False
@@ -58,6 +87,8 @@ class StreamStats:
     n_validation: int = 0
     #: Σ L(0, y) over the training rows: the zero model's loss.
     zero_loss: float = 0.0
+    encoding: Encoding | None = None
+    levels: LevelTable | None = None
 
 
 def held_out(lines: np.ndarray, fraction: float) -> np.ndarray:
@@ -74,90 +105,161 @@ def held_out(lines: np.ndarray, fraction: float) -> np.ndarray:
 
 
 class _Moments:
-    """Per-feature mean and variance, merged block by block (Chan et al.), in float64.
+    """Per-feature mean and variance of the values present (NaN: missing), merged block by
+    block (Chan et al.), in float64, with each column's count of values and of missing
+    cells. A block without a missing cell takes exactly the arithmetic of a plain mean.
 
     Values so large that a column's sum or sum of squares overflows (near 1e154 and
-    beyond) make its mean or M2 infinite, quietly: :meth:`scale` names such a column (it
-    cannot be standardised) instead of numpy warning in the middle of the pass."""
+    beyond) make its mean or M2 infinite, quietly: :meth:`overflowed` names such a column
+    (it cannot be standardised) instead of numpy warning in the middle of the pass."""
 
     def __init__(self, d: int):
-        self.count = 0
+        self.count = np.zeros(d, dtype=np.int64)
+        self.missing = np.zeros(d, dtype=np.int64)
         self.mean = np.zeros(d)
         self.m2 = np.zeros(d)
         self.largest = np.zeros(d)  # the largest magnitude: what an error shows
 
     def add(self, X: np.ndarray) -> None:
-        rows = X.shape[0]
-        with np.errstate(over="ignore", invalid="ignore"):
-            block_mean = X.mean(axis=0, dtype=np.float64)
-            centred = X - block_mean
-            block_m2 = np.einsum("ij,ij->j", centred, centred, dtype=np.float64)
-            self.largest = np.maximum(self.largest, np.abs(X).max(axis=0))
-            if self.count == 0:  # (inf·0 would make an overflowed column NaN, not inf)
-                self.mean, self.m2 = block_mean, block_m2
+        absent = np.isnan(X)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if absent.any():
+                counts = X.shape[0] - absent.sum(axis=0)
+                present = np.where(absent, 0.0, X)
+                block_mean = present.sum(axis=0, dtype=np.float64) / np.maximum(counts, 1)
+                centred = np.where(absent, 0.0, X - block_mean)
+                self.missing += X.shape[0] - counts
+                X = present
             else:
-                total = self.count + rows
-                delta = block_mean - self.mean
-                self.mean = self.mean + delta * (rows / total)
-                self.m2 = self.m2 + block_m2 + delta**2 * (self.count * rows / total)
-        self.count += rows
+                counts = np.full(X.shape[1], X.shape[0], dtype=np.int64)
+                block_mean = X.mean(axis=0, dtype=np.float64)
+                centred = X - block_mean
+            block_m2 = np.einsum("ij,ij->j", centred, centred, dtype=np.float64)
+            if X.shape[0]:
+                self.largest = np.maximum(self.largest, np.abs(X).max(axis=0))
+            self._merge(counts, block_mean, block_m2)
+
+    def _merge(self, rows: np.ndarray, block_mean: np.ndarray, block_m2: np.ndarray) -> None:
+        total = self.count + rows
+        first = self.count == 0  # (inf·0 would make an overflowed column NaN, not inf)
+        share = rows / np.maximum(total, 1)
+        delta = block_mean - self.mean
+        merged_mean = self.mean + delta * share
+        merged_m2 = self.m2 + block_m2 + delta**2 * (self.count * rows / np.maximum(total, 1))
+        self.mean = np.where(first, block_mean, merged_mean)
+        self.m2 = np.where(first, block_m2, merged_m2)
+        self.count = total
 
     def overflowed(self) -> int | None:
         """The first feature whose mean or variance overflowed float64 (None: none)."""
         with np.errstate(over="ignore", invalid="ignore"):
-            variance = self.m2 / max(1, self.count)
+            variance = self.m2 / np.maximum(1, self.count)
         bad = ~(np.isfinite(self.mean) & np.isfinite(variance))
         return int(np.argmax(bad)) if bad.any() else None
 
-    def scale(self) -> np.ndarray:
-        std = np.sqrt(self.m2 / max(1, self.count))
-        # A constant feature keeps scale 1: it is centred to 0 and stays there.
-        return np.where(std > 0.0, std, 1.0)
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / np.maximum(1, self.count))
+
+
+class _MissingCells:
+    """What a fit does with the rows that hold a missing feature cell (see the module's
+    docstring): keep them (``impute``), leave them out, or stop at the first."""
+
+    def __init__(self, schema, policy: str, on_bad_rows: str):
+        self.schema = schema
+        self.policy = policy
+        self.drop = policy == "skip" or (policy == "error" and on_bad_rows == "skip")
+        self.stop = policy == "error" and on_bad_rows == "error"
+
+    def complete_rows(self, block) -> np.ndarray | None:
+        """The rows without a missing feature cell (None: keep every row)."""
+        if self.policy == "impute":
+            return None
+        absent = np.isnan(block.X).any(axis=1)
+        if block.codes is not None and block.codes.shape[1]:
+            absent |= (block.codes == MISSING_CODE).any(axis=1)
+        if not absent.any():
+            return None
+        if self.stop:
+            self._refuse(block, int(np.argmax(absent)))
+        return ~absent
+
+    def _refuse(self, block, row: int):
+        schema = self.schema
+        numeric = np.flatnonzero(np.isnan(block.X[row]))
+        if numeric.size:
+            column = schema.numeric_features[int(numeric[0])]
+        else:
+            column = schema.text_features[int(np.argmax(block.codes[row] == MISSING_CODE))]
+        raise CsvError(
+            "missing value; fill it in, drop the column, or use missing='impute' "
+            "(--missing impute: the column's mean and an indicator) or missing='skip'.",
+            path=schema.path, line=int(block.line_numbers[row]), column=column,
+        )  # fmt: skip
+
+
+def _take(block, rows):
+    """``(X, codes, y, lines)`` of a block, restricted to ``rows`` (a mask; None: all)."""
+    X, codes, y, lines = block.X, block.codes, block.y, block.line_numbers
+    if rows is None:
+        return X, codes, y, lines
+    return X[rows], None if codes is None else codes[rows], y[rows], lines[rows]
 
 
 class _FirstPass:
     """What the first pass gathers, block by block: the row statistics of every block
-    (:func:`fastgd.sources.block_statistics`), the feature moments (``standardize``), the
-    row sample (``auto``), the skipped rows."""
+    (:func:`fastgd.sources.block_statistics`), the numeric columns' moments, the row
+    sample (``auto``), the rows skipped."""
 
-    def __init__(self, schema, *, standardize, loss, rng, progress, validation_fraction,
+    def __init__(self, schema, *, options: dict, loss, rng, progress, validation_fraction,
                  sample_rows, fit_intercept, epsilon):  # fmt: skip
         self.schema = schema
-        self.standardize = standardize
+        self.options = options
+        self.missing_cells = _MissingCells(schema, options["missing"], options["on_bad_rows"])
         self.loss = loss
         self.epsilon = epsilon
         self.fit_intercept = fit_intercept
         self.progress = progress
         self.validation_fraction = validation_fraction
-        self.stats = StreamStats(n_features=len(schema.feature_names))
-        self.stats.feature_names = list(schema.feature_names)
-        self.moments = _Moments(self.stats.n_features)
+        self.stats = StreamStats()
+        self.moments = _Moments(len(schema.numeric_features))
         self.sampler = RowSampler(sample_rows, rng) if sample_rows else None
         self.summary: BlockStatistics | None = None
+        # the raw rows are the encoded ones: their norms come from this pass
+        self.norms = not options["standardize"] and not schema.text_features
+        self.dropped: dict[str, int] = {}
+        self.dropped_lines: list[int] = []
+        #: The level table (the growing one while reading): a text target's class names.
+        self.levels: LevelTable | None = None
 
     def gather(self, block) -> None:
-        stats = self.stats
-        X, y = block.X, block.y
+        keep = self.missing_cells.complete_rows(block)
+        if keep is not None:
+            self._count_dropped(block.line_numbers[~keep])
+        X, codes, y, lines = _take(block, keep)
         if self.validation_fraction > 0.0:
-            train = ~held_out(block.line_numbers, self.validation_fraction)
-            X, y = X[train], y[train]
-            stats.n_validation += block.rows - X.shape[0]
-            if X.shape[0] == 0:
-                return
-        if self.standardize:
-            moments = self.moments
-            moments.add(X)
+            train = ~held_out(lines, self.validation_fraction)
+            self.stats.n_validation += X.shape[0] - int(train.sum())
+            X, codes, y = X[train], None if codes is None else codes[train], y[train]
+        if X.shape[0] == 0:
+            return
+        self.moments.add(X)
         part = block_statistics(
             X, y, fit_intercept=self.fit_intercept, loss=self.loss, epsilon=self.epsilon,
-            norms=not self.standardize,  # the scaled rows' norms come from one later pass
+            norms=self.norms,  # else from the encoded rows, in one later pass
         )  # fmt: skip
         self.summary = part if self.summary is None else self.summary.merge(part)
         if self.sampler is not None:
-            self.sampler.add(X)
+            self.sampler.add(X if codes is None else np.hstack([X, codes]))
         self._check_labels(self.summary.labels, more_only=True)
-        stats.n_rows += X.shape[0]
+        self.stats.n_rows += X.shape[0]
         if self.progress is not None:
-            self.progress(0, stats.n_rows, None)
+            self.progress(0, self.stats.n_rows, None)
+
+    def _count_dropped(self, lines: np.ndarray) -> None:
+        self.dropped["missing"] = self.dropped.get("missing", 0) + lines.shape[0]
+        room = 10 - len(self.dropped_lines)
+        self.dropped_lines.extend(int(line) for line in lines[:room])
 
     def add_skipped(self, block) -> None:
         stats = self.stats
@@ -165,13 +267,18 @@ class _FirstPass:
             stats.skipped[reason] = stats.skipped.get(reason, 0) + count
         stats.skipped_lines.extend(block.skipped_lines[: 10 - len(stats.skipped_lines)])
 
+    def _label_names(self, labels) -> list:
+        names = self.levels.target_levels if self.levels is not None else None
+        if names is None:
+            return labels.tolist()
+        return [names[int(code)] for code in labels]
+
     def _check_labels(self, labels, more_only: bool) -> None:
         if labels is None or (labels.shape[0] <= 2 if more_only else labels.shape[0] == 2):
             return
         schema = self.schema
-        found = f"more: {labels[:10].tolist()}" if more_only else (
-            f"{labels.shape[0]}: {labels.tolist()}"
-        )  # fmt: skip
+        shown = self._label_names(labels)
+        found = f"more: {shown[:10]}" if more_only else f"{labels.shape[0]}: {shown}"
         advice = (
             " Use a regression loss, or SGDClassifier.partial_fit over fastgd.iter_csv for "
             "more classes." if more_only else ""
@@ -192,13 +299,18 @@ class _FirstPass:
             f"{float(self.moments.largest[column]):.3g} in "
             "magnitude) are too large for its variance to fit in a float64. Rescale the "
             "column (divide it by a power of ten) or log-transform it before training.",
-            path=self.schema.path, column=self.schema.feature_names[column],
+            path=self.schema.path, column=self.schema.numeric_features[column],
         )  # fmt: skip
 
-    def finish(self, started: float) -> StreamStats:
+    def finish(self, started: float, levels: LevelTable | None) -> StreamStats:
         stats, summary = self.stats, self.summary
+        self.levels = levels
+        for reason, count in self.dropped.items():
+            stats.skipped[reason] = stats.skipped.get(reason, 0) + count
+        stats.skipped_lines = sorted(stats.skipped_lines + self.dropped_lines)[:10]
         if stats.n_rows == 0:
-            raise CsvError("no data rows to train on.", path=self.schema.path)
+            every = " (every row was skipped)" if stats.skipped else ""
+            raise CsvError(f"no data rows to train on{every}.", path=self.schema.path)
         if self.validation_fraction > 0.0 and stats.n_validation == 0:
             raise CsvError(
                 f"validation_fraction={self.validation_fraction} held out no row of "
@@ -208,100 +320,235 @@ class _FirstPass:
         if self.loss.classification:
             self._check_labels(summary.labels, more_only=False)
             stats.labels = summary.labels
-        stats.max_row_norm = summary.max_row_norm
+            stats.classes = self._classes(summary.labels)
         stats.zero_loss = summary.zero_loss
-        if self.standardize:
+        if self.options["standardize"]:
             self._check_moments()
-            stats.mean, stats.scale = self.moments.mean, self.moments.scale()
-        sample = self.sampler.rows if self.sampler is not None else None
-        if self.standardize and sample is not None:
-            sample = (sample - stats.mean) / stats.scale
-        stats.sample = sample
+        self._encode(stats, levels)
         stats.seconds = time.perf_counter() - started
         return stats
 
+    def _classes(self, labels: np.ndarray) -> np.ndarray:
+        """The classes in the model: a text target's strings, sorted (``classes[1]`` is the
+        positive class, as for numbers); ``labels`` otherwise."""
+        if self.levels is None or self.levels.target_levels is None:
+            return labels
+        return np.array(sorted(self._label_names(labels)))
 
-def _first_pass(
-    schema, *, dtype, block_rows, cache_dir, on_bad_rows, standardize, loss, rng, progress,
-    validation_fraction, sample_rows, fit_intercept, epsilon,
-) -> tuple[BlockCache, StreamStats]:  # fmt: skip
+    def _encode(self, stats: StreamStats, levels) -> None:
+        """The encoding of what the pass found, and the statistics in its features."""
+        schema, options = self.schema, self.options
+        moments = self.moments
+        encoding = Encoding.learn(
+            schema.numeric_features, moments.mean, moments.std(), moments.missing,
+            table=levels, text=schema.text_features, standardize=options["standardize"],
+            impute=options["missing"] == "impute", max_categories=options["max_categories"],
+            hash_bits=options["hash_features"], columns=schema.feature_names,
+        )  # fmt: skip
+        if levels is not None:
+            encoding.bind(levels)
+        if not options["standardize"]:
+            _warn_about_scales(schema, moments)
+        stats.encoding, stats.levels = encoding, levels
+        stats.n_features = encoding.n_features
+        stats.feature_names = encoding.feature_names
+        scaler = encoding.scaler()
+        if scaler is not None:
+            stats.mean, stats.scale = scaler["mean"], scaler["scale"]
+        if self.norms and not encoding.indicators and not moments.missing.any():
+            stats.max_row_norm = self.summary.max_row_norm
+        sample = self.sampler.rows if self.sampler is not None else None
+        if sample is not None:
+            d = len(schema.numeric_features)
+            codes = sample[:, d:].astype(np.int32) if schema.text_features else None
+            stats.sample = encoding.encode(sample[:, :d], codes, dtype=np.float64)
+
+
+def _warn_about_scales(schema, moments: _Moments) -> None:
+    """Warn when unstandardised numeric columns differ in scale by more than
+    ``SCALE_RATIO_WARNING`` (constant and empty columns aside)."""
+    std = moments.std()
+    usable = np.isfinite(std) & (std > 0) & (moments.count > 0)
+    if usable.sum() < 2:
+        return
+    names = np.asarray(schema.numeric_features, dtype=object)[usable]
+    spread = std[usable]
+    large, small = int(np.argmax(spread)), int(np.argmin(spread))
+    if spread[large] <= SCALE_RATIO_WARNING * spread[small]:
+        return
+    warnings.warn(
+        f"{schema.path}: the numeric columns' scales differ by a factor of "
+        f"{spread[large] / spread[small]:.3g} ({names[large]!r}: standard deviation "
+        f"{spread[large]:.3g}; {names[small]!r}: {spread[small]:.3g}) and standardize=False "
+        "(--no-standardize): gradient descent may crawl or diverge. Standardise "
+        "(the default) unless the columns are already on comparable scales.",
+        ScaleWarning,
+        stacklevel=4,
+    )
+
+
+def _first_pass(schema, *, options: dict, dtype, block_rows, cache_dir, loss, rng, progress,
+                validation_fraction, sample_rows, fit_intercept,
+                epsilon) -> tuple[BlockCache, StreamStats]:  # fmt: skip
     """Read the CSV once (or its valid cache), write the cache, and gather the statistics
-    (the feature moments only with ``standardize``, the row sample only for ``auto``). The
-    largest row norm and the zero model's loss come from this pass too, unless the features
-    are standardised (then the row norms come from the scaled rows, in one later pass)."""
+    (the row sample only for ``auto``); the encoding comes from them. The largest row norm
+    comes from this pass when the rows need no encoding (no standardising, no text column,
+    no missing cell); else from the encoded rows, in one later pass."""
     started = time.perf_counter()
-    cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir, notify=True)
-    if cache is not None and cache.skipped and on_bad_rows == "error":
+    settings = dict(
+        options=options, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir, loss=loss,
+        rng=rng, progress=progress, validation_fraction=validation_fraction,
+        sample_rows=sample_rows, fit_intercept=fit_intercept, epsilon=epsilon,
+    )  # fmt: skip
+    cache = None
+    if options["use_cache"]:
+        cache = BlockCache.open(schema, dtype=dtype, cache_dir=cache_dir, notify=True)
+    bad_rows = set(cache.skipped) - {"missing_target"} if cache is not None else set()
+    if bad_rows and options["on_bad_rows"] == "error":
         # Written by a run that skipped bad rows: this run must stop at the first one.
+        # (A missing target skips its row in every mode.)
         cache = None
     gathered = _FirstPass(
-        schema, standardize=standardize, loss=loss, rng=rng, progress=progress,
+        schema, options=options, loss=loss, rng=rng, progress=progress,
         validation_fraction=validation_fraction, sample_rows=sample_rows,
         fit_intercept=fit_intercept, epsilon=epsilon,
     )  # fmt: skip
     if cache is None:
-        cache = _read_csv(schema, gathered, dtype, block_rows, cache_dir, on_bad_rows)
-        return cache, gathered.finish(started)
+        cache, levels = _read_csv(schema, gathered, dtype, block_rows, cache_dir, options)
+        return cache, gathered.finish(started, levels)
     gathered.stats.from_cache = True
+    gathered.levels = cache.levels
     rng_state = rng.bit_generator.state
     try:
         for block in cache.blocks(block_rows):  # checks every chunk's checksum
+            _check_codes(cache, block)
             gathered.gather(block)
     except CacheChecksumError as exc:
         # Damaged: nothing was trained yet. Discard it and start again from the CSV.
         cache.discard(exc.reason)
         rng.bit_generator.state = rng_state
-        return _first_pass(
-            schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
-            on_bad_rows=on_bad_rows, standardize=standardize, loss=loss, rng=rng,
-            progress=progress, validation_fraction=validation_fraction,
-            sample_rows=sample_rows, fit_intercept=fit_intercept, epsilon=epsilon,
-        )  # fmt: skip
+        return _first_pass(schema, **settings)
     gathered.stats.skipped = dict(cache.skipped)
     gathered.stats.skipped_lines = list(cache.skipped_lines)
-    return cache, gathered.finish(started)
+    return cache, gathered.finish(started, cache.levels)
 
 
-def _read_csv(schema, gathered: _FirstPass, dtype, block_rows, cache_dir,
-              on_bad_rows) -> BlockCache:  # fmt: skip
-    """The first pass over the CSV itself: every block into the cache and the statistics."""
+def _check_codes(cache: BlockCache, block) -> None:
+    """Refuse (as damaged) a cached block whose codes its level table does not hold."""
+    if block.codes is None or not block.codes.shape[1]:
+        return
+    if cache.levels is None:
+        error = CacheChecksumError(f"the cache {cache.path} has codes but no level table.")
+        error.reason = "it has codes but no level table"
+        raise error
+    sizes = np.array([len(levels) for levels in cache.levels.levels])
+    low, high = block.codes.min(axis=0), block.codes.max(axis=0)
+    if (low < MISSING_CODE).any() or (high >= sizes).any():
+        error = CacheChecksumError(f"the cache {cache.path} holds codes outside its level table.")
+        error.reason = "its codes and its level table disagree"
+        raise error
+
+
+def _read_csv(schema, gathered: _FirstPass, dtype, block_rows, cache_dir, options):
+    """The first pass over the CSV itself: every block into the cache (unless
+    ``use_cache`` is off) and the statistics. Returns the blocks the epochs read (the cache,
+    or a :class:`_CsvBlocks`) and the level table."""
+    levels = gathered.levels = LevelTable.for_schema(schema)
+    # stopping at the first missing cell: the reader's error names the first bad row of
+    # any kind (the rows it gives are the same as with "keep")
+    missing = "error" if gathered.missing_cells.stop else "keep"
+    reading = dict(block_rows=block_rows, dtype=dtype, on_bad_rows=options["on_bad_rows"],
+                   missing=missing)  # fmt: skip
+    if not options["use_cache"]:
+        blocks = _CsvBlocks(schema, levels, reading)
+        blocks.count = _gather_csv(schema, gathered, reading, levels, None)
+        return blocks, levels
     with BlockCache.writer(schema, dtype=dtype, cache_dir=cache_dir) as writer:
-        blocks = iter_csv(schema, block_rows=block_rows, dtype=dtype, on_bad_rows=on_bad_rows)
+        _gather_csv(schema, gathered, reading, levels, writer)
+        return writer.commit(levels=levels), levels
+
+
+def _gather_csv(schema, gathered: _FirstPass, reading: dict, levels, writer) -> int:
+    """Read every block of the CSV into ``gathered`` (and ``writer``); the number of
+    blocks that held rows."""
+    count = 0
+    blocks = iter_csv(schema, levels=levels, **reading)
+    try:
+        for block in blocks:
+            if writer is not None:
+                writer.append(block)
+            gathered.add_skipped(block)
+            if block.rows:
+                gathered.gather(block)
+                count += 1
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+    if gathered.stats.n_rows == 0:
+        every = " (every row was skipped)" if gathered.stats.skipped or gathered.dropped else ""
+        raise CsvError(f"no data rows to train on{every}.", path=schema.path)
+    return count
+
+
+class _CsvBlocks:
+    """The blocks of a CSV read again from the file for every pass (``use_cache=False``):
+    the cache's interface, with the first pass's level table frozen (the same codes; a level
+    the file gained since reads as unseen). Blocks come in file order whatever ``order``
+    asks (a file is read from its start); a shuffled epoch still permutes each block's rows."""
+
+    path = None
+
+    def __init__(self, schema, levels: LevelTable, reading: dict):
+        self.schema = schema
+        self.levels = levels
+        self.reading = reading
+        self.dtype = np.dtype(reading["dtype"])
+        self.count = 0
+
+    def block_count(self, block_rows: int) -> int:
+        return self.count
+
+    def blocks(self, block_rows: int, order=None):
+        frozen = self.levels.frozen()
+        reading = {**self.reading, "block_rows": block_rows}
+        blocks = iter_csv(self.schema, levels=frozen, **reading)
         try:
             for block in blocks:
-                writer.append(block)
-                gathered.add_skipped(block)
                 if block.rows:
-                    gathered.gather(block)
+                    yield block
         finally:
             close = getattr(blocks, "close", None)
             if close is not None:
                 close()
-        if gathered.stats.n_rows == 0:
-            raise CsvError(
-                "no data rows to train on"
-                + (" (every row was skipped)" if gathered.stats.skipped else "")
-                + ".",
-                path=schema.path,
-            )
-        return writer.commit()
+
+    def close(self) -> None:
+        pass
 
 
 class _CsvSource(BlockSource):
     """The engine's data source for a cached CSV: epochs over memory-mapped blocks (a
-    :class:`fastgd.sources.BlockSource`), with the statistics of the first pass."""
+    :class:`fastgd.sources.BlockSource`), each encoded as it is read, with the statistics
+    of the first pass."""
 
     def __init__(self, cache: BlockCache, stats: StreamStats, *, block_rows: int,
-                 fit_intercept: bool, progress: Callable | None,
+                 fit_intercept: bool, progress: Callable | None, missing_cells: _MissingCells,
                  validation_fraction: float = 0.0):  # fmt: skip
         super().__init__(
             stats.n_rows, stats.n_features, cache.dtype, fit_intercept=fit_intercept,
             block_rows=block_rows, progress=progress,
         )  # fmt: skip
+        self.values_per_row = float(stats.encoding.values_per_row)
         self.validation_fraction = validation_fraction
         self.cache = cache
         self.stats = stats
-        self.classes = stats.labels
+        self.missing_cells = missing_cells
+        self.positive = None
+        if stats.labels is not None:
+            self.positive = stats.labels[1]
+            if stats.levels is not None and stats.levels.target_levels is not None:
+                # a text target: y holds codes; the positive class is the second string
+                self.positive = float(stats.levels.target_levels.index(str(stats.classes[1])))
 
     def block_count(self) -> int:
         return self.cache.block_count(self.block_rows)
@@ -313,15 +560,15 @@ class _CsvSource(BlockSource):
         """The training rows (``validation``: the held-out rows) of each block, ready for
         the kernels."""
         for block in self.cache.blocks(self.block_rows, order):
-            rows = None
+            rows = self.missing_cells.complete_rows(block)
             if self.validation_fraction > 0.0:
-                rows = held_out(block.line_numbers, self.validation_fraction)
-                if not validation:
-                    rows = ~rows
-                if not rows.any():
-                    continue
+                chosen = held_out(block.line_numbers, self.validation_fraction)
+                chosen = chosen if validation else ~chosen
+                rows = chosen if rows is None else rows & chosen
             elif validation:
                 return
+            if rows is not None and not rows.any():
+                continue
             yield self._prepare(block, rows)
 
     def validation_score(self, loss_is_classification: bool):
@@ -343,25 +590,18 @@ class _CsvSource(BlockSource):
 
         return score
 
-    def _prepare(self, block, rows=None) -> tuple[np.ndarray, np.ndarray]:
-        X = block.X
-        y = block.y
-        if rows is not None:
-            X, y = X[rows], y[rows]  # copies
-        if self.stats.mean is not None:
-            X = ((X - self.stats.mean) / self.stats.scale).astype(self.dtype)
-        elif not X.flags.writeable:
-            # Numba compiles read-only arrays separately; a block copy is cheap next to that.
-            X = np.array(X)
-        if self.classes is not None:
-            y = np.where(y == self.classes[1], 1.0, -1.0).astype(self.dtype)
+    def _prepare(self, block, rows=None):
+        X, codes, y, _ = _take(block, rows)
+        X = self.stats.encoding.encode(X, codes, dtype=self.dtype)
+        if self.positive is not None:
+            y = np.where(y == self.positive, 1.0, -1.0).astype(self.dtype)
         elif not y.flags.writeable:
             y = np.array(y)
-        return np.ascontiguousarray(X), np.ascontiguousarray(y)
+        return X, np.ascontiguousarray(y)
 
     # -- what the first pass found (else a pass over the blocks, as any BlockSource)
     def max_row_norm(self) -> float:
-        if self.stats.mean is None:  # found by the first pass
+        if self.stats.max_row_norm is not None:  # found by the first pass
             return self.stats.max_row_norm
         return super().max_row_norm()
 
@@ -386,7 +626,12 @@ def fit_csv(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     dtype="float64",
     cache_dir=None,
-    standardize: bool = False,
+    standardize: bool = True,
+    missing: str = "impute",
+    max_categories: int = 1000,
+    hash_features: int | None = None,
+    categorical=None,
+    use_cache: bool = True,
     on_bad_rows: str = "error",
     validation_fraction: float = 0.0,
     progress: Callable | None = None,
@@ -402,7 +647,8 @@ def fit_csv(
     path : str or path-like
         The CSV (``.gz``, ``.bz2``, ``.zst`` compressed files too).
     target : str
-        The target column's name.
+        The target column's name. For a classification loss it may hold any two distinct
+        values, numbers or text (the classes are returned as they are written).
     features, drop : list of str or comma-separated str, optional
         The feature columns (default: every column but the target), or columns to leave out.
     delimiter, header :
@@ -413,10 +659,28 @@ def fit_csv(
         Of the cache and the model.
     cache_dir : path, optional
         Where the binary cache goes (default: next to the CSV).
-    standardize : bool
-        Centre and scale the features with means and standard deviations from the first
-        pass; the returned coefficients apply to the raw features (the scaler is folded
-        in), and ``extras["scaler"]`` holds the means and scales.
+    use_cache : bool, default True
+        False: no cache; every epoch reads the CSV again (blocks in file order; a shuffled
+        epoch permutes the rows of each block), with the encoding of the first pass.
+    standardize : bool, default True
+        Centre and scale the numeric features with means and standard deviations from the
+        first pass; the returned coefficients apply to the raw features (the scaler is
+        folded in), and ``extras["scaler"]`` holds the means and scales (over the encoded
+        features). Without it, numeric columns whose scales differ by more than 1e3 give a
+        :class:`ScaleWarning`.
+    missing : {"impute", "skip", "error"}
+        A missing feature cell: the column's mean plus a missing-indicator feature (a text
+        cell: a "missing" level); or skip its row (counted in ``extras["skipped"]``); or
+        stop with an error naming file, line and column (with ``on_bad_rows="skip"``: skip
+        it as a bad row). A missing target always skips its row.
+    max_categories : int, default 1000
+        Per text column, the ``max_categories - 1`` most frequent levels get a feature of
+        their own; the rarer ones (and levels unseen in training) share an "other" one.
+    hash_features : int, optional
+        BITS: encode every text column by the hashing trick into ``2**BITS`` features
+        instead (1 to 20).
+    categorical : list of str or comma-separated str, optional
+        Columns read as text whatever they hold (e.g. numeric codes of categories).
     on_bad_rows : {"error", "skip"}
         Stop at the first bad row (naming the file, line and column), or skip bad rows and
         count them (``extras["skipped"]``).
@@ -431,11 +695,11 @@ def fit_csv(
         pass, whose total is not known yet: None).
     on_first_pass : callable, optional
         ``on_first_pass(stats)`` once the first pass is done, before the first epoch, with
-        its :class:`StreamStats` (rows, feature names, classes, scaler, skipped rows): what
-        a checkpoint written from ``callback`` needs (its weights are in the standardised
-        space with ``standardize``).
+        its :class:`StreamStats` (rows, encoded feature names, classes, scaler, encoding,
+        skipped rows): what a checkpoint written from ``callback`` needs (its weights are
+        in the standardised space with ``standardize``).
     coef_init, intercept_init :
-        Starting weights (e.g. a checkpoint), in the raw features' space.
+        Starting weights (e.g. a checkpoint), in the raw (encoded, unscaled) features' space.
     **fit_options
         Every other option of :func:`fastgd.fit` (``loss``, ``strategy``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``max_iter``, ``tol``, ``shuffle``, ``random_state``,
@@ -444,13 +708,17 @@ def fit_csv(
     Returns
     -------
     FitResult
-        As :func:`fastgd.fit`, plus ``extras``: ``feature_names``, ``target``, ``rows``,
-        ``skipped``/``skipped_lines``, ``scaler`` (or None), ``first_pass_seconds``,
+        As :func:`fastgd.fit`, plus ``extras``: ``feature_names`` (the encoded features),
+        ``target``, ``rows``, ``skipped``/``skipped_lines``, ``scaler`` (or None),
+        ``encoding`` (:class:`fastgd.io.encoding.Encoding`), ``first_pass_seconds``,
         ``cache`` (the cache's path), ``from_cache``.
     """
     started = time.perf_counter()
-    if on_bad_rows not in ("error", "skip"):
-        raise ValueError(f"on_bad_rows={on_bad_rows!r}; allowed values: 'error', 'skip'.")
+    options = _check_options(
+        standardize=standardize, missing=missing, max_categories=max_categories,
+        hash_features=hash_features, on_bad_rows=on_bad_rows,
+    )  # fmt: skip
+    options["use_cache"] = bool(use_cache)
     block_rows = check_scalar(block_rows, "block_rows", kind="int", low=1)
     validation_fraction = check_scalar(validation_fraction, "validation_fraction", low=0.0)
     if validation_fraction >= 1.0:
@@ -466,56 +734,102 @@ def fit_csv(
             f"fit_csv got unsupported option(s) {unsupported}; it takes fastgd.fit's options "
             f"except sample_weight and the in-memory ones: {sorted(_FIT_DEFAULTS)}."
         )
-    settings = {**_FIT_DEFAULTS, **fit_options}
-    resolved = engine.resolve_options(**settings)
+    resolved = engine.resolve_options(**{**_FIT_DEFAULTS, **fit_options})
     schema = read_schema(
-        path, target=target, features=features, drop=drop, delimiter=delimiter, header=header
-    )
+        path, target=target, features=features, drop=drop, delimiter=delimiter, header=header,
+        categorical=categorical,
+    )  # fmt: skip
+    _check_text_target(schema, resolved["loss"])
     cache, stats = _first_pass(
-        schema, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
-        on_bad_rows=on_bad_rows, standardize=standardize, loss=resolved["loss"],
-        rng=resolved["rng"], progress=progress, validation_fraction=validation_fraction,
+        schema, options=options, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
+        loss=resolved["loss"], rng=resolved["rng"], progress=progress,
+        validation_fraction=validation_fraction,
         sample_rows=engine.AUTO_SAMPLE_ROWS if resolved["schedule"].name == "auto" else 0,
         fit_intercept=resolved["fit_intercept"], epsilon=resolved["epsilon"],
     )  # fmt: skip
     if on_first_pass is not None:
         on_first_pass(stats)
-    coef_start, intercept_start = coef_init, intercept_init
-    if standardize and coef_init is not None:
-        # Raw-space weights to the standardised space: w_std = w·scale, b_std = b + w·mean.
-        raw = np.asarray(coef_init, dtype=np.float64).reshape(-1)
-        coef_start = raw * stats.scale
-        intercept_start = float(intercept_init or 0.0) + float(raw @ stats.mean)
     source = _CsvSource(
         cache, stats, block_rows=block_rows, fit_intercept=resolved["fit_intercept"],
         progress=progress, validation_fraction=validation_fraction,
+        missing_cells=_MissingCells(schema, missing, on_bad_rows),
     )  # fmt: skip
     if validation_fraction > 0.0:
         resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
+    coef_start, intercept_start = _standardized_start(stats, coef_init, intercept_init)
     try:
         result = engine.train(
-            source, resolved, classes=stats.labels, coef_init=coef_start,
+            source, resolved, classes=stats.classes, coef_init=coef_start,
             intercept_init=intercept_start,
         )  # fmt: skip
     finally:
         cache.close()  # its data files (the blocks' mappings are gone with the epochs)
-    scaler = None
-    if standardize:
-        scaler = {"mean": stats.mean, "scale": stats.scale}
-        standardized = result.coef.astype(np.float64)
-        raw_coef = standardized / stats.scale
-        result.extras["standardized_coef"] = result.coef
-        result.extras["standardized_intercept"] = float(result.intercept)
-        result.intercept = dtype.type(float(result.intercept) - float(raw_coef @ stats.mean))
-        result.coef = raw_coef.astype(dtype)
+    _fold_scaler(result, stats, dtype)
     result.extras.update(
         feature_names=list(stats.feature_names), target=schema.target, rows=stats.n_rows,
-        skipped=dict(stats.skipped), skipped_lines=list(stats.skipped_lines), scaler=scaler,
-        first_pass_seconds=stats.seconds, cache=str(cache.path), from_cache=stats.from_cache,
-        validation_rows=stats.n_validation,
+        skipped=dict(stats.skipped), skipped_lines=list(stats.skipped_lines),
+        first_pass_seconds=stats.seconds, from_cache=stats.from_cache,
+        cache=None if cache.path is None else str(cache.path),
+        validation_rows=stats.n_validation, encoding=stats.encoding,
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result
+
+
+def _check_text_target(schema, loss) -> None:
+    """A text target is a classification's labels: a regression loss cannot use it."""
+    if loss.classification or schema.column_types.get(schema.target) != "text":
+        return
+    raise CsvError(
+        f"the target column holds text, and loss={loss.name!r} is a regression loss; use a "
+        "classification loss for labels (loss='log_loss' or 'hinge'; --loss log_loss).",
+        path=schema.path, column=schema.target,
+    )  # fmt: skip
+
+
+def _check_options(*, standardize, missing, max_categories, hash_features, on_bad_rows) -> dict:
+    """fit_csv's reading and encoding options, checked."""
+    if on_bad_rows not in ("error", "skip"):
+        raise ValueError(f"on_bad_rows={on_bad_rows!r}; allowed values: 'error', 'skip'.")
+    if missing not in MISSING_POLICIES:
+        allowed = ", ".join(repr(policy) for policy in MISSING_POLICIES)
+        raise ValueError(f"missing={missing!r}; allowed values: {allowed}.")
+    if not isinstance(standardize, (bool, np.bool_)):
+        raise TypeError(f"standardize must be True or False; got {standardize!r}.")
+    max_categories = check_scalar(max_categories, "max_categories", kind="int", low=2)
+    if hash_features is not None:
+        hash_features = check_scalar(
+            hash_features, "hash_features", kind="int", low=1, high=MAX_HASH_BITS
+        )
+    return {
+        "standardize": bool(standardize), "missing": missing, "on_bad_rows": on_bad_rows,
+        "max_categories": int(max_categories),
+        "hash_features": None if hash_features is None else int(hash_features),
+    }  # fmt: skip
+
+
+def _standardized_start(stats: StreamStats, coef_init, intercept_init):
+    """Raw-space starting weights in the standardised space: ``w_std = w·scale``,
+    ``b_std = b + w·mean``."""
+    if stats.mean is None or coef_init is None:
+        return coef_init, intercept_init
+    raw = np.asarray(coef_init, dtype=np.float64).reshape(-1)
+    return raw * stats.scale, float(intercept_init or 0.0) + float(raw @ stats.mean)
+
+
+def _fold_scaler(result, stats: StreamStats, dtype: np.dtype) -> None:
+    """The weights on the raw features (``extras["scaler"]`` keeps the means and scales,
+    ``extras["standardized_coef"]`` the weights as trained)."""
+    result.extras["scaler"] = None
+    if stats.mean is None:
+        return
+    result.extras["scaler"] = {"mean": stats.mean, "scale": stats.scale}
+    standardized = result.coef.astype(np.float64)
+    raw_coef = standardized / stats.scale
+    result.extras["standardized_coef"] = result.coef
+    result.extras["standardized_intercept"] = float(result.intercept)
+    result.intercept = dtype.type(float(result.intercept) - float(raw_coef @ stats.mean))
+    result.coef = raw_coef.astype(dtype)
 
 
 #: fastgd.fit's options and defaults, which fit_csv passes on.

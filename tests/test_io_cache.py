@@ -518,8 +518,9 @@ def test_a_failed_first_pass_removes_the_folder_it_leaves_empty(tmp_path):
 
 @pytest.mark.parametrize(
     ("version", "shown"),
-    [("2", r"format \"2\" \(a string\); expected format 2"), (2.0, r"2\.0 \(a number\)"),
-     (None, r"null"), (1, r"format 1 \(a number\); expected format 2")],
+    [("3", r"format \"3\" \(a string\); expected format 3"), (3.0, r"3\.0 \(a number\)"),
+     (None, r"null"), (1, r"format 1 \(a number\); expected format 3"),
+     (2, r"format 2 \(a number\); expected format 3")],  # 2: before the text columns
 )  # fmt: skip
 def test_a_header_of_another_format_says_what_it_holds(csv_file, version, shown):
     path, _ = csv_file

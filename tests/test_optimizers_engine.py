@@ -93,7 +93,10 @@ def test_lbfgs_is_monotone_and_equal_on_dense_csr_and_csv(tmp_path):
     path = tmp_path / "data.csv"
     header = ",".join([f"x{j}" for j in range(12)] + ["y"])
     np.savetxt(path, np.column_stack([X, Y_REG]), delimiter=",", header=header, comments="")
-    streamed = fastgd.fit_csv(path, target="y", block_rows=64, shuffle=False, **options)
+    # standardize=False: the same raw columns as the in-memory fits (fit_csv's default scales)
+    streamed = fastgd.fit_csv(
+        path, target="y", block_rows=64, shuffle=False, standardize=False, **options
+    )
     np.testing.assert_allclose(streamed.coef, dense.coef, rtol=0, atol=1e-9)
     assert streamed.n_iter == dense.n_iter
 

@@ -8,6 +8,7 @@ boundaries and full batches sum the blocks' gradients before their one step.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -17,10 +18,14 @@ import numpy as np
 import pytest
 
 import fastgd
+from fastgd import stream
 from fastgd.io import CacheNotice, CsvError
 from fastgd.stream import fit_csv, held_out
 
 N_ROWS = 300
+#: fit_csv standardises by default; these tests compare it with fastgd.fit on the raw
+#: columns, so they turn it off (test_standardize_* compare the standardised fits).
+RAW = {"standardize": False}
 
 
 def _write(path, X, y, names=None):
@@ -58,7 +63,9 @@ SETTINGS = {"learning_rate": "constant", "eta0": 0.002, "max_iter": 3, "tol": No
 def test_file_order_epochs_equal_fit_in_memory(regression_csv, tmp_path, strategy, block_rows):
     path, X, y = regression_csv
     options = {**SETTINGS, "strategy": strategy, "batch_size": 16, "shuffle": False}
-    streamed = fit_csv(path, target="target", block_rows=block_rows, cache_dir=tmp_path, **options)
+    streamed = fit_csv(
+        path, target="target", block_rows=block_rows, cache_dir=tmp_path, **RAW, **options
+    )
     in_memory = fastgd.fit(X, y, **options)
     # The arithmetic is the same except the order of the full batch's block sums.
     np.testing.assert_allclose(streamed.coef, in_memory.coef, rtol=1e-12, atol=1e-12)
@@ -74,12 +81,13 @@ def test_file_order_epochs_equal_fit_in_memory(regression_csv, tmp_path, strateg
 def test_averaging_and_float32_follow_fit_in_memory(regression_csv, tmp_path):
     path, X, y = regression_csv
     options = {**SETTINGS, "strategy": "sgd", "shuffle": False, "average": 10}
-    streamed = fit_csv(path, target="target", block_rows=50, cache_dir=tmp_path, **options)
+    streamed = fit_csv(path, target="target", block_rows=50, cache_dir=tmp_path, **RAW, **options)
     in_memory = fastgd.fit(X, y, **options)
     np.testing.assert_allclose(streamed.coef, in_memory.coef, rtol=1e-12)
     single = fit_csv(
-        path, target="target", block_rows=50, cache_dir=tmp_path, dtype="float32", **options
-    )
+        path, target="target", block_rows=50, cache_dir=tmp_path, dtype="float32", **RAW,
+        **options,
+    )  # fmt: skip
     assert single.coef.dtype == np.float32
     np.testing.assert_allclose(single.coef, in_memory.coef, rtol=1e-4, atol=1e-4)
 
@@ -125,7 +133,7 @@ def test_standardize_trains_on_scaled_features_and_returns_raw_coefficients(
 def test_classification_labels_map_to_the_two_classes(classification_csv, tmp_path):
     path, X, y = classification_csv
     options = {**SETTINGS, "loss": "hinge", "strategy": "sgd", "shuffle": False}
-    streamed = fit_csv(path, target="target", block_rows=40, cache_dir=tmp_path, **options)
+    streamed = fit_csv(path, target="target", block_rows=40, cache_dir=tmp_path, **RAW, **options)
     in_memory = fastgd.fit(X, y, **options)
     np.testing.assert_array_equal(streamed.classes, [3.0, 7.0])
     np.testing.assert_allclose(streamed.coef, in_memory.coef, rtol=1e-12)
@@ -207,6 +215,8 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
     lines[5] = "1.0,,2.0"  # a missing cell on file line 6
     lines[9] = "1.0,abc,2.0"  # a non-numeric cell on file line 10
     path.write_text("\n".join(lines) + "\n")
+    # missing="error": a missing cell is a bad row (the default, "impute", keeps it)
+    fit_csv = functools.partial(stream.fit_csv, missing="error")
     with pytest.raises(CsvError, match="line 6"):
         fit_csv(path, target="target", cache_dir=tmp_path / "a")
     result = fit_csv(path, target="target", on_bad_rows="skip", cache_dir=tmp_path / "b")

@@ -1,6 +1,8 @@
 """Model files as the commands read them: a damaged one is a data error naming the file;
 a --model that is not a fastgd model is never replaced; a CSV's columns are matched to a
-model's features by name."""
+model's features by name; a model with an encoding (trained on a CSV by ``fastgd train``)
+reads the CSV with its frozen level table and missing cells kept, and encodes each block
+as in training (unseen levels and missing cells are never an error)."""
 
 from __future__ import annotations
 
@@ -44,11 +46,14 @@ def check_replaceable_model(path) -> None:
 
 
 def model_schema(model, data, *, target=None, delimiter=None):
-    """The CSV's schema selecting the model's features by name (any order in the file)."""
+    """The CSV's schema selecting the model's features by name (any order in the file);
+    for a model with an encoding, its source columns, each of the type it was trained on."""
     from ..io.csv import read_schema
 
     layout = read_schema(data, delimiter=delimiter)
     present = set(layout.columns)  # a set: files with 100k columns are fine
+    if model.encoding is not None:
+        return _encoded_schema(model.encoding, data, layout, target, delimiter)
     if model.feature_names is None:
         drop = [name for name in (model.target, target) if name and name in present]
         schema = read_schema(data, target=target, drop=drop or None, delimiter=delimiter)
@@ -69,6 +74,58 @@ def model_schema(model, data, *, target=None, delimiter=None):
     return read_schema(data, target=target, features=model.feature_names, delimiter=delimiter)
 
 
+def _encoded_schema(encoding, data, layout, target, delimiter):
+    """The schema of the columns an encoding reads: its text columns read as text, its
+    numeric columns refused where the file holds text in them."""
+    from ..io.csv import read_schema
+
+    present = set(layout.columns)
+    missing = [name for name in encoding.columns if name not in present]
+    if missing:
+        shown = ", ".join(repr(name) for name in missing[:10])
+        raise CommandError(
+            f"{data}: the model's column(s) {shown}{' ...' if len(missing) > 10 else ''} "
+            f"are not in the file's header ({len(missing)} of {len(encoding.columns)} missing)."
+        )
+    schema = read_schema(
+        data, target=target, features=encoding.columns, delimiter=delimiter,
+        categorical=encoding.text or None,
+    )  # fmt: skip
+    wrong = [name for name in encoding.numeric if name not in schema.numeric_features]
+    if wrong:
+        raise CommandError(
+            f"{data}: the column(s) {', '.join(map(repr, wrong[:10]))} hold text, but the "
+            "model was trained on numbers there."
+        )
+    return schema
+
+
+def read_options(model, schema=None) -> dict:
+    """What ``iter_csv`` needs to read a CSV for this model: for a model with an encoding,
+    missing cells kept (imputed as in training) and the encoding's level table. With the
+    ``schema`` of a text target (evaluate), ``y`` holds the index of each row's label in
+    ``model.classes`` (``UNSEEN_CODE``, -2, for a label the model does not know)."""
+    if model.encoding is None:
+        return {}
+    target = None
+    if schema is not None and schema.target is not None:
+        if schema.column_types.get(schema.target) == "text":
+            target = schema.target
+    classes = None if target is None else [str(label) for label in model.classes.tolist()]
+    return {"missing": "keep", "levels": model.encoding.level_table(target, classes)}
+
+
+def model_input(model, block):
+    """The model's features of a CSV block (read with :func:`read_options`): the block's
+    ``X`` itself, or the encoded block (raw values: the model folds its scaler in)."""
+    encoding = model.encoding
+    if encoding is None:
+        return block.X
+    if encoding.text:
+        encoding.bind(block.levels)
+    return encoding.encode(block.X, block.codes, scaled=False)
+
+
 def checked_predictions(model, block, data):
     """The model's predictions for one CSV block (labels for a classifier). A decision
     value that overflowed (finite but huge weights, e.g. 1e308, pass the model's checks) is
@@ -79,7 +136,7 @@ def checked_predictions(model, block, data):
     from ..prediction import labels
 
     with np.errstate(over="ignore", invalid="ignore"):
-        scores = model.decision_function(block.X)
+        scores = model.decision_function(model_input(model, block))
     finite = np.isfinite(scores)
     if finite.ndim == 2:
         finite = finite.all(axis=1)

@@ -38,7 +38,10 @@ class Checkpointer:
         scaler = None
         if stats.mean is not None:
             scaler = {"mean": stats.mean, "scale": stats.scale}
-        self._context = {"rows": stats.n_rows, "scaler": scaler, "classes": stats.labels}
+        self._context = {
+            "rows": stats.n_rows, "scaler": scaler, "classes": stats.classes,
+            "feature_names": stats.feature_names, "encoding": stats.encoding,
+        }  # fmt: skip
 
     def _scan(self) -> dict:
         if self._context is None:  # pragma: no cover - fit_csv calls first_pass first
@@ -75,11 +78,12 @@ class Checkpointer:
             intercept,
             loss=self.settings["loss"],
             classes=context["classes"],
-            feature_names=self.schema.feature_names,
+            feature_names=context["feature_names"],
             target=self.schema.target,
             scaler=context["scaler"],
             options=self.recorded,
             summary=summary,
+            encoding=context["encoding"],
         )
 
     def epoch_done(self, epoch: int, coef, intercept, loss: float) -> None:

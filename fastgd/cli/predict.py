@@ -121,7 +121,7 @@ class _Predictor:
             return _model.checked_predictions(self.model, block, self.path)
         # the same input the labels are computed from (checked_predictions' block.X)
         with np.errstate(over="ignore", invalid="ignore"):
-            proba = self.model.predict_proba(block.X)
+            proba = self.model.predict_proba(_model.model_input(self.model, block))
         finite = np.isfinite(proba).all(axis=1)
         if not finite.all():
             _model.checked_predictions(self.model, block, self.path)  # names the line
@@ -302,8 +302,9 @@ def _write_predictions(model, schema, args, handle, bar) -> dict:
     skipped: dict = {}
     skipped_lines: list = []
     blocks = iter_csv(
-        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows
-    )
+        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows,
+        **_model.read_options(model),  # a model's encoding: its levels, missing cells kept
+    )  # fmt: skip
     for block in blocks:
         for reason, count in block.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count

@@ -26,15 +26,18 @@ Train a linear model on a CSV file of any size (fastgd.fit_csv: the file is read
 a binary cache next to it, or in --cache-dir; every epoch streams the cache in blocks) and
 save it to MODEL (fastgd.save: a versioned .npz archive; see 'fastgd info').
 
-Every cell of the feature and target columns must be numeric. A progress bar shows on a
-terminal (rows/s, epoch, loss; --quiet turns it off); a one-line summary ends the run.
+Numeric columns are standardised (--no-standardize: as they are), text columns one-hot
+encoded (--max-categories, or --hash-features), missing cells imputed with an indicator
+(--missing); a text target with a classification loss predicts its own labels. A progress
+bar shows on a terminal (rows/s, epoch, loss; --quiet turns it off); a one-line summary
+ends the run.
 With --checkpoint the model is saved after every epoch, so Ctrl-C (exit 130) or a
 divergence (exit 1; the best weights reached are saved) leaves the last good model in
 MODEL; --resume continues from it (weights, step counter, epochs counted on top).
 
 examples:
   fastgd train houses.csv --target price --model houses.npz
-  fastgd train houses.csv --target price --model houses.npz --standardize \\
+  fastgd train houses.csv --target price --model houses.npz --missing skip \\
       --strategy sgd --learning-rate invscaling --eta0 0.01 --epochs 10
   fastgd train clicks.csv.gz --target clicked --drop id --loss log_loss --penalty l2 \\
       --model clicks.npz --on-bad-rows skip --checkpoint
@@ -70,11 +73,65 @@ def _configure_fit(parser: argparse.ArgumentParser) -> None:
     # The flags, their types, choices and help come from the parameter table.
     for row in parameters.cli_parameters():
         fit.add_argument(row.flag, **parameters.argparse_keywords(row))
-    fit.add_argument(
-        "--standardize",
-        action="store_true",
-        help="centre and scale the features (the model keeps the scaler)",
+    scaling = fit.add_mutually_exclusive_group()
+    scaling.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        help="train on the numeric columns as they are (default: centre and scale them; "
+        "the model keeps the scaler)",
     )
+    scaling.add_argument(
+        "--standardize", action="store_true", help="the default, kept for old scripts"
+    )
+    _configure_encoding(parser)
+
+
+def _configure_encoding(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("columns: missing cells and text")
+    group.add_argument(
+        "--missing",
+        choices=["impute", "skip", "error"],
+        default="impute",
+        help="a missing feature cell: the column's mean plus a missing-indicator feature (a "
+        "text cell: its own level), skip the row, or stop (default: impute); a missing "
+        "target always skips its row",
+    )
+    group.add_argument(
+        "--max-categories",
+        type=_at_least_two,
+        default=1000,
+        metavar="N",
+        help="per text column, the N-1 most frequent values get a feature each, the rarer "
+        "(and unseen) share an 'other' one (default: 1000)",
+    )
+    group.add_argument(
+        "--hash-features",
+        type=_hash_bits,
+        metavar="BITS",
+        help="encode text columns by the hashing trick into 2**BITS features each (1-20)",
+    )
+    group.add_argument(
+        "--categorical",
+        metavar="A,B",
+        help="columns read as text whatever they hold (e.g. numeric codes of categories)",
+    )
+
+
+def _at_least_two(text: str) -> int:
+    value = _args.positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (N-1 levels and 'other'); got {value}")
+    return value
+
+
+def _hash_bits(text: str) -> int:
+    from ..io.encoding import MAX_HASH_BITS
+
+    value = _args.positive_int(text)
+    if value > MAX_HASH_BITS:
+        raise argparse.ArgumentTypeError(f"must be in 1-{MAX_HASH_BITS}; got {value}")
+    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +140,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _args.add_csv_arguments(parser)
     parser.add_argument(
         "--cache-dir", metavar="DIR", help="where the binary cache goes (default: next to the CSV)"
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="write no cache: every epoch reads the CSV again (blocks in file order)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -115,13 +177,17 @@ def _schema(args: argparse.Namespace, previous):
     if target is None:
         raise UsageError("the following arguments are required: --target")
     _check_no_repeats(args)
-    features = args.features
+    features, categorical = args.features, args.categorical
+    encoding = getattr(previous, "encoding", None)
     if features is None and args.drop is None and previous is not None:
-        features = previous.feature_names
+        features = previous.feature_names if encoding is None else encoding.columns
+    if categorical is None and encoding is not None:
+        categorical = encoding.text or None
     schema = read_schema(
-        args.data, target=target, features=features, drop=args.drop, delimiter=args.delimiter
-    )
-    if previous is not None:
+        args.data, target=target, features=features, drop=args.drop, delimiter=args.delimiter,
+        categorical=categorical,
+    )  # fmt: skip
+    if previous is not None and encoding is None:
         previous.check_features(schema.feature_names)
     return schema
 
@@ -175,6 +241,10 @@ def _recorded(args: argparse.Namespace, settings: dict, schema) -> dict:
     recorded = {
         **settings,
         "standardize": args.standardize,
+        "missing": args.missing,
+        "max_categories": args.max_categories,
+        "hash_features": args.hash_features,
+        "categorical": args.categorical,
         "dtype": args.dtype,
         "block_rows": args.block_rows,
         "on_bad_rows": args.on_bad_rows,
@@ -201,14 +271,35 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
         resume = {"coef_init": coef, "intercept_init": intercept, "t_init": t_start}
     # A copy of stdin or a pipe cannot be read again: its cache goes away with it.
     cache_dir = None if is_temporary_copy(args, "data") else args.cache_dir
+
+    def first_pass(stats):
+        _check_resumed_features(previous, stats.feature_names)
+        checkpoints.first_pass(stats)
+
     with contextlib.closing(bar):
         return stream.fit_csv(
             args.data, target=schema.target, features=schema.feature_names,
             delimiter=args.delimiter, block_rows=args.block_rows, dtype=args.dtype,
-            cache_dir=cache_dir, standardize=args.standardize, on_bad_rows=args.on_bad_rows,
+            cache_dir=cache_dir, standardize=args.standardize, missing=args.missing,
+            max_categories=args.max_categories, hash_features=args.hash_features,
+            categorical=schema.text_features or None, on_bad_rows=args.on_bad_rows,
+            use_cache=not args.no_cache,
             validation_fraction=args.validation_fraction or 0.0, progress=bar.update,
-            on_first_pass=checkpoints.first_pass, callback=callback, **resume, **settings,
+            on_first_pass=first_pass, callback=callback, **resume, **settings,
         )  # fmt: skip
+
+
+def _check_resumed_features(previous, names) -> None:
+    """--resume continues weights feature by feature: the data must encode to the
+    model's features (the same columns, and the same levels kept)."""
+    if previous is None or previous.encoding is None:
+        return
+    try:
+        previous.check_features(names)
+    except ValueError as error:
+        raise CommandError(
+            f"--resume: {error} (the data's columns or levels differ from the model's)"
+        ) from None
 
 
 def _summary(result, previous, started: float) -> dict:

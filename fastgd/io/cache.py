@@ -6,9 +6,17 @@ files per selection (columns, target, delimiter, header, dtype)::
     <stem>-<key>.json            the header: format version, source path and fingerprint,
                                  schema, dtype, n_rows, n_features, the generation, the
                                  checksums, rows skipped while writing
-    <stem>-<key>.<gen>.X.bin     X, row-major (n_rows × n_features), raw little-endian floats
+    <stem>-<key>.<gen>.X.bin     X, row-major (n_rows × numeric features), raw little-endian
+                                 floats, NaN for a missing cell (the reader's ``missing="keep"``)
+    <stem>-<key>.<gen>.codes.bin the text features' level codes, row-major (n_rows × text
+                                 features), int32 (-1: missing), when there is a text feature
     <stem>-<key>.<gen>.y.bin     y (n_rows), when there is a target
     <stem>-<key>.<gen>.lines.bin the file line of each row (int64), for messages
+
+The header also holds the first pass's level table (``fastgd.io.levels.LevelTable``, its
+``to_dict`` record and a digest of it): a cached run needs no pass over the CSV to know the
+levels its codes stand for. The encoding (scaling, one-hot, hashing) is not cached: it is
+applied to each block as it is read, so one cache serves every encoding option.
 
 ``<gen>`` (the *generation*: writer's host, pid and a random token) is unique per write.
 A writer writes a new generation beside the old one, holding an exclusive ``flock`` on its
@@ -76,7 +84,7 @@ __all__ = [
     "CacheWriter",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CACHE_SUFFIX = ".fastgd-cache"
 #: Rows per checksummed chunk (the default block size of fit_csv, so blocks and chunks
 #: usually coincide and a chunk is checked on the block's own mapping).
@@ -85,7 +93,7 @@ CHECK_ROWS = 65536
 SAMPLED_PAGES = 16
 PAGE_BYTES = 4096
 #: The data files: name suffix -> header key.
-DATA_FILES = {".X.bin": "X", ".y.bin": "y", ".lines.bin": "lines"}
+DATA_FILES = {".X.bin": "X", ".codes.bin": "codes", ".y.bin": "y", ".lines.bin": "lines"}
 _GENERATION = re.compile(r"[A-Za-z0-9_-]+\Z")
 _MASK = (1 << 64) - 1
 #: Whether new :class:`BlockCache` objects check their checksums (only
@@ -122,6 +130,9 @@ def _selection(schema: CsvSchema, dtype: np.dtype) -> dict:
         "has_header": schema.has_header,
         "columns": list(schema.columns),
         "feature_names": list(schema.feature_names),
+        # a column's type decides which file its values go to (and so the cache's key)
+        "column_types": dict(schema.column_types),
+        "text_features": list(schema.text_features),
         "target": schema.target,
         "compression": schema.compression,
         "dtype": dtype.name,
@@ -207,6 +218,7 @@ _HEADER_FIELDS = {
     "checksums": dict,
     "skipped": dict,
     "skipped_lines": list,
+    "levels_digest": str,
 }
 _FINGERPRINT_FIELDS = {
     "size": int,
@@ -263,22 +275,48 @@ def _header_problem(header, schema: CsvSchema, dtype: np.dtype) -> str | None:
     if not _GENERATION.match(header["generation"]):
         return f"its header field 'generation' is malformed ({header['generation']!r})"
     n_rows, n_features = header["n_rows"], header["n_features"]
-    if n_rows < 1 or n_features != len(schema.feature_names):
+    if n_rows < 1 or n_features != len(schema.numeric_features):
         return f"its header fields 'n_rows'/'n_features' are wrong ({n_rows}, {n_features})"
     if header["check_rows"] < 1:
         return f"its header field 'check_rows' is wrong ({header['check_rows']})"
     if not _all_ints(header["skipped"].values()) or not _all_ints(header["skipped_lines"]):
         return "its header field 'skipped' or 'skipped_lines' holds something else than counts"
+    if header["levels_digest"] != _levels_digest(header.get("levels")):
+        return "its level table does not match its digest"
     chunks = -(-n_rows // header["check_rows"])
-    for key in _data_keys(schema.target is not None):
+    for key in _data_keys(schema):
         sums = header["checksums"].get(key)
         if not isinstance(sums, list) or len(sums) != chunks or not _all_ints(sums, 0, _MASK):
             return f"its header field 'checksums.{key}' is missing or malformed"
     return None
 
 
-def _data_keys(has_y: bool) -> list[str]:
-    return ["X", "y", "lines"] if has_y else ["X", "lines"]
+def _data_keys(schema: CsvSchema) -> list[str]:
+    keys = ["X"]
+    if schema.text_features:
+        keys.append("codes")
+    if schema.target is not None:
+        keys.append("y")
+    return [*keys, "lines"]
+
+
+def _levels_digest(record) -> str:
+    """A digest of the level table's record (the header's JSON is not checksummed
+    otherwise: a changed level would silently re-label the codes)."""
+    text = json.dumps(record, sort_keys=True, ensure_ascii=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _level_table(record):
+    """The LevelTable of a header's record (None: no table); ValueError if malformed."""
+    if record is None:
+        return None
+    from .levels import LevelTable
+
+    try:
+        return LevelTable.from_dict(record)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"its level table is malformed ({exc})") from None
 
 
 def _data_path(prefix: Path, generation: str, key: str) -> str:
@@ -426,17 +464,21 @@ class _ChunkSums:
 class BlockCache:
     """A complete, valid cache: X (and y) memory-mapped, sliced into blocks without copies.
 
-    Attributes: ``n_rows``, ``n_features``, ``dtype``, ``feature_names``, ``target``,
-    ``path`` (the JSON header), ``skipped`` (rows skipped per reason when it was written),
-    ``files`` (the data files' paths when it was opened, by ``"X"``, ``"y"``, ``"lines"``)."""
+    Attributes: ``n_rows``, ``n_features`` (numeric features: ``X``'s width), ``n_text``
+    (text features: ``codes``' width), ``dtype``, ``feature_names``, ``target``, ``levels``
+    (the first pass's LevelTable, or None), ``path`` (the JSON header), ``skipped`` (rows
+    skipped per reason when it was written), ``files`` (the data files' paths when it was
+    opened, by ``"X"``, ``"codes"``, ``"y"``, ``"lines"``)."""
 
-    def __init__(self, prefix: Path, header: dict, files: dict):
+    def __init__(self, prefix: Path, header: dict, files: dict, levels=None):
         self.path = Path(str(prefix) + ".json")
         self.header = header
         self.n_rows = int(header["n_rows"])
         self.n_features = int(header["n_features"])
         self.dtype = np.dtype(header["schema"]["dtype"])
         self.feature_names = list(header["schema"]["feature_names"])
+        self.n_text = len(header["schema"]["text_features"])
+        self.levels = levels
         self.target = header["schema"]["target"]
         self.skipped = dict(header["skipped"])
         self.skipped_lines = list(header["skipped_lines"])
@@ -459,6 +501,8 @@ class BlockCache:
         Numba compiles read-only arrays separately). Mapped from the descriptor opened with
         the cache, not the path: a rebuild that removes the files cannot break this reader.
         """
+        if width == 0:  # no numeric feature (every feature is text): an empty X file
+            return np.empty((stop - start, 0), dtype=dtype)
         row = (width or 1) * np.dtype(dtype).itemsize
         shape = (stop - start, width) if width else (stop - start,)
         handle = self._handles[key]
@@ -470,6 +514,8 @@ class BlockCache:
             "X": self._map("X", self.dtype, start, stop, self.n_features),
             "lines": self._map("lines", np.int64, start, stop),
         }
+        if self.n_text:
+            arrays["codes"] = self._map("codes", np.int32, start, stop, self.n_text)
         if self._has_y:
             arrays["y"] = self._map("y", self.dtype, start, stop)
         return arrays
@@ -553,12 +599,19 @@ class BlockCache:
             problem = _fingerprint_change(header["fingerprint"], current)
         if problem is not None:
             return None, problem
-        return cls._open_files(prefix, header, dtype)
+        try:
+            levels = _level_table(header.get("levels"))
+        except ValueError as exc:
+            return None, str(exc)
+        return cls._open_files(prefix, header, dtype, levels)
 
     @classmethod
-    def _open_files(cls, prefix: Path, header: dict, dtype: np.dtype):
+    def _open_files(cls, prefix: Path, header: dict, dtype: np.dtype, levels):
         n_rows, n_features = header["n_rows"], header["n_features"]
         expected = {"X": n_rows * n_features * dtype.itemsize, "lines": n_rows * 8}
+        n_text = len(header["schema"]["text_features"])
+        if n_text:
+            expected["codes"] = n_rows * n_text * 4
         if header["schema"]["target"] is not None:
             expected["y"] = n_rows * dtype.itemsize
         handles: dict = {}
@@ -575,7 +628,7 @@ class BlockCache:
             if isinstance(exc, OSError):
                 return None, f"its data file {exc.filename} cannot be opened ({exc.strerror})"
             return None, str(exc)
-        return cls(prefix, header, handles), None
+        return cls(prefix, header, handles, levels), None
 
     def close(self) -> None:
         """Close the data files (blocks already returned stay readable: each mapping holds
@@ -642,6 +695,8 @@ class BlockCache:
                 first_line=int(lines[0]),
                 rows=stop - start,
                 line_numbers=lines,
+                codes=arrays.get("codes"),
+                levels=self.levels,
             )
 
 
@@ -677,7 +732,7 @@ class CacheWriter:
             folder.mkdir(parents=True, exist_ok=True)
             with _folder_lock(folder):
                 Path(str(self.prefix) + ".json").unlink(missing_ok=True)
-                for key in _data_keys(schema.target is not None):
+                for key in _data_keys(schema):
                     path = _data_path(self.prefix, self.generation, key)
                     self._files[key] = open(path, "xb")
                     if key == "X" and fcntl is not None:
@@ -693,7 +748,9 @@ class CacheWriter:
                 "pass cache_dir= (--cache-dir) to put it in a writable directory."
             ) from exc
         _remove_old_files(self.prefix)  # what killed writers and older generations left
-        row_words = {"X": len(schema.feature_names), "y": 1, "lines": 1}
+        self.n_numeric = len(schema.numeric_features)
+        self.n_text = len(schema.text_features)
+        row_words = {"X": self.n_numeric, "codes": self.n_text, "y": 1, "lines": 1}
         self._sums = {key: _ChunkSums(CHECK_ROWS, row_words[key]) for key in self._files}
         self.n_rows = 0
         self.skipped: dict[str, int] = {}
@@ -704,11 +761,14 @@ class CacheWriter:
         """Add the next block (blocks in file order, from one full pass)."""
         if self._done:
             raise RuntimeError("this cache writer is already committed or aborted.")
-        if block.X.shape[1:] != (len(self.schema.feature_names),):
+        if block.X.shape[1:] != (self.n_numeric,):
             raise ValueError(
-                f"block has {block.X.shape[1:]} features; the schema selects "
-                f"{len(self.schema.feature_names)}."
+                f"block has {block.X.shape[1:]} numeric features; the schema selects "
+                f"{self.n_numeric}."
             )
+        codes = block.codes
+        if self.n_text and (codes is None or codes.shape[1:] != (self.n_text,)):
+            raise ValueError(f"block has no codes for the schema's {self.n_text} text features.")
         for reason, count in block.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count
         room = SKIPPED_LINES_KEPT - len(self.skipped_lines)
@@ -722,6 +782,8 @@ class CacheWriter:
             "X": np.ascontiguousarray(block.X, self.dtype),
             "lines": np.ascontiguousarray(lines, np.int64),
         }
+        if "codes" in self._files:
+            arrays["codes"] = np.ascontiguousarray(codes, np.int32)
         if "y" in self._files:
             arrays["y"] = np.ascontiguousarray(block.y, self.dtype)
         for key, array in arrays.items():
@@ -739,9 +801,10 @@ class CacheWriter:
                 self._sums[key].add(array[done : done + take], row_in_chunk)
             done += take
 
-    def commit(self) -> BlockCache:
-        """Make the cache valid and return it. Refused (and aborted) when the CSV changed
-        while it was written or no row was appended."""
+    def commit(self, levels=None) -> BlockCache:
+        """Make the cache valid and return it, with ``levels`` (the pass's LevelTable,
+        stored in the header). Refused (and aborted) when the CSV changed while it was
+        written or no row was appended."""
         if self._done:
             raise RuntimeError("this cache writer is already committed or aborted.")
         try:
@@ -754,7 +817,7 @@ class CacheWriter:
                 raise CacheError(
                     f"{self.schema.path} changed while its cache was written; not cached."
                 )
-            self._write_header()
+            self._write_header(None if levels is None else levels.to_dict())
         except BaseException:
             self.abort()
             raise
@@ -769,16 +832,23 @@ class CacheWriter:
         cache._verified[:] = True
         return cache
 
-    def _write_header(self) -> None:
+    def _write_header(self, levels) -> None:
         header = {
             "format_version": FORMAT_VERSION,
             "source": str(Path(self.schema.path).resolve()),
             "fingerprint": self.fingerprint,
             "schema": _selection(self.schema, self.dtype),
             "n_rows": self.n_rows,
-            "n_features": len(self.schema.feature_names),
+            "n_features": self.n_numeric,
             "byte_order": "little",
-            "files": {"X": "row-major", "y": self.schema.target is not None, "lines": "int64"},
+            "files": {
+                "X": "row-major",
+                "codes": "row-major int32" if self.n_text else None,
+                "y": self.schema.target is not None,
+                "lines": "int64",
+            },
+            "levels": levels,
+            "levels_digest": _levels_digest(levels),
             "generation": self.generation,
             "check_rows": CHECK_ROWS,
             "checksums": {key: sums.finish(self.n_rows) for key, sums in self._sums.items()},

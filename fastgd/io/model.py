@@ -10,7 +10,8 @@ Members:
 
 ========================  =================================================================
 ``metadata.json``         format name and version, fastgd version, kind, loss, feature
-                          names, target, the fit options, the training summary
+                          names, target, the fit options, the training summary, and (1.1)
+                          the encoding of a CSV's columns into the features
 ``coef.npy``              (d,) or (k, d), in the model's dtype; in the *standardised* space
                           when ``scaler_mean.npy`` is present
 ``intercept.npy``         () or (k,)
@@ -28,6 +29,12 @@ the shapes of coef, intercept, classes, feature names and scaler agree, that the
 finite, and that the loss, kind and format version are known; any problem is a
 ``ModelFormatError`` "PATH: not a valid fastgd model: <what is wrong>". Each check is linear
 in the number of features.
+
+Format 1.1 adds ``encoding`` to the metadata (:meth:`fastgd.io.encoding.Encoding.to_dict`:
+which columns are numeric and text, their means and scales, missing indicators, the levels
+kept or the hashing bits): a model trained by ``fit_csv`` on a CSV predicts from a CSV's
+columns. ``load`` checks it like the rest (its fields, and that it names the model's
+features and matches its scaler); a 1.0 file has none and loads as before.
 
 The format version is ``MAJOR.MINOR``: a reader loads any file of its own major version
 (minor versions only add members or metadata keys, which older readers ignore) and refuses
@@ -73,7 +80,7 @@ __all__ = [
 FORMAT_NAME = "fastgd-model"
 #: (major, minor): bump the minor version for additions old readers may ignore, the major
 #: version for anything they would misread.
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)
 METADATA_MEMBER = "metadata.json"
 
 
@@ -173,6 +180,9 @@ class Model:
     version : str
         The fastgd version that wrote the file (this one's, for a model not yet saved).
     format_version : tuple of int
+    encoding : fastgd.io.encoding.Encoding or None
+        How a CSV's columns become the features (``fit_csv``'s models); None: the features
+        are columns of their own.
     """
 
     def __init__(
@@ -191,6 +201,7 @@ class Model:
         version: str | None = None,
         format_version: tuple[int, int] = FORMAT_VERSION,
         created: str | None = None,
+        encoding=None,
     ):
         from .. import options as option_table
 
@@ -239,6 +250,11 @@ class Model:
         self.version = version
         self.format_version = tuple(format_version)
         self.created = created
+        if isinstance(encoding, dict):
+            from .encoding import Encoding
+
+            encoding = Encoding.from_dict(encoding)
+        self.encoding = encoding
 
     # -- shape
     @property
@@ -328,6 +344,8 @@ class Model:
         _check_weights(self.coef, self.intercept)
         _check_classes(self)
         _check_feature_names(self.feature_names, self.n_features)
+        if self.encoding is not None:
+            _check_encoding(self)
         if self.scaler is not None:
             _check_scaler(self.scaler, self.n_features)
             with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -385,6 +403,7 @@ class Model:
             "feature_names": self.feature_names,
             "target": self.target,
             "standardized": self.scaler is not None,
+            "encoding": None if self.encoding is None else self.encoding.to_dict(),
             "options": _json_safe(self.options),
             "summary": _json_safe(
                 {k: v for k, v in self.summary.items() if k not in _SUMMARY_ARRAYS}
@@ -536,6 +555,23 @@ def _check_feature_names(names, n_features: int) -> None:
         seen.add(name)
 
 
+def _check_encoding(model: Model) -> None:
+    """The encoding must name the model's features and, when it standardises, be the
+    model's scaler (a file where they differ was not written by fastgd.save)."""
+    encoding = model.encoding
+    if model.feature_names != encoding.feature_names:
+        raise ValueError(
+            f"the encoding's {encoding.n_features} features are not the model's feature_names."
+        )
+    scaler = encoding.scaler()
+    if (scaler is None) != (model.scaler is None):
+        raise ValueError("the encoding and the scaler disagree on standardising.")
+    if scaler is not None and not all(
+        np.array_equal(scaler[key], model.scaler[key]) for key in ("mean", "scale")
+    ):
+        raise ValueError("the scaler is not the encoding's means and scales.")
+
+
 def _check_scaler(scaler: dict, n_features: int) -> None:
     for key in ("mean", "scale"):
         values = scaler[key]
@@ -566,6 +602,7 @@ def _from_fit_result(result, feature_names, target, options, summary) -> Model:
     elif scaler is not None:
         scaler = None  # the coefficients already apply to the raw features
     history = np.asarray(result.loss_history, dtype=np.float64)
+    encoding = extras.get("encoding")
     base = {
         "rows": extras.get("rows"),
         "epochs": int(result.n_iter),
@@ -592,6 +629,7 @@ def _from_fit_result(result, feature_names, target, options, summary) -> Model:
         scaler=scaler,
         options=options,
         summary={**base, **(summary or {})},
+        encoding=encoding,
     )
 
 
@@ -641,6 +679,7 @@ def as_model(model, *, feature_names=None, target=None, options=None, summary=No
                 target=model.target if target is None else target, scaler=model.scaler,
                 options={**model.options, **(options or {})},
                 summary={**model.summary, **(summary or {})}, kind=model.kind,
+                encoding=model.encoding,
             )  # fmt: skip
         return model
     if isinstance(model, FitResult):
@@ -730,6 +769,7 @@ _METADATA_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "feature_names": ((list, _NULL), True),
     "standardized": ((bool,), True),
     "created": ((str, _NULL), False),
+    "encoding": ((dict, _NULL), False),
     "target": ((str, _NULL), False),
     "options": ((dict,), False),
     "summary": ((dict,), False),
@@ -999,7 +1039,21 @@ def _model_from(metadata: dict, arrays: dict, version: tuple[int, int]) -> Model
         version=metadata["fastgd_version"],
         format_version=version,
         created=metadata.get("created"),
+        encoding=_encoding_from(metadata),
     )
+
+
+def _encoding_from(metadata: dict):
+    """The metadata's encoding (None: a file without one), checked field by field."""
+    from .encoding import Encoding, EncodingError
+
+    record = metadata.get("encoding")
+    if record is None:
+        return None
+    try:
+        return Encoding.from_dict(record)
+    except EncodingError as error:
+        raise _Invalid(f"{METADATA_MEMBER}: the field 'encoding' is malformed: {error}") from None
 
 
 def load(path) -> Model:

@@ -44,37 +44,66 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 class _ClassifierScores:
-    """Accuracy, and the log loss of log_loss models, block by block."""
+    """Accuracy, and the log loss of log_loss models, block by block. The true labels are
+    compared as positions in ``model.classes``: numbers as read, or text labels (a text
+    target is read as codes: positions in the model's classes through ``read_options``,
+    or the training cache's own level codes)."""
 
     def __init__(self, model, schema) -> None:
         self.model = model
         self.schema = schema
-        self.classes = model.classes.astype(np.float64)
+        self.text_target = schema.column_types.get(schema.target) == "text"
+        self.position = {str(label): i for i, label in enumerate(model.classes.tolist())}
         self.accuracy = RunningAccuracy()
         self.log_loss = 0.0 if model.loss == "log_loss" else None
 
-    def add(self, block, y: np.ndarray) -> None:
-        known = np.isin(y, self.classes)
+    def _true_positions(self, block, y: np.ndarray) -> np.ndarray:
+        """Each row's label as its position in the model's classes; an unknown label is
+        an error naming its line."""
+        classes = self.model.classes
+        if not self.text_target:
+            index = np.searchsorted(classes, y).clip(0, classes.shape[0] - 1)
+            known = classes[index] == y
+        elif (
+            block.levels is not None
+            and block.levels.target_levels is not None
+            and (
+                len(block.levels.target_levels) != classes.shape[0]
+                or list(block.levels.target_levels) != [str(c) for c in classes.tolist()]
+            )
+        ):
+            # the training cache's codes: first-seen order of the training table
+            names = list(block.levels.target_levels)
+            lookup = np.array([self.position.get(name, -1) for name in names] + [-1])
+            index = lookup[np.where(y >= 0, y, len(names)).astype(np.int64)]
+            known = index >= 0
+        else:
+            index = y.astype(np.int64)  # read_options: positions in model.classes, -2 unseen
+            known = index >= 0
         if not known.all():
             bad = int(np.flatnonzero(~known)[0])
             line = int(block.line_numbers[bad]) if block.line_numbers is not None else None
+            shown = "a text label" if self.text_target else f"label {y[bad]:g}"
             raise CommandError(
-                f"{self.schema.path}, line {line}, column {self.schema.target!r}: label "
-                f"{y[bad]:g} is not one of the model's classes {self.model.classes.tolist()}."
+                f"{self.schema.path}, line {line}, column {self.schema.target!r}: {shown} "
+                f"that is not one of the model's classes {classes.tolist()}."
             )
-        predicted = _model.checked_predictions(self.model, block, self.schema.path)
-        self.accuracy.add(y, predicted.astype(np.float64))
-        if self.log_loss is not None:
-            self.log_loss += self._log_loss_sum(block.X, y)
+        return index
 
-    def _log_loss_sum(self, X: np.ndarray, y: np.ndarray) -> float:
+    def add(self, block, y: np.ndarray) -> None:
+        index = self._true_positions(block, y)
+        predicted = _model.checked_predictions(self.model, block, self.schema.path)
+        self.accuracy.add(self.model.classes[index], predicted)
+        if self.log_loss is not None:
+            self.log_loss += self._log_loss_sum(_model.model_input(self.model, block), index)
+
+    def _log_loss_sum(self, X, index: np.ndarray) -> float:
         if self.model.coef.ndim == 1:
-            signs = np.where(y == self.classes[1], 1.0, -1.0)
+            signs = np.where(index == 1, 1.0, -1.0)
             scores = self.model.decision_function(X).astype(np.float64)
             return float(np.logaddexp(0.0, -signs * scores).sum())
         proba = self.model.predict_proba(X)
-        index = np.searchsorted(self.classes, y)
-        picked = np.clip(proba[np.arange(y.shape[0]), index], 1e-15, 1.0)
+        picked = np.clip(proba[np.arange(index.shape[0]), index], 1e-15, 1.0)
         return float(-np.log(picked).sum())
 
     def metrics(self) -> dict:
@@ -118,7 +147,9 @@ def _training_cache(schema, args):
     from ..io.cache import BlockCache
 
     cache = BlockCache.open(schema, dtype=args.dtype, cache_dir=args.cache_dir)
-    if cache is not None and cache.skipped and args.on_bad_rows == "error":
+    # rows without a target are skipped in every mode; only other skips void the cache
+    bad_rows = {reason for reason in (cache.skipped if cache else {}) if reason != "missing_target"}
+    if cache is not None and bad_rows and args.on_bad_rows == "error":
         cache.close()
         return None
     return cache
@@ -164,8 +195,9 @@ def evaluate(model, schema, args, bar) -> dict:
         finally:
             cache.close()
     blocks = iter_csv(
-        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows
-    )
+        schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows,
+        **_model.read_options(model, schema),  # the model's encoding and text labels
+    )  # fmt: skip
     return {**_score(_scores(model, schema), blocks, bar, {}, []), "source": None}
 
 

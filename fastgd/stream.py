@@ -51,6 +51,8 @@ class StreamStats:
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
     sample: np.ndarray | None = None
+    #: The sampled rows' targets as read (labels stay labels), for the range test of "auto".
+    sample_targets: np.ndarray | None = None
     skipped: dict = field(default_factory=dict)
     skipped_lines: list = field(default_factory=list)
     from_cache: bool = False
@@ -153,7 +155,7 @@ class _FirstPass:
         )  # fmt: skip
         self.summary = part if self.summary is None else self.summary.merge(part)
         if self.sampler is not None:
-            self.sampler.add(X)
+            self.sampler.add(X, y)
         self._check_labels(self.summary.labels, more_only=True)
         stats.n_rows += X.shape[0]
         if self.progress is not None:
@@ -217,6 +219,7 @@ class _FirstPass:
         if self.standardize and sample is not None:
             sample = (sample - stats.mean) / stats.scale
         stats.sample = sample
+        stats.sample_targets = self.sampler.targets if self.sampler is not None else None
         stats.seconds = time.perf_counter() - started
         return stats
 
@@ -367,7 +370,11 @@ class _CsvSource(BlockSource):
 
     def sample(self, rng) -> RowSample:
         # The first pass's uniform sample of rows (drawn with the fit's generator).
-        return RowSample(self.stats.sample.astype(self.dtype), np.empty(0))
+        targets = self.stats.sample_targets
+        if self.classes is not None:  # as the epochs see them (_prepare): ±1
+            targets = np.where(targets == self.classes[1], 1.0, -1.0)
+        targets = np.ascontiguousarray(targets, dtype=self.dtype)
+        return RowSample(self.stats.sample.astype(self.dtype), np.empty(0), targets=targets)
 
     def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
         if coef is None:  # the zero model's loss came from the first pass

@@ -66,14 +66,21 @@ def rate_grid(min_rate: float, max_rate: float, rates_per_decade: int) -> np.nda
 
 
 def run_range_test(
-    objective_after: Callable[[float], float], grid: np.ndarray, start_loss: float
+    objective_after: Callable[[float], float],
+    grid: np.ndarray,
+    start_loss: float,
+    patience: int | None = None,
 ) -> RangeTest:
     """Walk ``grid`` upwards: ``objective_after(rate)`` runs the short fit at ``rate`` and
     returns the objective it ends at (raising ``DivergenceError`` counts as ``inf``); stop
-    at the first rate that blows up."""
+    at the first rate that blows up, or (``patience``) after that many rates in a row
+    without a new lowest objective (then ``blew_up`` is False). Why a patience: some rules
+    never blow up (AdaGrad's steps shrink as its squared gradients add up), and a caller
+    that wants the rate of the lowest objective need not walk the whole grid past it."""
     rates: list[float] = []
     losses: list[float] = []
     blew_up = False
+    since_lowest = 0
     for rate in grid:
         try:
             value = float(objective_after(float(rate)))
@@ -85,5 +92,8 @@ def run_range_test(
         losses.append(value)
         if value > min(start_loss, BLOW_UP_FACTOR * min(losses)):
             blew_up = True
+            break
+        since_lowest = 0 if value <= min(losses) else since_lowest + 1
+        if patience is not None and since_lowest >= patience:
             break
     return RangeTest(np.array(rates), np.array(losses), blew_up)

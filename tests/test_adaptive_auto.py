@@ -178,6 +178,12 @@ def test_the_range_test_core_stops_at_the_first_blow_up():
     assert test.edge_rate == pytest.approx(10**-0.5)
     assert test.suggestion == test.edge_rate / _range_test.SUGGESTION_DIVISOR
     assert test.lowest_rate == test.edge_rate
+    # A rule that never blows up (AdaGrad): patience stops a decade past the lowest.
+    flat = _range_test.run_range_test(
+        lambda rate: 1 + abs(math.log10(rate)) / 10, grid, 2.0, patience=2
+    )
+    assert not flat.blew_up and flat.lowest_rate == pytest.approx(1.0)
+    assert flat.rates[-1] == pytest.approx(10.0) and flat.rates.shape == (9,)
 
 
 def test_a_source_without_sample_targets_is_refused_naming_it():
@@ -195,3 +201,14 @@ def test_a_source_without_sample_targets_is_refused_naming_it():
 
     with pytest.raises(TypeError, match=r"NoTargets.sample\(\) gives no targets"):
         engine.train(NoTargets(), resolved)
+
+
+def test_dasks_sample_keeps_each_rows_target():
+    pytest.importorskip("distributed")
+    from fastgd.dask import _sample_rows
+
+    X, y = _problem("squared_error", scaled=True)
+    rows, targets = _sample_rows((X, y), 50, seed=2)
+    assert rows.shape == (50, FEATURES)
+    positions = [int(np.flatnonzero((X == row).all(axis=1))[0]) for row in rows]
+    np.testing.assert_array_equal(targets, y[positions])

@@ -173,10 +173,10 @@ def _float_block(block, dtype):
     return X, _as_float(y, dtype)
 
 
-def _sample_rows(block, count: int, seed: int) -> np.ndarray:
-    X, _ = block
+def _sample_rows(block, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    X, y = block  # y: ±1 for classification already (_signed_block)
     rows = np.sort(np.random.default_rng(seed).choice(X.shape[0], count, replace=False))
-    return np.asarray(X[rows], dtype=np.float64)
+    return np.asarray(X[rows], dtype=np.float64), np.asarray(y[rows], dtype=np.float64)
 
 
 def _block_losses(block, coef, intercept, loss_code, epsilon):
@@ -329,8 +329,10 @@ class _DaskSource(BlockSource):
             for block, count, seed in zip(self.futures, counts, seeds, strict=True)
             if count > 0
         ]
-        sample = np.concatenate(self.client.gather(futures)).astype(self.dtype)
-        return RowSample(sample, np.empty(0))
+        parts = self.client.gather(futures)
+        sample = np.concatenate([rows for rows, _ in parts]).astype(self.dtype)
+        targets = np.concatenate([y for _, y in parts]).astype(self.dtype)
+        return RowSample(sample, np.empty(0), targets=targets)
 
     def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
         if coef is None:  # the zero model's loss came from the first pass

@@ -111,9 +111,11 @@ FULL_BATCH_OPTIMIZERS = ("gd", "nesterov", "lbfgs")
 _NON_NEGATIVE = {"kind": "real", "low": 0.0, "closed": "left"}
 #: The optimizers' defaults (torch.optim's), stated once in ``fastgd.options``.
 _TORCH = options.OPTIMIZER_DEFAULTS
-#: The optimizers whose step is in the weights' units (adaptive): learning_rate="auto"
-#: derives a step from the data's curvature, which does not bound theirs.
-NO_AUTO_OPTIMIZERS = ("adagrad", "rmsprop", "adam", "adamw")
+#: The optimizers whose step is in the weights' units (adaptive: each coordinate moves by
+#: about the step, whatever the gradient's size), so the data's curvature does not bound
+#: it: learning_rate="auto" chooses their step by a short range test on a row sample
+#: (``fastgd.engine.range_test_step``), the others derive it from the curvature.
+RANGE_TESTED_OPTIMIZERS = ("adagrad", "rmsprop", "adam", "adamw")
 
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("loss", "choice", "squared_error", "the loss L(p, y)",
@@ -347,18 +349,6 @@ def _pa_needs_plain_sgd(values, front):
     return None
 
 
-def _auto_needs_a_derived_step(values, front):
-    if values["learning_rate"] == "auto" and values["optimizer"] in NO_AUTO_OPTIMIZERS:
-        return (
-            f"learning_rate='auto' has no step derivation for optimizer="
-            f"{values['optimizer']!r} (its step is in the weights' units, not bounded by the "
-            f"data's curvature); give learning_rate='constant' and eta0 (torch's default "
-            f"for adam/adamw is 0.001, adagrad 0.01, rmsprop 0.01). 'auto' works with "
-            f"sgd, momentum, saga and the full-batch optimizers."
-        )
-    return None
-
-
 def _full_batch_optimizers_do_not_average(values, front):
     if values["optimizer"] in ("nesterov", "lbfgs") and values["average"] not in (None, False, 0):
         return (
@@ -380,8 +370,6 @@ RULES: tuple[Rule, ...] = (
     Rule(("optimizer", "loss", "penalty"), _lbfgs_needs_a_smooth_objective,
          "lbfgs needs a smooth loss and no L1 part in the penalty"),
     Rule(("optimizer", "learning_rate"), _pa_needs_plain_sgd, "pa1/pa2 need optimizer='sgd'"),
-    Rule(("optimizer", "learning_rate"), _auto_needs_a_derived_step,
-         "learning_rate='auto' needs sgd, momentum, saga or a full-batch optimizer"),
     Rule(("optimizer", "average"), _full_batch_optimizers_do_not_average,
          "nesterov and lbfgs do not average"),
 )  # fmt: skip

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from . import engine, options, parameters, reference
+from . import _range_test, engine, options, parameters, reference
 from ._thresholds import PARALLEL_MIN_VALUES
 from ._validation import check_binary_labels, check_sample_weight, check_scalar, check_X
 from .engine import FitResult, fit
@@ -46,16 +46,11 @@ __all__ = [
 
 #: ``sweep`` runs its fits on threads (the kernels release the GIL) when X holds at least
 #: this many values; below, thread start-up and contention cost more than they save.
-#: The finder suggests the largest rate before the loss blew up divided by this. For squared
-#: error with full batches, steps beyond 2/L (L: the largest curvature) blow up, so the
-#: suggestion lands just below ``auto``'s 1/L, which is also half the stable limit.
-FINDER_SUGGESTION_DIVISOR = 2.0
-#: A rate has *blown up* when its run diverges, ends above the starting objective, or ends
-#: above this many times the lowest objective of the smaller rates (the classic range test
-#: stops at 4 times; with SGD the objective climbs gradually from its noise floor, and 2
-#: keeps the edge before that climb: measured, sgd's suggestion moved from 1.0–5.8 to
-#: 0.4–4.3 times ``auto``'s step on the test problems; full batch's is unchanged).
-FINDER_BLOW_UP_FACTOR = 2.0
+#: The range test's rule (``fastgd._range_test``, shared with ``learning_rate="auto"`` of
+#: the adaptive update rules): the suggestion is the edge divided by the first, a rate has
+#: blown up above the second times the lowest objective so far (their reasons are there).
+FINDER_SUGGESTION_DIVISOR = _range_test.SUGGESTION_DIVISOR
+FINDER_BLOW_UP_FACTOR = _range_test.BLOW_UP_FACTOR
 #: A run that ends above its starting objective by more than this fraction of it has
 #: diverged, even though ``fit`` did not stop it (its explosion check allows a loss up to
 #: 1e10 times the start). The margin only absorbs rounding: the engine and
@@ -745,42 +740,27 @@ def find_learning_rate(
             max_rate = 1e4 * (problem.X.shape[1] + 1) * scale
     min_rate = check_scalar(min_rate, "min_rate", low=0.0, low_open=True)
     max_rate = check_scalar(max_rate, "max_rate", low=min_rate, low_open=True)
-    # Exactly rates_per_decade per factor 10 from min_rate, up to max_rate.
-    count = max(2, math.floor(rates_per_decade * math.log10(max_rate / min_rate) + 1e-9) + 1)
-    grid = min_rate * 10.0 ** (np.arange(count) / rates_per_decade)
+    grid = _range_test.rate_grid(min_rate, max_rate, rates_per_decade)
 
     start_loss = problem.start_objective(fit_options)
     common = {"strategy": strategy, "batch_size": batch_size, "random_state": seed,
               "max_iter": epochs, "tol": None, **run_options}  # fmt: skip
-    rates: list[float] = []
-    losses: list[float] = []
-    blew_up = False
-    for rate in grid:
-        try:
-            result = fit(problem.X, problem.y, learning_rate="constant", eta0=float(rate), **common)
-            value = problem.objective(result.coef, result.intercept)
-        except DivergenceError:
-            value = math.inf
-        if not math.isfinite(value):
-            value = math.inf
-        rates.append(float(rate))
-        losses.append(value)
-        if value > min(start_loss, FINDER_BLOW_UP_FACTOR * min(losses)):
-            blew_up = True
-            break
-    if blew_up and len(rates) == 1:
+
+    def objective_after(rate: float) -> float:
+        result = fit(problem.X, problem.y, learning_rate="constant", eta0=rate, **common)
+        return problem.objective(result.coef, result.intercept)
+
+    test = _range_test.run_range_test(objective_after, grid, start_loss)
+    if test.blew_up and test.rates.shape[0] == 1:
         raise ValueError(
             f"find_learning_rate: the smallest rate tried, min_rate={min_rate:.3g}, already "
             f"blows up (the objective ends above its start); pass a smaller min_rate."
         )
-    losses_array = np.array(losses)
-    edge = rates[-2] if blew_up else rates[-1]
-    lowest = int(np.argmin(losses_array))
     auto_rate = fit(problem.X, problem.y, learning_rate="auto", **{**common, "max_iter": 1})
     return LearningRateFinder(
-        learning_rates=np.array(rates), losses=losses_array, start_loss=float(start_loss),
-        edge_rate=edge, suggestion=edge / FINDER_SUGGESTION_DIVISOR, lowest_rate=rates[lowest],
-        auto_rate=float(auto_rate.learning_rate), blew_up=blew_up, strategy=strategy,
+        learning_rates=test.rates, losses=test.losses, start_loss=float(start_loss),
+        edge_rate=test.edge_rate, suggestion=test.suggestion, lowest_rate=test.lowest_rate,
+        auto_rate=float(auto_rate.learning_rate), blew_up=test.blew_up, strategy=strategy,
         batch_size=batch_size, epochs=epochs, sample_rows=problem.X.shape[0],
     )  # fmt: skip
 

@@ -8,7 +8,7 @@ rows, the :class:`DataSource` protocol:
 - ``n_rows``, ``n_features``, ``values_per_row`` and ``dtype``;
 - ``losses(loss, epsilon, coef, intercept)``: ``Σ s·L`` at the zero model and at the
   starting weights (``coef`` None: the start is the zero model);
-- ``sample(rng)``: a uniform sample of rows (for ``learning_rate="auto"``);
+- ``sample(rng)``: a uniform sample of rows and their targets (for ``learning_rate="auto"``);
 - ``max_row_norm()``: the largest ``s·(‖x‖² + 1)`` (``+ 0`` without an intercept);
 - ``epoch(state, spec, order)``: one epoch from the kernels' ``State`` under their ``Spec``,
   rows ordered as :class:`EpochOrder` says; returns ``(state, Σ s·L, bad)`` with the new
@@ -73,15 +73,19 @@ _NO_ORDER = np.empty(0, dtype=np.int64)
 
 
 class RowSample(NamedTuple):
-    """Rows for the curvature behind ``learning_rate="auto"``.
+    """Rows for ``learning_rate="auto"``: the curvature behind the derived steps, and the
+    range test of the adaptive update rules (which trains on them, so needs their targets).
 
     ``rows``: dense (or CSR) rows in the source's dtype; ``weights``: their multipliers
     (empty: all 1); ``in_order``: the rows are the whole data in its own order, so runs of
-    consecutive rows are the batches of an unshuffled epoch."""
+    consecutive rows are the batches of an unshuffled epoch; ``targets``: their ``y`` in
+    the source's dtype, classification targets as ±1 (as the source's epochs see them;
+    None: a source that cannot give them, refused by the range test)."""
 
     rows: object
     weights: np.ndarray
     in_order: bool = False
+    targets: np.ndarray | None = None
 
 
 class EpochOrder(NamedTuple):
@@ -128,7 +132,8 @@ class DataSource(Protocol):
         zero model (return its loss twice)."""
 
     def sample(self, rng: np.random.Generator) -> RowSample:
-        """A uniform sample of rows (at most ``AUTO_SAMPLE_ROWS``, or all rows)."""
+        """A uniform sample of rows (at most ``AUTO_SAMPLE_ROWS``, or all rows), with their
+        targets (see :class:`RowSample`)."""
 
     def max_row_norm(self) -> float:
         """``max s·(‖x‖² + 1)`` over the rows (``+ 0`` without an intercept)."""
@@ -248,22 +253,25 @@ def add_block_gradient(
 class RowSampler:
     """A uniform sample of at most ``size`` rows of a stream of unknown length (the rows
     with the smallest random keys), in float64: dense rows, or CSR rows when the blocks
-    are CSR."""
+    are CSR, with their targets as given (``targets``: labels stay labels)."""
 
     def __init__(self, size: int, rng: np.random.Generator):
         self.size = size
         self.rng = rng
         self.keys = np.empty(0)
         self.rows = None
+        self.targets: np.ndarray | None = None
 
-    def add(self, X) -> None:
+    def add(self, X, y) -> None:
         keys = self.rng.random(X.shape[0])
         sparse = is_sparse(X)
         rows = X.astype(np.float64) if sparse else np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
         if self.rows is None:
-            merged_keys, merged_rows = keys, rows
+            merged_keys, merged_rows, merged_y = keys, rows, y
         else:
             merged_keys = np.concatenate([self.keys, keys])
+            merged_y = np.concatenate([self.targets, y])
             if sparse:
                 import scipy.sparse
 
@@ -273,7 +281,8 @@ class RowSampler:
         if merged_keys.shape[0] > self.size:
             keep = np.argpartition(merged_keys, self.size - 1)[: self.size]
             merged_keys, merged_rows = merged_keys[keep], merged_rows[keep]
-        self.keys, self.rows = merged_keys, merged_rows
+            merged_y = merged_y[keep]
+        self.keys, self.rows, self.targets = merged_keys, merged_rows, merged_y
 
 
 class BlockSource:
@@ -345,9 +354,10 @@ class BlockSource:
 
     def sample(self, rng: np.random.Generator) -> RowSample:
         sampler = RowSampler(AUTO_SAMPLE_ROWS, rng)
-        for X, _ in self.blocks():
-            sampler.add(X)
-        return RowSample(sampler.rows.astype(self.dtype), _NO_WEIGHTS)
+        for X, y in self.blocks():  # the blocks' targets are already ±1 for classification
+            sampler.add(X, y)
+        targets = np.ascontiguousarray(sampler.targets, dtype=self.dtype)
+        return RowSample(sampler.rows.astype(self.dtype), _NO_WEIGHTS, targets=targets)
 
     # -- the hook: gradient sums at one model
     def gradient_sums(self, state: State, spec: Spec, order: EpochOrder,

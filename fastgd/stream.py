@@ -80,6 +80,8 @@ class StreamStats:
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
     sample: object = None
+    #: The sampled rows' targets as read (labels stay labels), for the range test of "auto".
+    sample_targets: np.ndarray | None = None
     skipped: dict = field(default_factory=dict)
     skipped_lines: list = field(default_factory=list)
     from_cache: bool = False
@@ -250,7 +252,7 @@ class _FirstPass:
         )  # fmt: skip
         self.summary = part if self.summary is None else self.summary.merge(part)
         if self.sampler is not None:
-            self.sampler.add(X if codes is None else np.hstack([X, codes]))
+            self.sampler.add(X if codes is None else np.hstack([X, codes]), y)
         self._check_labels(self.summary.labels, more_only=True)
         self.stats.n_rows += X.shape[0]
         if self.progress is not None:
@@ -362,6 +364,7 @@ class _FirstPass:
             d = len(schema.numeric_features)
             codes = sample[:, d:].astype(np.int32) if schema.text_features else None
             stats.sample = encoding.encode(sample[:, :d], codes, dtype=np.float64)
+            stats.sample_targets = self.sampler.targets
 
 
 def _warn_about_scales(schema, moments: _Moments) -> None:
@@ -607,7 +610,11 @@ class _CsvSource(BlockSource):
 
     def sample(self, rng) -> RowSample:
         # The first pass's uniform sample of rows (drawn with the fit's generator).
-        return RowSample(self.stats.sample.astype(self.dtype), np.empty(0))
+        targets = self.stats.sample_targets
+        if self.positive is not None:  # as the epochs see them (_prepare): ±1
+            targets = np.where(targets == self.positive, 1.0, -1.0)
+        targets = np.ascontiguousarray(targets, dtype=self.dtype)
+        return RowSample(self.stats.sample.astype(self.dtype), np.empty(0), targets=targets)
 
     def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
         if coef is None:  # the zero model's loss came from the first pass

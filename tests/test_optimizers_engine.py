@@ -348,12 +348,6 @@ def test_saga_on_a_block_source_is_refused(tmp_path):
                        cache_dir=tmp_path)  # fmt: skip
 
 
-@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam", "adamw"])
-def test_auto_is_refused_for_the_adaptive_rules(optimizer):
-    with pytest.raises(ValueError, match=rf"learning_rate='auto'.*optimizer='{optimizer}'"):
-        fastgd.fit(SMALL, SMALL_Y, optimizer=optimizer)
-
-
 def test_auto_works_with_momentum():
     result = fastgd.fit(X, Y_REG, optimizer="momentum", max_iter=5, random_state=0)
     assert result.loss_history[-1] < result.loss_history[0]

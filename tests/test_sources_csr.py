@@ -266,8 +266,14 @@ def test_a_csr_block_source_samples_and_scans_its_rows(data):
     assert sorted(map(tuple, sampled.rows.toarray())) == sorted(map(tuple, expected.rows))
     sampler = RowSampler(100, np.random.default_rng(2))
     for start in range(0, ROWS, BLOCK_ROWS):
-        sampler.add(X[start : start + BLOCK_ROWS])
+        sampler.add(X[start : start + BLOCK_ROWS], y[start : start + BLOCK_ROWS])
     assert sampler.rows.shape == (100, FEATURES) and sp.issparse(sampler.rows)
+    # Each sampled row keeps its own target: the row's position in X gives it.
+    positions = [
+        np.flatnonzero((X.toarray() == row).all(axis=1))[0] for row in sampler.rows.toarray()
+    ]
+    np.testing.assert_array_equal(sampler.targets, y[positions])
+    np.testing.assert_array_equal(np.sort(sampled.targets), np.sort(expected.targets))
 
 
 def test_rules_without_a_csr_kernel_are_refused_as_fit_refuses_them(data):

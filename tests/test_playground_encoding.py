@@ -195,3 +195,23 @@ def test_sweep_finder_and_path_on_csr_equal_dense():
     path_dense = fastgd.descent_path(dense[:, :2], y, fit_intercept=False, max_iter=5)
     np.testing.assert_allclose(path_csr.points, path_dense.points, rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(path_csr.losses, path_dense.losses, rtol=1e-9)
+
+
+def test_text_labels_need_a_classification_loss(tmp_path, capsys, seen):
+    """yes/no labels: positions in the sorted classes with --loss log_loss (``yes``, the
+    second, is the positive class, as in fit_csv); a regression loss is refused, naming the
+    flag."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(80)
+    labels = np.where(x + 0.3 * rng.standard_normal(80) > 0, "yes", "no")
+    labels[0] = "yes"  # first seen: code 0, yet the second class in sorted order
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        "x,clicked\n" + "".join(f"{a:.17g},{b}\n" for a, b in zip(x, labels, strict=True))
+    )
+    argv = ["playground", path, "--target", "clicked", *QUICK]
+    code, _, err = run([*argv, "--loss", "log_loss"], capsys, tmp_path)
+    assert code == 0, err
+    np.testing.assert_array_equal(seen[-1][1], labels == "yes")
+    code, _, err = run(argv, capsys, tmp_path)
+    assert code == 1 and "--loss log_loss" in err and "'clicked'" in err, err

@@ -584,7 +584,7 @@ class _Problem:
     def objective(self, coef, intercept) -> float:
         if is_sparse(self.X):  # the same J from the margins (reference reads dense X only)
             coef = np.asarray(coef, dtype=np.float64)
-            margins = self.X.astype(np.float64) @ coef + float(intercept)
+            margins = self.X.astype(np.float64, copy=False) @ coef + float(intercept)
             values, _ = reference.loss_and_derivative(self.loss, margins, self.y, self.epsilon)
             weights = np.ones(values.shape[0]) if self.multipliers is None else self.multipliers
             return float(weights @ values / values.shape[0]) + reference.penalty_value(

@@ -10,7 +10,12 @@ Everything here drives ``fastgd.fit``; nothing has a training loop of its own:
   that reached the lowest objective before the loss blew up;
 - :func:`descent_path` records the weights after every epoch through ``fit``'s ``callback``
   (for ``strategy="full"`` that is every step), for the loss-surface picture of 1-D and 2-D
-  problems.
+  problems;
+- :func:`read_csv` reads a CSV into memory as ``fit_csv`` would train on it: the same
+  reader, missing-cell policy and :class:`fastgd.io.encoding.Encoding` (standardised
+  numeric columns, one-hot or hashed text columns: a CSR matrix when there is one).
+
+X may be a dense array or a scipy.sparse CSR matrix throughout (``fit``'s CSR kernels).
 
 The pictures are drawn by :mod:`fastgd.plot` (matplotlib, the optional ``fastgd[plot]``
 extra); this module imports no matplotlib.
@@ -30,17 +35,26 @@ import numpy as np
 
 from . import _range_test, engine, options, parameters, reference
 from ._thresholds import PARALLEL_MIN_VALUES
-from ._validation import check_binary_labels, check_sample_weight, check_scalar, check_X
+from ._validation import (
+    check_binary_labels,
+    check_csr,
+    check_sample_weight,
+    check_scalar,
+    check_X,
+    is_sparse,
+)
 from .engine import FitResult, fit
 from .errors import DivergenceError
 
 __all__ = [
+    "CsvData",
     "DescentPath",
     "LearningRateFinder",
     "SweepResult",
     "SweepRun",
     "descent_path",
     "find_learning_rate",
+    "read_csv",
     "sweep",
 ]
 
@@ -477,7 +491,7 @@ def sweep(
     seed = _check_seed(random_state)
     optimizer_names = [None] if optimizers is None else _optimizer_names(optimizers)
     combinations = _combinations(strategy_names, optimizer_names, sizes, rates)
-    X = check_X(X, check_finite=False)  # once, not per run (fit checks the values)
+    X = _check_data(X, check_finite=False)  # once, not per run (fit checks the values)
     start_loss = _Problem.build(X, y, X.shape[0], seed, fit_options).start_objective(fit_options)
     if n_jobs is None:
         n_jobs = (os.cpu_count() or 1) if X.size >= PARALLEL_MIN_VALUES else 1
@@ -507,6 +521,20 @@ def sweep(
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_data(X, *, check_finite: bool = True):
+    """X as ``fit`` reads it: a C-contiguous float array, or a checked CSR matrix."""
+    if is_sparse(X):
+        return check_csr(X, check_finite=check_finite)
+    return check_X(X, check_finite=check_finite)
+
+
+def _squared_row_norms(X) -> np.ndarray:
+    """``‖x_i‖²`` of every row (float64), dense or CSR."""
+    if is_sparse(X):
+        return np.asarray(X.astype(np.float64).power(2).sum(axis=1)).reshape(-1)
+    return np.einsum("ij,ij->i", X, X, dtype=np.float64)
+
+
 @dataclass
 class _Problem:
     """A sample of the data in the form ``reference.objective`` takes."""
@@ -523,7 +551,7 @@ class _Problem:
 
     @classmethod
     def build(cls, X, y, sample_rows: int, seed: int, fit_options: dict) -> _Problem:
-        X = check_X(X)
+        X = _check_data(X)
         n = X.shape[0]
         y = np.asarray(y)
         if y.shape != (n,):
@@ -549,6 +577,14 @@ class _Problem:
         )  # fmt: skip
 
     def objective(self, coef, intercept) -> float:
+        if is_sparse(self.X):  # the same J from the margins (reference reads dense X only)
+            coef = np.asarray(coef, dtype=np.float64)
+            margins = self.X.astype(np.float64, copy=False) @ coef + float(intercept)
+            values, _ = reference.loss_and_derivative(self.loss, margins, self.y, self.epsilon)
+            weights = np.ones(values.shape[0]) if self.multipliers is None else self.multipliers
+            return float(weights @ values / values.shape[0]) + reference.penalty_value(
+                coef, self.l1, self.l2
+            )
         return reference.objective(
             self.X, self.y, np.asarray(coef, dtype=np.float64), float(intercept),
             loss=self.loss, epsilon=self.epsilon, sample_weight=self.multipliers,
@@ -729,7 +765,7 @@ def find_learning_rate(
     loss = options.loss_by_name(problem.loss)
 
     if min_rate is None or max_rate is None:
-        squared_norms = np.einsum("ij,ij->i", problem.X, problem.X, dtype=np.float64)
+        squared_norms = _squared_row_norms(problem.X)
         squared_norms = squared_norms + (1.0 if problem.fit_intercept else 0.0)
         if problem.multipliers is not None:
             squared_norms = squared_norms * problem.multipliers
@@ -910,3 +946,108 @@ def descent_path(
     )  # fmt: skip
     path.losses = path.objective(path.points)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# A CSV in memory, encoded as fit_csv trains on it
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CsvData:
+    """A CSV read by :func:`read_csv`.
+
+    Attributes
+    ----------
+    X : ndarray or scipy.sparse.csr_matrix
+        The encoded features (CSR when a text column is among them).
+    y : ndarray
+        The target (a text target: 0 for ``classes[0]``, 1 for ``classes[1]``).
+    encoding : fastgd.io.encoding.Encoding
+        How the columns became features (``encoding.feature_names`` names them).
+    classes : ndarray or None
+        A classification loss's two classes, sorted (a text target's strings).
+    skipped, skipped_lines :
+        Rows left out by reason (``fastgd.io.csv.SKIP_REASONS``), and the first of their
+        line numbers.
+    """
+
+    X: object
+    y: np.ndarray
+    encoding: object
+    classes: np.ndarray | None
+    skipped: dict
+    skipped_lines: list
+
+
+def read_csv(
+    path,
+    *,
+    target: str,
+    features=None,
+    drop=None,
+    delimiter: str | None = None,
+    categorical=None,
+    missing: str = "impute",
+    standardize: bool = True,
+    max_categories: int = 1000,
+    hash_features: int | None = None,
+    loss: str = "squared_error",
+    dtype="float64",
+) -> CsvData:
+    """A whole CSV in memory as :func:`fastgd.fit_csv` would train on it: the same reader
+    (``features``/``drop``/``categorical``), the same handling of missing cells
+    (``missing``: impute, skip or error; a missing target skips its row) and the same
+    :class:`fastgd.io.encoding.Encoding` (``standardize``, ``max_categories``,
+    ``hash_features``), learned by ``fit_csv``'s own first pass. ``loss`` checks the target
+    as ``fit_csv`` does (a text target needs a classification loss; two classes).
+    Errors name the file, line and column (:class:`fastgd.io.csv.CsvError`)."""
+    from . import stream
+    from .io.csv import iter_csv, read_schema
+    from .io.levels import LevelTable
+
+    settings = stream._check_options(
+        standardize=standardize, missing=missing, max_categories=max_categories,
+        hash_features=hash_features, on_bad_rows="error",
+    )  # fmt: skip
+    loss_row = options.loss_by_name(loss)
+    schema = read_schema(
+        path, target=target, features=features, drop=drop, delimiter=delimiter,
+        categorical=categorical,
+    )  # fmt: skip
+    stream._check_text_target(schema, loss_row)
+    first = stream._FirstPass(
+        schema, options=settings, loss=loss_row, rng=None, progress=None,
+        validation_fraction=0.0, sample_rows=0, fit_intercept=True, epsilon=0.1,
+    )  # fmt: skip
+    levels = first.levels = LevelTable.for_schema(schema)
+    # stopping at the first missing cell: the reader's error names it (as fit_csv's does)
+    reading = "error" if first.missing_cells.stop else "keep"
+    kept = []
+    for block in iter_csv(schema, levels=levels, missing=reading, dtype=dtype):
+        first.add_skipped(block)
+        if block.rows:
+            first.gather(block)
+            kept.append(stream._take(block, first.missing_cells.complete_rows(block))[:3])
+    stats = first.finish(time.perf_counter(), levels)  # no rows left: a CsvError
+    X, codes, y = (_stacked([part[k] for part in kept]) for k in range(3))
+    return CsvData(
+        X=stats.encoding.encode(X, codes, dtype=dtype), y=_class_positions(y, stats),
+        encoding=stats.encoding, classes=stats.classes, skipped=dict(stats.skipped),
+        skipped_lines=list(stats.skipped_lines),
+    )  # fmt: skip
+
+
+def _stacked(parts):
+    return None if parts[0] is None else np.concatenate(parts)
+
+
+def _class_positions(y: np.ndarray, stats) -> np.ndarray:
+    """A text target's codes (first-seen order) as positions in the sorted classes, so that
+    ``classes[1]`` is the positive class as in ``fit_csv``; other targets as they are."""
+    levels = stats.levels
+    if levels is None or levels.target_levels is None or stats.classes is None:
+        return y
+    position = {str(name): i for i, name in enumerate(stats.classes)}
+    lookup = np.array([position.get(name, -1) for name in levels.target_levels], dtype=y.dtype)
+    return lookup[y.astype(np.int64)]

@@ -135,9 +135,9 @@ def test_data_file_given_without_target_is_usage(csv_file, capsys):
 def test_data_errors_exit_1_and_say_where(tmp_path, capsys, content, words):
     path = tmp_path / "bad.csv"
     path.write_text(content)
-    code, _, err = run(
-        ["playground", path, "--target", "price", "--out", tmp_path / "r.png"], capsys
-    )
+    # --missing error: a missing cell stops the run (by default it is imputed)
+    argv = ["playground", path, "--target", "price", "--missing", "error"]
+    code, _, err = run([*argv, "--out", tmp_path / "r.png"], capsys)
     assert code == 1
     assert err.startswith("fastgd: error: ") and str(path) in err
     assert words in err

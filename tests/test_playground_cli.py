@@ -133,9 +133,14 @@ def test_column_flag_misuse_is_a_usage_error(table, tmp_path, capsys, argv):
 
 
 def test_reader_arguments_come_from_one_place():
-    """What the flags give fastgd.io's read_schema and iter_csv."""
-    import argparse
-
-    args = argparse.Namespace(target="price", features=None, drop="id")
-    schema, blocks = command.reader_arguments(args)
-    assert schema == {"target": "price", "features": None, "drop": "id"} and blocks == {}
+    """What the flags give fastgd.playground.read_csv: train's column, missing-value and
+    scaling flags, as parsed by the playground's own parser."""
+    args = cli.build_parser().parse_args(
+        ["playground", "data.csv", "--target", "price", "--drop", "id", "--missing", "skip",
+         "--hash-features", "4", "--no-standardize", "--categorical", "zip", "--loss", "huber"]
+    )  # fmt: skip
+    assert command.reader_arguments(args) == {
+        "target": "price", "features": None, "drop": "id", "categorical": "zip",
+        "missing": "skip", "standardize": False, "max_categories": 1000, "hash_features": 4,
+        "loss": "huber",
+    }  # fmt: skip

@@ -161,13 +161,67 @@ def check_no_repeats(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} names the column(s) {shown} more than once.")
 
 
-def add_standardize_argument(parser) -> None:
-    """--standardize (the default, kept so that older command lines still work) and
-    --no-standardize: whether the numeric features are centred and scaled."""
-    parser.add_argument(
-        "--standardize",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="centre and scale the numeric features (default; --no-standardize: use the "
-        "values as they are)",
+def add_standardize_argument(group, *, keeps: str | None = None) -> None:
+    """--no-standardize (use the numeric columns as they are) and --standardize (the
+    default, kept so that older command lines still work); ``keeps`` says where the scaler
+    goes (train: the model keeps it)."""
+    kept = f"; {keeps}" if keeps else ""
+    scaling = group.add_mutually_exclusive_group()
+    scaling.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        help=f"use the numeric columns as they are (default: centre and scale them{kept})",
     )
+    scaling.add_argument(
+        "--standardize", action="store_true", help="the default, kept for old scripts"
+    )
+
+
+def add_encoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """--missing, --max-categories, --hash-features and --categorical: how missing cells
+    and text columns become features (:class:`fastgd.io.encoding.Encoding`)."""
+    group = parser.add_argument_group("columns: missing cells and text")
+    group.add_argument(
+        "--missing",
+        choices=["impute", "skip", "error"],
+        default="impute",
+        help="a missing feature cell: the column's mean plus a missing-indicator feature (a "
+        "text cell: its own level), skip the row, or stop (default: impute); a missing "
+        "target always skips its row",
+    )
+    group.add_argument(
+        "--max-categories",
+        type=at_least_two,
+        default=1000,
+        metavar="N",
+        help="per text column, the N-1 most frequent values get a feature each, the rarer "
+        "(and unseen) share an 'other' one (default: 1000)",
+    )
+    group.add_argument(
+        "--hash-features",
+        type=hash_bits,
+        metavar="BITS",
+        help="encode text columns by the hashing trick into 2**BITS features each (1-20)",
+    )
+    group.add_argument(
+        "--categorical",
+        metavar="A,B",
+        help="columns read as text whatever they hold (e.g. numeric codes of categories)",
+    )
+
+
+def at_least_two(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (N-1 levels and 'other'); got {value}")
+    return value
+
+
+def hash_bits(text: str) -> int:
+    from ..io.encoding import MAX_HASH_BITS
+
+    value = positive_int(text)
+    if value > MAX_HASH_BITS:
+        raise argparse.ArgumentTypeError(f"must be in 1-{MAX_HASH_BITS}; got {value}")
+    return value

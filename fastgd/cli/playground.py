@@ -25,10 +25,12 @@ and the suggestion, and writes the pictures to --out (.png, or .html with the pi
 the table embedded). Without DATA.csv it uses a generated example (one feature centred at
 2: y = 3x + 1 + noise).
 
-DATA.csv is read through fastgd's CSV reader, its columns chosen with --features or --drop
-as for 'fastgd train'; its features are standardised (centred, unit variance) unless
---no-standardize. Without scaling, steps that suit one column blow up on another: a run
-whose loss ends above where it started is listed as diverged.
+DATA.csv is read and encoded as 'fastgd train' does, with its flags: columns chosen with
+--features or --drop; numeric columns standardised (centred, unit variance) unless
+--no-standardize; text columns one-hot encoded (--max-categories, or --hash-features; the
+runs then use fastgd's CSR kernels); missing cells imputed with an indicator (--missing);
+a row with a missing target skipped. Without scaling, steps that suit one column blow up
+on another: a run whose loss ends above where it started is listed as diverged.
 
 examples:
   fastgd playground                                    # the generated example -> playground.png
@@ -38,6 +40,7 @@ examples:
   fastgd playground data.csv --target y --strategies minibatch --batch-sizes 16,256
   fastgd playground flights.csv --target arr_delay --features dep_delay,distance \\
       --no-standardize
+  fastgd playground flights.csv --target arr_delay --drop tailnum,time_hour --missing skip
 """
 
 
@@ -46,12 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "data",
         nargs="?",
         metavar="DATA.csv",
-        help="CSV file with a header row; the selected columns numeric (default: a generated "
-        "example)",
+        help="CSV file with a header row (default: a generated example)",
     )
     parser.add_argument("--target", metavar="COL", help="the target column (needed with DATA)")
-    _args.add_column_arguments(parser)
+    _args.add_column_arguments(parser)  # the columns and their encoding: 'fastgd train's
     _args.add_standardize_argument(parser)
+    _args.add_encoding_arguments(parser)
     parser.add_argument(
         "--learning-rates",
         type=_args.rate_list,
@@ -127,64 +130,90 @@ def example_problem(
     return x[:, None], y, ["x"]
 
 
-def reader_arguments(args: argparse.Namespace) -> tuple[dict, dict]:
-    """``(read_schema's keywords, iter_csv's keywords)`` from the flags: the one place
-    where the playground's CSV flags reach :mod:`fastgd.io` (a reader flag is a line here)."""
-    schema = {"target": args.target, "features": args.features, "drop": args.drop}
-    blocks: dict = {}
-    return schema, blocks
+def reader_arguments(args: argparse.Namespace) -> dict:
+    """:func:`fastgd.playground.read_csv`'s keywords from the flags: the one place where the
+    playground's column, missing-value and scaling flags (``fastgd train``'s) reach the
+    reader and the encoding (a flag is a line here)."""
+    return {
+        "target": args.target,
+        "features": args.features,
+        "drop": args.drop,
+        "categorical": args.categorical,
+        "missing": args.missing,
+        "standardize": args.standardize,
+        "max_categories": args.max_categories,
+        "hash_features": args.hash_features,
+        "loss": args.loss,
+    }
 
 
-def read_data(path, schema_options: dict, block_options: dict | None = None):
-    """The whole CSV as ``(X, y, feature names)`` through :mod:`fastgd.io` (errors name
-    the file, line and column)."""
-    from ..io.csv import CsvError, iter_csv, read_schema
-
-    schema = read_schema(path, **schema_options)
-    blocks = [block for block in iter_csv(schema, **(block_options or {})) if block.rows]
-    if not blocks:  # (every row skipped: iter_csv itself refuses a file without rows)
-        raise CsvError("no data rows to run on.", path=schema.path)
-    X = np.concatenate([block.X for block in blocks])
-    return X, np.concatenate([block.y for block in blocks]), list(schema.feature_names)
+#: The flags that select and encode DATA.csv's columns: refused without DATA.csv (a flag
+#: that does nothing there is a mistake), unless left at their defaults.
+_DATA_FLAGS = (
+    ("--target", "target", None), ("--features", "features", None), ("--drop", "drop", None),
+    ("--categorical", "categorical", None), ("--missing", "missing", "impute"),
+    ("--max-categories", "max_categories", 1000), ("--hash-features", "hash_features", None),
+)  # fmt: skip
 
 
-def standardized(X: np.ndarray, names: list[str]) -> np.ndarray:
-    """X centred and scaled to unit variance per column, as ``fastgd train`` does (the
-    population variance; a constant column keeps scale 1, so it becomes all zeros)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = X.mean(axis=0, dtype=np.float64)
-        std = X.std(axis=0, dtype=np.float64)
-    bad = ~(np.isfinite(mean) & np.isfinite(std))
-    if bad.any():
-        name = names[int(np.argmax(bad))]
-        raise CommandError(
-            f"cannot standardise the feature {name!r}: its values are too large for its "
-            "variance to fit in a float64; rescale it, or pass --no-standardize."
-        )
-    return ((X - mean) / np.where(std > 0.0, std, 1.0)).astype(X.dtype, copy=False)
+def _problem(args: argparse.Namespace):
+    """``(X, y, what they are)``: the generated example, or DATA.csv encoded as 'fastgd
+    train' encodes it (X: CSR when a text column is among the features)."""
+    from ..playground import read_csv
 
-
-def _problem(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
-    """``(X, y, what they are)``: the generated example, or DATA.csv's columns."""
     if args.data is None:
-        for flag, value in (("--target", args.target), ("--features", args.features),
-                            ("--drop", args.drop)):  # fmt: skip
-            if value is not None:
+        for flag, name, default in _DATA_FLAGS:
+            if getattr(args, name) != default:
                 raise UsageError(f"{flag} needs a DATA.csv file.")
         X, y, _ = example_problem(args.seed)
         return X, y, "generated example (y = 3x + 1 + noise, x centred at 2)"
     if args.target is None:
         raise UsageError("the following arguments are required with DATA.csv: --target")
     _args.check_no_repeats(args)
-    X, y, names = read_data(args.data, *reader_arguments(args))
+    data = read_csv(args.data, **reader_arguments(args))  # errors name file, line, column
+    _check_sparse_runs(args, data)
+    return data.X, data.y, _described(args, data)
+
+
+def _described(args: argparse.Namespace, data) -> str:
+    """The report's line on the data: rows, columns and features, skipped rows, scaling."""
+    from ..io.csv import format_skipped
+
+    encoding = data.encoding
+    rows, width = data.X.shape
+    columns = f"{width} features"
+    if encoding.text or encoding.indicators:
+        text = len(encoding.text)
+        how = f"hashed into 2**{encoding.hash_bits}" if encoding.hash_bits else "one-hot"
+        indicators = len(encoding.indicators)
+        columns += (
+            f" from {len(encoding.columns)} columns ({text} text, {how}; "
+            f"{indicators} missing indicator{'s' if indicators != 1 else ''})"
+        )
+    skipped = format_skipped(data.skipped, data.skipped_lines)
+    skipped = f"; {skipped}" if skipped else ""
     scaling = "standardised" if args.standardize else "unscaled: --no-standardize"
-    if args.standardize:
-        X = standardized(X, names)
-    shown = shown_input(args, "data")
-    return X, y, (
-        f"{shown} ({X.shape[0]} rows, {X.shape[1]} features, target {args.target!r}; "
-        f"features {scaling})"
-    )  # fmt: skip
+    return (
+        f"{shown_input(args, 'data')} ({rows} rows, {columns}, target {args.target!r}"
+        f"{skipped}; features {scaling})"
+    )
+
+
+def _check_sparse_runs(args: argparse.Namespace, data) -> None:
+    """Text columns make X sparse: refuse, before any run, an optimizer without CSR kernels
+    (saying which flag to change)."""
+    from .. import options
+
+    if not data.encoding.sparse or not args.optimizers:
+        return
+    dense_only = [r.name for r in options.UPDATE_RULES if not r.sparse]
+    refused = [name for name in args.optimizers if name in dense_only]
+    if refused:
+        text = ", ".join(data.encoding.text)
+        raise UsageError(
+            f"--optimizers {','.join(refused)}: no CSR kernel, and the text column(s) {text} "
+            "make the features sparse; leave them out with --drop, or choose other optimizers."
+        )
 
 
 def _experiments(args: argparse.Namespace, X: np.ndarray, y: np.ndarray):

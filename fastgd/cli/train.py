@@ -55,15 +55,7 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="MODEL", required=True, help="where to save the model (e.g. model.npz)"
     )
-    columns = parser.add_mutually_exclusive_group()
-    columns.add_argument(
-        "--features",
-        metavar="A,B",
-        help="the feature columns, in order (default: every other column)",
-    )
-    columns.add_argument(
-        "--drop", metavar="C,D", help="columns to leave out of the features (an id, a text column)"
-    )
+    _args.add_column_arguments(parser)
 
 
 def _configure_fit(parser: argparse.ArgumentParser) -> None:
@@ -73,65 +65,8 @@ def _configure_fit(parser: argparse.ArgumentParser) -> None:
     # The flags, their types, choices and help come from the parameter table.
     for row in parameters.cli_parameters():
         fit.add_argument(row.flag, **parameters.argparse_keywords(row))
-    scaling = fit.add_mutually_exclusive_group()
-    scaling.add_argument(
-        "--no-standardize",
-        dest="standardize",
-        action="store_false",
-        help="train on the numeric columns as they are (default: centre and scale them; "
-        "the model keeps the scaler)",
-    )
-    scaling.add_argument(
-        "--standardize", action="store_true", help="the default, kept for old scripts"
-    )
-    _configure_encoding(parser)
-
-
-def _configure_encoding(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("columns: missing cells and text")
-    group.add_argument(
-        "--missing",
-        choices=["impute", "skip", "error"],
-        default="impute",
-        help="a missing feature cell: the column's mean plus a missing-indicator feature (a "
-        "text cell: its own level), skip the row, or stop (default: impute); a missing "
-        "target always skips its row",
-    )
-    group.add_argument(
-        "--max-categories",
-        type=_at_least_two,
-        default=1000,
-        metavar="N",
-        help="per text column, the N-1 most frequent values get a feature each, the rarer "
-        "(and unseen) share an 'other' one (default: 1000)",
-    )
-    group.add_argument(
-        "--hash-features",
-        type=_hash_bits,
-        metavar="BITS",
-        help="encode text columns by the hashing trick into 2**BITS features each (1-20)",
-    )
-    group.add_argument(
-        "--categorical",
-        metavar="A,B",
-        help="columns read as text whatever they hold (e.g. numeric codes of categories)",
-    )
-
-
-def _at_least_two(text: str) -> int:
-    value = _args.positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2 (N-1 levels and 'other'); got {value}")
-    return value
-
-
-def _hash_bits(text: str) -> int:
-    from ..io.encoding import MAX_HASH_BITS
-
-    value = _args.positive_int(text)
-    if value > MAX_HASH_BITS:
-        raise argparse.ArgumentTypeError(f"must be in 1-{MAX_HASH_BITS}; got {value}")
-    return value
+    _args.add_standardize_argument(fit, keeps="the model keeps the scaler")
+    _args.add_encoding_arguments(parser)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +111,7 @@ def _schema(args: argparse.Namespace, previous):
     target = args.target if args.target is not None else getattr(previous, "target", None)
     if target is None:
         raise UsageError("the following arguments are required: --target")
-    _check_no_repeats(args)
+    _args.check_no_repeats(args)
     features, categorical = args.features, args.categorical
     encoding = getattr(previous, "encoding", None)
     if features is None and args.drop is None and previous is not None:
@@ -190,16 +125,6 @@ def _schema(args: argparse.Namespace, previous):
     if previous is not None and encoding is None:
         previous.check_features(schema.feature_names)
     return schema
-
-
-def _check_no_repeats(args: argparse.Namespace) -> None:
-    """A column named twice in --features or --drop is a usage error (exit 2)."""
-    for flag, text in (("--features", args.features), ("--drop", args.drop)):
-        names = [name.strip() for name in (text or "").split(",")] if text else []
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            shown = ", ".join(repr(name) for name in repeated)
-            raise UsageError(f"{flag} names the column(s) {shown} more than once.")
 
 
 def check_cache_dir(path) -> None:

@@ -1002,44 +1002,18 @@ def read_csv(
     ``hash_features``), learned by ``fit_csv``'s own first pass. ``loss`` checks the target
     as ``fit_csv`` does (a text target needs a classification loss; two classes).
     Errors name the file, line and column (:class:`fastgd.io.csv.CsvError`)."""
-    from . import stream
-    from .io.csv import iter_csv, read_schema
-    from .io.levels import LevelTable
+    from .stream import read_whole
 
-    settings = stream._check_options(
-        standardize=standardize, missing=missing, max_categories=max_categories,
-        hash_features=hash_features, on_bad_rows="error",
-    )  # fmt: skip
-    loss_row = options.loss_by_name(loss)
-    schema = read_schema(
+    stats, (X, codes, y) = read_whole(
         path, target=target, features=features, drop=drop, delimiter=delimiter,
-        categorical=categorical,
+        categorical=categorical, missing=missing, standardize=standardize,
+        max_categories=max_categories, hash_features=hash_features, loss=loss, dtype=dtype,
     )  # fmt: skip
-    stream._check_text_target(schema, loss_row)
-    first = stream._FirstPass(
-        schema, options=settings, loss=loss_row, rng=None, progress=None,
-        validation_fraction=0.0, sample_rows=0, fit_intercept=True, epsilon=0.1,
-    )  # fmt: skip
-    levels = first.levels = LevelTable.for_schema(schema)
-    # stopping at the first missing cell: the reader's error names it (as fit_csv's does)
-    reading = "error" if first.missing_cells.stop else "keep"
-    kept = []
-    for block in iter_csv(schema, levels=levels, missing=reading, dtype=dtype):
-        first.add_skipped(block)
-        if block.rows:
-            first.gather(block)
-            kept.append(stream._take(block, first.missing_cells.complete_rows(block))[:3])
-    stats = first.finish(time.perf_counter(), levels)  # no rows left: a CsvError
-    X, codes, y = (_stacked([part[k] for part in kept]) for k in range(3))
     return CsvData(
         X=stats.encoding.encode(X, codes, dtype=dtype), y=_class_positions(y, stats),
         encoding=stats.encoding, classes=stats.classes, skipped=dict(stats.skipped),
         skipped_lines=list(stats.skipped_lines),
     )  # fmt: skip
-
-
-def _stacked(parts):
-    return None if parts[0] is None else np.concatenate(parts)
 
 
 def _class_positions(y: np.ndarray, stats) -> np.ndarray:

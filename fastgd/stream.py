@@ -42,10 +42,18 @@ from .io.cache import BlockCache, CacheChecksumError
 from .io.csv import CsvError, iter_csv, read_schema
 from .io.encoding import MAX_HASH_BITS, Encoding
 from .io.levels import MISSING_CODE, LevelTable
+from .options import loss_by_name
 from .prediction import decision_values
 from .sources import BlockSource, BlockStatistics, RowSample, RowSampler, block_statistics
 
-__all__ = ["DEFAULT_BLOCK_ROWS", "MISSING_POLICIES", "ScaleWarning", "StreamStats", "fit_csv"]
+__all__ = [
+    "DEFAULT_BLOCK_ROWS",
+    "MISSING_POLICIES",
+    "ScaleWarning",
+    "StreamStats",
+    "fit_csv",
+    "read_whole",
+]
 
 #: Rows per block: 65,536 rows of 50 float64 features are 26 MB.
 DEFAULT_BLOCK_ROWS = 65536
@@ -841,3 +849,52 @@ def _fold_scaler(result, stats: StreamStats, dtype: np.dtype) -> None:
 
 #: fastgd.fit's options and defaults, which fit_csv passes on.
 _FIT_DEFAULTS = engine.fit_defaults()
+
+
+def read_whole(
+    path,
+    *,
+    target: str,
+    features=None,
+    drop=None,
+    delimiter: str | None = None,
+    categorical=None,
+    missing: str = "impute",
+    standardize: bool = True,
+    max_categories: int = 1000,
+    hash_features: int | None = None,
+    loss: str = "squared_error",
+    dtype="float64",
+) -> tuple[StreamStats, tuple]:
+    """``fit_csv``'s first pass over a file small enough for memory (the playground's):
+    the same reader, missing-cell policy, label checks and learned encoding, plus the rows
+    it kept, ``(X, codes, y)`` as read (numbers with NaN, text codes, targets), for
+    ``stats.encoding.encode``. Errors name the file, line and column (``CsvError``)."""
+    settings = _check_options(
+        standardize=standardize, missing=missing, max_categories=max_categories,
+        hash_features=hash_features, on_bad_rows="error",
+    )  # fmt: skip
+    loss_row = loss_by_name(loss)
+    schema = read_schema(
+        path, target=target, features=features, drop=drop, delimiter=delimiter,
+        categorical=categorical,
+    )  # fmt: skip
+    _check_text_target(schema, loss_row)
+    first = _FirstPass(
+        schema, options=settings, loss=loss_row, rng=None, progress=None,
+        validation_fraction=0.0, sample_rows=0, fit_intercept=True, epsilon=0.1,
+    )  # fmt: skip
+    levels = first.levels = LevelTable.for_schema(schema)
+    # stopping at the first missing cell: the reader's error names it (as fit_csv's does)
+    reading = "error" if first.missing_cells.stop else "keep"
+    kept = []
+    for block in iter_csv(schema, levels=levels, missing=reading, dtype=dtype):
+        first.add_skipped(block)
+        if block.rows:
+            first.gather(block)
+            kept.append(_take(block, first.missing_cells.complete_rows(block))[:3])
+    stats = first.finish(time.perf_counter(), levels)  # no rows left: a CsvError
+    rows = tuple(
+        None if kept[0][k] is None else np.concatenate([p[k] for p in kept]) for k in range(3)
+    )
+    return stats, rows

@@ -1,26 +1,25 @@
-"""Dataframe partitions as dense training rows, for :mod:`fastgd.dask` (issue 14).
+"""Dataframe partitions as training rows, for :mod:`fastgd.dask` (issue 14).
 
 The names and meanings are those of the CSV side (``ENCODING.md``): ``standardize``,
 ``missing="impute"|"skip"|"error"``, ``max_categories``, ``categorical``. Three steps:
 
 1. :func:`split_partition`: a partition (a pandas DataFrame, or an array chunk) as its
    numeric feature columns (float64, NaN where a cell is missing), its categorical columns
-   (factorized: codes and the levels as strings) and its targets, with errors that name the
+   (factorized: int32 codes and the levels as strings) and its targets, with errors that name the
    partition, row and column of a cell that is not a number.
 2. :func:`profile_partition` on each worker, merged on the driver (:meth:`Profile.merge`):
    rows, missing cells per column, the numeric columns' means and variances (Chan et
    al.'s merge) and every categorical level's count. One pass.
 3. :class:`FrameEncoding`, learned from the merged profile (:meth:`FrameEncoding.learn`),
-   turns a partition into dense float rows on the workers (:meth:`FrameEncoding.encode`):
-   numeric columns (standardised for training), a missing-indicator column after each
-   numeric column that had a missing cell (``missing="impute"``), and a one-hot block per
-   categorical column over its ``max_categories - 1`` most frequent levels, a shared
-   ``<other>`` level (rarer levels, and levels first seen at predict time) and a
-   ``<missing>`` level (when the column had missing cells). Dask's training path reads
-   dense blocks only, so the encoded width is capped at :data:`DENSE_WIDTH_LIMIT`.
+   turns a partition into training rows on the workers (:meth:`FrameEncoding.encode`).
+   The encoding itself is the CSV side's :class:`fastgd.io.encoding.Encoding` (the same
+   features, names, imputation, one-hot with ``<other>``/``<missing>`` levels, hashing and
+   JSON record): dense rows without a categorical column, canonical CSR rows with one.
+   This module only feeds it: the moments and kept levels of the profile, and per
+   partition its numeric array and int32 codes into the partition's own levels.
 
-It needs numpy and pandas only (no Dask): the workers run these functions on plain pandas
-partitions.
+It needs numpy and pandas only (no Dask, no polars): the workers run these functions on
+plain pandas partitions.
 """
 
 from __future__ import annotations
@@ -31,14 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .io.encoding import Encoding, EncodingError
+
 #: What a missing feature cell does (``ENCODING.md``).
 MISSING_MODES = ("impute", "skip", "error")
-#: The shared level of a categorical column's rarer (and unseen) levels, and of its missing cells.
-OTHER_LEVEL = "<other>"
-MISSING_LEVEL = "<missing>"
-#: The most encoded features a dataframe may give: Dask's training path reads dense blocks
-#: (the CSR kernels are not wired to it), so each one-hot column costs 8 bytes a row.
-DENSE_WIDTH_LIMIT = 2048
 
 
 def is_text_dtype(dtype) -> bool:
@@ -78,7 +73,8 @@ class Layout:
 
 @dataclass
 class Factorized:
-    """A categorical column of a partition: ``codes`` into ``levels`` (-1: missing)."""
+    """A categorical column of a partition: int32 ``codes`` into ``levels`` (distinct
+    strings; -1: missing)."""
 
     codes: np.ndarray
     levels: list
@@ -132,10 +128,17 @@ def _numbers(series, name: str, index: int | None) -> np.ndarray:
 
 
 def _factorize(series) -> Factorized:
+    """A column's codes into its distinct levels as strings (two values that read the same
+    as strings, 1 and "1", are one level)."""
     import pandas as pd
 
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    return Factorized(np.asarray(codes, dtype=np.int64), [str(level) for level in uniques])
+    index: dict = {}
+    remap = np.empty(len(uniques) + 1, dtype=np.int32)
+    remap[-1] = -1  # code -1 (missing) stays -1
+    for code, level in enumerate(uniques):
+        remap[code] = index.setdefault(str(level), len(index))
+    return Factorized(remap[codes], list(index))
 
 
 def _check_columns(part, index: int, expected: tuple) -> None:
@@ -283,10 +286,7 @@ def profile_partition(part, y_part, index: int, layout: Layout, missing: str) ->
     levels = []
     for column in split.categorical:
         counts = np.bincount(column.codes[column.codes >= 0], minlength=len(column.levels))
-        level_counts: dict = {}  # (two levels may read the same as strings: 1 and "1")
-        for level, level_count in zip(column.levels, counts.tolist(), strict=True):
-            level_counts[level] = level_counts.get(level, 0) + level_count
-        levels.append(level_counts)
+        levels.append(dict(zip(column.levels, counts.tolist(), strict=True)))
     has_missing = cells.any(axis=0)
     first = [
         (index, int(positions[np.argmax(cells[:, j])])) if has_missing[j] else None
@@ -303,166 +303,150 @@ def merge_profiles(profiles: list) -> Profile:
 
 
 # ---------------------------------------------------------------------------------------------
-# The encoding.
+# The encoding: fastgd.io.encoding.Encoding's, fed from dataframes.
 # ---------------------------------------------------------------------------------------------
 
 
 class FrameEncoding:
-    """How a dataframe's columns become dense float features (see the module's docstring).
+    """How a dataframe's columns become features: a :class:`fastgd.io.encoding.Encoding`
+    (the CSV side's: the one place features are made, named and recorded) plus what only
+    dataframes need: the missing-cell mode the training rows were filtered with, and the
+    coding of a partition's levels into the codes ``Encoding.encode`` reads.
 
     Attributes
     ----------
+    encoding : fastgd.io.encoding.Encoding
+    missing : {"impute", "skip", "error"}
     feature_names : list of str
-        Every encoded feature: ``"carat"``, ``"carat=missing"`` (its indicator),
-        ``"cut=Ideal"``, ``"cut=<other>"``, ``"cut=<missing>"``.
+        Every encoded feature, in ``Encoding``'s order: the numeric columns, their
+        missing indicators (``"carat=missing"``), then each categorical column's one-hot
+        features (``"cut=Ideal"``, ``"cut=<other>"``, ``"cut=<missing>"``) or hashed
+        buckets (``"shop#12"``).
     mean, scale : ndarray of shape (n_features,)
         The standardisation of each encoded feature (training space = (x - mean) / scale):
         the numeric columns' means and standard deviations with ``standardize``, else 0 and
-        1; indicators and one-hot features keep 0 and 1.
+        1; indicators and categorical features keep 0 and 1.
     """
 
-    def __init__(self, *, numeric, categorical, features, means, scales, indicators, levels,
-                 missing_levels, missing, standardize):  # fmt: skip
-        self.numeric = list(numeric)
-        self.categorical = list(categorical)
-        self.features = list(features)
-        #: The numeric columns' means (what a missing cell takes) and scales.
-        self.means = np.asarray(means, dtype=np.float64)
-        self.scales = np.asarray(scales, dtype=np.float64)
-        self.indicators = [bool(flag) for flag in indicators]
-        #: Per categorical column: its kept levels, in order of their one-hot features.
-        self.levels = [list(kept) for kept in levels]
-        self.missing_levels = [bool(flag) for flag in missing_levels]
+    def __init__(self, encoding: Encoding, missing: str):
+        self.encoding = encoding
         self.missing = missing
-        self.standardize = bool(standardize)
-        self._place()
+        scaler = encoding.scaler()
+        width = encoding.n_features
+        self.mean = scaler["mean"] if scaler is not None else np.zeros(width)
+        self.scale = scaler["scale"] if scaler is not None else np.ones(width)
 
-    def _place(self) -> None:
-        """The position of every encoded feature (in the order of ``features``)."""
-        names, self._numeric_at, self._indicator_at, self._one_hot_at = [], [], [], []
-        numeric_index = {name: j for j, name in enumerate(self.numeric)}
-        categorical_index = {name: j for j, name in enumerate(self.categorical)}
-        for name in self.features:
-            if name in numeric_index:
-                j = numeric_index[name]
-                self._numeric_at.append(len(names))
-                names.append(name)
-                if self.indicators[j]:
-                    self._indicator_at.append((j, len(names)))
-                    names.append(f"{name}=missing")
-            else:
-                j = categorical_index[name]
-                self._one_hot_at.append(len(names))
-                names.extend(f"{name}={level}" for level in self.levels[j])
-                names.append(f"{name}={OTHER_LEVEL}")
-                if self.missing_levels[j]:
-                    names.append(f"{name}={MISSING_LEVEL}")
-        self.feature_names = names
-        self.mean = np.zeros(len(names))
-        self.scale = np.ones(len(names))
-        self.mean[self._numeric_at] = self.means if self.standardize else 0.0
-        self.scale[self._numeric_at] = self.scales if self.standardize else 1.0
+    @property
+    def numeric(self) -> list:
+        return self.encoding.numeric
+
+    @property
+    def categorical(self) -> list:
+        return self.encoding.text
+
+    @property
+    def standardize(self) -> bool:
+        return self.encoding.standardize
+
+    @property
+    def feature_names(self) -> list:
+        return self.encoding.feature_names
 
     @property
     def width(self) -> int:
-        return len(self.feature_names)
+        return self.encoding.n_features
+
+    @property
+    def sparse(self) -> bool:
+        """Whether partitions encode to CSR rows (there is a categorical column)."""
+        return self.encoding.sparse
 
     # -- learning it
     @classmethod
     def learn(cls, profile: Profile, layout: Layout, *, standardize: bool, missing: str,
-              max_categories: int) -> FrameEncoding:  # fmt: skip
+              max_categories: int, hash_bits: int | None = None) -> FrameEncoding:  # fmt: skip
         """The encoding of the merged first pass (errors for its problems, all at once)."""
         _check_missing(profile, layout, missing)
         _check_infinite(profile, layout)
-        count = np.maximum(profile.count, 1)
         with np.errstate(invalid="ignore", over="ignore"):
-            std = np.sqrt(profile.m2 / count)
+            std = np.sqrt(profile.m2 / np.maximum(profile.count, 1))
         _check_moments(profile, layout, std)
         if not standardize:
             _warn_unscaled(layout.numeric, std)
-        levels = [_kept_levels(counts, max_categories) for counts in profile.levels]
         n_numeric = len(layout.numeric)
-        had_missing = profile.missing > 0
-        encoding = cls(
-            numeric=layout.numeric, categorical=layout.categorical, features=layout.features,
-            means=profile.mean, scales=np.where(std > 0.0, std, 1.0),
-            indicators=had_missing[:n_numeric] & (missing == "impute"), levels=levels,
-            missing_levels=had_missing[n_numeric:] & (missing == "impute"), missing=missing,
-            standardize=standardize,
+        encoding = Encoding.learn(
+            layout.numeric, profile.mean, std, profile.missing[:n_numeric],
+            table=_learned_levels(profile, layout, max_categories, hash_bits),
+            text=layout.categorical, standardize=standardize, impute=missing == "impute",
+            max_categories=max_categories, hash_bits=hash_bits, columns=layout.features,
         )  # fmt: skip
-        encoding._check_width(profile)
-        return encoding
-
-    def _check_width(self, profile: Profile) -> None:
-        if self.width <= DENSE_WIDTH_LIMIT:
-            return
-        widths = sorted(
-            (
-                (len(self.levels[j]) + 1 + self.missing_levels[j], len(counts), name)
-                for j, (name, counts) in enumerate(
-                    zip(self.categorical, profile.levels, strict=True)
-                )
-            ),
-            reverse=True,
-        )
-        listed = ", ".join(
-            f"{name!r} ({levels} levels: {width} features)" for width, levels, name in widths
-        )
-        raise ValueError(
-            f"the encoded dataframe would have {self.width} features, over the "
-            f"{DENSE_WIDTH_LIMIT} fastgd.dask can train on (its blocks are dense: one-hot "
-            f"features cost 8 bytes a row each). Categorical columns: {listed}. Lower "
-            "max_categories= (rarer levels share one '<other>' feature) or leave the widest "
-            "columns out with features=."
-        )
+        return cls(encoding, missing)
 
     # -- using it
-    def encode(self, split: Split, *, standardized: bool) -> np.ndarray:
-        """Dense float64 rows of a partition's :class:`Split` (the rows it should keep):
-        the training space (``standardized``) or the raw one (what the returned
-        coefficients apply to). A missing cell takes its column's mean (and its indicator)
-        or its ``<missing>`` level; an unseen level, or a missing one without a
-        ``<missing>`` feature, the ``<other>`` feature."""
-        rows = split.numeric.shape[0]
-        X = np.zeros((rows, self.width))
-        numeric = split.numeric
-        absent = np.isnan(numeric)
-        if absent.any():
-            numeric = np.where(absent, self.means, numeric)
-        if standardized and self.standardize:
-            numeric = (numeric - self.means) / self.scales
-        X[:, self._numeric_at] = numeric
-        for j, position in self._indicator_at:
-            X[:, position] = absent[:, j]
-        every_row = np.arange(rows)
-        for j, column in enumerate(split.categorical):
-            X[every_row, self._one_hot_at[j] + self._codes(j, column)] = 1.0
-        return X
-
-    def _codes(self, j: int, column: Factorized) -> np.ndarray:
-        """A categorical column's offsets into its one-hot block."""
-        kept = {level: code for code, level in enumerate(self.levels[j])}
-        other = len(self.levels[j])
-        missing = other + 1 if self.missing_levels[j] else other
-        lookup = np.array([kept.get(level, other) for level in column.levels] + [missing])
-        return lookup[column.codes]  # code -1 (missing) reads the last entry
+    def encode(self, split: Split, *, standardized: bool, dtype=np.float64):
+        """A partition's :class:`Split` (the rows it should keep) as ``Encoding.encode``
+        gives it: dense rows without a categorical column, else canonical CSR; the training
+        space (``standardized``) or the raw one (what the returned coefficients apply to).
+        A missing cell takes its column's mean (and its indicator) or its ``<missing>``
+        level; an unseen level, or a missing one without a ``<missing>`` feature, the
+        ``<other>`` feature (one-hot) or its own bucket (hashing)."""
+        encoding, codes = self.encoding, None
+        if split.categorical:
+            # Each partition's codes index its own levels: a table of them, bound to a copy
+            # (the encoding may be shared by a worker's threads).
+            encoding = encoding.bound(_partition_levels(split, encoding.text))
+            codes = np.empty((split.numeric.shape[0], len(split.categorical)), dtype=np.int32)
+            for j, column in enumerate(split.categorical):
+                codes[:, j] = column.codes
+        return encoding.encode(split.numeric, codes, scaled=standardized, dtype=dtype)
 
     def to_dict(self) -> dict:
-        """JSON-safe (:meth:`from_dict` reads it back)."""
-        return dict(
-            numeric=self.numeric, categorical=self.categorical, features=self.features,
-            means=self.means.tolist(), scales=self.scales.tolist(), indicators=self.indicators,
-            levels=self.levels, missing_levels=self.missing_levels, missing=self.missing,
-            standardize=self.standardize,
-        )  # fmt: skip
+        """JSON-safe (:meth:`from_dict` reads it back): the Encoding's own record."""
+        return {"encoding": self.encoding.to_dict(), "missing": self.missing}
 
     @classmethod
     def from_dict(cls, data: dict) -> FrameEncoding:
-        return cls(**data)
+        if not isinstance(data, dict) or data.get("missing") not in MISSING_MODES:
+            raise EncodingError(
+                f"a dataframe encoding record needs 'missing' in {list(MISSING_MODES)}."
+            )
+        return cls(Encoding.from_dict(data.get("encoding")), data["missing"])
+
+
+def _learned_levels(profile: Profile, layout: Layout, max_categories: int, hash_bits):
+    """The merged level counts as the LevelTable ``Encoding.learn`` reads: per categorical
+    column only the levels it can keep (:func:`_kept_levels`, none when hashing), in
+    their rank order, and its missing cells."""
+    from .io.levels import LevelTable
+
+    n_numeric = len(layout.numeric)
+    columns = []
+    for j, (name, counts) in enumerate(zip(layout.categorical, profile.levels, strict=True)):
+        kept = _kept_levels(counts, max_categories) if hash_bits is None else []
+        columns.append({
+            "name": name, "levels": kept, "counts": [int(counts[level]) for level in kept],
+            "missing": int(profile.missing[n_numeric + j]),
+        })  # fmt: skip
+    return LevelTable.from_dict({"columns": columns, "target": None})
+
+
+def _partition_levels(split: Split, names: list):
+    """A LevelTable of one partition's levels, in its codes' order (so its factorized
+    codes are the table's codes; -1, missing, is the table's ``MISSING_CODE``)."""
+    from .io.levels import LevelTable
+
+    table = LevelTable(names)
+    for column, factorized in zip(table.feature_columns(), split.categorical, strict=True):
+        column.commit(factorized.levels, _NO_CODES, count=False)
+    return table
+
+
+_NO_CODES = np.empty(0, dtype=np.int32)
 
 
 def _kept_levels(counts: dict, max_categories: int) -> list:
-    """The ``max_categories - 1`` most frequent levels (ties: in the levels' order)."""
+    """The ``max_categories - 1`` most frequent levels (ties: by the level, so the choice
+    does not depend on how the rows were split into partitions)."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [level for level, _ in ranked[: max_categories - 1]]
 
@@ -525,11 +509,12 @@ def _check_moments(profile: Profile, layout: Layout, std: np.ndarray) -> None:
         )
 
 
-def transform(encoding: FrameEncoding, X) -> np.ndarray:
+def transform(encoding: FrameEncoding, X):
     """The raw encoded features of new rows (what a fit's folded coefficients apply to):
     a pandas DataFrame with the training's feature columns, or a 2-D array for a fit on
-    arrays. Nothing is dropped or refused: a missing cell takes its column's mean (and its
-    indicator) or its ``<missing>`` level, an unseen level the ``<other>`` feature."""
+    arrays; dense rows, or a CSR matrix when the encoding has categorical columns. Nothing
+    is dropped or refused: a missing cell takes its column's mean (and its indicator) or
+    its ``<missing>`` level, an unseen level the ``<other>`` feature (or its bucket)."""
     if hasattr(X, "columns"):
         columns = {str(name): name for name in X.columns}
         absent = [name for name in encoding.numeric + encoding.categorical if name not in columns]

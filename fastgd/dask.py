@@ -4,10 +4,15 @@ Dask is the engine (scheduler, transport, worker processes, recovery); this modu
 cluster code of its own. The data stay on the workers: every partition of the input
 (``dask.array`` chunked along rows, or a ``dask.dataframe``) is read once, profiled on its
 worker (missing cells, the numeric columns' moments, the categorical levels' counts: the one
-first pass, :mod:`fastgd._frames`), and encoded there into a dense numpy block ``(X, y)``
-with the encoding the driver learned from the merged profiles (``standardize``,
-``missing``, one-hot categories); the blocks stay in the workers' memory (futures held by
-the driver) for the whole fit, so nothing is re-read between steps. Only model-sized
+first pass, :mod:`fastgd._frames`), and encoded there into a block ``(X, y)`` with the
+encoding the driver learned from the merged profiles (the CSV side's
+:class:`fastgd.io.encoding.Encoding`: ``standardize``, ``missing``, one-hot categories or
+``hash_features``): ``X`` is a dense numpy array without categorical columns, else a
+canonical CSR matrix (a row stores its numeric values and one entry per categorical
+column, however many levels), trained through :mod:`fastgd.sources`' CSR-capable helpers
+and, in ``minibatch_mode="average"``, ``fastgd.fit``'s CSR kernels. The blocks stay in
+the workers' memory (futures held by the driver) for the whole fit, so nothing is re-read
+between steps. Only model-sized
 vectors (and the first pass's level counts) cross the network. The returned weights apply
 to the raw encoded features (:func:`transform`; :func:`predict` applies both).
 
@@ -75,7 +80,6 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 
 from . import engine
 from ._frames import (
-    DENSE_WIDTH_LIMIT,
     MISSING_MODES,
     FrameEncoding,
     Layout,
@@ -88,7 +92,9 @@ from ._frames import (
 )
 from ._kernels.records import make_state
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
+from ._validation import check_scalar, is_sparse
 from .errors import DivergenceError, WorkerLostError
+from .io.encoding import MAX_HASH_BITS
 from .options import UPDATE_RULES
 from .parameters import STOCHASTIC_OPTIMIZERS
 from .sources import (
@@ -102,7 +108,6 @@ from .sources import (
 )
 
 __all__ = [
-    "DENSE_WIDTH_LIMIT",
     "MINIBATCH_MODES",
     "MISSING_MODES",
     "WorkerLostError",
@@ -151,10 +156,11 @@ def _as_float(values, dtype) -> np.ndarray:
 
 def _encoded_block(part, y_part, index: int, layout: Layout, encoding: FrameEncoding, dtype):
     """A partition as ``(X, y)`` in the training space: the rows that train (a target, and
-    with ``missing="skip"`` no missing cell), encoded and standardised."""
+    with ``missing="skip"`` no missing cell), encoded and standardised; ``X`` dense, or CSR
+    when there are categorical columns."""
     split = drop_rows(split_partition(part, y_part, index, layout), encoding.missing)[0]
-    X = encoding.encode(split, standardized=True)
-    return _as_float(X, dtype), np.ascontiguousarray(split.y)
+    X = encoding.encode(split, standardized=True, dtype=dtype)
+    return X, np.ascontiguousarray(split.y)
 
 
 def _block_stats(block, fit_intercept: bool, loss, epsilon: float) -> BlockStatistics:
@@ -173,10 +179,12 @@ def _float_block(block, dtype):
     return X, _as_float(y, dtype)
 
 
-def _sample_rows(block, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_rows(block, count: int, seed: int) -> tuple:
+    """``count`` random rows of a block in float64 (dense, or CSR) and their targets."""
     X, y = block  # y: ±1 for classification already (_signed_block)
     rows = np.sort(np.random.default_rng(seed).choice(X.shape[0], count, replace=False))
-    return np.asarray(X[rows], dtype=np.float64), np.asarray(y[rows], dtype=np.float64)
+    sample = X[rows].astype(np.float64) if is_sparse(X) else np.asarray(X[rows], dtype=np.float64)
+    return sample, np.asarray(y[rows], dtype=np.float64)
 
 
 def _block_losses(block, coef, intercept, loss_code, epsilon):
@@ -247,6 +255,7 @@ class _DaskSource(BlockSource):
         super().__init__(
             sum(rows), d, dtype, fit_intercept=fit_intercept, block_rows=max(rows),
             sample_fraction=fraction if mode == "sample" else None,
+            values_per_row=summary.values / max(summary.rows, 1),
         )  # fmt: skip
         self.client = client
         self.futures = futures
@@ -330,9 +339,14 @@ class _DaskSource(BlockSource):
             if count > 0
         ]
         parts = self.client.gather(futures)
-        sample = np.concatenate([rows for rows, _ in parts]).astype(self.dtype)
+        if is_sparse(parts[0][0]):
+            import scipy.sparse
+
+            sample = scipy.sparse.vstack([rows for rows, _ in parts], format="csr")
+        else:
+            sample = np.concatenate([rows for rows, _ in parts])
         targets = np.concatenate([y for _, y in parts]).astype(self.dtype)
-        return RowSample(sample, np.empty(0), targets=targets)
+        return RowSample(sample.astype(self.dtype), np.empty(0), targets=targets)
 
     def losses(self, loss: int, epsilon: float, coef, intercept: float) -> tuple[float, float]:
         if coef is None:  # the zero model's loss came from the first pass
@@ -564,23 +578,37 @@ def _inputs(X, y, target, features, categorical, loss):
     )
 
 
-def _check_encoding_options(missing, max_categories, hash_features) -> None:
+def _check_encoding_options(missing, max_categories, hash_features) -> int | None:
+    """Check the encoding options; returns ``hash_features`` as an int (or None)."""
     if missing not in MISSING_MODES:
         raise ValueError(f"missing={missing!r}; allowed values: {list(MISSING_MODES)}.")
     if isinstance(max_categories, bool) or not isinstance(max_categories, (int, np.integer)):
         raise TypeError(f"max_categories must be an integer >= 2; got {max_categories!r}.")
     if max_categories < 2:
         raise ValueError(f"max_categories must be >= 2; got {max_categories}.")
-    if hash_features is not None:
-        raise ValueError(
-            "hash_features= is not available on Dask: its training path reads dense blocks, "
-            "where hashed features would cost as much as one-hot ones; use max_categories= "
-            "(rarer levels share one '<other>' feature)."
-        )
+    if hash_features is None:
+        return None
+    return int(check_scalar(hash_features, "hash_features", kind="int", low=1, high=MAX_HASH_BITS))
+
+
+def _check_csr_rule(layout: Layout, resolved: dict, mode: str) -> None:
+    """Categorical columns make CSR blocks; in ``minibatch_mode="average"`` each partition's
+    epoch runs ``fastgd.fit``'s CSR kernels, which some update rules lack (the full-batch and
+    sampled steps are taken on the driver, on the dense model, for every rule)."""
+    rule = resolved["rule"]
+    if not layout.categorical or mode != "average" or rule.sparse:
+        return
+    working = [r.name for r in UPDATE_RULES if r.sparse]
+    raise ValueError(
+        f"the categorical columns {list(layout.categorical)} make sparse (CSR) blocks, and "
+        f"the update rule {rule.name!r} has no CSR kernel for minibatch_mode='average'; use "
+        f"an optimizer in {working} (learning_rate not pa1/pa2), or minibatch_mode='sample' "
+        "or strategy='full'."
+    )
 
 
 def _first_pass(client, x_parts, y_parts, layout: Layout, *, missing, standardize,
-                max_categories, dtype):  # fmt: skip
+                max_categories, hash_bits, dtype):  # fmt: skip
     """Read each partition once (kept on the workers), profile it there, learn the encoding
     on the driver from the merged profiles, and encode every partition on its worker.
     Returns the encoded blocks (futures), the encoding and the merged profile."""
@@ -592,8 +620,9 @@ def _first_pass(client, x_parts, y_parts, layout: Layout, *, missing, standardiz
     ])  # fmt: skip
     profile = merge_profiles(profiles)
     encoding = FrameEncoding.learn(
-        profile, layout, standardize=standardize, missing=missing, max_categories=max_categories
-    )
+        profile, layout, standardize=standardize, missing=missing,
+        max_categories=max_categories, hash_bits=hash_bits,
+    )  # fmt: skip
     encoded = [
         client.submit(_encoded_block, part, y_part, index, layout, encoding, dtype, pure=False)
         for index, (part, y_part) in enumerate(zip(raw, raw_y, strict=True))
@@ -672,13 +701,16 @@ def fit(
         Per categorical column: its ``max_categories - 1`` most frequent levels get a one-hot
         feature each; the rarer ones (and, at predict time, unseen ones) share ``"<other>"``.
     categorical : None, list of str, or False
-        The columns one-hot encoded: the text ones (object, string and category dtypes),
-        plus those named here (e.g. integer codes); ``False``: none, and a text column is an
-        error naming it. The encoded width must stay within ``DENSE_WIDTH_LIMIT`` (the
-        blocks are dense on Dask); above it the error names each categorical column and
-        its level count.
-    hash_features : None
-        Not available on Dask (dense blocks); kept for the CSV side's names.
+        The columns encoded as categories: the text ones (object, string and category
+        dtypes), plus those named here (e.g. integer codes); ``False``: none, and a text
+        column is an error naming it. With a categorical column the partitions are encoded
+        to CSR rows (one stored entry per categorical column a row, whatever its number of
+        levels); without one, to dense rows.
+    hash_features : int, optional
+        ``BITS`` in [1, 20]: the hashing trick for every categorical column instead of
+        one-hot, ``2**BITS`` buckets a column (``"shop#12"``), a level's bucket a stable
+        hash of the column's name and the level (the CSV side's, ``fit_csv(hash_features=)``);
+        a level first seen at predict time gets its own bucket.
     **fit_options
         Every other option of :func:`fastgd.fit` (``loss``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``penalty``, ``alpha``, ``max_iter``, ``tol``,
@@ -706,17 +738,18 @@ def fit(
         For partitions whose columns disagree (naming the partition and the columns), a
         cell that is not a number in a numeric column, an infinite value or (with
         ``missing="error"``) a missing one (naming the column, partition and row), a text
-        target for a regression loss, an encoding too wide, or invalid options.
+        target for a regression loss, or invalid options.
     """
     started = time.perf_counter()
     client = _client(client)
     resolved, settings, mode = _resolve(fit_options, strategy, minibatch_mode, fraction)
-    _check_encoding_options(missing, max_categories, hash_features)
+    hash_bits = _check_encoding_options(missing, max_categories, hash_features)
     dtype = _dtype_of(X, dtype)
     x_parts, y_parts, layout = _inputs(X, y, target, features, categorical, resolved["loss"])
+    _check_csr_rule(layout, resolved, mode)
     encoded, encoding, profile = _first_pass(
         client, x_parts, y_parts, layout, missing=missing, standardize=standardize,
-        max_categories=max_categories, dtype=dtype,
+        max_categories=max_categories, hash_bits=hash_bits, dtype=dtype,
     )  # fmt: skip
     blocks, rows, summary, plan_classes = _persist(client, encoded, resolved, classes, dtype,
                                                    encoding, profile)  # fmt: skip

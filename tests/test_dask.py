@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ import dask.array as da
 import dask.dataframe as dd
 import pandas as pd
 from distributed import Client, LocalCluster
+from scipy import sparse
 
 import fastgd
 import fastgd.dask as fastgd_dask
@@ -481,15 +484,142 @@ def test_integer_codes_as_categories_and_text_labels(client):
     assert (fastgd_dask.predict(result, frame) == frame["label"]).mean() == 1.0
 
 
-def test_an_encoding_too_wide_for_dense_blocks_names_the_column(client, monkeypatch):
-    monkeypatch.setattr("fastgd._frames.DENSE_WIDTH_LIMIT", 4)
-    frame = dd.from_pandas(table(n=40, seed=17), npartitions=2)
-    with pytest.raises(
-        ValueError, match=r"6 features, over the 4 .*'cut' \(4 levels: 5 features\)"
-    ):
-        fastgd_dask.fit(frame, target="price", client=client)
-    assert fastgd_dask.fit(frame, target="price", max_categories=3, client=client,
-                           max_iter=1).coef.shape == (4,)  # fmt: skip
+def one_hot_csr(frame, numeric, columns, indicators=()):
+    """A hand-made CSR encoding: the numeric columns (NaN: the column's mean), a missing
+    indicator for those in ``indicators``, then per ``(name, levels)`` a one-hot block over
+    ``levels`` and ``<other>`` (any other level), plus ``<missing>`` if listed last."""
+    rows = len(frame)
+    blocks = []
+    for name in numeric:
+        values = frame[name].to_numpy(dtype=np.float64)
+        blocks.append(np.where(np.isnan(values), np.nanmean(values), values)[:, None])
+    blocks += [frame[name].isna().to_numpy(dtype=np.float64)[:, None] for name in indicators]
+    for name, levels in columns:
+        index = {level: i for i, level in enumerate(levels)}
+        other = index.get("<other>", len(levels))
+        cells = frame[name].astype(object).where(frame[name].notna(), "<missing>")
+        codes = np.array([index.get(str(cell), other) for cell in cells])
+        blocks.append(
+            sparse.csr_matrix(
+                (np.ones(rows), (np.arange(rows), codes)),
+                shape=(rows, len(levels) + ("<other>" not in index)),
+            )
+        )
+    return sparse.hstack([sparse.csr_matrix(b) if isinstance(b, np.ndarray) else b
+                          for b in blocks], format="csr")  # fmt: skip
+
+
+def test_categorical_partitions_are_csr_and_equal_fit_on_the_same_csr_matrix(client):
+    frame = holes(table(seed=20))
+    parts = dd.from_pandas(frame, npartitions=3)
+    result = fastgd_dask.fit(parts, target="price", standardize=False, client=client, **FULL)
+    kept = frame[frame["price"].notna()]
+    levels = ["Ideal", "Good", "Fair", "Poor", "<other>", "<missing>"]
+    X = one_hot_csr(kept, ["carat"], [("cut", levels)], indicators=["carat"])
+    assert result.extras["feature_names"] == ["carat", "carat=missing"] + [
+        f"cut={level}" for level in levels
+    ]
+    reference = fastgd.fit(X, kept["price"].to_numpy(), **FULL)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+    assert result.intercept == pytest.approx(reference.intercept, rel=FULL_BATCH_RTOL)
+    np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
+    # The blocks the workers keep are CSR (one entry per categorical column a row); a
+    # frame without a categorical column stays dense.
+    layout = _frames.Layout(features=("carat", "cut"), categorical=("cut",), target="price",
+                            columns=tuple(frame.columns), numeric_target=True)  # fmt: skip
+    encoding = result.extras["encoding"]
+    X_block, _ = fastgd_dask._encoded_block(kept, None, 0, layout, encoding, np.float32)
+    assert sparse.issparse(X_block) and X_block.format == "csr" and X_block.has_canonical_format
+    assert X_block.dtype == np.float32 and X_block.nnz == 3 * len(kept)
+    assert not sparse.issparse(fastgd_dask.transform(
+        fastgd_dask.fit(dd.from_pandas(frame[["carat", "price"]], npartitions=2),
+                        target="price", client=client, max_iter=1).extras["encoding"],
+        frame[["carat"]],
+    ))  # fmt: skip
+
+
+def test_minibatch_modes_train_on_csr_blocks(client):
+    frame = table(seed=21)
+    parts = dd.from_pandas(frame, npartitions=1)
+    options = dict(strategy="minibatch", batch_size=16, learning_rate="constant", eta0=0.05,
+                   shuffle=False, max_iter=3, tol=None, random_state=0,
+                   standardize=False)  # fmt: skip
+    averaged = fastgd_dask.fit(parts, target="price", client=client, **options)
+    levels = ["Ideal", "Good", "Fair", "Poor", "<other>"]
+    X = one_hot_csr(frame, ["carat"], [("cut", levels)])
+    local = {k: v for k, v in options.items() if k != "standardize"}
+    reference = fastgd.fit(X, frame["price"].to_numpy(), **local)
+    # One partition: each round is one local epoch of fastgd.fit on the same CSR rows.
+    np.testing.assert_allclose(averaged.coef, reference.coef, rtol=1e-9)
+    # Sampled steps: BlockSource's, on the same CSR blocks in one process.
+    sampled = fastgd_dask.fit(dd.from_pandas(frame, npartitions=4), target="price",
+                              minibatch_mode="sample", fraction=0.25, client=client,
+                              **options)  # fmt: skip
+    settings = engine.resolve_options(**{**engine.fit_defaults(), **local, "batch_size": 100})
+    blocks = engine.train(ArrayBlocks(X, frame["price"].to_numpy(), 100, 0.25), settings)
+    np.testing.assert_allclose(sampled.coef, blocks.coef, rtol=FULL_BATCH_RTOL)
+    np.testing.assert_allclose(sampled.loss_history, blocks.loss_history, rtol=FULL_BATCH_RTOL)
+    with pytest.raises(ValueError, match=r"categorical columns \['cut'\] make sparse .*'pa1'"):
+        fastgd_dask.fit(parts, target="price", strategy="sgd", learning_rate="pa1",
+                        client=client)  # fmt: skip
+
+
+def test_a_column_of_5000_levels_trains_without_a_width_limit(client):
+    # Dense blocks were capped at 2,048 features; CSR rows store one entry per category.
+    rng = np.random.default_rng(22)
+    n, count = 10_000, 5_000  # (all rows in the sample behind "auto", as fastgd.fit)
+    shop = np.concatenate([np.arange(count), rng.integers(0, count, n - count)])
+    effect = rng.standard_normal(count)
+    carat = rng.standard_normal(n)
+    frame = pd.DataFrame({"carat": carat, "shop": [f"s{k:04d}" for k in shop],
+                          "price": carat + effect[shop]})  # fmt: skip
+    # A constant step: "auto" samples rows by the source's policy (fastgd.fit caps its
+    # sample by bytes of dense copies, so it would draw other rows than the workers).
+    options = {**FULL, "learning_rate": "constant", "eta0": 0.5}
+    result = fastgd_dask.fit(dd.from_pandas(frame, npartitions=4), target="price",
+                             max_categories=count + 1, standardize=False, client=client,
+                             **options)  # fmt: skip
+    names = result.extras["feature_names"]
+    assert len(names) == 1 + count + 1 and names[-1] == "shop=<other>"
+    levels = [name.removeprefix("shop=") for name in names[1:]]
+    counts = frame["shop"].value_counts()
+    assert [counts[level] for level in levels[:-1]] == sorted(counts, reverse=True)
+    reference = fastgd.fit(one_hot_csr(frame, ["carat"], [("shop", levels)]),
+                           frame["price"].to_numpy(), **options)  # fmt: skip
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL, atol=1e-14)
+    assert (np.diff(result.loss_history) < 0).all()  # full-batch descent, every step
+    np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=FULL_BATCH_RTOL)
+
+
+def test_hash_features_buckets_levels_as_the_csv_encoding(client):
+    frame = holes(table(seed=23))
+    bits = 3
+    result = fastgd_dask.fit(dd.from_pandas(frame, npartitions=3), target="price",
+                             hash_features=bits, standardize=False, client=client,
+                             **FULL)  # fmt: skip
+    assert result.extras["feature_names"] == ["carat", "carat=missing"] + [
+        f"cut#{b}" for b in range(2**bits)
+    ]
+    kept = frame[frame["price"].notna()]
+
+    def bucket(key):  # Encoding's: crc32 of "column\0level" (a missing cell: "\0<missing>")
+        return zlib.crc32(f"cut\x00{key}".encode()) & (2**bits - 1)
+
+    keys = kept["cut"].astype(object).where(kept["cut"].notna(), "\x00<missing>")
+    buckets = [bucket(key) for key in keys]
+    X = sparse.hstack([
+        one_hot_csr(kept, ["carat"], [], indicators=["carat"]),
+        sparse.csr_matrix((np.ones(len(kept)), (np.arange(len(kept)), buckets)),
+                          shape=(len(kept), 2**bits)),
+    ], format="csr")  # fmt: skip
+    reference = fastgd.fit(X, kept["price"].to_numpy(), **FULL)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=FULL_BATCH_RTOL)
+    # At predict time a level never seen gets its own bucket (as fit_csv's models do).
+    record = json.loads(json.dumps(result.extras["encoding"].to_dict()))
+    assert record["encoding"]["hash_bits"] == bits
+    new = pd.DataFrame({"carat": [1.0], "cut": ["Astounding"]})
+    expected = result.intercept + result.coef[0] + result.coef[2 + bucket("Astounding")]
+    np.testing.assert_allclose(fastgd_dask.predict(result, new), [expected], rtol=1e-12)
 
 
 def test_encoding_options_are_checked():
@@ -500,8 +630,10 @@ def test_encoding_options_are_checked():
         fastgd_dask.fit(frame, target="price", missing="drop", client=object())
     with pytest.raises(ValueError, match="max_categories must be >= 2"):
         fastgd_dask.fit(frame, target="price", max_categories=1, client=object())
-    with pytest.raises(ValueError, match="hash_features= is not available on Dask"):
-        fastgd_dask.fit(frame, target="price", hash_features=10, client=object())
+    with pytest.raises(ValueError, match="hash_features"):
+        fastgd_dask.fit(frame, target="price", hash_features=0, client=object())
+    with pytest.raises(ValueError, match="hash_features"):
+        fastgd_dask.fit(frame, target="price", hash_features=21, client=object())
 
 
 def test_profiles_merged_over_partitions_equal_the_whole_frame():
@@ -539,5 +671,5 @@ def test_encoding_round_trips_as_json_and_maps_unseen_levels_to_other():
     again = _frames.FrameEncoding.from_dict(json.loads(json.dumps(encoding.to_dict())))
     assert again.feature_names == encoding.feature_names == ["carat", "cut=Ideal", "cut=<other>"]
     new = pd.DataFrame({"carat": [1.0, None], "cut": ["Poor", None]})
-    X = _frames.transform(again, new)
-    np.testing.assert_array_equal(X, [[1.0, 0.0, 1.0], [frame["carat"].mean(), 0.0, 1.0]])
+    X = _frames.transform(again, new)  # CSR: the encoding has a categorical column
+    np.testing.assert_array_equal(X.toarray(), [[1.0, 0.0, 1.0], [frame["carat"].mean(), 0.0, 1.0]])

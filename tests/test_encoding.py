@@ -170,3 +170,23 @@ def test_binding_a_growing_table_maps_its_new_levels_and_the_frozen_table_reads_
     names = one_hot.feature_names
     assert got[0, names.index(f"colour={one_hot.levels[0][1]}")] == 1.0
     assert got[0, names.index("size=<other>")] == 1.0
+
+
+def test_bound_gives_a_copy_bound_to_its_table_and_leaves_the_encoding_as_it_was():
+    from fastgd.io.levels import LevelTable
+
+    rng = np.random.default_rng(7)
+    X, codes, table, _, _ = _data(rng)
+    encoding = _learn(X, table, max_categories=3)
+    before = encoding.encode(X, codes).toarray()
+    # Another table, its levels in another order (a dataframe partition's own levels).
+    other = LevelTable(["colour", "size"])
+    for column, levels in zip(other.feature_columns(), table.levels, strict=True):
+        column.commit(list(reversed(levels)), np.zeros(0, np.int32), count=False)
+    flipped = np.where(codes >= 0, [[len(table.levels[0]) - 1, len(table.levels[1]) - 1]] - codes,
+                       codes).astype(np.int32)  # fmt: skip
+    copy = encoding.bound(other)
+    assert copy is not encoding and copy == encoding  # the same record
+    np.testing.assert_array_equal(copy.encode(X, flipped).toarray(), before)
+    # The original still reads codes of its own table.
+    np.testing.assert_array_equal(encoding.encode(X, codes).toarray(), before)

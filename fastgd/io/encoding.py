@@ -32,6 +32,7 @@ of a block index a lookup array (code -> column) made once per level table by
 
 from __future__ import annotations
 
+import copy
 import math
 import zlib
 from collections.abc import Sequence
@@ -232,6 +233,15 @@ class Encoding:
             if new:
                 self._lookups[j] = np.concatenate([self._lookups[j], self._columns_of(j, new)])
         return self
+
+    def bound(self, table) -> Encoding:
+        """A copy bound to ``table`` (see :meth:`bind`); this encoding is left as it was.
+        For one encoding shared by threads that each read codes of their own table (a
+        dataframe's partitions, each coded by its own levels): binding in place would let
+        one thread encode with another's lookups."""
+        twin = copy.copy(self)  # the fixed fields are shared; bind replaces the lookups
+        twin._bound_to = None
+        return twin.bind(table)
 
     def _lookup(self, j: int, table_levels: Sequence[str]) -> np.ndarray:
         """Feature column per code of one text column, indexed by ``code + 2`` (so

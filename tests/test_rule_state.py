@@ -379,3 +379,26 @@ def test_resume_refuses_a_malformed_generator_state(tmp_path, capsys, data):
     assert code == 1 and "'rng_state' is malformed" in err and "--random-state N" in err
     # --random-state draws the orders afresh from the seed instead
     assert run([*resume_args(data, bad, 1), "--random-state", "3"], capsys)[0] == 0
+
+
+def test_a_divergence_checkpoint_keeps_the_rule_state_of_the_best_weights(tmp_path, capsys):
+    """The diverged run's checkpoint holds the best weights (here, after the resumed run's
+    epoch 2) with the slots and step counter of that moment: those of the same run stopped
+    after 2 epochs."""
+    data = tmp_path / "d.csv"
+    write_problem(data, n=300)
+    start, diverged, stopped = (tmp_path / name for name in ("s.npz", "d.npz", "e.npz"))
+    flags = ["--target", "y", "--drop", "id", "--strategy", "sgd", "--learning-rate",
+             "constant", "--optimizer", "adam", "--tol", "none", "--random-state", "0",
+             "--no-standardize", "--quiet"]  # fmt: skip
+    assert run(["train", data, "--model", start, *flags, "--eta0", "0.05", "--epochs", 2],
+               capsys)[0] == 0  # fmt: skip
+    for target in (diverged, stopped):
+        target.write_bytes(start.read_bytes())
+    code, _, err = run([*resume_args(data, diverged, 3), "--eta0", "10", "--checkpoint"], capsys)
+    assert code == 1 and "best weights reached (after epoch 2)" in err
+    assert run([*resume_args(data, stopped, 2), "--eta0", "10"], capsys)[0] == 0
+    best, expected = fastgd.load(diverged), fastgd.load(stopped)
+    assert best.summary["diverged"] is True and best.rule_state.t == 1 + 4 * 300
+    np.testing.assert_array_equal(best.coef, expected.coef)
+    np.testing.assert_array_equal(best.rule_state.slots, expected.rule_state.slots)

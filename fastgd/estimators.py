@@ -605,7 +605,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     @_keeps_model_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``X``, continuing from the current model (the step counter
-        ``t_`` goes on across calls)."""
+        ``t_`` and the optimizer's slots go on across calls: n calls equal n one-epoch
+        ``fastgd.fit`` calls chained through ``coef_init``, ``t_init`` and ``slots_init``)."""
         first = not hasattr(self, "coef_")
         if first:
             self._check_options(for_partial_fit=True)
@@ -806,7 +807,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     @_keeps_model_on_error
     def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over ``X``, continuing from the current model.
+        """One epoch over ``X``, continuing from the current model (the step counter and
+        each class's optimizer slots go on across calls).
 
         ``classes`` (every label of the whole data set) is required on the first call and
         may be left out afterwards; ``y`` need not hold every class.

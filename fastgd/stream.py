@@ -718,8 +718,9 @@ def fit_csv(
     on_epoch_state : callable, optional
         ``on_epoch_state(t, slots)`` after each epoch's steps, before ``callback``: the step
         counter and the update rule's slots (the engine's array, updated in place: copy it
-        to keep it); what a checkpoint needs to continue the same optimizer. Not called by
-        the full-batch ``nesterov`` and ``lbfgs``, whose state is not slots.
+        to keep it); what a checkpoint needs to continue the same optimizer. Called for an
+        epoch the engine then rejects (divergence) too, with no ``callback`` after it; not
+        called by the full-batch ``nesterov`` and ``lbfgs``, whose state is not slots.
     **fit_options
         Every other option of :func:`fastgd.fit` (``loss``, ``strategy``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``max_iter``, ``tol``, ``shuffle``, ``random_state``,

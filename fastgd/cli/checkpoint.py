@@ -8,10 +8,13 @@ summary's ``rng_state``), so a resumed run shuffles as the uninterrupted one wou
 k epochs and a resumed m give the k + m epochs of one run (to rounding: the weights pass
 through the raw space; with learning_rate="auto" the resumed run derives its step afresh,
 from a new row sample). ``--random-state`` given with --resume starts the orders afresh
-from that seed. The slots stay in
-the space the engine trains in, the standardised features with --standardize, as the model
-file's ``coef`` does; a resumed run passes them to ``fit_csv`` unchanged (its weights go
-through the raw space, which ``fit_csv`` maps back).
+from that seed.
+
+The slots stay in the space the engine trains in, the standardised features with
+--standardize, as the model file's ``coef`` does; a resumed run passes them to ``fit_csv``
+unchanged (its weights go through the raw space, which ``fit_csv`` maps back). With the
+same data the scaler is the same; resuming on other data keeps the slots as they are (they
+are statistics of past gradients, not weights, so no exact mapping exists).
 """
 
 from __future__ import annotations

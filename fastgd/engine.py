@@ -1508,7 +1508,7 @@ class _Loop:
             loss_history=np.array(self.history), converged=self.converged,
             learning_rate=self.start_eta, t=self.t, loss=plan.loss.name, classes=plan.classes,
             extras={"final_learning_rate": self.eta, "auto_backtracks": self.backtracks,
-                    "zero_model_loss": plan.zero_model_loss},
+                    "zero_model_loss": plan.zero_model_loss, "optimizer": plan.optimizer},
             standard_coef=self.coef if averaging else None,
             standard_intercept=dtype.type(self.intercept) if averaging else None,
             average_coef=self.avg_w if averaging else None,

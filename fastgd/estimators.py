@@ -128,9 +128,13 @@ class _BaseSGD(BaseEstimator):
             average_coef = np.zeros((k, n_features))
             average_intercept = np.zeros(k)
         t_init = float(self.t_) if continuing else 1.0
-        # The update rule's slots (momentum, moments) carry on across partial_fit calls;
-        # SAGA's row memory belongs to the rows of one call: it restarts (engine.train).
-        slots = getattr(self, "_slots", None) if continuing else None
+        # The update rule's slots (momentum, moments) carry on across partial_fit calls,
+        # with the step counter that Adam's bias corrections read (t_init); SAGA's row memory
+        # belongs to the rows of one call: it restarts (engine.train). Slots of another
+        # optimizer (set_params between calls) would be misread: that rule starts afresh.
+        slots = None
+        if continuing and getattr(self, "_slots_optimizer", None) == self.optimizer:
+            slots = self._slots
         rng = check_random_state(self.random_state)
         seeds = rng.randint(_MAX_SEED, size=k)
         tol = self.tol
@@ -247,6 +251,7 @@ class _BaseSGD(BaseEstimator):
         self._curve_so_far = self.loss_curve_
         self._converged = all(r.converged for r in results)
         self._slots = [r.slots for r in results]
+        self._slots_optimizer = self.optimizer
 
     def _validation_scorer(self, X_val, y_val, w_val, classes_i):
         raise NotImplementedError
@@ -600,7 +605,8 @@ class SGDRegressor(RegressorMixin, _BaseSGD):
     @_keeps_model_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``X``, continuing from the current model (the step counter
-        ``t_`` goes on across calls)."""
+        ``t_`` and the optimizer's slots go on across calls: n calls equal n one-epoch
+        ``fastgd.fit`` calls chained through ``coef_init``, ``t_init`` and ``slots_init``)."""
         first = not hasattr(self, "coef_")
         if first:
             self._check_options(for_partial_fit=True)
@@ -801,7 +807,8 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
 
     @_keeps_model_on_error
     def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over ``X``, continuing from the current model.
+        """One epoch over ``X``, continuing from the current model (the step counter and
+        each class's optimizer slots go on across calls).
 
         ``classes`` (every label of the whole data set) is required on the first call and
         may be left out afterwards; ``y`` need not hold every class.

@@ -554,6 +554,8 @@ class _CsvSource(BlockSource):
         self.cache = cache
         self.stats = stats
         self.missing_cells = missing_cells
+        #: fit_csv's ``on_epoch_state`` (None: none).
+        self.on_epoch_state: Callable | None = None
         self.positive = None
         if stats.labels is not None:
             self.positive = stats.labels[1]
@@ -563,6 +565,12 @@ class _CsvSource(BlockSource):
 
     def block_count(self) -> int:
         return self.cache.block_count(self.block_rows)
+
+    def epoch(self, state, spec, order):
+        state, loss_total, bad = super().epoch(state, spec, order)
+        if self.on_epoch_state is not None:
+            self.on_epoch_state(state.t, state.slots)
+        return state, loss_total, bad
 
     def blocks(self, order=None):
         return self._blocks(order)
@@ -653,6 +661,8 @@ def fit_csv(
     on_first_pass: Callable | None = None,
     coef_init=None,
     intercept_init=None,
+    slots_init=None,
+    on_epoch_state: Callable | None = None,
     **fit_options,
 ) -> engine.FitResult:
     """Fit a linear model to a CSV file of any size (see the module's docstring).
@@ -715,6 +725,17 @@ def fit_csv(
         in the standardised space with ``standardize``).
     coef_init, intercept_init :
         Starting weights (e.g. a checkpoint), in the raw (encoded, unscaled) features' space.
+    slots_init : array of shape (slots, n_features + 1), optional
+        The update rule's state to start from (``FitResult.slots``, a model file's
+        ``rule_state``), as :func:`fastgd.fit` takes it. Unlike ``coef_init`` it is in the
+        space the engine trains in (the standardised features with ``standardize``, as
+        ``FitResult.slots`` is): it is passed on unchanged.
+    on_epoch_state : callable, optional
+        ``on_epoch_state(t, slots)`` after each epoch's steps, before ``callback``: the step
+        counter and the update rule's slots (the engine's array, updated in place: copy it
+        to keep it); what a checkpoint needs to continue the same optimizer. Called for an
+        epoch the engine then rejects (divergence) too, with no ``callback`` after it; not
+        called by the full-batch ``nesterov`` and ``lbfgs``, whose state is not slots.
     **fit_options
         Every other option of :func:`fastgd.fit` (``loss``, ``strategy``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``max_iter``, ``tol``, ``shuffle``, ``random_state``,
@@ -771,11 +792,12 @@ def fit_csv(
     )  # fmt: skip
     if validation_fraction > 0.0:
         resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
+    source.on_epoch_state = on_epoch_state
     coef_start, intercept_start = _standardized_start(stats, coef_init, intercept_init)
     try:
         result = engine.train(
             source, resolved, classes=stats.classes, coef_init=coef_start,
-            intercept_init=intercept_start,
+            intercept_init=intercept_start, slots_init=slots_init,
         )  # fmt: skip
     finally:
         cache.close()  # its data files (the blocks' mappings are gone with the epochs)

@@ -16,7 +16,7 @@ from . import _args
 from ._command import Command, CommandError, UsageError
 from ._model import check_replaceable_model, load_model
 from ._paths import is_temporary_copy, shown_input
-from .checkpoint import Checkpointer, previous_progress
+from .checkpoint import Checkpointer, previous_progress, rng_state
 from .progress import ProgressBar
 
 HELP = "train a model on a CSV file of any size and save it"
@@ -33,7 +33,8 @@ bar shows on a terminal (rows/s, epoch, loss; --quiet turns it off); a one-line 
 ends the run.
 With --checkpoint the model is saved after every epoch, so Ctrl-C (exit 130) or a
 divergence (exit 1; the best weights reached are saved) leaves the last good model in
-MODEL; --resume continues from it (weights, step counter, epochs counted on top).
+MODEL; --resume continues from it (weights, the optimizer's state and step counter,
+epochs counted on top).
 
 examples:
   fastgd train houses.csv --target price --model houses.npz
@@ -66,6 +67,7 @@ def _configure_fit(parser: argparse.ArgumentParser) -> None:
     for row in parameters.cli_parameters():
         fit.add_argument(row.flag, **parameters.argparse_keywords(row))
     _args.add_standardize_argument(fit, keeps="the model keeps the scaler")
+    parser.set_defaults(standardize=None)  # neither given: on, or the resumed model's
     _args.add_encoding_arguments(parser)
 
 
@@ -89,7 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue training the model in MODEL (its weights and step count)",
+        help="continue training the model in MODEL (its weights, optimizer state and step count)",
     )
 
 
@@ -137,6 +139,18 @@ def check_cache_dir(path) -> None:
         folder = os.path.dirname(folder)
     if folder and not os.path.isdir(folder):
         raise UsageError(f"--cache-dir {path} is not a directory.")
+
+
+def _resolve_standardize(args: argparse.Namespace, previous) -> None:
+    """--standardize / --no-standardize as given, else the resumed model's (its weights and
+    the optimizer's slots live in that space), else on."""
+    if args.standardize is not None:
+        return
+    recorded = None if previous is None else previous.options.get("standardize")
+    if isinstance(recorded, bool):
+        args.standardize = recorded
+    else:
+        args.standardize = previous is None or previous.scaler is not None
 
 
 def _settings(args: argparse.Namespace, previous) -> dict:
@@ -193,7 +207,9 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
     if previous is not None:
         coef, intercept = previous.raw_weights()
         _, _, t_start = previous_progress(previous)
-        resume = {"coef_init": coef, "intercept_init": intercept, "t_init": t_start}
+        # the optimizer's state too (in the trained space, as fit_csv takes it)
+        resume = {"coef_init": coef, "intercept_init": intercept, "t_init": t_start,
+                  "slots_init": checkpoints.start_slots}  # fmt: skip
     # A copy of stdin or a pipe cannot be read again: its cache goes away with it.
     cache_dir = None if is_temporary_copy(args, "data") else args.cache_dir
 
@@ -210,7 +226,9 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
             categorical=schema.text_features or None, on_bad_rows=args.on_bad_rows,
             use_cache=not args.no_cache,
             validation_fraction=args.validation_fraction or 0.0, progress=bar.update,
-            on_first_pass=first_pass, callback=callback, **resume, **settings,
+            on_first_pass=first_pass, callback=callback,
+            on_epoch_state=checkpoints.epoch_state, **resume,
+            **{**settings, "random_state": checkpoints.rng},
         )  # fmt: skip
 
 
@@ -227,10 +245,13 @@ def _check_resumed_features(previous, names) -> None:
         ) from None
 
 
-def _summary(result, previous, started: float) -> dict:
-    """What the model file's summary adds to fit_csv's: epochs in all, time, curves."""
+def _summary(result, checkpoints: Checkpointer, started: float) -> dict:
+    """What the model file's summary adds to fit_csv's: epochs in all, time, curves, and
+    where the row orders' generator stopped (a --resume continues it)."""
+    previous = checkpoints.previous
     previous_epochs, previous_history, _ = previous_progress(previous)
-    summary = {"epochs": previous_epochs + result.n_iter, "time": time.perf_counter() - started}
+    summary = {"epochs": previous_epochs + result.n_iter, "time": time.perf_counter() - started,
+               "rng_state": rng_state(checkpoints.rng)}  # fmt: skip
     if previous is not None:
         summary["loss_history"] = np.concatenate([previous_history, result.loss_history])
         summary["resumed_after_epoch"] = previous_epochs
@@ -299,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     check_cache_dir(args.cache_dir)
     previous = _previous_model(args)
+    _resolve_standardize(args, previous)
     schema = _schema(args, previous)
     settings = _settings(args, previous)
     recorded = _recorded(args, settings, schema)
@@ -314,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
         return checkpoints.interrupted()
     except DivergenceError as error:
         raise CommandError(checkpoints.diverged(error)) from error
-    summary = _summary(result, previous, started)
+    summary = _summary(result, checkpoints, started)
     save(result, args.model, options=recorded, summary=summary)
     _warn_two_valued_target(args, schema, settings, result)
     if not args.quiet:

@@ -20,6 +20,8 @@ Members:
 ``scaler_scale.npy``      ``(x - mean) / scale`` before ``coef`` (optional)
 ``loss_history.npy``      the loss curve, one value per epoch
 ``validation_scores.npy`` the held-out score per epoch (optional)
+``rule_slots.npy``        (1.2) the update rule's slots, float64 of shape (k, slots, d + 1)
+                          (optional; see ``rule_state`` below)
 ========================  =================================================================
 
 ``load`` trusts nothing in a file: it checks that it is a zip archive, that every member
@@ -35,6 +37,19 @@ which columns are numeric and text, their means and scales, missing indicators, 
 kept or the hashing bits): a model trained by ``fit_csv`` on a CSV predicts from a CSV's
 columns. ``load`` checks it like the rest (its fields, and that it names the model's
 features and matches its scaler); a 1.0 file has none and loads as before.
+
+Format 1.2 adds the update rule's state, so that training continues the same optimizer
+(``fastgd train --resume``): the metadata's ``rule_state`` (``{"optimizer": "adam", "t":
+301.0}``: the rule and the step counter its bias corrections read) and the member
+``rule_slots.npy`` (the rule's per-coordinate slots: a momentum buffer, AdaGrad's sums,
+RMSProp's mean squares, Adam's two moments; one ``(slots, d + 1)`` block per weight vector,
+the last column the intercept's). The slots live in the space of ``coef.npy``: the
+standardised features when the model has a scaler, as the engine trained them. Only rules
+with per-coordinate slots and no row memory are kept (not SAGA, whose row memory belongs to
+the rows of one call, nor plain SGD, which has none). ``load`` checks them like the weights:
+the rule is known, ``t`` a finite number >= 1, the array of the rule's shape for the model's
+weights, finite, and non-negative where the rule keeps sums of squares; a 1.0 or 1.1 file
+has none (training starts the rule afresh).
 
 The format version is ``MAJOR.MINOR``: a reader loads any file of its own major version
 (minor versions only add members or metadata keys, which older readers ignore) and refuses
@@ -61,7 +76,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -72,6 +87,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Model",
     "ModelFormatError",
+    "RuleState",
     "atomic_file",
     "load",
     "save",
@@ -80,12 +96,68 @@ __all__ = [
 FORMAT_NAME = "fastgd-model"
 #: (major, minor): bump the minor version for additions old readers may ignore, the major
 #: version for anything they would misread.
-FORMAT_VERSION = (1, 1)
+FORMAT_VERSION = (1, 2)
 METADATA_MEMBER = "metadata.json"
 
 
 class ModelFormatError(ValueError):
     """A file that is not a fastgd model, or one written by a newer, incompatible fastgd."""
+
+
+class RuleState(NamedTuple):
+    """The update rule's state a fit continues from (format 1.2; see the module's docstring).
+
+    ``optimizer``: the rule's name (a row of ``fastgd.options.UPDATE_RULES`` with slots and
+    no row memory); ``t``: the step counter after the fit (Adam's bias corrections and the
+    step-size schedules read it); ``slots``: float64 of shape ``(k, rule.slots, d + 1)``, one
+    block per weight vector (``FitResult.slots``, the estimators' sub-problems), in the space
+    of the model's ``coef`` (standardised when it has a scaler).
+    """
+
+    optimizer: str
+    t: float
+    slots: np.ndarray
+
+
+#: The slots that hold sums or means of squared gradients (never negative; a negative one
+#: would make the square root of the step NaN): rule name -> slot indices. Momentum's
+#: velocity takes either sign. tests/test_rule_state.py checks that every kept rule is here
+#: or in _SIGNED_SLOT_RULES.
+_SQUARE_SLOTS = {"adagrad": (0,), "rmsprop": (0,), "adam": (1,), "adamw": (1,)}
+_SIGNED_SLOT_RULES = ("momentum",)
+
+
+def kept_rule(optimizer):
+    """The update rule (``fastgd.options.UpdateRule``) whose state a model keeps for
+    ``optimizer``, or None: an unknown name, a rule without slots, or one with a row memory
+    (SAGA restarts: its memory belongs to the rows of one call)."""
+    from .. import options as option_table
+
+    if not isinstance(optimizer, str):
+        return None
+    rule = next((row for row in option_table.UPDATE_RULES if row.name == optimizer), None)
+    if rule is None or rule.slots == 0 or rule.row_memory:
+        return None
+    return rule
+
+
+def rule_state_of(optimizer, t, slots) -> RuleState | None:
+    """The :class:`RuleState` of a fit (``slots``: one ``(rule.slots, d + 1)`` array per
+    weight vector, or one such array), or None where there is none to keep (see
+    :func:`kept_rule`; no slots: a fit that never allocated them)."""
+    rule = kept_rule(optimizer)
+    if rule is None or slots is None:
+        return None
+    blocks = [np.asarray(block, dtype=np.float64) for block in _as_blocks(slots)]
+    if not blocks or any(block.shape[:1] != (rule.slots,) for block in blocks):
+        return None  # the slots of another rule (e.g. the estimator's optimizer changed)
+    return RuleState(rule.name, float(t), np.stack(blocks))
+
+
+def _as_blocks(slots) -> list:
+    if isinstance(slots, np.ndarray) and slots.ndim == 2:
+        return [slots]
+    return list(slots)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +255,10 @@ class Model:
     encoding : fastgd.io.encoding.Encoding or None
         How a CSV's columns become the features (``fit_csv``'s models); None: the features
         are columns of their own.
+    rule_state : RuleState or None
+        The update rule's state to continue training from (format 1.2): its name, step
+        counter and slots (in the space of ``coef``); None: a rule without state, or a file
+        written before 1.2.
     """
 
     def __init__(
@@ -202,6 +278,7 @@ class Model:
         format_version: tuple[int, int] = FORMAT_VERSION,
         created: str | None = None,
         encoding=None,
+        rule_state: RuleState | None = None,
     ):
         from .. import options as option_table
 
@@ -255,6 +332,9 @@ class Model:
 
             encoding = Encoding.from_dict(encoding)
         self.encoding = encoding
+        if rule_state is not None:
+            rule_state = RuleState(rule_state[0], rule_state[1], np.asarray(rule_state[2]))
+        self.rule_state = rule_state
 
     # -- shape
     @property
@@ -346,6 +426,8 @@ class Model:
         _check_feature_names(self.feature_names, self.n_features)
         if self.encoding is not None:
             _check_encoding(self)
+        if self.rule_state is not None:
+            _check_rule_state(self.rule_state, self.coef)
         if self.scaler is not None:
             _check_scaler(self.scaler, self.n_features)
             with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -404,6 +486,9 @@ class Model:
             "target": self.target,
             "standardized": self.scaler is not None,
             "encoding": None if self.encoding is None else self.encoding.to_dict(),
+            "rule_state": None
+            if self.rule_state is None
+            else {"optimizer": self.rule_state.optimizer, "t": float(self.rule_state.t)},
             "options": _json_safe(self.options),
             "summary": _json_safe(
                 {k: v for k, v in self.summary.items() if k not in _SUMMARY_ARRAYS}
@@ -424,6 +509,8 @@ class Model:
             value = self.summary.get(name)
             if value is not None:
                 arrays[name] = np.asarray(value, dtype=np.float64).reshape(-1)
+        if self.rule_state is not None:
+            arrays["rule_slots"] = np.asarray(self.rule_state.slots, dtype=np.float64)
         return arrays
 
 
@@ -572,6 +659,43 @@ def _check_encoding(model: Model) -> None:
         raise ValueError("the scaler is not the encoding's means and scales.")
 
 
+def _check_rule_state(state: RuleState, coef: np.ndarray) -> None:
+    """The rule is one whose state a model keeps, ``t`` a finite number >= 1, and the slots
+    real, finite, of the rule's shape for ``coef`` and non-negative where they hold squares."""
+    rule = kept_rule(state.optimizer)
+    if rule is None:
+        from .. import options as option_table
+
+        kept = [row.name for row in option_table.UPDATE_RULES if kept_rule(row.name)]
+        raise ValueError(
+            f"rule_state names the optimizer {_short(state.optimizer)}; a model keeps the "
+            f"state of {_shown(kept)} only."
+        )
+    t = state.t
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 1):
+        raise ValueError(f"rule_state's step counter t is {_short(t)}; expected a number >= 1.")
+    slots = state.slots
+    if slots.dtype not in (np.float32, np.float64):
+        raise ValueError(f"rule_slots has dtype {slots.dtype}; expected float64.")
+    outputs = 1 if coef.ndim == 1 else coef.shape[0]
+    expected = (outputs, rule.slots, coef.shape[-1] + 1)
+    if slots.shape != expected:
+        raise ValueError(
+            f"rule_slots has shape {slots.shape}; {rule.name!r} on this model's weights keeps "
+            f"{expected} ({outputs} weight vector(s) x {rule.slots} slot(s) x "
+            f"{coef.shape[-1]} features + the intercept)."
+        )
+    _check_finite("rule_slots", slots)
+    for index in _SQUARE_SLOTS.get(rule.name, ()):
+        negative = slots[:, index] < 0
+        if negative.any():
+            where = tuple(int(i) for i in np.argwhere(negative)[0])
+            raise ValueError(
+                f"rule_slots: slot {index} of {rule.name!r} holds sums of squares, but the value "
+                f"at (weight vector, column) {where} is negative."
+            )
+
+
 def _check_scaler(scaler: dict, n_features: int) -> None:
     for key in ("mean", "scale"):
         values = scaler[key]
@@ -630,6 +754,10 @@ def _from_fit_result(result, feature_names, target, options, summary) -> Model:
         options=options,
         summary={**base, **(summary or {})},
         encoding=encoding,
+        # The optimizer that ran (the engine's extras), else the one the options name.
+        rule_state=rule_state_of(
+            extras.get("optimizer", (options or {}).get("optimizer")), result.t, result.slots
+        ),
     )
 
 
@@ -663,6 +791,12 @@ def _from_estimator(estimator, feature_names, target, options, summary) -> Model
         options={**params, **(options or {})},
         summary={**base, **(summary or {})},
         kind="classifier" if classes is not None else "regressor",
+        # the optimizer whose slots these are (set with them: a later set_params may differ)
+        rule_state=rule_state_of(
+            getattr(estimator, "_slots_optimizer", None),
+            estimator.t_,
+            getattr(estimator, "_slots", None),
+        ),
     )
 
 
@@ -679,7 +813,7 @@ def as_model(model, *, feature_names=None, target=None, options=None, summary=No
                 target=model.target if target is None else target, scaler=model.scaler,
                 options={**model.options, **(options or {})},
                 summary={**model.summary, **(summary or {})}, kind=model.kind,
-                encoding=model.encoding,
+                encoding=model.encoding, rule_state=model.rule_state,
             )  # fmt: skip
         return model
     if isinstance(model, FitResult):
@@ -770,6 +904,7 @@ _METADATA_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "standardized": ((bool,), True),
     "created": ((str, _NULL), False),
     "encoding": ((dict, _NULL), False),
+    "rule_state": ((dict, _NULL), False),
     "target": ((str, _NULL), False),
     "options": ((dict,), False),
     "summary": ((dict,), False),
@@ -779,7 +914,8 @@ _JSON_TYPE_NAMES = {
     int: "a number", float: "a number", _NULL: "null",
 }  # fmt: skip
 #: The floating-point members: weights, scaler and curves.
-_REAL_MEMBERS = ("coef", "intercept", "scaler_mean", "scaler_scale", *_SUMMARY_ARRAYS)
+_REAL_MEMBERS = ("coef", "intercept", "scaler_mean", "scaler_scale", "rule_slots",
+                 *_SUMMARY_ARRAYS)  # fmt: skip
 _DTYPE_KINDS = {
     "b": "booleans", "i": "integers", "u": "integers", "f": "floating-point numbers",
     "c": "complex numbers", "U": "strings", "S": "byte strings",
@@ -973,13 +1109,20 @@ def _read_arrays(archive: zipfile.ZipFile, names: set[str], metadata: dict) -> d
         required.append("classes")
     if metadata["standardized"]:
         required += ["scaler_mean", "scaler_scale"]
+    if metadata.get("rule_state") is not None:
+        required.append("rule_slots")
+    elif "rule_slots.npy" in names:
+        raise _Invalid(
+            f"rule_slots.npy is present but {METADATA_MEMBER} has no 'rule_state' saying whose "
+            "slots they are."
+        )
     for name in required:
         if f"{name}.npy" not in names:
             raise _Invalid(f"the member {name}.npy is missing.")
     arrays = {
         name: _parse_npy(f"{name}.npy", _member_bytes(archive, f"{name}.npy"))
         for name in ("coef", "intercept", "classes", "scaler_mean", "scaler_scale",
-                     *_SUMMARY_ARRAYS)
+                     "rule_slots", *_SUMMARY_ARRAYS)
         if f"{name}.npy" in names
     }  # fmt: skip
     for name in ("scaler_mean", "scaler_scale"):
@@ -1012,6 +1155,11 @@ def _check_array_shapes(arrays: dict, metadata: dict) -> None:
     for name in (*_SUMMARY_ARRAYS, "classes", "scaler_mean", "scaler_scale"):
         if name in arrays and arrays[name].ndim != 1:
             raise _Invalid(f"{name}.npy has shape {arrays[name].shape}; expected a vector.")
+    if "rule_slots" in arrays and arrays["rule_slots"].ndim != 3:
+        raise _Invalid(
+            f"rule_slots.npy has shape {arrays['rule_slots'].shape}; expected (weight vectors, "
+            "slots, features + 1)."
+        )
 
 
 def _model_from(metadata: dict, arrays: dict, version: tuple[int, int]) -> Model:
@@ -1040,7 +1188,25 @@ def _model_from(metadata: dict, arrays: dict, version: tuple[int, int]) -> Model
         format_version=version,
         created=metadata.get("created"),
         encoding=_encoding_from(metadata),
+        rule_state=_rule_state_from(metadata, arrays),
     )
+
+
+def _rule_state_from(metadata: dict, arrays: dict) -> RuleState | None:
+    """The metadata's ``rule_state`` with ``rule_slots.npy`` (None: a file without), its
+    fields' JSON types checked here and their values by ``Model.validate``."""
+    record = metadata.get("rule_state")
+    if record is None:
+        return None
+    for field, types in (("optimizer", (str,)), ("t", (int, float))):
+        value = record.get(field)
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = "a string" if types == (str,) else "a number"
+            raise _Invalid(
+                f"{METADATA_MEMBER}: the field 'rule_state' must hold {field!r} as {expected}; "
+                f"got {_json_type(value) if field in record else 'nothing'} ({_short(value)})."
+            )
+    return RuleState(record["optimizer"], float(record["t"]), arrays["rule_slots"])
 
 
 def _encoding_from(metadata: dict):

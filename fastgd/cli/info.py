@@ -103,7 +103,7 @@ def _print_summary(model, metadata: dict) -> None:
         print(f"  {key:<20} {value}")
     print("\ntraining summary:")
     for key, value in metadata["summary"].items():
-        if key == "classes":
+        if key in ("classes", "rng_state"):  # rng_state: --resume's row-order generator
             continue
         if isinstance(value, float):
             value = f"{value:.6g}"

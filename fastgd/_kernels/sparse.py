@@ -77,13 +77,18 @@ the history at random (and binary-searching it with L1).
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
+from numba.core import types
 
 from ._config import kernel, parallel_kernel, scalar
-from .epochs import MIN_CHUNK_ROWS, add_square, chunk_rows_for, weighted_norm
+from .epochs import (
+    MIN_CHUNK_ROWS,
+    add_square,
+    chunk_rows_for,
+    register_row_format,
+    scan_chunks,
+)
 from .memory import prefetch
 from .records import CsrRows
 from .rules import is_optimizer, lazy_optimizer_update
@@ -854,6 +859,27 @@ def predict_csr(data, indices, indptr, w, intercept, out):
             out[i] = _csr_row_dot(data, indices, indptr, i, w) + intercept
 
 
+def _csr_square_norm(rows, i, n_bad):
+    data, _, indptr = rows
+    norm = 0.0
+    for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+        norm, n_bad = add_square(norm, n_bad, data[p])
+    return norm, n_bad
+
+
+def _csr_bad_column(rows, i):
+    data, indices, indptr = rows
+    column = -1
+    for p in range(indptr[i], indptr[i + 1]):
+        if not is_finite(data[p]) and (column < 0 or indices[p] < column):
+            column = indices[p]
+    return int(column)
+
+
+#: ``(data, indices, indptr)``: the rows of :func:`scan_csr`.
+register_row_format(types.BaseTuple, _csr_square_norm, _csr_bad_column)
+
+
 @parallel_kernel
 def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
     """One parallel pass over the stored values of a CSR matrix: returns
@@ -861,30 +887,4 @@ def scan_csr(data, indices, indptr, n_rows, sample_weight, extra):
     order (the smallest such column of the first row holding one, as ``epochs.scan_rows``
     finds on the dense matrix; ``(-1, -1)`` if none) and ``norm`` is
     ``max_i s_i·(‖x_i‖² + extra)`` (``inf`` when a value is not finite; 0 for no rows)."""
-    chunk = chunk_rows_for(n_rows)
-    n_chunks = (n_rows + chunk - 1) // chunk
-    bad = np.zeros(n_chunks, dtype=np.int64)
-    norms = np.zeros(n_chunks)
-    for c in numba.prange(n_chunks):
-        n_bad = 0
-        best = 0.0
-        for i in range(c * chunk, min((c + 1) * chunk, n_rows)):
-            norm = 0.0
-            for p in range(_index(indptr[i]), _index(indptr[i + 1])):
-                norm, n_bad = add_square(norm, n_bad, data[p])
-            best = max(best, weighted_norm(norm, extra, sample_weight, i))
-        bad[c] = n_bad
-        norms[c] = best
-    for c in range(n_chunks):
-        if bad[c]:
-            for i in range(c * chunk, min((c + 1) * chunk, n_rows)):
-                column = -1
-                for p in range(indptr[i], indptr[i + 1]):
-                    if not is_finite(data[p]) and (column < 0 or indices[p] < column):
-                        column = indices[p]
-                if column >= 0:
-                    return i, int(column), math.inf
-    best = 0.0
-    for c in range(n_chunks):
-        best = max(best, norms[c])
-    return -1, -1, best
+    return scan_chunks((data, indices, indptr), n_rows, sample_weight, extra)

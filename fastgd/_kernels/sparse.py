@@ -188,7 +188,9 @@ def _average_from(j, u, v, avg_w, total, first_averaged, avg_offset):
 
 
 @scalar
-def _catch_up_all(v, w, last, history, avg_w, l1, first_averaged, avg_offset):
+def _catch_up_all(v, w, last, history, avg_w, l1, marks):
+    """Bring every feature to state ``v`` (``marks`` as :func:`_begin_lazy_step` keeps them)."""
+    first_averaged, avg_offset = marks[0], marks[2]
     for j in range(w.shape[0]):
         _catch_up(j, v, w, last, history, avg_w, l1, first_averaged, avg_offset)
 
@@ -264,9 +266,11 @@ def _restart_if_needed(
 
 
 @scalar
-def _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k):
+def _update_touched(j, u, w, last, avg_w, scalars, step, l1):
     """The step on a feature the step touches (current at state ``u``):
-    ``w ← prox(w·a − step)``, and the running mean."""
+    ``w ← prox(w·a − step)``, and the running mean (``scalars`` as
+    :func:`_begin_lazy_step` returned them)."""
+    _, decay, threshold, averaged, k, _ = scalars
     value = float(w[j]) * decay - step
     if l1 > 0.0:
         value = soft_threshold(value, threshold)
@@ -278,13 +282,14 @@ def _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, 
 
 
 @scalar
-def _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k):
+def _end_step(u, w, last, history, avg_w, scalars, l1):
     """Record state ``u + 1``: the features the step left alone are lazy, or (dense step)
     updated now, after which the products restart."""
+    _, decay, threshold, averaged, _, dense = scalars
     if dense:
         for j in range(w.shape[0]):
             if last[j] == u:
-                _update_touched(j, u, w, last, avg_w, decay, threshold, 0.0, l1, averaged, k)
+                _update_touched(j, u, w, last, avg_w, scalars, 0.0, l1)
         _restart_history(history, u + 1)
     else:
         _advance_history(history, u, decay, threshold, averaged)
@@ -304,8 +309,10 @@ def _start_lazy_marks(t, spec):
 def _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w):
     """The start of a lazy step at counter ``t`` after state ``u``: the schedule's ``eta``,
     the penalty's ``decay`` and ``threshold``, whether the step is averaged and its ``k``,
-    then a restart of the history when needed. Returns ``(eta, decay, threshold, averaged,
-    k, u, dense, marks)``."""
+    then a restart of the history when needed. Returns ``(scalars, u, marks)``: the step's
+    ``scalars = (eta, decay, threshold, averaged, k, dense)`` (``dense``: the step must be
+    applied to every feature, :func:`_restart_if_needed`), the state it steps from and the
+    new bookkeeping."""
     first_averaged, started_averaging, avg_offset, averaged_since_restart = marks
     eta = step_size(spec, t)
     decay = 1.0 - eta * spec.l2
@@ -322,17 +329,21 @@ def _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w):
     if averaged:
         averaged_since_restart += 1
     marks = (first_averaged, started_averaging, avg_offset, averaged_since_restart)
-    return eta, decay, threshold, averaged, k, u, dense, marks
+    return (eta, decay, threshold, averaged, k, dense), u, marks
 
 
 @scalar
-def _end_lazy_step(spec, intercept, intercept_step, averaged, avg_b, k):
-    """The intercept's step and its running mean; returns the new intercept."""
+def _end_lazy_step(spec, state, u, last, history, scalars, t, intercept, intercept_step):
+    """The end of the lazy step from state ``u`` at counter ``t`` whose touched features
+    have moved (:func:`_update_touched`): records state ``u + 1`` (:func:`_end_step`), then
+    the intercept's step and its running mean. Returns ``(intercept, t + 1, u + 1)``."""
+    _end_step(u, state.w, last, history, state.avg_w, scalars, spec.l1)
+    averaged, k = scalars[3], scalars[4]
     if spec.fit_intercept:
         intercept -= intercept_step
     if averaged:
-        avg_b[0] += (intercept - avg_b[0]) / k
-    return intercept
+        state.avg_b[0] += (intercept - state.avg_b[0]) / k
+    return intercept, t + 1.0, u + 1
 
 
 @scalar
@@ -359,6 +370,16 @@ def _rescale(w, scale):
 #: prefetcher already streams the rows; the weights' own misses gained nothing.
 CSR_ROWS_AHEAD = 8
 CSR_POINTERS_AHEAD = 16
+
+
+@scalar
+def _csr_row_at(data, indices, indptr, y, order, position, n):
+    """The row at ``position`` of ``order`` (empty: file order), prefetching the rows ahead
+    of it in a shuffled order."""
+    if order.shape[0] == 0:
+        return position
+    _prefetch_csr_row(data, indices, indptr, y, order, position, n)
+    return order[position]
 
 
 @scalar
@@ -390,13 +411,10 @@ def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, 
     n = indptr.shape[0] - 1
     w, intercept, t = state.w, state.intercept, state.t
     weighted = sample_weight.shape[0] > 0
-    use_order = order.shape[0] > 0
     loss_total = 0.0
     scale = 1.0
     for u in range(n):
-        i = order[u] if use_order else u
-        if use_order:
-            _prefetch_csr_row(data, indices, indptr, y, order, u, n)
+        i = _csr_row_at(data, indices, indptr, y, order, u, n)
         eta = step_size(spec, t)
         decay = 1.0 - eta * spec.l2
         lo = _index(indptr[i])
@@ -447,7 +465,6 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     n = indptr.shape[0] - 1
     w, intercept, t, avg_w, avg_b = state.w, state.intercept, state.t, state.avg_w, state.avg_b
     weighted = sample_weight.shape[0] > 0
-    use_order = order.shape[0] > 0
     averaging = avg_b.shape[0] > 0
     l1 = spec.l1
     loss_total = 0.0
@@ -462,12 +479,8 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     marks = _start_lazy_marks(t, spec)
     u = 0
     for position in range(n):
-        i = order[position] if use_order else position
-        if use_order:
-            _prefetch_csr_row(data, indices, indptr, y, order, position, n)
-        eta, decay, threshold, averaged, k, u, dense, marks = _begin_lazy_step(
-            spec, t, u, averaging, marks, w, last, history, avg_w
-        )
+        i = _csr_row_at(data, indices, indptr, y, order, position, n)
+        scalars, u, marks = _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w)
         first_averaged, avg_offset = marks[0], marks[2]
         lo = _index(indptr[i])
         hi = _index(indptr[i + 1])
@@ -478,23 +491,18 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
             acc += data[p] * w[j]
         prediction = acc + intercept
         if not is_finite(prediction):
-            _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+            _catch_up_all(u, w, last, history, avg_w, l1, marks)
             return intercept, loss_total + prediction, t, position
         value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
-        if weighted:
-            value *= sample_weight[i]
-            deriv *= sample_weight[i]
-        loss_total += value
-        scale = eta * deriv
+        s = sample_weight[i] if weighted else 1.0
+        loss_total += value * s
+        scale = scalars[0] * (deriv * s)  # η·s·L'
         for p in range(lo, hi):
-            j = _index(indices[p])
-            step = scale * data[p]
-            _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
-        _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        intercept = _end_lazy_step(spec, intercept, eta * deriv, averaged, avg_b, k)
-        t += 1.0
-        u += 1
-    _catch_up_all(u, w, last, history, avg_w, l1, marks[0], marks[2])
+            _update_touched(_index(indices[p]), u, w, last, avg_w, scalars, scale * data[p], l1)
+        intercept, t, u = _end_lazy_step(
+            spec, state, u, last, history, scalars, t, intercept, scale
+        )
+    _catch_up_all(u, w, last, history, avg_w, l1, marks)
     return intercept, loss_total, t, -1
 
 
@@ -556,12 +564,19 @@ def _list_batch(rows, start, stop, batch, seen, touched, grad):
     for position in range(start, stop):
         i = order[position] if use_order else position
         for p in range(_index(indptr[i]), _index(indptr[i + 1])):
-            j = _index(indices[p])
-            if seen[j] != batch:
-                seen[j] = batch
-                touched[n_touched] = j
-                n_touched += 1
-                grad[j] = 0.0
+            n_touched = _list_column(_index(indices[p]), batch, seen, touched, n_touched, grad)
+    return n_touched
+
+
+@scalar
+def _list_column(j, step, seen, touched, n_touched, grad):
+    """List column ``j`` in ``touched`` and zero its ``grad``, unless step number ``step``
+    has listed it already (``seen[j]``); returns the new count."""
+    if seen[j] != step:
+        seen[j] = step
+        touched[n_touched] = j
+        n_touched += 1
+        grad[j] = 0.0
     return n_touched
 
 
@@ -588,11 +603,7 @@ def _batch_sums(rows, start, stop, predictions, spec, grad, seen, touched, n_tou
         coef = grad.dtype.type(deriv)
         for p in range(_index(indptr[i]), _index(indptr[i + 1])):
             j = _index(indices[p])
-            if seen[j] != u:
-                seen[j] = u
-                touched[n_touched] = j
-                n_touched += 1
-                grad[j] = 0.0
+            n_touched = _list_column(j, u, seen, touched, n_touched, grad)
             grad[j] += coef * data[p]
     return batch_loss, deriv_sum, n_touched
 
@@ -692,9 +703,7 @@ def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
     for batch in range(n_steps):
         start = batch * batch_size
         stop = min(start + batch_size, n)
-        eta, decay, threshold, averaged, k, u, dense, marks = _begin_lazy_step(
-            spec, t, u, averaging, marks, w, last, history, avg_w
-        )
+        scalars, u, marks = _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w)
         first_averaged, avg_offset = marks[0], marks[2]
         # Bring the batch's features up to date, listed and their gradient zeroed.
         n_touched = _list_batch(rows, start, stop, batch, seen, touched, grad)
@@ -707,18 +716,16 @@ def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
         )
         loss_total += batch_loss
         if not is_finite(batch_loss):
-            _catch_up_all(u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+            _catch_up_all(u, w, last, history, avg_w, l1, marks)
             return intercept, loss_total, t, start
-        scale = eta / (stop - start)
+        scale = scalars[0] / (stop - start)  # η/m
         for q in range(n_touched):
             j = touched[q]
-            step = scale * float(grad[j])
-            _update_touched(j, u, w, last, avg_w, decay, threshold, step, l1, averaged, k)
-        _end_step(u, dense, w, last, history, avg_w, decay, threshold, l1, averaged, k)
-        intercept = _end_lazy_step(spec, intercept, scale * deriv_sum, averaged, avg_b, k)
-        t += 1.0
-        u += 1
-    _catch_up_all(u, w, last, history, avg_w, l1, marks[0], marks[2])
+            _update_touched(j, u, w, last, avg_w, scalars, scale * float(grad[j]), l1)
+        intercept, t, u = _end_lazy_step(
+            spec, state, u, last, history, scalars, t, intercept, scale * deriv_sum
+        )
+    _catch_up_all(u, w, last, history, avg_w, l1, marks)
     return intercept, loss_total, t, -1
 
 
@@ -780,13 +787,10 @@ def _sgd_epoch_csr_rule(rows, spec, state):
     data, indices, indptr, y, sample_weight, order = rows
     n = indptr.shape[0] - 1
     intercept, t = state.intercept, state.t
-    use_order = order.shape[0] > 0
     current = _lazy_average_start(state, t, spec)
     loss_total = 0.0
     for position in range(n):
-        i = order[position] if use_order else position
-        if use_order:
-            _prefetch_csr_row(data, indices, indptr, y, order, position, n)
+        i = _csr_row_at(data, indices, indptr, y, order, position, n)
         eta = step_size(spec, t)
         lo = _index(indptr[i])
         count = _index(indptr[i + 1]) - lo

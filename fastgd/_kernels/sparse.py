@@ -563,20 +563,15 @@ def _list_batch(rows, start, stop, batch, seen, touched, grad):
     n_touched = 0
     for position in range(start, stop):
         i = order[position] if use_order else position
+        # Spelled out here and in _batch_sums: through one shared inlined helper the
+        # mini-batch CSR epochs ran 4.9x slower (scaled path) and 2.2x slower (lazy path).
         for p in range(_index(indptr[i]), _index(indptr[i + 1])):
-            n_touched = _list_column(_index(indices[p]), batch, seen, touched, n_touched, grad)
-    return n_touched
-
-
-@scalar
-def _list_column(j, step, seen, touched, n_touched, grad):
-    """List column ``j`` in ``touched`` and zero its ``grad``, unless step number ``step``
-    has listed it already (``seen[j]``); returns the new count."""
-    if seen[j] != step:
-        seen[j] = step
-        touched[n_touched] = j
-        n_touched += 1
-        grad[j] = 0.0
+            j = _index(indices[p])
+            if seen[j] != batch:
+                seen[j] = batch
+                touched[n_touched] = j
+                n_touched += 1
+                grad[j] = 0.0
     return n_touched
 
 
@@ -603,7 +598,11 @@ def _batch_sums(rows, start, stop, predictions, spec, grad, seen, touched, n_tou
         coef = grad.dtype.type(deriv)
         for p in range(_index(indptr[i]), _index(indptr[i + 1])):
             j = _index(indices[p])
-            n_touched = _list_column(j, u, seen, touched, n_touched, grad)
+            if seen[j] != u:
+                seen[j] = u
+                touched[n_touched] = j
+                n_touched += 1
+                grad[j] = 0.0
             grad[j] += coef * data[p]
     return batch_loss, deriv_sum, n_touched
 

@@ -31,25 +31,19 @@ __all__ = [
     "sweep",
 ]
 
-#: Each public name and the module that defines it, imported on first use (None: the name
-#: is that module itself).
-_LAZY = {
-    "DivergenceError": ("errors", "DivergenceError"),
-    "FitResult": ("engine", "FitResult"),
-    "auto_learning_rate": ("engine", "auto_learning_rate"),
-    "fit": ("engine", "fit"),
-    "descent_path": ("playground", "descent_path"),
-    "find_learning_rate": ("playground", "find_learning_rate"),
-    "sweep": ("playground", "sweep"),
-    "options": ("options", None),
-    "SGDClassifier": ("estimators", "SGDClassifier"),
-    "SGDRegressor": ("estimators", "SGDRegressor"),
-    "fit_csv": ("stream", "fit_csv"),
-    "iter_csv": ("io", "iter_csv"),
-    "Model": ("io.model", "Model"),
-    "load": ("io.model", "load"),
-    "save": ("io.model", "save"),
+#: Each module and the public names it defines, imported on first use (PEP 562).
+_MODULES = {
+    "errors": ("DivergenceError",),
+    "engine": ("FitResult", "auto_learning_rate", "fit"),
+    "playground": ("descent_path", "find_learning_rate", "sweep"),
+    "estimators": ("SGDClassifier", "SGDRegressor"),
+    "stream": ("fit_csv",),
+    "io": ("iter_csv",),
+    "io.model": ("Model", "load", "save"),
 }
+#: Each public name and ``(module, attribute)``; attribute None: the name is the module.
+_LAZY = {name: (module, name) for module, names in _MODULES.items() for name in names}
+_LAZY["options"] = ("options", None)
 
 
 def __getattr__(name: str):

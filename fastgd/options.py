@@ -61,12 +61,17 @@ class Loss:
 
 
 @dataclass(frozen=True)
-class Penalty:
-    """A penalty ``R(w)``; ``l1_share(l1_ratio)`` is the fraction of ``alpha`` that is L1."""
+class _Choice:
+    """A choice with no parameters of its own: its name, its integer code, one line of doc."""
 
     name: str
     code: int
     doc: str
+
+
+class Penalty(_Choice):
+    """A penalty ``R(w)``; :meth:`split` turns ``alpha`` and ``l1_ratio`` into its L1 and L2
+    strengths."""
 
     def split(self, alpha: float, l1_ratio: float) -> tuple[float, float]:
         """Return ``(l1_strength, l2_strength)`` so that
@@ -122,11 +127,8 @@ class UpdateRule:
     row_memory: bool = False
 
 
-@dataclass(frozen=True)
-class Strategy:
-    name: str
-    code: int
-    doc: str
+class Strategy(_Choice):
+    """A batch strategy: how many rows each step reads (all, one, or ``batch_size``)."""
 
 
 LOSSES: tuple[Loss, ...] = (
@@ -209,6 +211,13 @@ OPTIMIZER_DEFAULTS: dict[str, float | bool] = {
     "optimizer_epsilon": 1e-8,
 }
 
+
+def _torch_rule(name: str, code: int, slots: int, parameters: tuple[str, ...], doc: str):
+    """A row for one of torch.optim's rules: they run under ``sgd`` and ``minibatch``, on
+    dense and CSR rows alike."""
+    return UpdateRule(name, code, slots, _STOCHASTIC, True, doc, parameters)
+
+
 # The optimizer rules follow torch.optim's update equations and defaults, with the step
 # η = eta0 or the schedule's rate (torch's lr) and t the step counter (1 at the first step).
 # Differences from torch: the squared loss is ½(p − y)², so gradients are half torch's
@@ -231,35 +240,20 @@ UPDATE_RULES: tuple[UpdateRule, ...] = (
         "pa2", UPDATE_PA2, 0, frozenset({"sgd"}), False,
         "passive-aggressive II: the data step of a row is L(p, y)/(‖x‖² + 1/(2·eta0))",
     ),
-    UpdateRule(
-        "momentum", UPDATE_MOMENTUM, 1, _STOCHASTIC, True,
+    _torch_rule("momentum", UPDATE_MOMENTUM, 1, ("momentum", "nesterov"),
         "heavy ball (torch SGD, dampening 0): v ← μ·v + g, w ← w − η·v; nesterov: "
-        "w ← w − η·(g + μ·v); g includes l2·w",
-        ("momentum", "nesterov"),
-    ),
-    UpdateRule(
-        "adagrad", UPDATE_ADAGRAD, 1, _STOCHASTIC, True,
+        "w ← w − η·(g + μ·v); g includes l2·w"),
+    _torch_rule("adagrad", UPDATE_ADAGRAD, 1, ("optimizer_epsilon",),
         "AdaGrad (torch, lr_decay 0, initial accumulator 0): G ← G + g², "
-        "w ← w − η·g/(√G + ε); g includes l2·w",
-        ("optimizer_epsilon",),
-    ),
-    UpdateRule(
-        "rmsprop", UPDATE_RMSPROP, 1, _STOCHASTIC, True,
+        "w ← w − η·g/(√G + ε); g includes l2·w"),
+    _torch_rule("rmsprop", UPDATE_RMSPROP, 1, ("rho", "optimizer_epsilon"),
         "RMSProp (torch, not centred, no momentum): v ← ρ·v + (1 − ρ)·g², "
-        "w ← w − η·g/(√v + ε); g includes l2·w",
-        ("rho", "optimizer_epsilon"),
-    ),
-    UpdateRule(
-        "adam", UPDATE_ADAM, 2, _STOCHASTIC, True,
+        "w ← w − η·g/(√v + ε); g includes l2·w"),
+    _torch_rule("adam", UPDATE_ADAM, 2, ("beta_1", "beta_2", "optimizer_epsilon"),
         "Adam (torch, amsgrad off): m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², "
-        "w ← w − η·m̂/(√v̂ + ε), m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ); g includes l2·w",
-        ("beta_1", "beta_2", "optimizer_epsilon"),
-    ),
-    UpdateRule(
-        "adamw", UPDATE_ADAMW, 2, _STOCHASTIC, True,
-        "AdamW (torch): w ← w·(1 − η·l2), then Adam's step from the data gradient alone",
-        ("beta_1", "beta_2", "optimizer_epsilon"),
-    ),
+        "w ← w − η·m̂/(√v̂ + ε), m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ); g includes l2·w"),
+    _torch_rule("adamw", UPDATE_ADAMW, 2, ("beta_1", "beta_2", "optimizer_epsilon"),
+        "AdamW (torch): w ← w·(1 − η·l2), then Adam's step from the data gradient alone"),
     UpdateRule(
         "saga", UPDATE_SAGA, 1, _STOCHASTIC, False,
         "SAGA (Defazio et al., 2014): one stored derivative α_i per row (n scalars) and their "

@@ -341,12 +341,13 @@ def _lbfgs_needs_a_smooth_objective(values, front):
 
 
 def _pa_needs_plain_sgd(values, front):
-    if values["learning_rate"] in ("pa1", "pa2") and values["optimizer"] != "sgd":
-        return (
-            f"learning_rate={values['learning_rate']!r} is its own update rule; it needs "
-            f"optimizer='sgd' (got optimizer={values['optimizer']!r})."
-        )
-    return None
+    rate, optimizer = values["learning_rate"], values["optimizer"]
+    if rate not in ("pa1", "pa2") or optimizer == "sgd":
+        return None
+    return (
+        f"learning_rate={rate!r} is its own update rule; it needs optimizer='sgd' (got "
+        f"optimizer={optimizer!r})."
+    )
 
 
 def _full_batch_optimizers_do_not_average(values, front):

@@ -392,16 +392,7 @@ def _multipliers(sample_weight, n: int) -> np.ndarray:
 
 
 def objective(
-    X,
-    y,
-    w,
-    b: float,
-    *,
-    loss: str,
-    epsilon: float = 0.1,
-    sample_weight=None,
-    l1: float = 0.0,
-    l2: float = 0.0,
+    X, y, w, b: float, *, loss: str, epsilon=0.1, sample_weight=None, l1=0.0, l2=0.0
 ) -> float:
     r"""The objective :math:`J(w, b) = \frac1n \sum_i s_i L(x_i \cdot w + b, y_i) + R(w)`.
 
@@ -442,13 +433,13 @@ def full_batch_step(
     w,
     b: float,
     *,
+    eta: float,
+    fit_intercept: bool = True,
     loss: str,
     epsilon: float = 0.1,
     sample_weight=None,
     l1: float = 0.0,
     l2: float = 0.0,
-    eta: float,
-    fit_intercept: bool = True,
 ) -> tuple[np.ndarray, float, float]:
     r"""One full-batch step from the exact gradient of the data term.
 

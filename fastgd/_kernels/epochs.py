@@ -21,8 +21,12 @@ Conventions shared by all kernels (the engine prepares them):
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from ..options import UPDATE_SGD
 from ._config import kernel, parallel_kernel, scalar
@@ -356,16 +360,60 @@ def weighted_norm(norm, extra, sample_weight, i):
     return norm
 
 
-@parallel_kernel
-def scan_rows(A, sample_weight, extra):
-    """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
-    ``(row, column)`` is the first NaN or ±inf (``(-1, -1)`` if none) and ``norm`` is
-    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column).
+def row_square_norm(rows, i, n_bad):
+    """``(‖x_i‖², n_bad + the non-finite values of row i)`` of ``rows``: a 2-D array (below)
+    or a CSR triple ``(data, indices, indptr)`` (``sparse.py``). Compiled only: each format
+    is an ``overload``, chosen by the type of ``rows`` and inlined, so the scan's one loop
+    (:func:`scan_chunks`) runs each format's own row loop, with no call per row."""
+    raise NotImplementedError("row_square_norm runs only inside the compiled kernels")
 
-    Validation and the ``auto`` step size share this one read of X; the exact place of a
-    non-finite value is searched only in the chunks that hold one.
-    """
-    n = A.shape[0]
+
+def first_bad_column(rows, i):
+    """The smallest column of row ``i`` of ``rows`` (as :func:`row_square_norm`) holding a
+    NaN or ±inf, or -1. Compiled only, as :func:`row_square_norm`."""
+    raise NotImplementedError("first_bad_column runs only inside the compiled kernels")
+
+
+def register_row_format(rows_type, square_norm, bad_column):
+    """Teach :func:`scan_chunks` a format of rows: ``square_norm`` and ``bad_column``
+    (plain functions, compiled by Numba and inlined) are :func:`row_square_norm` and
+    :func:`first_bad_column` where ``rows`` is a ``rows_type`` (a Numba type class).
+    Chosen when a kernel compiles, never per call: no function is passed as an argument
+    (which Numba's on-disk cache cannot keep)."""
+    for stub, implementation in ((row_square_norm, square_norm), (first_bad_column, bad_column)):
+        overload(stub, inline="always", strict=False)(_when_rows_are(rows_type, implementation))
+
+
+def _when_rows_are(rows_type, implementation):
+    def typing(rows, *arguments):
+        return implementation if isinstance(rows, rows_type) else None
+
+    return typing
+
+
+def _dense_square_norm(rows, i, n_bad):
+    norm = 0.0
+    for j in range(rows.shape[1]):
+        norm, n_bad = add_square(norm, n_bad, rows[i, j])
+    return norm, n_bad
+
+
+def _dense_bad_column(rows, i):
+    for j in range(rows.shape[1]):
+        if not is_finite(rows[i, j]):
+            return j
+    return -1
+
+
+register_row_format(types.Array, _dense_square_norm, _dense_bad_column)
+
+
+@scalar
+def scan_chunks(rows, n, sample_weight, extra):
+    """The parallel pass behind :func:`scan_rows` and ``sparse.scan_csr`` over the first
+    ``n`` rows of ``rows`` (a format :func:`row_square_norm` knows). Returns ``(row,
+    column, norm)`` as :func:`scan_rows` says (``norm`` 0 for no rows); the exact place of
+    a non-finite value is searched only in the chunks that hold one."""
     chunk = chunk_rows_for(n)
     n_chunks = (n + chunk - 1) // chunk
     bad = np.zeros(n_chunks, dtype=np.int64)
@@ -374,19 +422,31 @@ def scan_rows(A, sample_weight, extra):
         n_bad = 0
         best = 0.0
         for i in range(c * chunk, min((c + 1) * chunk, n)):
-            norm = 0.0
-            for j in range(A.shape[1]):
-                norm, n_bad = add_square(norm, n_bad, A[i, j])
+            norm, n_bad = row_square_norm(rows, i, n_bad)
             best = max(best, weighted_norm(norm, extra, sample_weight, i))
         bad[c] = n_bad
         norms[c] = best
     for c in range(n_chunks):
         if bad[c]:
             for i in range(c * chunk, min((c + 1) * chunk, n)):
-                for j in range(A.shape[1]):
-                    if not is_finite(A[i, j]):
-                        return i, j, np.inf
-    return -1, -1, norms.max()
+                column = first_bad_column(rows, i)
+                if column >= 0:
+                    return i, column, math.inf
+    best = 0.0
+    for c in range(n_chunks):
+        best = max(best, norms[c])
+    return -1, -1, best
+
+
+@parallel_kernel
+def scan_rows(A, sample_weight, extra):
+    """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
+    ``(row, column)`` is the first NaN or ±inf (``(-1, -1)`` if none) and ``norm`` is
+    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column).
+
+    Validation and the ``auto`` step size share this one read of X (:func:`scan_chunks`).
+    """
+    return scan_chunks(A, A.shape[0], sample_weight, extra)
 
 
 @kernel

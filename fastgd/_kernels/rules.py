@@ -218,7 +218,9 @@ def optimizer_update(spec, state, grad, grad_b, coef, m, eta, t, intercept, next
     bias = adam_bias(spec, t)
     n_rows = state.row_memory.shape[0]
     share = coef * m / n_rows if n_rows > 0 else 0.0  # SAGA's memory_share
-    # One inlined loop per rule (the rule a constant in each): see _optimizer_loop.
+    # One inlined loop per rule (the rule a constant in each): see _optimizer_loop. The
+    # repetition is deliberate: one call with the run-time ``rule`` measured 1.9x slower on
+    # dense Adam SGD (80 against 43 ms CPU, 20k x 500, 5 epochs; momentum: noise to 1.25x).
     if rule == UPDATE_MOMENTUM:
         code = UPDATE_MOMENTUM
         next_dot = _optimizer_loop(code, spec, state, grad, coef, share, eta, bias, next_row)

@@ -336,30 +336,16 @@ class FrameEncoding:
         self.mean = scaler["mean"] if scaler is not None else np.zeros(width)
         self.scale = scaler["scale"] if scaler is not None else np.ones(width)
 
-    @property
-    def numeric(self) -> list:
-        return self.encoding.numeric
+    def __getattr__(self, name: str):
+        # numeric, standardize, feature_names, n_features, sparse (CSR rows: a categorical
+        # column), ...: the Encoding's own (one definition, not a copy per attribute)
+        if name == "encoding":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.encoding, name)
 
     @property
     def categorical(self) -> list:
         return self.encoding.text
-
-    @property
-    def standardize(self) -> bool:
-        return self.encoding.standardize
-
-    @property
-    def feature_names(self) -> list:
-        return self.encoding.feature_names
-
-    @property
-    def width(self) -> int:
-        return self.encoding.n_features
-
-    @property
-    def sparse(self) -> bool:
-        """Whether partitions encode to CSR rows (there is a categorical column)."""
-        return self.encoding.sparse
 
     # -- learning it
     @classmethod

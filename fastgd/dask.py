@@ -760,7 +760,7 @@ def fit(
             fraction = min(1.0, resolved["batch_size"] / n)
         resolved["batch_size"] = max(1, round(float(fraction) * n))
     source = _DaskSource(
-        client, blocks, rows, summary, dtype, encoding.width,
+        client, blocks, rows, summary, dtype, encoding.n_features,
         fit_intercept=resolved["fit_intercept"], mode=mode,
         fraction=float(fraction) if fraction is not None else 1.0,
         local_options=_local_options(resolved, settings),
@@ -795,9 +795,9 @@ def _to_trained_space(encoding: FrameEncoding, coef_init, intercept_init):
     if coef_init is None or not encoding.standardize:
         return coef_init, intercept_init
     raw = np.asarray(coef_init, dtype=np.float64).reshape(-1)
-    if raw.shape[0] != encoding.width:
+    if raw.shape[0] != encoding.n_features:
         raise ValueError(
-            f"coef_init has {raw.shape[0]} values; the encoded data have {encoding.width} "
+            f"coef_init has {raw.shape[0]} values; the encoded data have {encoding.n_features} "
             f"features: {encoding.feature_names[:20]}."
         )
     return raw * encoding.scale, float(intercept_init or 0.0) + float(raw @ encoding.mean)

@@ -981,34 +981,19 @@ class CsvData:
 
 
 def read_csv(
-    path,
-    *,
-    target: str,
-    features=None,
-    drop=None,
-    delimiter: str | None = None,
-    categorical=None,
-    missing: str = "impute",
-    standardize: bool = True,
-    max_categories: int = 1000,
-    hash_features: int | None = None,
-    loss: str = "squared_error",
-    dtype="float64",
+    path, *, target: str, loss: str = "squared_error", dtype="float64", **reading
 ) -> CsvData:
     """A whole CSV in memory as :func:`fastgd.fit_csv` would train on it: the same reader
-    (``features``/``drop``/``categorical``), the same handling of missing cells
+    (``features``/``drop``/``delimiter``/``categorical``), the same handling of missing cells
     (``missing``: impute, skip or error; a missing target skips its row) and the same
     :class:`fastgd.io.encoding.Encoding` (``standardize``, ``max_categories``,
-    ``hash_features``), learned by ``fit_csv``'s own first pass. ``loss`` checks the target
-    as ``fit_csv`` does (a text target needs a classification loss; two classes).
+    ``hash_features``), learned by ``fit_csv``'s own first pass
+    (:func:`fastgd.stream.read_whole`, which takes the same keywords). ``loss`` checks the
+    target as ``fit_csv`` does (a text target needs a classification loss; two classes).
     Errors name the file, line and column (:class:`fastgd.io.csv.CsvError`)."""
     from .stream import read_whole
 
-    stats, (X, codes, y) = read_whole(
-        path, target=target, features=features, drop=drop, delimiter=delimiter,
-        categorical=categorical, missing=missing, standardize=standardize,
-        max_categories=max_categories, hash_features=hash_features, loss=loss, dtype=dtype,
-    )  # fmt: skip
+    stats, (X, codes, y) = read_whole(path, target=target, loss=loss, dtype=dtype, **reading)
     return CsvData(
         X=stats.encoding.encode(X, codes, dtype=dtype), y=_class_positions(y, stats),
         encoding=stats.encoding, classes=stats.classes, skipped=dict(stats.skipped),

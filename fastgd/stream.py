@@ -875,34 +875,26 @@ def _fold_scaler(result, stats: StreamStats, dtype: np.dtype) -> None:
 _FIT_DEFAULTS = engine.fit_defaults()
 
 
+#: fit_csv's encoding keywords and their defaults, for read_whole.
+_ENCODING_DEFAULTS = {
+    "standardize": True, "missing": "impute", "max_categories": 1000, "hash_features": None,
+}  # fmt: skip
+
+
 def read_whole(
-    path,
-    *,
-    target: str,
-    features=None,
-    drop=None,
-    delimiter: str | None = None,
-    categorical=None,
-    missing: str = "impute",
-    standardize: bool = True,
-    max_categories: int = 1000,
-    hash_features: int | None = None,
-    loss: str = "squared_error",
-    dtype="float64",
+    path, *, target: str, loss: str = "squared_error", dtype="float64", **reading
 ) -> tuple[StreamStats, tuple]:
     """``fit_csv``'s first pass over a file small enough for memory (the playground's):
     the same reader, missing-cell policy, label checks and learned encoding, plus the rows
     it kept, ``(X, codes, y)`` as read (numbers with NaN, text codes, targets), for
-    ``stats.encoding.encode``. Errors name the file, line and column (``CsvError``)."""
-    settings = _check_options(
-        standardize=standardize, missing=missing, max_categories=max_categories,
-        hash_features=hash_features, on_bad_rows="error",
-    )  # fmt: skip
+    ``stats.encoding.encode``. ``reading``: ``fit_csv``'s column keywords (``features``,
+    ``drop``, ``delimiter``, ``categorical``) and encoding keywords (``missing``,
+    ``standardize``, ``max_categories``, ``hash_features``), with its defaults. Errors name
+    the file, line and column (``CsvError``)."""
+    encoding = {key: reading.pop(key) for key in _ENCODING_DEFAULTS if key in reading}
+    settings = _check_options(**{**_ENCODING_DEFAULTS, **encoding}, on_bad_rows="error")
+    schema = read_schema(path, target=target, **reading)
     loss_row = loss_by_name(loss)
-    schema = read_schema(
-        path, target=target, features=features, drop=drop, delimiter=delimiter,
-        categorical=categorical,
-    )  # fmt: skip
     _check_text_target(schema, loss_row)
     first = _FirstPass(
         schema, options=settings, loss=loss_row, rng=None, progress=None,

@@ -63,15 +63,19 @@ def model_schema(model, data, *, target=None, delimiter=None):
                 f"without feature names) has {model.n_features}."
             )
         return schema
-    missing = [name for name in model.feature_names if name not in present]
+    _require_columns(data, model.feature_names, present, "feature column(s)")
+    return read_schema(data, target=target, features=model.feature_names, delimiter=delimiter)
+
+
+def _require_columns(data, needed, present: set, what: str) -> None:
+    """Refuse a file whose header lacks columns the model reads (the first ten named)."""
+    missing = [name for name in needed if name not in present]
     if missing:
         shown = ", ".join(repr(name) for name in missing[:10])
         raise CommandError(
-            f"{data}: the model's feature column(s) {shown}"
-            f"{' ...' if len(missing) > 10 else ''} are not in the file's header "
-            f"({len(missing)} of {model.n_features} missing)."
+            f"{data}: the model's {what} {shown}{' ...' if len(missing) > 10 else ''} are not "
+            f"in the file's header ({len(missing)} of {len(needed)} missing)."
         )
-    return read_schema(data, target=target, features=model.feature_names, delimiter=delimiter)
 
 
 def _encoded_schema(encoding, data, layout, target, delimiter):
@@ -79,14 +83,7 @@ def _encoded_schema(encoding, data, layout, target, delimiter):
     numeric columns refused where the file holds text in them."""
     from ..io.csv import read_schema
 
-    present = set(layout.columns)
-    missing = [name for name in encoding.columns if name not in present]
-    if missing:
-        shown = ", ".join(repr(name) for name in missing[:10])
-        raise CommandError(
-            f"{data}: the model's column(s) {shown}{' ...' if len(missing) > 10 else ''} "
-            f"are not in the file's header ({len(missing)} of {len(encoding.columns)} missing)."
-        )
+    _require_columns(data, encoding.columns, set(layout.columns), "column(s)")
     schema = read_schema(
         data, target=target, features=encoding.columns, delimiter=delimiter,
         categorical=encoding.text or None,

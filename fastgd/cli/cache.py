@@ -148,14 +148,9 @@ def _in_use(selection: Selection) -> bool:
     return any(path.name.endswith(".X.bin") and _is_locked(str(path)) for path in selection.files)
 
 
-def _clear(args) -> int:
+def _clear(args, folder, found: list[Selection]) -> int:
     from ..io.cache import _folder_lock
 
-    folder = cache_folder(args.data, args.cache_dir)
-    found = selections(args.data, args.cache_dir)
-    if not found:
-        print(f"fastgd cache: no cache of {args.data} in {folder}; nothing to remove.")
-        return 0
     removed = size = 0
     busy: list[Selection] = []
     with _folder_lock(folder):  # no writer creates files while we choose
@@ -211,12 +206,7 @@ def _validity(header: dict, data) -> str:
     return "valid" if change is None else f"stale: {change}"
 
 
-def _info(args) -> int:
-    folder = cache_folder(args.data, args.cache_dir)
-    found = selections(args.data, args.cache_dir)
-    if not found:
-        print(f"no cache of {args.data} in {folder}")
-        return 0
+def _info(args, folder, found: list[Selection]) -> int:
     total = sum(selection.size for selection in found)
     print(f"cache of {args.data}: {folder} ({len(found)} selection(s), {format_bytes(total)})")
     for selection in found:
@@ -225,7 +215,16 @@ def _info(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _clear(args) if args.action == "clear" else _info(args)
+    folder = cache_folder(args.data, args.cache_dir)
+    found = selections(args.data, args.cache_dir)
+    clear = args.action == "clear"
+    if not found:
+        if clear:
+            print(f"fastgd cache: no cache of {args.data} in {folder}; nothing to remove.")
+        else:
+            print(f"no cache of {args.data} in {folder}")
+        return 0
+    return (_clear if clear else _info)(args, folder, found)
 
 
 COMMAND = Command(HELP, DESCRIPTION, configure, run)

@@ -78,21 +78,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", metavar="DIR", help="where the binary cache goes (default: next to the CSV)"
     )
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="write no cache: every epoch reads the CSV again (blocks in file order)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        action="store_true",
-        help="save the model after every epoch (Ctrl-C keeps the last one)",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue training the model in MODEL (its weights, optimizer state and step count)",
-    )
+    for flag, text in _SWITCHES:
+        parser.add_argument(flag, action="store_true", help=text)
+
+
+#: train's on/off flags, and their help.
+_SWITCHES = (
+    ("--no-cache", "write no cache: every epoch reads the CSV again (blocks in file order)"),
+    ("--checkpoint", "save the model after every epoch (Ctrl-C keeps the last one)"),
+    ("--resume", "continue training the model in MODEL (its weights, optimizer state and step "
+     "count)"),
+)  # fmt: skip
 
 
 def _previous_model(args: argparse.Namespace):

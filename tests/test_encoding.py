@@ -170,3 +170,23 @@ def test_binding_a_growing_table_maps_its_new_levels_and_the_frozen_table_reads_
     names = one_hot.feature_names
     assert got[0, names.index(f"colour={one_hot.levels[0][1]}")] == 1.0
     assert got[0, names.index("size=<other>")] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_encoded_values_are_numpys_for_any_input_layout(dtype):
+    """The one-pass kernel gives numpy's ``(x - mean) / scale`` bit for bit (the folded
+    weights read the same numbers), for float32, strided and read-only blocks alike."""
+    rng = np.random.default_rng(5)
+    X, codes, table, _, _ = _data(rng, n=400)
+    encoding = _learn(X, table)
+    source = X.astype(dtype)
+    strided, strided_codes = source[::2], codes[::2]
+    strided.setflags(write=False)
+    for block, block_codes in [(source, codes), (strided, strided_codes)]:
+        got = encoding.encode(block, block_codes)
+        missing = np.isnan(block)
+        scaled = np.where(missing, 0.0, (block - encoding.mean) / encoding.scale)
+        expected = np.concatenate([scaled, missing[:, [1]]], axis=1).astype(dtype)
+        dense = got.toarray()[:, :3]
+        assert got.dtype == dtype and np.array_equal(dense, expected)
+        assert (got.indptr == np.arange(0, 5 * block.shape[0] + 1, 5)).all()

@@ -228,7 +228,9 @@ def _report(results, benchmark, size: int, rows: int, times: dict, extra: dict) 
     )  # fmt: skip
     results.add(
         "csv-text/first-epoch", "fastgd.fit_csv first epoch (first pass + 1 sgd epoch), text CSV",
-        median["first_epoch"], nbytes=size, notes=rate(median["first_epoch"]),
+        median["first_epoch"], nbytes=size,
+        notes=f"{rate(median['first_epoch'])}; ÷ polars rate = "
+        f"{polars / median['first_epoch']:.2f} (per round: {ratio_list(times['first_epoch'])})",
     )  # fmt: skip
     results.add(
         "csv-text/cached-epoch", "fastgd.fit_csv sgd epoch from the cache (CSR blocks), text CSV",

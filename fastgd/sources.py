@@ -264,6 +264,11 @@ class RowSampler:
 
     def add(self, X, y) -> None:
         keys = self.rng.random(X.shape[0])
+        if self.keys.shape[0] >= self.size > 0:
+            # a row whose key is not below the largest kept one can never be kept: leave it
+            # out before copying (the same rows are sampled; only their order may change)
+            entering = keys < self.keys.max()
+            keys, X = keys[entering], X[entering]
         sparse = is_sparse(X)
         rows = X.astype(np.float64) if sparse else np.asarray(X, dtype=np.float64)
         y = np.asarray(y)

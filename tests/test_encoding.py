@@ -190,3 +190,23 @@ def test_bound_gives_a_copy_bound_to_its_table_and_leaves_the_encoding_as_it_was
     np.testing.assert_array_equal(copy.encode(X, flipped).toarray(), before)
     # The original still reads codes of its own table.
     np.testing.assert_array_equal(encoding.encode(X, codes).toarray(), before)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_encoded_values_are_numpys_for_any_input_layout(dtype):
+    """The one-pass kernel gives numpy's ``(x - mean) / scale`` bit for bit (the folded
+    weights read the same numbers), for float32, strided and read-only blocks alike."""
+    rng = np.random.default_rng(5)
+    X, codes, table, _, _ = _data(rng, n=400)
+    encoding = _learn(X, table)
+    source = X.astype(dtype)
+    strided, strided_codes = source[::2], codes[::2]
+    strided.setflags(write=False)
+    for block, block_codes in [(source, codes), (strided, strided_codes)]:
+        got = encoding.encode(block, block_codes)
+        missing = np.isnan(block)
+        scaled = np.where(missing, 0.0, (block - encoding.mean) / encoding.scale)
+        expected = np.concatenate([scaled, missing[:, [1]]], axis=1).astype(dtype)
+        dense = got.toarray()[:, :3]
+        assert got.dtype == dtype and np.array_equal(dense, expected)
+        assert (got.indptr == np.arange(0, 5 * block.shape[0] + 1, 5)).all()

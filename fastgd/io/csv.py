@@ -1058,8 +1058,9 @@ class _ChunkParser:
         not finite, or (missing="error") missing."""
         if not self.feature_keys:
             return np.empty((frame.height, 0), dtype=self.dtype)
-        X = frame[self.feature_keys].to_numpy(order="c")  # [] not select: no expressions
-        X = np.ascontiguousarray(X, dtype=self.dtype)
+        # [] not select: no expressions. polars' own order="c" took 1.6x as long (measured
+        # here, 65,536 rows x 20 columns with nulls) as its column order and numpy's copy.
+        X = np.ascontiguousarray(frame[self.feature_keys].to_numpy(), dtype=self.dtype)
         # a sum is one cheap pass; only when it is not finite look cell by cell (a finite
         # sum can overflow, the precise check then clears it)
         if _all_finite(X):

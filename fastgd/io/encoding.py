@@ -52,6 +52,8 @@ MAX_HASH_BITS = 20
 #: "\x00", which separates the column from the level).
 _MISSING_KEY = "\x00<missing>"
 _OTHER_KEY = "\x00<other>"
+#: The text columns of a block without any (what the encoding kernel reads then).
+_NO_TEXT = np.empty((0, 0), dtype=np.int32)
 
 
 class EncodingError(ValueError):
@@ -150,7 +152,8 @@ class Encoding:
                 counts = np.asarray(table.counts[j], dtype=np.int64)
                 # most frequent first; ties in first-seen (code) order
                 order = np.argsort(-counts, kind="stable")[: max(max_categories - 1, 0)]
-                levels.append([table.levels[j][code] for code in order.tolist()])
+                names = table.levels[j]  # (the property copies every column's list)
+                levels.append([names[code] for code in order.tolist()])
             else:
                 levels.append([])
             missing_level.append(bool(impute and table.missing[j]))
@@ -309,27 +312,28 @@ class Encoding:
             raise ValueError(
                 f"X has shape {X.shape}; the encoding reads {len(self.numeric)} numeric columns."
             )
-        values = self._numeric_values(X, scaled)
-        if not self.text:
-            return np.ascontiguousarray(values, dtype=dtype)
-        columns = self._text_columns(codes, rows)
-        return self._csr(values, columns, rows, dtype)
+        from .._kernels.encode import encode_rows  # numba: not at import fastgd
 
-    def _numeric_values(self, X: np.ndarray, scaled: bool) -> np.ndarray:
-        """The numeric columns and missing indicators, side by side (float64)."""
-        missing = np.isnan(X)
+        if X.dtype.kind not in "fiu":
+            X = X.astype(np.float64)
+        columns = self._text_columns(codes, rows) if self.text else _NO_TEXT
+        width = len(self.numeric) + len(self.indicators) + len(self.text)
+        data = np.empty((rows, width), dtype=dtype)
+        indices = np.empty((rows, width) if self.text else (0, 0), dtype=np.int32)
+        shift, divide, fill = self._affine(scaled)
+        encode_rows(X, shift, divide, fill, self._indicator_columns, columns, data, indices)
+        if not self.text:
+            return data
+        return self._csr(data, indices, rows)
+
+    def _affine(self, scaled: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(shift, divide, fill)`` of the numeric columns: ``(x - shift) / divide``, and
+        ``fill`` for a missing cell. Standardised: ``(x - mean) / scale``, a missing cell 0
+        (the mean); raw: ``x`` itself, a missing cell the mean."""
+        d = len(self.numeric)
         if scaled and self.standardize:
-            values = (X - self.mean) / self.scale
-            fill = 0.0
-        else:
-            values = X.astype(np.float64, copy=True)
-            fill = self.mean
-        if missing.any():
-            values = np.where(missing, fill, values)
-        if not self.indicators:
-            return values
-        flags = missing[:, self._indicator_columns].astype(np.float64)
-        return np.concatenate([values, flags], axis=1)
+            return self.mean, self.scale, np.zeros(d)
+        return np.zeros(d), np.ones(d), self.mean
 
     def _text_columns(self, codes, rows: int) -> np.ndarray:
         """The feature column of each text cell (rows × text columns, int32)."""
@@ -349,19 +353,13 @@ class Encoding:
             columns[:, j] = lookup[column.astype(np.int64) + 2]
         return columns
 
-    def _csr(self, values: np.ndarray, columns: np.ndarray, rows: int, dtype):
-        """Rows of equal length: the dense values (columns 0..k-1), then one 1 per text
-        column; sorted within a row because each text column's features follow the last."""
+    def _csr(self, data: np.ndarray, indices: np.ndarray, rows: int):
+        """Rows of equal length (``data`` and ``indices``: rows × entries): the dense
+        values (columns 0..k-1), then one 1 per text column; sorted within a row because
+        each text column's features follow the last."""
         from scipy import sparse
 
-        dense = values.shape[1]
-        width = dense + columns.shape[1]
-        data = np.empty((rows, width), dtype=dtype)
-        data[:, :dense] = values
-        data[:, dense:] = 1.0
-        indices = np.empty((rows, width), dtype=np.int32)
-        indices[:, :dense] = np.arange(dense, dtype=np.int32)
-        indices[:, dense:] = columns
+        width = data.shape[1]
         indptr = np.arange(0, rows * width + 1, width, dtype=np.int64)
         matrix = sparse.csr_matrix(
             (data.reshape(-1), indices.reshape(-1), indptr), shape=(rows, self.n_features)

@@ -327,3 +327,69 @@ def test_a_file_whose_features_are_all_text(tmp_path):
         for level, value in effect.items():
             assert fitted[f"col={level}"] + result.intercept == pytest.approx(value, abs=0.05)
     assert result.extras["from_cache"]
+
+
+def _months_files(tmp_path, capsys):
+    """A model trained on ``month`` written 1..12 (read as text) and ``hour`` h0..h23; a
+    test file writing month as 4.0 (every cell unseen) and three hours never seen."""
+    rng = np.random.default_rng(7)
+    month, hour, x = rng.integers(1, 13, 240), rng.integers(0, 24, 240), rng.normal(size=240)
+    y = x + 0.1 * month
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    rows = zip(month, hour, x, y, strict=True)
+    train.write_text(
+        "month,hour,x,y\n" + "".join(f"{m},h{h},{a:.4f},{t:.4f}\n" for m, h, a, t in rows)
+    )
+    hours = [f"h{h}" if i >= 3 else "h99" for i, h in enumerate(hour)]
+    rows = zip(month, hours, x, y, strict=True)
+    test.write_text(
+        "month,hour,x,y\n" + "".join(f"{m}.0,{h},{a:.4f},{t:.4f}\n" for m, h, a, t in rows)
+    )
+    model = tmp_path / "m.npz"
+    code = cli.main(["train", str(train), "--target", "y", "--model", str(model), "--quiet",
+                     "--categorical", "month", "--epochs", "2"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return model, train, test
+
+
+def test_unseen_levels_are_counted_and_a_mismatched_column_warned(tmp_path, capsys):
+    model, train, test = _months_files(tmp_path, capsys)
+    said = "levels not seen in training: month 240 cells (e.g. '"
+    for argv in (["predict", str(model), str(test), "-o", str(tmp_path / "p.csv")],
+                 ["evaluate", str(model), str(test), "--block-rows", "50"]):  # fmt: skip
+        assert cli.main(argv) == 0
+        err = capsys.readouterr().err
+        assert said in err and ".0'), hour 3 cells (e.g. 'h99')" in err, err
+        warning = [line for line in err.splitlines() if line.startswith("fastgd: warning:")]
+        assert len(warning) == 1 and "column 'month'" in warning[0], err
+        assert "240 of its 240 non-missing cells (100%)" in warning[0]
+        assert ".0';" in warning[0] and "training's levels: e.g. '" in warning[0]
+    # the training file itself: every level seen, nothing said
+    assert cli.main(["predict", str(model), str(train), "-o", str(tmp_path / "q.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "not seen in training" not in err and "warning" not in err, err
+    # a few unseen cells (3 of 240 hours): counted, no warning
+    assert (
+        cli.main(["predict", str(model), str(test), "-o", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "hour" not in err and "'month'" in err  # --quiet: the warning alone
+
+
+def test_a_frozen_table_keeps_only_its_first_unseen_strings():
+    import polars as pl
+
+    from fastgd.io.levels import UNSEEN_CODE, UNSEEN_EXAMPLES_KEPT, LevelTable, code_series
+
+    table = LevelTable.from_dict(
+        {"columns": [{"name": "c", "levels": ["a", "b"], "counts": [1, 1]}], "frozen": True}
+    )
+    column = table.feature_columns()[0]
+    for chunk in (["a", "x", " x ", "y"], ["z", "w", "b", "v"]):
+        codes, new = code_series(column, pl.Series(chunk), grow=False, path="f.csv")
+        assert (
+            new == [] and ((codes == UNSEEN_CODE) == [c.strip() not in "ab" for c in chunk]).all()
+        )
+    assert table.unseen_examples == [["x", "y", "z"][:UNSEEN_EXAMPLES_KEPT]]
+    assert table.levels == [["a", "b"]] and table.frozen().unseen_examples == [[]]

@@ -20,7 +20,10 @@ DESCRIPTION = """\
 Score a saved model on DATA.csv in one streamed pass: regression models print the mean
 squared error and R²; classifiers the accuracy (and the log loss for log_loss models).
 When 'fastgd train' left a valid cache of the file (the same columns and --dtype), the rows
-are read from it, without parsing the CSV (see 'fastgd cache info DATA.csv').
+are read from it, without parsing the CSV (see 'fastgd cache info DATA.csv'). A model
+'fastgd train' fitted on a CSV imputes missing feature cells as in training, also one
+trained with --missing skip; a level its text column never had in training reads as that
+column's other level, and the summary counts such cells per column.
 
 examples:
   fastgd evaluate houses.npz test.csv --target price
@@ -160,6 +163,7 @@ def _score(scores, blocks, bar, skipped: dict, skipped_lines: list) -> dict:
     from ..io.csv import SKIPPED_LINES_KEPT, format_skipped
 
     rows = 0
+    unseen = _model.UnseenLevels()
     for block in blocks:
         for reason, count in block.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
@@ -167,11 +171,13 @@ def _score(scores, blocks, bar, skipped: dict, skipped_lines: list) -> dict:
         if not block.rows:
             continue
         scores.add(block, block.y.astype(np.float64))
+        unseen.add(block)
         rows += block.rows
         bar.update(None, rows, None)
     if rows == 0:
         raise CommandError(f"{scores.schema.path}: no data rows to evaluate on.")
-    return {**scores.metrics(), "skipped": format_skipped(skipped, skipped_lines)}
+    skipped = format_skipped(skipped, skipped_lines)
+    return {**scores.metrics(), "skipped": skipped, "unseen": unseen}
 
 
 def evaluate(model, schema, args, bar) -> dict:
@@ -214,11 +220,14 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     skipped = metrics.pop("skipped")
     source = metrics.pop("source")
+    unseen = metrics.pop("unseen")
+    unseen.warn(args.data)
+    notes = "".join(f"; {note}" for note in (skipped, unseen.summary()) if note)
     for name, value in metrics.items():
         print(f"{name:<10} {value:.6g}" if isinstance(value, float) else f"{name:<10} {value}")
     if not args.quiet:
         read = f"the training cache {source}" if source else shown_input(args, "data")
-        print(f"fastgd evaluate: read {read}{'; ' + skipped if skipped else ''}", file=sys.stderr)
+        print(f"fastgd evaluate: read {read}{notes}", file=sys.stderr)
     return 0
 
 

@@ -31,7 +31,10 @@ one row per data row to --output (written to a temporary file, then renamed) or 
 the --id-columns first (copied as they are), then 'prediction' (labels for a classifier),
 or with --proba one probability column per class, 'proba_<class>'. With --on-bad-rows skip
 a row that cannot be used (a missing or non-numeric cell, a wrong field count) gets empty
-prediction cells and is counted in the summary; blank lines are not rows.
+prediction cells and is counted in the summary; blank lines are not rows. A model
+'fastgd train' fitted on a CSV imputes missing cells as in training, also one trained
+with --missing skip; a level its text column never had in training reads as that column's
+other level, and the summary counts such cells per column.
 
 examples:
   fastgd predict houses.npz new_houses.csv --output predictions.csv
@@ -301,6 +304,7 @@ def _write_predictions(model, schema, args, handle, bar) -> dict:
     writer = _RowWriter(handle, schema, _Predictor(model, schema, args.proba), args.id_columns)
     skipped: dict = {}
     skipped_lines: list = []
+    unseen = _model.UnseenLevels()
     blocks = iter_csv(
         schema, block_rows=args.block_rows, dtype=args.dtype, on_bad_rows=args.on_bad_rows,
         **_model.read_options(model),  # a model's encoding: its levels, missing cells kept
@@ -310,6 +314,7 @@ def _write_predictions(model, schema, args, handle, bar) -> dict:
             skipped[reason] = skipped.get(reason, 0) + count
         skipped_lines.extend(block.skipped_lines[: SKIPPED_LINES_KEPT - len(skipped_lines)])
         writer.add(block)
+        unseen.add(block)
         bar.update(None, writer.rows, None)
     writer.finish()
     return {
@@ -317,6 +322,7 @@ def _write_predictions(model, schema, args, handle, bar) -> dict:
         "predicted": writer.predicted,
         "left_out": writer.left_out,
         "skipped": format_skipped(skipped, skipped_lines),
+        "unseen": unseen,
     }
 
 
@@ -357,7 +363,9 @@ def _summary(counts: dict, where: str, seconds: float) -> str:
             f" ({counts['predicted']:,} predictions, {counts['left_out']:,} left empty: "
             f"{counts['skipped']})"
         )
-    return text + f" in {seconds:.2f} s"
+    text += f" in {seconds:.2f} s"
+    unseen = counts["unseen"].summary()
+    return text + (f"; {unseen}" if unseen else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -372,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
         counts = _predict_to(args.output, model, schema, args, bar)
     finally:
         bar.close()
+    counts["unseen"].warn(args.data)
     if not args.quiet:
         where = args.output if args.output is not None else "stdout"
         print(_summary(counts, where, time.perf_counter() - started), file=sys.stderr)

@@ -3,7 +3,8 @@
 A growing :class:`LevelTable` (the first pass over a file) gives each new level of a column
 the next code, 0, 1, 2, ... in first-seen order; a code never changes once given, so blocks
 coded early stay valid. It counts every level and the missing cells. ``table.frozen()`` is a
-copy that learns nothing: a level it has not seen gets ``UNSEEN_CODE`` (prediction).
+copy that learns nothing: a level it has not seen gets ``UNSEEN_CODE`` (prediction), and
+it keeps the first few such strings of each column (``unseen_examples``), to show the user.
 
 Why codes are found per chunk and not per cell: a chunk's column (a polars Series of
 strings) is reduced to its distinct strings (``unique``, in first-seen order); only those go
@@ -25,12 +26,14 @@ import numpy as np
 
 from ._cells import MISSING_TOKENS, CsvError
 
-__all__ = ["LEVELS_LIMIT", "MISSING_CODE", "UNSEEN_CODE", "LevelTable"]
+__all__ = ["LEVELS_LIMIT", "MISSING_CODE", "UNSEEN_CODE", "UNSEEN_EXAMPLES_KEPT", "LevelTable"]
 
 #: The code of a missing text cell (one of the reader's missing-value tokens).
 MISSING_CODE = -1
 #: The code a frozen table gives a level it has not seen.
 UNSEEN_CODE = -2
+#: How many unseen strings a frozen table keeps per column (examples for messages).
+UNSEEN_EXAMPLES_KEPT = 3
 #: The most distinct levels one column may have.
 LEVELS_LIMIT = 1_000_000
 
@@ -40,7 +43,7 @@ _FIRST_CAPACITY = 16
 class _Column:
     """The levels of one column, their counts and its missing cells."""
 
-    __slots__ = ("_counts", "index", "levels", "missing", "name")
+    __slots__ = ("_counts", "index", "levels", "missing", "name", "unseen")
 
     def __init__(self, name: str, levels: Sequence[str] = (), counts=None, missing: int = 0):
         self.name = name
@@ -50,6 +53,8 @@ class _Column:
         if counts is not None:
             self._counts[: len(self.levels)] = counts
         self.missing = int(missing)
+        # the first unseen strings (a frozen table), examples only: not part of the record
+        self.unseen: list[str] = []
 
     @property
     def counts(self) -> np.ndarray:
@@ -61,7 +66,8 @@ class _Column:
     def lookup(self, raw: list[str], grow: bool, path: str) -> tuple[np.ndarray, list[str]]:
         """``(codes, new)``: the code of each distinct raw string, plus one last entry
         (``MISSING_CODE``, for null cells), and the levels not seen before, given the next
-        codes provisionally (nothing is changed before :meth:`commit`)."""
+        codes provisionally (no level is added before :meth:`commit`). Not growing, it
+        notes the first ``UNSEEN_EXAMPLES_KEPT`` unseen strings (``unseen``, examples)."""
         codes = np.empty(len(raw) + 1, dtype=np.int32)
         codes[-1] = MISSING_CODE
         index, new, added = self.index, [], {}
@@ -75,6 +81,8 @@ class _Column:
                     code = MISSING_CODE
                 elif not grow:
                     code = UNSEEN_CODE
+                    if len(self.unseen) < UNSEEN_EXAMPLES_KEPT and level not in self.unseen:
+                        self.unseen.append(level)
                 else:
                     code = added[level] = len(self.levels) + len(new)
                     new.append(level)
@@ -162,6 +170,12 @@ class LevelTable:
     @property
     def missing(self) -> list[int]:
         return [column.missing for column in self._columns]
+
+    @property
+    def unseen_examples(self) -> list[list[str]]:
+        """Per column, the first few strings a frozen table did not know (in the order
+        read; at most ``UNSEEN_EXAMPLES_KEPT``)."""
+        return [list(column.unseen) for column in self._columns]
 
     @property
     def target_levels(self) -> list[str] | None:

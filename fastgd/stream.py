@@ -194,8 +194,8 @@ class _MissingCells:
         else:
             column = schema.text_features[int(np.argmax(block.codes[row] == MISSING_CODE))]
         raise CsvError(
-            "missing value; fill it in, drop the column, or use missing='impute' "
-            "(--missing impute: the column's mean and an indicator) or missing='skip'.",
+            "missing value; fill it in, drop the column, or use missing='impute' (the "
+            "column's mean and an indicator) or missing='skip'.",
             path=schema.path, line=int(block.line_numbers[row]), column=column,
         )  # fmt: skip
 
@@ -813,7 +813,7 @@ def _check_text_target(schema, loss) -> None:
         return
     raise CsvError(
         f"the target column holds text, and loss={loss.name!r} is a regression loss; use a "
-        "classification loss for labels (loss='log_loss' or 'hinge'; --loss log_loss).",
+        "classification loss for labels: loss='log_loss' (or loss='hinge').",
         path=schema.path, column=schema.target,
     )  # fmt: skip
 

@@ -421,3 +421,19 @@ def test_predict_skip_lines_up_with_the_input_on_random_files(
     assert [row[0] for row in rows] == [name for name, _ in expected]
     for (_, value), (_, cell) in zip(expected, rows, strict=True):
         assert (cell == "") if value is None else abs(float(cell) - value) < 1e-3
+
+
+def test_a_text_cell_in_a_numeric_column_names_the_flags(tmp_path, capsys):
+    """The reader's advice in fastgd's keywords reads as the command's flags, once each;
+    a bad target cell gets the advice that applies to a target (skip the row)."""
+    numbers = "".join(f"r{i},{i % 7},{i % 3},{i}\n" for i in range(5000))
+    data = tmp_path / "d.csv"
+    data.write_text("id,a,b,y\n" + numbers + "r,1,oops,2\n" + "r,1,2,late\n")
+    argv = ["train", data, "--target", "y", "--drop", "id", "--model", tmp_path / "m.npz"]
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "line 5002" in err and "column 'b'" in err, err
+    assert "--categorical b" in err and "--on-bad-rows skip" in err, err
+    assert err.count("--categorical b") == 1 and "categorical=" not in err, err
+    code, _, err = run([*argv, "--categorical", "b"], capsys)
+    assert code == 1 and "line 5003" in err and "target" in err, err
+    assert "--on-bad-rows skip" in err and "--categorical" not in err, err

@@ -157,7 +157,7 @@ def test_a_later_text_cell_in_a_numeric_column_names_line_and_column(tmp_path):
     with pytest.raises(CsvError, match="'oops' is not a number") as info:
         read(path, target="y")
     assert (info.value.line, info.value.column) == (10_002, "b")
-    assert "--categorical b" in str(info.value) and "on_bad_rows='skip'" in str(info.value)
+    assert "categorical=['b']" in str(info.value) and "on_bad_rows='skip'" in str(info.value)
     # read as text, it is a category like the others
     blocks, X, _, codes = read(path, target="y", categorical=["b"])
     assert blocks[0].levels.levels == [["0", "1", "2", "oops"]]

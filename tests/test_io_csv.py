@@ -207,7 +207,7 @@ def test_categorical_column_hint(tmp_path):
     path = bad_file(tmp_path, numbers + "1,Paris,2\n3,Rome,4\n5,Oslo,6\n", header="a,city,y")
     error = expect_error(path, 4002, "city", "column 'city' holds text", target="y")
     assert "('Paris' at line 4002)" in str(error)
-    assert "--categorical city" in str(error) and "--drop city" in str(error)
+    assert "categorical=['city']" in str(error) and "drop=['city']" in str(error)
     path = bad_file(tmp_path, "1,Paris,2\n3,Rome,4\n5,Oslo,6\n", header="a,city,y")
     # dropping it works
     _, X, _y = collect(iter_csv(path, target="y", drop=["city"]))

@@ -1255,16 +1255,17 @@ class _ChunkParser:
                 total += 1
                 value = cells[index].strip()
                 texts += value.lower() not in MISSING_TOKENS and not _is_number(value)
-        as_text = f"read it as text (categorical=[{name!r}], --categorical {name})"
-        if total >= 2 and texts * 2 > total:
-            action = (
-                as_text
-                if name == self.schema.target
-                else f"{as_text}, drop it (drop=[{name!r}], --drop {name})"
+        # Options in fastgd's Python spelling; the CLI rewrites them as its flags.
+        as_text = f"read it as text (categorical=[{name!r}])"
+        if name == self.schema.target:
+            message = (
+                f"{cell!r} in the target column is not a number; fix the cell, or skip such "
+                "rows with on_bad_rows='skip'."
             )
+        elif total >= 2 and texts * 2 > total:
             message = (
                 f"column {name!r} holds text ({cell!r} at line {line}) where its first lines "
-                f"held numbers; {action} or encode it as numbers."
+                f"held numbers; {as_text}, drop it (drop=[{name!r}]) or encode it as numbers."
             )
         else:
             message = (

@@ -34,7 +34,8 @@ ends the run.
 With --checkpoint the model is saved after every epoch, so Ctrl-C (exit 130) or a
 divergence (exit 1; the best weights reached are saved) leaves the last good model in
 MODEL; --resume continues from it (weights, the optimizer's state and step counter,
-epochs counted on top).
+epochs counted on top) with its encoding: its features, kept levels (a level it does not
+know counts as other), means and scales, whatever levels the data holds.
 
 examples:
   fastgd train houses.csv --target price --model houses.npz
@@ -239,8 +240,8 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
 
 
 def _check_resumed_features(previous, names) -> None:
-    """--resume continues weights feature by feature: the data must encode to the
-    model's features (the same columns, and the same levels kept)."""
+    """--resume continues weights feature by feature: the data, read with the model's
+    encoding, must encode to the model's features (a check: it always should)."""
     if previous is None or previous.encoding is None:
         return
     try:

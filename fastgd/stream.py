@@ -324,8 +324,8 @@ class _FirstPass:
             stats.labels = summary.labels
             stats.classes = self._classes(summary.labels)
         stats.zero_loss = summary.zero_loss
-        if self.options["standardize"]:
-            self._check_moments()
+        if self.options["standardize"] and self.options.get("encoding") is None:
+            self._check_moments()  # (a given encoding brings its own scales)
         self._encode(stats, levels)
         stats.seconds = time.perf_counter() - started
         return stats
@@ -341,12 +341,16 @@ class _FirstPass:
         """The encoding of what the pass found, and the statistics in its features."""
         schema, options = self.schema, self.options
         moments = self.moments
-        encoding = Encoding.learn(
-            schema.numeric_features, moments.mean, moments.std(), moments.missing,
-            table=levels, text=schema.text_features, standardize=options["standardize"],
-            impute=options["missing"] == "impute", max_categories=options["max_categories"],
-            hash_bits=options["hash_features"], columns=schema.feature_names,
-        )  # fmt: skip
+        given = options.get("encoding")
+        if given is not None:
+            encoding = _given_encoding(given, moments, options["standardize"])
+        else:
+            encoding = Encoding.learn(
+                schema.numeric_features, moments.mean, moments.std(), moments.missing,
+                table=levels, text=schema.text_features, standardize=options["standardize"],
+                impute=options["missing"] == "impute", max_categories=options["max_categories"],
+                hash_bits=options["hash_features"], columns=schema.feature_names,
+            )  # fmt: skip
         if levels is not None:
             encoding.bind(levels)
         if not options["standardize"]:
@@ -365,6 +369,19 @@ class _FirstPass:
             codes = sample[:, d:].astype(np.int32) if schema.text_features else None
             stats.sample = encoding.encode(sample[:, :d], codes, dtype=np.float64)
             stats.sample_targets = self.sampler.targets
+
+
+def _given_encoding(given: Encoding, moments: _Moments, standardize: bool) -> Encoding:
+    """A fresh copy of ``fit_csv``'s ``encoding`` (its features, levels and scales: the
+    weights it was trained with keep their meaning), bound to nothing yet. Only a change of
+    ``standardize`` changes it: scales of 1, or the standard deviations of this pass."""
+    record = given.to_dict()
+    if given.standardize != standardize:
+        std = moments.std()
+        usable = np.isfinite(std) & (std > 0.0)
+        scale = np.where(usable, std, 1.0) if standardize else np.ones(len(given.numeric))
+        record.update(standardize=standardize, scale=[float(v) for v in scale])
+    return Encoding.from_dict(record)
 
 
 def _warn_about_scales(schema, moments: _Moments) -> None:
@@ -420,7 +437,7 @@ def _first_pass(schema, *, options: dict, dtype, block_rows, cache_dir, loss, rn
     )  # fmt: skip
     if cache is None:
         cache, levels = _read_csv(schema, gathered, dtype, block_rows, cache_dir, options)
-        return cache, gathered.finish(started, levels)
+        return cache, _finish(gathered, started, levels, cache)
     gathered.stats.from_cache = True
     gathered.levels = cache.levels
     rng_state = rng.bit_generator.state
@@ -435,7 +452,18 @@ def _first_pass(schema, *, options: dict, dtype, block_rows, cache_dir, loss, rn
         return _first_pass(schema, **settings)
     gathered.stats.skipped = dict(cache.skipped)
     gathered.stats.skipped_lines = list(cache.skipped_lines)
-    return cache, gathered.finish(started, cache.levels)
+    return cache, _finish(gathered, started, cache.levels, cache)
+
+
+def _finish(gathered: _FirstPass, started: float, levels, cache) -> StreamStats:
+    """``gathered.finish``; its data error (one class, no rows left, ...) comes after the
+    cache was committed: the error's ``cache`` says where it stays (None: no cache)."""
+    try:
+        return gathered.finish(started, levels)
+    except CsvError as error:
+        cache.close()
+        error.cache = None if cache.path is None else str(cache.path)
+        raise
 
 
 def _check_codes(cache: BlockCache, block) -> None:
@@ -657,6 +685,7 @@ def fit_csv(
     intercept_init=None,
     slots_init=None,
     on_epoch_state: Callable | None = None,
+    encoding: Encoding | None = None,
     **fit_options,
 ) -> engine.FitResult:
     """Fit a linear model to a CSV file of any size (see the module's docstring).
@@ -730,6 +759,14 @@ def fit_csv(
         to keep it); what a checkpoint needs to continue the same optimizer. Called for an
         epoch the engine then rejects (divergence) too, with no ``callback`` after it; not
         called by the full-batch ``nesterov`` and ``lbfgs``, whose state is not slots.
+    encoding : fastgd.io.encoding.Encoding, optional
+        Train with this encoding instead of learning one (continuing a model: its
+        ``encoding``, so ``coef_init`` and ``slots_init`` keep their features): its columns
+        are read (in its order, its text columns as text; ``features``/``drop``, if given,
+        must select the same columns), its levels kept (a level it does not know reads as
+        other), its means and scales used (with another ``standardize``: scales of 1, or
+        this file's standard deviations); ``max_categories``, ``hash_features`` and
+        ``categorical`` are then its own. The first pass still reads (and caches) the file.
     **fit_options
         Every other option of :func:`fastgd.fit` (``loss``, ``strategy``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``max_iter``, ``tol``, ``shuffle``, ``random_state``,
@@ -765,10 +802,13 @@ def fit_csv(
             f"except sample_weight and the in-memory ones: {sorted(_FIT_DEFAULTS)}."
         )
     resolved = engine.resolve_options(**{**_FIT_DEFAULTS, **fit_options})
-    schema = read_schema(
-        path, target=target, features=features, drop=drop, delimiter=delimiter, header=header,
-        categorical=categorical,
-    )  # fmt: skip
+    selection = dict(target=target, features=features, drop=drop, delimiter=delimiter,
+                     header=header, categorical=categorical)  # fmt: skip
+    if encoding is None:
+        schema = read_schema(path, **selection)
+    else:
+        schema = _encoding_schema(path, encoding, selection)
+        options["encoding"] = encoding
     _check_text_target(schema, resolved["loss"])
     cache, stats = _first_pass(
         schema, options=options, dtype=dtype, block_rows=block_rows, cache_dir=cache_dir,
@@ -805,6 +845,47 @@ def fit_csv(
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result
+
+
+def _encoding_schema(path, encoding: Encoding, selection: dict):
+    """The schema of the columns a given encoding reads (see ``fit_csv``'s ``encoding``):
+    a data error naming the columns the file lacks, or holds text in where the encoding
+    reads numbers; a ValueError for a ``features``/``drop`` that selects other columns."""
+    if not isinstance(encoding, Encoding):
+        raise TypeError(f"encoding must be a fastgd.io.encoding.Encoding; got {encoding!r}.")
+    reading = {key: selection[key] for key in ("target", "delimiter", "header")}
+    layout = read_schema(path, **reading)
+    present = set(layout.columns)
+    missing = [name for name in encoding.columns if name not in present]
+    if missing:
+        raise CsvError(
+            f"the encoding's column(s) {_names(missing)} are not in the file's header "
+            f"({len(missing)} of {len(encoding.columns)} missing).", path=layout.path,
+        )  # fmt: skip
+    if selection["features"] is not None or selection["drop"] is not None:
+        chosen = set(read_schema(path, **selection).feature_names)
+        extra = [name for name in chosen if name not in set(encoding.columns)]
+        left_out = [name for name in encoding.columns if name not in chosen]
+        if extra or left_out:
+            raise ValueError(
+                "features/drop must select the encoding's columns; "
+                f"not in it: {_names(extra) or 'none'}; left out: {_names(left_out) or 'none'}."
+            )
+    schema = read_schema(
+        path, features=encoding.columns, categorical=encoding.text or None, **reading
+    )
+    wrong = [name for name in encoding.numeric if name not in schema.numeric_features]
+    if wrong:
+        raise CsvError(
+            f"the column(s) {_names(wrong)} hold text, but the encoding reads numbers there.",
+            path=schema.path, column=wrong[0],
+        )  # fmt: skip
+    return schema
+
+
+def _names(names: list) -> str:
+    """Up to 10 column names, quoted."""
+    return ", ".join(repr(name) for name in names[:10]) + (" ..." if len(names) > 10 else "")
 
 
 def _check_text_target(schema, loss) -> None:

@@ -402,3 +402,80 @@ def test_a_divergence_checkpoint_keeps_the_rule_state_of_the_best_weights(tmp_pa
     assert best.summary["diverged"] is True and best.rule_state.t == 1 + 4 * 300
     np.testing.assert_array_equal(best.coef, expected.coef)
     np.testing.assert_array_equal(best.rule_state.slots, expected.rule_state.slots)
+
+
+# ------------------------------------------------------------------ --resume on another file
+
+
+def write_penguins(path, species_counts: dict, seed=0):
+    """A small penguins-like CSV: a numeric and a text feature, a two-class target."""
+    rng = np.random.default_rng(seed)
+    lines = ["bill,species,sex"]
+    for species, count in species_counts.items():
+        for _ in range(count):
+            bill = rng.normal(40.0, 5.0)
+            sex = "male" if bill + rng.normal(0.0, 3.0) > 40.0 else "female"
+            lines.append(f"{bill:.2f},{species},{sex}")
+    rng.shuffle(lines[1:])
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "new_counts",
+    [{"Adelie": 60, "Gentoo": 40},  # a level missing
+     {"Adelie": 60, "Chinstrap": 30, "Gentoo": 40, "Macaroni": 20},  # a new level
+     {"Gentoo": 90, "Chinstrap": 50, "Adelie": 10}],  # another frequency order
+)  # fmt: skip
+def test_resume_on_a_file_with_other_levels_keeps_the_models_encoding(tmp_path, capsys, new_counts):
+    first = write_penguins(tmp_path / "first.csv", {"Adelie": 90, "Chinstrap": 50, "Gentoo": 40})
+    new = write_penguins(tmp_path / "new.csv", new_counts, seed=1)
+    model = tmp_path / "pr.npz"
+    flags = ["--target", "sex", "--loss", "log_loss", "--quiet", "--random-state", "0"]
+    assert run(["train", first, "--model", model, "--epochs", 2, *flags], capsys)[0] == 0
+    trained = fastgd.load(model)
+    assert trained.feature_names[1:4] == ["species=Adelie", "species=Chinstrap", "species=Gentoo"]
+    code, _, err = run(["train", new, "--model", model, "--resume", "--epochs", 2, *flags], capsys)
+    assert code == 0, err
+    resumed = fastgd.load(model)
+    assert resumed.feature_names == trained.feature_names
+    assert resumed.encoding == trained.encoding  # its levels, means and scales
+    assert resumed.summary["epochs"] == 4
+    assert not np.array_equal(resumed.coef, trained.coef)  # it trained on the new rows
+
+
+def test_resume_names_the_models_columns_the_file_lacks(tmp_path, capsys):
+    first = write_penguins(tmp_path / "first.csv", {"Adelie": 50, "Gentoo": 40})
+    model = tmp_path / "pr.npz"
+    flags = ["--target", "sex", "--loss", "log_loss", "--quiet"]
+    assert run(["train", first, "--model", model, "--epochs", 1, *flags], capsys)[0] == 0
+    lacking = tmp_path / "lacking.csv"
+    lacking.write_text("".join(line.split(",", 1)[1] + "\n" for line in
+                               first.read_text().splitlines()))  # fmt: skip
+    code, _, err = run(["train", lacking, "--model", model, "--resume", *flags], capsys)
+    assert code == 1 and "the model's column(s) 'bill' are not in the file's header" in err
+
+
+def test_fit_csv_with_a_given_encoding_refuses_a_file_without_its_columns(tmp_path):
+    from fastgd.io.csv import CsvError
+    from fastgd.stream import fit_csv
+
+    first = write_penguins(tmp_path / "first.csv", {"Adelie": 50, "Gentoo": 40})
+    encoding = fit_csv(first, target="sex", loss="log_loss", max_iter=1).extras["encoding"]
+    other = tmp_path / "other.csv"
+    other.write_text(first.read_text().replace("species", "island", 1))
+    with pytest.raises(CsvError, match=r"the encoding's column\(s\) 'species' are not in the file"):
+        fit_csv(other, target="sex", loss="log_loss", max_iter=1, encoding=encoding)
+    with pytest.raises(ValueError, match="features/drop must select the encoding's columns"):
+        fit_csv(first, target="sex", features=["bill"], loss="log_loss", encoding=encoding)
+
+
+def test_a_failed_train_says_where_the_cache_was_kept(tmp_path, capsys):
+    data = write_penguins(tmp_path / "one.csv", {"Adelie": 30})
+    data.write_text(data.read_text().replace("female", "male"))  # one class
+    model = tmp_path / "m.npz"
+    code, _, err = run(["train", data, "--target", "sex", "--loss", "log_loss", "--model",
+                        model, "--quiet"], capsys)  # fmt: skip
+    assert code == 1 and "needs exactly two classes" in err
+    assert f"the cache was kept in {data.resolve()}.fastgd-cache (" in err
+    assert "'fastgd cache clear' removes it" in err and not model.exists()

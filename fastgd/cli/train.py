@@ -14,7 +14,7 @@ import numpy as np
 from .. import parameters
 from . import _args
 from ._command import Command, CommandError, UsageError
-from ._model import check_replaceable_model, load_model
+from ._model import check_replaceable_model, load_model, model_schema
 from ._paths import is_temporary_copy, shown_input
 from .checkpoint import Checkpointer, previous_progress, rng_state
 from .progress import ProgressBar
@@ -34,7 +34,8 @@ ends the run.
 With --checkpoint the model is saved after every epoch, so Ctrl-C (exit 130) or a
 divergence (exit 1; the best weights reached are saved) leaves the last good model in
 MODEL; --resume continues from it (weights, the optimizer's state and step counter,
-epochs counted on top).
+epochs counted on top) with its encoding: its features, kept levels (a level it does not
+know counts as other), means and scales, whatever levels the data holds.
 
 examples:
   fastgd train houses.csv --target price --model houses.npz
@@ -112,8 +113,11 @@ def _schema(args: argparse.Namespace, previous):
     _args.check_no_repeats(args)
     features, categorical = args.features, args.categorical
     encoding = getattr(previous, "encoding", None)
+    if encoding is not None and features is None and args.drop is None:
+        # the model's columns, each of its type; a clear error naming any the file lacks
+        return model_schema(previous, args.data, target=target, delimiter=args.delimiter)
     if features is None and args.drop is None and previous is not None:
-        features = previous.feature_names if encoding is None else encoding.columns
+        features = previous.feature_names
     if categorical is None and encoding is not None:
         categorical = encoding.text or None
     schema = read_schema(
@@ -203,9 +207,12 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
     if previous is not None:
         coef, intercept = previous.raw_weights()
         _, _, t_start = previous_progress(previous)
-        # the optimizer's state too (in the trained space, as fit_csv takes it)
+        # the optimizer's state too (in the trained space, as fit_csv takes it), and the
+        # model's encoding: the weights continue feature by feature, whatever levels (or
+        # their ranking) this file holds
         resume = {"coef_init": coef, "intercept_init": intercept, "t_init": t_start,
-                  "slots_init": checkpoints.start_slots}  # fmt: skip
+                  "slots_init": checkpoints.start_slots,
+                  "encoding": previous.encoding}  # fmt: skip
     # A copy of stdin or a pipe cannot be read again: its cache goes away with it.
     cache_dir = None if is_temporary_copy(args, "data") else args.cache_dir
 
@@ -229,8 +236,8 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
 
 
 def _check_resumed_features(previous, names) -> None:
-    """--resume continues weights feature by feature: the data must encode to the
-    model's features (the same columns, and the same levels kept)."""
+    """--resume continues weights feature by feature: the data, read with the model's
+    encoding, must encode to the model's features (a check: it always should)."""
     if previous is None or previous.encoding is None:
         return
     try:
@@ -279,14 +286,14 @@ def _summary_line(args, result, summary: dict, resumed: bool) -> str:
     return text + _cache_words(args, result.extras.get("cache"))
 
 
-def _cache_words(args, header_path) -> str:
+def _cache_words(args, header_path, lead: str = "; cache") -> str:
     """Where the cache of the data is and how big (``fastgd cache clear`` removes it)."""
     from .cache import format_bytes, selection_size
 
     if header_path is None or is_temporary_copy(args, "data"):
         return ""  # no cache, or one that goes with the temporary copy of a pipe
     size = format_bytes(selection_size(header_path))
-    return f"; cache {Path(header_path).parent} ({size}; 'fastgd cache clear' removes it)"
+    return f"{lead} {Path(header_path).parent} ({size}; 'fastgd cache clear' removes it)"
 
 
 def _warn_two_valued_target(args, schema, settings: dict, result) -> None:
@@ -311,6 +318,7 @@ def _warn_two_valued_target(args, schema, settings: dict, result) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import DivergenceError
+    from ..io.csv import CsvError
     from ..io.model import save
 
     started = time.perf_counter()
@@ -332,6 +340,11 @@ def run(args: argparse.Namespace) -> int:
         return checkpoints.interrupted()
     except DivergenceError as error:
         raise CommandError(checkpoints.diverged(error)) from error
+    except CsvError as error:  # after the first pass (one class, ...): the cache stays
+        kept = _cache_words(args, getattr(error, "cache", None), "; the cache was kept in")
+        if not kept:
+            raise
+        raise CommandError(f"{error}{kept}") from error
     summary = _summary(result, checkpoints, started)
     save(result, args.model, options=recorded, summary=summary)
     _warn_two_valued_target(args, schema, settings, result)

@@ -123,7 +123,8 @@ def add_csv_arguments(
             "--on-bad-rows",
             choices=["error", "skip"],
             default="error",
-            help="stop at the first bad row (missing or non-numeric cell, wrong field count), "
+            help="stop at the first bad row (a non-number in a numeric column, a wrong field "
+            "count, bad bytes; missing cells follow --missing where the command has it), "
             f"naming file, line and column; {skip_help or 'or skip bad rows and count them'} "
             "(default: error)",
         )

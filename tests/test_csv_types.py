@@ -328,3 +328,19 @@ def test_an_empty_last_text_cell_is_missing_not_a_short_row(tmp_path):
     _, X, _, codes = read(path, missing="keep")
     assert X.shape == (30, 1)
     np.testing.assert_array_equal(codes[:, 0] == MISSING_CODE, [i % 3 != 0 for i in range(30)])
+
+
+def test_numbers_with_a_decimal_comma_are_read_as_text_with_a_warning(tmp_path):
+    from fastgd.io.csv import CsvWarning
+
+    rows = "".join(f"{i};{i % 5},{i % 10};x{i % 3}\n" for i in range(50))
+    path = write(tmp_path, "y;length;kind\n" + rows)
+    with pytest.warns(CsvWarning, match=r"'length' hold numbers written with a decimal comma"):
+        schema = read_schema(path, target="y")
+    assert schema.column_types["length"] == "text"
+    import warnings
+
+    with warnings.catch_warnings():  # a text column of words, or the column named as text
+        warnings.simplefilter("error", CsvWarning)
+        read_schema(path, target="y", drop=["length"])
+        read_schema(path, target="y", categorical=["length"])

@@ -58,6 +58,7 @@ __all__ = [
     "CsvBlock",
     "CsvError",
     "CsvSchema",
+    "CsvWarning",
     "format_skipped",
     "iter_csv",
     "read_schema",
@@ -610,12 +611,15 @@ class _Selection:
 
 def _column_types(data_lines, delimiter: str, columns, selected, categorical) -> dict[str, str]:
     """``"numeric"`` or ``"text"`` for each selected column, from the head's data lines
-    (text: most of the non-missing cells are not numbers)."""
+    (text: most of the non-missing cells are not numbers). A text column whose cells are
+    nearly all numbers written with a decimal comma (``39,1``) gets a :class:`CsvWarning`:
+    fastgd would read them as categories."""
     positions = {name: i for i, name in enumerate(columns)}
     categorical = set(categorical)
     wanted = [(name, positions[name]) for name in selected if name not in categorical]
     numbers = dict.fromkeys(selected, 0)
     texts = dict.fromkeys(selected, 0)
+    comma_numbers = dict.fromkeys(selected, 0)
     for _, raw in data_lines:
         try:
             cells = _split(raw.decode("utf-8", errors="replace"), delimiter)
@@ -631,10 +635,35 @@ def _column_types(data_lines, delimiter: str, columns, selected, categorical) ->
                 numbers[name] += 1
             else:
                 texts[name] += 1
-    return {
+                comma_numbers[name] += cell.count(",") == 1 and _is_number(cell.replace(",", "."))
+    types = {
         name: "text" if name in categorical or texts[name] > numbers[name] else "numeric"
         for name in selected
     }
+    _warn_about_decimal_commas(types, texts, comma_numbers)
+    return types
+
+
+class CsvWarning(UserWarning):
+    """Something in a CSV that fastgd reads, but likely not as its author meant."""
+
+
+def _warn_about_decimal_commas(types: dict, texts: dict, comma_numbers: dict) -> None:
+    suspects = [
+        name for name, kind in types.items()
+        if kind == "text" and texts[name] and comma_numbers[name] >= 0.9 * texts[name]
+    ]  # fmt: skip
+    if suspects:
+        import warnings
+
+        shown = ", ".join(map(repr, suspects[:5])) + (" ..." if len(suspects) > 5 else "")
+        warnings.warn(
+            f"column(s) {shown} hold numbers written with a decimal comma (e.g. '39,1'), "
+            "read as text: each value becomes a category. Convert the file to decimal "
+            "points to train on them as numbers.",
+            CsvWarning,
+            stacklevel=5,
+        )
 
 
 def _raise_problems(problems: list[tuple[str, str | None]], path: str) -> None:

@@ -268,7 +268,7 @@ class RowSampler:
             # a row whose key is not below the largest kept one can never be kept: leave it
             # out before copying (the same rows are sampled; only their order may change)
             entering = keys < self.keys.max()
-            keys, X = keys[entering], X[entering]
+            keys, X, y = keys[entering], X[entering], np.asarray(y)[entering]
         sparse = is_sparse(X)
         rows = X.astype(np.float64) if sparse else np.asarray(X, dtype=np.float64)
         y = np.asarray(y)

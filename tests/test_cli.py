@@ -124,7 +124,10 @@ def test_data_file_given_without_target_is_usage(csv_file, capsys):
         ("", "empty"),
         ("\n\n", "empty"),
         ("size,price\n", "no data rows"),
-        ("size,price\n1,2\n3,4\n5,abc\n", "line 4, column 'price': 'abc' is not a number"),
+        (
+            "size,price\n1,2\n3,4\n5,abc\n",
+            "line 4, column 'price': 'abc' in the target column is not a number",
+        ),
         ("size,price\n1,2\n\n,3\n", "line 4, column 'size': missing value ('')"),
         ("size,price\n1,2\nnan,4\n", "line 3, column 'size': missing value ('nan')"),
         ("size,price\n1,2\ninf,4\n", "line 3, column 'size': infinite value"),
@@ -165,7 +168,9 @@ def test_playground_reads_csv_through_fastgd_io(csv_file, tmp_path, capsys, monk
     monkeypatch.setattr(sys, "stdin", Stdin())
     code, _, err = run(["playground", "-", "--target", "price", *argv], capsys)
     assert code == 1
-    assert err.startswith("fastgd: error: <stdin>, line 62, column 'price': 'x' is not a number")
+    assert err.startswith(
+        "fastgd: error: <stdin>, line 62, column 'price': 'x' in the target column"
+    )
 
 
 def test_missing_file_exits_1(tmp_path, capsys):

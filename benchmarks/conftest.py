@@ -38,6 +38,8 @@ ETA0 = 1e-4
 #: the data size, not on the number of threads, like the kernels' parallel loops.
 FLOOR_CHUNK_ROWS = 4096
 RESULTS_FILE = Path(__file__).parent / "results.md"
+#: The heading of the section benchmarks/test_optimizers.py keeps in results.md.
+OPTIMIZER_SECTION = "## Choosing an optimizer"
 
 
 def bench_rows() -> int:
@@ -354,6 +356,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     )
     table = results.render(header)
     path = Path(tempfile.gettempdir()) / "fastgd-bench-results.md" if smoke else RESULTS_FILE
+    if path.exists():
+        # test_optimizers.py writes its own section at the end of the file: keep it.
+        kept = path.read_text(encoding="utf-8").find(OPTIMIZER_SECTION)
+        if kept >= 0:
+            table += "\n" + path.read_text(encoding="utf-8")[kept:]
     path.write_text(table, encoding="utf-8")
     terminalreporter.write_sep("=", "fastgd benchmark results")
     terminalreporter.write_line(table)

@@ -1,4 +1,4 @@
-"""(n) Choosing an optimizer (issue 12): time to an objective gap of 1e-2, 1e-4 and 1e-6 for
+"""(o) Choosing an optimizer (issue 12): time to an objective gap of 1e-2, 1e-4 and 1e-6 for
 every ``optimizer`` × ``strategy`` of ``fastgd.fit``, beside scikit-learn's solvers, on three
 problems; the per-epoch cost of each stochastic rule ÷ plain SGD's; L-BFGS iterations ÷
 scipy's.

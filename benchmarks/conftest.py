@@ -40,6 +40,9 @@ FLOOR_CHUNK_ROWS = 4096
 RESULTS_FILE = Path(__file__).parent / "results.md"
 #: The heading of the section benchmarks/test_optimizers.py keeps in results.md.
 OPTIMIZER_SECTION = "## Choosing an optimizer"
+#: Hand-kept sections at the end of results.md (from the first of them on), which the
+#: suite's table must not erase.
+KEPT_SECTIONS = ("## Text CSV", OPTIMIZER_SECTION)
 
 
 def bench_rows() -> int:
@@ -357,10 +360,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     table = results.render(header)
     path = Path(tempfile.gettempdir()) / "fastgd-bench-results.md" if smoke else RESULTS_FILE
     if path.exists():
-        # test_optimizers.py writes its own section at the end of the file: keep it.
-        kept = path.read_text(encoding="utf-8").find(OPTIMIZER_SECTION)
-        if kept >= 0:
-            table += "\n" + path.read_text(encoding="utf-8")[kept:]
+        # the sections after the suite's table (text CSV, optimizers): keep them
+        text = path.read_text(encoding="utf-8")
+        found = [text.find(heading) for heading in KEPT_SECTIONS if text.find(heading) >= 0]
+        if found:
+            table += "\n" + text[min(found) :]
     path.write_text(table, encoding="utf-8")
     terminalreporter.write_sep("=", "fastgd benchmark results")
     terminalreporter.write_line(table)

@@ -7,6 +7,7 @@ below, so that loosening one is a visible, reviewed change.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -187,3 +188,17 @@ def sparse_cases():
         for container in ("matrix", "array")
         for where in OUT_OF_RANGE
     ]
+
+
+@pytest.fixture(scope="session")
+def client():
+    """One Dask LocalCluster of 2 worker processes (one thread each) for every Dask test
+    file: starting one costs seconds, so the files share it."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

@@ -19,7 +19,6 @@ import dask
 import dask.array as da
 import dask.dataframe as dd
 import pandas as pd
-from distributed import Client, LocalCluster
 from scipy import sparse
 
 import fastgd
@@ -29,17 +28,6 @@ from fastgd.sources import BlockSource
 
 #: Full batch on Dask equals full batch in one process up to the rounding of partial sums.
 FULL_BATCH_RTOL = 1e-10
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def linear_problem(n=600, d=4, seed=0, noise=0.01):

@@ -36,17 +36,6 @@ RULES = {
 CONVERGED = 5e-3
 
 
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 def unshuffled(rule: str, **more) -> dict:
     return {"strategy": "minibatch", "batch_size": 32, "shuffle": False, "tol": None,
             **RULES[rule], **more}  # fmt: skip

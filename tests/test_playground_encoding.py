@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from test_playground_cli import run
 
 import fastgd
-from fastgd import cli
 from fastgd.cli import playground as command
 from fastgd.playground import read_csv
 
@@ -47,12 +47,6 @@ def messy(tmp_path_factory):
     path.write_text("\n".join(lines) + "\n")
     rows = {"size": size, "area": area, "cut": cut, "color": color, "price": price}
     return path, rows
-
-
-def run(argv, capsys, tmp_path):
-    code = cli.main([str(item) for item in argv] + ["--out", str(tmp_path / "r.png")])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -330,11 +330,11 @@ def test_same_size_edit_with_mtime_put_back_is_seen(csv_file):
 def test_fingerprint_samples_pages_of_a_large_file(tmp_path):
     path = tmp_path / "big.csv"
     path.write_bytes(b"a,y\n" + b"1,2\n" * 100_000)
-    first = cache_module._fingerprint(path)
+    first = cache_module.file_fingerprint(path)
     with open(path, "r+b") as handle:  # the last page is always sampled
         handle.seek(-4, os.SEEK_END)
         handle.write(b"3,4\n")
-    second = cache_module._fingerprint(path)
+    second = cache_module.file_fingerprint(path)
     assert first["size"] == second["size"] and first["sampled_pages"] != second["sampled_pages"]
 
 
@@ -448,13 +448,13 @@ def test_same_size_edit_on_an_unsampled_page_with_mtime_put_back_is_seen(tmp_pat
         for byte in range(4, size, 4)
         if all(not start <= byte < start + cache_module.PAGE_BYTES for start in sampled)
     )
-    before = cache_module._fingerprint(path)
+    before = cache_module.file_fingerprint(path)
     stat = os.stat(path)
     with open(path, "r+b") as handle:
         assert os.pread(handle.fileno(), 1, offset) == b"1"
         os.pwrite(handle.fileno(), b"7", offset)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # touch -r, cp -p, rsync -t
-    after = cache_module._fingerprint(path)
+    after = cache_module.file_fingerprint(path)
     assert (after["size"], after["mtime_ns"], after["sampled_pages"]) == (
         before["size"], before["mtime_ns"], before["sampled_pages"],
     )  # fmt: skip

@@ -95,7 +95,7 @@ def selections(data, cache_dir=None) -> list[Selection]:
     """The cache files of ``data``'s selections, by selection. In the default folder every
     file the format names is the CSV's; in a ``--cache-dir`` only the selections whose
     header names the CSV as its source."""
-    from ..io.cache import _CACHE_FILE, _generation_of
+    from ..io.cache import CACHE_FILE, generation_of
 
     source = Path(data).resolve()
     folder = cache_folder(data, cache_dir)
@@ -105,11 +105,11 @@ def selections(data, cache_dir=None) -> list[Selection]:
         return []
     found: dict[str, Selection] = {}
     for name in names:
-        match = _CACHE_FILE.match(name)
+        match = CACHE_FILE.match(name)
         if match is None or match["prefix"][: -len("-0123456789abcdef")] != source.name:
             continue
         prefix = folder / match["prefix"]
-        if match["rest"] != "json" and _generation_of(prefix, name) is None:
+        if match["rest"] != "json" and generation_of(prefix, name) is None:
             continue  # not a file the cache format names
         selection = found.setdefault(match["prefix"], Selection(prefix))
         selection.files.append(folder / name)
@@ -143,17 +143,17 @@ def selection_size(header_path) -> int:
 
 def _in_use(selection: Selection) -> bool:
     """Whether a running writer holds one of the selection's data files (its lock)."""
-    from ..io.cache import _is_locked
+    from ..io.cache import is_locked
 
-    return any(path.name.endswith(".X.bin") and _is_locked(str(path)) for path in selection.files)
+    return any(path.name.endswith(".X.bin") and is_locked(str(path)) for path in selection.files)
 
 
 def _clear(args, folder, found: list[Selection]) -> int:
-    from ..io.cache import _folder_lock
+    from ..io.cache import folder_lock
 
     removed = size = 0
     busy: list[Selection] = []
-    with _folder_lock(folder):  # no writer creates files while we choose
+    with folder_lock(folder):  # no writer creates files while we choose
         for selection in found:
             if _in_use(selection):
                 busy.append(selection)
@@ -197,10 +197,10 @@ def _describe(selection: Selection, data) -> str:
 
 
 def _validity(header: dict, data) -> str:
-    from ..io.cache import _fingerprint, _fingerprint_change
+    from ..io.cache import file_fingerprint, fingerprint_change
 
     try:
-        change = _fingerprint_change(header["fingerprint"], _fingerprint(data))
+        change = fingerprint_change(header["fingerprint"], file_fingerprint(data))
     except (OSError, KeyError, TypeError):
         return f"stale: {data} cannot be read"
     return "valid" if change is None else f"stale: {change}"

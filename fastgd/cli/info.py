@@ -133,12 +133,12 @@ def is_model_file(path) -> bool:
 def _run_model(args: argparse.Namespace) -> int:
     import json
 
-    from ..io.model import _json_safe
+    from ..io.model import json_safe
 
     model = load_model(args.file)
     metadata = model.metadata()
     if args.json:
-        metadata["arrays"] = _json_safe(model.arrays())
+        metadata["arrays"] = json_safe(model.arrays())
         print(json.dumps(metadata, indent=1))
         return 0
     _print_header(model, metadata, shown_input(args, "file"))

@@ -162,9 +162,9 @@ class _RawLines:
     them, exactly as the block reader numbers its rows."""
 
     def __init__(self, schema):
-        from ..io.csv import _open_binary  # the reader's own opening (compression)
+        from ..io.csv import open_binary  # the reader's own opening (compression)
 
-        self._stream = _open_binary(schema.path, schema.compression)
+        self._stream = open_binary(schema.path, schema.compression)
         self._next = 1  # the number of the line the stream gives next
 
     def lines(self, first: int, last: int | None = None) -> list[bytes]:

@@ -154,7 +154,7 @@ def _location(schema: CsvSchema, dtype: np.dtype, cache_dir) -> Path:
 # -- the CSV's fingerprint ---------------------------------------------------------------------
 
 
-def _fingerprint(path) -> dict:
+def file_fingerprint(path) -> dict:
     """Size, mtime, ctime, inode and a hash of sampled pages: what must match to reuse a
     cache. The ctime (the inode's change time) is set by the kernel on every write and
     cannot be put back (``touch -r``, ``os.utime``, ``cp -p`` and ``rsync -t`` restore the
@@ -182,7 +182,7 @@ def _fingerprint(path) -> dict:
     }
 
 
-def _fingerprint_change(recorded: dict, current: dict) -> str | None:
+def fingerprint_change(recorded: dict, current: dict) -> str | None:
     """Why the CSV no longer matches the cache's fingerprint (None: it matches)."""
     if recorded["size"] != current["size"]:
         return (
@@ -327,7 +327,7 @@ def _data_path(prefix: Path, generation: str, key: str) -> str:
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: Path):
+def folder_lock(folder: Path):
     """Exclusive lock on the cache folder: a writer creates (and locks) its files, and a
     cleaner chooses what to remove, one at a time (so a cleaner never takes a file a writer
     has just created and not yet locked)."""
@@ -342,7 +342,7 @@ def _folder_lock(folder: Path):
         os.close(fd)
 
 
-def _is_locked(path: str) -> bool:
+def is_locked(path: str) -> bool:
     """Whether a live process holds a lock on this file (a writer writing it)."""
     if fcntl is None:  # pragma: no cover
         return True
@@ -359,7 +359,7 @@ def _is_locked(path: str) -> bool:
         os.close(fd)
 
 
-def _generation_of(prefix: Path, name: str) -> str | None:
+def generation_of(prefix: Path, name: str) -> str | None:
     """The generation a file of this selection belongs to ("" for files of format 1; None:
     the header, or not a file of this selection)."""
     head = prefix.name + "."
@@ -387,7 +387,7 @@ def _current_generation(prefix: Path) -> str | None:
 
 #: A cache file's name: its selection's prefix (``<stem>-<16 hex digits>``), then the rest
 #: (greedy: a generation holds no ``-<16 hex>.``, so the last match ends the prefix).
-_CACHE_FILE = re.compile(r"(?P<prefix>.+-[0-9a-f]{16})\.(?P<rest>.+)\Z")
+CACHE_FILE = re.compile(r"(?P<prefix>.+-[0-9a-f]{16})\.(?P<rest>.+)\Z")
 
 
 def _remove_old_files(prefix: Path) -> None:
@@ -398,15 +398,15 @@ def _remove_old_files(prefix: Path) -> None:
     format 1. Headers and files that are not a cache's are left alone."""
     folder = prefix.parent
     try:
-        with _folder_lock(folder):
+        with folder_lock(folder):
             groups: dict[tuple[str, str], list[str]] = {}
             current: dict[str, str | None] = {}
             for name in os.listdir(folder):
-                match = _CACHE_FILE.match(name)
+                match = CACHE_FILE.match(name)
                 if match is None:
                     continue
                 selection = folder / match["prefix"]
-                generation = _generation_of(selection, name)
+                generation = generation_of(selection, name)
                 if generation is None:
                     continue
                 if match["prefix"] not in current:
@@ -415,7 +415,7 @@ def _remove_old_files(prefix: Path) -> None:
                     groups.setdefault((match["prefix"], generation), []).append(name)
             for (selection, generation), names in groups.items():
                 lock_file = _data_path(folder / selection, generation, "X")
-                if generation and os.path.exists(lock_file) and _is_locked(lock_file):
+                if generation and os.path.exists(lock_file) and is_locked(lock_file):
                     continue  # a writer is writing it
                 for name in names:
                     with contextlib.suppress(OSError):
@@ -593,10 +593,10 @@ class BlockCache:
         problem = _header_problem(header, schema, dtype)
         if problem is None:
             try:
-                current = _fingerprint(schema.path)
+                current = file_fingerprint(schema.path)
             except OSError as exc:
                 return None, f"the CSV cannot be read ({exc.strerror or exc})"
-            problem = _fingerprint_change(header["fingerprint"], current)
+            problem = fingerprint_change(header["fingerprint"], current)
         if problem is not None:
             return None, problem
         try:
@@ -645,7 +645,7 @@ class BlockCache:
         """Stop this cache being used (its header goes, unless a rebuild already replaced
         it) and warn with a :class:`CacheNotice` that it is rebuilt because of ``reason``."""
         prefix = Path(str(self.path)[: -len(".json")])
-        with contextlib.suppress(OSError), _folder_lock(self.path.parent):
+        with contextlib.suppress(OSError), folder_lock(self.path.parent):
             if _current_generation(prefix) == self.generation:
                 self.path.unlink()
         self.close()
@@ -724,13 +724,13 @@ class CacheWriter:
         self.generation = _new_generation()
         folder = self.prefix.parent
         self._files: dict = {}
-        self.fingerprint = _fingerprint(schema.path)
+        self.fingerprint = file_fingerprint(schema.path)
         # fastgd's own folder, or one this writer creates: removed when a failed pass
         # leaves it empty (a cache_dir the user made is never removed)
         self._owns_folder = cache_dir is None or not folder.exists()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with _folder_lock(folder):
+            with folder_lock(folder):
                 Path(str(self.prefix) + ".json").unlink(missing_ok=True)
                 for key in _data_keys(schema):
                     path = _data_path(self.prefix, self.generation, key)
@@ -813,7 +813,7 @@ class CacheWriter:
                 os.fsync(handle.fileno())
             if self.n_rows == 0:
                 raise ValueError("no rows were appended; a cache holds at least one row.")
-            if _fingerprint_change(self.fingerprint, _fingerprint(self.schema.path)):
+            if fingerprint_change(self.fingerprint, file_fingerprint(self.schema.path)):
                 raise CacheError(
                     f"{self.schema.path} changed while its cache was written; not cached."
                 )

@@ -311,7 +311,7 @@ class _ZstdReader(io.RawIOBase):
         super().close()
 
 
-def _open_binary(path: str, compression: str | None):
+def open_binary(path: str, compression: str | None):
     """A binary stream of the file's (decompressed) bytes, read incrementally."""
     if compression is None:
         return open(path, "rb")
@@ -461,7 +461,7 @@ def _read_head(path: str, compression: str | None) -> bytes:
     lines (header + one row) when the file has them, however long the lines are."""
     parts: list[bytes] = []
     try:
-        with _open_binary(path, compression) as stream:
+        with open_binary(path, compression) as stream:
             # read by read1 (one decompression step each): a decompression error loses
             # nothing decoded before it, so the message can say how many lines came before
             got = 0
@@ -797,7 +797,7 @@ def _chunks(schema: CsvSchema, chunk_bytes: int) -> Iterator[tuple[int, bytes, i
     decoded: list[bytes] | None = [] if schema.compression else None  # this chunk's so far
     line = 1
     try:
-        with _open_binary(schema.path, schema.compression) as stream:
+        with open_binary(schema.path, schema.compression) as stream:
             if schema.has_header:
                 if not stream.readline().endswith(b"\n"):
                     return  # a header without a line end: nothing follows

@@ -489,8 +489,8 @@ class Model:
             "rule_state": None
             if self.rule_state is None
             else {"optimizer": self.rule_state.optimizer, "t": float(self.rule_state.t)},
-            "options": _json_safe(self.options),
-            "summary": _json_safe(
+            "options": json_safe(self.options),
+            "summary": json_safe(
                 {k: v for k, v in self.summary.items() if k not in _SUMMARY_ARRAYS}
             ),
         }
@@ -537,15 +537,15 @@ def _label_array(classes) -> np.ndarray:
     return labels
 
 
-def _json_safe(value):
+def json_safe(value):
     """Options and summaries as JSON values: numpy scalars and arrays become numbers and
     lists, non-finite floats strings ("nan", "inf"), anything else its repr."""
     if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, (bool, int, str)):

@@ -5,9 +5,10 @@ A shuffled epoch of in-memory dense rows runs chunk by chunk: the rows of the ne
 ``chunk`` positions of the order are copied into a contiguous buffer
 (``_kernels.pipeline.gather_rows``: independent loads, at the memory's pace), and the epoch
 kernel (``sgd_epoch``, ``batch_epoch``) runs on the buffer in file order (a streaming read).
-With two threads the copy of chunk ``c + 1`` runs on a second thread while the steps of
-chunk ``c`` run on the caller's: two buffers, handed back and forth, both kernels without
-the GIL.
+With two threads a second thread gathers the next chunks while the caller's thread steps
+through the current one (three buffers; both kernels release the GIL); whichever thread
+is free claims the next chunk to gather (``_Claims``), so neither waits on the other while
+there is work.
 
 Determinism: the chunks depend only on the row width, the dtype and the batch size, never
 on the threads; the overlapped run does exactly the serial run's calls on the same bytes,
@@ -36,14 +37,15 @@ from ._kernels.pipeline import gather_rows
 
 __all__ = ["CHUNK_BYTES", "MIN_GATHER_BYTES", "GatheredEpochs", "chunk_rows", "gathers"]
 
-#: Bytes of one chunk's rows (two buffers stay well inside a shared L3; a chunk is one
+#: Bytes of one chunk's rows (the buffers stay well inside a shared L3; a chunk is one
 #: Python hand-off and one kernel call, so it must not be too small either).
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
 #: X of fewer bytes keeps the plain shuffled epoch: its random reads hit the cache anyway.
 MIN_GATHER_BYTES = 32 << 20
 
 _NO_ORDER = np.empty(0, dtype=np.int64)
-_SLOTS = 2
+#: Chunk buffers: one being stepped through, the others being gathered.
+_SLOTS = 3
 
 
 def chunk_rows(row_bytes: int, rows_per_step: int) -> int:
@@ -90,13 +92,7 @@ class GatheredEpochs:
         ``spec``: ``(intercept, loss, t, bad)`` as ``sgd_epoch``/``batch_epoch`` return
         (``bad``: the position in ``order``). ``overlap``: gather on a second thread."""
         run = _Run(self, order, spec, state)
-        if overlap and run.n_chunks > 1:
-            _overlapped(run)
-        else:
-            for c in range(run.n_chunks):
-                run.gather(c)
-                if run.steps(c):
-                    break
+        _run_chunks(run, overlap and run.n_chunks > 1)
         return run.intercept, run.loss, run.t, run.bad
 
     def views(self, slot: int, rows: int):
@@ -121,14 +117,14 @@ class _Run:
         return min(self.chunk, self.order.shape[0] - c * self.chunk)
 
     def gather(self, c: int) -> None:
-        """Copy chunk ``c``'s rows into buffer slot ``c % 2`` (releases the GIL)."""
+        """Copy chunk ``c``'s rows into buffer slot ``c % SLOTS`` (releases the GIL)."""
         source = self.buffers
         out_X, out_y, out_weight = source.views(c % _SLOTS, self._rows(c))
         gather_rows(source.X, source.y, source.sample_weight, self.order, c * self.chunk,
                     out_X, out_y, out_weight)  # fmt: skip
 
     def steps(self, c: int) -> bool:
-        """The steps of chunk ``c`` (gathered in slot ``c % 2``); True when one diverged."""
+        """The steps of chunk ``c`` (gathered in its slot); True when one diverged."""
         X, y, weight = self.buffers.views(c % _SLOTS, self._rows(c))
         state = self.state._replace(intercept=self.intercept, t=self.t)
         step_rows = self.buffers.rows_per_step
@@ -143,42 +139,93 @@ class _Run:
         return bad >= 0
 
 
-def _overlapped(run: _Run) -> None:
-    """The chunks of ``run``, each gathered on a second thread while the caller's thread
-    steps through the one before: slot ``c % 2`` passes from the gather (``ready``) to the
-    steps and back (``free``). The thread lives for one epoch only (nothing is left
-    running at a ``fork()``); a failure in it is raised here."""
-    ready = [threading.Semaphore(0) for _ in range(_SLOTS)]
-    free = [threading.Semaphore(1) for _ in range(_SLOTS)]
-    stopping = threading.Event()
-    failures: list[BaseException] = []
+class _Claims:
+    """Who gathers which chunk. Chunk ``j`` goes to slot ``j % SLOTS``, free once the steps
+    of chunk ``j - SLOTS`` are done; whichever thread comes first claims the next chunk
+    (in order), so the stepping thread gathers too instead of waiting (on a machine whose
+    other core is busy it runs the whole epoch itself, as the serial run does). Which
+    thread copies a chunk changes no value."""
 
-    def produce() -> None:
-        try:
-            for c in range(run.n_chunks):
-                free[c % _SLOTS].acquire()
-                if stopping.is_set():
+    def __init__(self, run: _Run):
+        self.run = run
+        self.condition = threading.Condition()
+        self.next_chunk = 0  # the next chunk to claim
+        self.stepped = 0  # chunks whose steps are done
+        self.gathered = [False] * run.n_chunks
+        self.failures: list[BaseException] = []
+        self.stopping = False
+
+    def _claim(self) -> int:
+        """The next chunk if its slot is free (under the lock), else -1."""
+        j = self.next_chunk
+        if j < self.run.n_chunks and j < self.stepped + _SLOTS:
+            self.next_chunk += 1
+            return j
+        return -1
+
+    def _gather(self, j: int) -> None:
+        self.run.gather(j)
+        with self.condition:
+            self.gathered[j] = True
+            self.condition.notify_all()
+
+    def await_chunk(self, c: int) -> None:
+        """Return once chunk ``c`` is gathered, gathering claimable chunks meanwhile."""
+        while True:
+            with self.condition:
+                if self.failures:
+                    raise self.failures[0]
+                if self.gathered[c]:
                     return
-                run.gather(c)
-                ready[c % _SLOTS].release()
-        except BaseException as error:  # handed to the caller's thread, raised there
-            failures.append(error)
-            for slot in ready:
-                slot.release()
+                j = self._claim()
+                if j < 0:  # chunk c is being gathered by the other thread
+                    self.condition.wait()
+                    continue
+            self._gather(j)
 
-    thread = threading.Thread(target=produce, name="fastgd-gather", daemon=True)
-    thread.start()
+    def stepped_through(self, c: int) -> None:
+        with self.condition:
+            self.stepped = c + 1
+            self.condition.notify_all()
+
+    def helper(self) -> None:
+        """The second thread: claim and gather chunks until none is left."""
+        try:
+            while True:
+                with self.condition:
+                    j = self._claim()
+                    while j < 0 and not self.stopping and self.next_chunk < self.run.n_chunks:
+                        self.condition.wait()
+                        j = self._claim()
+                    if j < 0 or self.stopping:
+                        return
+                self._gather(j)
+        except BaseException as error:  # handed to the stepping thread, raised there
+            with self.condition:
+                self.failures.append(error)
+                self.condition.notify_all()
+
+    def stop(self) -> None:
+        with self.condition:
+            self.stopping = True
+            self.condition.notify_all()
+
+
+def _run_chunks(run: _Run, overlap: bool) -> None:
+    """The chunks of ``run`` in order, the gathers shared with a second thread when
+    ``overlap``. The thread lives for one epoch only (nothing is left running at a
+    ``fork()``); a failure in it is raised here."""
+    claims = _Claims(run)
+    thread = threading.Thread(target=claims.helper, name="fastgd-gather", daemon=True)
+    if overlap:
+        thread.start()
     try:
         for c in range(run.n_chunks):
-            ready[c % _SLOTS].acquire()
-            if failures:
-                raise failures[0]
-            diverged = run.steps(c)
-            free[c % _SLOTS].release()
-            if diverged:
+            claims.await_chunk(c)
+            if run.steps(c):
                 break
+            claims.stepped_through(c)
     finally:
-        stopping.set()
-        for slot in free:
-            slot.release()
-        thread.join()
+        claims.stop()
+        if overlap:
+            thread.join()

@@ -200,6 +200,30 @@ def test_a_failed_gather_is_raised_in_the_callers_thread(monkeypatch):
     assert threading.active_count() == threads
 
 
+@pytest.mark.parametrize("stuck", ["helper", "caller"])
+def test_either_thread_gathers_while_the_other_is_stuck(monkeypatch, stuck):
+    """While one thread's gather is held up, the other claims and gathers the next chunks
+    (two of them, before the stuck one may go on); the result is the serial run's bit for
+    bit either way."""
+    serial = _gathered("plain", np.float64, 10, 1, overlap=False)
+    done = {True: 0, False: 0}  # gathers finished, by "is the second thread"
+    released = threading.Event()
+
+    def gather(*arguments):
+        helper = threading.current_thread().name == "fastgd-gather"
+        if helper == (stuck == "helper"):
+            released.wait(timeout=10)
+        gather_rows(*arguments)
+        done[helper] += 1
+        if done[helper] >= 2 and helper != (stuck == "helper"):
+            released.set()
+
+    monkeypatch.setattr(_pipeline, "gather_rows", gather)
+    _assert_identical(_gathered("plain", np.float64, 10, 1, overlap=True), serial)
+    assert released.is_set()
+    assert done[True] + done[False] == 41  # each chunk once
+
+
 def _fit(X, y, **options_):
     return fastgd.fit(X, y, learning_rate="constant", eta0=0.005, max_iter=3, tol=None,
                       random_state=7, **options_)  # fmt: skip

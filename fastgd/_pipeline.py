@@ -34,6 +34,7 @@ import numpy as np
 from . import options
 from ._kernels.epochs import batch_epoch, sgd_epoch
 from ._kernels.pipeline import gather_rows
+from ._thresholds import large_batches
 
 __all__ = ["CHUNK_BYTES", "MIN_GATHER_BYTES", "GatheredEpochs", "chunk_rows", "gathers"]
 
@@ -55,14 +56,20 @@ def chunk_rows(row_bytes: int, rows_per_step: int) -> int:
     return steps * rows_per_step
 
 
-def gathers(X, strategy: str, shuffle: int, parallel: bool, row_memory: np.ndarray) -> bool:
+def gathers(X, strategy: str, shuffle: int, rows_per_step: int, row_memory: np.ndarray) -> bool:
     """Whether an epoch of the in-memory data ``X`` runs over gathered chunks: a dense,
-    fully shuffled SGD or serially accumulated mini-batch epoch on at least
-    :data:`MIN_GATHER_BYTES`, without a per-row memory (SAGA's is indexed by row)."""
+    fully shuffled SGD epoch, or mini-batch epoch whose batches are accumulated serially on
+    any number of threads (``_thresholds.large_batches``: the choice never depends on the
+    threads), on at least :data:`MIN_GATHER_BYTES`, a step's rows within
+    :data:`CHUNK_BYTES`, without a per-row memory (SAGA's is indexed by row)."""
+    serial_steps = strategy == "sgd" or (
+        strategy == "minibatch" and not large_batches(rows_per_step, X.shape[1])
+    )
     return (
         isinstance(X, np.ndarray)
         and shuffle == options.SHUFFLE_FULL
-        and (strategy == "sgd" or (strategy == "minibatch" and not parallel))
+        and serial_steps
+        and rows_per_step * X.shape[1] * X.itemsize <= CHUNK_BYTES
         and row_memory.shape[0] == 0
         and X.nbytes >= MIN_GATHER_BYTES
     )

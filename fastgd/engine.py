@@ -1046,7 +1046,7 @@ class _ArraySource:
         if is_sparse(X):
             result = _sparse_epoch(order.strategy, X, y, sw, rows, step_rows, spec, state,
                                    order.parallel)  # fmt: skip
-        elif gathers(X, order.strategy, order.shuffle, order.parallel, state.row_memory):
+        elif gathers(X, order.strategy, order.shuffle, step_rows, state.row_memory):
             result = self._gathered_epochs(step_rows).epoch(rows, spec, state, overlap_available())
         elif order.strategy == "sgd":
             result = sgd_epoch(X, y, sw, rows, spec, state, stream_rows)

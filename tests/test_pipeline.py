@@ -23,6 +23,7 @@ from fastgd._kernels.records import make_spec, make_state, rule_arrays
 
 N_ROWS, N_FEATURES = 1003, 5  # 1003 rows: not a multiple of any chunk below
 CHUNK_BYTES = 1000  # 25 float64 or 50 float32 rows of 5 features
+PACKAGE_CHUNK_BYTES = _pipeline.CHUNK_BYTES
 NO_ORDER = np.empty(0, dtype=np.int64)
 CONSTANT = next(s for s in options.SCHEDULES if s.name == "constant").kernel_code
 
@@ -257,17 +258,22 @@ def test_fit_does_not_depend_on_the_thread_count(monkeypatch, strategy):
 def test_the_plain_epoch_serves_what_the_pipeline_does_not(monkeypatch):
     X = np.zeros((10, 4))
     none = np.empty(0)
-    assert _pipeline.gathers(X, "sgd", options.SHUFFLE_FULL, False, none) is False  # small
+    full = options.SHUFFLE_FULL
+    assert _pipeline.gathers(X, "sgd", full, 1, none) is False  # small
     monkeypatch.setattr(_pipeline, "MIN_GATHER_BYTES", 0)
-    assert _pipeline.gathers(X, "sgd", options.SHUFFLE_FULL, False, none) is True
-    assert _pipeline.gathers(X, "minibatch", options.SHUFFLE_FULL, False, none) is True
-    assert not _pipeline.gathers(X, "minibatch", options.SHUFFLE_FULL, True, none)  # parallel
-    assert not _pipeline.gathers(X, "full", options.SHUFFLE_FULL, False, none)
-    assert not _pipeline.gathers(X, "sgd", options.SHUFFLE_BLOCK, False, none)
-    assert not _pipeline.gathers(X, "sgd", options.SHUFFLE_NONE, False, none)
-    assert not _pipeline.gathers(X, "sgd", options.SHUFFLE_FULL, False, np.zeros(10))  # SAGA
+    monkeypatch.setattr(_pipeline, "CHUNK_BYTES", PACKAGE_CHUNK_BYTES)
+    assert _pipeline.gathers(X, "sgd", full, 1, none) is True
+    assert _pipeline.gathers(X, "minibatch", full, 256, none) is True
+    wide = np.zeros((10, 1000))
+    assert _pipeline.gathers(wide, "minibatch", full, 32, none) is True
+    assert not _pipeline.gathers(wide, "minibatch", full, 512, none)  # parallel-sized batches
+    assert not _pipeline.gathers(np.zeros((10, 10**5)), "minibatch", full, 256, none)  # > chunk
+    assert not _pipeline.gathers(X, "full", full, 10, none)
+    assert not _pipeline.gathers(X, "sgd", options.SHUFFLE_BLOCK, 1, none)
+    assert not _pipeline.gathers(X, "sgd", options.SHUFFLE_NONE, 1, none)
+    assert not _pipeline.gathers(X, "sgd", full, 1, np.zeros(10))  # SAGA's row memory
     csr = scipy.sparse.csr_matrix(X)
-    assert not _pipeline.gathers(csr, "sgd", options.SHUFFLE_FULL, False, none)
+    assert not _pipeline.gathers(csr, "sgd", full, 1, none)
 
 
 def test_fit_takes_the_plain_epoch_below_the_size_threshold(monkeypatch):

@@ -42,6 +42,9 @@ __all__ = ["CHUNK_BYTES", "MIN_GATHER_BYTES", "GatheredEpochs", "chunk_rows", "g
 #: Python hand-off and one kernel call, so it must not be too small either).
 CHUNK_BYTES = 2 << 20
 #: X of fewer bytes keeps the plain shuffled epoch: its random reads hit the cache anyway.
+#: Measured (CPU time of one SGD epoch, d = 100 float64, 32 MB L3, a loaded machine):
+#: 40 MB: plain 3.4 ms, gathered on one thread 3.4, on two 2.5 (the stepping thread's
+#: share); 80 MB: 7.3, 7.8, 4.6; 800 MB: 176, 120, 46.
 MIN_GATHER_BYTES = 32 << 20
 
 _NO_ORDER = np.empty(0, dtype=np.int64)

@@ -10,7 +10,7 @@ import numba
 
 from ._kernels.epochs import MIN_CHUNK_ROWS
 
-__all__ = ["AUTO_SAMPLE_ROWS", "PARALLEL_MIN_VALUES", "parallel_batches"]
+__all__ = ["AUTO_SAMPLE_ROWS", "PARALLEL_MIN_VALUES", "large_batches", "parallel_batches"]
 
 #: Rows sampled for the curvature behind ``learning_rate="auto"``.
 AUTO_SAMPLE_ROWS = 10_000
@@ -20,10 +20,12 @@ PARALLEL_MIN_VALUES = 1 << 16
 
 
 def parallel_batches(rows: int, values_per_row: float) -> bool:
-    """Whether a batch of ``rows`` rows is accumulated in parallel: when it holds at least
-    ``PARALLEL_MIN_VALUES`` values, at least two chunks to share, and Numba has threads."""
-    return (
-        rows * values_per_row >= PARALLEL_MIN_VALUES
-        and rows >= 2 * MIN_CHUNK_ROWS
-        and numba.get_num_threads() > 1
-    )
+    """Whether a batch of ``rows`` rows is accumulated in parallel: when it is large enough
+    (:func:`large_batches`) and Numba has threads."""
+    return large_batches(rows, values_per_row) and numba.get_num_threads() > 1
+
+
+def large_batches(rows: int, values_per_row: float) -> bool:
+    """Whether a batch of ``rows`` rows is large enough to accumulate in parallel: at least
+    ``PARALLEL_MIN_VALUES`` values and at least two chunks to share (whatever the threads)."""
+    return rows * values_per_row >= PARALLEL_MIN_VALUES and rows >= 2 * MIN_CHUNK_ROWS

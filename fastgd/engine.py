@@ -34,6 +34,7 @@ from ._kernels.epochs import (
 )
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State, make_spec, make_state, rule_arrays
+from ._pipeline import GatheredEpochs, gathers, overlap_available
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from ._validation import (
     check_binary_labels,
@@ -990,6 +991,7 @@ class _ArraySource:
         self.dtype = X.dtype
         self.block_rows = _block_rows(X)
         self._order: np.ndarray | None = None
+        self._gathered: GatheredEpochs | None = None
 
     def max_row_norm(self) -> float:
         return self._max_row_norm
@@ -1044,6 +1046,8 @@ class _ArraySource:
         if is_sparse(X):
             result = _sparse_epoch(order.strategy, X, y, sw, rows, step_rows, spec, state,
                                    order.parallel)  # fmt: skip
+        elif gathers(X, order.strategy, order.shuffle, step_rows, state.row_memory):
+            result = self._gathered_epochs(step_rows).epoch(rows, spec, state, overlap_available())
         elif order.strategy == "sgd":
             result = sgd_epoch(X, y, sw, rows, spec, state, stream_rows)
         else:
@@ -1051,6 +1055,12 @@ class _ArraySource:
                                  stream_rows)  # fmt: skip
         intercept, loss_total, t, bad = result
         return state._replace(intercept=intercept, t=t), loss_total, bad
+
+    def _gathered_epochs(self, step_rows: int) -> GatheredEpochs:
+        """The chunk buffers of a shuffled epoch (``fastgd._pipeline``), kept across epochs."""
+        if self._gathered is None or self._gathered.rows_per_step != step_rows:
+            self._gathered = GatheredEpochs(self.X, self.y, self.sample_weight, step_rows)
+        return self._gathered
 
 
 def _run(plan: _Plan) -> FitResult:

@@ -104,10 +104,14 @@ class _BaseSGD(BaseEstimator):
             **{name: getattr(self, name) for name in OPTIMIZER_PARAMETERS},
             # scikit-learn's L1 where its method applies (per-sample plain SGD); the
             # proximal step under fastgd's other strategies and optimizers.
-            "l1_method": "truncated"
-            if self.strategy == "sgd" and self.optimizer == "sgd"
-            else "proximal",
+            "l1_method": "truncated" if self._scikit_learns_method() else "proximal",
         }
+
+    def _scikit_learns_method(self) -> bool:
+        """Whether this fit is scikit-learn's own method (per-sample plain SGD), which then
+        takes its ways: the truncated L1 and, on sparse data, the damped intercept. fastgd's
+        other strategies and optimizers keep theirs (and CSR input the model of dense)."""
+        return self.strategy == "sgd" and self.optimizer == "sgd"
 
     # ------------------------------------------------------------------ training
 
@@ -149,7 +153,8 @@ class _BaseSGD(BaseEstimator):
         seeds = rng.randint(_MAX_SEED, size=k)
         tol = self.tol
         common = self._engine_options()
-        common["intercept_decay"] = SPARSE_INTERCEPT_DECAY if sp.issparse(X) else 1.0
+        if sp.issparse(X) and self._scikit_learns_method():
+            common["intercept_decay"] = SPARSE_INTERCEPT_DECAY
         callback = self._verbose_callback() if self.verbose else None
 
         if split is not None:  # one copy of each part of X, shared by every sub-problem

@@ -304,3 +304,48 @@ def test_csr_iterate_before_averaging_is_the_unaveraged_one_bit_for_bit(truncate
     np.testing.assert_array_equal(results[1][0], results[0][0])
     assert results[1][1] == results[0][1]
     np.testing.assert_array_equal(results[1][2], 0.0)  # nothing averaged yet
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. fastgd.fit's options
+# ---------------------------------------------------------------------------------------------
+
+
+def _regression(n=40, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    return X, X[:, :2] @ np.array([1.0, -2.0]) + 0.3 + 0.1 * rng.normal(size=n)
+
+
+@pytest.mark.parametrize(("options_", "named"), [
+    ({"l1_method": "truncated", "strategy": "minibatch"}, "l1_method='truncated'"),
+    ({"l1_method": "truncated", "strategy": "sgd", "optimizer": "adam"}, "optimizer='adam'"),
+    ({"l1_method": "lasso"}, "l1_method='lasso'"),
+    ({"intercept_decay": 0.0}, "intercept_decay"),
+    ({"intercept_decay": 1.5}, "intercept_decay"),
+])  # fmt: skip
+def test_fit_refuses_bad_fidelity_options_by_name(options_, named):
+    import fastgd
+
+    X, y = _regression()
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        fastgd.fit(X, y, **options_)
+
+
+def test_fit_truncated_l1_is_the_kernel_epochs_with_its_state_carried():
+    """``fastgd.fit(l1_method="truncated")`` over 3 epochs: the kernel's epochs chained,
+    the truncated L1's (q, u) carried from one epoch to the next within the call."""
+    import fastgd
+
+    X, y = _regression()
+    common = {"strategy": "sgd", "learning_rate": "constant", "eta0": 0.02, "penalty": "l1",
+              "alpha": 0.05, "shuffle": False, "tol": None, "intercept_decay": 0.5}  # fmt: skip
+    result = fastgd.fit(X, y, max_iter=3, l1_method="truncated", **common)
+    w, b, memory = np.zeros(5), 0.0, np.zeros(6)
+    for epoch in range(3):
+        w, b, _, _, memory = ref.sgd_epoch(
+            X, y, w, b, np.arange(40), loss="squared_error", l1=0.05, eta0=0.02,
+            t=1.0 + 40 * epoch, l1_method="truncated", l1_memory=memory, intercept_decay=0.5,
+        )  # fmt: skip
+    np.testing.assert_allclose(result.coef, w, **tol(np.float64))
+    np.testing.assert_allclose(result.intercept, b, **tol(np.float64))

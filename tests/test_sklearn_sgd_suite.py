@@ -215,6 +215,21 @@ def test_l1_is_scikit_learns_truncated_gradient(name, penalty, sparse):
     assert np.count_nonzero(ours.coef_) == np.count_nonzero(theirs.coef_)
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_partial_fit_with_l1_restarts_the_truncation_each_call_as_scikit_learn(sparse):
+    """scikit-learn's ``u`` and ``q`` live in one ``_plain_sgd`` call: each ``partial_fit``
+    starts them at 0 (fastgd's estimators too), so three calls equal its three calls."""
+    X = sp.csr_matrix(_X_SPARSE) if sparse else _X_SPARSE
+    params = {"penalty": "elasticnet", "alpha": 0.01, "learning_rate": "constant",
+              "eta0": 0.01, "shuffle": False}  # fmt: skip
+    theirs, ours = _both("SGDRegressor", **params)
+    for _ in range(3):
+        theirs.partial_fit(X, _Y_REGRESSION)
+        ours.partial_fit(X, _Y_REGRESSION)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("random_state", [0, 1, 2])
 @pytest.mark.parametrize("name", ["SGDClassifier", "SGDRegressor"])
 def test_early_stopping_splits_and_stops_as_scikit_learn(name, random_state):

@@ -1461,6 +1461,8 @@ class _Loop:
             self.avg_w[:], self.avg_b[:] = best_avg
             if best_slots is not None:  # the rule's state belongs to the weights it led to
                 plan.slots[:], plan.row_memory[:] = best_slots
+            if plan.l1_memory is not None:  # the truncated L1 restarts from these weights,
+                plan.l1_memory[:] = 0.0  # as in a new call (its q belongs to later weights)
             self.eta /= AUTO_BACKTRACK_DIVISOR
             self.backtracks += 1
             self.no_improvement = 0

@@ -380,6 +380,16 @@ def _truncated_l1_needs_plain_sgd(values, front):
     return None
 
 
+def _intercept_decay_needs_a_kernel_rule(values, front):
+    if values["intercept_decay"] != 1.0 and values["optimizer"] in ("nesterov", "lbfgs"):
+        return (
+            f"intercept_decay={values['intercept_decay']!r} damps the kernels' intercept "
+            f"steps; optimizer={values['optimizer']!r} steps the weights and the intercept "
+            "together in the engine: use intercept_decay=1.0 there."
+        )
+    return None
+
+
 RULES: tuple[Rule, ...] = (
     Rule(("learning_rate", "loss"), _pa_needs_its_loss,
          "pa1/pa2 need scikit-learn's loss for them (hinge, epsilon_insensitive)", BOTH),
@@ -396,6 +406,9 @@ RULES: tuple[Rule, ...] = (
          "nesterov and lbfgs do not average"),
     Rule(("l1_method", "strategy", "optimizer"), _truncated_l1_needs_plain_sgd,
          "l1_method='truncated' needs strategy='sgd' and optimizer='sgd'", frozenset({"fit"})),
+    Rule(("intercept_decay", "optimizer"), _intercept_decay_needs_a_kernel_rule,
+         "intercept_decay applies to the kernels' update rules, not nesterov/lbfgs",
+         frozenset({"fit"})),
 )  # fmt: skip
 
 

@@ -323,6 +323,7 @@ def _regression(n=40, d=5, seed=0):
     ({"l1_method": "lasso"}, "l1_method='lasso'"),
     ({"intercept_decay": 0.0}, "intercept_decay"),
     ({"intercept_decay": 1.5}, "intercept_decay"),
+    ({"intercept_decay": 0.5, "strategy": "full", "optimizer": "lbfgs"}, "intercept_decay"),
 ])  # fmt: skip
 def test_fit_refuses_bad_fidelity_options_by_name(options_, named):
     import fastgd

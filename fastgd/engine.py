@@ -33,7 +33,7 @@ from ._kernels.epochs import (
     sgd_epoch,
 )
 from ._kernels.order import fill_epoch_order
-from ._kernels.records import Spec, State, make_spec, make_state, rule_arrays
+from ._kernels.records import Spec, State, l1_memory_for, make_spec, make_state, rule_arrays
 from ._pipeline import GatheredEpochs, gathers, overlap_available
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from ._validation import (
@@ -232,6 +232,13 @@ class _Plan:
     beta_2: float = 0.999
     rho: float = 0.99
     optimizer_epsilon: float = 1e-8
+    #: scikit-learn's ways (``fastgd.fit``'s ``intercept_decay``, ``l1_method`` as its
+    #: code in ``options.L1_METHODS``) and the truncated L1's running state
+    #: (``records.l1_memory_for``; it starts at zero in every ``train`` call, as
+    #: scikit-learn's starts in every ``fit``/``partial_fit``).
+    intercept_decay: float = 1.0
+    l1_method: int = options.L1_PROXIMAL
+    l1_memory: np.ndarray | None = None
 
 
 def kernel_spec(plan: _Plan, eta: float) -> Spec:
@@ -243,6 +250,7 @@ def kernel_spec(plan: _Plan, eta: float) -> Spec:
         rule=plan.rule.code, eta0=eta, power_t=plan.power_t, alpha=plan.alpha,
         optimal_init=plan.optimal_init, l1=plan.l1, l2=plan.l2,
         fit_intercept=plan.fit_intercept, average_start=plan.average_start,
+        intercept_decay=plan.intercept_decay, l1_method=plan.l1_method,
         **{name: getattr(plan, name) for name in OPTIMIZER_SCALARS if name in Spec._fields},
     )  # fmt: skip
 
@@ -258,7 +266,9 @@ def kernel_state(plan: _Plan, coef, intercept: float, t: float, avg_w, avg_b) ->
     one call to the next)."""
     if plan.slots is None:
         plan.slots, plan.row_memory = rule_arrays(plan.rule, coef.shape[0], plan.source.n_rows)
-    return make_state(coef, intercept, t, avg_w, avg_b, plan.slots, plan.row_memory)
+    if plan.l1_memory is None:
+        plan.l1_memory = l1_memory_for(plan.l1_method, coef.shape[0])
+    return make_state(coef, intercept, t, avg_w, avg_b, plan.slots, plan.row_memory, plan.l1_memory)
 
 
 #: ``fit``'s arguments that are data or a fit's starting state rather than options.
@@ -358,6 +368,7 @@ def resolve_options(**given) -> dict:
         rng=_make_rng(values.pop("random_state")),
         average_start=float(average) if average not in (None, False) else 0.0,
         rule=_update_rule(values["optimizer"], schedule_opt),
+        l1_method=options.L1_METHODS.index(values.pop("l1_method")),
     )  # fmt: skip
     for name in ("learning_rate", "penalty", "l1_ratio"):
         del values[name]  # resolved above (schedule, l1 and l2)
@@ -760,6 +771,8 @@ def fit(
     rho: float = 0.99,
     optimizer_epsilon: float = 1e-8,
     slots_init=None,
+    l1_method: str = "proximal",
+    intercept_decay: float = 1.0,
 ) -> FitResult:
     r"""Fit a linear model ``p = X·coef + intercept`` by gradient descent.
 
@@ -885,6 +898,20 @@ def fit(
         The update rule's state to start from (``FitResult.slots`` of an earlier fit with
         the same optimizer); None or another shape: zeros. Ignored by ``"saga"``, whose
         state belongs to the rows of the earlier fit: it restarts.
+    l1_method : {"proximal", "truncated"}, default="proximal"
+        How the L1 part of the penalty acts. ``"proximal"``: the soft threshold
+        :math:`\operatorname{prox}_{\eta\lambda_1}` on every weight after each step.
+        ``"truncated"``: scikit-learn's cumulative truncated gradient (Tsuruoka et al.,
+        2009), which its ``SGDClassifier``/``SGDRegressor`` (and fastgd's) use: each step
+        adds :math:`\eta\lambda_1` to a total :math:`u`, and every weight the step touches
+        (all on dense rows; a CSR row's stored columns) moves towards 0, never across it, by
+        what it has not yet received of :math:`u` (its running :math:`q_j`); features that
+        only noise moves end at exactly 0. Needs ``strategy="sgd"`` and
+        ``optimizer="sgd"``; :math:`u` and :math:`q` start at 0 in every call.
+    intercept_decay : float in (0, 1], default=1.0
+        The factor of the intercept's step: :math:`b \leftarrow b - \text{intercept\_decay}
+        \cdot \eta\, g_b`. scikit-learn uses 0.01 on sparse data (its
+        ``SPARSE_INTERCEPT_DECAY``), as fastgd's estimators do.
 
     Returns
     -------
@@ -913,7 +940,8 @@ def fit(
         callback=callback, t_init=t_init, average=average, validation_score=validation_score,
         divergence_checks=divergence_checks, optimizer=optimizer, momentum=momentum,
         nesterov=nesterov, beta_1=beta_1, beta_2=beta_2, rho=rho,
-        optimizer_epsilon=optimizer_epsilon,
+        optimizer_epsilon=optimizer_epsilon, l1_method=l1_method,
+        intercept_decay=intercept_decay,
     )  # fmt: skip
     source, found_classes = _array_source(
         X, y, resolved, sample_weight=sample_weight, normalize_weights=normalize_weights,
@@ -1347,7 +1375,7 @@ def _short_plan(plan: _Plan, tested: _ArraySource, constant, rate: float, seed: 
         plan, source=tested, schedule=constant, eta0=rate, max_iter=epochs,
         tol=None, callback=None, validation_score=None, average_start=0.0,
         average_coef=None, rng=np.random.default_rng(seed), coef=plan.coef.copy(),
-        slots=slots, row_memory=row_memory,
+        slots=slots, row_memory=row_memory, l1_memory=None,  # its own truncated-L1 state
     )  # fmt: skip
 
 
@@ -1443,6 +1471,8 @@ class _Loop:
             self.avg_w[:], self.avg_b[:] = best_avg
             if best_slots is not None:  # the rule's state belongs to the weights it led to
                 plan.slots[:], plan.row_memory[:] = best_slots
+            if plan.l1_memory is not None:  # the truncated L1 restarts from these weights,
+                plan.l1_memory[:] = 0.0  # as in a new call (its q belongs to later weights)
             self.eta /= AUTO_BACKTRACK_DIVISOR
             self.backtracks += 1
             self.no_improvement = 0

@@ -43,6 +43,11 @@ __all__ = ["SGDClassifier", "SGDRegressor"]
 _AVERAGING_ATTRIBUTES = ("_average_coef", "_average_intercept", "_standard_coef",
                          "_standard_intercept")  # fmt: skip
 
+#: scikit-learn's factor of the intercept's step on sparse data (its
+#: ``SPARSE_INTERCEPT_DECAY``): the intercept moves at every step, a sparse feature only when
+#: it appears.
+SPARSE_INTERCEPT_DECAY = 0.01
+
 #: Seeds drawn for each sub-problem lie below this (as scikit-learn's).
 _MAX_SEED = np.iinfo(np.int32).max
 
@@ -97,7 +102,16 @@ class _BaseSGD(BaseEstimator):
             "divergence_checks": "all" if self.learning_rate == "auto" else "non_finite",
             # fastgd's extension: the optimizer and its scalars (scikit-learn has none).
             **{name: getattr(self, name) for name in OPTIMIZER_PARAMETERS},
+            # scikit-learn's L1 where its method applies (per-sample plain SGD); the
+            # proximal step under fastgd's other strategies and optimizers.
+            "l1_method": "truncated" if self._scikit_learns_method() else "proximal",
         }
+
+    def _scikit_learns_method(self) -> bool:
+        """Whether this fit is scikit-learn's own method (per-sample plain SGD), which then
+        takes its ways: the truncated L1 and, on sparse data, the damped intercept. fastgd's
+        other strategies and optimizers keep theirs (and CSR input the model of dense)."""
+        return self.strategy == "sgd" and self.optimizer == "sgd"
 
     # ------------------------------------------------------------------ training
 
@@ -139,6 +153,8 @@ class _BaseSGD(BaseEstimator):
         seeds = rng.randint(_MAX_SEED, size=k)
         tol = self.tol
         common = self._engine_options()
+        if sp.issparse(X) and self._scikit_learns_method():
+            common["intercept_decay"] = SPARSE_INTERCEPT_DECAY
         callback = self._verbose_callback() if self.verbose else None
 
         if split is not None:  # one copy of each part of X, shared by every sub-problem

@@ -196,6 +196,16 @@ UPDATE_ADAM = 6
 UPDATE_ADAMW = 7
 UPDATE_SAGA = 8
 
+#: How the L1 penalty acts (``fastgd.fit``'s ``l1_method``; the index is the kernel code):
+#: ``"proximal"``, the soft threshold ``prox_{η·l1}`` after each step (every weight, every
+#: step); ``"truncated"``, scikit-learn's cumulative truncated gradient (Tsuruoka et al.,
+#: 2009): each step adds ``η·l1`` to a running total ``u`` and clips every weight the step
+#: touches (every weight on dense rows, the row's stored columns on CSR) towards 0 by what
+#: it has not yet received of ``u``, never across 0 (per-sample plain SGD only).
+L1_METHODS: tuple[str, ...] = ("proximal", "truncated")
+L1_PROXIMAL = 0
+L1_TRUNCATED = 1
+
 _ALL_STRATEGIES = frozenset({"full", "sgd", "minibatch"})
 _STOCHASTIC = frozenset({"sgd", "minibatch"})
 

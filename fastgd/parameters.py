@@ -180,6 +180,14 @@ PARAMETERS: tuple[Parameter, ...] = (
               none=True, estimators=NEITHER),
     Parameter("divergence_checks", "choice", "all", "the divergence rules applied",
               choices=("all", "non_finite"), estimators=NEITHER),
+    # scikit-learn's own ways, which its estimators (fastgd's too) use: fastgd.fit's options.
+    Parameter("l1_method", "choice", "proximal",
+              "how L1 acts: the proximal step, or scikit-learn's cumulative truncated "
+              "gradient (strategy='sgd', plain rule)", choices=options.L1_METHODS,
+              estimators=NEITHER),
+    Parameter("intercept_decay", "real", 1.0,
+              "the factor of the intercept's step (scikit-learn's 0.01 on sparse data)",
+              low=0.0, high=1.0, closed="right", estimators=NEITHER),
     # The estimators' own parameters (scikit-learn's), not fastgd.fit's.
     Parameter("verbose", "verbose", NOT_IN_FIT, "print one block per epoch", fit=False,
               sklearn_default=0),
@@ -359,6 +367,29 @@ def _full_batch_optimizers_do_not_average(values, front):
     return None
 
 
+def _truncated_l1_needs_plain_sgd(values, front):
+    if values["l1_method"] != "truncated":
+        return None
+    if values["strategy"] != "sgd" or values["optimizer"] != "sgd":
+        return (
+            "l1_method='truncated' (scikit-learn's cumulative truncated gradient) is a "
+            "per-sample method: it needs strategy='sgd' and optimizer='sgd' (got "
+            f"strategy={values['strategy']!r}, optimizer={values['optimizer']!r}); use "
+            "l1_method='proximal' there."
+        )
+    return None
+
+
+def _intercept_decay_needs_a_kernel_rule(values, front):
+    if values["intercept_decay"] != 1.0 and values["optimizer"] in ("nesterov", "lbfgs"):
+        return (
+            f"intercept_decay={values['intercept_decay']!r} damps the kernels' intercept "
+            f"steps; optimizer={values['optimizer']!r} steps the weights and the intercept "
+            "together in the engine: use intercept_decay=1.0 there."
+        )
+    return None
+
+
 RULES: tuple[Rule, ...] = (
     Rule(("learning_rate", "loss"), _pa_needs_its_loss,
          "pa1/pa2 need scikit-learn's loss for them (hinge, epsilon_insensitive)", BOTH),
@@ -373,6 +404,11 @@ RULES: tuple[Rule, ...] = (
     Rule(("optimizer", "learning_rate"), _pa_needs_plain_sgd, "pa1/pa2 need optimizer='sgd'"),
     Rule(("optimizer", "average"), _full_batch_optimizers_do_not_average,
          "nesterov and lbfgs do not average"),
+    Rule(("l1_method", "strategy", "optimizer"), _truncated_l1_needs_plain_sgd,
+         "l1_method='truncated' needs strategy='sgd' and optimizer='sgd'", frozenset({"fit"})),
+    Rule(("intercept_decay", "optimizer"), _intercept_decay_needs_a_kernel_rule,
+         "intercept_decay applies to the kernels' update rules, not nesterov/lbfgs",
+         frozenset({"fit"})),
 )  # fmt: skip
 
 

@@ -242,8 +242,11 @@ def penalized_step(w, grad, eta: float, l1: float, l2: float) -> np.ndarray:
 
     .. math::
 
-        v &= w\,(1 - \eta \lambda_2) - \eta\, g \\
+        v &= w\,\max(0, 1 - \eta \lambda_2) - \eta\, g \\
         w_{\text{new}} &= \operatorname{sign}(v)\, \max(|v| - \eta \lambda_1, 0)
+
+    The decay factor is clipped at 0, as scikit-learn's: a huge :math:`\eta\lambda_2`
+    zeroes the weights instead of flipping their sign.
 
     The second line (soft thresholding) is
     :math:`\arg\min_u \tfrac12 \lVert u - v \rVert^2 + \eta \lambda_1 \lVert u \rVert_1`:
@@ -267,10 +270,49 @@ def penalized_step(w, grad, eta: float, l1: float, l2: float) -> np.ndarray:
     """
     w = np.asarray(w, dtype=np.float64)
     grad = np.asarray(grad, dtype=np.float64)
-    v = w * (1.0 - eta * l2) - eta * grad
+    v = w * max(0.0, 1.0 - eta * l2) - eta * grad
     shrunk = np.maximum(np.abs(v) - eta * l1, 0.0)
     # np.where keeps the zeros positive (sign(v) * 0 would give -0.0 for negative v).
     return np.where(shrunk > 0.0, np.sign(v) * shrunk, 0.0)
+
+
+def truncated_l1(w, l1_memory, threshold: float, columns=None) -> tuple[np.ndarray, np.ndarray]:
+    r"""scikit-learn's L1: the cumulative truncated gradient (Tsuruoka, Tsujii and
+    Ananiadou, 2009), applied after a step's data and L2 terms.
+
+    ``l1_memory`` holds :math:`q_j` (the L1 penalty weight :math:`j` has received, signed)
+    for each weight, then :math:`u` (the penalty each weight is due so far). The step adds
+    :math:`\eta\lambda_1` (``threshold``) to :math:`u`, then moves each weight of
+    ``columns`` (all when None; a CSR row's stored columns in the sparse kernels) towards
+    0 by what it has not received, never across 0:
+
+    .. math::
+
+        w_j &\leftarrow \max(0, w_j - (u + q_j)) \ 	ext{if}\ w_j > 0, \qquad
+        w_j \leftarrow \min(0, w_j + (u - q_j)) \ 	ext{if}\ w_j < 0, \
+        q_j &\leftarrow q_j + (w_j^{	ext{new}} - w_j).
+
+    A weight the data push back and forth around 0 so stays at exactly 0, where the
+    proximal step (:func:`penalized_step`) leaves it at the size of one step's noise.
+
+    Returns
+    -------
+    w_new, l1_memory_new : ndarray of float64
+    """
+    w = np.array(w, dtype=np.float64)
+    memory = np.array(l1_memory, dtype=np.float64)
+    total = memory[-1] + threshold
+    columns = np.arange(w.shape[0]) if columns is None else np.asarray(columns, dtype=np.int64)
+    value, received = w[columns], memory[columns]
+    clipped = np.where(
+        value > 0.0,
+        np.maximum(0.0, value - (total + received)),
+        np.where(value < 0.0, np.minimum(0.0, value + (total - received)), value),
+    )
+    w[columns] = clipped
+    memory[columns] = received + (clipped - value)
+    memory[-1] = total
+    return w, memory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -725,6 +767,16 @@ def minibatch_epoch(X, y, w, b: float, order, batch_size: int, **options) -> tup
         The CSR kernels' lazy variant of the rule (not SAGA): a step moves only the
         weights (and slots) of the columns its rows hold non-zeros in (see
         :func:`optimizer_step`'s ``present``).
+        With ``l1_method="truncated"``, the CSR kernels' truncated L1: only the columns
+        the step's rows hold non-zeros in are truncated.
+    intercept_decay : float, default=1.0
+        The factor of the intercept's step: :math:`b \leftarrow b -
+        \text{intercept\_decay}\cdot\eta\, g_b` (scikit-learn's 0.01 on sparse data).
+    l1_method : {"proximal", "truncated"}, default="proximal"
+        ``"truncated"``: the L1 part is scikit-learn's :func:`truncated_l1` after the data
+        and L2 step (plain rules only), the running means taken after it.
+    l1_memory : array of shape (d + 1,), optional
+        The truncated L1's state to start from (:func:`truncated_l1`; default zeros).
 
     Returns
     -------
@@ -735,6 +787,8 @@ def minibatch_epoch(X, y, w, b: float, order, batch_size: int, **options) -> tup
         The step counter after the epoch (``t`` plus the number of batches).
     avg_w_new, avg_b_new : ndarray of float64 and float
         Only when ``average`` is given: the running means after the epoch.
+    l1_memory_new : ndarray of float64
+        Last, only with ``l1_method="truncated"``: the truncated L1's state after the epoch.
     rule_state_new : dict
         Last, only under an optimizer rule: its state after the epoch.
     """
@@ -789,10 +843,18 @@ def _epoch(
     rule_state: dict | None = None,
     optimizer: dict | None = None,
     lazy: bool = False,
+    intercept_decay: float = 1.0,
+    l1_method: str = "proximal",
+    l1_memory=None,
 ) -> tuple:
     """The loop of :func:`minibatch_epoch` and :func:`sgd_epoch`: steps of ``batch_size``
     rows under the update rule ``rule`` (its data step sizes single-row steps only), or
     ``update_rule`` when given."""
+    truncated = l1_method == "truncated"
+    if truncated and update_rule is not None:
+        raise ValueError("l1_method='truncated' is for the plain update rules only.")
+    if truncated:
+        l1_memory = np.zeros(np.shape(w)[0] + 1) if l1_memory is None else l1_memory
     X, y, w, s = _as_data(X, y, w, sample_weight)
     n = X.shape[0]
     order = _check_order(order, n)
@@ -821,17 +883,22 @@ def _epoch(
         weighted_loss_sum += float(np.dot(s[rows], value))
         m = rows.shape[0]
         step = data_step(rule, eta, float(value[0]), X_batch[0], eta0) if m == 1 else eta
-        # w·(1 − η·l2) − step·g, then the L1 prox with threshold η·l1.
-        w = apply_update(rule, w, X_batch.T @ weighted / m, step, eta, l1, l2)
+        # w·max(0, 1 − η·l2) − step·g, then the L1 prox with threshold η·l1 (or the
+        # truncated L1 on the batch's columns: all, or those it holds with ``lazy``).
+        w = apply_update(rule, w, X_batch.T @ weighted / m, step, eta, 0.0 if truncated else l1,
+                         l2)  # fmt: skip
+        if truncated and l1 > 0.0:
+            held = np.flatnonzero(np.any(X_batch != 0.0, axis=0)) if lazy else None
+            w, l1_memory = truncated_l1(w, l1_memory, eta * l1, held)
         if fit_intercept:
-            b = b - step * float(np.sum(weighted)) / m
+            b = b - intercept_decay * (step * float(np.sum(weighted)) / m)
         if average is not None:
             averaged = _average_step(averaged, w, b, t)
         t += 1.0
     result = (w, b, weighted_loss_sum / n + penalty_at_start, t)
     if average is not None:
-        return (*result, averaged[0], averaged[1])
-    return result
+        result = (*result, averaged[0], averaged[1])
+    return (*result, l1_memory) if truncated else result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,12 +153,13 @@ def test_kernel_records_have_fixed_field_types():
     )  # fmt: skip
     assert [type(value) for value in spec] == [
         int, float, int, int, float, float, float, float, float, float, bool, float,
-        float, bool, float, float, float, float,
+        float, bool, float, float, float, float, float, int,
     ]  # fmt: skip
     w = np.zeros(3, dtype=np.float32)
     state = records.make_state(w, np.float32(0.5), 1)
     assert state.w is w and type(state.intercept) is float and type(state.t) is float
     assert state.avg_w.shape == (0,) and state.slots.shape == (0, 3)
+    assert state.l1_memory.shape == (0,) and state.l1_memory.dtype == np.float64
 
 
 def test_a_warm_cache_serves_the_record_taking_kernels_in_a_new_process():

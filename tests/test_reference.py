@@ -278,7 +278,7 @@ def test_penalized_step_is_the_l1_proximal_map(w, data, eta, l1, l2):
 
     # Optimality of argmin_u ½(u - v)² + η λ₁ |u|, coordinate by coordinate: u = 0 exactly
     # iff |v| ≤ ηλ₁, and otherwise u - v + ηλ₁ sign(u) = 0.
-    v = w * (1 - eta * l2) - eta * grad
+    v = w * max(0.0, 1 - eta * l2) - eta * grad  # the decay clipped at 0 (scikit-learn's)
     threshold = eta * l1
     zero = np.abs(v) <= threshold
     assert np.all(new[zero] == 0.0)

@@ -19,6 +19,9 @@ set with its weight vector *before* the lazy scale factor (``_plain_sgd`` passes
 ``weights.base`` to ``validation_score_cb``, not ``wscale * weights``), so its stopping
 epoch is chosen on a model other than its ``coef_``; fastgd scores the model itself. With
 ``penalty=None`` (``wscale`` stays 1) both stop at the same epoch with the same weights.
+Another: with ``average`` and an L1 part, scikit-learn's lazy average (``add_average``) does
+not see ``l1penalty``'s truncations, which its ``average_a·w`` term then carries into the
+mean of past iterates as well; fastgd averages the truncated iterates themselves.
 """
 
 from __future__ import annotations
@@ -63,13 +66,6 @@ NOT_FASTGD_PARAMETERS = ("SGDOneClassSVM", "SparseSGDOneClassSVM")
 PRIVATE = "scikit-learn-private: "
 DEPRECATION = "scikit-learn's own deprecation warning: "
 ON_PURPOSE = "fastgd's extension, on purpose: "
-KERNEL = "excluded: needs kernel change (issue 13): "
-#: scikit-learn's CSR path multiplies the intercept's step by 0.01 (``SPARSE_INTERCEPT_DECAY``,
-#: passed to ``_plain_sgd`` as ``intercept_decay``); fastgd's CSR kernels step it as the
-#: dense ones do. The test's reference ASGD (``asgd``) damps it likewise for the sparse
-#: variants; with that damping removed from ``asgd`` every one of these cases passes.
-SPARSE_INTERCEPT = KERNEL + "scikit-learn damps the intercept's step x0.01 on sparse data"
-
 #: ``test name`` (every case) or ``test name[case id]``: why it cannot pass.
 EXCLUDED: dict[str, str] = {
     # -- scikit-learn-private names
@@ -86,28 +82,6 @@ EXCLUDED: dict[str, str] = {
     "test_input_format[SGDRegressor]": ON_PURPOSE + "SGDRegressor fits a 2-D y (multi-output)",
     "test_input_format[SparseSGDRegressor]": ON_PURPOSE
     + "SGDRegressor fits a 2-D y (multi-output)",
-    # -- kernel changes (fastgd/_kernels, fastgd/reference.py; issue 13)
-    "test_average_binary_computed_correctly[SparseSGDClassifier]": SPARSE_INTERCEPT,
-    "test_average_sparse[SparseSGDRegressor]": SPARSE_INTERCEPT,
-    "test_late_onset_averaging_reached[SparseSGDClassifier]": SPARSE_INTERCEPT,
-    "test_late_onset_averaging_reached[SparseSGDRegressor]": SPARSE_INTERCEPT,
-    "test_sgd_averaged_computed_correctly[SparseSGDRegressor]": SPARSE_INTERCEPT,
-    "test_sgd_averaged_partial_fit[SparseSGDRegressor]": SPARSE_INTERCEPT,
-    "test_sgd_multiclass_average[SparseSGDClassifier]": SPARSE_INTERCEPT,
-    "test_sgd_proba[SparseSGDClassifier]": SPARSE_INTERCEPT
-    + " (its sparse-only branch expects argmin, not argmax, of the damped model)",
-    "test_late_onset_averaging_not_reached[SparseSGDClassifier]": KERNEL
-    + "with average set, the CSR kernel takes its lazy path (products P, Q) from the first "
-    "step, before averaging starts, so its iterate differs in the last bits (up to 1.2e-14) "
-    "from the plain scaled path's; the test asks for equality to 1e-16",
-    "test_late_onset_averaging_not_reached[SparseSGDRegressor]": KERNEL
-    + "as for SparseSGDClassifier: lazy CSR path before averaging starts (1e-16 asked)",
-    "test_sgd_l1": KERNEL
-    + "scikit-learn's L1 is the cumulative truncated gradient (Tsuruoka et al. 2009), which "
-    "zeroes the 4 noise features exactly; fastgd's proximal step leaves them at ~3e-4",
-    "test_large_regularization[l2]": KERNEL
-    + "scikit-learn clips the L2 decay factor max(0, 1 - eta*alpha*(1 - l1_ratio)) at 0; "
-    "fastgd's kernels multiply by 1 - 1e4 and overflow",
 }
 
 
@@ -212,11 +186,46 @@ def test_negative_sample_weight_is_used_as_scikit_learn_uses_it(name, sparse):
     y = _Y_LABELS if name == "SGDClassifier" else _Y_REGRESSION
     weights = np.ones(60)
     weights[:6] = -0.5
-    # No intercept: scikit-learn damps the intercept's step on sparse data (issue 13).
-    params = {"shuffle": False, "max_iter": 5, "tol": None, "fit_intercept": not sparse}
+    params = {"shuffle": False, "max_iter": 5, "tol": None}
     theirs, ours = _both(name, **params)
     theirs.fit(X, y, sample_weight=weights)
     ours.fit(X, y, sample_weight=weights)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-10, atol=1e-12)
+
+
+_X_SPARSE = np.where(_RNG.random(_X.shape) < 0.4, 0.0, _X)  # zeros: CSR rows differ
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("penalty", ["l1", "elasticnet"])
+@pytest.mark.parametrize("name", ["SGDClassifier", "SGDRegressor"])
+def test_l1_is_scikit_learns_truncated_gradient(name, penalty, sparse):
+    """The cumulative truncated gradient, on every feature of a dense row and on the stored
+    columns of a CSR row, with the intercept's step damped on sparse data: the same model."""
+    X = sp.csr_matrix(_X_SPARSE) if sparse else _X_SPARSE
+    y = _Y_LABELS if name == "SGDClassifier" else _Y_REGRESSION
+    params = {"penalty": penalty, "alpha": 0.01, "learning_rate": "constant", "eta0": 0.01,
+              "shuffle": False, "max_iter": 5, "tol": None}  # fmt: skip
+    theirs, ours = _both(name, **params)
+    theirs.fit(X, y)
+    ours.fit(X, y)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-10, atol=1e-12)
+    assert np.count_nonzero(ours.coef_) == np.count_nonzero(theirs.coef_)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+def test_partial_fit_with_l1_restarts_the_truncation_each_call_as_scikit_learn(sparse):
+    """scikit-learn's ``u`` and ``q`` live in one ``_plain_sgd`` call: each ``partial_fit``
+    starts them at 0 (fastgd's estimators too), so three calls equal its three calls."""
+    X = sp.csr_matrix(_X_SPARSE) if sparse else _X_SPARSE
+    params = {"penalty": "elasticnet", "alpha": 0.01, "learning_rate": "constant",
+              "eta0": 0.01, "shuffle": False}  # fmt: skip
+    theirs, ours = _both("SGDRegressor", **params)
+    for _ in range(3):
+        theirs.partial_fit(X, _Y_REGRESSION)
+        ours.partial_fit(X, _Y_REGRESSION)
     np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-10, atol=1e-12)
 

@@ -383,8 +383,8 @@ def test_long_epochs_with_strong_l2_renormalise_and_match(
 ):
     """``1 − eta·l2`` = 0.5 over 2000 steps: the running product of decays would underflow
     after ~1075 steps, so it restarts every ~200 steps (an O(d) catch-up). ``1 − eta·l2 = 0``
-    (every step dense) and ``-0.5`` (signs alternate) too. Three columns are never touched,
-    so their lazy gap spans the whole epoch."""
+    (every step dense) and ``-0.5`` (clipped to 0, as scikit-learn's) too. Three columns
+    are never touched, so their lazy gap spans the whole epoch."""
     n, d, eta = 2000, 23, 0.01
     rng = np.random.default_rng(3)
     values = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.15)

@@ -33,7 +33,7 @@ from ._config import kernel, parallel_kernel, scalar
 from .memory import prefetch_for_order
 from .records import Rows
 from .rules import apply_update, data_step, is_optimizer, optimizer_update, row_derivative
-from .scalar import is_finite, loss_and_derivative, step_size
+from .scalar import decay_factor, is_finite, loss_and_derivative, step_size
 
 #: A batch is split into chunks of at least this many rows ...
 MIN_CHUNK_ROWS = 256
@@ -309,8 +309,8 @@ def sgd_epoch(X, y, sample_weight, order, spec, state, block_rows):
         following = order[k + 1] if use_order and k + 1 < n else k + 1
         if fused and k + 1 < n:
             if spec.fit_intercept:
-                intercept -= step * deriv
-            decay = dtype(1.0 - eta * spec.l2)
+                intercept -= (step * deriv) * spec.intercept_decay
+            decay = dtype(decay_factor(eta, spec.l2))
             scale = dtype(step * deriv)
             next_dot_w, next_dot_x = _fused_step(X, i, following, w, decay, scale)
             p = decay * next_dot_w - scale * next_dot_x + intercept

@@ -25,9 +25,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..options import OPTIMIZER_DEFAULTS, UpdateRule
+from ..options import L1_PROXIMAL, L1_TRUNCATED, OPTIMIZER_DEFAULTS, UpdateRule
 
-__all__ = ["CsrRows", "Rows", "Spec", "State", "make_spec", "make_state", "rule_arrays"]
+__all__ = [
+    "CsrRows",
+    "Rows",
+    "Spec",
+    "State",
+    "l1_memory_for",
+    "make_spec",
+    "make_state",
+    "rule_arrays",
+]
 
 
 class Spec(NamedTuple):
@@ -35,9 +44,12 @@ class Spec(NamedTuple):
 
     ``eta0`` is the schedule's base step (the engine passes the step of the epoch for
     the epoch-level schedules); ``l1``, ``l2`` the strengths of ``l1·‖w‖₁ + l2·½‖w‖²``;
-    ``average_start`` the first step averaged (0: no averaging). The last six are the
+    ``average_start`` the first step averaged (0: no averaging). The next six are the
     optimizer rules' parameters (``fastgd.options.OPTIMIZER_DEFAULTS``; each rule reads
-    those its ``UpdateRule.parameters`` names).
+    those its ``UpdateRule.parameters`` names). ``intercept_decay`` multiplies the
+    intercept's step (scikit-learn's ``SPARSE_INTERCEPT_DECAY``, 0.01, on sparse data; 1:
+    none); ``l1_method`` is how L1 acts (``fastgd.options.L1_METHODS``: the proximal step,
+    or the cumulative truncated gradient, whose running state is ``State.l1_memory``).
     """
 
     loss: int
@@ -58,6 +70,8 @@ class Spec(NamedTuple):
     beta_2: float
     rho: float
     optimizer_epsilon: float
+    intercept_decay: float
+    l1_method: int
 
 
 class State(NamedTuple):
@@ -67,8 +81,11 @@ class State(NamedTuple):
     empty: no averaging), ``avg_b`` (shape (1,), or empty), ``slots`` (shape
     ``(UpdateRule.slots, d + 1)``: the update rule's per-coordinate state, the last column
     the intercept's) and ``row_memory`` (SAGA's stored derivative of each row of the data
-    set, shape (n,); empty for the other rules) are updated in place; ``intercept`` and
-    ``t`` are the values at the start, the kernels return the new ones.
+    set, shape (n,); empty for the other rules) are updated in place, and so is the float64
+    ``l1_memory`` of the truncated L1 (``Spec.l1_method``): shape (d + 1,), ``q_j`` (the L1
+    penalty weight ``j`` has received, signed) then ``u`` (the total each weight is due),
+    or empty (:func:`l1_memory_for`); ``intercept`` and ``t`` are the values at the start,
+    the kernels return the new ones.
     """
 
     w: np.ndarray
@@ -78,6 +95,7 @@ class State(NamedTuple):
     avg_b: np.ndarray
     slots: np.ndarray
     row_memory: np.ndarray
+    l1_memory: np.ndarray
 
 
 class Rows(NamedTuple):
@@ -120,23 +138,27 @@ def make_spec(
     beta_2: float = OPTIMIZER_DEFAULTS["beta_2"],
     rho: float = OPTIMIZER_DEFAULTS["rho"],
     optimizer_epsilon: float = OPTIMIZER_DEFAULTS["optimizer_epsilon"],
+    intercept_decay: float = 1.0,
+    l1_method: int = L1_PROXIMAL,
 ) -> Spec:
     """A :class:`Spec` with every field in its one type (one compiled specialisation)."""
     return Spec(
         int(loss), float(epsilon), int(schedule), int(rule), float(eta0), float(power_t),
         float(alpha), float(optimal_init), float(l1), float(l2), bool(fit_intercept),
         float(average_start), float(momentum), bool(nesterov), float(beta_1), float(beta_2),
-        float(rho), float(optimizer_epsilon),
+        float(rho), float(optimizer_epsilon), float(intercept_decay), int(l1_method),
     )  # fmt: skip
 
 
 _NO_AVERAGE = np.empty(0)
 
 
-def make_state(w, intercept, t, avg_w=None, avg_b=None, slots=None, row_memory=None) -> State:
+def make_state(w, intercept, t, avg_w=None, avg_b=None, slots=None, row_memory=None,
+               l1_memory=None) -> State:  # fmt: skip
     """A :class:`State` over the weights ``w`` (used in place, not copied); ``avg_w`` and
     ``avg_b`` ``None`` or empty: no averaging; ``slots`` and ``row_memory`` ``None``: a rule
-    without them (see :func:`rule_arrays`)."""
+    without them (see :func:`rule_arrays`); ``l1_memory`` ``None``: no truncated L1 (see
+    :func:`l1_memory_for`)."""
     if slots is None:
         slots = np.empty((0, w.shape[0]))
     return State(
@@ -147,6 +169,7 @@ def make_state(w, intercept, t, avg_w=None, avg_b=None, slots=None, row_memory=N
         _NO_AVERAGE if avg_b is None else avg_b,
         slots,
         _NO_AVERAGE if row_memory is None else row_memory,
+        _NO_AVERAGE if l1_memory is None else l1_memory,
     )
 
 
@@ -157,3 +180,10 @@ def rule_arrays(rule: UpdateRule, n_features: int, n_rows: int) -> tuple[np.ndar
     empty). The one place that sizes them."""
     slots = np.zeros((rule.slots, n_features + 1))
     return slots, np.zeros(n_rows if rule.row_memory else 0)
+
+
+def l1_memory_for(l1_method: int, n_features: int) -> np.ndarray:
+    """The zero state of the truncated L1 (``State.l1_memory``: float64, shape
+    ``(n_features + 1,)``) under ``l1_method == L1_TRUNCATED``, else empty. The one place
+    that sizes it."""
+    return np.zeros(n_features + 1 if l1_method == L1_TRUNCATED else 0)

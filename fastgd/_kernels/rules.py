@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 from ..options import (
+    L1_TRUNCATED,
     UPDATE_ADAGRAD,
     UPDATE_ADAM,
     UPDATE_ADAMW,
@@ -36,7 +37,7 @@ from ..options import (
     UPDATE_SAGA,
 )
 from ._config import scalar
-from .scalar import soft_threshold
+from .scalar import decay_factor, soft_threshold, truncate_weight
 
 
 @scalar
@@ -83,9 +84,9 @@ def row_derivative(spec, row_memory, i, deriv):
 
 @scalar
 def penalized_update(w, grad, scale, eta, l1, l2):
-    """``w ← prox_{η·l1‖·‖₁}(w·(1 − η·l2) − scale·grad)``."""
+    """``w ← prox_{η·l1‖·‖₁}(w·max(0, 1 − η·l2) − scale·grad)``."""
     dtype = w.dtype.type
-    decay = dtype(1.0 - eta * l2)
+    decay = dtype(decay_factor(eta, l2))
     step = dtype(scale)
     if l1 > 0.0:
         threshold = dtype(eta * l1)
@@ -248,7 +249,7 @@ def _intercept_step(spec, state, grad_b, coef, share, eta, bias, intercept):
     d = state.w.shape[0]
     g = coef * grad_b
     direction = rule_direction(spec.rule, spec, state.slots, d, g, grad_b, share, bias[0], bias[1])
-    return intercept - eta * direction
+    return intercept - (eta * direction) * spec.intercept_decay
 
 
 @scalar
@@ -291,13 +292,28 @@ def apply_update(spec, state, grad, grad_b, coef, m, step, eta, t, intercept):
     decay), ``t`` the step counter.
 
     Plain SGD and the passive-aggressive rules (which differ in the data step only):
-    ``w ← prox_{η·l1}(w·(1 − η·l2) − step·coef·grad)``, ``b ← b − step·coef·grad_b``. The
-    optimizer rules: :func:`optimizer_update`.
+    ``w ← prox_{η·l1}(w·max(0, 1 − η·l2) − step·coef·grad)`` (``spec.l1_method`` truncated:
+    the L2 step, then :func:`truncate_all`), ``b ← b − intercept_decay·step·coef·grad_b``.
+    The optimizer rules: :func:`optimizer_update`.
     """
     if is_optimizer(spec.rule):
         return optimizer_update(spec, state, grad, grad_b, coef, m, eta, t, intercept, grad)[0]
     scale = step * coef
-    penalized_update(state.w, grad, scale, eta, spec.l1, spec.l2)
+    truncated = spec.l1_method == L1_TRUNCATED
+    penalized_update(state.w, grad, scale, eta, 0.0 if truncated else spec.l1, spec.l2)
+    if truncated:
+        truncate_all(state.w, state.l1_memory, eta * spec.l1)
     if spec.fit_intercept:
-        intercept -= scale * grad_b
+        intercept -= (scale * grad_b) * spec.intercept_decay
     return intercept
+
+
+@scalar
+def truncate_all(w, l1_memory, threshold):
+    """The truncated L1 (``scalar.truncate_weight``) after a step on dense rows, which
+    touches every weight: the running total grows by the step's ``threshold = η·l1``."""
+    if threshold <= 0.0:
+        return
+    l1_memory[w.shape[0]] += threshold
+    for j in range(w.shape[0]):
+        truncate_weight(w, j, l1_memory, 1.0)

@@ -139,3 +139,29 @@ def soft_threshold(value, threshold):
     if value < -threshold:
         return value + threshold
     return value - value  # zero of value's own type
+
+
+@scalar
+def decay_factor(eta, l2):
+    """The L2 penalty's factor of a step, ``max(0, 1 − η·l2)``: clipped at 0 as
+    scikit-learn's, so a huge ``η·l2`` zeroes the weights instead of flipping their sign
+    and multiplying them by a large factor (which overflowed in a few steps)."""
+    return max(0.0, 1.0 - eta * l2)
+
+
+@scalar
+def truncate_weight(w, j, l1_memory, scale):
+    """The cumulative truncated gradient's L1 step (Tsuruoka et al., 2009; scikit-learn's
+    ``l1penalty``) on weight ``j``, stored as ``w[j] = true weight / scale`` (``scale > 0``;
+    1 for plain weights): the weight moves towards 0 by what it has not yet received of the
+    running total ``u = l1_memory[-1]``, never across 0, and ``q_j = l1_memory[j]`` (the
+    penalty it has received, signed) records the move. Weights that cross zero in the data
+    step are so pulled back by their debt, which leaves noise features at exactly 0."""
+    value = float(w[j])
+    total = l1_memory[l1_memory.shape[0] - 1]
+    received = l1_memory[j]
+    if value > 0.0:
+        w[j] = max(0.0, value - (total + received) / scale)
+    elif value < 0.0:
+        w[j] = min(0.0, value + (total - received) / scale)
+    l1_memory[j] = received + scale * (float(w[j]) - value)

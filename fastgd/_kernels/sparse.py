@@ -77,10 +77,13 @@ the history at random (and binary-searching it with L1).
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba.core import types
 
+from ..options import L1_TRUNCATED
 from ._config import kernel, parallel_kernel, scalar
 from .epochs import (
     MIN_CHUNK_ROWS,
@@ -92,7 +95,14 @@ from .epochs import (
 from .memory import prefetch
 from .records import CsrRows
 from .rules import is_optimizer, lazy_optimizer_update
-from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
+from .scalar import (
+    decay_factor,
+    is_finite,
+    loss_and_derivative,
+    soft_threshold,
+    step_size,
+    truncate_weight,
+)
 
 #: Restart the running products when ``|P|`` would fall below this: far above float64's
 #: smallest normal (1e-308), so ``c/|P|`` and the products of the history stay accurate.
@@ -315,15 +325,15 @@ def _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w):
     new bookkeeping."""
     first_averaged, started_averaging, avg_offset, averaged_since_restart = marks
     eta = step_size(spec, t)
-    decay = 1.0 - eta * spec.l2
-    threshold = eta * spec.l1
+    decay = decay_factor(eta, spec.l2)
+    threshold = eta * proximal_l1(spec)
     averaged = averaging and t >= spec.average_start
     if averaged and not started_averaging:
         started_averaging = True
         first_averaged = u + 1
     k = t - spec.average_start + 1.0
     u, dense, first_averaged, avg_offset, averaged_since_restart = _restart_if_needed(
-        u, decay, w, last, history, avg_w, spec.l1, first_averaged, avg_offset,
+        u, decay, w, last, history, avg_w, proximal_l1(spec), first_averaged, avg_offset,
         averaged_since_restart,
     )  # fmt: skip
     if averaged:
@@ -337,10 +347,10 @@ def _end_lazy_step(spec, state, u, last, history, scalars, t, intercept, interce
     """The end of the lazy step from state ``u`` at counter ``t`` whose touched features
     have moved (:func:`_update_touched`): records state ``u + 1`` (:func:`_end_step`), then
     the intercept's step and its running mean. Returns ``(intercept, t + 1, u + 1)``."""
-    _end_step(u, state.w, last, history, state.avg_w, scalars, spec.l1)
+    _end_step(u, state.w, last, history, state.avg_w, scalars, proximal_l1(spec))
     averaged, k = scalars[3], scalars[4]
     if spec.fit_intercept:
-        intercept -= intercept_step
+        intercept -= intercept_step * spec.intercept_decay
     if averaged:
         state.avg_b[0] += (intercept - state.avg_b[0]) / k
     return intercept, t + 1.0, u + 1
@@ -404,19 +414,22 @@ def _prefetch_csr_row(data, indices, indptr, y, order, u, n):
 
 
 @kernel
-def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state):
-    """``sgd_epoch_csr`` without L1 and averaging: the true weights are ``scale·w``, so the
-    decay of every weight is one multiplication of ``scale`` (scikit-learn's ``wscale``)
-    and a step reads and writes only its row's weights, with no per-feature bookkeeping."""
+def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state, stop):
+    """``sgd_epoch_csr`` over the first ``stop`` positions of the epoch, without a proximal
+    L1 (the truncated L1 is scikit-learn's, on the row's features) and without averaging
+    (before it starts): the true weights are ``scale·w``, so the decay of every weight is
+    one multiplication of ``scale`` (scikit-learn's ``wscale``) and a step reads and writes
+    only its row's weights, with no per-feature bookkeeping."""
     n = indptr.shape[0] - 1
     w, intercept, t = state.w, state.intercept, state.t
     weighted = sample_weight.shape[0] > 0
+    truncated = spec.l1_method == L1_TRUNCATED and spec.l1 > 0.0
     loss_total = 0.0
     scale = 1.0
-    for u in range(n):
+    for u in range(stop):
         i = _csr_row_at(data, indices, indptr, y, order, u, n)
         eta = step_size(spec, t)
-        decay = 1.0 - eta * spec.l2
+        decay = decay_factor(eta, spec.l2)
         lo = _index(indptr[i])
         hi = _index(indptr[i + 1])
         acc = data.dtype.type(0.0)
@@ -440,10 +453,46 @@ def _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, 
             j = _index(indices[p])
             w[j] = w[j] - step * data[p]
         if spec.fit_intercept:
-            intercept -= eta * deriv
+            intercept -= (eta * deriv) * spec.intercept_decay
+        if truncated:
+            _truncate_row(indices, lo, hi, w, state.l1_memory, eta * spec.l1, scale)
         t += 1.0
     _rescale(w, scale)
     return intercept, loss_total, t, -1
+
+
+@scalar
+def proximal_l1(spec):
+    """The strength of the proximal L1 (the lazy path's soft threshold): ``spec.l1``, or 0
+    under the truncated L1, which acts on the row's features only (:func:`_truncate_row`)."""
+    return 0.0 if spec.l1_method == L1_TRUNCATED else spec.l1
+
+
+@scalar
+def _truncate_row(indices, lo, hi, w, l1_memory, threshold, scale):
+    """The truncated L1 after a step on the CSR row ``indices[lo:hi]`` (``w`` holds the true
+    weights divided by ``scale``): the running total grows by ``threshold = η·l1``, and the
+    row's features, only they, are truncated (``scalar.truncate_weight``), as scikit-learn's
+    ``l1penalty``. Returns nothing; ``w`` and ``l1_memory`` change in place."""
+    l1_memory[w.shape[0]] += threshold
+    for p in range(lo, hi):
+        truncate_weight(w, _index(indices[p]), l1_memory, scale)
+
+
+@scalar
+def _truncate_row_averaged(indices, lo, hi, state, threshold, scalars):
+    """:func:`_truncate_row` on the lazy path (plain weights), the running means of the
+    row's features corrected to the truncated weights (they took the step's weights
+    before it, with the share ``1/k``)."""
+    w, avg_w = state.w, state.avg_w
+    averaged, k = scalars[3], scalars[4]
+    state.l1_memory[w.shape[0]] += threshold
+    for p in range(lo, hi):
+        j = _index(indices[p])
+        before = float(w[j])
+        truncate_weight(w, j, state.l1_memory, 1.0)
+        if averaged:
+            avg_w[j] += (float(w[j]) - before) / k
 
 
 @kernel
@@ -466,19 +515,26 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     w, intercept, t, avg_w, avg_b = state.w, state.intercept, state.t, state.avg_w, state.avg_b
     weighted = sample_weight.shape[0] > 0
     averaging = avg_b.shape[0] > 0
-    l1 = spec.l1
+    l1 = proximal_l1(spec)
+    truncated = spec.l1_method == L1_TRUNCATED and spec.l1 > 0.0
     loss_total = 0.0
     if n <= 0:
         return intercept, loss_total, t, -1
     if is_optimizer(spec.rule):
         rows = CsrRows(data, indices, indptr, y, sample_weight, order)
         return _sgd_epoch_csr_rule(rows, spec, state)
-    if l1 == 0.0 and not averaging:
-        return _sgd_epoch_csr_scaled(data, indices, indptr, y, sample_weight, order, spec, state)
-    last, history = _start(w, n)
+    # scikit-learn's scaled path until averaging starts (its iterate, to the last bit).
+    start = _scaled_positions(spec, t, l1, averaging, n)
+    if start > 0:
+        intercept, loss_total, t, bad = _sgd_epoch_csr_scaled(
+            data, indices, indptr, y, sample_weight, order, spec, state, start
+        )
+        if bad >= 0 or start == n:
+            return intercept, loss_total, t, bad
+    last, history = _start(w, n - start)
     marks = _start_lazy_marks(t, spec)
     u = 0
-    for position in range(n):
+    for position in range(start, n):
         i = _csr_row_at(data, indices, indptr, y, order, position, n)
         scalars, u, marks = _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w)
         first_averaged, avg_offset = marks[0], marks[2]
@@ -499,11 +555,25 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
         scale = scalars[0] * (deriv * s)  # η·s·L'
         for p in range(lo, hi):
             _update_touched(_index(indices[p]), u, w, last, avg_w, scalars, scale * data[p], l1)
+        if truncated:
+            _truncate_row_averaged(indices, lo, hi, state, scalars[0] * spec.l1, scalars)
         intercept, t, u = _end_lazy_step(
             spec, state, u, last, history, scalars, t, intercept, scale
         )
     _catch_up_all(u, w, last, history, avg_w, l1, marks)
     return intercept, loss_total, t, -1
+
+
+@scalar
+def _scaled_positions(spec, t, l1, averaging, n):
+    """How many of the epoch's ``n`` steps, from counter ``t``, take the scaled path: all
+    without a proximal L1 (``l1``) and averaging; with averaging, those before
+    ``spec.average_start``; none with a proximal L1 (the lazy path's)."""
+    if l1 > 0.0:
+        return 0
+    if not averaging:
+        return n
+    return int(min(float(n), max(0.0, math.ceil(spec.average_start - t))))
 
 
 @scalar
@@ -634,7 +704,7 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
         if not is_finite(batch_loss):
             _rescale(w, scale)
             return intercept, loss_total, t, start
-        scale *= 1.0 - eta * spec.l2
+        scale *= decay_factor(eta, spec.l2)
         if abs(scale) < SCALE_RENORMALISE_BELOW:
             _rescale(w, scale)  # O(d), rare
             scale = 1.0
@@ -643,7 +713,7 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
             j = touched[q]
             w[j] = w[j] - step * grad[j]
         if spec.fit_intercept:
-            intercept -= eta * deriv_sum / m
+            intercept -= (eta * deriv_sum / m) * spec.intercept_decay
         t += 1.0
     _rescale(w, scale)
     return intercept, loss_total, t, -1
@@ -689,7 +759,7 @@ def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
     n = rows.indptr.shape[0] - 1
     w, intercept, t, avg_w, avg_b = state.w, state.intercept, state.t, state.avg_w, state.avg_b
     averaging = avg_b.shape[0] > 0
-    l1 = spec.l1
+    l1 = proximal_l1(spec)
     loss_total = 0.0
     n_steps = (n + batch_size - 1) // batch_size
     last, history = _start(w, n_steps)

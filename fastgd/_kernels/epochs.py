@@ -534,14 +534,32 @@ def scan_chunks(rows, n, sample_weight, extra):
     return -1, -1, best
 
 
-@parallel_kernel
+#: Below this many values (8 MB of float64), :func:`scan_rows` reads X on one thread: the
+#: pass takes well under a millisecond, and its parallel kernel would cost a thread launch
+#: per call and, on a first fit, its compile (about 2 s, measured here).
+SCAN_PARALLEL_MIN_VALUES = 1 << 20
+
+
 def scan_rows(A, sample_weight, extra):
-    """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
+    """One pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
     ``(row, column)`` is the first NaN or ±inf (``(-1, -1)`` if none) and ``norm`` is
-    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column).
+    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column); in parallel
+    from ``SCAN_PARALLEL_MIN_VALUES`` values on (the same answer either way).
 
     Validation and the ``auto`` step size share this one read of X (:func:`scan_chunks`).
     """
+    large = A.size >= SCAN_PARALLEL_MIN_VALUES
+    kernel = _scan_rows_parallel if large else _scan_rows_serial
+    return kernel(A, sample_weight, extra)
+
+
+@parallel_kernel
+def _scan_rows_parallel(A, sample_weight, extra):
+    return scan_chunks(A, A.shape[0], sample_weight, extra)
+
+
+@kernel
+def _scan_rows_serial(A, sample_weight, extra):
     return scan_chunks(A, A.shape[0], sample_weight, extra)
 
 

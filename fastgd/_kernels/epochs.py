@@ -420,7 +420,8 @@ def sgd_epoch(X, y, sample_weight, order, spec, state, block_rows):
             _average_step(w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
             p = next_dot + intercept
         else:
-            intercept = apply_update(spec, state, X[i], 1.0, deriv, 1, step, eta, t, intercept)
+            # No optimizer rule here: its step alone (apply_update compiled them all again).
+            intercept = plain_update(spec, state, X[i], 1.0, deriv, step, eta, intercept)
             _average_step(w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
             if k + 1 < n:
                 p = _row_dot(X, following, w) + intercept

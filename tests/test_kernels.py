@@ -608,6 +608,42 @@ def test_parallel_batch_epoch_is_bitwise_the_serial_one_and_matches_the_referenc
     _assert_epoch_matches(problem, serial, expected)
 
 
+@property_settings(max_examples=40)
+@given(
+    seed=seeds,
+    n=st.integers(1, 3000),
+    d=st.integers(1, 6),
+    dtype=dtypes,
+    n_bad=st.integers(0, 3),
+    bad_value=st.sampled_from((np.nan, np.inf, -np.inf)),
+    weighted=st.booleans(),
+    extra=st.sampled_from((0.0, 1.0)),
+)
+@example(seed=0, n=3000, d=2, dtype=np.float64, n_bad=2, bad_value=np.nan, weighted=True,
+         extra=1.0)  # fmt: skip
+def test_scan_rows_gives_the_same_answer_on_one_thread_and_in_parallel(
+    seed, n, d, dtype, n_bad, bad_value, weighted, extra
+):
+    """``scan_rows`` reads small arrays on one thread and large ones in parallel
+    (``SCAN_PARALLEL_MIN_VALUES``): both kernels give the same first non-finite value and the
+    same largest weighted row norm, bit for bit, and that is the numpy answer."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    X.flat[rng.integers(0, X.size, size=n_bad)] = bad_value
+    sample_weight = rng.uniform(0.0, 2.0, size=n) if weighted else np.empty(0)
+    serial = epochs._scan_rows_serial(X, sample_weight, extra)
+    assert epochs._scan_rows_parallel(X, sample_weight, extra) == serial
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        assert serial == (bad[0][0], bad[0][1], math.inf)
+    else:
+        norms = (X.astype(np.float64) ** 2).sum(axis=1) + extra
+        expected = (norms * sample_weight).max() if weighted else norms.max()
+        assert serial[:2] == (-1, -1)
+        np.testing.assert_allclose(serial[2], expected, **tol(np.float64))
+    assert epochs.scan_rows(X, sample_weight, extra) == serial
+
+
 def _overflowing_problem(n, d, bad_position, dtype, l1=0.0) -> Problem:
     """Rows in reverse order; predictions finite (with finite squared errors) except at
     position ``bad_position``, whose ``x·w`` overflows to inf. Steps are too small to move

@@ -29,10 +29,17 @@ from numba.core import types
 from numba.extending import overload
 
 from ..options import UPDATE_SGD
-from ._config import kernel, parallel_kernel, scalar
+from ._config import compile_time_choice, kernel, parallel_kernel, scalar
 from .memory import prefetch_for_order
 from .records import Rows
-from .rules import apply_update, data_step, is_optimizer, optimizer_update, row_derivative
+from .rules import (
+    apply_update,
+    data_step,
+    is_optimizer,
+    optimizer_update,
+    plain_update,
+    row_derivative,
+)
 from .scalar import decay_factor, is_finite, loss_and_derivative, step_size
 
 #: A batch is split into chunks of at least this many rows ...
@@ -145,17 +152,31 @@ def _average_step(w, intercept, avg_w, avg_b, t, average_start):
     avg_b[0] += (intercept - avg_b[0]) * share
 
 
-@scalar
-def _batch_step(spec, state, grad, m, deriv_sum, intercept, t):
+def _batch_step(any_rule, spec, state, grad, m, deriv_sum, intercept, t):
     """The step of a batch of ``m`` rows from ``grad = Σ d·x`` and ``deriv_sum = Σ d``
-    (the update rule, the intercept, the running means); returns the new intercept."""
+    (the update rule, the intercept, the running means); returns the new intercept.
+    ``any_rule``, a constant: False when the rule is known not to be an optimizer rule, so
+    that only plain SGD's step is compiled (``_config.compile_time_choice``)."""
+    raise NotImplementedError("_batch_step runs only inside the compiled kernels")
+
+
+def _any_rule_batch_step(any_rule, spec, state, grad, m, deriv_sum, intercept, t):
     eta = step_size(spec, t)
     intercept = apply_update(spec, state, grad, deriv_sum, 1.0 / m, m, eta, eta, t, intercept)
     _average_step(state.w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
     return intercept
 
 
-@kernel
+def _plain_batch_step(any_rule, spec, state, grad, m, deriv_sum, intercept, t):
+    eta = step_size(spec, t)
+    intercept = plain_update(spec, state, grad, deriv_sum, 1.0 / m, eta, eta, intercept)
+    _average_step(state.w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
+    return intercept
+
+
+compile_time_choice(_batch_step, _any_rule_batch_step, _plain_batch_step)
+
+
 def batch_epoch(X, y, sample_weight, order, batch_size, spec, state, parallel, block_rows):
     """One epoch of mini-batch gradient descent (full batch: ``batch_size ≥ n``), from the
     training ``state`` (``records.State``) under ``spec`` (``records.Spec``).
@@ -175,6 +196,18 @@ def batch_epoch(X, y, sample_weight, order, batch_size, spec, state, parallel, b
     Returns ``(intercept, Σ s·L over the epoch, t after the epoch, bad)``; ``bad`` is the
     position in the epoch of the first batch with a non-finite loss, or -1.
     """
+    # One compiled kernel per (parallel, rule kind), each compiling only what it runs: a
+    # first fit compiles one accumulation (serial or parallel) and one kind of step.
+    kernel = _BATCH_EPOCHS[bool(parallel), bool(is_optimizer.py_func(spec.rule))]
+    return kernel(X, y, sample_weight, order, batch_size, spec, state, block_rows)
+
+
+@scalar
+def _batch_loop(
+    X, y, sample_weight, order, batch_size, spec, state, parallel, any_rule, block_rows
+):
+    """The body of :func:`batch_epoch`; ``parallel`` and ``any_rule`` are constants of
+    the kernel that inlines it, so the branch not taken is never compiled."""
     rows = Rows(X, y, sample_weight, order)
     w = state.w
     intercept = state.intercept
@@ -202,18 +235,56 @@ def batch_epoch(X, y, sample_weight, order, batch_size, spec, state, parallel, b
         loss_total += batch_loss
         if not is_finite(batch_loss):
             return intercept, loss_total, t, start
-        intercept = _batch_step(spec, state, grad, stop - start, deriv_sum, intercept, t)
+        intercept = _batch_step(any_rule, spec, state, grad, stop - start, deriv_sum, intercept, t)
         t += 1.0
     return intercept, loss_total, t, -1
 
 
 @kernel
+def _batch_epoch_serial_plain(X, y, sample_weight, order, batch_size, spec, state, block_rows):
+    return _batch_loop(
+        X, y, sample_weight, order, batch_size, spec, state, False, False, block_rows
+    )
+
+
+@kernel
+def _batch_epoch_serial(X, y, sample_weight, order, batch_size, spec, state, block_rows):
+    return _batch_loop(X, y, sample_weight, order, batch_size, spec, state, False, True, block_rows)
+
+
+@kernel
+def _batch_epoch_parallel_plain(X, y, sample_weight, order, batch_size, spec, state, block_rows):
+    return _batch_loop(X, y, sample_weight, order, batch_size, spec, state, True, False, block_rows)
+
+
+@kernel
+def _batch_epoch_parallel(X, y, sample_weight, order, batch_size, spec, state, block_rows):
+    return _batch_loop(X, y, sample_weight, order, batch_size, spec, state, True, True, block_rows)
+
+
+#: :func:`batch_epoch`'s kernels by (parallel, any rule: the rule may be an optimizer rule).
+_BATCH_EPOCHS = {
+    (False, False): _batch_epoch_serial_plain,
+    (False, True): _batch_epoch_serial,
+    (True, False): _batch_epoch_parallel_plain,
+    (True, True): _batch_epoch_parallel,
+}
+
+
 def accumulate_gradient(X, y, sample_weight, spec, state, grad, parallel):
     """Add ``Σ s·L'(x·w + b, y)·x`` over the rows of ``X`` (at ``state.w``,
     ``state.intercept``) to ``grad`` (float64, shape (d,)) and return ``(Σ s·L, Σ s·L')``:
     the full-batch gradient of data that arrive in parts (blocks of a file, partitions of
     a cluster), summed part by part before one step with :func:`take_step`. Chunks as in
     :func:`batch_epoch`, merged in order."""
+    kernel = _accumulate_gradient_parallel if parallel else _accumulate_gradient_serial
+    return kernel(X, y, sample_weight, spec, state, grad)
+
+
+@scalar
+def _gradient_sums(X, y, sample_weight, spec, state, grad, parallel):
+    """The body of :func:`accumulate_gradient`; ``parallel`` is a constant of the kernel
+    that inlines it, so only one accumulation is compiled."""
     d = X.shape[1]
     G = np.empty((MAX_CHUNKS, d), dtype=X.dtype)
     sums = np.empty((MAX_CHUNKS, 2))
@@ -236,15 +307,40 @@ def accumulate_gradient(X, y, sample_weight, spec, state, grad, parallel):
 
 
 @kernel
+def _accumulate_gradient_serial(X, y, sample_weight, spec, state, grad):
+    return _gradient_sums(X, y, sample_weight, spec, state, grad, False)
+
+
+@kernel
+def _accumulate_gradient_parallel(X, y, sample_weight, spec, state, grad):
+    return _gradient_sums(X, y, sample_weight, spec, state, grad, True)
+
+
 def take_step(grad, m, deriv_sum, spec, state):
     """One step from the gradient sums of ``m`` rows (see :func:`accumulate_gradient`):
     the update rule from ``(1/m)·grad``, ``b ← b − η·deriv_sum/m``, averaging as in
     :func:`batch_epoch`. Returns ``(intercept, t + 1)``."""
+    kernel = _take_step_any_rule if is_optimizer.py_func(spec.rule) else _take_step_plain
+    return kernel(grad, m, deriv_sum, spec, state)
+
+
+@scalar
+def _take_step(grad, m, deriv_sum, spec, state, any_rule):
     scaled = np.empty(state.w.shape[0], dtype=state.w.dtype)
     for j in range(scaled.shape[0]):
         scaled[j] = grad[j]
-    intercept = _batch_step(spec, state, scaled, m, deriv_sum, state.intercept, state.t)
+    intercept = _batch_step(any_rule, spec, state, scaled, m, deriv_sum, state.intercept, state.t)
     return intercept, state.t + 1.0
+
+
+@kernel
+def _take_step_plain(grad, m, deriv_sum, spec, state):
+    return _take_step(grad, m, deriv_sum, spec, state, False)
+
+
+@kernel
+def _take_step_any_rule(grad, m, deriv_sum, spec, state):
+    return _take_step(grad, m, deriv_sum, spec, state, True)
 
 
 @scalar
@@ -324,7 +420,8 @@ def sgd_epoch(X, y, sample_weight, order, spec, state, block_rows):
             _average_step(w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
             p = next_dot + intercept
         else:
-            intercept = apply_update(spec, state, X[i], 1.0, deriv, 1, step, eta, t, intercept)
+            # No optimizer rule here: its step alone (apply_update compiled them all again).
+            intercept = plain_update(spec, state, X[i], 1.0, deriv, step, eta, intercept)
             _average_step(w, intercept, state.avg_w, state.avg_b, t, spec.average_start)
             if k + 1 < n:
                 p = _row_dot(X, following, w) + intercept
@@ -438,14 +535,32 @@ def scan_chunks(rows, n, sample_weight, extra):
     return -1, -1, best
 
 
-@parallel_kernel
+#: Below this many values (8 MB of float64), :func:`scan_rows` reads X on one thread: the
+#: pass takes well under a millisecond, and its parallel kernel would cost a thread launch
+#: per call and, on a first fit, its compile (about 2 s, measured here).
+SCAN_PARALLEL_MIN_VALUES = 1 << 20
+
+
 def scan_rows(A, sample_weight, extra):
-    """One parallel pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
+    """One pass over the 2-D array ``A``: returns ``(row, column, norm)`` where
     ``(row, column)`` is the first NaN or ±inf (``(-1, -1)`` if none) and ``norm`` is
-    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column).
+    ``max_i s_i·(‖a_i‖² + extra)`` (``extra`` = 1 for the intercept's column); in parallel
+    from ``SCAN_PARALLEL_MIN_VALUES`` values on (the same answer either way).
 
     Validation and the ``auto`` step size share this one read of X (:func:`scan_chunks`).
     """
+    large = A.size >= SCAN_PARALLEL_MIN_VALUES
+    kernel = _scan_rows_parallel if large else _scan_rows_serial
+    return kernel(A, sample_weight, extra)
+
+
+@parallel_kernel
+def _scan_rows_parallel(A, sample_weight, extra):
+    return scan_chunks(A, A.shape[0], sample_weight, extra)
+
+
+@kernel
+def _scan_rows_serial(A, sample_weight, extra):
     return scan_chunks(A, A.shape[0], sample_weight, extra)
 
 

@@ -298,6 +298,15 @@ def apply_update(spec, state, grad, grad_b, coef, m, step, eta, t, intercept):
     """
     if is_optimizer(spec.rule):
         return optimizer_update(spec, state, grad, grad_b, coef, m, eta, t, intercept, grad)[0]
+    return plain_update(spec, state, grad, grad_b, coef, step, eta, intercept)
+
+
+@scalar
+def plain_update(spec, state, grad, grad_b, coef, step, eta, intercept):
+    """:func:`apply_update` under plain SGD or a passive-aggressive rule (not an optimizer
+    rule): ``w ← prox_{η·l1}(w·(1 − η·l2) − step·coef·grad)``, ``b ← b − step·coef·grad_b``;
+    returns the new intercept. Kernels that know the rule is not an optimizer rule call it
+    directly, so they never compile the optimizer rules (``_config.compile_time_choice``)."""
     scale = step * coef
     truncated = spec.l1_method == L1_TRUNCATED
     penalized_update(state.w, grad, scale, eta, 0.0 if truncated else spec.l1, spec.l2)

@@ -185,6 +185,22 @@ def time_epochs(
     return _summarise(durations, paired), result
 
 
+def time_loop_epochs(run_epoch: Callable[[], object], X: np.ndarray, read_floor: ReadFloor,
+                     *, epochs: int) -> Timing:  # fmt: skip
+    """Time ``epochs`` calls of ``run_epoch`` (one epoch of a loop written outside fastgd)
+    as :func:`time_epochs` times fastgd's: a read-floor pass after each call, epoch ``k``
+    paired with the passes just before and just after it, epoch 1 dropped (compilation)."""
+    durations: list[float] = []
+    floors: list[float] = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        run_epoch()
+        durations.append(time.perf_counter() - start)
+        floors.append(read_floor.seconds(X))
+    paired = [(floors[k - 1] + floors[k]) / 2 for k in range(1, epochs)]
+    return _summarise(durations[1:], paired)
+
+
 # ---------------------------------------------------------------------------------------------
 # The results table.
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +209,7 @@ def time_epochs(
 SECTIONS = {
     "floor": 0,
     "fastgd": 1,
+    "naive": 1,
     "reference": 2,
     "sklearn": 3,
     "overhead": 4,
@@ -215,6 +232,10 @@ class Row:
     floor_ratio: float | None = None
     sklearn_key: str | None = None  # the scikit-learn row this case is compared with
     notes: str = ""
+    #: Another row this case's time is divided by, shown in the notes as "× <baseline_name>"
+    #: (e.g. fastgd's SGD epoch ÷ the naive loop's).
+    baseline_key: str | None = None
+    baseline_name: str = ""
     order: int = 0
 
     @property
@@ -275,6 +296,13 @@ class Results:
             return None
         return base.seconds / row.seconds
 
+    def baseline_note(self, row: Row) -> str:
+        """``"1.05× <baseline_name>"``: this row's time ÷ its baseline row's ("" if none)."""
+        base = self.get(row.baseline_key) if row.baseline_key else None
+        if base is None or not base.seconds or not row.seconds:
+            return ""
+        return f"{row.seconds / base.seconds:.2f}× {row.baseline_name}"
+
     def render(self, header: str) -> str:
         lines = [
             header,
@@ -292,6 +320,7 @@ class Results:
                 verdict = check(row, sklearn)
                 met = "" if verdict is None else ("yes" if verdict else "**no**")
             gbps = _gbps(row)
+            notes = "; ".join(part for part in (self.baseline_note(row), row.notes) if part)
             cells = [
                 row.case,
                 _fmt(None if row.seconds is None else row.seconds * 1e3, "{:,.1f}"),
@@ -300,7 +329,7 @@ class Results:
                 _fmt(sklearn, "{:.1f}"),
                 target,
                 met,
-                row.notes,
+                notes,
             ]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
@@ -487,6 +516,23 @@ def epoch_timer(benchmark, read_floor):
             box["timing"], _ = time_epochs(
                 X, y, read_floor, epochs=epochs, budget_s=budget_s, **fit_kwargs
             )
+
+        benchmark.pedantic(target, rounds=1, iterations=1, warmup_rounds=0)
+        return box["timing"]
+
+    return run
+
+
+@pytest.fixture
+def loop_timer(benchmark, read_floor):
+    """``loop_timer(run_epoch, X, epochs=k)``: :func:`time_loop_epochs` under
+    ``benchmark.pedantic`` (one round: its stats are the whole run)."""
+
+    def run(run_epoch: Callable[[], object], X: np.ndarray, *, epochs: int) -> Timing:
+        box = {}
+
+        def target():
+            box["timing"] = time_loop_epochs(run_epoch, X, read_floor, epochs=epochs)
 
         benchmark.pedantic(target, rounds=1, iterations=1, warmup_rounds=0)
         return box["timing"]

@@ -6,10 +6,13 @@ from __future__ import annotations
 import itertools
 import warnings
 
+import numba
 import numpy as np
 import pytest
 
 from fastgd import reference
+from fastgd._kernels.order import fill_epoch_order
+from fastgd.options import SHUFFLE_BLOCK
 
 DTYPES = ("float64", "float32")
 
@@ -26,6 +29,10 @@ STRATEGIES = (
 BATCH_SIZE = 256
 #: Rows of the slice the (row-by-row, pure Python) numpy SGD reference runs on.
 REFERENCE_SGD_ROWS = 20_000
+#: The per-row update rules timed beside plain SGD (issue 12: each ≤ 1.3× its epoch).
+OPTIMIZERS = ("momentum", "nesterov-momentum", "adagrad", "rmsprop", "adam", "adamw", "saga")
+#: Rows per block of fastgd's ``shuffle="block"`` (64 KiB of rows, as ``engine._block_rows``).
+BLOCK_BYTES = 64 * 1024
 
 
 @pytest.mark.parametrize(
@@ -72,10 +79,69 @@ def test_fastgd_epoch(benchmark, epoch_timer, regression_data, results, case):
         key = f"fastgd/{strategy}/{shuffle}/{dtype}"
         label = f"fastgd {strategy}{batch}, shuffle={shuffle!r}, {dtype}"
     timing = epoch_timer(X, y, epochs=epochs, **kwargs)
+    naive = strategy == "sgd" and shuffle in (False, "block")
     results.add(
         key, label, timing.seconds, benchmark=benchmark, nbytes=X.nbytes,
         floor_ratio=timing.floor_ratio, sklearn_key=f"sklearn/True/{dtype}",
         notes=f"median of {timing.samples} epochs",
+        baseline_key=f"naive/sgd/{shuffle}/{dtype}" if naive else None,
+        baseline_name="the naive loop",
+    )  # fmt: skip
+
+
+@numba.njit(fastmath={"reassoc", "contract", "nsz", "arcp"}, nogil=True)
+def _naive_sgd_epoch(X, y, w, intercept, order, eta):
+    """Squared-error SGD written the obvious way (fastgd's fastmath flags): the yardstick of
+    the per-row work around fastgd's dot product and update (issue 15)."""
+    for k in range(X.shape[0]):
+        i = order[k] if order.shape[0] > 0 else k
+        p = intercept
+        for j in range(X.shape[1]):
+            p += X[i, j] * w[j]
+        step = eta * (p - y[i])
+        for j in range(X.shape[1]):
+            w[j] -= step * X[i, j]
+        intercept -= step
+    return intercept
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shuffle"), list(itertools.product(DTYPES, (False, "block"))), ids=str
+)
+def test_naive_sgd_epoch(loop_timer, regression_data, results, settings, dtype, shuffle):
+    """(b') The naive loop above, on the same data in the same order as fastgd's
+    ``strategy="sgd"`` (file order; fastgd's block order, seeded), timed per epoch as
+    fastgd's: fastgd's rows show their time ÷ this one."""
+    X, y = regression_data.get(dtype)
+    order = np.empty(0, dtype=np.int64)
+    if shuffle == "block":
+        order = np.empty(X.shape[0], dtype=np.int64)
+        block_rows = int(np.clip(BLOCK_BYTES // X[0].nbytes, 8, 4096))
+        fill_epoch_order(order, SHUFFLE_BLOCK, block_rows, settings.seed)
+    w = np.zeros(X.shape[1], dtype=X.dtype)
+    timing = loop_timer(lambda: _naive_sgd_epoch(X, y, w, 0.0, order, settings.eta0), X, epochs=6)
+    results.add(
+        f"naive/sgd/{shuffle}/{dtype}", f"naive Numba SGD loop, shuffle={shuffle!r}, {dtype}",
+        timing.seconds, nbytes=X.nbytes, floor_ratio=timing.floor_ratio,
+        sklearn_key=f"sklearn/True/{dtype}",
+        notes=f"median of {timing.samples} epochs; no prefetch, no checks",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_optimizer_sgd_epoch(benchmark, epoch_timer, regression_data, results, optimizer):
+    """(b'') Each per-row update rule's epoch (``strategy="sgd"``, file order, float64),
+    shown ÷ plain SGD's epoch in the same order (issue 12's target: ≤ 1.3×)."""
+    X, y = regression_data.get("float64")
+    kwargs = {"optimizer": optimizer}
+    if optimizer == "nesterov-momentum":
+        kwargs = {"optimizer": "momentum", "nesterov": True}
+    timing = epoch_timer(X, y, epochs=5, strategy="sgd", shuffle=False, **kwargs)
+    results.add(
+        f"fastgd/sgd/{optimizer}/float64", f"fastgd sgd optimizer={optimizer!r}, float64",
+        timing.seconds, benchmark=benchmark, nbytes=X.nbytes, floor_ratio=timing.floor_ratio,
+        sklearn_key="sklearn/True/float64", notes=f"median of {timing.samples} epochs",
+        baseline_key="fastgd/sgd/False/float64", baseline_name="plain SGD",
     )  # fmt: skip
 
 

@@ -70,9 +70,14 @@ Measured on a 200,000 x 100,000 CSR with 50 non-zeros a row (float64, ``l2``, in
 file order; 2 cores shared with other work, so ±50%): one SGD epoch 31-50 ms
 (scikit-learn's ``SGDRegressor(max_iter=1, tol=None, shuffle=False)``: 47-110 ms on the
 same matrix, with the same coefficients to 6e-17 when neither fits an intercept), 125 ms
-in a shuffled order, mini-batch of 256 rows 80-100 ms; the lazy path is 10-40x slower
-(averaging: ~0.5 s, elastic net + averaging: ~1.3 s), its per-feature catch-up reading
-the history at random (and binary-searching it with L1).
+in a shuffled order. CPU time of one epoch, one thread (``benchmarks/test_sparse_speed.py``
+compares them side by side): SGD 20 ms, B=256 mini-batch 16 ms (scikit-learn 46-50 ms); the
+lazy path (elastic net, averaging, both) SGD 158-163, 109, 211-213 ms, B=256 153-161,
+105-116, 203 ms. It was 10-40x slower than the scaled path while its per-feature helpers,
+inlined per feature, made NRT reference-count calls for each array they took
+(see :func:`_catch_up_features`); what is left is the per-feature work itself: two random
+passes over the touched features' weights, markers and means (catch-up, then the step),
+with a division or two each.
 """
 
 from __future__ import annotations
@@ -668,15 +673,26 @@ def _batch_sums(rows, start, stop, predictions, spec, grad, seen, touched, n_tou
     return batch_loss, deriv_sum, n_touched
 
 
+#: The scaled mini-batch path steps a batch of at most this many rows row by row
+#: (``w[j] -= c_i·x_ij``, :func:`_scatter_step`): no list of the batch's columns and no
+#: gradient vector. Measured on the 200,000 x 100,000 CSR of the module docstring (B=256, 1
+#: thread, CPU): 39 -> 18 ms an epoch. Larger batches sum the gradient first
+#: (:func:`_batch_sums`): row by row, a float32 weight would lose the contributions of a
+#: full batch's rows that are small beside it. A size of the data, so the path taken never
+#: depends on the number of threads.
+SCATTER_MAX_ROWS = 4096
+
+
 @kernel
 def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
     """``batch_epoch_csr`` without L1 and averaging: the true weights are ``scale·w``, as
     in ``_sgd_epoch_csr_scaled``."""
     n = rows.indptr.shape[0] - 1
     w, intercept, t = state.w, state.intercept, state.t
-    d = w.shape[0]
     loss_total = 0.0
     n_steps = (n + batch_size - 1) // batch_size
+    summed = min(batch_size, n) > SCATTER_MAX_ROWS
+    d = w.shape[0] if summed else 0
     grad = np.empty(d, dtype=w.dtype)
     seen = np.full(d, -1, dtype=np.int64)
     touched = np.empty(d, dtype=np.int64)
@@ -688,9 +704,14 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
         m = stop - start
         eta = step_size(spec, t)
         _batch_predictions(rows, start, stop, w, scale, intercept, predictions, parallel)
-        batch_loss, deriv_sum, n_touched = _batch_sums(
-            rows, start, stop, predictions, spec, grad, seen, touched, 0, u
-        )
+        scatter = m <= SCATTER_MAX_ROWS
+        n_touched = 0
+        if scatter:
+            batch_loss, deriv_sum = _batch_derivatives(rows, start, stop, spec, predictions)
+        else:
+            batch_loss, deriv_sum, n_touched = _batch_sums(
+                rows, start, stop, predictions, spec, grad, seen, touched, 0, u
+            )
         loss_total += batch_loss
         if not is_finite(batch_loss):
             _rescale(w, scale)
@@ -700,6 +721,8 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
             _rescale(w, scale)  # O(d), rare
             scale = 1.0
         step = eta / m / scale
+        if scatter:
+            _scatter_step(rows, start, stop, predictions, step, w)
         for q in range(n_touched):
             j = touched[q]
             w[j] = w[j] - step * grad[j]
@@ -708,6 +731,43 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
         t += 1.0
     _rescale(w, scale)
     return intercept, loss_total, t, -1
+
+
+@scalar
+def _batch_derivatives(rows, start, stop, spec, predictions):
+    """The batch's ``Σ s·L`` and ``Σ s·L'``, each row's ``s·L'`` written over its
+    prediction in ``predictions``. Returns ``(Σ s·L, Σ s·L')``."""
+    _, _, _, y, sample_weight, order = rows
+    weighted = sample_weight.shape[0] > 0
+    use_order = order.shape[0] > 0
+    batch_loss = 0.0
+    deriv_sum = 0.0
+    for position in range(start, stop):
+        i = order[position] if use_order else position
+        value, deriv = loss_and_derivative(
+            spec.loss, predictions[position - start], y[i], spec.epsilon
+        )
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        batch_loss += value
+        deriv_sum += deriv
+        predictions[position - start] = deriv
+    return batch_loss, deriv_sum
+
+
+@scalar
+def _scatter_step(rows, start, stop, derivatives, step, w):
+    """``w[j] -= step·s·L'·x_ij`` over the non-zeros of the batch's rows, row by row
+    (``derivatives``: each row's ``s·L'``, from :func:`_batch_derivatives`)."""
+    data, indices, indptr, _, _, order = rows
+    use_order = order.shape[0] > 0
+    for position in range(start, stop):
+        i = order[position] if use_order else position
+        coef = step * derivatives[position - start]
+        for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+            j = _index(indices[p])
+            w[j] = w[j] - coef * data[p]
 
 
 @kernel

@@ -70,9 +70,14 @@ Measured on a 200,000 x 100,000 CSR with 50 non-zeros a row (float64, ``l2``, in
 file order; 2 cores shared with other work, so ±50%): one SGD epoch 31-50 ms
 (scikit-learn's ``SGDRegressor(max_iter=1, tol=None, shuffle=False)``: 47-110 ms on the
 same matrix, with the same coefficients to 6e-17 when neither fits an intercept), 125 ms
-in a shuffled order, mini-batch of 256 rows 80-100 ms; the lazy path is 10-40x slower
-(averaging: ~0.5 s, elastic net + averaging: ~1.3 s), its per-feature catch-up reading
-the history at random (and binary-searching it with L1).
+in a shuffled order. CPU time of one epoch, one thread (``benchmarks/test_sparse_speed.py``
+compares them side by side): SGD 20 ms, B=256 mini-batch 16 ms (scikit-learn 46-50 ms); the
+lazy path (elastic net, averaging, both) SGD 158-163, 109, 211-213 ms, B=256 153-161,
+105-116, 203 ms. It was 10-40x slower than the scaled path while its per-feature helpers,
+inlined per feature, made NRT reference-count calls for each array they took
+(see :func:`_catch_up_features`); what is left is the per-feature work itself: two random
+passes over the touched features' weights, markers and means (catch-up, then the step),
+with a division or two each.
 """
 
 from __future__ import annotations
@@ -139,70 +144,131 @@ _NOT_YET = 2**62
 _PRODUCT, _THRESHOLD, _SUM_PRODUCT, _SUM_PRODUCT_THRESHOLD = 0, 1, 2, 3
 
 
+#: ``columns`` of :func:`_catch_up_features` and :func:`_update_features` that means "every
+#: feature from ``lo`` to ``hi``": a global array is a constant of the compiled code.
+_EVERY_FEATURE = np.empty(0, dtype=np.int64)
+
+#: The lazy mini-batch loops over a batch's list of columns prefetch the weights, markers,
+#: means and gradient of the feature this many places ahead (random places in O(d) arrays).
+#: Measured on the 200,000 x 100,000 CSR of the module docstring (B=256, 1 thread, CPU,
+#: interleaved with the same code without it): elastic net 153 -> 128 ms, averaging 98 ->
+#: 91, both 183 -> 152. A row's few columns gained nothing (SGD within noise), nor did
+#: prefetching the listing's markers.
+FEATURES_AHEAD = 16
+
+
 @scalar
 def _catch_up(j, v, w, last, history, avg_w, l1, first_averaged, avg_offset):
     """Bring feature ``j`` (current at state ``last[j]``) to state ``v``: ``w[j]`` and, when
     averaging (``avg_w`` non-empty), ``avg_w[j]``."""
-    u = last[j]
-    if u == v:
-        return
-    w_u = float(w[j])
-    p_u = history[u, _PRODUCT]
-    p_v = history[v, _PRODUCT]
-    averaging = avg_w.shape[0] > 0
-    if l1 > 0.0:
-        q_u = history[u, _THRESHOLD]
-        size = abs(w_u) / abs(p_u)
-        magnitude = abs(p_v) * max(size - (history[v, _THRESHOLD] - q_u), 0.0)
-        same_sign = (p_u > 0.0) == (p_v > 0.0)
-        if magnitude > 0.0:
-            w_v = magnitude if (w_u > 0.0) == same_sign else -magnitude
-        else:
-            w_v = 0.0
-        if averaging and v >= first_averaged:
-            # The last state of (u, v] before the threshold zeroes the weight.
-            lo = u + 1
-            hi = v + 1
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if history[mid, _THRESHOLD] - q_u >= size:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            e = lo - 1
-            total = (size + q_u) * (history[e, _SUM_PRODUCT] - history[u, _SUM_PRODUCT]) - (
-                history[e, _SUM_PRODUCT_THRESHOLD] - history[u, _SUM_PRODUCT_THRESHOLD]
-            )
-            if (w_u > 0.0) != (p_u > 0.0):
-                total = -total
-            _average_from(j, u, v, avg_w, total, first_averaged, avg_offset)
-    else:
-        w_v = w_u * (p_v / p_u)
-        if averaging and v >= first_averaged:
-            total = w_u * ((history[v, _SUM_PRODUCT] - history[u, _SUM_PRODUCT]) / p_u)
-            _average_from(j, u, v, avg_w, total, first_averaged, avg_offset)
-    w[j] = w_v
-    last[j] = v
+    marks = (first_averaged, False, avg_offset, 0)
+    _catch_up_features(_EVERY_FEATURE, _EVERY_FEATURE, j, j + 1, v, w, last, history, avg_w, l1,
+                       marks)  # fmt: skip
 
 
 @scalar
-def _average_from(j, u, v, avg_w, total, first_averaged, avg_offset):
-    """``avg_w[j]`` at state ``v`` from its value at state ``u`` and the sum ``total`` of the
-    weight over the averaged states in ``(u, v]``: ``k_v·avg_v = k_u·avg_u + total``, with
-    ``k_s = t(s) - average_start`` for the counter ``t(s)`` of the step after state ``s``
+def _catch_up_features(columns, values, lo, hi, v, w, last, history, avg_w, l1, marks):
+    """Bring the features ``columns[lo:hi]`` (``columns`` empty: ``lo..hi``) to state ``v``
+    as :func:`_catch_up` does one (``marks`` as :func:`_begin_lazy_step` keeps them), and
+    return ``Σ values[p]·w[j]`` over them after it (``values`` empty: 0), summed in the order
+    of ``p``: a row's prediction, the same sum as before the loop was a helper.
+
+    The whole loop is one helper, its body spelled out with scalar helpers only: every call
+    of an inlined helper that takes arrays increfs and decrefs each of them (an NRT call
+    with an atomic add or subtract each, which Numba's reference-count pruning leaves in
+    place when the helper branches or loops). Measured on the 200,000 x 100,000 CSR of the
+    module docstring (50 non-zeros a row, 1 thread): ``_catch_up`` and ``_update_touched``
+    called per feature made 8-10 such calls a feature and the lazy path 12-33x slower
+    than the scaled one (L1 SGD epoch 582 against 23 ms)."""
+    first_averaged, avg_offset = marks[0], marks[2]
+    every = columns.shape[0] == 0
+    dot = values.shape[0] > 0
+    listed = not every and not dot  # a batch's list of columns: prefetched
+    averaging = avg_w.shape[0] > 0
+    p_v = history[v, _PRODUCT]
+    q_v = history[v, _THRESHOLD]
+    acc = w.dtype.type(0.0)
+    for p in range(lo, hi):
+        j = _index(p) if every else _index(columns[p])
+        if listed and p + FEATURES_AHEAD < hi:
+            later = _index(columns[p + FEATURES_AHEAD])
+            prefetch(last, later)
+            prefetch(w, later)
+            if averaging:
+                prefetch(avg_w, later)
+        u = last[j]
+        if u != v:
+            w_u = float(w[j])
+            p_u = history[u, _PRODUCT]
+            if l1 > 0.0:
+                q_u = history[u, _THRESHOLD]
+                size = abs(w_u) / abs(p_u)
+                w[j] = _thresholded_weight(w_u, p_u, p_v, size, q_v - q_u)
+                if averaging and v >= first_averaged:
+                    # The last state of (u, v] before the threshold zeroes the weight: a
+                    # binary search on the non-decreasing Q (spelled out: see above), after
+                    # two checks that give its answer at once for a weight that outlives
+                    # the steps (e = v) or that the first step zeroes (e = u, every zero
+                    # weight): random reads of the history, a dozen a search, made the
+                    # elastic-net + averaging SGD epoch ~3x the averaging one.
+                    lo_state = u + 1
+                    hi_state = v + 1
+                    if q_v - q_u < size:
+                        lo_state = hi_state
+                    elif history[lo_state, _THRESHOLD] - q_u >= size:
+                        hi_state = lo_state
+                    while lo_state < hi_state:
+                        mid = (lo_state + hi_state) // 2
+                        if history[mid, _THRESHOLD] - q_u >= size:
+                            hi_state = mid
+                        else:
+                            lo_state = mid + 1
+                    e = lo_state - 1
+                    total = (size + q_u) * (history[e, _SUM_PRODUCT] - history[u, _SUM_PRODUCT]) - (
+                        history[e, _SUM_PRODUCT_THRESHOLD] - history[u, _SUM_PRODUCT_THRESHOLD]
+                    )
+                    if (w_u > 0.0) != (p_u > 0.0):
+                        total = -total
+                    avg_w[j] = _mean_from(avg_w[j], total, u, v, first_averaged, avg_offset)
+            else:
+                w[j] = w_u * (p_v / p_u)
+                if averaging and v >= first_averaged:
+                    total = w_u * ((history[v, _SUM_PRODUCT] - history[u, _SUM_PRODUCT]) / p_u)
+                    avg_w[j] = _mean_from(avg_w[j], total, u, v, first_averaged, avg_offset)
+            last[j] = v
+        if dot:
+            acc += values[p] * w[j]
+    return acc
+
+
+@scalar
+def _thresholded_weight(w_u, p_u, p_v, size, threshold_sum):
+    """A weight of size ``size = |w_u|/|P_u|`` after steps whose thresholds sum (over
+    ``|P|``) to ``threshold_sum``: the module docstring's ``w_v``."""
+    magnitude = abs(p_v) * max(size - threshold_sum, 0.0)
+    same_sign = (p_u > 0.0) == (p_v > 0.0)
+    if magnitude > 0.0:
+        return magnitude if (w_u > 0.0) == same_sign else -magnitude
+    return 0.0
+
+
+@scalar
+def _mean_from(mean_u, total, u, v, first_averaged, avg_offset):
+    """The running mean at state ``v`` from ``mean_u`` at state ``u`` and the sum ``total``
+    of the weight over the averaged states in ``(u, v]``: ``k_v·avg_v = k_u·avg_u + total``,
+    with ``k_s = t(s) - average_start`` for the counter ``t(s)`` of the step after state ``s``
     (``k_u`` of a state before the first averaged one is that of the state just before it,
     in ``[0, 1)``: the weight scikit-learn's first update gives the old average)."""
     weight_u = avg_offset + max(u, first_averaged - 1)
     weight_v = avg_offset + v
-    avg_w[j] = (weight_u * float(avg_w[j]) + total) / weight_v
+    return (weight_u * float(mean_u) + total) / weight_v
 
 
 @scalar
 def _catch_up_all(v, w, last, history, avg_w, l1, marks):
     """Bring every feature to state ``v`` (``marks`` as :func:`_begin_lazy_step` keeps them)."""
-    first_averaged, avg_offset = marks[0], marks[2]
-    for j in range(w.shape[0]):
-        _catch_up(j, v, w, last, history, avg_w, l1, first_averaged, avg_offset)
+    _catch_up_features(_EVERY_FEATURE, _EVERY_FEATURE, 0, w.shape[0], v, w, last, history, avg_w,
+                       l1, marks)  # fmt: skip
 
 
 @scalar
@@ -249,9 +315,10 @@ def _restart(u, w, last, history, avg_w, l1, first_averaged, avg_offset):
     """Bring every feature to state ``u`` (O(d)) and make it state 0 of a fresh history.
     State numbers are relative to the last restart; returns the new ``(first_averaged,
     avg_offset)``, shifted with them."""
-    for j in range(w.shape[0]):
-        _catch_up(j, u, w, last, history, avg_w, l1, first_averaged, avg_offset)
-        last[j] = 0
+    marks = (first_averaged, False, avg_offset, 0)
+    _catch_up_features(_EVERY_FEATURE, _EVERY_FEATURE, 0, w.shape[0], u, w, last, history, avg_w,
+                       l1, marks)  # fmt: skip
+    last[:] = 0
     _restart_history(history, 0)
     return first_averaged - u, avg_offset + u
 
@@ -280,15 +347,39 @@ def _update_touched(j, u, w, last, avg_w, scalars, step, l1):
     """The step on a feature the step touches (current at state ``u``):
     ``w ← prox(w·a − step)``, and the running mean (``scalars`` as
     :func:`_begin_lazy_step` returned them)."""
+    _update_features(_EVERY_FEATURE, _EVERY_FEATURE, j, j + 1, False, step, u, w, last, avg_w,
+                     scalars, l1)  # fmt: skip
+
+
+@scalar
+def _update_features(columns, values, lo, hi, by_feature, coef, u, w, last, avg_w, scalars,
+                     l1):  # fmt: skip
+    """:func:`_update_touched` on the features ``columns[lo:hi]`` (``columns`` empty:
+    ``lo..hi``) with the steps ``coef·values[j]`` (``by_feature``) or ``coef·values[p]``
+    (``values`` empty: ``coef``). One loop, spelled out, as :func:`_catch_up_features`."""
     _, decay, threshold, averaged, k, _ = scalars
-    value = float(w[j]) * decay - step
-    if l1 > 0.0:
-        value = soft_threshold(value, threshold)
-    w[j] = value
-    last[j] = u + 1
-    if averaged:
-        mean = float(avg_w[j])
-        avg_w[j] = mean + (float(w[j]) - mean) / k
+    every = columns.shape[0] == 0
+    constant = values.shape[0] == 0
+    for p in range(lo, hi):
+        j = _index(p) if every else _index(columns[p])
+        if by_feature and p + FEATURES_AHEAD < hi:
+            later = _index(columns[p + FEATURES_AHEAD])
+            prefetch(w, later)
+            prefetch(values, later)
+        if constant:
+            step = coef
+        elif by_feature:
+            step = coef * float(values[j])
+        else:
+            step = coef * float(values[p])
+        value = float(w[j]) * decay - step
+        if l1 > 0.0:
+            value = soft_threshold(value, threshold)
+        w[j] = value
+        last[j] = u + 1
+        if averaged:
+            mean = float(avg_w[j])
+            avg_w[j] = mean + (float(w[j]) - mean) / k
 
 
 @scalar
@@ -537,14 +628,9 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
     for position in range(start, n):
         i = _csr_row_at(data, indices, indptr, y, order, position, n)
         scalars, u, marks = _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w)
-        first_averaged, avg_offset = marks[0], marks[2]
         lo = _index(indptr[i])
         hi = _index(indptr[i + 1])
-        acc = data.dtype.type(0.0)
-        for p in range(lo, hi):
-            j = _index(indices[p])
-            _catch_up(j, u, w, last, history, avg_w, l1, first_averaged, avg_offset)
-            acc += data[p] * w[j]
+        acc = _catch_up_features(indices, data, lo, hi, u, w, last, history, avg_w, l1, marks)
         prediction = acc + intercept
         if not is_finite(prediction):
             _catch_up_all(u, w, last, history, avg_w, l1, marks)
@@ -553,8 +639,7 @@ def sgd_epoch_csr(data, indices, indptr, y, sample_weight, order, spec, state):
         s = sample_weight[i] if weighted else 1.0
         loss_total += value * s
         scale = scalars[0] * (deriv * s)  # η·s·L'
-        for p in range(lo, hi):
-            _update_touched(_index(indices[p]), u, w, last, avg_w, scalars, scale * data[p], l1)
+        _update_features(indices, data, lo, hi, False, scale, u, w, last, avg_w, scalars, l1)
         if truncated:
             _truncate_row_averaged(indices, lo, hi, state, scalars[0] * spec.l1, scalars)
         intercept, t, u = _end_lazy_step(
@@ -634,7 +719,9 @@ def _list_batch(rows, start, stop, batch, seen, touched, grad):
     for position in range(start, stop):
         i = order[position] if use_order else position
         # Spelled out here and in _batch_sums: through one shared inlined helper the
-        # mini-batch CSR epochs ran 4.9x slower (scaled path) and 2.2x slower (lazy path).
+        # mini-batch CSR epochs ran 4.9x slower (scaled path) and 2.2x slower (lazy path):
+        # each call of an inlined helper that takes arrays makes NRT reference-count calls
+        # (see _catch_up_features).
         for p in range(_index(indptr[i]), _index(indptr[i + 1])):
             j = _index(indices[p])
             if seen[j] != batch:
@@ -677,15 +764,26 @@ def _batch_sums(rows, start, stop, predictions, spec, grad, seen, touched, n_tou
     return batch_loss, deriv_sum, n_touched
 
 
+#: The scaled mini-batch path steps a batch of at most this many rows row by row
+#: (``w[j] -= c_i·x_ij``, :func:`_scatter_step`): no list of the batch's columns and no
+#: gradient vector. Measured on the 200,000 x 100,000 CSR of the module docstring (B=256, 1
+#: thread, CPU): 39 -> 18 ms an epoch. Larger batches sum the gradient first
+#: (:func:`_batch_sums`): row by row, a float32 weight would lose the contributions of a
+#: full batch's rows that are small beside it. A size of the data, so the path taken never
+#: depends on the number of threads.
+SCATTER_MAX_ROWS = 4096
+
+
 @kernel
 def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
     """``batch_epoch_csr`` without L1 and averaging: the true weights are ``scale·w``, as
     in ``_sgd_epoch_csr_scaled``."""
     n = rows.indptr.shape[0] - 1
     w, intercept, t = state.w, state.intercept, state.t
-    d = w.shape[0]
     loss_total = 0.0
     n_steps = (n + batch_size - 1) // batch_size
+    summed = min(batch_size, n) > SCATTER_MAX_ROWS
+    d = w.shape[0] if summed else 0
     grad = np.empty(d, dtype=w.dtype)
     seen = np.full(d, -1, dtype=np.int64)
     touched = np.empty(d, dtype=np.int64)
@@ -697,9 +795,14 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
         m = stop - start
         eta = step_size(spec, t)
         _batch_predictions(rows, start, stop, w, scale, intercept, predictions, parallel)
-        batch_loss, deriv_sum, n_touched = _batch_sums(
-            rows, start, stop, predictions, spec, grad, seen, touched, 0, u
-        )
+        scatter = m <= SCATTER_MAX_ROWS
+        n_touched = 0
+        if scatter:
+            batch_loss, deriv_sum = _batch_derivatives(rows, start, stop, spec, predictions)
+        else:
+            batch_loss, deriv_sum, n_touched = _batch_sums(
+                rows, start, stop, predictions, spec, grad, seen, touched, 0, u
+            )
         loss_total += batch_loss
         if not is_finite(batch_loss):
             _rescale(w, scale)
@@ -709,6 +812,8 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
             _rescale(w, scale)  # O(d), rare
             scale = 1.0
         step = eta / m / scale
+        if scatter:
+            _scatter_step(rows, start, stop, predictions, step, w)
         for q in range(n_touched):
             j = touched[q]
             w[j] = w[j] - step * grad[j]
@@ -717,6 +822,43 @@ def _batch_epoch_csr_scaled(rows, batch_size, spec, state, parallel):
         t += 1.0
     _rescale(w, scale)
     return intercept, loss_total, t, -1
+
+
+@scalar
+def _batch_derivatives(rows, start, stop, spec, predictions):
+    """The batch's ``Σ s·L`` and ``Σ s·L'``, each row's ``s·L'`` written over its
+    prediction in ``predictions``. Returns ``(Σ s·L, Σ s·L')``."""
+    _, _, _, y, sample_weight, order = rows
+    weighted = sample_weight.shape[0] > 0
+    use_order = order.shape[0] > 0
+    batch_loss = 0.0
+    deriv_sum = 0.0
+    for position in range(start, stop):
+        i = order[position] if use_order else position
+        value, deriv = loss_and_derivative(
+            spec.loss, predictions[position - start], y[i], spec.epsilon
+        )
+        if weighted:
+            value *= sample_weight[i]
+            deriv *= sample_weight[i]
+        batch_loss += value
+        deriv_sum += deriv
+        predictions[position - start] = deriv
+    return batch_loss, deriv_sum
+
+
+@scalar
+def _scatter_step(rows, start, stop, derivatives, step, w):
+    """``w[j] -= step·s·L'·x_ij`` over the non-zeros of the batch's rows, row by row
+    (``derivatives``: each row's ``s·L'``, from :func:`_batch_derivatives`)."""
+    data, indices, indptr, _, _, order = rows
+    use_order = order.shape[0] > 0
+    for position in range(start, stop):
+        i = order[position] if use_order else position
+        coef = step * derivatives[position - start]
+        for p in range(_index(indptr[i]), _index(indptr[i + 1])):
+            j = _index(indices[p])
+            w[j] = w[j] - coef * data[p]
 
 
 @kernel
@@ -773,11 +915,10 @@ def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
         start = batch * batch_size
         stop = min(start + batch_size, n)
         scalars, u, marks = _begin_lazy_step(spec, t, u, averaging, marks, w, last, history, avg_w)
-        first_averaged, avg_offset = marks[0], marks[2]
         # Bring the batch's features up to date, listed and their gradient zeroed.
         n_touched = _list_batch(rows, start, stop, batch, seen, touched, grad)
-        for q in range(n_touched):
-            _catch_up(touched[q], u, w, last, history, avg_w, l1, first_averaged, avg_offset)
+        _catch_up_features(touched, _EVERY_FEATURE, 0, n_touched, u, w, last, history, avg_w, l1,
+                           marks)  # fmt: skip
         _batch_predictions(rows, start, stop, w, 1.0, intercept, predictions, parallel)
         # Every column is listed already: this only accumulates.
         batch_loss, deriv_sum, n_touched = _batch_sums(
@@ -788,9 +929,7 @@ def _batch_epoch_csr_lazy(rows, batch_size, spec, state, parallel):
             _catch_up_all(u, w, last, history, avg_w, l1, marks)
             return intercept, loss_total, t, start
         scale = scalars[0] / (stop - start)  # η/m
-        for q in range(n_touched):
-            j = touched[q]
-            _update_touched(j, u, w, last, avg_w, scalars, scale * float(grad[j]), l1)
+        _update_features(touched, grad, 0, n_touched, True, scale, u, w, last, avg_w, scalars, l1)
         intercept, t, u = _end_lazy_step(
             spec, state, u, last, history, scalars, t, intercept, scale * deriv_sum
         )

@@ -1043,31 +1043,31 @@ def _saga_weight(s, marks, spec):
 
 
 @scalar
-def _saga_catch_up(j, v, lazy, state, spec, marks):
-    """Bring feature ``j`` to state ``v``: its weight and running mean."""
-    last, history, base = lazy
+def _saga_catch_up(j, v, w, slots, avg_w, last, history, base, spec, marks):
+    """Bring feature ``j`` to state ``v``: its weight and running mean. (The arrays come
+    one by one, not in a record or tuple: taking them out of one per non-zero cost an
+    atomic reference count each, and made the epoch ~5x slower.)"""
     u = last[j]
     if u == v:
         return
     r = u - base
     rv = v - base
-    x = float(state.w[j])
-    mean = state.slots[0, j]
+    x = float(w[j])
+    mean = slots[0, j]
     if spec.l1 > 0.0:
         x, total = _saga_pieces_l1(history, r, rv, x, mean, spec.l1, spec.l2)
     else:
         x, total = _saga_piece(history, r, rv, x, mean)
-    state.w[j] = x
-    avg_w = state.avg_w
+    w[j] = x
     if avg_w.shape[0] > 0 and history[rv, _SAGA_AVERAGED] > 0.0:
         avg_w[j] = (_saga_weight(u, marks, spec) * avg_w[j] + total) / _saga_weight(v, marks, spec)
     last[j] = v
 
 
 @scalar
-def _saga_catch_up_all(v, lazy, state, spec, marks):
-    for j in range(state.w.shape[0]):
-        _saga_catch_up(j, v, lazy, state, spec, marks)
+def _saga_catch_up_all(v, w, slots, avg_w, last, history, base, spec, marks):
+    for j in range(w.shape[0]):
+        _saga_catch_up(j, v, w, slots, avg_w, last, history, base, spec, marks)
 
 
 @scalar
@@ -1081,12 +1081,11 @@ def _saga_marks(state, spec):
 
 
 @scalar
-def _saga_before_step(u, eta, averaged, since, lazy, state, spec, marks):
+def _saga_before_step(u, eta, averaged, since, base, w, slots, avg_w, last, history, spec, marks):
     """Before the step from state ``u``: restart the history if the step is dense
     (``a < RENORMALISE_BELOW``), if it is full, if ``|P·a|`` would be tiny, or if R outgrew
-    P. Returns ``(lazy, since, dense)``: ``since`` counts the averaged steps since the
-    restart, ``dense`` says the step must move every feature."""
-    last, history, base = lazy
+    P. Returns ``(base, since, dense)``: the state of the history's row 0, ``since`` counts
+    the averaged steps since the restart, ``dense`` says the step must move every feature."""
     decay = 1.0 - eta * spec.l2
     dense = decay < RENORMALISE_BELOW
     r = u - base
@@ -1097,24 +1096,23 @@ def _saga_before_step(u, eta, averaged, since, lazy, state, spec, marks):
         or abs(product * decay) < RENORMALISE_BELOW
         or abs(history[r, _SAGA_R]) > AVERAGE_GROWTH * abs(product) * (since + 1)
     ):
-        _saga_catch_up_all(u, lazy, state, spec, marks)
+        _saga_catch_up_all(u, w, slots, avg_w, last, history, base, spec, marks)
         _saga_restart_row(history, 0)
-        lazy = (last, history, u)
+        base = u
         since = 0
     if averaged:
         since += 1
-    return lazy, since, dense
+    return base, since, dense
 
 
 @scalar
-def _saga_after_step(u, eta, averaged, dense, lazy, state, spec, marks):
+def _saga_after_step(u, eta, averaged, dense, base, history, spec):
     """Record state ``u + 1``: the history's next row, or, after a dense step (every
-    feature moved by :func:`_saga_step_rest`), a restart there."""
-    last, history, base = lazy
+    feature moved by :func:`_saga_step_rest`), a restart there. Returns the new base."""
     r = u - base
     if dense:
         _saga_restart_row(history, 0)
-        return (last, history, u + 1)
+        return u + 1
     product = history[r, _SAGA_P] * (1.0 - eta * spec.l2)
     e = history[r, _SAGA_E] + eta / product
     history[r + 1, _SAGA_P] = product
@@ -1127,35 +1125,33 @@ def _saga_after_step(u, eta, averaged, dense, lazy, state, spec, marks):
         history[r + 1, _SAGA_R] += product
         history[r + 1, _SAGA_T] += product * e
         history[r + 1, _SAGA_AVERAGED] = 1.0
-    return lazy
+    return base
 
 
 @scalar
-def _saga_step_feature(j, u, raw, coef, share, eta, k, lazy, state, spec):
+def _saga_step_feature(j, u, raw, coef, share, eta, k, w, slots, avg_w, last, spec):
     """The dense rule's step on feature ``j`` (current at state ``u``) with data gradient
     ``coef·raw``: ``w_j ← prox(w_j − η·(coef·raw + l2·w_j + ḡ_j))``, ``ḡ_j += share·raw``
     (``rules.saga_direction``); then its running mean (``k`` > 0: the step is averaged)."""
-    w = state.w
     weight = float(w[j])
     g = coef * raw + spec.l2 * weight
-    value = weight - eta * saga_direction(state.slots, j, g, raw, share)
+    value = weight - eta * saga_direction(slots, j, g, raw, share)
     if spec.l1 > 0.0:
         value = soft_threshold(value, eta * spec.l1)
     w[j] = value
-    lazy[0][j] = u + 1
+    last[j] = u + 1
     if k > 0.0:
-        mean = float(state.avg_w[j])
-        state.avg_w[j] = mean + (float(w[j]) - mean) / k
+        mean = float(avg_w[j])
+        avg_w[j] = mean + (float(w[j]) - mean) / k
 
 
 @scalar
-def _saga_step_rest(u, eta, k, lazy, state, spec):
+def _saga_step_rest(u, eta, k, w, slots, avg_w, last, spec):
     """A dense step: every feature the step's rows leave out (still at state ``u``) takes
     its skipped step now."""
-    last = lazy[0]
-    for j in range(state.w.shape[0]):
+    for j in range(w.shape[0]):
         if last[j] == u:
-            _saga_step_feature(j, u, 0.0, 0.0, 0.0, eta, k, lazy, state, spec)
+            _saga_step_feature(j, u, 0.0, 0.0, 0.0, eta, k, w, slots, avg_w, last, spec)
 
 
 @scalar
@@ -1184,9 +1180,9 @@ def _sgd_epoch_csr_saga(rows, spec, state):
     data, indices, indptr, y, sample_weight, order = rows
     n = indptr.shape[0] - 1
     intercept, t = state.intercept, state.t
-    memory = state.row_memory
+    memory, w, slots, avg_w = state.row_memory, state.w, state.slots, state.avg_w
     last, history = _saga_start(state, n)
-    lazy = (last, history, 0)
+    base = 0
     marks = _saga_marks(state, spec)
     since = 0
     loss_total = 0.0
@@ -1194,17 +1190,19 @@ def _sgd_epoch_csr_saga(rows, spec, state):
         i = _csr_row_at(data, indices, indptr, y, order, u, n)
         eta = step_size(spec, t)
         k = _saga_step_k(state, spec, t)
-        lazy, since, dense = _saga_before_step(u, eta, k > 0.0, since, lazy, state, spec, marks)
+        base, since, dense = _saga_before_step(
+            u, eta, k > 0.0, since, base, w, slots, avg_w, last, history, spec, marks
+        )
         lo = _index(indptr[i])
         hi = _index(indptr[i + 1])
         acc = data.dtype.type(0.0)
         for p in range(lo, hi):
             j = _index(indices[p])
-            _saga_catch_up(j, u, lazy, state, spec, marks)
-            acc += data[p] * state.w[j]
+            _saga_catch_up(j, u, w, slots, avg_w, last, history, base, spec, marks)
+            acc += data[p] * w[j]
         prediction = acc + intercept
         if not is_finite(prediction):
-            _saga_catch_up_all(u, lazy, state, spec, marks)
+            _saga_catch_up_all(u, w, slots, avg_w, last, history, base, spec, marks)
             return intercept, loss_total + prediction, t, u
         value, deriv = loss_and_derivative(spec.loss, prediction, y[i], spec.epsilon)
         if sample_weight.shape[0] > 0:
@@ -1214,15 +1212,15 @@ def _sgd_epoch_csr_saga(rows, spec, state):
         coef = row_derivative(spec, memory, i, deriv)
         share = coef * 1 / memory.shape[0]
         for p in range(lo, hi):
-            _saga_step_feature(
-                _index(indices[p]), u, float(data[p]), coef, share, eta, k, lazy, state, spec
-            )
+            raw = float(data[p])
+            j = _index(indices[p])
+            _saga_step_feature(j, u, raw, coef, share, eta, k, w, slots, avg_w, last, spec)
         if dense:
-            _saga_step_rest(u, eta, k, lazy, state, spec)
+            _saga_step_rest(u, eta, k, w, slots, avg_w, last, spec)
         intercept = _saga_intercept(intercept, coef, 1.0, share, eta, k, state, spec)
-        lazy = _saga_after_step(u, eta, k > 0.0, dense, lazy, state, spec, marks)
+        base = _saga_after_step(u, eta, k > 0.0, dense, base, history, spec)
         t += 1.0
-    _saga_catch_up_all(n, lazy, state, spec, marks)
+    _saga_catch_up_all(n, w, slots, avg_w, last, history, base, spec, marks)
     return intercept, loss_total, t, -1
 
 
@@ -1259,15 +1257,15 @@ def _batch_epoch_csr_saga(rows, batch_size, spec, state, parallel):
     is the dense rule's (``epochs.batch_epoch``) on the same rows."""
     n = rows.indptr.shape[0] - 1
     intercept, t = state.intercept, state.t
-    memory = state.row_memory
-    d = state.w.shape[0]
+    memory, w, slots, avg_w = state.row_memory, state.w, state.slots, state.avg_w
+    d = w.shape[0]
     grad = np.empty(d, dtype=state.w.dtype)
     seen = np.full(d, -1, dtype=np.int64)
     touched = np.empty(d, dtype=np.int64)
     predictions = np.empty(min(batch_size, n))
     n_steps = (n + batch_size - 1) // batch_size
     last, history = _saga_start(state, n_steps)
-    lazy = (last, history, 0)
+    base = 0
     marks = _saga_marks(state, spec)
     since = 0
     loss_total = 0.0
@@ -1277,27 +1275,30 @@ def _batch_epoch_csr_saga(rows, batch_size, spec, state, parallel):
         m = stop - start
         eta = step_size(spec, t)
         k = _saga_step_k(state, spec, t)
-        lazy, since, dense = _saga_before_step(u, eta, k > 0.0, since, lazy, state, spec, marks)
+        base, since, dense = _saga_before_step(
+            u, eta, k > 0.0, since, base, w, slots, avg_w, last, history, spec, marks
+        )
         count = _list_batch(rows, start, stop, u, seen, touched, grad)
         for q in range(count):
-            _saga_catch_up(touched[q], u, lazy, state, spec, marks)
-        _batch_predictions(rows, start, stop, state.w, 1.0, intercept, predictions, parallel)
+            _saga_catch_up(touched[q], u, w, slots, avg_w, last, history, base, spec, marks)
+        _batch_predictions(rows, start, stop, w, 1.0, intercept, predictions, parallel)
         batch_loss, change_sum = _saga_batch_sums(
             rows, start, stop, predictions, spec, grad, memory
         )
         loss_total += batch_loss
         if not is_finite(batch_loss):
-            _saga_catch_up_all(u, lazy, state, spec, marks)
+            _saga_catch_up_all(u, w, slots, avg_w, last, history, base, spec, marks)
             return intercept, loss_total, t, start
         coef = 1.0 / m
         share = coef * m / memory.shape[0]
         for q in range(count):
             j = touched[q]
-            _saga_step_feature(j, u, float(grad[j]), coef, share, eta, k, lazy, state, spec)
+            raw = float(grad[j])
+            _saga_step_feature(j, u, raw, coef, share, eta, k, w, slots, avg_w, last, spec)
         if dense:
-            _saga_step_rest(u, eta, k, lazy, state, spec)
+            _saga_step_rest(u, eta, k, w, slots, avg_w, last, spec)
         intercept = _saga_intercept(intercept, coef, change_sum, share, eta, k, state, spec)
-        lazy = _saga_after_step(u, eta, k > 0.0, dense, lazy, state, spec, marks)
+        base = _saga_after_step(u, eta, k > 0.0, dense, base, history, spec)
         t += 1.0
-    _saga_catch_up_all(n_steps, lazy, state, spec, marks)
+    _saga_catch_up_all(n_steps, w, slots, avg_w, last, history, base, spec, marks)
     return intercept, loss_total, t, -1

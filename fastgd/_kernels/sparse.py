@@ -952,17 +952,25 @@ def accumulate_gradient_csr(data, indices, indptr, y, sample_weight, spec, state
 # The history restarts (every feature brought up to date, O(d)) when it is full, when |P|
 # would fall below RENORMALISE_BELOW, or, when averaging, when R outgrows P (as
 # AVERAGE_GROWTH says above).
+#
+# Measured (100,000 x 50,000 CSR, 50 non-zeros a row, log loss, one SGD epoch, 2 shared
+# cores under load ~8, so ±50%): 0.62-0.70 s with L2, 0.62-0.83 s with elastic net (lazy
+# Adam: 0.08/0.23 s; plain SGD: 0.02/0.52 s; scikit-learn's LogisticRegression(solver=
+# "saga"): ~0.35 s an epoch with L2, ~33 s with elastic net, whose catch-up loops over the
+# skipped steps). Almost all of it is the catch-up (0.06 s without it): ~120 ns a non-zero.
 # ---------------------------------------------------------------------------------------------
 
 # Columns of SAGA's per-step history.
-_SAGA_P, _SAGA_E, _SAGA_R, _SAGA_T, _SAGA_ETA, _SAGA_AVERAGED = 0, 1, 2, 3, 4, 5
+_SAGA_P, _SAGA_E, _SAGA_R, _SAGA_T, _SAGA_ETA, _SAGA_AVERAGED, _SAGA_INVERSE_P = range(7)
+_SAGA_COLUMNS = 7
 
 
 @scalar
 def _saga_restart_row(history, r):
-    for c in range(6):
+    for c in range(_SAGA_COLUMNS):
         history[r, c] = 0.0
     history[r, _SAGA_P] = 1.0
+    history[r, _SAGA_INVERSE_P] = 1.0
 
 
 @scalar
@@ -971,27 +979,29 @@ def _saga_start(state, n_steps):
     the call began) and the history (at most ``max(d, HISTORY_STEPS)`` steps)."""
     d = state.w.shape[0]
     last = np.zeros(d, dtype=np.int64)
-    history = np.empty((min(n_steps, max(d, HISTORY_STEPS)) + 1, 6))
+    history = np.empty((min(n_steps, max(d, HISTORY_STEPS)) + 1, _SAGA_COLUMNS))
     _saga_restart_row(history, 0)
     return last, history
 
 
 @scalar
-def _saga_piece(history, r, s, x, g):
+def _saga_piece(history, r, s, x, g, averaging):
     """From ``x`` at history row ``r``, the steps to row ``s`` of the affine map
-    ``w ← a·w − η·g``: returns ``(w_s, Σ of w over the averaged rows in (r, s])``."""
-    p_r = history[r, _SAGA_P]
+    ``w ← a·w − η·g``: returns ``(w_s, Σ of w over the averaged rows in (r, s])`` (the sum
+    0 when not ``averaging``)."""
     e_r = history[r, _SAGA_E]
-    m = x / p_r
+    m = x * history[r, _SAGA_INVERSE_P]
     x_s = history[s, _SAGA_P] * (m - g * (history[s, _SAGA_E] - e_r))
-    total = (m + g * e_r) * (history[s, _SAGA_R] - history[r, _SAGA_R]) - g * (
-        history[s, _SAGA_T] - history[r, _SAGA_T]
-    )
+    total = 0.0
+    if averaging:
+        total = (m + g * e_r) * (history[s, _SAGA_R] - history[r, _SAGA_R]) - g * (
+            history[s, _SAGA_T] - history[r, _SAGA_T]
+        )
     return x_s, total
 
 
 @scalar
-def _saga_pieces_l1(history, r, rv, x, mean, l1, l2):
+def _saga_pieces_l1(history, r, rv, x, mean, l1, l2, averaging):
     """The skipped steps from row ``r`` to row ``rv`` under L1 (see the section's comment):
     returns ``(w_rv, Σ of w over the averaged rows in (r, rv])``."""
     total = 0.0
@@ -1000,15 +1010,15 @@ def _saga_pieces_l1(history, r, rv, x, mean, l1, l2):
             if abs(mean) <= l1:
                 break  # prox keeps it at 0 for good
             g = mean + l1 if mean < 0.0 else mean - l1
-            x, part = _saga_piece(history, r, rv, x, g)
+            x, part = _saga_piece(history, r, rv, x, g, averaging)
             return x, total + part
         g = mean + l1 if x > 0.0 else mean - l1
         # The piece ends at the first row s where w_r/P_r − g·(E_s − E_r) reaches 0.
         toward = g if x > 0.0 else -g
-        size = abs(x / history[r, _SAGA_P])
+        size = abs(x * history[r, _SAGA_INVERSE_P])
         e_r = history[r, _SAGA_E]
         if toward <= 0.0 or toward * (history[rv, _SAGA_E] - e_r) < size:
-            x, part = _saga_piece(history, r, rv, x, g)
+            x, part = _saga_piece(history, r, rv, x, g, averaging)
             return x, total + part
         lo = r + 1
         hi = rv
@@ -1019,7 +1029,7 @@ def _saga_pieces_l1(history, r, rv, x, mean, l1, l2):
             else:
                 lo = mid + 1
         if lo > r + 1:
-            x, part = _saga_piece(history, r, lo - 1, x, g)
+            x, part = _saga_piece(history, r, lo - 1, x, g, averaging)
             total += part
         # The step that leaves the piece, exactly as the dense rule takes it.
         eta = history[lo, _SAGA_ETA]
@@ -1054,12 +1064,13 @@ def _saga_catch_up(j, v, w, slots, avg_w, last, history, base, spec, marks):
     rv = v - base
     x = float(w[j])
     mean = slots[0, j]
+    averaging = avg_w.shape[0] > 0
     if spec.l1 > 0.0:
-        x, total = _saga_pieces_l1(history, r, rv, x, mean, spec.l1, spec.l2)
+        x, total = _saga_pieces_l1(history, r, rv, x, mean, spec.l1, spec.l2, averaging)
     else:
-        x, total = _saga_piece(history, r, rv, x, mean)
+        x, total = _saga_piece(history, r, rv, x, mean, averaging)
     w[j] = x
-    if avg_w.shape[0] > 0 and history[rv, _SAGA_AVERAGED] > 0.0:
+    if averaging and history[rv, _SAGA_AVERAGED] > 0.0:
         avg_w[j] = (_saga_weight(u, marks, spec) * avg_w[j] + total) / _saga_weight(v, marks, spec)
     last[j] = v
 
@@ -1116,6 +1127,7 @@ def _saga_after_step(u, eta, averaged, dense, base, history, spec):
     product = history[r, _SAGA_P] * (1.0 - eta * spec.l2)
     e = history[r, _SAGA_E] + eta / product
     history[r + 1, _SAGA_P] = product
+    history[r + 1, _SAGA_INVERSE_P] = 1.0 / product
     history[r + 1, _SAGA_E] = e
     history[r + 1, _SAGA_ETA] = eta
     history[r + 1, _SAGA_R] = history[r, _SAGA_R]

@@ -51,7 +51,7 @@ from .errors import DivergenceError
 from .full_batch import LBFGS, Nesterov, Point
 from .prediction import check_input, decision_values, labels
 from .prediction import predict_into as _predict_into
-from .sources import DataSource, EpochOrder, GradientSums, RowSample
+from .sources import BlockSource, DataSource, EpochOrder, GradientSums, RowSample
 
 __all__ = [
     "FitResult",
@@ -882,7 +882,9 @@ def fit(
         The update rule. ``strategy="sgd"``/``"minibatch"``: ``"sgd"`` (the step above),
         ``"momentum"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``, ``"saga"``
         (the kernels' rows of ``fastgd.options.UPDATE_RULES``, read by name; their
-        per-feature state is ``FitResult.slots``). ``strategy="full"``: ``"gd"`` (= ``"sgd"``
+        per-feature state is ``FitResult.slots``; ``"saga"`` also keeps one derivative per
+        row, and on CSR rows catches each feature's skipped steps up just in time, with the
+        dense rule's result). ``strategy="full"``: ``"gd"`` (= ``"sgd"``
         there: the step above), ``"nesterov"`` (accelerated gradient, restarted whenever
         the objective rises or the momentum points uphill; ``auto`` gives it gd's 1/L
         step) or ``"lbfgs"`` (limited memory BFGS, 10 pairs, strong-Wolfe line search,
@@ -978,13 +980,24 @@ def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,
 
 
 def _check_rule_runs_on(rule: options.UpdateRule, source) -> None:
-    """Refuse a rule with ``row_memory`` (SAGA) on a source other than arrays in memory
-    (CSR rows without the table's ``sparse`` column are refused by ``_array_source``)."""
-    if rule.row_memory and not isinstance(source, _ArraySource):
+    """Refuse a rule with ``row_memory`` (SAGA) on a source whose rows do not come to this
+    process row by row: it runs on arrays in memory and on a ``BlockSource`` that reads its
+    blocks here (``fit_csv``: the memory follows each block's rows), not on one that sums
+    its gradients elsewhere (Dask) or samples its mini-batches (``sample_fraction``). CSR
+    rows without the table's ``sparse`` column are refused by ``_array_source``."""
+    if not rule.row_memory or isinstance(source, _ArraySource):
+        return
+    reads_here = (
+        isinstance(source, BlockSource)
+        and type(source).gradient_sums is BlockSource.gradient_sums
+        and source.sample_fraction is None
+    )
+    if not reads_here:
         raise ValueError(
             f"optimizer={rule.name!r} keeps one stored derivative per row of the whole data "
-            f"set; it runs on arrays in memory (fastgd.fit, the estimators) only, not on "
-            f"{type(source).__name__} (fit_csv, Dask): use another optimizer there."
+            f"set; it runs on arrays in memory (fastgd.fit, the estimators) and on blocks "
+            f"read in this process (fastgd.fit_csv), not on {type(source).__name__} (Dask, "
+            f"sampled mini-batches): use another optimizer there."
         )
 
 

@@ -236,7 +236,9 @@ def _torch_rule(name: str, code: int, slots: int, parameters: tuple[str, ...], d
 # rule's step; the intercept takes the same rule, without penalty. On CSR rows (sparse=True)
 # the rules run lazily, as torch's SparseAdam and Vowpal Wabbit's adaptive updates: a step
 # moves only the weights and slots of the features its rows hold (their L2 term, decay and
-# L1 step included), so its cost stays proportional to the non-zeros.
+# L1 step included), so its cost stays proportional to the non-zeros. SAGA on CSR rows is
+# the dense rule exactly: the steps a feature skips (its ḡ_j term, decay and L1 step) are
+# caught up just in time, in closed form (fastgd._kernels.sparse, SAGA's section).
 UPDATE_RULES: tuple[UpdateRule, ...] = (
     UpdateRule(
         "sgd", UPDATE_SGD, 0, _ALL_STRATEGIES, True,
@@ -265,7 +267,7 @@ UPDATE_RULES: tuple[UpdateRule, ...] = (
     _torch_rule("adamw", UPDATE_ADAMW, 2, ("beta_1", "beta_2", "optimizer_epsilon"),
         "AdamW (torch): w ← w·(1 − η·l2), then Adam's step from the data gradient alone"),
     UpdateRule(
-        "saga", UPDATE_SAGA, 1, _STOCHASTIC, False,
+        "saga", UPDATE_SAGA, 1, _STOCHASTIC, True,
         "SAGA (Defazio et al., 2014): one stored derivative α_i per row (n scalars) and their "
         "mean gradient ḡ; a step on rows I: g = (1/m)Σ_I (d_i − α_i)·x_i + ḡ (+ l2·w), "
         "w ← prox_{η·l1}(w − η·g), ḡ ← ḡ + (1/n)Σ_I (d_i − α_i)·x_i, α_i ← d_i; memory "

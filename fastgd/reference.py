@@ -764,9 +764,10 @@ def minibatch_epoch(X, y, w, b: float, order, batch_size: int, **options) -> tup
     optimizer : dict, optional
         The rule's parameters (:func:`optimizer_parameters`, the default).
     lazy : bool, default=False
-        The CSR kernels' lazy variant of the rule (not SAGA): a step moves only the
-        weights (and slots) of the columns its rows hold non-zeros in (see
-        :func:`optimizer_step`'s ``present``).
+        The CSR kernels' lazy variant of the rule: a step moves only the weights (and
+        slots) of the columns its rows hold non-zeros in (see :func:`optimizer_step`'s
+        ``present``). Ignored by SAGA, whose CSR kernels catch the skipped steps up just
+        in time: their result is the dense rule's.
         With ``l1_method="truncated"``, the CSR kernels' truncated L1: only the columns
         the step's rows hold non-zeros in are truncated.
     intercept_decay : float, default=1.0
@@ -935,7 +936,8 @@ def _optimizer_epoch(X, y, w, b, order, batch_size, rule, s, *, loss, epsilon, l
             g, g_b = X_batch.T @ weighted / m, float(np.sum(weighted)) / m
         w, b, slots = optimizer_step(
             rule, w, b, g, g_b, eta=eta, l1=l1, l2=l2, t=t, slots=slots, params=params,
-            fit_intercept=fit_intercept, present=np.any(X_batch != 0.0, axis=0) if lazy else None,
+            fit_intercept=fit_intercept,
+            present=np.any(X_batch != 0.0, axis=0) if lazy and rule != "saga" else None,
         )  # fmt: skip
         if average is not None:
             averaged = _average_step(averaged, w, b, t)

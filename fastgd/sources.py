@@ -29,10 +29,16 @@ indices, no duplicates; the source's dtype, ``n_features`` columns; ``y`` dense)
 blocks train with the CSR kernels of ``fastgd._kernels.sparse`` (loaded on first use), in
 the steps ``fastgd.fit`` takes on the whole CSR matrix in memory; the update rules without
 a CSR kernel are refused as ``fastgd.fit`` refuses them on sparse X.
+
+SAGA keeps one stored derivative per row (``State.row_memory``): a block source keeps it by
+block number (:meth:`BlockSource.numbered_blocks`; a block holds the same rows in every
+epoch), so it runs on any source that reads its blocks here, in any order; the engine
+refuses it on sources that sum their gradients elsewhere (Dask) or sample their batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -339,6 +345,17 @@ class BlockSource:
         dense or a canonical CSR matrix (see the module's docstring)."""
         raise NotImplementedError
 
+    def numbered_blocks(
+        self, order: np.ndarray | None = None
+    ) -> Iterator[tuple[int, object, np.ndarray]]:
+        """``(number, X, y)`` of each block of :meth:`blocks`: its number in
+        ``range(block_count())`` (the same rows under the same number in every epoch: SAGA's
+        row memory is kept by it). Override it when :meth:`blocks` skips a block or does
+        not follow ``order``."""
+        numbers = range(self.block_count()) if order is None else order
+        for number, (X, y) in zip(numbers, self.blocks(order), strict=False):
+            yield int(number), X, y
+
     # -- the statistics, a pass each
     def max_row_norm(self) -> float:
         if self._max_row_norm is None:
@@ -379,7 +396,7 @@ class BlockSource:
         # One seed per block, drawn before any is read (as a source that sums elsewhere
         # draws them to send with its tasks).
         seeds = order.rng.integers(2**63, size=self.block_count()) if fraction < 1.0 else None
-        for index, (X, y, _, position) in enumerate(visits):
+        for index, (X, y, _, position, _) in enumerate(visits):
             seed = int(seeds[index]) if seeds is not None else 0
             block_loss, block_deriv, block_rows = add_block_gradient(
                 X, y, spec, state, grad, parallel, fraction, seed
@@ -412,11 +429,12 @@ class BlockSource:
         return order.rng.permutation(count) if shuffled and count > 1 else None
 
     def _visit(self, block_order, order: EpochOrder, spec: Spec, row_orders: bool = True):
-        """Each block with its row order (``row_orders=False``: none), then the rows read so
-        far (for the progress)."""
+        """Each block with its row order (``row_orders=False``: none), its position in the
+        epoch and its number (:meth:`numbered_blocks`), then the rows read so far (for the
+        progress)."""
         position = 0
         shuffled = order.shuffle != options.SHUFFLE_NONE and order.strategy != "full"
-        for X, y in self.blocks(block_order):
+        for number, X, y in self.numbered_blocks(block_order):
             if is_sparse(X):
                 self._check_csr_block(X, spec, position)
             length = X.shape[0]
@@ -429,7 +447,7 @@ class BlockSource:
                 rows = np.arange(length, dtype=np.int64)
             else:
                 rows = _NO_ORDER
-            yield X, y, rows, position
+            yield X, y, rows, position, number
             position += length
             if self.progress is not None:
                 self.progress(self.epochs_run + 1, position, self.n_rows)
@@ -484,13 +502,18 @@ class BlockSource:
 
     def _sgd_epoch(self, state, spec, order, visits):
         loss_total = 0.0
-        for X, y, rows, position in visits:
-            if is_sparse(X):
-                intercept, block_loss, t, bad = _csr_kernels().sgd_epoch_csr(
-                    X.data, X.indices, X.indptr, y, _NO_WEIGHTS, rows, spec, state
-                )
-            else:
-                intercept, block_loss, t, bad = sgd_epoch(X, y, _NO_WEIGHTS, rows, spec, state, 0)
+        memory = _RowMemory.of(self, state)
+        for X, y, rows, position, number in visits:
+            ids = memory.ids(number, X.shape[0])
+            with memory.local(state, ids) as local:
+                if is_sparse(X):
+                    intercept, block_loss, t, bad = _csr_kernels().sgd_epoch_csr(
+                        X.data, X.indices, X.indptr, y, _NO_WEIGHTS, rows, spec, local
+                    )
+                else:
+                    intercept, block_loss, t, bad = sgd_epoch(
+                        X, y, _NO_WEIGHTS, rows, spec, local, 0
+                    )
             state = state._replace(intercept=intercept, t=t)
             loss_total += block_loss
             if bad >= 0:
@@ -502,53 +525,127 @@ class BlockSource:
         batch = order.rows_per_step
         carry = _CsrCarry(batch) if sparse else _Carry(batch, self.n_features, self.dtype)
         run = _csr_batches if sparse else _dense_batches
+        memory = _RowMemory.of(self, state)
         loss_total = 0.0
         end = 0
 
-        def step(X, y, rows, state):
-            intercept, block_loss, t, bad = run(X, y, rows, batch, spec, state, order.parallel)
+        def step(X, y, rows, state, ids):
+            # ids: the row memory's places of the rows the kernel numbers 0, 1, ...
+            if ids is not None and sparse and rows.shape[0]:  # _csr_batches: rows[0]... as 0...
+                ids = ids[int(rows[0]) : int(rows[0]) + rows.shape[0]]
+            with memory.local(state, ids) as local:
+                intercept, block_loss, t, bad = run(X, y, rows, batch, spec, local,
+                                                    order.parallel)  # fmt: skip
             return state._replace(intercept=intercept, t=t), block_loss, bad
 
-        for X, y, rows, position in visits:
+        for X, y, rows, position, number in visits:
+            ids = memory.ids(number, X.shape[0])
             if sparse:  # the block in epoch order: its batches are runs of consecutive rows
+                ids = ids[rows] if memory.active else ids
                 X, y, rows = _csr_in_order(X, y, rows, order.shuffle != options.SHUFFLE_NONE)
             end = position + rows.shape[0]
-            used = carry.fill(X, y, rows) if carry.count else 0
+            used = carry.fill(X, y, rows, ids) if carry.count else 0
             if carry.count and carry.full():  # the batch begun in an earlier block is complete
-                state, block_loss, bad = step(*carry.take(), _NO_ORDER, state)
+                state, block_loss, bad = step(*carry.take(), _NO_ORDER, state, carry.take_ids())
                 loss_total += block_loss
                 if bad >= 0:
                     return state, loss_total, position
             whole = (rows.shape[0] - used) // batch * batch
             if whole:
                 chosen = np.ascontiguousarray(rows[used : used + whole])
-                state, block_loss, bad = step(X, y, chosen, state)
+                state, block_loss, bad = step(X, y, chosen, state, ids)
                 loss_total += block_loss
                 if bad >= 0:
                     return state, loss_total, position + used + bad
-            carry.fill(X, y, rows[used + whole :])
+            carry.fill(X, y, rows[used + whole :], ids)
         if carry.count:
             count = carry.count
-            state, block_loss, bad = step(*carry.take(), _NO_ORDER, state)
+            state, block_loss, bad = step(*carry.take(), _NO_ORDER, state, carry.take_ids())
             loss_total += block_loss
             if bad >= 0:
                 return state, loss_total, end - count
         return state, loss_total, -1
 
 
+class _RowMemory:
+    """SAGA's row memory (``State.row_memory``, one stored derivative per training row,
+    the engine's array) for rows that arrive in blocks. Block number ``b`` owns the run of
+    places ``offsets[b] .. + its rows``, given when it is first read (a block holds the same
+    rows in every epoch, whatever the order it is visited in), row ``r`` of the block place
+    ``offsets[b] + r``. A kernel numbers the rows it is given 0, 1, ... and reads ``n`` from
+    the memory's length: it gets a scratch array of length ``n`` whose first entries are its
+    rows' places (:meth:`local`), copied back after it."""
+
+    def __init__(self, n_rows: int):
+        self.offsets: dict[int, int] = {}
+        self.free = 0
+        self.scratch = np.zeros(n_rows)
+
+    @property
+    def active(self) -> bool:
+        return self.scratch.shape[0] > 0
+
+    @staticmethod
+    def of(source, state: State) -> _RowMemory:
+        """The source's memory for ``state``'s rule (inactive, never used, without one)."""
+        if not state.row_memory.shape[0]:
+            return _NO_MEMORY
+        memory = getattr(source, "_row_memory", None)
+        if memory is None or memory.scratch.shape[0] != state.row_memory.shape[0]:
+            memory = source._row_memory = _RowMemory(state.row_memory.shape[0])
+        return memory
+
+    def ids(self, number: int, rows: int) -> np.ndarray | None:
+        """The places of the ``rows`` rows of block ``number`` (None: inactive)."""
+        if not self.active:
+            return None
+        start = self.offsets.get(number)
+        if start is None:
+            if self.free + rows > self.scratch.shape[0]:
+                raise ValueError(
+                    f"the blocks hold more rows than the source's n_rows="
+                    f"{self.scratch.shape[0]} (block {number}: {rows} rows after "
+                    f"{self.free}); optimizer='saga' keeps one derivative per row and needs "
+                    f"n_rows to count the rows the blocks yield."
+                )
+            start = self.offsets[number] = self.free
+            self.free += rows
+        return np.arange(start, start + rows, dtype=np.int64)
+
+    @contextlib.contextmanager
+    def local(self, state: State, ids):
+        """``state`` with the scratch memory holding the rows ``ids`` first; written back
+        to the engine's memory afterwards (``ids`` None: ``state`` as it is)."""
+        if ids is None:
+            yield state
+            return
+        count = ids.shape[0]
+        self.scratch[:count] = state.row_memory[ids]
+        try:
+            yield state._replace(row_memory=self.scratch)
+        finally:
+            state.row_memory[ids] = self.scratch[:count]
+
+
+_NO_MEMORY = _RowMemory(0)
+
+
 class _Carry:
-    """The rows of a mini-batch that spans blocks, gathered until the batch is complete."""
+    """The rows of a mini-batch that spans blocks, gathered until the batch is complete
+    (with their row-memory places, ``ids``, under SAGA)."""
 
     def __init__(self, batch: int, d: int, dtype):
         self.X = np.empty((batch, d), dtype=dtype)
         self.y = np.empty(batch, dtype=dtype)
         self.count = 0
+        self.ids: list[np.ndarray] = []
 
-    def fill(self, X, y, rows) -> int:
+    def fill(self, X, y, rows, ids=None) -> int:
         """Append up to the batch's remaining room from ``rows`` of the block; returns how
         many rows were taken."""
         take = min(self.X.shape[0] - self.count, rows.shape[0])
         chosen = rows[:take]
+        _keep_ids(self.ids, ids, chosen)
         self.X[self.count : self.count + take] = X[chosen]
         self.y[self.count : self.count + take] = y[chosen]
         self.count += take
@@ -561,6 +658,23 @@ class _Carry:
         X, y = self.X[: self.count], self.y[: self.count]
         self.count = 0
         return X, y
+
+    def take_ids(self):
+        """The places of the rows :meth:`take` gave (None: no SAGA memory)."""
+        return _take_ids(self)
+
+
+def _keep_ids(kept: list, ids, chosen) -> None:
+    if ids is not None and chosen.shape[0]:
+        kept.append(ids[chosen])
+
+
+def _take_ids(carry):
+    if not carry.ids:
+        return None
+    ids = np.concatenate(carry.ids)
+    carry.ids = []
+    return ids
 
 
 def _peek_sparse(visits):
@@ -613,11 +727,13 @@ class _CsrCarry:
         self.batch = batch
         self.pieces: list[tuple] = []
         self.count = 0
+        self.ids: list[np.ndarray] = []
 
-    def fill(self, parts, y, rows) -> int:
+    def fill(self, parts, y, rows, ids=None) -> int:
         """Append up to the batch's remaining room from ``rows`` (consecutive) of the block;
         returns how many rows were taken."""
         take = min(self.batch - self.count, rows.shape[0])
+        _keep_ids(self.ids, ids, rows[:take])
         if take:
             lo = int(rows[0])
             data, indices, indptr = _csr_range(parts, lo, lo + take)
@@ -638,3 +754,7 @@ class _CsrCarry:
         np.cumsum(lengths, out=indptr[1:])
         self.pieces, self.count = [], 0
         return (data, indices, indptr), y
+
+    def take_ids(self):
+        """The places of the rows :meth:`take` gave (None: no SAGA memory)."""
+        return _take_ids(self)

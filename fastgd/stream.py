@@ -29,6 +29,7 @@ whole file in memory.
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from collections.abc import Callable
@@ -597,10 +598,22 @@ class _CsvSource(BlockSource):
     def blocks(self, order=None):
         return self._blocks(order)
 
+    def numbered_blocks(self, order=None):
+        # The cache's block numbers (the CSV read again yields file order whatever the
+        # order); a block left without training rows is skipped, its number with it.
+        yield from self._numbered(order)
+
     def _blocks(self, order=None, validation=False):
         """The training rows (``validation``: the held-out rows) of each block, ready for
         the kernels."""
-        for block in self.cache.blocks(self.block_rows, order):
+        for _, X, y in self._numbered(order, validation):
+            yield X, y
+
+    def _numbered(self, order=None, validation=False):
+        """:meth:`_blocks` with each block's number in the cache."""
+        in_file_order = order is None or isinstance(self.cache, _CsvBlocks)
+        numbers = itertools.count() if in_file_order else iter(order)
+        for number, block in zip(numbers, self.cache.blocks(self.block_rows, order), strict=False):
             rows = self.missing_cells.complete_rows(block)
             if self.validation_fraction > 0.0:
                 chosen = held_out(block.line_numbers, self.validation_fraction)
@@ -610,7 +623,7 @@ class _CsvSource(BlockSource):
                 return
             if rows is not None and not rows.any():
                 continue
-            yield self._prepare(block, rows)
+            yield int(number), *self._prepare(block, rows)
 
     def validation_score(self, loss_is_classification: bool):
         """``score(coef, intercept)`` on the held-out rows: accuracy for classification

@@ -294,7 +294,7 @@ def _engine(X, y, optimizer, strategy, *, epochs=2, eta0=0.01, **params):
 @pytest.mark.parametrize("strategy", ["sgd", "minibatch"])
 @pytest.mark.parametrize(
     ("optimizer", "csr"),
-    # CSR where the table's sparse column has it (saga: test_saga_on_csr_is_refused...).
+    # CSR where the table's sparse column has it (every optimizer now).
     [(name, False) for name in STOCHASTIC]
     + [(name, True) for name in STOCHASTIC if options.update_rule_by_name(name).sparse],
 )
@@ -334,18 +334,16 @@ def test_saga_reaches_the_least_squares_optimum_with_a_constant_step():
     np.testing.assert_allclose(np.append(auto.coef, auto.intercept), exact, atol=1e-6)
 
 
-def test_saga_on_csr_is_refused_naming_what_works():
-    with pytest.raises(ValueError, match=r"optimizer='saga' has no CSR kernel.*adam"):
-        fastgd.fit(sp.csr_matrix(SMALL), SMALL_Y, optimizer="saga", learning_rate="constant")
+def test_a_rule_without_a_csr_kernel_is_refused_naming_what_works():
+    # SAGA has one now (tests/test_saga_csr.py); the passive-aggressive rules do not.
+    with pytest.raises(ValueError, match=r"learning_rate='pa1' has no CSR kernel.*adam.*saga"):
+        fastgd.fit(sp.csr_matrix(SMALL), SMALL_Y, strategy="sgd", learning_rate="pa1")
 
 
-def test_saga_on_a_block_source_is_refused(tmp_path):
-    path = tmp_path / "small.csv"
-    np.savetxt(path, np.column_stack([SMALL, SMALL_Y]), delimiter=",", comments="",
-               header="a,b,c,d,y")  # fmt: skip
-    with pytest.raises(ValueError, match=r"optimizer='saga'.*arrays in memory"):
-        fastgd.fit_csv(path, target="y", optimizer="saga", learning_rate="constant",
-                       cache_dir=tmp_path)  # fmt: skip
+def test_saga_on_a_block_source_trains():
+    # The equalities with fastgd.fit and the refusals (Dask, sampled batches) are in
+    # tests/test_saga_stream.py.
+    assert options.update_rule_by_name("saga").sparse
 
 
 def test_auto_works_with_momentum():

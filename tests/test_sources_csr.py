@@ -284,8 +284,7 @@ def test_rules_without_a_csr_kernel_are_refused_as_fit_refuses_them(data):
     with pytest.raises(ValueError, match="no CSR kernel") as streamed:
         _fit_source(SliceSource(X, y), **settings)
     assert str(streamed.value) == str(in_memory.value)
-    with pytest.raises(ValueError, match="optimizer='saga'"):
-        _fit_source(SliceSource(X, y), **{**SETTINGS, "strategy": "sgd", "optimizer": "saga"})
+    # SAGA has CSR kernels and runs on block sources: tests/test_saga_stream.py.
 
 
 class BrokenSource(SliceSource):

@@ -164,8 +164,8 @@ def test_kernel_records_have_fixed_field_types():
 
 def test_a_warm_cache_serves_the_record_taking_kernels_in_a_new_process():
     """Numba caches kernels that take the records like any others: a second process
-    loads ``sgd_epoch`` from the on-disk cache and compiles nothing (the first one fills
-    the cache if it is cold)."""
+    loads ``sgd_epoch``'s row loop (``_linear_rows`` for this plain fit) from the on-disk
+    cache and compiles nothing (the first one fills the cache if it is cold)."""
     code = textwrap.dedent(
         """
         import numpy as np
@@ -173,7 +173,7 @@ def test_a_warm_cache_serves_the_record_taking_kernels_in_a_new_process():
         from fastgd._kernels import epochs
         X = np.arange(8.0).reshape(4, 2)
         fastgd.fit(X, np.ones(4), strategy="sgd", max_iter=1, tol=None)
-        stats = epochs.sgd_epoch.stats
+        stats = epochs._linear_rows.stats
         print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
         """
     )

@@ -180,6 +180,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               none=True, estimators=NEITHER),
     Parameter("divergence_checks", "choice", "all", "the divergence rules applied",
               choices=("all", "non_finite"), estimators=NEITHER),
+    Parameter("multiclass", "choice", "ovr",
+              "more than two classes: one-vs-rest binary models, or one softmax model "
+              "(multinomial, loss='log_loss')", choices=("ovr", "multinomial"),
+              estimators=CLASSIFIER),
     # The estimators' own parameters (scikit-learn's), not fastgd.fit's.
     Parameter("verbose", "verbose", NOT_IN_FIT, "print one block per epoch", fit=False,
               sklearn_default=0),
@@ -350,6 +354,15 @@ def _pa_needs_plain_sgd(values, front):
     )
 
 
+def _multinomial_needs_log_loss(values, front):
+    if values["multiclass"] != "multinomial" or values["loss"] == "log_loss":
+        return None
+    return (
+        f"multiclass='multinomial' is the softmax model of loss='log_loss'; got "
+        f"loss={values['loss']!r}. Use loss='log_loss' or multiclass='ovr'."
+    )
+
+
 def _full_batch_optimizers_do_not_average(values, front):
     if values["optimizer"] in ("nesterov", "lbfgs") and values["average"] not in (None, False, 0):
         return (
@@ -373,6 +386,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("optimizer", "learning_rate"), _pa_needs_plain_sgd, "pa1/pa2 need optimizer='sgd'"),
     Rule(("optimizer", "average"), _full_batch_optimizers_do_not_average,
          "nesterov and lbfgs do not average"),
+    Rule(("multiclass", "loss"), _multinomial_needs_log_loss,
+         "multiclass='multinomial' needs loss='log_loss'", frozenset({"fit"}) | CLASSIFIER),
 )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import math
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -952,12 +953,18 @@ def _k_output_auto_step(resolved: dict) -> Callable:
     bound applies to each (the loss record carries softmax's curvature there)."""
 
     def step(X, sample_weight, loss, rows_per_step, max_row_norm) -> float:
-        return auto_learning_rate(
+        eta = auto_learning_rate(
             X, sample_weight, loss=loss, rows_per_step=rows_per_step,
             fit_intercept=resolved["fit_intercept"], l2=resolved["l2"], rng=resolved["rng"],
             max_row_norm=max_row_norm,
             contiguous_rows=_contiguous_rows(resolved["shuffle_mode"], X),
         )  # fmt: skip
+        # The rule's step from plain SGD's (momentum, saga), read as _derived_rule_step
+        # reads a plan: the one place of that derivation.
+        rows = types.SimpleNamespace(max_row_norm=lambda: max_row_norm)
+        plan = types.SimpleNamespace(rule=resolved["rule"], momentum=resolved["momentum"],
+                                     loss=loss, source=rows)  # fmt: skip
+        return _derived_rule_step(plan, eta)
 
     return step
 

@@ -24,9 +24,12 @@ Policies: the epoch loop here is the engine's, reduced to what k outputs need: t
 applies to each; softmax's Hessian in the scores is bounded by ½, against ¼ for the binary
 log loss), back-off on divergence under ``auto``, ``DivergenceError`` otherwise, stopping on
 the summed objective (``tol``, ``n_iter_no_change``; ``adaptive`` divides the step by 5),
-averaging, the callback. Only the update rule ``optimizer="sgd"`` (``"gd"`` under
-``strategy="full"``) runs with k outputs; the others, the passive-aggressive schedules,
-``validation_score`` and ``slots_init`` raise a ``ValueError`` that says so.
+averaging, the callback. The update rules: ``optimizer="sgd"`` (``"gd"`` under
+``strategy="full"``) on dense and CSR rows; momentum, adagrad, rmsprop, adam, adamw and
+saga on dense rows (each output with its own slots: ``MultiFitResult.slots`` has shape
+(k, rule.slots, d + 1)), the adaptive ones under a fixed schedule. The others (CSR with an
+optimizer, the passive-aggressive schedules, nesterov and lbfgs), ``validation_score`` and
+``slots_init`` raise a ``ValueError`` that says so (:data:`SUPPORTED`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import options
+from . import options, parameters
 from ._kernels.multi import (
     MULTI_OUTPUT,
     OVR,
@@ -58,6 +61,7 @@ from ._thresholds import parallel_batches
 from ._validation import (
     check_csr,
     check_sample_weight,
+    check_vector,
     check_X,
     is_sparse,
     scan,
@@ -66,7 +70,14 @@ from ._validation import (
 from .errors import DivergenceError
 from .prediction import check_input, class_probabilities, decision_values
 
-__all__ = ["MULTICLASS", "MultiFitResult", "fit_k_outputs", "needs_k_outputs", "softmax"]
+__all__ = [
+    "MULTICLASS",
+    "SUPPORTED",
+    "MultiFitResult",
+    "fit_k_outputs",
+    "needs_k_outputs",
+    "softmax",
+]
 
 #: The values of ``multiclass``.
 MULTICLASS = ("ovr", "multinomial")
@@ -79,6 +90,8 @@ AUTO_BACKTRACK_DIVISOR = 4.0
 AUTO_MAX_BACKTRACKS = 8
 ADAPTIVE_DIVISOR = 5.0
 ADAPTIVE_MIN_ETA = 1e-6
+#: The optimizer rules' scalars, as ``records.Spec`` fields (``engine.OPTIMIZER_SCALARS``).
+OPTIMIZER_SCALARS = ("momentum", "nesterov", "beta_1", "beta_2", "rho", "optimizer_epsilon")
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -106,7 +119,11 @@ def needs_k_outputs(y, loss: options.Loss, multiclass: str, classes=None) -> boo
         return len(shape) == 2 and shape[1] > 1
     if classes is not None:
         return np.size(classes) > 2
-    return len(shape) == 1 and np.unique(np.asarray(y)).shape[0] > 2
+    if len(shape) != 1:
+        return False  # the single-output path names what is wrong
+    # The single-output path's check of the labels (numbers, finite; its message names the
+    # row of a NaN): the classes are counted on what it accepts.
+    return np.unique(check_vector(y, "y", shape[0], None)).shape[0] > 2
 
 
 @dataclass
@@ -223,14 +240,29 @@ def _data(X, y, loss, *, sample_weight, normalize_weights, classes, multinomial,
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_supported(resolved: dict, given: dict) -> None:
-    optimizer = resolved["optimizer"]
-    if optimizer not in ("sgd", "gd") or resolved["rule"].name != "sgd":
+#: What runs with k outputs, for the refusals' messages.
+SUPPORTED = (
+    "with k > 1 outputs (more than two classes, multiclass='multinomial' or a 2-D y) fastgd "
+    "runs optimizer='sgd' ('gd' with strategy='full') on dense and CSR rows, and momentum, "
+    "adagrad, rmsprop, adam, adamw, saga on dense rows (the adaptive ones with a fixed "
+    "schedule: learning_rate='auto' runs no range test for them); schedules auto, "
+    "constant, optimal, invscaling, adaptive"
+)
+
+
+def _check_supported(resolved: dict, given: dict, sparse: bool) -> None:
+    optimizer, rule = resolved["optimizer"], resolved["rule"]
+    plain = rule.name == "sgd" and optimizer in ("sgd", "gd")
+    optimizer_rule = optimizer == rule.name and rule.code >= options.UPDATE_MOMENTUM
+    if not (plain or (optimizer_rule and not sparse)):
         raise ValueError(
-            f"optimizer={optimizer!r}, learning_rate={resolved['schedule'].name!r}: with k > 1 "
-            "outputs (more than two classes, multiclass='multinomial' or a 2-D y) fastgd runs "
-            "the plain SGD step only: optimizer='sgd' ('gd' with strategy='full') and the "
-            "schedules auto, constant, optimal, invscaling, adaptive."
+            f"optimizer={optimizer!r}, learning_rate={resolved['schedule'].name!r}"
+            f"{' on CSR rows' if sparse else ''}: {SUPPORTED}."
+        )
+    if resolved["schedule"].name == "auto" and rule.name in parameters.RANGE_TESTED_OPTIMIZERS:
+        raise ValueError(
+            f"optimizer={optimizer!r} with learning_rate='auto': {SUPPORTED}. Give "
+            "learning_rate='constant' and eta0."
         )
     for name in ("validation_score", "slots_init"):
         if given.get(name) is not None:
@@ -255,6 +287,7 @@ def _spec(resolved: dict, eta: float, loss_code: int):
         alpha=resolved["alpha"], optimal_init=resolved["optimal_init"], l1=resolved["l1"],
         l2=resolved["l2"], fit_intercept=resolved["fit_intercept"],
         average_start=resolved["average_start"],
+        **{name: resolved[name] for name in OPTIMIZER_SCALARS},
     )  # fmt: skip
 
 
@@ -337,7 +370,7 @@ def fit_k_outputs(X, y, resolved: dict, *, multiclass: str, auto_step: Callable,
     rows_per_step, max_row_norm)`` is the engine's ``auto`` step and ``block_rows(X)`` its
     ``shuffle="block"`` block size; ``given`` the other data arguments of ``fit``."""
     started = time.perf_counter()
-    _check_supported(resolved, given)
+    _check_supported(resolved, given, is_sparse(X))
     loss = resolved["loss"]
     multinomial = multiclass == "multinomial"
     data = _data(
@@ -377,6 +410,10 @@ class _Loop:
         if self.averaging and average_intercept_init is not None:
             self.avg_b[:] = np.asarray(average_intercept_init, dtype=np.float64).reshape(k)
         self.losses = np.zeros(k)
+        # Each output's update-rule state (records.rule_arrays' shapes, one per output).
+        rule = resolved["rule"]
+        self.slots = np.zeros((k, rule.slots, d + 1))
+        self.row_memory = np.zeros((k, data.X.shape[0] if rule.row_memory else 0))
         self.scale = _loss_scale(data, self.loss_code, resolved["epsilon"])
         self.history: list[float] = []
         self.best = math.inf
@@ -386,12 +423,14 @@ class _Loop:
         self.converged = False
 
     def _snapshot(self):
-        return self.W.copy(), self.b.copy(), self.t, self.avg_W.copy(), self.avg_b.copy()
+        return (self.W.copy(), self.b.copy(), self.t, self.avg_W.copy(), self.avg_b.copy(),
+                self.slots.copy(), self.row_memory.copy())  # fmt: skip
 
     def step(self, epochs: _Epochs) -> bool:
         resolved = self.resolved
         penalty = _penalty(self.W, resolved["l1"], resolved["l2"])
-        state = MultiState(self.W, self.b, self.t, self.avg_W, self.avg_b, self.losses)
+        state = MultiState(self.W, self.b, self.t, self.avg_W, self.avg_b, self.losses,
+                           self.slots, self.row_memory)  # fmt: skip
         total, t, bad = epochs.run(_spec(resolved, self.eta, self.loss_code), state)
         self.t = t
         epoch_loss = total / self.data.X.shape[0] + penalty
@@ -419,11 +458,12 @@ class _Loop:
         return None
 
     def _back_off(self, reason: str) -> None:
-        W, b, t, avg_W, avg_b = self.best_state
+        W, b, t, avg_W, avg_b, slots, row_memory = self.best_state
         schedule = self.resolved["schedule"].name
         if schedule == "auto" and self.backtracks < AUTO_MAX_BACKTRACKS:
             self.W[:], self.b[:], self.t = W, b, t
             self.avg_W[:], self.avg_b[:] = avg_W, avg_b
+            self.slots[:], self.row_memory[:] = slots, row_memory
             self.eta /= AUTO_BACKTRACK_DIVISOR
             self.backtracks += 1
             self.no_improvement = 0
@@ -475,5 +515,5 @@ class _Loop:
             standard_coef=self.W if averaging else None,
             standard_intercept=self.b.astype(dtype) if averaging else None,
             average_coef=self.avg_W if averaging else None,
-            average_intercept=self.avg_b.copy() if averaging else None,
+            average_intercept=self.avg_b.copy() if averaging else None, slots=self.slots,
         )  # fmt: skip

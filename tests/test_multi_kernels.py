@@ -28,12 +28,25 @@ MODES = {
 PENALTIES = ((0.0, 0.0), (0.0, 0.05), (0.01, 0.02))
 
 
-def _spec(loss, schedule, eta0, l1, l2, average_start, fit_intercept=True):
+def _spec(loss, schedule, eta0, l1, l2, average_start, fit_intercept=True, rule="sgd"):
     return make_spec(
         loss=options.loss_by_name(loss).code, epsilon=0.1,
-        schedule=options.schedule_by_name(schedule).kernel_code, rule=0, eta0=eta0,
-        power_t=0.25, alpha=0.01, optimal_init=50.0, l1=l1, l2=l2,
-        fit_intercept=fit_intercept, average_start=average_start,
+        schedule=options.schedule_by_name(schedule).kernel_code,
+        rule=options.update_rule_by_name(rule).code, eta0=eta0, power_t=0.25, alpha=0.01,
+        optimal_init=50.0, l1=l1, l2=l2, fit_intercept=fit_intercept,
+        average_start=average_start,
+    )  # fmt: skip
+
+
+def _state(W, n, averaging, rule="sgd"):
+    """A k-output state from the weights ``W``, with the rule's slots per output."""
+    k, d = W.shape
+    update_rule = options.update_rule_by_name(rule)
+    return kernels.MultiState(
+        W, np.zeros(k), 1.0, np.zeros((k, d)) if averaging else np.empty((0, 0)),
+        np.zeros(k) if averaging else np.empty(0), np.zeros(k),
+        np.zeros((k, update_rule.slots, d + 1)),
+        np.zeros((k, n if update_rule.row_memory else 0)),
     )  # fmt: skip
 
 
@@ -46,16 +59,12 @@ def _problem(seed, n, d, k, dtype, mode):
     return rng, X, labels, Y, targets
 
 
-def _run_kernel(mode, X, labels, Y, order, batch_size, spec, sw, averaging, csr):
+def _run_kernel(mode, X, labels, Y, order, batch_size, spec, sw, averaging, csr, rule="sgd"):
     """One epoch of the k-output kernel from zero weights; returns (W, b, out, state)."""
     code = MODES[mode][0]
     k = Y.shape[1]
-    d = X.shape[1]
-    W = np.zeros((k, d), dtype=X.dtype)
-    state = kernels.MultiState(
-        W, np.zeros(k), 1.0, np.zeros((k, d)) if averaging else np.empty((0, 0)),
-        np.zeros(k) if averaging else np.empty(0), np.zeros(k),
-    )  # fmt: skip
+    W = np.zeros((k, X.shape[1]), dtype=X.dtype)
+    state = _state(W, X.shape[0], averaging, rule)
     Yk = Y if code == kernels.MULTI_OUTPUT else np.empty((0, k), dtype=X.dtype)
     labels_k = np.empty(0, np.int64) if code == kernels.MULTI_OUTPUT else labels
     if csr:
@@ -128,6 +137,46 @@ def test_kernel_matches_the_reference(case):
         np.testing.assert_allclose(state.avg_b, expected[6], **close)
 
 
+OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam", "adamw", "saga")
+
+
+@property_settings(24)
+@given(
+    case=cases(),
+    rule=st.sampled_from(OPTIMIZERS),
+    nesterov=st.booleans(),
+)
+def test_optimizer_rules_match_the_reference(case, rule, nesterov):
+    """The optimizer rules on dense rows, each output with its own slots (and SAGA's row
+    memory): kernel == numpy twin, per-sample and mini-batch."""
+    n, d, k = 40, 6, case["k"]
+    rng, X, labels, Y, targets = _problem(case["seed"], n, d, k, case["dtype"], case["mode"])
+    order = rng.permutation(n).astype(np.int64)
+    sw = rng.uniform(0.2, 2.0, n) if case["weighted"] else np.empty(0)
+    l1, l2 = case["penalty"]
+    spec = _spec(case["loss"], "constant", 0.02, l1, l2, 3.0 if case["averaging"] else 0.0,
+                 rule=rule)._replace(nesterov=nesterov)  # fmt: skip
+    W, b, (total, t, bad), state = _run_kernel(
+        case["mode"], X, labels, Y, order, case["batch_size"], spec, sw, case["averaging"],
+        False, rule,
+    )  # fmt: skip
+    expected = ref.multi_epoch(
+        case["mode"], X, targets, np.zeros((k, d)), np.zeros(k), order, case["batch_size"],
+        loss=case["loss"], sample_weight=sw if case["weighted"] else None, l1=l1, l2=l2,
+        eta0=0.02, average=(np.zeros((k, d)), np.zeros(k), 3.0) if case["averaging"] else None,
+        update_rule=rule, optimizer={"nesterov": nesterov},
+    )  # fmt: skip
+    close = tol(case["dtype"])
+    assert bad == -1 and t == expected[3]
+    np.testing.assert_allclose(total, expected[2], **close)
+    np.testing.assert_allclose(W, expected[0], **close)
+    np.testing.assert_allclose(b, expected[1], **close)
+    np.testing.assert_allclose(state.losses, expected[4], **close)
+    np.testing.assert_allclose(state.slots, expected[-1]["slots"], **close)
+    if case["averaging"]:
+        np.testing.assert_allclose(state.avg_W, expected[5], **close)
+
+
 @pytest.mark.parametrize("mode", ["ovr", "multi_output"])
 @pytest.mark.parametrize("batch_size", [1, 16])
 @pytest.mark.parametrize("l1", [0.0, 0.01])
@@ -169,7 +218,7 @@ def test_parallel_batches_equal_serial_ones_bit_for_bit():
     results = []
     for parallel in (False, True):
         W = np.zeros((k, d))
-        state = kernels.MultiState(W, np.zeros(k), 1.0, np.empty((0, 0)), np.empty(0), np.zeros(k))
+        state = _state(W, n, False)
         kernels.multi_batch_epoch(rows, kernels.SOFTMAX, 1024, spec, state, parallel)
         results.append((W, state.b))
     assert np.array_equal(results[0][0], results[1][0])
@@ -265,8 +314,9 @@ def test_two_classes_keep_the_single_output_path():
     ("options_", "match"),
     [
         (dict(loss="hinge", multiclass="multinomial"), "log_loss"),
-        (dict(loss="log_loss", optimizer="adam"), "plain SGD step only"),
-        (dict(loss="hinge", strategy="sgd", learning_rate="pa1"), "plain SGD step only"),
+        (dict(loss="log_loss", optimizer="adam"), "learning_rate='auto'"),
+        (dict(loss="hinge", strategy="sgd", learning_rate="pa1"), "with k > 1 outputs"),
+        (dict(loss="log_loss", optimizer="lbfgs", strategy="full"), "with k > 1 outputs"),
         (dict(loss="log_loss", multiclass="softmax"), "multiclass"),
     ],
 )
@@ -331,3 +381,38 @@ def test_multinomial_classifier_gives_softmax_probabilities():
     assert (model.predict(X) == y).mean() > 0.9
     with pytest.raises(ValueError, match="log_loss"):
         SGDClassifier(loss="hinge", multiclass="multinomial").fit(X, y)
+
+
+def test_multinomial_partial_fit_continues_one_model():
+    from fastgd import SGDClassifier
+
+    X, y = _classes()
+    model = SGDClassifier(loss="log_loss", multiclass="multinomial", random_state=0)
+    model.partial_fit(X[:300], y[:300], classes=np.unique(y))
+    first_t = model.t_
+    model.partial_fit(X[300:], y[300:])
+    assert model.coef_.shape == (4, 5)
+    assert model.t_ == first_t + 300
+    with pytest.raises(ValueError, match="early_stopping"):
+        SGDClassifier(loss="log_loss", multiclass="multinomial", early_stopping=True).fit(X, y)
+
+
+def test_float32_stays_float32():
+    X, y = _classes()
+    result = fastgd.fit(X.astype(np.float32), y, loss="log_loss", multiclass="multinomial",
+                        random_state=0, max_iter=3)  # fmt: skip
+    assert result.coef.dtype == np.float32 and result.intercept.dtype == np.float32
+    assert result.decision_function(X.astype(np.float32)).dtype == np.float32
+
+
+def test_optimizers_train_k_outputs_and_csr_refuses_them_by_name():
+    X, y = _classes()
+    result = fastgd.fit(X, y, loss="log_loss", multiclass="multinomial", optimizer="momentum",
+                        random_state=0, max_iter=20)  # fmt: skip
+    assert result.slots.shape == (4, 1, 6)
+    assert (result.predict(X) == y).mean() > 0.9
+    adam = fastgd.fit(X, y, loss="log_loss", optimizer="adam", learning_rate="constant",
+                      eta0=0.01, random_state=0, max_iter=20)  # fmt: skip
+    assert (adam.predict(X) == y).mean() > 0.85
+    with pytest.raises(ValueError, match="on CSR rows"):
+        fastgd.fit(sp.csr_matrix(X), y, loss="log_loss", optimizer="momentum")

@@ -11,10 +11,12 @@ all k rows of ``W``. Three kinds of output (``mode``):
 - ``SOFTMAX``: multinomial logistic regression, ``L = log Σ_o e^{p_o} − p_y``, whose
   derivative is ``softmax(p)_o − [y = o]``.
 
-Only plain SGD steps (``spec.rule`` = sgd): ``W[o] ← prox_{η·l1}(W[o]·(1 − η·l2) −
-η·d_o·x)``, ``b[o] ← b[o] − η·d_o``, with the derivative of one row (per-sample) or the
-mean over a batch, exactly the arithmetic of ``epochs.sgd_epoch``/``batch_epoch`` per
-output, so that for ``OVR`` and ``MULTI_OUTPUT`` each row of ``W`` follows the
+Plain SGD steps: ``W[o] ← prox_{η·l1}(W[o]·(1 − η·l2) − η·d_o·x)``, ``b[o] ← b[o] −
+η·d_o``, with the derivative of one row (per-sample) or the mean over a batch, exactly the
+arithmetic of ``epochs.sgd_epoch``/``batch_epoch`` per output; on dense rows the optimizer
+rules too (momentum, AdaGrad, RMSProp, Adam, AdamW, SAGA: ``rules.optimizer_update`` and
+``apply_update`` on each output's row of ``W`` with its own slots and row memory), so
+that for ``OVR`` and ``MULTI_OUTPUT`` each row of ``W`` follows the
 single-output kernel run with the same order and steps (up to the rounding of
 reassociated dot products). Mini-batches are summed in chunks of rows (as ``epochs``:
 their count depends on the batch size only) merged in chunk order: results do not depend
@@ -42,6 +44,8 @@ import numpy as np
 from ._config import kernel, parallel_kernel, scalar
 from .epochs import MAX_CHUNKS, chunk_rows_for
 from .memory import prefetch_for_order
+from .records import State
+from .rules import apply_update, is_optimizer, optimizer_update, row_derivative
 from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
 
 #: ``mode`` codes of the kernels.
@@ -82,7 +86,9 @@ class MultiState(NamedTuple):
     """The training state: ``W`` (k, d) and ``b`` (k,) float64, updated in place; ``t`` the
     step counter at the start; ``avg_W`` (k, d) and ``avg_b`` (k,) float64 running means
     (both shape-0 arrays: no averaging); ``losses`` (k,) float64 filled with each output's
-    ``Σ s·L`` over the epoch."""
+    ``Σ s·L`` over the epoch; ``slots`` (k, rule.slots, d + 1) and ``row_memory`` (k, n or
+    0) float64: each output's update-rule state (``records.rule_arrays``), updated in
+    place."""
 
     W: np.ndarray
     b: np.ndarray
@@ -90,6 +96,8 @@ class MultiState(NamedTuple):
     avg_W: np.ndarray
     avg_b: np.ndarray
     losses: np.ndarray
+    slots: np.ndarray
+    row_memory: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +199,32 @@ def _dense_step(W, b, grad_rows, g, coef_scale, derivs, eta, spec):
 
 
 @scalar
+def _output_state(state, o, t, no_average):
+    """Output ``o``'s training state as the single-output rules read it (``records.State``:
+    views of its row of ``W``, its slots and row memory)."""
+    return State(state.W[o], state.b[o], t, no_average, no_average, state.slots[o],
+                 state.row_memory[o])  # fmt: skip
+
+
+@scalar
+def _rule_row_step(X, i, following, state, derivs, eta, t, spec, scores, no_average):
+    """The per-sample step of an optimizer rule (``rules.optimizer_update``) for every
+    output, with the scores of row ``following`` under the new weights riding along;
+    returns whether they are finite."""
+    ok = True
+    for o in range(state.W.shape[0]):
+        single = _output_state(state, o, t, no_average)
+        coef = row_derivative(spec, single.row_memory, i, derivs[o])
+        intercept, next_dot = optimizer_update(
+            spec, single, X[i], 1.0, coef, 1, eta, t, state.b[o], X[following]
+        )
+        state.b[o] = intercept
+        scores[o] = next_dot + intercept
+        ok = ok and is_finite(scores[o])
+    return ok
+
+
+@scalar
 def _average(state, t, average_start):
     """Averaged SGD after step ``t`` (as ``epochs._average_step``), for every output."""
     if state.avg_W.shape[0] == 0 or t < average_start:
@@ -206,6 +240,36 @@ def _average(state, t, average_start):
 # ---------------------------------------------------------------------------------------------
 # Dense kernels.
 # ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _fused_row_step(X, i, following, W, b, derivs, eta, spec, scores):
+    """The per-sample step of row ``i`` (as :func:`_dense_step`) fused with the scores of
+    row ``following`` under the new weights: one pass over ``W`` per row instead of two
+    (the next row's loads leave the serial chain of steps, as ``epochs._fused_step``).
+    Returns whether the new scores are finite."""
+    dtype = W.dtype.type
+    decay = dtype(1.0 - eta * spec.l2)
+    threshold = dtype(eta * spec.l1)
+    ok = True
+    for o in range(W.shape[0]):
+        scale = dtype(eta * derivs[o])
+        if spec.fit_intercept:
+            b[o] -= eta * derivs[o]
+        acc = dtype(0.0)
+        if spec.l1 > 0.0:
+            for j in range(W.shape[1]):
+                value = soft_threshold(W[o, j] * decay - scale * X[i, j], threshold)
+                W[o, j] = value
+                acc += X[following, j] * value
+        else:
+            for j in range(W.shape[1]):
+                value = W[o, j] * decay - scale * X[i, j]
+                W[o, j] = value
+                acc += X[following, j] * value
+        scores[o] = acc + b[o]
+        ok = ok and is_finite(scores[o])
+    return ok
 
 
 @kernel
@@ -225,16 +289,33 @@ def multi_sgd_epoch(rows, mode, spec, state, block_rows):
     losses[:] = 0.0
     t = state.t
     total = 0.0
+    if n == 0:
+        return total, t, -1
+    finite = _row_scores(X, order[0] if use_order else 0, W, b, scores)
+    # Without averaging the next row's scores ride along the update (one pass over W).
+    fused = state.avg_W.shape[0] == 0
+    rule = is_optimizer(spec.rule)
+    no_average = np.empty(0)
     for position in range(n):
         if use_order:
             prefetch_for_order(X, order, position, block_rows, stream)
         i = order[position] if use_order else position
-        if not _row_scores(X, i, W, b, scores):
+        if not finite:
             return total + math.inf, t, position
         eta = step_size(spec, t)
         total += _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs, losses)
-        _dense_step(W, b, X, i, 1.0, derivs, eta, spec)
-        _average(state, t, spec.average_start)
+        following = order[position + 1] if use_order and position + 1 < n else position + 1
+        if rule:
+            last = following if position + 1 < n else i
+            finite = _rule_row_step(X, i, last, state, derivs, eta, t, spec, scores, no_average)
+            _average(state, t, spec.average_start)
+        elif fused and position + 1 < n:
+            finite = _fused_row_step(X, i, following, W, b, derivs, eta, spec, scores)
+        else:
+            _dense_step(W, b, X, i, 1.0, derivs, eta, spec)
+            _average(state, t, spec.average_start)
+            if position + 1 < n:
+                finite = _row_scores(X, following, W, b, scores)
         t += 1.0
     return total, t, -1
 
@@ -265,6 +346,8 @@ def _accumulate_chunk(c, rows, start, stop, mode, spec, state, G, sums, scratch)
             sums[c, 2, 0] = 1.0
         _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs, sums[c, 0])
         for o in range(k):
+            # SAGA: the change of the row's stored derivative (rules.row_derivative).
+            derivs[o] = row_derivative(spec, state.row_memory[o], i, derivs[o])
             sums[c, 1, o] += derivs[o]
             coef = X.dtype.type(derivs[o])
             for j in range(d):
@@ -327,6 +410,7 @@ def multi_batch_epoch(rows, mode, batch_size, spec, state, parallel):
     sums = np.empty((MAX_CHUNKS, 3, k))
     scratch = np.empty((MAX_CHUNKS, 2, k))
     deriv_sums = np.empty(k)
+    no_average = np.empty(0)
     losses = state.losses
     losses[:] = 0.0
     t = state.t
@@ -342,7 +426,14 @@ def multi_batch_epoch(rows, mode, batch_size, spec, state, parallel):
         if bad or not is_finite(batch_loss):
             return total + math.inf, t, start
         eta = step_size(spec, t)
-        _dense_step(W, b, grad, -1, 1.0 / (stop - start), deriv_sums, eta, spec)
+        m = stop - start
+        if is_optimizer(spec.rule):
+            for o in range(k):
+                single = _output_state(state, o, t, no_average)
+                b[o] = apply_update(spec, single, grad[o], deriv_sums[o], 1.0 / m, m, eta, eta,
+                                    t, b[o])  # fmt: skip
+        else:
+            _dense_step(W, b, grad, -1, 1.0 / m, deriv_sums, eta, spec)
         _average(state, t, spec.average_start)
         t += 1.0
     return total, t, -1

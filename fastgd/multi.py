@@ -395,7 +395,8 @@ def fit_k_outputs(X, y, resolved: dict, *, multiclass: str, auto_step: Callable,
 class _Loop:
     """The epoch loop for k outputs: the state, the step, the loss curve, the best state."""
 
-    def __init__(self, data, resolved, W, b, eta, average_coef_init, average_intercept_init):
+    def __init__(self, data, resolved, W, b, eta, average_coef_init, average_intercept_init,
+                 scale=None):  # fmt: skip
         self.data, self.resolved = data, resolved
         self.W, self.b = W, b
         self.t = float(resolved["t_init"])
@@ -414,7 +415,10 @@ class _Loop:
         rule = resolved["rule"]
         self.slots = np.zeros((k, rule.slots, d + 1))
         self.row_memory = np.zeros((k, data.X.shape[0] if rule.row_memory else 0))
-        self.scale = _loss_scale(data, self.loss_code, resolved["epsilon"])
+        # (``scale``: the zero model's loss where the caller knows it, e.g. fit_csv's blocks)
+        self.scale = (
+            _loss_scale(data, self.loss_code, resolved["epsilon"]) if scale is None else scale
+        )
         self.history: list[float] = []
         self.best = math.inf
         self.best_state = self._snapshot()

@@ -183,7 +183,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("multiclass", "choice", "ovr",
               "more than two classes: one-vs-rest binary models, or one softmax model "
               "(multinomial, loss='log_loss')", choices=("ovr", "multinomial"),
-              estimators=CLASSIFIER),
+              estimators=CLASSIFIER, flag="--multiclass"),
     # The estimators' own parameters (scikit-learn's), not fastgd.fit's.
     Parameter("verbose", "verbose", NOT_IN_FIT, "print one block per epoch", fit=False,
               sklearn_default=0),

@@ -227,3 +227,16 @@ def test_what_k_classes_from_a_csv_do_not_run_is_refused(tmp_path, text_csv):
     assert code == 0 and fastgd.load(model_path).coef.shape[0] == 4
     code, _ = _run(["train", text_csv, "--model", model_path, "--resume", "--quiet"])
     assert code == 1
+
+
+def test_dask_fit_refuses_k_classes_naming_what_trains_them(client):
+    da = pytest.importorskip("dask.array")
+    import fastgd.dask as fastgd_dask
+
+    X, y = _data(k=3)
+    chunked_X, chunked_y = da.from_array(X, chunks=(80, 3)), da.from_array(y, chunks=80)
+    with pytest.raises(ValueError, match=r"found 3.*fastgd\.fit\(X, y, multiclass="):
+        fastgd_dask.fit(chunked_X, chunked_y, loss="log_loss", client=client)
+    with pytest.raises(ValueError, match=r"multiclass='multinomial'.*fastgd\.fit_csv"):
+        fastgd_dask.fit(chunked_X, chunked_y == 1, loss="log_loss", multiclass="multinomial",
+                        client=client)  # fmt: skip

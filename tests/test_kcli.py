@@ -240,3 +240,32 @@ def test_dask_fit_refuses_k_classes_naming_what_trains_them(client):
     with pytest.raises(ValueError, match=r"multiclass='multinomial'.*fastgd\.fit_csv"):
         fastgd_dask.fit(chunked_X, chunked_y == 1, loss="log_loss", multiclass="multinomial",
                         client=client)  # fmt: skip
+
+
+def test_an_estimators_softmax_model_round_trips(tmp_path):
+    X, y = _data(k=3)
+    estimator = fastgd.SGDClassifier(loss="log_loss", multiclass="multinomial", max_iter=5,
+                                     tol=None, random_state=0).fit(X, y)  # fmt: skip
+    model = fastgd.load(fastgd.save(estimator, tmp_path / "soft.npz"))
+    assert model.multiclass == "multinomial" and model.coef.shape == (3, 3)
+    np.testing.assert_allclose(model.predict_proba(X), estimator.predict_proba(X), rtol=1e-10)
+    np.testing.assert_array_equal(model.predict(X), estimator.predict(X))
+
+
+def test_train_numeric_labels_and_predict_from_the_cli(tmp_path):
+    X, y = _data(k=3)
+    data = tmp_path / "three.csv"
+    _write_numeric(data, X, y + 10)
+    model_path = tmp_path / "three.npz"
+    code, _ = _run(["train", data, "--target", "label", "--loss", "hinge", "--epochs", "5",
+                    "--model", model_path, "--quiet"])  # fmt: skip
+    assert code == 0
+    model = fastgd.load(model_path)
+    assert model.classes.tolist() == [10, 11, 12] and model.multiclass == "ovr"
+    code, out = _run(["predict", model_path, data, "--quiet"])
+    assert code == 0
+    predicted = np.array([float(v) for v in out.splitlines()[1:]])
+    np.testing.assert_array_equal(predicted, model.predict(X))
+    assert np.mean(predicted == y + 10) > 0.8
+    code, out = _run(["predict", model_path, data, "--proba"])
+    assert code == 2  # hinge gives no probabilities: a usage error

@@ -712,8 +712,11 @@ def fit_csv(
     path : str or path-like
         The CSV (``.gz``, ``.bz2``, ``.zst`` compressed files too).
     target : str
-        The target column's name. For a classification loss it may hold any two distinct
-        values, numbers or text (the classes are returned as they are written).
+        The target column's name. For a classification loss it may hold two or more
+        (up to ``MAX_CLASSES``) distinct values, numbers or text (the classes are returned
+        as they are written). More than two classes (or ``multiclass="multinomial"``) train
+        one weight vector per class in the same one pass over each block per epoch
+        (``fastgd.stream_multi``; one-vs-rest, or ``multiclass="multinomial"``: softmax).
     features, drop : list of str or comma-separated str, optional
         The feature columns (default: every column but the target), or columns to leave out.
     delimiter, header :
@@ -791,7 +794,7 @@ def fit_csv(
 
     Returns
     -------
-    FitResult
+    FitResult (or MultiFitResult for k classes: ``coef`` (k, d), ``intercept`` (k,))
         As :func:`fastgd.fit`, plus ``extras``: ``feature_names`` (the encoded features),
         ``target``, ``rows``, ``skipped``/``skipped_lines``, ``scaler`` (or None),
         ``encoding`` (:class:`fastgd.io.encoding.Encoding`), ``first_pass_seconds``,

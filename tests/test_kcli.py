@@ -269,3 +269,7 @@ def test_train_numeric_labels_and_predict_from_the_cli(tmp_path):
     assert np.mean(predicted == y + 10) > 0.8
     code, out = _run(["predict", model_path, data, "--proba"])
     assert code == 2  # hinge gives no probabilities: a usage error
+    code, out = _run(["evaluate", model_path, data, "--quiet"])
+    assert code == 0
+    accuracy = float(out.split("accuracy")[1].split()[0])
+    assert accuracy == pytest.approx(np.mean(predicted == y + 10))

@@ -267,6 +267,10 @@ class Model:
         The update rule's state to continue training from (format 1.2): its name, step
         counter and slots (in the space of ``coef``); None: a rule without state, or a file
         written before 1.2.
+    multiclass : {"ovr", "multinomial"} or None
+        For a classifier of k weight vectors (format 1.3): one-vs-rest models or one softmax
+        model (its probabilities the softmax of the scores); None otherwise (a file before
+        1.3: its k-class classifiers are one-vs-rest).
     """
 
     def __init__(

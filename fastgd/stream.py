@@ -1031,6 +1031,14 @@ def read_whole(
             first.gather(block)
             kept.append(_take(block, first.missing_cells.complete_rows(block))[:3])
     stats = first.finish(time.perf_counter(), levels)  # no rows left: a CsvError
+    if stats.classes is not None and len(stats.classes) > 2:
+        # (the playground draws and trains one weight vector)
+        raise CsvError(
+            f"loss={loss!r} reads two classes here; the target column {schema.target!r} holds "
+            f"{len(stats.classes)}: {np.asarray(stats.classes).tolist()[:10]}. For more classes "
+            "train with fastgd.fit_csv or `fastgd train --multiclass`.",
+            path=schema.path, column=schema.target,
+        )  # fmt: skip
     rows = tuple(
         None if kept[0][k] is None else np.concatenate([p[k] for p in kept]) for k in range(3)
     )

@@ -273,3 +273,11 @@ def test_train_numeric_labels_and_predict_from_the_cli(tmp_path):
     assert code == 0
     accuracy = float(out.split("accuracy")[1].split()[0])
     assert accuracy == pytest.approx(np.mean(predicted == y + 10))
+
+
+def test_the_playgrounds_reader_keeps_two_classes(tmp_path, text_csv):
+    from fastgd.io.csv import CsvError
+    from fastgd.stream import read_whole
+
+    with pytest.raises(CsvError, match=r"holds 4: \['bird', 'cat', 'dog', 'fish'\]"):
+        read_whole(text_csv, target="animal", loss="log_loss")

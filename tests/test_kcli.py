@@ -123,6 +123,8 @@ def test_train_predict_evaluate_text_labels(tmp_path, text_csv, multiclass):
     assert model.classes.tolist() == ["bird", "cat", "dog", "fish"]
     assert model.multiclass == multiclass
     assert model.format_version == (1, 3)
+    code, out = _run(["info", model_path])
+    assert code == 0 and f"loss log_loss, multiclass {multiclass}," in out
 
     code, out = _run(["predict", model_path, text_csv])
     assert code == 0

@@ -872,6 +872,8 @@ def _resolve(fit_options: dict, strategy, minibatch_mode, fraction):
         raise ValueError(_row_memory_refusal(resolved["optimizer"], strategy))
     if mode == "sample" and resolved["strategy"].name == "sgd":
         raise ValueError("minibatch_mode='sample' needs strategy='minibatch' (or 'full').")
+    if resolved["multiclass"] == "multinomial":
+        raise ValueError(f"multiclass='multinomial': {K_OUTPUTS_ELSEWHERE}")
     return resolved, settings, mode
 
 
@@ -949,11 +951,20 @@ def _classes(loss, labels: np.ndarray, classes) -> np.ndarray:
             )
         return plan_classes
     if labels.shape[0] != 2:
+        more = f" {K_OUTPUTS_ELSEWHERE}" if labels.shape[0] > 2 else ""
         raise ValueError(
             f"loss={loss.name!r} needs exactly two classes in y; found {labels.shape[0]}: "
-            f"{labels[:10].tolist()}."
+            f"{labels[:10].tolist()}.{more}"
         )
     return labels
+
+
+#: What trains k > 1 outputs, for fastgd.dask.fit's refusals of them.
+K_OUTPUTS_ELSEWHERE = (
+    "fastgd.dask.fit trains one output (two classes or one regression target); for more "
+    "classes or the softmax model use fastgd.fit(X, y, multiclass='ovr'|'multinomial') on "
+    "arrays in memory, or fastgd.fit_csv / `fastgd train --multiclass` on a CSV file."
+)
 
 
 def _local_options(resolved: dict, settings: dict) -> dict:

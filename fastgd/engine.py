@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import math
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ from ._validation import (
 )
 from .errors import DivergenceError
 from .full_batch import LBFGS, Nesterov, Point
+from .multi import fit_k_outputs, needs_k_outputs
 from .prediction import check_input, decision_values, labels
 from .prediction import predict_into as _predict_into
 from .sources import BlockSource, DataSource, EpochOrder, GradientSums, RowSample
@@ -214,6 +216,8 @@ class _Plan:
     average_intercept: float = 0.0
     validation_score: Callable | None = None
     divergence_checks: str = "all"
+    #: ``multiclass`` (read by ``fit``'s k-output path, ``fastgd.multi``).
+    multiclass: str = "ovr"
     #: The update rule's state (``records.rule_arrays``): per-coordinate slots, shape
     #: (rule.slots, d + 1), and SAGA's row memory, shape (n_rows,) (else empty).
     slots: np.ndarray | None = None
@@ -773,6 +777,7 @@ def fit(
     slots_init=None,
     l1_method: str = "proximal",
     intercept_decay: float = 1.0,
+    multiclass: str = "ovr",
 ) -> FitResult:
     r"""Fit a linear model ``p = X·coef + intercept`` by gradient descent.
 
@@ -914,6 +919,13 @@ def fit(
         The factor of the intercept's step: :math:`b \leftarrow b - \text{intercept\_decay}
         \cdot \eta\, g_b`. scikit-learn uses 0.01 on sparse data (its
         ``SPARSE_INTERCEPT_DECAY``), as fastgd's estimators do.
+    multiclass : {"ovr", "multinomial"}
+        With more than two classes (numeric labels), or a 2-D ``y`` of k regression
+        targets, one pass over X per step trains all k models (``fastgd.multi``) and
+        ``fit`` returns a ``fastgd.multi.MultiFitResult`` (``coef`` of shape (k, d)):
+        ``"ovr"`` one binary model per class (one-vs-rest), ``"multinomial"`` one softmax
+        model (``loss="log_loss"``; also with two classes). Plain SGD steps only
+        (``optimizer="sgd"``, ``"gd"`` with ``strategy="full"``).
 
     Returns
     -------
@@ -943,8 +955,17 @@ def fit(
         divergence_checks=divergence_checks, optimizer=optimizer, momentum=momentum,
         nesterov=nesterov, beta_1=beta_1, beta_2=beta_2, rho=rho,
         optimizer_epsilon=optimizer_epsilon, l1_method=l1_method,
-        intercept_decay=intercept_decay,
+        intercept_decay=intercept_decay, multiclass=multiclass,
     )  # fmt: skip
+    if needs_k_outputs(y, resolved["loss"], multiclass, classes):
+        return fit_k_outputs(
+            X, y, resolved, multiclass=multiclass, auto_step=_k_output_auto_step(resolved),
+            block_rows=_block_rows, sample_weight=sample_weight,
+            normalize_weights=normalize_weights, classes=classes, coef_init=coef_init,
+            intercept_init=intercept_init, average_coef_init=average_coef_init,
+            average_intercept_init=average_intercept_init, validation_score=validation_score,
+            slots_init=slots_init,
+        )  # fmt: skip
     source, found_classes = _array_source(
         X, y, resolved, sample_weight=sample_weight, normalize_weights=normalize_weights,
         classes=classes,
@@ -956,6 +977,27 @@ def fit(
     )  # fmt: skip
     result.fit_time = time.perf_counter() - started
     return result
+
+
+def _k_output_auto_step(resolved: dict) -> Callable:
+    """``auto``'s step for ``fastgd.multi``: the outputs share X, so the single-output
+    bound applies to each (the loss record carries softmax's curvature there)."""
+
+    def step(X, sample_weight, loss, rows_per_step, max_row_norm) -> float:
+        eta = auto_learning_rate(
+            X, sample_weight, loss=loss, rows_per_step=rows_per_step,
+            fit_intercept=resolved["fit_intercept"], l2=resolved["l2"], rng=resolved["rng"],
+            max_row_norm=max_row_norm,
+            contiguous_rows=_contiguous_rows(resolved["shuffle_mode"], X),
+        )  # fmt: skip
+        # The rule's step from plain SGD's (momentum, saga), read as _derived_rule_step
+        # reads a plan: the one place of that derivation.
+        rows = types.SimpleNamespace(max_row_norm=lambda: max_row_norm)
+        plan = types.SimpleNamespace(rule=resolved["rule"], momentum=resolved["momentum"],
+                                     loss=loss, source=rows)  # fmt: skip
+        return _derived_rule_step(plan, eta)
+
+    return step
 
 
 def train(source: DataSource, resolved: dict, *, classes=None, coef_init=None,

@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from . import engine, options, parameters, prediction
 from ._validation import check_sparse_structure
 from .errors import DivergenceError
+from .multi import softmax
 
 __all__ = ["SGDClassifier", "SGDRegressor"]
 
@@ -156,6 +157,18 @@ class _BaseSGD(BaseEstimator):
         if sp.issparse(X) and self._scikit_learns_method():
             common["intercept_decay"] = SPARSE_INTERCEPT_DECAY
         callback = self._verbose_callback() if self.verbose else None
+        if self._one_pass(problems, split):
+            result = self._train_one_pass(
+                X, problems, sample_weight, common, max_iter=max_iter, seed=int(seeds[0]),
+                coef=coef, intercept=intercept, t_init=t_init, callback=callback,
+                average_coef=average_coef if averaging else None,
+                average_intercept=average_intercept if averaging else None,
+            )  # fmt: skip
+            results = _output_results(result)
+            self._store(results, dtype, averaging)
+            if self.learning_rate != "auto":
+                _warn_if_exploded(results, self.learning_rate)
+            return
 
         if split is not None:  # one copy of each part of X, shared by every sub-problem
             train, held_out = split
@@ -203,6 +216,54 @@ class _BaseSGD(BaseEstimator):
         self._store(results, dtype, averaging)
         if self.learning_rate != "auto":
             _warn_if_exploded(results, self.learning_rate)
+
+    def _one_pass(self, problems, split) -> bool:
+        """Whether all sub-problems train in one pass over X (``fastgd.multi``): always for
+        ``multiclass="multinomial"`` (one model); for one-vs-rest and multi-output when it
+        gives the k-pass path's results: each sub-problem draws its own row order from its
+        own seed (as scikit-learn's one-vs-rest), stops on its own ``tol`` and backs off on
+        its own under ``auto``, so only ``shuffle=False``, ``tol=None``, a fixed schedule,
+        plain SGD, no early stopping and no class weights match it exactly."""
+        if getattr(self, "multiclass", "ovr") == "multinomial":
+            if split is not None:
+                raise ValueError(
+                    "early_stopping is not supported with multiclass='multinomial' yet; "
+                    "use early_stopping=False, or multiclass='ovr'."
+                )
+            return True
+        return (
+            len(problems) > 1
+            and self.shuffle is False
+            and self.tol is None
+            and self.learning_rate not in ("auto", "pa1", "pa2")
+            and self.optimizer == "sgd"
+            and split is None
+            and all(np.all(multiplier == 1.0) for _, multiplier, _ in problems)
+        )
+
+    def _train_one_pass(self, X, problems, sample_weight, common, *, max_iter, seed, coef,
+                        intercept, t_init, callback, average_coef, average_intercept):  # fmt: skip
+        """The sub-problems as one k-output engine fit."""
+        multiclass = getattr(self, "multiclass", "ovr")
+        multiplier = problems[0][1]
+        weights = multiplier if sample_weight is None else sample_weight * multiplier
+        if problems[0][2] is None:  # regression: the outputs' columns
+            y, classes = np.stack([y_i for y_i, _, _ in problems], axis=1), None
+        else:  # the row's class: the problem where it is positive
+            y = np.argmax(np.stack([y_i for y_i, _, _ in problems]), axis=0)
+            classes = np.arange(len(problems))
+        try:
+            return engine.fit(
+                X, y, **common, max_iter=max_iter, tol=self.tol, sample_weight=weights,
+                random_state=seed, coef_init=coef, intercept_init=intercept, t_init=t_init,
+                average=self.average, average_coef_init=average_coef,
+                average_intercept_init=average_intercept, classes=classes, callback=callback,
+                multiclass=multiclass,
+            )  # fmt: skip
+        except DivergenceError as error:
+            if self.learning_rate == "auto":
+                raise
+            raise _overflow_error(error) from error
 
     def _initial_weights(self, k, n_features, dtype, from_model, coef_init, intercept_init):
         if coef_init is not None:
@@ -352,6 +413,34 @@ class _BaseSGD(BaseEstimator):
         check_is_fitted(self, "coef_")
         self.coef_ = sp.csr_matrix(self.coef_)
         return self
+
+
+def _output_results(result) -> list:
+    """A k-output fit (``fastgd.multi.MultiFitResult``) as the k sub-problems' results
+    that ``_store`` reads; the loss curve (the summed objective) goes to the first."""
+    outputs = []
+    for o in range(result.coef.shape[0]):
+        history = result.loss_history if o == 0 else np.zeros_like(result.loss_history)
+        averaging = result.average_coef is not None
+        outputs.append(
+            engine.FitResult(
+                coef=result.coef[o],
+                intercept=result.intercept[o],
+                n_iter=result.n_iter,
+                loss_history=history,
+                converged=result.converged,
+                learning_rate=result.learning_rate,
+                t=result.t,
+                loss=result.loss,
+                extras=result.extras if o == 0 else {},
+                standard_coef=result.standard_coef[o] if averaging else None,
+                standard_intercept=result.standard_intercept[o] if averaging else None,
+                average_coef=result.average_coef[o] if averaging else None,
+                average_intercept=result.average_intercept[o] if averaging else None,
+                slots=np.empty((0, result.coef.shape[1] + 1)),
+            )
+        )
+    return outputs
 
 
 def _keeps_model_on_error(method):
@@ -654,6 +743,13 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     ``learning_rate="auto"``, ``shuffle="block"``, ``loss_curve_`` (summed over the
     one-vs-rest problems) and float32 end to end.
 
+    ``multiclass`` (fastgd's extension): ``"ovr"`` (scikit-learn's one-vs-rest) or
+    ``"multinomial"`` (one softmax model, ``loss="log_loss"``; ``predict_proba`` is the
+    softmax; ``coef_`` has one row per class, also for two classes). Multinomial fits, and
+    one-vs-rest fits where one pass gives the k-pass results (``shuffle=False``,
+    ``tol=None``, a fixed schedule, plain SGD, no early stopping or class weights), train
+    all classes in one pass over X per step (``fastgd.multi``).
+
     Attributes
     ----------
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
@@ -701,8 +797,10 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         beta_2=0.999,
         rho=0.99,
         optimizer_epsilon=1e-8,
+        multiclass="ovr",
     ):
         _keep_optimizer(self, locals())
+        self.multiclass = multiclass
         self.loss = loss
         self.penalty = penalty
         self.alpha = alpha
@@ -754,6 +852,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
         classes = self.classes_
         loss = options.loss_by_name(self.loss)
         signed_classes = np.array([-1.0, 1.0]) if loss.classification else None
+        if self.multiclass == "multinomial":
+            # One softmax model: each row weighs as its class (class_weight), in every output.
+            multiplier = np.asarray(class_weight, dtype=np.float64)[np.searchsorted(classes, y)]
+            return [(np.where(y == label, 1.0, -1.0), multiplier, signed_classes)
+                    for label in classes]  # fmt: skip
         if classes.shape[0] == 2:
             positive = y == classes[1]
             labels = np.where(positive, 1.0, -1.0)
@@ -897,7 +1000,10 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     def predict_proba(self, X):
         """Class probabilities, shape (n, n_classes), for ``log_loss`` (the logistic
         function of the decision value; one-vs-rest values normalised to sum to 1) and
-        ``modified_huber`` (``(clip(d, -1, 1) + 1) / 2``, normalised likewise)."""
+        ``modified_huber`` (``(clip(d, -1, 1) + 1) / 2``, normalised likewise); with
+        ``multiclass="multinomial"`` the softmax of the decision values."""
+        if self.multiclass == "multinomial":
+            return softmax(self._scores(X))
         return prediction.class_probabilities(self._scores(X), self.loss)
 
     @available_if(_check_proba)

@@ -188,6 +188,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("intercept_decay", "real", 1.0,
               "the factor of the intercept's step (scikit-learn's 0.01 on sparse data)",
               low=0.0, high=1.0, closed="right", estimators=NEITHER),
+    Parameter("multiclass", "choice", "ovr",
+              "more than two classes: one-vs-rest binary models, or one softmax model "
+              "(multinomial, loss='log_loss')", choices=("ovr", "multinomial"),
+              estimators=CLASSIFIER, flag="--multiclass"),
     # The estimators' own parameters (scikit-learn's), not fastgd.fit's.
     Parameter("verbose", "verbose", NOT_IN_FIT, "print one block per epoch", fit=False,
               sklearn_default=0),
@@ -358,6 +362,15 @@ def _pa_needs_plain_sgd(values, front):
     )
 
 
+def _multinomial_needs_log_loss(values, front):
+    if values["multiclass"] != "multinomial" or values["loss"] == "log_loss":
+        return None
+    return (
+        f"multiclass='multinomial' is the softmax model of loss='log_loss'; got "
+        f"loss={values['loss']!r}. Use loss='log_loss' or multiclass='ovr'."
+    )
+
+
 def _full_batch_optimizers_do_not_average(values, front):
     if values["optimizer"] in ("nesterov", "lbfgs") and values["average"] not in (None, False, 0):
         return (
@@ -409,6 +422,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("intercept_decay", "optimizer"), _intercept_decay_needs_a_kernel_rule,
          "intercept_decay applies to the kernels' update rules, not nesterov/lbfgs",
          frozenset({"fit"})),
+    Rule(("multiclass", "loss"), _multinomial_needs_log_loss,
+         "multiclass='multinomial' needs loss='log_loss'", frozenset({"fit"}) | CLASSIFIER),
 )  # fmt: skip
 
 

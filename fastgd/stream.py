@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine
+from . import engine, stream_multi
 from ._validation import check_scalar
 from .io.cache import BlockCache, CacheChecksumError
 from .io.csv import CsvError, iter_csv, read_schema
@@ -62,6 +62,10 @@ DEFAULT_BLOCK_ROWS = 65536
 MISSING_POLICIES = ("impute", "skip", "error")
 #: Without ``standardize``, numeric columns whose scales differ by more than this warn.
 SCALE_RATIO_WARNING = 1e3
+
+
+#: The most classes a CSV's classification trains (one weight vector each).
+MAX_CLASSES = 1000
 
 
 class ScaleWarning(UserWarning):
@@ -277,18 +281,26 @@ class _FirstPass:
         return [names[int(code)] for code in labels]
 
     def _check_labels(self, labels, more_only: bool) -> None:
-        if labels is None or (labels.shape[0] <= 2 if more_only else labels.shape[0] == 2):
+        """Two classes or more (k > 2: one weight vector per class, ``fastgd.stream_multi``),
+        at most ``MAX_CLASSES`` (more is most likely a regression target)."""
+        if labels is None:
+            return
+        count = labels.shape[0]
+        if count <= MAX_CLASSES and (more_only or count >= 2):
             return
         schema = self.schema
         shown = self._label_names(labels)
-        found = f"more: {shown[:10]}" if more_only else f"{labels.shape[0]}: {shown}"
-        advice = (
-            " Use a regression loss, or SGDClassifier.partial_fit over fastgd.iter_csv for "
-            "more classes." if more_only else ""
-        )  # fmt: skip
+        if count > MAX_CLASSES:
+            found, advice = (
+                f"more than {MAX_CLASSES}: {shown[:10]} ...",
+                " A target of that many values is most likely a regression target: use a "
+                "regression loss.",
+            )
+        else:
+            found, advice = f"{count}: {shown}", ""
         raise CsvError(
-            f"loss={self.loss.name!r} needs exactly two classes in the target column "
-            f"{schema.target!r}; found {found}.{advice}",
+            f"loss={self.loss.name!r} needs two classes or more (at most {MAX_CLASSES}) in "
+            f"the target column {schema.target!r}; found {found}.{advice}",
             path=schema.path, line=None, column=schema.target,
         )  # fmt: skip
 
@@ -580,7 +592,10 @@ class _CsvSource(BlockSource):
         #: fit_csv's ``on_epoch_state`` (None: none).
         self.on_epoch_state: Callable | None = None
         self.positive = None
-        if stats.labels is not None:
+        #: ``(classes, lookup)`` of a k-class fit (``fastgd.stream_multi``): the blocks' y
+        #: become class indices; None: ±1 for two classes, or regression targets.
+        self.k_classes = None
+        if stats.labels is not None and stats.labels.shape[0] == 2:
             self.positive = stats.labels[1]
             if stats.levels is not None and stats.levels.target_levels is not None:
                 # a text target: y holds codes; the positive class is the second string
@@ -647,7 +662,9 @@ class _CsvSource(BlockSource):
     def _prepare(self, block, rows=None):
         X, codes, y, _ = _take(block, rows)
         X = self.stats.encoding.encode(X, codes, dtype=self.dtype)
-        if self.positive is not None:
+        if self.k_classes is not None:
+            y = stream_multi.class_indices(y, *self.k_classes)
+        elif self.positive is not None:
             y = np.where(y == self.positive, 1.0, -1.0).astype(self.dtype)
         elif not y.flags.writeable:
             y = np.array(y)
@@ -708,8 +725,11 @@ def fit_csv(
     path : str or path-like
         The CSV (``.gz``, ``.bz2``, ``.zst`` compressed files too).
     target : str
-        The target column's name. For a classification loss it may hold any two distinct
-        values, numbers or text (the classes are returned as they are written).
+        The target column's name. For a classification loss it may hold two or more
+        (up to ``MAX_CLASSES``) distinct values, numbers or text (the classes are returned
+        as they are written). More than two classes (or ``multiclass="multinomial"``) train
+        one weight vector per class in the same one pass over each block per epoch
+        (``fastgd.stream_multi``; one-vs-rest, or ``multiclass="multinomial"``: softmax).
     features, drop : list of str or comma-separated str, optional
         The feature columns (default: every column but the target), or columns to leave out.
     delimiter, header :
@@ -787,7 +807,7 @@ def fit_csv(
 
     Returns
     -------
-    FitResult
+    FitResult (or MultiFitResult for k classes: ``coef`` (k, d), ``intercept`` (k,))
         As :func:`fastgd.fit`, plus ``extras``: ``feature_names`` (the encoded features),
         ``target``, ``rows``, ``skipped``/``skipped_lines``, ``scaler`` (or None),
         ``encoding`` (:class:`fastgd.io.encoding.Encoding`), ``first_pass_seconds``,
@@ -840,6 +860,10 @@ def fit_csv(
     if validation_fraction > 0.0:
         resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
     source.on_epoch_state = on_epoch_state
+    if stream_multi.needs_k_classes(stats.classes, resolved["loss"], resolved["multiclass"]):
+        starts = {"coef_init": coef_init, "intercept_init": intercept_init,
+                  "slots_init": slots_init}  # fmt: skip
+        return _fit_k_classes(source, stats, resolved, cache, started, starts, schema.target)
     coef_start, intercept_start = _standardized_start(stats, coef_init, intercept_init)
     try:
         result = engine.train(
@@ -849,15 +873,39 @@ def fit_csv(
     finally:
         cache.close()  # its data files (the blocks' mappings are gone with the epochs)
     _fold_scaler(result, stats, dtype)
+    _add_extras(result, stats, schema.target, cache)
+    result.fit_time = time.perf_counter() - started
+    return result
+
+
+def _fit_k_classes(source, stats, resolved, cache, started, starts, target):
+    """fit_csv's epochs for k > 1 weight vectors (``fastgd.stream_multi``)."""
+    try:
+        stream_multi.check_k_class_options(
+            resolved, validation_fraction=source.validation_fraction, starts=starts
+        )
+        source.positive = None
+        source.k_classes = (np.asarray(stats.classes), stream_multi.class_lookup(stats))
+        result = stream_multi.fit_k_classes(
+            source, stats, resolved, multiclass=resolved["multiclass"],
+            auto_step=engine._k_output_auto_step(resolved),
+        )  # fmt: skip
+    finally:
+        cache.close()
+    stream_multi.fold_scaler(result, stats, source.dtype)
+    _add_extras(result, stats, target, cache)
+    result.fit_time = time.perf_counter() - started
+    return result
+
+
+def _add_extras(result, stats: StreamStats, target: str, cache) -> None:
     result.extras.update(
-        feature_names=list(stats.feature_names), target=schema.target, rows=stats.n_rows,
+        feature_names=list(stats.feature_names), target=target, rows=stats.n_rows,
         skipped=dict(stats.skipped), skipped_lines=list(stats.skipped_lines),
         first_pass_seconds=stats.seconds, from_cache=stats.from_cache,
         cache=None if cache.path is None else str(cache.path),
         validation_rows=stats.n_validation, encoding=stats.encoding,
     )  # fmt: skip
-    result.fit_time = time.perf_counter() - started
-    return result
 
 
 def _encoding_schema(path, encoding: Encoding, selection: dict):
@@ -996,6 +1044,14 @@ def read_whole(
             first.gather(block)
             kept.append(_take(block, first.missing_cells.complete_rows(block))[:3])
     stats = first.finish(time.perf_counter(), levels)  # no rows left: a CsvError
+    if stats.classes is not None and len(stats.classes) > 2:
+        # (the playground draws and trains one weight vector)
+        raise CsvError(
+            f"loss={loss!r} reads two classes here; the target column {schema.target!r} holds "
+            f"{len(stats.classes)}: {np.asarray(stats.classes).tolist()[:10]}. For more classes "
+            "train with fastgd.fit_csv or `fastgd train --multiclass`.",
+            path=schema.path, column=schema.target,
+        )  # fmt: skip
     rows = tuple(
         None if kept[0][k] is None else np.concatenate([p[k] for p in kept]) for k in range(3)
     )

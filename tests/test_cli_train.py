@@ -72,7 +72,7 @@ def test_train_info_evaluate_predict_end_to_end(tmp_path):
 
     info = fastgd_cmd("info", model_path)
     assert info.returncode == 0, info.stderr
-    for text in ("fastgd-model 1.2", "squared_error", "standardize", "loss_history", "b"):
+    for text in ("fastgd-model 1.3", "squared_error", "standardize", "loss_history", "b"):
         assert text in info.stdout
     as_json = json.loads(fastgd_cmd("info", model_path, "--json").stdout)
     assert as_json["feature_names"] == ["a", "b", "c"] and as_json["target"] == "y"

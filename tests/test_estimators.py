@@ -651,8 +651,10 @@ def test_same_parameters_and_defaults_as_sklearn():
         (SGDClassifier(), linear_model.SGDClassifier()),
     ]:
         extra = set(ours.get_params()) - set(theirs.get_params())
-        # fastgd's extensions: the strategy, the batch size, the optimizer (issue 12).
-        assert extra == {"strategy", "batch_size", *OPTIMIZER_PARAMETERS}
+        # fastgd's extensions: the strategy, the batch size, the optimizer (issue 12), and
+        # the classifier's multiclass (issue 13).
+        own = {"multiclass"} if isinstance(ours, SGDClassifier) else set()
+        assert extra == {"strategy", "batch_size", *OPTIMIZER_PARAMETERS, *own}
         for name, value in theirs.get_params().items():
             assert ours.get_params()[name] == value, name
 

@@ -118,7 +118,7 @@ def test_the_file_is_a_plain_numpy_archive(tmp_path):
         metadata = json.loads(bytes(archive["metadata.json"]))
         assert archive["coef"].shape == (3,)
     assert metadata["format"] == "fastgd-model"
-    assert metadata["format_version"] == "1.2"  # 1.1: the encoding; 1.2: the rule state
+    assert metadata["format_version"] == "1.3"  # 1.1: encoding; 1.2: rule state; 1.3: multiclass
     assert metadata["encoding"] is None
     assert metadata["fastgd_version"] == fastgd.__version__
     assert metadata["summary"]["epochs"] == 2

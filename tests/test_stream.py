@@ -140,10 +140,18 @@ def test_classification_labels_map_to_the_two_classes(classification_csv, tmp_pa
     np.testing.assert_array_equal(streamed.predict(X), in_memory.predict(X))
 
 
-def test_more_than_two_classes_is_a_clear_error(tmp_path):
+def test_more_than_two_classes_train_one_weight_vector_each(tmp_path):
+    # (issue 13: k classes; tests/test_kcli.py checks the model against fastgd.fit's)
     X = np.arange(12.0).reshape(6, 2)
     path = _write(tmp_path / "three.csv", X, np.array([0, 1, 2, 0, 1, 2]))
-    with pytest.raises(CsvError, match=r"two classes.*'target'"):
+    result = fit_csv(path, target="target", loss="log_loss", cache_dir=tmp_path, max_iter=2)
+    assert result.coef.shape == (3, 2) and result.classes.tolist() == [0, 1, 2]
+
+
+def test_one_class_is_a_clear_error(tmp_path):
+    X = np.arange(12.0).reshape(6, 2)
+    path = _write(tmp_path / "one.csv", X, np.zeros(6))
+    with pytest.raises(CsvError, match=r"two classes or more.*'target'"):
         fit_csv(path, target="target", loss="log_loss", cache_dir=tmp_path)
 
 

@@ -189,6 +189,8 @@ class Checkpointer:
             summary=summary,
             encoding=context["encoding"],
             rule_state=rule_state,
+            # k weight vectors (more than two classes, or multinomial): which model they are
+            multiclass=self.settings.get("multiclass") if np.ndim(coef) == 2 else None,
         )
 
     def epoch_done(self, epoch: int, coef, intercept, loss: float) -> None:

@@ -62,7 +62,8 @@ def _print_header(model, metadata: dict, shown: str) -> None:
         f"format          {metadata['format']} {metadata['format_version']}, written by "
         f"fastgd {model.version}" + (f" on {model.created}" if model.created else "")
     )
-    print(f"kind            {model.kind}, loss {model.loss}, dtype {model.dtype.name}")
+    multiclass = f", multiclass {model.multiclass}" if model.multiclass else ""
+    print(f"kind            {model.kind}, loss {model.loss}{multiclass}, dtype {model.dtype.name}")
     if model.target is not None:
         print(f"target          {model.target}")
     if model.classes is not None:

@@ -51,6 +51,14 @@ the rule is known, ``t`` a finite number >= 1, the array of the rule's shape for
 weights, finite, and non-negative where the rule keeps sums of squares; a 1.0 or 1.1 file
 has none (training starts the rule afresh).
 
+Format 1.3 adds ``multiclass`` to the metadata: ``"ovr"`` or ``"multinomial"`` for a
+classifier of k weight vectors (``fastgd.fit(..., multiclass=...)``, ``fit_csv`` and
+``fastgd train`` with more than two classes), null otherwise. A multinomial model's
+probabilities are the softmax of its k scores (two classes keep two weight vectors); a
+one-vs-rest model's the normalised per-class probabilities. ``load`` checks it (a known
+value, a classifier with one weight vector per class, ``log_loss`` for multinomial); a file
+before 1.3 has none, and its k-class classifiers read as one-vs-rest.
+
 The format version is ``MAJOR.MINOR``: a reader loads any file of its own major version
 (minor versions only add members or metadata keys, which older readers ignore) and refuses
 a newer major version with a message saying which fastgd can read it.
@@ -96,7 +104,7 @@ __all__ = [
 FORMAT_NAME = "fastgd-model"
 #: (major, minor): bump the minor version for additions old readers may ignore, the major
 #: version for anything they would misread.
-FORMAT_VERSION = (1, 2)
+FORMAT_VERSION = (1, 3)
 METADATA_MEMBER = "metadata.json"
 
 
@@ -259,6 +267,10 @@ class Model:
         The update rule's state to continue training from (format 1.2): its name, step
         counter and slots (in the space of ``coef``); None: a rule without state, or a file
         written before 1.2.
+    multiclass : {"ovr", "multinomial"} or None
+        For a classifier of k weight vectors (format 1.3): one-vs-rest models or one softmax
+        model (its probabilities the softmax of the scores); None otherwise (a file before
+        1.3: its k-class classifiers are one-vs-rest).
     """
 
     def __init__(
@@ -279,13 +291,15 @@ class Model:
         created: str | None = None,
         encoding=None,
         rule_state: RuleState | None = None,
+        multiclass: str | None = None,
     ):
         from .. import options as option_table
 
         coef = np.asarray(coef)
         if coef.dtype not in (np.float32, np.float64):
             coef = coef.astype(np.float64)
-        if coef.ndim == 2 and coef.shape[0] == 1 and classes is not None and len(classes) == 2:
+        binary = classes is not None and len(classes) == 2 and multiclass != "multinomial"
+        if coef.ndim == 2 and coef.shape[0] == 1 and binary:
             coef = coef[0]  # a binary classifier: one weight vector
         if coef.ndim not in (1, 2) or coef.shape[-1] == 0:
             raise ValueError(f"coef must have shape (d,) or (k, d); got {coef.shape}.")
@@ -335,6 +349,8 @@ class Model:
         if rule_state is not None:
             rule_state = RuleState(rule_state[0], rule_state[1], np.asarray(rule_state[2]))
         self.rule_state = rule_state
+        #: "ovr" or "multinomial" for a classifier of k weight vectors (format 1.3), else None.
+        self.multiclass = multiclass if coef.ndim == 2 or multiclass == "multinomial" else None
 
     # -- shape
     @property
@@ -422,6 +438,7 @@ class Model:
         :func:`save` before writing one."""
         _check_kind_and_loss(self.kind, self.loss)
         _check_weights(self.coef, self.intercept)
+        _check_multiclass(self)
         _check_classes(self)
         _check_feature_names(self.feature_names, self.n_features)
         if self.encoding is not None:
@@ -468,7 +485,12 @@ class Model:
             "they need a classifier trained with loss="
             f"{' or '.join(map(repr, prediction.PROBABILITY_LOSSES))}.",
         )
-        return prediction.class_probabilities(self._scores(X), self.loss)
+        scores = self._scores(X)
+        if self.multiclass == "multinomial":
+            from ..multi import softmax
+
+            return softmax(scores)
+        return prediction.class_probabilities(scores, self.loss)
 
     # -- file contents
     def metadata(self) -> dict:
@@ -486,6 +508,7 @@ class Model:
             "target": self.target,
             "standardized": self.scaler is not None,
             "encoding": None if self.encoding is None else self.encoding.to_dict(),
+            "multiclass": self.multiclass,
             "rule_state": None
             if self.rule_state is None
             else {"optimizer": self.rule_state.optimizer, "t": float(self.rule_state.t)},
@@ -618,9 +641,9 @@ def _check_classes(model: Model) -> None:
     if ordered.shape[0] != classes.shape[0]:
         raise ValueError("classes holds the same label twice.")
     count = classes.shape[0]
-    if count == 2 and coef.ndim != 1:
+    if count == 2 and coef.ndim != 1 and model.multiclass != "multinomial":
         raise ValueError(f"a binary classifier needs one weight vector; coef has {coef.shape}.")
-    if count > 2:
+    if count > 2 or model.multiclass == "multinomial":
         if coef.ndim != 2 or coef.shape[0] != count:
             raise ValueError(
                 f"{count} classes need one weight vector each; coef has shape {coef.shape}."
@@ -628,6 +651,34 @@ def _check_classes(model: Model) -> None:
         # evaluate and the estimators look labels up by binary search
         if not np.array_equal(ordered, classes):
             raise ValueError("the classes of a multiclass model must be sorted.")
+
+
+#: The values of a model's ``multiclass`` (``fastgd.multi.MULTICLASS``), and None.
+MULTICLASS_VALUES = ("ovr", "multinomial")
+
+
+def _check_multiclass(model: Model) -> None:
+    """``multiclass`` (format 1.3): None, or a known value on a classifier of k weight
+    vectors; multinomial is the softmax model of ``log_loss``."""
+    value = model.multiclass
+    if value is None:
+        return
+    if value not in MULTICLASS_VALUES:
+        raise ValueError(
+            f"multiclass is {_short(value)}; expected one of {_shown(MULTICLASS_VALUES)} or null."
+        )
+    if model.kind != "classifier":
+        raise ValueError(f"multiclass={value!r} on a {model.kind}; it names a classifier's model.")
+    if value == "multinomial" and model.loss != "log_loss":
+        raise ValueError(
+            f"multiclass='multinomial' is the softmax model of loss='log_loss'; this model's "
+            f"loss is {model.loss!r}."
+        )
+    if model.coef.ndim != 2:
+        raise ValueError(
+            f"multiclass={value!r} needs one weight vector per class; coef has shape "
+            f"{model.coef.shape}."
+        )
 
 
 def _check_feature_names(names, n_features: int) -> None:
@@ -754,6 +805,7 @@ def _from_fit_result(result, feature_names, target, options, summary) -> Model:
         options=options,
         summary={**base, **(summary or {})},
         encoding=encoding,
+        multiclass=getattr(result, "multiclass", None),
         # The optimizer that ran (the engine's extras), else the one the options name.
         rule_state=rule_state_of(
             extras.get("optimizer", (options or {}).get("optimizer")), result.t, result.slots
@@ -791,6 +843,7 @@ def _from_estimator(estimator, feature_names, target, options, summary) -> Model
         options={**params, **(options or {})},
         summary={**base, **(summary or {})},
         kind="classifier" if classes is not None else "regressor",
+        multiclass=_estimator_multiclass(estimator, coef, classes),
         # the optimizer whose slots these are (set with them: a later set_params may differ)
         rule_state=rule_state_of(
             getattr(estimator, "_slots_optimizer", None),
@@ -800,10 +853,19 @@ def _from_estimator(estimator, feature_names, target, options, summary) -> Model
     )
 
 
+def _estimator_multiclass(estimator, coef, classes) -> str | None:
+    """The estimator's ``multiclass`` where its coef holds one weight vector per class."""
+    value = getattr(estimator, "multiclass", None)
+    if classes is None or np.ndim(coef) != 2 or np.shape(coef)[0] != len(classes):
+        return None
+    return value if value in MULTICLASS_VALUES else None
+
+
 def as_model(model, *, feature_names=None, target=None, options=None, summary=None) -> Model:
     """A :class:`Model` from a FitResult, a fitted fastgd estimator, or a Model (then the
     keyword arguments replace its fields)."""
     from ..engine import FitResult
+    from ..multi import MultiFitResult
 
     if isinstance(model, Model):
         if feature_names is not None or target is not None or options or summary:
@@ -814,9 +876,10 @@ def as_model(model, *, feature_names=None, target=None, options=None, summary=No
                 options={**model.options, **(options or {})},
                 summary={**model.summary, **(summary or {})}, kind=model.kind,
                 encoding=model.encoding, rule_state=model.rule_state,
+                multiclass=model.multiclass,
             )  # fmt: skip
         return model
-    if isinstance(model, FitResult):
+    if isinstance(model, (FitResult, MultiFitResult)):
         return _from_fit_result(model, feature_names, target, options, summary)
     module = type(model).__module__ or ""
     if module.startswith("fastgd") and hasattr(model, "get_params"):
@@ -905,6 +968,7 @@ _METADATA_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "created": ((str, _NULL), False),
     "encoding": ((dict, _NULL), False),
     "rule_state": ((dict, _NULL), False),
+    "multiclass": ((str, _NULL), False),
     "target": ((str, _NULL), False),
     "options": ((dict,), False),
     "summary": ((dict,), False),
@@ -1189,6 +1253,7 @@ def _model_from(metadata: dict, arrays: dict, version: tuple[int, int]) -> Model
         created=metadata.get("created"),
         encoding=_encoding_from(metadata),
         rule_state=_rule_state_from(metadata, arrays),
+        multiclass=metadata.get("multiclass"),
     )
 
 

@@ -1,0 +1,636 @@
+r"""Epoch loops for k outputs at once: one read of a row updates all k models.
+
+The weights are a ``(k, d)`` C-order matrix ``W`` (the dtype of X) and the intercepts a
+float64 vector ``b`` of length k. For each row the kernels compute the k scores
+``p_o = x·W[o] + b[o]`` from one read of the row, the k loss derivatives, and then update
+all k rows of ``W``. Three kinds of output (``mode``):
+
+- ``OVR``: one binary model per class, ``y_o = +1`` if the row's label is ``o`` else
+  ``-1``, loss ``spec.loss`` (one-vs-rest);
+- ``MULTI_OUTPUT``: one regression model per column of ``Y``, loss ``spec.loss``;
+- ``SOFTMAX``: multinomial logistic regression, ``L = log Σ_o e^{p_o} − p_y``, whose
+  derivative is ``softmax(p)_o − [y = o]``.
+
+Plain SGD steps: ``W[o] ← prox_{η·l1}(W[o]·(1 − η·l2) − η·d_o·x)``, ``b[o] ← b[o] −
+η·d_o``, with the derivative of one row (per-sample) or the mean over a batch, exactly the
+arithmetic of ``epochs.sgd_epoch``/``batch_epoch`` per output; on dense rows the optimizer
+rules too (momentum, AdaGrad, RMSProp, Adam, AdamW, SAGA: ``rules.optimizer_update`` and
+``apply_update`` on each output's row of ``W`` with its own slots and row memory), so
+that for ``OVR`` and ``MULTI_OUTPUT`` each row of ``W`` follows the
+single-output kernel run with the same order and steps (up to the rounding of
+reassociated dot products). Mini-batches are summed in chunks of rows (as ``epochs``:
+their count depends on the batch size only) merged in chunk order: results do not depend
+on the number of threads.
+
+Conventions as ``epochs.py``: ``sample_weight`` empty = all ones, ``order`` empty = file
+order; ``losses`` (float64, k) receives each output's ``Σ s·L`` (softmax: each row's loss
+goes to its label's entry); the kernels return ``(Σ s·L, t after the epoch, bad)`` with
+``bad`` the position of the first row (SGD) or batch with a non-finite score or loss, -1 if
+none. ``W``, ``b`` and the running means are updated in place.
+
+CSR kernels keep ``W = scale·V`` with one scale shared by all outputs (every output decays
+by the same ``1 − η·l2``), so a step costs O(k · non-zeros); with L1 or averaging they
+take every step densely (O(k·d): correct, not fast).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from ._config import kernel, parallel_kernel, scalar
+from .epochs import MAX_CHUNKS, chunk_rows_for
+from .memory import prefetch_for_order
+from .records import State
+from .rules import apply_update, is_optimizer, optimizer_update, row_derivative
+from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
+
+#: ``mode`` codes of the kernels.
+OVR = 0
+MULTI_OUTPUT = 1
+SOFTMAX = 2
+
+#: The CSR kernels' shared scale is folded back into ``W`` below this (as ``sparse.py``).
+SCALE_RENORMALISE_BELOW = 2.0**-50
+
+
+class MultiRows(NamedTuple):
+    """Rows of k outputs: ``X`` (dense (n, d), or the CSR arrays ``data, indices,
+    indptr``), ``Y`` (n, k) targets of ``MULTI_OUTPUT`` (shape (0, k) otherwise),
+    ``labels`` (int64, n: the class of each row, for ``OVR``/``SOFTMAX``; empty otherwise),
+    ``sample_weight`` and ``order`` as in ``epochs.py``."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    labels: np.ndarray
+    sample_weight: np.ndarray
+    order: np.ndarray
+
+
+class CsrMultiRows(NamedTuple):
+    """:class:`MultiRows` with X as the three CSR arrays."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    Y: np.ndarray
+    labels: np.ndarray
+    sample_weight: np.ndarray
+    order: np.ndarray
+
+
+class MultiState(NamedTuple):
+    """The training state: ``W`` (k, d) and ``b`` (k,) float64, updated in place; ``t`` the
+    step counter at the start; ``avg_W`` (k, d) and ``avg_b`` (k,) float64 running means
+    (both shape-0 arrays: no averaging); ``losses`` (k,) float64 filled with each output's
+    ``Σ s·L`` over the epoch; ``slots`` (k, rule.slots, d + 1) and ``row_memory`` (k, n or
+    0) float64: each output's update-rule state (``records.rule_arrays``), updated in
+    place."""
+
+    W: np.ndarray
+    b: np.ndarray
+    t: float
+    avg_W: np.ndarray
+    avg_b: np.ndarray
+    losses: np.ndarray
+    slots: np.ndarray
+    row_memory: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Per row: scores, derivatives.
+# ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _row_scores(X, i, W, b, scores):
+    """``scores[o] = x_i·W[o] + b[o]``; whether all are finite."""
+    ok = True
+    for o in range(W.shape[0]):
+        acc = X.dtype.type(0.0)
+        for j in range(X.shape[1]):
+            acc += X[i, j] * W[o, j]
+        scores[o] = acc + b[o]
+        ok = ok and is_finite(scores[o])
+    return ok
+
+
+@scalar
+def _csr_row_scores(data, indices, indptr, i, W, scale, b, scores):
+    """:func:`_row_scores` of CSR row ``i`` with ``W`` scaled by ``scale``."""
+    ok = True
+    lo, hi = indptr[i], indptr[i + 1]
+    for o in range(W.shape[0]):
+        acc = W.dtype.type(0.0)
+        for q in range(lo, hi):
+            acc += data[q] * W[o, indices[q]]
+        scores[o] = scale * acc + b[o]
+        ok = ok and is_finite(scores[o])
+    return ok
+
+
+@scalar
+def _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs, losses):
+    """``derivs[o] = s·dL/dp_o`` of row ``i`` at ``scores``, ``losses[o] += s·L_o``;
+    returns the row's ``Σ_o s·L_o``."""
+    weight = sample_weight[i] if sample_weight.shape[0] > 0 else 1.0
+    k = scores.shape[0]
+    if mode == SOFTMAX:
+        label = labels[i]
+        top = scores[0]
+        for o in range(1, k):
+            top = max(top, scores[o])
+        total = 0.0
+        for o in range(k):
+            derivs[o] = math.exp(scores[o] - top)
+            total += derivs[o]
+        for o in range(k):
+            derivs[o] = weight * (derivs[o] / total - (1.0 if o == label else 0.0))
+        value = weight * (math.log(total) + top - scores[label])
+        losses[label] += value
+        return value
+    row_total = 0.0
+    for o in range(k):
+        if mode == OVR:
+            target = 1.0 if labels[i] == o else -1.0
+        else:
+            target = Y[i, o]
+        value, deriv = loss_and_derivative(spec.loss, scores[o], target, spec.epsilon)
+        if sample_weight.shape[0] > 0:
+            value *= weight
+            deriv *= weight
+        derivs[o] = deriv
+        losses[o] += value
+        row_total += value
+    return row_total
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps.
+# ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _dense_step(W, b, grad_rows, g, coef_scale, derivs, eta, spec):
+    """``W[o] ← prox(W[o]·(1 − η·l2) − (η·coef_scale·c_o)·row_o)``, ``b[o] −= η·coef_scale·
+    derivs[o]``: for one row, ``row_o = x`` (``grad_rows`` 2-D, row ``g``) and
+    ``c_o = derivs[o]``; for a batch (``g`` < 0), ``row_o = grad_rows[o]`` and ``c_o = 1``."""
+    dtype = W.dtype.type
+    decay = dtype(1.0 - eta * spec.l2)
+    threshold = dtype(eta * spec.l1)
+    for o in range(W.shape[0]):
+        if g >= 0:
+            scale = dtype(eta * derivs[o])
+            r = g
+        else:
+            scale = dtype(eta * coef_scale)
+            r = o
+        if spec.fit_intercept:
+            b[o] -= eta * coef_scale * derivs[o]
+        if spec.l1 > 0.0:
+            for j in range(W.shape[1]):
+                W[o, j] = soft_threshold(W[o, j] * decay - scale * grad_rows[r, j], threshold)
+        else:
+            for j in range(W.shape[1]):
+                W[o, j] = W[o, j] * decay - scale * grad_rows[r, j]
+
+
+@scalar
+def _output_state(state, o, t, no_average):
+    """Output ``o``'s training state as the single-output rules read it (``records.State``:
+    views of its row of ``W``, its slots and row memory)."""
+    return State(state.W[o], state.b[o], t, no_average, no_average, state.slots[o],
+                 state.row_memory[o])  # fmt: skip
+
+
+@scalar
+def _rule_row_step(X, i, following, state, derivs, eta, t, spec, scores, no_average):
+    """The per-sample step of an optimizer rule (``rules.optimizer_update``) for every
+    output, with the scores of row ``following`` under the new weights riding along;
+    returns whether they are finite."""
+    ok = True
+    for o in range(state.W.shape[0]):
+        single = _output_state(state, o, t, no_average)
+        coef = row_derivative(spec, single.row_memory, i, derivs[o])
+        intercept, next_dot = optimizer_update(
+            spec, single, X[i], 1.0, coef, 1, eta, t, state.b[o], X[following]
+        )
+        state.b[o] = intercept
+        scores[o] = next_dot + intercept
+        ok = ok and is_finite(scores[o])
+    return ok
+
+
+@scalar
+def _average(state, t, average_start):
+    """Averaged SGD after step ``t`` (as ``epochs._average_step``), for every output."""
+    if state.avg_W.shape[0] == 0 or t < average_start:
+        return
+    share = 1.0 / (t - average_start + 1.0)
+    W, avg_W = state.W, state.avg_W
+    for o in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            avg_W[o, j] += (W[o, j] - avg_W[o, j]) * share
+        state.avg_b[o] += (state.b[o] - state.avg_b[o]) * share
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense kernels.
+# ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _fused_row_step(X, i, following, W, b, derivs, eta, spec, scores):
+    """The per-sample step of row ``i`` (as :func:`_dense_step`) fused with the scores of
+    row ``following`` under the new weights: one pass over ``W`` per row instead of two
+    (the next row's loads leave the serial chain of steps, as ``epochs._fused_step``).
+    Returns whether the new scores are finite."""
+    dtype = W.dtype.type
+    decay = dtype(1.0 - eta * spec.l2)
+    threshold = dtype(eta * spec.l1)
+    ok = True
+    for o in range(W.shape[0]):
+        scale = dtype(eta * derivs[o])
+        if spec.fit_intercept:
+            b[o] -= eta * derivs[o]
+        acc = dtype(0.0)
+        if spec.l1 > 0.0:
+            for j in range(W.shape[1]):
+                value = soft_threshold(W[o, j] * decay - scale * X[i, j], threshold)
+                W[o, j] = value
+                acc += X[following, j] * value
+        else:
+            for j in range(W.shape[1]):
+                value = W[o, j] * decay - scale * X[i, j]
+                W[o, j] = value
+                acc += X[following, j] * value
+        scores[o] = acc + b[o]
+        ok = ok and is_finite(scores[o])
+    return ok
+
+
+@kernel
+def multi_sgd_epoch(rows, mode, spec, state, block_rows):
+    """One epoch of per-sample SGD over ``rows`` (:class:`MultiRows`) for all k outputs.
+    ``block_rows`` > 0: ``order`` is a ``shuffle="block"`` order (a prefetch hint only).
+    Returns ``(Σ s·L, t, bad)``."""
+    X, Y, labels, sample_weight, order = rows
+    W, b = state.W, state.b
+    k = W.shape[0]
+    use_order = order.shape[0] > 0
+    n = order.shape[0] if use_order else X.shape[0]
+    scores = np.empty(k)
+    derivs = np.empty(k)
+    stream = np.zeros(4, dtype=np.int64)
+    losses = state.losses
+    losses[:] = 0.0
+    t = state.t
+    total = 0.0
+    if n == 0:
+        return total, t, -1
+    finite = _row_scores(X, order[0] if use_order else 0, W, b, scores)
+    # Without averaging the next row's scores ride along the update (one pass over W).
+    fused = state.avg_W.shape[0] == 0
+    rule = is_optimizer(spec.rule)
+    no_average = np.empty(0)
+    for position in range(n):
+        if use_order:
+            prefetch_for_order(X, order, position, block_rows, stream)
+        i = order[position] if use_order else position
+        if not finite:
+            return total + math.inf, t, position
+        eta = step_size(spec, t)
+        total += _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs, losses)
+        following = order[position + 1] if use_order and position + 1 < n else position + 1
+        if rule:
+            last = following if position + 1 < n else i
+            finite = _rule_row_step(X, i, last, state, derivs, eta, t, spec, scores, no_average)
+            _average(state, t, spec.average_start)
+        elif fused and position + 1 < n:
+            finite = _fused_row_step(X, i, following, W, b, derivs, eta, spec, scores)
+        else:
+            _dense_step(W, b, X, i, 1.0, derivs, eta, spec)
+            _average(state, t, spec.average_start)
+            if position + 1 < n:
+                finite = _row_scores(X, following, W, b, scores)
+        t += 1.0
+    return total, t, -1
+
+
+@scalar
+def _accumulate_chunk(c, rows, start, stop, mode, spec, state, G, sums, scratch):
+    """Chunk ``c`` of the rows at positions ``start..stop``: ``G[c, o] = Σ d_o·x``,
+    ``sums[c, 0, o] = Σ s·L_o``, ``sums[c, 1, o] = Σ d_o`` (scores at the weights in
+    force); ``sums[c, 2, 0]`` = 1 if a score was not finite."""
+    X, Y, labels, sample_weight, order = rows
+    W, b = state.W, state.b
+    k, d = W.shape
+    chunk = chunk_rows_for(stop - start)
+    lo = start + c * chunk
+    hi = min(lo + chunk, stop)
+    use_order = order.shape[0] > 0
+    scores = scratch[c, 0]
+    derivs = scratch[c, 1]
+    for o in range(k):
+        sums[c, 0, o] = 0.0
+        sums[c, 1, o] = 0.0
+        sums[c, 2, o] = 0.0
+        for j in range(d):
+            G[c, o, j] = 0.0
+    for position in range(lo, hi):
+        i = order[position] if use_order else position
+        if not _row_scores(X, i, W, b, scores):
+            sums[c, 2, 0] = 1.0
+        _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs, sums[c, 0])
+        for o in range(k):
+            # SAGA: the change of the row's stored derivative (rules.row_derivative).
+            derivs[o] = row_derivative(spec, state.row_memory[o], i, derivs[o])
+            sums[c, 1, o] += derivs[o]
+            coef = X.dtype.type(derivs[o])
+            for j in range(d):
+                G[c, o, j] += coef * X[i, j]
+
+
+@kernel
+def _accumulate_serial(rows, start, stop, mode, spec, state, G, sums, scratch):
+    chunk = chunk_rows_for(stop - start)
+    n_chunks = (stop - start + chunk - 1) // chunk
+    for c in range(n_chunks):
+        _accumulate_chunk(c, rows, start, stop, mode, spec, state, G, sums, scratch)
+    return n_chunks
+
+
+@parallel_kernel
+def _accumulate_parallel(rows, start, stop, mode, spec, state, G, sums, scratch):
+    chunk = chunk_rows_for(stop - start)
+    n_chunks = (stop - start + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        _accumulate_chunk(c, rows, start, stop, mode, spec, state, G, sums, scratch)
+    return n_chunks
+
+
+@scalar
+def _merge(G, sums, n_chunks, grad, deriv_sums, losses):
+    """``grad = Σ_c G[c]`` in chunk order, ``deriv_sums[o] = Σ_c sums[c, 1, o]``, adds the
+    loss sums to ``losses``; returns ``(Σ s·L of the batch, any non-finite score)``."""
+    k = grad.shape[0]
+    batch_loss = 0.0
+    bad = False
+    for o in range(k):
+        deriv_sums[o] = sums[0, 1, o]
+        for j in range(grad.shape[1]):
+            grad[o, j] = G[0, o, j]
+    for c in range(1, n_chunks):
+        for o in range(k):
+            deriv_sums[o] += sums[c, 1, o]
+            for j in range(grad.shape[1]):
+                grad[o, j] += G[c, o, j]
+    for c in range(n_chunks):
+        bad = bad or sums[c, 2, 0] > 0.0
+        for o in range(k):
+            losses[o] += sums[c, 0, o]
+            batch_loss += sums[c, 0, o]
+    return batch_loss, bad
+
+
+@kernel
+def multi_batch_epoch(rows, mode, batch_size, spec, state, parallel):
+    """One epoch of mini-batch gradient descent (full batch: ``batch_size ≥ n``) for all k
+    outputs: each batch of ``m`` rows steps every output by the mean of its rows' gradients,
+    all scored with the weights at the start of the batch. Returns ``(Σ s·L, t, bad)``."""
+    X, order = rows.X, rows.order
+    W, b = state.W, state.b
+    k, d = W.shape
+    n = order.shape[0] if order.shape[0] > 0 else X.shape[0]
+    G = np.empty((MAX_CHUNKS, k, d), dtype=X.dtype)
+    grad = np.empty((k, d), dtype=X.dtype)
+    sums = np.empty((MAX_CHUNKS, 3, k))
+    scratch = np.empty((MAX_CHUNKS, 2, k))
+    deriv_sums = np.empty(k)
+    no_average = np.empty(0)
+    losses = state.losses
+    losses[:] = 0.0
+    t = state.t
+    total = 0.0
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if parallel:
+            n_chunks = _accumulate_parallel(rows, start, stop, mode, spec, state, G, sums, scratch)
+        else:
+            n_chunks = _accumulate_serial(rows, start, stop, mode, spec, state, G, sums, scratch)
+        batch_loss, bad = _merge(G, sums, n_chunks, grad, deriv_sums, losses)
+        total += batch_loss
+        if bad or not is_finite(batch_loss):
+            return total + math.inf, t, start
+        eta = step_size(spec, t)
+        m = stop - start
+        if is_optimizer(spec.rule):
+            for o in range(k):
+                single = _output_state(state, o, t, no_average)
+                b[o] = apply_update(spec, single, grad[o], deriv_sums[o], 1.0 / m, m, eta, eta,
+                                    t, b[o])  # fmt: skip
+        else:
+            _dense_step(W, b, grad, -1, 1.0 / m, deriv_sums, eta, spec)
+        _average(state, t, spec.average_start)
+        t += 1.0
+    return total, t, -1
+
+
+@parallel_kernel
+def multi_predict(X, W, b, out):
+    """``out[i, o] = x_i·W[o] + b[o]``: one pass over X."""
+    n = X.shape[0]
+    chunk = 4096
+    n_chunks = (n + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        for i in range(c * chunk, min((c + 1) * chunk, n)):
+            for o in range(W.shape[0]):
+                acc = X.dtype.type(0.0)
+                for j in range(X.shape[1]):
+                    acc += X[i, j] * W[o, j]
+                out[i, o] = acc + b[o]
+
+
+# ---------------------------------------------------------------------------------------------
+# CSR kernels.
+# ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _fold_scale(W, scale):
+    """``W ← scale·W``; returns the new scale, 1."""
+    if scale != 1.0:
+        factor = W.dtype.type(scale)
+        for o in range(W.shape[0]):
+            for j in range(W.shape[1]):
+                W[o, j] *= factor
+    return 1.0
+
+
+@scalar
+def _csr_step(rows, i, state, derivs, coef_scale, scale, eta, spec, dense):
+    """The step of CSR row ``i`` (``coef_scale`` 1) on ``W = scale·V``; returns the new
+    scale. ``dense`` (L1 or averaging): the weights are decayed and thresholded in full."""
+    data, indices, indptr = rows.data, rows.indices, rows.indptr
+    W, b = state.W, state.b
+    dtype = W.dtype.type
+    decay = 1.0 - eta * spec.l2
+    for o in range(W.shape[0]):
+        if spec.fit_intercept:
+            b[o] -= eta * coef_scale * derivs[o]
+    if dense:
+        threshold = dtype(eta * spec.l1)
+        factor = dtype(decay)
+        for o in range(W.shape[0]):
+            for j in range(W.shape[1]):
+                W[o, j] *= factor
+            step = dtype(eta * coef_scale * derivs[o])
+            for q in range(indptr[i], indptr[i + 1]):
+                W[o, indices[q]] -= step * data[q]
+            if spec.l1 > 0.0:
+                for j in range(W.shape[1]):
+                    W[o, j] = soft_threshold(W[o, j], threshold)
+        return 1.0
+    new_scale = scale * decay
+    if abs(new_scale) < SCALE_RENORMALISE_BELOW:
+        # Fold the old scale into V and take this step's decay densely.
+        _fold_scale(W, scale * decay)
+        new_scale = 1.0
+    for o in range(W.shape[0]):
+        step = dtype(eta * coef_scale * derivs[o] / new_scale)
+        for q in range(indptr[i], indptr[i + 1]):
+            W[o, indices[q]] -= step * data[q]
+    return new_scale
+
+
+@kernel
+def multi_sgd_epoch_csr(rows, mode, spec, state):
+    """:func:`multi_sgd_epoch` on CSR rows (:class:`CsrMultiRows`)."""
+    data, indices, indptr, Y, labels, sample_weight, order = rows
+    W, b = state.W, state.b
+    k = W.shape[0]
+    use_order = order.shape[0] > 0
+    n = order.shape[0] if use_order else indptr.shape[0] - 1
+    dense = spec.l1 > 0.0 or state.avg_W.shape[0] > 0
+    scores = np.empty(k)
+    derivs = np.empty(k)
+    losses = state.losses
+    losses[:] = 0.0
+    t = state.t
+    total = 0.0
+    scale = 1.0
+    for position in range(n):
+        i = order[position] if use_order else position
+        if not _csr_row_scores(data, indices, indptr, i, W, scale, b, scores):
+            _fold_scale(W, scale)
+            return total + math.inf, t, position
+        eta = step_size(spec, t)
+        total += _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs, losses)
+        scale = _csr_step(rows, i, state, derivs, 1.0, scale, eta, spec, dense)
+        _average(state, t, spec.average_start)
+        t += 1.0
+    _fold_scale(W, scale)
+    return total, t, -1
+
+
+@kernel
+def multi_batch_epoch_csr(rows, mode, batch_size, spec, state):
+    """:func:`multi_batch_epoch` on CSR rows (serial): the batch's gradient is summed over
+    the columns it touches only, and the step touches only those (``W = scale·V``)."""
+    data, indices, indptr, Y, labels, sample_weight, order = rows
+    W, b = state.W, state.b
+    k, d = W.shape
+    use_order = order.shape[0] > 0
+    n = order.shape[0] if use_order else indptr.shape[0] - 1
+    dense = spec.l1 > 0.0 or state.avg_W.shape[0] > 0
+    grad = np.zeros((k, d))
+    seen = np.zeros(d, dtype=np.bool_)
+    touched = np.empty(d, dtype=np.int64)
+    scores = np.empty(k)
+    derivs = np.empty(k)
+    deriv_sums = np.empty(k)
+    losses = state.losses
+    losses[:] = 0.0
+    t = state.t
+    total = 0.0
+    scale = 1.0
+    dtype = W.dtype.type
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        n_touched = 0
+        deriv_sums[:] = 0.0
+        batch_loss = 0.0
+        bad = False
+        for position in range(start, stop):
+            i = order[position] if use_order else position
+            if not _csr_row_scores(data, indices, indptr, i, W, scale, b, scores):
+                bad = True
+            batch_loss += _derivatives(
+                mode, spec, Y, labels, sample_weight, i, scores, derivs, losses
+            )
+            for o in range(k):
+                deriv_sums[o] += derivs[o]
+            for q in range(indptr[i], indptr[i + 1]):
+                j = indices[q]
+                if not seen[j]:
+                    seen[j] = True
+                    touched[n_touched] = j
+                    n_touched += 1
+                for o in range(k):
+                    grad[o, j] += derivs[o] * data[q]
+        total += batch_loss
+        if bad or not is_finite(batch_loss):
+            _fold_scale(W, scale)
+            return total + math.inf, t, start
+        eta = step_size(spec, t)
+        share = 1.0 / (stop - start)
+        decay = 1.0 - eta * spec.l2
+        for o in range(k):
+            if spec.fit_intercept:
+                b[o] -= eta * share * deriv_sums[o]
+        if dense:
+            scale = _fold_scale(W, scale * decay)
+            threshold = dtype(eta * spec.l1)
+            for q in range(n_touched):
+                j = touched[q]
+                for o in range(k):
+                    W[o, j] -= dtype(eta * share * grad[o, j])
+            if spec.l1 > 0.0:
+                for o in range(k):
+                    for j in range(d):
+                        W[o, j] = soft_threshold(W[o, j], threshold)
+        else:
+            scale *= decay
+            if abs(scale) < SCALE_RENORMALISE_BELOW:
+                scale = _fold_scale(W, scale)
+            for q in range(n_touched):
+                j = touched[q]
+                for o in range(k):
+                    W[o, j] -= dtype(eta * share * grad[o, j] / scale)
+        for q in range(n_touched):
+            j = touched[q]
+            seen[j] = False
+            for o in range(k):
+                grad[o, j] = 0.0
+        _average(state, t, spec.average_start)
+        t += 1.0
+    _fold_scale(W, scale)
+    return total, t, -1
+
+
+@parallel_kernel
+def multi_predict_csr(data, indices, indptr, W, b, out):
+    """``out[i, o] = x_i·W[o] + b[o]`` for CSR rows."""
+    n = indptr.shape[0] - 1
+    chunk = 4096
+    n_chunks = (n + chunk - 1) // chunk
+    for c in numba.prange(n_chunks):
+        for i in range(c * chunk, min((c + 1) * chunk, n)):
+            for o in range(W.shape[0]):
+                acc = W.dtype.type(0.0)
+                for q in range(indptr[i], indptr[i + 1]):
+                    acc += data[q] * W[o, indices[q]]
+                out[i, o] = acc + b[o]

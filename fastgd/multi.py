@@ -52,6 +52,8 @@ from ._kernels.multi import (
     MultiState,
     multi_batch_epoch,
     multi_batch_epoch_csr,
+    multi_rule_batch_epoch,
+    multi_rule_sgd_epoch,
     multi_sgd_epoch,
     multi_sgd_epoch_csr,
 )
@@ -325,10 +327,14 @@ class _Epochs:
                 return multi_sgd_epoch_csr(rows, data.mode, spec, state)
             return multi_batch_epoch_csr(rows, data.mode, self.rows_per_step, spec, state)
         rows = MultiRows(data.X, data.Y, data.labels, data.sample_weight, order)
+        # The optimizer rules have kernels of their own (compiled only when used).
+        rule = spec.rule >= options.UPDATE_MOMENTUM
         if self.strategy == "sgd":
             stream = self.block_rows if self.shuffle == options.SHUFFLE_BLOCK else 0
-            return multi_sgd_epoch(rows, data.mode, spec, state, stream)
-        return multi_batch_epoch(rows, data.mode, self.rows_per_step, spec, state, self.parallel)
+            epoch = multi_rule_sgd_epoch if rule else multi_sgd_epoch
+            return epoch(rows, data.mode, spec, state, stream)
+        epoch = multi_rule_batch_epoch if rule else multi_batch_epoch
+        return epoch(rows, data.mode, self.rows_per_step, spec, state, self.parallel)
 
 
 def _starting_weights(k, d, dtype, coef_init, intercept_init):

@@ -76,10 +76,13 @@ def _run_kernel(mode, X, labels, Y, order, batch_size, spec, sw, averaging, csr,
             out = kernels.multi_batch_epoch_csr(rows, code, batch_size, spec, state)
     else:
         rows = kernels.MultiRows(X, Yk, labels_k, sw, order)
+        plain = rule == "sgd"
         if batch_size == 1:
-            out = kernels.multi_sgd_epoch(rows, code, spec, state, 0)
+            epoch = kernels.multi_sgd_epoch if plain else kernels.multi_rule_sgd_epoch
+            out = epoch(rows, code, spec, state, 0)
         else:
-            out = kernels.multi_batch_epoch(rows, code, batch_size, spec, state, False)
+            epoch = kernels.multi_batch_epoch if plain else kernels.multi_rule_batch_epoch
+            out = epoch(rows, code, batch_size, spec, state, False)
     return W, state.b, out, state
 
 

@@ -157,9 +157,12 @@ class _BaseSGD(BaseEstimator):
         if sp.issparse(X) and self._scikit_learns_method():
             common["intercept_decay"] = SPARSE_INTERCEPT_DECAY
         callback = self._verbose_callback() if self.verbose else None
-        if self._one_pass(problems, split):
+        if self._one_pass(problems, split, common):
+            # The k-output kernels take fastgd's L1 and intercept step (_one_pass: only
+            # where scikit-learn's ways would change nothing, or under multinomial).
+            one_pass = {**common, "l1_method": "proximal", "intercept_decay": 1.0}
             result = self._train_one_pass(
-                X, problems, sample_weight, common, max_iter=max_iter, seed=int(seeds[0]),
+                X, problems, sample_weight, one_pass, max_iter=max_iter, seed=int(seeds[0]),
                 coef=coef, intercept=intercept, t_init=t_init, callback=callback,
                 average_coef=average_coef if averaging else None,
                 average_intercept=average_intercept if averaging else None,
@@ -217,13 +220,16 @@ class _BaseSGD(BaseEstimator):
         if self.learning_rate != "auto":
             _warn_if_exploded(results, self.learning_rate)
 
-    def _one_pass(self, problems, split) -> bool:
+    def _one_pass(self, problems, split, common) -> bool:
         """Whether all sub-problems train in one pass over X (``fastgd.multi``): always for
         ``multiclass="multinomial"`` (one model); for one-vs-rest and multi-output when it
         gives the k-pass path's results: each sub-problem draws its own row order from its
         own seed (as scikit-learn's one-vs-rest), stops on its own ``tol`` and backs off on
         its own under ``auto``, so only ``shuffle=False``, ``tol=None``, a fixed schedule,
-        plain SGD, no early stopping and no class weights match it exactly."""
+        plain SGD, no early stopping and no class weights match it exactly, and only where
+        scikit-learn's ways (``common``: its truncated L1, its damped intercept on sparse
+        data) change nothing: the k-output kernels have fastgd's proximal L1 and plain
+        intercept step (multinomial, which scikit-learn does not have, takes them too)."""
         if getattr(self, "multiclass", "ovr") == "multinomial":
             if split is not None:
                 raise ValueError(
@@ -239,6 +245,8 @@ class _BaseSGD(BaseEstimator):
             and self.optimizer == "sgd"
             and split is None
             and all(np.all(multiplier == 1.0) for _, multiplier, _ in problems)
+            and "intercept_decay" not in common
+            and not (common["l1_method"] == "truncated" and self.penalty in ("l1", "elasticnet"))
         )
 
     def _train_one_pass(self, X, problems, sample_weight, common, *, max_iter, seed, coef,

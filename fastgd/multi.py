@@ -269,6 +269,15 @@ def _check_supported(resolved: dict, given: dict, sparse: bool) -> None:
     for name in ("validation_score", "slots_init"):
         if given.get(name) is not None:
             raise ValueError(f"{name} is not supported with k > 1 outputs.")
+    # scikit-learn's ways (fastgd.fit's l1_method, intercept_decay) are single-output kernel
+    # options: the k-output kernels take the proximal L1 and the plain intercept step.
+    if resolved.get("l1_method", "proximal") != "proximal" and resolved["l1"] > 0.0:
+        raise ValueError(
+            "l1_method='truncated' is not supported with k > 1 outputs: use "
+            "l1_method='proximal' (the default)."
+        )
+    if resolved.get("intercept_decay", 1.0) != 1.0:
+        raise ValueError("intercept_decay is not supported with k > 1 outputs: leave it at 1.0.")
 
 
 # ---------------------------------------------------------------------------------------------

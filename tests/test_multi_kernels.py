@@ -357,12 +357,15 @@ def test_one_pass_ovr_equals_the_k_pass_path_where_it_runs(monkeypatch):
         "_train_one_pass",
         lambda self, *a, **kw: calls.append(1) or one_pass(self, *a, **kw),
     )
-    settings = dict(shuffle=False, tol=None, max_iter=3, average=True, penalty="elasticnet")
+    settings = dict(shuffle=False, tol=None, max_iter=3, average=True, penalty="l2")
     regression = dict(shuffle=False, tol=None, max_iter=3, learning_rate="invscaling")
     fast = SGDClassifier(**settings).fit(X, y)
     fast_regressor = SGDRegressor(**regression).fit(X, Y)
     assert len(calls) == 2
-    monkeypatch.setattr(_BaseSGD, "_one_pass", lambda self, problems, split: False)
+    # scikit-learn's truncated L1 (per-sample plain SGD) is a single-output kernel's: k passes.
+    SGDClassifier(**{**settings, "penalty": "elasticnet"}).fit(X, y)
+    assert len(calls) == 2
+    monkeypatch.setattr(_BaseSGD, "_one_pass", lambda self, problems, split, common: False)
     slow = SGDClassifier(**settings).fit(X, y)
     slow_regressor = SGDRegressor(**regression).fit(X, Y)
     assert len(calls) == 2
@@ -419,3 +422,13 @@ def test_optimizers_train_k_outputs_and_csr_refuses_them_by_name():
     assert (adam.predict(X) == y).mean() > 0.85
     with pytest.raises(ValueError, match="on CSR rows"):
         fastgd.fit(sp.csr_matrix(X), y, loss="log_loss", optimizer="momentum")
+
+
+def test_k_outputs_refuse_the_single_output_kernels_options():
+    """scikit-learn's truncated L1 and damped intercept step exist in the single-output
+    kernels only: with k outputs, fastgd.fit says so instead of ignoring them."""
+    X, y = _classes()
+    with pytest.raises(ValueError, match="l1_method='truncated' is not supported with k > 1"):
+        fastgd.fit(X, y, loss="hinge", strategy="sgd", penalty="l1", l1_method="truncated")
+    with pytest.raises(ValueError, match="intercept_decay is not supported with k > 1"):
+        fastgd.fit(X, y, loss="hinge", strategy="sgd", intercept_decay=0.01)

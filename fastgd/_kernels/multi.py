@@ -203,7 +203,7 @@ def _output_state(state, o, t, no_average):
     """Output ``o``'s training state as the single-output rules read it (``records.State``:
     views of its row of ``W``, its slots and row memory)."""
     return State(state.W[o], state.b[o], t, no_average, no_average, state.slots[o],
-                 state.row_memory[o])  # fmt: skip
+                 state.row_memory[o], no_average)  # fmt: skip
 
 
 @scalar

@@ -46,7 +46,7 @@ from .epochs import MAX_CHUNKS, chunk_rows_for
 from .memory import prefetch_for_order
 from .records import State
 from .rules import apply_update, optimizer_update, row_derivative
-from .scalar import is_finite, loss_and_derivative, soft_threshold, step_size
+from .scalar import decay_factor, is_finite, loss_and_derivative, soft_threshold, step_size
 
 #: ``mode`` codes of the kernels (written as literals where a loop is specialised).
 OVR = 0
@@ -179,7 +179,7 @@ def _dense_step(W, b, grad_rows, g, coef_scale, derivs, eta, spec):
     derivs[o]``: for one row, ``row_o = x`` (``grad_rows`` 2-D, row ``g``) and
     ``c_o = derivs[o]``; for a batch (``g`` < 0), ``row_o = grad_rows[o]`` and ``c_o = 1``."""
     dtype = W.dtype.type
-    decay = dtype(1.0 - eta * spec.l2)
+    decay = dtype(decay_factor(eta, spec.l2))
     threshold = dtype(eta * spec.l1)
     for o in range(W.shape[0]):
         if g >= 0:
@@ -249,7 +249,7 @@ def _fused_row_step(X, i, following, W, b, derivs, eta, spec, scores):
     (the next row's loads leave the serial chain of steps, as ``epochs._fused_step``).
     Returns whether the new scores are finite."""
     dtype = W.dtype.type
-    decay = dtype(1.0 - eta * spec.l2)
+    decay = dtype(decay_factor(eta, spec.l2))
     threshold = dtype(eta * spec.l1)
     ok = True
     for o in range(W.shape[0]):
@@ -571,7 +571,7 @@ def _csr_step(rows, i, state, derivs, coef_scale, scale, eta, spec, dense):
     data, indices, indptr = rows.data, rows.indices, rows.indptr
     W, b = state.W, state.b
     dtype = W.dtype.type
-    decay = 1.0 - eta * spec.l2
+    decay = decay_factor(eta, spec.l2)
     for o in range(W.shape[0]):
         if spec.fit_intercept:
             b[o] -= eta * coef_scale * derivs[o]
@@ -701,7 +701,7 @@ def _batch_loop_csr(rows, mode, batch_size, spec, state):
             return total + math.inf, t, start
         eta = step_size(spec, t)
         share = 1.0 / (stop - start)
-        decay = 1.0 - eta * spec.l2
+        decay = decay_factor(eta, spec.l2)
         for o in range(k):
             if spec.fit_intercept:
                 b[o] -= eta * share * deriv_sums[o]

@@ -158,18 +158,10 @@ FEATURES_AHEAD = 16
 
 
 @scalar
-def _catch_up(j, v, w, last, history, avg_w, l1, first_averaged, avg_offset):
-    """Bring feature ``j`` (current at state ``last[j]``) to state ``v``: ``w[j]`` and, when
-    averaging (``avg_w`` non-empty), ``avg_w[j]``."""
-    marks = (first_averaged, False, avg_offset, 0)
-    _catch_up_features(_EVERY_FEATURE, _EVERY_FEATURE, j, j + 1, v, w, last, history, avg_w, l1,
-                       marks)  # fmt: skip
-
-
-@scalar
 def _catch_up_features(columns, values, lo, hi, v, w, last, history, avg_w, l1, marks):
-    """Bring the features ``columns[lo:hi]`` (``columns`` empty: ``lo..hi``) to state ``v``
-    as :func:`_catch_up` does one (``marks`` as :func:`_begin_lazy_step` keeps them), and
+    """Bring the features ``columns[lo:hi]`` (``columns`` empty: ``lo..hi``), each current
+    at state ``last[j]``, to state ``v``: ``w[j]`` and, when averaging (``avg_w``
+    non-empty), ``avg_w[j]`` (``marks`` as :func:`_begin_lazy_step` keeps them), and
     return ``Σ values[p]·w[j]`` over them after it (``values`` empty: 0), summed in the order
     of ``p``: a row's prediction, the same sum as before the loop was a helper.
 
@@ -177,7 +169,7 @@ def _catch_up_features(columns, values, lo, hi, v, w, last, history, avg_w, l1, 
     of an inlined helper that takes arrays increfs and decrefs each of them (an NRT call
     with an atomic add or subtract each, which Numba's reference-count pruning leaves in
     place when the helper branches or loops). Measured on the 200,000 x 100,000 CSR of the
-    module docstring (50 non-zeros a row, 1 thread): ``_catch_up`` and ``_update_touched``
+    module docstring (50 non-zeros a row, 1 thread): a one-feature catch-up and ``_update_touched``
     called per feature made 8-10 such calls a feature and the lazy path 12-33x slower
     than the scaled one (L1 SGD epoch 582 against 23 ms)."""
     first_averaged, avg_offset = marks[0], marks[2]

@@ -29,3 +29,18 @@ def large_batches(rows: int, values_per_row: float) -> bool:
     """Whether a batch of ``rows`` rows is large enough to accumulate in parallel: at least
     ``PARALLEL_MIN_VALUES`` values and at least two chunks to share (whatever the threads)."""
     return rows * values_per_row >= PARALLEL_MIN_VALUES and rows >= 2 * MIN_CHUNK_ROWS
+
+
+# The engine's divergence and step policies (fastgd.engine and fastgd.multi apply them).
+#: An epoch whose loss exceeds this many times the larger of the objective at the starting
+#: weights and that of the all-zero model has diverged.
+EXPLOSION_FACTOR = 1e10
+#: ``adaptive`` divides the step by this after ``n_iter_no_change`` epochs without progress
+#: and stops once the step falls below ``ADAPTIVE_MIN_ETA`` (as scikit-learn).
+ADAPTIVE_DIVISOR = 5.0
+ADAPTIVE_MIN_ETA = 1e-6
+#: When a run with ``learning_rate="auto"`` diverges anyway (an adversarial row order, rows
+#: of extreme leverage outside the sample), a fit returns to the best state so far and
+#: divides the step by this, at most this often.
+AUTO_BACKTRACK_DIVISOR = 4.0
+AUTO_MAX_BACKTRACKS = 8

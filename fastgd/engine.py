@@ -36,7 +36,15 @@ from ._kernels.epochs import (
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State, l1_memory_for, make_spec, make_state, rule_arrays
 from ._pipeline import GatheredEpochs, gathers, overlap_available
-from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
+from ._thresholds import (
+    ADAPTIVE_DIVISOR,
+    ADAPTIVE_MIN_ETA,
+    AUTO_BACKTRACK_DIVISOR,
+    AUTO_MAX_BACKTRACKS,
+    AUTO_SAMPLE_ROWS,
+    EXPLOSION_FACTOR,
+    parallel_batches,
+)
 from ._validation import (
     check_binary_labels,
     check_csr,
@@ -65,13 +73,6 @@ __all__ = [
     "train",
 ]
 
-#: An epoch whose loss exceeds this many times the larger of the objective at the starting
-#: weights and that of the all-zero model has diverged.
-EXPLOSION_FACTOR = 1e10
-#: ``adaptive`` divides the step by this after ``n_iter_no_change`` epochs without progress
-#: and stops once the step falls below ``ADAPTIVE_MIN_ETA`` (as scikit-learn).
-ADAPTIVE_DIVISOR = 5.0
-ADAPTIVE_MIN_ETA = 1e-6
 #: An epoch whose loss exceeds this many times the best epoch loss so far has diverged.
 RISE_FACTOR = 10.0
 #: ... but only once the loss is also above this fraction of the loss scale (the larger of
@@ -84,11 +85,6 @@ RISE_FLOOR = 1e-2
 #: With ``auto`` on a smooth loss, a full-batch objective that rises by more than this
 #: (relative) means the step was too large.
 RISE_TOLERANCE = 1e-9
-#: When a run with ``learning_rate="auto"`` diverges anyway (an adversarial row order, rows
-#: of extreme leverage outside the sample), the engine returns to the best state so far and
-#: divides the step by this, at most this often.
-AUTO_BACKTRACK_DIVISOR = 4.0
-AUTO_MAX_BACKTRACKS = 8
 #: Bytes of float64 copies sampled for the curvature behind ``"auto"`` (and at most
 #: ``AUTO_SAMPLE_ROWS`` rows, from ``fastgd._thresholds``).
 AUTO_SAMPLE_BYTES = 64 * 1024 * 1024

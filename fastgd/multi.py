@@ -59,7 +59,14 @@ from ._kernels.multi import (
 )
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import make_spec
-from ._thresholds import parallel_batches
+from ._thresholds import (
+    ADAPTIVE_DIVISOR,
+    ADAPTIVE_MIN_ETA,
+    AUTO_BACKTRACK_DIVISOR,
+    AUTO_MAX_BACKTRACKS,
+    EXPLOSION_FACTOR,
+    parallel_batches,
+)
 from ._validation import (
     check_csr,
     check_sample_weight,
@@ -86,12 +93,6 @@ MULTICLASS = ("ovr", "multinomial")
 #: Softmax cross-entropy's curvature bound in the scores (the largest eigenvalue of
 #: ``diag(p) − ppᵀ`` is at most ½).
 SOFTMAX_CURVATURE = 0.5
-#: As the engine's (``fastgd.engine``): explosion factor and ``auto``'s back-off.
-EXPLOSION_FACTOR = 1e10
-AUTO_BACKTRACK_DIVISOR = 4.0
-AUTO_MAX_BACKTRACKS = 8
-ADAPTIVE_DIVISOR = 5.0
-ADAPTIVE_MIN_ETA = 1e-6
 #: The optimizer rules' scalars, as ``records.Spec`` fields (``engine.OPTIMIZER_SCALARS``).
 OPTIMIZER_SCALARS = ("momentum", "nesterov", "beta_1", "beta_2", "rho", "optimizer_epsilon")
 

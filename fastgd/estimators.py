@@ -154,7 +154,8 @@ class _BaseSGD(BaseEstimator):
         seeds = rng.randint(_MAX_SEED, size=k)
         tol = self.tol
         common = self._engine_options()
-        if sp.issparse(X) and self._scikit_learns_method():
+        if sp.issparse(X) and self.fit_intercept and self._scikit_learns_method():
+            # (without an intercept there is no step to damp: the one-pass path stays open)
             common["intercept_decay"] = SPARSE_INTERCEPT_DECAY
         callback = self._verbose_callback() if self.verbose else None
         if self._one_pass(problems, split, common):
@@ -223,13 +224,19 @@ class _BaseSGD(BaseEstimator):
     def _one_pass(self, problems, split, common) -> bool:
         """Whether all sub-problems train in one pass over X (``fastgd.multi``): always for
         ``multiclass="multinomial"`` (one model); for one-vs-rest and multi-output when it
-        gives the k-pass path's results: each sub-problem draws its own row order from its
-        own seed (as scikit-learn's one-vs-rest), stops on its own ``tol`` and backs off on
-        its own under ``auto``, so only ``shuffle=False``, ``tol=None``, a fixed schedule,
-        plain SGD, no early stopping and no class weights match it exactly, and only where
-        scikit-learn's ways (``common``: its truncated L1, its damped intercept on sparse
-        data) change nothing: the k-output kernels have fastgd's proximal L1 and plain
-        intercept step (multinomial, which scikit-learn does not have, takes them too)."""
+        trains the k-pass path's models: the k-pass path stops each sub-problem on its own
+        ``tol``, backs each off on its own under ``auto`` and weighs each class's positives
+        by its class weight, so only ``tol=None``, a fixed schedule, plain SGD, no early
+        stopping and no class weights, and only where scikit-learn's ways (``common``: its
+        truncated L1, its damped intercept on sparse data) change nothing: the k-output
+        kernels have fastgd's proximal L1 and plain intercept step (multinomial, which
+        scikit-learn does not have, takes them too).
+
+        Row orders: with ``shuffle=False`` the one pass equals the k passes to the last
+        bits (tested). Shuffled, the k-pass path (as scikit-learn's one-vs-rest) draws one
+        order per class from its own seed, the one pass one order for all classes (from the
+        first class's seed): each class's model is still SGD over a uniformly random order,
+        the same fit in distribution, not in its bits."""
         if getattr(self, "multiclass", "ovr") == "multinomial":
             if split is not None:
                 raise ValueError(
@@ -239,7 +246,6 @@ class _BaseSGD(BaseEstimator):
             return True
         return (
             len(problems) > 1
-            and self.shuffle is False
             and self.tol is None
             and self.learning_rate not in ("auto", "pa1", "pa2")
             and self.optimizer == "sgd"
@@ -754,9 +760,11 @@ class SGDClassifier(ClassifierMixin, _BaseSGD):
     ``multiclass`` (fastgd's extension): ``"ovr"`` (scikit-learn's one-vs-rest) or
     ``"multinomial"`` (one softmax model, ``loss="log_loss"``; ``predict_proba`` is the
     softmax; ``coef_`` has one row per class, also for two classes). Multinomial fits, and
-    one-vs-rest fits where one pass gives the k-pass results (``shuffle=False``,
-    ``tol=None``, a fixed schedule, plain SGD, no early stopping or class weights), train
-    all classes in one pass over X per step (``fastgd.multi``).
+    one-vs-rest fits with ``tol=None``, a fixed schedule, plain SGD and no early stopping or
+    class weights, train all classes in one pass over X per step (``fastgd.multi``); with
+    ``shuffle`` on, the classes then share one row order each epoch where scikit-learn
+    draws one per class (the same models in distribution; with ``shuffle=False`` the one
+    pass gives the k-pass path's results exactly).
 
     Attributes
     ----------

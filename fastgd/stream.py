@@ -780,8 +780,10 @@ def fit_csv(
         skipped rows): what a checkpoint written from ``callback`` needs (its weights are
         in the standardised space with ``standardize``).
     coef_init, intercept_init :
-        Starting weights (e.g. a checkpoint), in the raw (encoded, unscaled) features' space.
-    slots_init : array of shape (slots, n_features + 1), optional
+        Starting weights (e.g. a checkpoint), in the raw (encoded, unscaled) features' space:
+        a vector and a number, or with k weight vectors (more than two classes, or
+        ``multiclass="multinomial"``) a (k, n_features) array and k intercepts.
+    slots_init : array of shape (slots, n_features + 1) or (k, slots, n_features + 1), optional
         The update rule's state to start from (``FitResult.slots``, a model file's
         ``rule_state``), as :func:`fastgd.fit` takes it. Unlike ``coef_init`` it is in the
         space the engine trains in (the standardised features with ``standardize``, as
@@ -860,11 +862,11 @@ def fit_csv(
     if validation_fraction > 0.0:
         resolved["validation_score"] = source.validation_score(resolved["loss"].classification)
     source.on_epoch_state = on_epoch_state
+    coef_start, intercept_start = _standardized_start(stats, coef_init, intercept_init)
     if stream_multi.needs_k_classes(stats.classes, resolved["loss"], resolved["multiclass"]):
-        starts = {"coef_init": coef_init, "intercept_init": intercept_init,
+        starts = {"coef_init": coef_start, "intercept_init": intercept_start,
                   "slots_init": slots_init}  # fmt: skip
         return _fit_k_classes(source, stats, resolved, cache, started, starts, schema.target)
-    coef_start, intercept_start = _standardized_start(stats, coef_init, intercept_init)
     try:
         result = engine.train(
             source, resolved, classes=stats.classes, coef_init=coef_start,
@@ -881,14 +883,12 @@ def fit_csv(
 def _fit_k_classes(source, stats, resolved, cache, started, starts, target):
     """fit_csv's epochs for k > 1 weight vectors (``fastgd.stream_multi``)."""
     try:
-        stream_multi.check_k_class_options(
-            resolved, validation_fraction=source.validation_fraction, starts=starts
-        )
+        stream_multi.check_k_class_options(resolved, validation_fraction=source.validation_fraction)
         source.positive = None
         source.k_classes = (np.asarray(stats.classes), stream_multi.class_lookup(stats))
         result = stream_multi.fit_k_classes(
             source, stats, resolved, multiclass=resolved["multiclass"],
-            auto_step=engine._k_output_auto_step(resolved),
+            auto_step=engine._k_output_auto_step(resolved), **starts,
         )  # fmt: skip
     finally:
         cache.close()
@@ -983,10 +983,14 @@ def _check_options(*, standardize, missing, max_categories, hash_features, on_ba
 
 def _standardized_start(stats: StreamStats, coef_init, intercept_init):
     """Raw-space starting weights in the standardised space: ``w_std = w·scale``,
-    ``b_std = b + w·mean``."""
+    ``b_std = b + w·mean`` (one weight vector, or k as rows of a (k, d) ``coef_init``)."""
     if stats.mean is None or coef_init is None:
         return coef_init, intercept_init
-    raw = np.asarray(coef_init, dtype=np.float64).reshape(-1)
+    raw = np.asarray(coef_init, dtype=np.float64)
+    if raw.ndim == 2:
+        intercept = 0.0 if intercept_init is None else np.asarray(intercept_init, np.float64)
+        return raw * stats.scale, intercept + raw @ stats.mean
+    raw = raw.reshape(-1)
     return raw * stats.scale, float(intercept_init or 0.0) + float(raw @ stats.mean)
 
 

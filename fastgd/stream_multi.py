@@ -40,15 +40,22 @@ from ._kernels.multi import (
 from ._kernels.order import fill_epoch_order
 from ._thresholds import parallel_batches
 from ._validation import is_sparse
-from .multi import SOFTMAX_CURVATURE, SUPPORTED, MultiFitResult, _check_supported, _Loop
+from .multi import (
+    SOFTMAX_CURVATURE,
+    SUPPORTED,
+    MultiFitResult,
+    _check_supported,
+    _Loop,
+    _starting_weights,
+)
 
 __all__ = ["fit_k_classes", "needs_k_classes"]
 
 #: What fit_csv trains with k > 1 classes, for the refusals' messages.
 CSV_SUPPORTED = (
     "fit_csv (fastgd train) with more than two classes or multiclass='multinomial' runs "
-    "strategy 'sgd' or 'minibatch', without validation_fraction and without starting "
-    "weights or --resume; for those, use fastgd.fit(X, y, multiclass=...) on arrays in memory"
+    "strategy 'sgd' or 'minibatch', without validation_fraction; for those, use "
+    "fastgd.fit(X, y, multiclass=...) on arrays in memory"
 )
 _EMPTY = np.empty(0)
 
@@ -61,15 +68,12 @@ def needs_k_classes(classes, loss: options.Loss, multiclass: str) -> bool:
     return multiclass == "multinomial" or np.size(classes) > 2
 
 
-def check_k_class_options(resolved: dict, *, validation_fraction: float, starts: dict) -> None:
+def check_k_class_options(resolved: dict, *, validation_fraction: float) -> None:
     """Refuse, naming what works, what the block epochs of k classes do not run."""
     if resolved["strategy"].name == "full":
         raise ValueError(f"strategy='full' is not supported here: {CSV_SUPPORTED}.")
     if validation_fraction > 0.0:
         raise ValueError(f"validation_fraction is not supported here: {CSV_SUPPORTED}.")
-    given = [name for name, value in starts.items() if value is not None]
-    if given:
-        raise ValueError(f"{', '.join(given)} not supported here: {CSV_SUPPORTED}.")
     if resolved["rule"].row_memory:
         raise ValueError(
             f"optimizer={resolved['optimizer']!r} keeps one stored derivative per row of the "
@@ -154,6 +158,8 @@ class _BlockEpochs:
                 source.progress(self.epochs_run + 1, position, source.n_rows)
         state.losses[:] = totals
         self.epochs_run += 1
+        if source.on_epoch_state is not None:  # a checkpoint's (t, slots) after the steps
+            source.on_epoch_state(t, state.slots)
         return total, t, -1
 
 
@@ -170,10 +176,13 @@ def _zero_model_loss(resolved: dict, k: int, mode: int) -> float:
     return float(values.sum())
 
 
-def fit_k_classes(source, stats, resolved: dict, *, multiclass: str, auto_step) -> MultiFitResult:
+def fit_k_classes(source, stats, resolved: dict, *, multiclass: str, auto_step, coef_init=None,
+                  intercept_init=None, slots_init=None) -> MultiFitResult:  # fmt: skip
     """The epochs of a k-class fit on ``source`` (``fastgd.stream._CsvSource`` of k
-    classes), after ``fit_csv``'s first pass (``stats``). The weights are in the space the
-    rows are encoded in (standardised with ``standardize``)."""
+    classes), after ``fit_csv``'s first pass (``stats``). The weights, the starting ones
+    (``coef_init`` (k, d), ``intercept_init`` (k,): e.g. a --resume's) and the rule's
+    ``slots_init`` (k, slots, d + 1) are in the space the rows are encoded in
+    (standardised with ``standardize``)."""
     multinomial = multiclass == "multinomial"
     classes = np.asarray(stats.classes)
     k = classes.shape[0]
@@ -194,13 +203,23 @@ def fit_k_classes(source, stats, resolved: dict, *, multiclass: str, auto_step) 
         eta = auto_step(sample.rows, _EMPTY, loss, epochs.batch, source.max_row_norm())
     data = types.SimpleNamespace(X=types.SimpleNamespace(shape=(source.n_rows, d)), k=k,
                                  classes=classes)  # fmt: skip
-    W = np.zeros((k, d), dtype=source.dtype)
-    b = np.zeros(k)
+    W, b = _starting_weights(k, d, source.dtype, coef_init, intercept_init)
     scale = _zero_model_loss(resolved, k, mode)
     loop = _Loop(data, resolved, W, b, eta, None, None, scale=scale)
+    if slots_init is not None:
+        _start_slots(loop.slots, slots_init)
     while len(loop.history) < resolved["max_iter"] and loop.step(epochs):
         pass
     return loop.result(multiclass)
+
+
+def _start_slots(slots: np.ndarray, slots_init) -> None:
+    """The loop's rule state from ``slots_init``, checked against its shape (k, slots,
+    d + 1)."""
+    given = np.asarray(slots_init, dtype=np.float64)
+    if given.shape != slots.shape:
+        raise ValueError(f"slots_init has shape {given.shape}; this fit needs {slots.shape}.")
+    slots[:] = given
 
 
 def fold_scaler(result: MultiFitResult, stats, dtype: np.dtype) -> None:

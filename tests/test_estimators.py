@@ -885,3 +885,34 @@ def test_features_near_1e200_give_advice_through_the_estimators():
         SGDRegressor(learning_rate="auto").fit(X, y)
     with pytest.raises(fastgd.DivergenceError, match=r"too large.*Standardise"):
         SGDRegressor().fit(X, y)
+
+
+@pytest.mark.parametrize("shuffle", [True, "block"])
+def test_shuffled_one_vs_rest_takes_one_pass_with_one_order_for_all_classes(monkeypatch, shuffle):
+    """tol=None, a fixed schedule, plain SGD: a shuffled one-vs-rest fit is one k-output
+    fit (one row order shared by the classes), reproducible from random_state, and as good
+    a model as the k-pass path's (one order per class)."""
+    from fastgd.estimators import _BaseSGD
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((900, 6))
+    y = (X @ rng.standard_normal((6, 4))).argmax(axis=1)
+    settings = dict(shuffle=shuffle, tol=None, max_iter=6, random_state=7)
+    calls = []
+    one_pass = _BaseSGD._train_one_pass
+    monkeypatch.setattr(
+        _BaseSGD,
+        "_train_one_pass",
+        lambda self, *a, **kw: calls.append(1) or one_pass(self, *a, **kw),
+    )
+    first = fastgd.SGDClassifier(**settings).fit(X, y)
+    again = fastgd.SGDClassifier(**settings).fit(X, y)
+    other_seed = fastgd.SGDClassifier(**{**settings, "random_state": 8}).fit(X, y)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(first.coef_, again.coef_)
+    assert not np.array_equal(first.coef_, other_seed.coef_)  # the order is shuffled
+    monkeypatch.setattr(_BaseSGD, "_one_pass", lambda self, problems, split, common: False)
+    k_passes = fastgd.SGDClassifier(**settings).fit(X, y)
+    assert len(calls) == 3
+    assert abs(first.score(X, y) - k_passes.score(X, y)) < 0.03
+    assert first.score(X, y) > 0.85

@@ -223,12 +223,48 @@ def test_what_k_classes_from_a_csv_do_not_run_is_refused(tmp_path, text_csv):
         fastgd.fit_csv(text_csv, target="animal", loss="log_loss", validation_fraction=0.2)
     with pytest.raises(ValueError, match="strategy='full' is not supported here"):
         fastgd.fit_csv(text_csv, target="animal", loss="log_loss", strategy="full")
-    model_path = tmp_path / "animals.npz"
-    code, _ = _run(["train", text_csv, "--target", "animal", "--loss", "hinge", "--epochs",
-                    "2", "--model", model_path, "--quiet", "--checkpoint"])  # fmt: skip
-    assert code == 0 and fastgd.load(model_path).coef.shape[0] == 4
-    code, _ = _run(["train", text_csv, "--model", model_path, "--resume", "--quiet"])
-    assert code == 1
+
+
+def _train_then_resume(tmp_path, data, target, flags, first: int, then: int):
+    """Train ``first`` epochs then --resume ``then`` more, and train ``first + then`` in
+    one run: the two models."""
+    split, whole = tmp_path / "split.npz", tmp_path / "whole.npz"
+    common = ["train", data, "--target", target, *flags, "--random-state", "3", "--quiet"]
+    assert _run([*common, "--model", split, "--epochs", first])[0] == 0
+    resume = ["train", data, "--model", split, "--resume", "--epochs", then, "--quiet"]
+    assert _run(resume)[0] == 0
+    assert _run([*common, "--model", whole, "--epochs", first + then])[0] == 0
+    return fastgd.load(split), fastgd.load(whole)
+
+
+@pytest.mark.parametrize("multiclass", ["ovr", "multinomial"])
+def test_k_classes_resume_equals_the_uninterrupted_run(tmp_path, text_csv, multiclass):
+    """--resume continues k weight vectors (text features: CSR rows), their step counter
+    and the row orders: 2 epochs then 3 resumed are the 5 of one run."""
+    flags = ["--loss", "log_loss", "--multiclass", multiclass, "--learning-rate", "constant",
+             "--eta0", "0.05", "--tol", "none"]  # fmt: skip
+    resumed, whole = _train_then_resume(tmp_path, text_csv, "animal", flags, 2, 3)
+    assert resumed.coef.shape == whole.coef.shape == (4, resumed.coef.shape[1])
+    np.testing.assert_allclose(resumed.coef, whole.coef, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(resumed.intercept, whole.intercept, rtol=1e-12, atol=1e-14)
+    assert resumed.summary["epochs"] == 5 and resumed.summary["t"] == whole.summary["t"]
+    np.testing.assert_allclose(
+        resumed.summary["loss_history"], whole.summary["loss_history"], rtol=1e-12
+    )
+
+
+def test_k_classes_resume_continues_the_optimizers_state(tmp_path):
+    """Adam's moments of every class are kept in the model file and carried on."""
+    X, y = _data(k=3)
+    path = tmp_path / "three.csv"
+    _write_numeric(path, X, y)
+    flags = ["--loss", "log_loss", "--optimizer", "adam", "--learning-rate", "constant",
+             "--eta0", "0.01", "--tol", "none", "--strategy", "minibatch",
+             "--batch-size", "16"]  # fmt: skip
+    resumed, whole = _train_then_resume(tmp_path, path, "label", flags, 2, 2)
+    assert resumed.rule_state.optimizer == "adam" and resumed.rule_state.slots.shape[0] == 3
+    np.testing.assert_allclose(resumed.rule_state.slots, whole.rule_state.slots, rtol=1e-12)
+    np.testing.assert_allclose(resumed.coef, whole.coef, rtol=1e-12, atol=1e-14)
 
 
 def test_dask_fit_refuses_k_classes_naming_what_trains_them(client):

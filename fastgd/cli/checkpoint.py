@@ -56,8 +56,6 @@ def resumed_slots(previous, optimizer: str, standardize: bool) -> np.ndarray | N
         reason = (
             f"its slots belong to the {kept} features and this run uses the {other} ones ({flag})"
         )
-    elif state.slots.shape[0] != 1:  # pragma: no cover - fit_csv models have one vector
-        reason = "the model has more than one weight vector"
     if reason is not None:
         warnings.warn(
             f"--resume: the model keeps the state of the optimizer {state.optimizer!r} but "
@@ -65,7 +63,9 @@ def resumed_slots(previous, optimizer: str, standardize: bool) -> np.ndarray | N
             stacklevel=2,
         )
         return None
-    return np.array(state.slots[0], dtype=np.float64)
+    # one (slots, d + 1) block per weight vector: k of them for k classes (fit_csv's shape)
+    slots = np.array(state.slots, dtype=np.float64)
+    return slots[0] if np.ndim(previous.coef) == 1 else slots
 
 
 def resumed_rng(previous, random_state, seed_given: bool) -> np.random.Generator:

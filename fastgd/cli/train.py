@@ -204,12 +204,6 @@ def _fit(args, schema, settings: dict, checkpoints: Checkpointer, bar: ProgressB
 
     previous = checkpoints.previous
     resume = {}
-    if previous is not None and previous.coef.ndim == 2:
-        raise CommandError(
-            f"--resume continues a model of one weight vector (a regressor or two classes); "
-            f"{args.model} holds {previous.coef.shape[0]} (one per class). Train it again "
-            "without --resume (--checkpoint still saves it after every epoch)."
-        )
     if previous is not None:
         coef, intercept = previous.raw_weights()
         _, _, t_start = previous_progress(previous)

@@ -58,6 +58,17 @@ carried from round to round:
   refused: its memory (one derivative per row) would have to live and change on the
   workers, beside the blocks that Dask may recompute.
 
+k > 1 outputs (more than two numeric classes, one-vs-rest, or ``multiclass="multinomial"``'s
+softmax; k target columns of a regression: a 2-D ``y``, or a dask DataFrame ``y`` of k
+columns) train in ``minibatch_mode="average"``: each round, every partition runs one local
+epoch of ``fastgd.fit(X, labels, multiclass=..., classes=<all classes>, coef_init=W,
+intercept_init=b, max_iter=1)`` (the k-output kernels, ``fastgd.multi``) and the driver
+averages ``W`` (k, d) and ``b`` (k,) weighted by rows; the epoch loop (``auto`` step,
+back-off, stopping, callback) is ``fastgd.multi``'s (:class:`_KOutputRounds`). The classes
+come from the first pass (or ``classes=``). ``strategy="full"``, ``minibatch_mode="sample"``
+and optimizers other than ``"sgd"`` (whose slots ``fastgd.fit`` does not take back for k
+outputs) are refused with k outputs, naming what runs.
+
 A step whose tasks fail because a worker died is retried (``STEP_RETRIES`` attempts): Dask
 recomputes lost blocks from the input's graph. The driver's model changes only after a
 step's reduction has fully arrived; when the retries run out, :class:`WorkerLostError`
@@ -811,8 +822,9 @@ def fit(
         A dask array of shape (n_samples, n_features) (partitions are its chunks of rows;
         chunks along columns are merged), or a dask dataframe, e.g. from
         ``dask.dataframe.read_csv("data-*.csv")`` (partitions: its partitions).
-    y : dask array/Series, numpy array, or None
-        The targets, partitioned like X; None with ``target=``.
+    y : dask array/Series/DataFrame, numpy array, or None
+        The targets, partitioned like X; None with ``target=``. 2-D (or a DataFrame of k
+        columns): k regression targets (a row missing one of them is dropped).
     strategy : {"minibatch", "sgd", "full"}
         ``"full"``: one exact gradient step per epoch, reduced over the cluster.
         ``"minibatch"``/``"sgd"``: see ``minibatch_mode``.
@@ -835,7 +847,8 @@ def fit(
         Of the blocks and the model (default: X's dtype if float32/float64, else float64).
     coef_init, intercept_init, classes :
         As for :func:`fastgd.fit` (``coef_init`` in the raw space of the encoded features,
-        as the returned ``coef``).
+        as the returned ``coef``; (k, d) and (k,) for k outputs). ``classes``: the labels
+        (numbers for more than two), covering y's; more than two train k outputs.
     standardize : bool, default True
         Centre and scale the numeric features with means and standard deviations from the
         first pass (as ``fit_csv``): unscaled real tables otherwise train useless models.
@@ -866,14 +879,18 @@ def fit(
         Every other option of :func:`fastgd.fit` (``loss``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``penalty``, ``alpha``, ``max_iter``, ``tol``,
         ``shuffle``, ``random_state``, ``callback``, ``average`` (full batch and sample
-        mode), ``optimizer`` and its parameters, ...). ``sample_weight`` and
-        ``validation_score`` are not available; ``optimizer="saga"`` neither.
+        mode), ``optimizer`` and its parameters, ``multiclass`` ("ovr", "multinomial"),
+        ...). ``sample_weight`` and ``validation_score`` are not available;
+        ``optimizer="saga"`` neither. k outputs (more than two classes, ``multinomial``, k
+        target columns) run ``minibatch_mode="average"`` with ``optimizer="sgd"`` only.
 
     Returns
     -------
-    FitResult
-        As :func:`fastgd.fit`, plus ``extras["dask"]``: partitions, rows, workers, mode,
-        retries, and the seconds of each epoch (``step_seconds``); ``extras["encoding"]``
+    FitResult or fastgd.multi.MultiFitResult
+        As :func:`fastgd.fit` (k outputs: ``coef`` (k, d), ``intercept`` (k,); with k
+        target columns ``extras["targets"]`` names them), plus ``extras["dask"]``:
+        partitions, rows, workers, mode, retries, and the seconds of each epoch
+        (``step_seconds``); ``extras["encoding"]``
         (a :class:`fastgd._frames.FrameEncoding`: :func:`predict` and :func:`transform`
         apply it to new rows), ``extras["feature_names"]`` (the encoded features),
         ``extras["scaler"]`` and ``extras["skipped"]`` (``missing_target``,

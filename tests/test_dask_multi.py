@@ -223,3 +223,28 @@ def test_bad_input_with_k_outputs_gives_clear_errors(client):
         fastgd_dask.fit(chunked, np.column_stack([y, y, y]), optimizer="adam", client=client)
     with pytest.raises(ValueError, match="softmax model of loss='log_loss'"):
         fastgd_dask.fit(chunked, y, loss="hinge", multiclass="multinomial", client=client)
+
+
+def test_rounds_that_keep_failing_raise_worker_lost_with_the_k_rows(client, monkeypatch):
+    X, y = classes_problem(3, n=240, seed=7)
+    monkeypatch.setattr(fastgd_dask, "RETRY_PAUSE", 0.0)
+    calls = {"n": 0}
+    original = fastgd_dask._DaskSource._submit_each
+
+    def failing_submit(self, function, *arguments, seeds=None):
+        if function is fastgd_dask._local_k_epoch:
+            calls["n"] += 1
+            if calls["n"] > 2:  # rounds 1 and 2 run; every attempt of round 3 fails
+                raise ConnectionResetError("worker went away")  # an OSError: "lost"
+        return original(self, function, *arguments, seeds=seeds)
+
+    monkeypatch.setattr(fastgd_dask._DaskSource, "_submit_each", failing_submit)
+    options = dict(loss="log_loss", multiclass="multinomial", standardize=False, **STEPS)
+    chunked = da.from_array(X, chunks=(120, 4))
+    with pytest.raises(fastgd_dask.WorkerLostError, match="Step 3 failed 3 times") as caught:
+        fastgd_dask.fit(chunked, y, max_iter=5, client=client, **options)
+    assert caught.value.step == 3 and calls["n"] == 5
+    monkeypatch.setattr(fastgd_dask._DaskSource, "_submit_each", original)
+    good = fastgd_dask.fit(chunked, y, max_iter=2, client=client, **options)
+    np.testing.assert_array_equal(caught.value.coef, good.coef)
+    np.testing.assert_array_equal(caught.value.intercept, good.intercept)

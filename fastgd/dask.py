@@ -1201,12 +1201,12 @@ def _persist(client, encoded: list, resolved: dict, classes, dtype, encoding, pr
     summary = functools.reduce(BlockStatistics.merge, [parts[i] for i in keep])
     plan = _target_plan(resolved, summary.labels, classes, outputs)
     if plan.k and plan.classes is not None:
-        convert, extra = _float_block, ()  # the labels, as numbers (checked numeric)
+        # The labels as found: in X's dtype (float32) 0.1 would no longer be class 0.1.
+        blocks = [encoded[i] for i in keep]
     elif loss.classification:
-        convert, extra = _signed_block, (plan.classes,)
+        blocks = [client.submit(_signed_block, encoded[i], plan.classes, dtype) for i in keep]
     else:
-        convert, extra = _float_block, ()
-    blocks = [client.submit(convert, encoded[i], *extra, dtype) for i in keep]
+        blocks = [client.submit(_float_block, encoded[i], dtype) for i in keep]
     distributed.wait(blocks)
     return blocks, [parts[i].rows for i in keep], summary, plan
 

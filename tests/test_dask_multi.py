@@ -79,6 +79,19 @@ def test_one_partition_equals_fastgd_fit(client, k, multiclass):
     assert result.t == reference.t
 
 
+def test_float32_blocks_keep_the_labels_as_given(client):
+    X, y = classes_problem(3, seed=8)
+    X, y = X.astype(np.float32), y / 100.0  # 0.1, 0.2, 0.3: not float32 numbers
+    options = dict(loss="log_loss", max_iter=2, **STEPS)
+    reference = fastgd.fit(X, y, **options)
+    result = fastgd_dask.fit(da.from_array(X, chunks=(480, 4)), y, client=client,
+                             standardize=False, **options)  # fmt: skip
+    assert result.coef.dtype == np.float32
+    np.testing.assert_array_equal(result.classes, [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=1e-6)
+    assert set(fastgd_dask.predict(result, X)) <= {0.1, 0.2, 0.3}
+
+
 @pytest.mark.parametrize("multiclass", ["ovr", "multinomial"])
 def test_rounds_average_the_partitions_local_epochs(client, multiclass):
     X, y = classes_problem(4, seed=2)

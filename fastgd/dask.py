@@ -58,6 +58,17 @@ carried from round to round:
   refused: its memory (one derivative per row) would have to live and change on the
   workers, beside the blocks that Dask may recompute.
 
+k > 1 outputs (more than two numeric classes, one-vs-rest, or ``multiclass="multinomial"``'s
+softmax; k target columns of a regression: a 2-D ``y``, or a dask DataFrame ``y`` of k
+columns) train in ``minibatch_mode="average"``: each round, every partition runs one local
+epoch of ``fastgd.fit(X, labels, multiclass=..., classes=<all classes>, coef_init=W,
+intercept_init=b, max_iter=1)`` (the k-output kernels, ``fastgd.multi``) and the driver
+averages ``W`` (k, d) and ``b`` (k,) weighted by rows; the epoch loop (``auto`` step,
+back-off, stopping, callback) is ``fastgd.multi``'s (:class:`_KOutputRounds`). The classes
+come from the first pass (or ``classes=``). ``strategy="full"``, ``minibatch_mode="sample"``
+and optimizers other than ``"sgd"`` (whose slots ``fastgd.fit`` does not take back for k
+outputs) are refused with k outputs, naming what runs.
+
 A step whose tasks fail because a worker died is retried (``STEP_RETRIES`` attempts): Dask
 recomputes lost blocks from the input's graph. The driver's model changes only after a
 step's reduction has fully arrived; when the retries run out, :class:`WorkerLostError`
@@ -66,9 +77,11 @@ keeps the last good model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
+import types
 
 import numpy as np
 
@@ -90,13 +103,18 @@ from ._frames import (
     split_partition,
     transform,
 )
+from ._kernels.multi import OVR, SOFTMAX
 from ._kernels.records import make_state
 from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from ._validation import check_scalar, is_sparse
 from .errors import DivergenceError, WorkerLostError
 from .io.encoding import MAX_HASH_BITS
+from .multi import SOFTMAX_CURVATURE, _Loop, needs_k_outputs
+from .multi import _penalty as multi_penalty
+from .multi import _starting_weights as multi_starting_weights
 from .options import UPDATE_RULES
 from .parameters import STOCHASTIC_OPTIMIZERS
+from .reference_multi import row_losses
 from .sources import (
     BlockSource,
     BlockStatistics,
@@ -106,6 +124,7 @@ from .sources import (
     block_losses,
     block_statistics,
 )
+from .stream_multi import _zero_model_loss, fold_scaler
 
 __all__ = [
     "MINIBATCH_MODES",
@@ -154,19 +173,60 @@ def _as_float(values, dtype) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(values, dtype=dtype))
 
 
-def _encoded_block(part, y_part, index: int, layout: Layout, encoding: FrameEncoding, dtype):
+def _encoded_block(part, y_part, index: int, layout: Layout, encoding: FrameEncoding, dtype,
+                   outputs: int = 0):  # fmt: skip
     """A partition as ``(X, y)`` in the training space: the rows that train (a target, and
     with ``missing="skip"`` no missing cell), encoded and standardised; ``X`` dense, or CSR
-    when there are categorical columns."""
-    split = drop_rows(split_partition(part, y_part, index, layout), encoding.missing)[0]
+    when there are categorical columns. ``outputs`` > 0: ``y`` is (rows, outputs), the
+    targets of a multi-output regression (:func:`_row_targets`)."""
+    Y = _target_matrix(y_part, index) if outputs else None
+    y_rows = _row_targets(Y) if outputs else y_part
+    split = drop_rows(split_partition(part, y_rows, index, layout), encoding.missing)[0]
     X = encoding.encode(split, standardized=True, dtype=dtype)
-    return X, np.ascontiguousarray(split.y)
+    return X, np.ascontiguousarray(Y[split.positions] if outputs else split.y)
+
+
+def _profile_partition(part, y_part, index: int, layout: Layout, missing: str, outputs: int):
+    """:func:`fastgd._frames.profile_partition`, for k target columns too."""
+    y_rows = _row_targets(_target_matrix(y_part, index)) if outputs else y_part
+    return profile_partition(part, y_rows, index, layout, missing)
+
+
+def _target_matrix(y_part, index: int) -> np.ndarray:
+    """A partition's k target columns (a pandas DataFrame or an array chunk) as floats."""
+    try:
+        if hasattr(y_part, "to_numpy"):
+            return y_part.to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.asarray(y_part, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"partition {index}: the target columns of a multi-output regression must hold "
+            f"numbers ({error})."
+        ) from None
+
+
+def _row_targets(Y: np.ndarray) -> np.ndarray:
+    """A stand-in for k target columns in :mod:`fastgd._frames`' one-target row filters:
+    the row's position, NaN where one of its targets is missing (the row is dropped, as a
+    row with a missing target); the kept rows' positions then pick their targets."""
+    return np.where(np.isnan(Y).any(axis=1), np.nan, np.arange(Y.shape[0], dtype=np.float64))
 
 
 def _block_stats(block, fit_intercept: bool, loss, epsilon: float) -> BlockStatistics:
-    """The first pass's summary of a block (:func:`fastgd.sources.block_statistics`)."""
+    """The first pass's summary of a block (:func:`fastgd.sources.block_statistics`); for k
+    target columns, the zero model's loss is summed over them and any non-finite target is
+    found."""
     X, y = block
-    return block_statistics(X, y, fit_intercept=fit_intercept, loss=loss, epsilon=epsilon)
+    if y.ndim == 1:
+        return block_statistics(X, y, fit_intercept=fit_intercept, loss=loss, epsilon=epsilon)
+    first = block_statistics(X, y[:, 0], fit_intercept=fit_intercept, loss=loss,
+                             epsilon=epsilon)  # fmt: skip
+    finite = np.isfinite(y).all(axis=1)
+    if not finite.all():
+        bad = first.bad or (int(np.argmin(finite)), "y")
+        return first._replace(bad=bad, zero_loss=math.inf)
+    values, _ = row_losses("multi_output", np.zeros(y.shape), y, loss.name, epsilon)
+    return first._replace(zero_loss=float(values.sum()))
 
 
 def _signed_block(block, classes, dtype):
@@ -288,7 +348,8 @@ class _DaskSource(BlockSource):
             f"({type(last).__name__}: {last}). The model before step {step} is kept on this "
             "error (coef, intercept); check the workers' memory and logs, then continue with "
             "coef_init/intercept_init.",
-            step=step, coef=np.array(coef, copy=True), intercept=float(intercept),
+            step=step, coef=np.array(coef, copy=True),
+            intercept=np.array(intercept, copy=True) if np.ndim(intercept) else float(intercept),
         )  # fmt: skip
 
     def _tree(self, futures):
@@ -396,6 +457,68 @@ class _DaskSource(BlockSource):
             state.slots[:] = _mix(weights, [part[6] for part in parts])
         t_after = float(max(part[4] for part in parts))
         return state._replace(intercept=new_intercept, t=t_after), loss_total, -1
+
+
+class _KOutputRounds:
+    """Rounds of parameter mixing for k outputs: the ``run(spec, state)`` that
+    :class:`fastgd.multi._Loop` (the k-output epoch loop: step size, back-off, stopping,
+    callback) calls once per epoch. Each partition runs one local epoch of
+    ``fastgd.fit(..., multiclass=...)`` from the driver's ``W`` (k, d) and ``b`` (k,); the
+    driver averages them weighted by rows, as the single-output rounds do."""
+
+    def __init__(self, source: _DaskSource, local_options: dict, rng):
+        self.source = source
+        self.local_options = local_options
+        self.rng = rng
+        self.epochs_run = 0
+
+    def run(self, spec, state):
+        started = time.perf_counter()
+        source = self.source
+        seeds = self.rng.integers(2**63, size=source.block_count())
+        local = dict(self.local_options, eta0=spec.eta0)
+        start_W = np.array(state.W, copy=True)
+        start_b = np.array(state.b, dtype=np.float64, copy=True)
+
+        def submit():
+            parts = source._submit_each(_local_k_epoch, start_W, start_b, state.t, local,
+                                        seeds=seeds)  # fmt: skip
+            return source.client.submit(_collect, *parts, pure=False)
+
+        parts = source._gather(submit, self.epochs_run + 1, start_W, start_b)
+        source.step_seconds.append(time.perf_counter() - started)
+        if any(part[5] for part in parts):
+            return math.inf, state.t, 0
+        weights = np.array([part[3] for part in parts], dtype=np.float64)
+        weights /= weights.sum()
+        state.W[:] = _mix(weights, [part[0] for part in parts]).astype(state.W.dtype)
+        state.b[:] = _mix(weights, [part[1] for part in parts])
+        state.losses[:] = _mix(np.ones(len(parts)), [part[6] for part in parts])
+        # Each local loss_history[0] holds the penalty at the round's start once per row:
+        # the loop adds it back once.
+        loss_total = float(sum(part[2] for part in parts))
+        loss_total -= multi_penalty(start_W, spec.l1, spec.l2) * source.n_rows
+        self.epochs_run += 1
+        return loss_total, float(max(part[4] for part in parts)), -1
+
+
+def _local_k_epoch(block, coef, intercept, t, local_options, seed):
+    """One local epoch of k outputs (``fastgd.fit(max_iter=1, multiclass=...)``); returns
+    ``(W, b, Σ L, rows, t after, diverged, each output's Σ L)``."""
+    X, y = block
+    from .engine import fit
+
+    rows = X.shape[0]
+    try:
+        result = fit(
+            X, y, coef_init=coef, intercept_init=intercept, t_init=t, random_state=seed,
+            max_iter=1, tol=None, **local_options,
+        )  # fmt: skip
+    except DivergenceError:
+        return coef, intercept, math.inf, rows, t, True, np.zeros(coef.shape[0])
+    loss_total = float(result.loss_history[0]) * rows
+    return (result.coef, np.asarray(result.intercept, dtype=np.float64), loss_total, rows,
+            result.t, False, result.extras["output_losses"] * rows)  # fmt: skip
 
 
 def _mix(weights: np.ndarray, arrays: list) -> np.ndarray:
@@ -514,13 +637,21 @@ def _check_target_dtype(dtype, name: str, numeric_target: bool, loss_name: str) 
 
 
 def _frame_input(X, y, target, features, categorical, loss):
-    """A dataframe's partitions (delayed), its targets' partitions (None: a column) and the
-    :class:`Layout` of its columns."""
+    """A dataframe's partitions (delayed), its targets' partitions (None: a column), the
+    :class:`Layout` of its columns and the target columns' names (None: one target)."""
+    import dask.dataframe as dd
+
     expected, target, features = _frame_columns(X, y, target, features)
     dtypes = dict(zip(expected, X.dtypes, strict=True))
     numeric_target = not loss.classification
+    outputs = None
     if target is not None:
         _check_target_dtype(dtypes[target], repr(target), numeric_target, loss.name)
+    elif isinstance(y, dd.DataFrame) and len(y.columns) > 1:
+        outputs = [str(name) for name in y.columns]
+        _check_outputs(outputs, loss)
+        for name, dtype in zip(outputs, y.dtypes, strict=True):
+            _check_target_dtype(dtype, repr(name), numeric_target, loss.name)
     else:
         _check_target_dtype(getattr(y, "dtype", None), "y", numeric_target, loss.name)
     parts = X.to_delayed()
@@ -537,7 +668,17 @@ def _frame_input(X, y, target, features, categorical, loss):
         categorical=tuple(_categorical_columns(dtypes, features, categorical)),
         numeric_target=numeric_target,
     )  # fmt: skip
-    return parts, y_parts, layout
+    return parts, y_parts, layout, outputs
+
+
+def _check_outputs(outputs: list, loss) -> None:
+    """k target columns are a multi-output regression: a classification loss takes one."""
+    if loss.classification:
+        raise ValueError(
+            f"y has {len(outputs)} target columns {outputs[:10]} (a multi-output regression), "
+            f"but loss={loss.name!r} is a classification loss, which takes one column of "
+            "labels; give one label column, or a regression loss (e.g. 'squared_error')."
+        )
 
 
 def _array_input(X, y, target, features, categorical, loss):
@@ -552,19 +693,29 @@ def _array_input(X, y, target, features, categorical, loss):
         raise ValueError("y is required with a dask array X.")
     X = X.rechunk({1: -1})  # whole rows per partition
     if not isinstance(y, da.Array):
-        y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
+        y = np.asarray(y)
+        y = da.from_array(y, chunks=(X.chunks[0], *((size,) for size in y.shape[1:])))
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
-    y = y.reshape(-1).rechunk((X.chunks[0],))
+    outputs = None
+    if y.ndim > 2:
+        raise ValueError(f"y must be 1-D, or 2-D (rows, targets); got shape {y.shape}.")
+    if y.ndim == 2 and y.shape[1] > 1:
+        outputs = [f"y{j}" for j in range(y.shape[1])]
+        _check_outputs(outputs, loss)
+        y = y.rechunk((X.chunks[0], -1))
+    else:
+        y = y.reshape(-1).rechunk((X.chunks[0],))
     layout = Layout(
         features=tuple(f"x{j}" for j in range(X.shape[1])), categorical=(), target=None,
         columns=None, numeric_target=not loss.classification,
     )  # fmt: skip
-    return list(X.to_delayed().reshape(-1)), list(y.to_delayed().reshape(-1)), layout
+    return list(X.to_delayed().reshape(-1)), list(y.to_delayed().reshape(-1)), layout, outputs
 
 
 def _inputs(X, y, target, features, categorical, loss):
-    """The partitions of X and y (delayed) and the :class:`Layout` of their columns."""
+    """The partitions of X and y (delayed), the :class:`Layout` of their columns and the
+    names of k target columns (None: one target)."""
     import dask.array as da
     import dask.dataframe as dd
 
@@ -608,14 +759,15 @@ def _check_csr_rule(layout: Layout, resolved: dict, mode: str) -> None:
 
 
 def _first_pass(client, x_parts, y_parts, layout: Layout, *, missing, standardize,
-                max_categories, hash_bits, dtype):  # fmt: skip
+                max_categories, hash_bits, dtype, outputs):  # fmt: skip
     """Read each partition once (kept on the workers), profile it there, learn the encoding
     on the driver from the merged profiles, and encode every partition on its worker.
     Returns the encoded blocks (futures), the encoding and the merged profile."""
     raw = client.compute(x_parts)
     raw_y = client.compute(y_parts) if y_parts is not None else [None] * len(raw)
     profiles = client.gather([
-        client.submit(profile_partition, part, y_part, index, layout, missing, pure=False)
+        client.submit(_profile_partition, part, y_part, index, layout, missing, len(outputs or ()),
+                      pure=False)
         for index, (part, y_part) in enumerate(zip(raw, raw_y, strict=True))
     ])  # fmt: skip
     profile = merge_profiles(profiles)
@@ -624,7 +776,17 @@ def _first_pass(client, x_parts, y_parts, layout: Layout, *, missing, standardiz
         max_categories=max_categories, hash_bits=hash_bits,
     )  # fmt: skip
     encoded = [
-        client.submit(_encoded_block, part, y_part, index, layout, encoding, dtype, pure=False)
+        client.submit(
+            _encoded_block,
+            part,
+            y_part,
+            index,
+            layout,
+            encoding,
+            dtype,
+            len(outputs or ()),
+            pure=False,
+        )
         for index, (part, y_part) in enumerate(zip(raw, raw_y, strict=True))
     ]
     return encoded, encoding, profile
@@ -660,8 +822,9 @@ def fit(
         A dask array of shape (n_samples, n_features) (partitions are its chunks of rows;
         chunks along columns are merged), or a dask dataframe, e.g. from
         ``dask.dataframe.read_csv("data-*.csv")`` (partitions: its partitions).
-    y : dask array/Series, numpy array, or None
-        The targets, partitioned like X; None with ``target=``.
+    y : dask array/Series/DataFrame, numpy array, or None
+        The targets, partitioned like X; None with ``target=``. 2-D (or a DataFrame of k
+        columns): k regression targets (a row missing one of them is dropped).
     strategy : {"minibatch", "sgd", "full"}
         ``"full"``: one exact gradient step per epoch, reduced over the cluster.
         ``"minibatch"``/``"sgd"``: see ``minibatch_mode``.
@@ -684,7 +847,8 @@ def fit(
         Of the blocks and the model (default: X's dtype if float32/float64, else float64).
     coef_init, intercept_init, classes :
         As for :func:`fastgd.fit` (``coef_init`` in the raw space of the encoded features,
-        as the returned ``coef``).
+        as the returned ``coef``; (k, d) and (k,) for k outputs). ``classes``: the labels
+        (numbers for more than two), covering y's; more than two train k outputs.
     standardize : bool, default True
         Centre and scale the numeric features with means and standard deviations from the
         first pass (as ``fit_csv``): unscaled real tables otherwise train useless models.
@@ -715,14 +879,18 @@ def fit(
         Every other option of :func:`fastgd.fit` (``loss``, ``batch_size``,
         ``learning_rate``, ``eta0``, ``penalty``, ``alpha``, ``max_iter``, ``tol``,
         ``shuffle``, ``random_state``, ``callback``, ``average`` (full batch and sample
-        mode), ``optimizer`` and its parameters, ...). ``sample_weight`` and
-        ``validation_score`` are not available; ``optimizer="saga"`` neither.
+        mode), ``optimizer`` and its parameters, ``multiclass`` ("ovr", "multinomial"),
+        ...). ``sample_weight`` and ``validation_score`` are not available;
+        ``optimizer="saga"`` neither. k outputs (more than two classes, ``multinomial``, k
+        target columns) run ``minibatch_mode="average"`` with ``optimizer="sgd"`` only.
 
     Returns
     -------
-    FitResult
-        As :func:`fastgd.fit`, plus ``extras["dask"]``: partitions, rows, workers, mode,
-        retries, and the seconds of each epoch (``step_seconds``); ``extras["encoding"]``
+    FitResult or fastgd.multi.MultiFitResult
+        As :func:`fastgd.fit` (k outputs: ``coef`` (k, d), ``intercept`` (k,); with k
+        target columns ``extras["targets"]`` names them), plus ``extras["dask"]``:
+        partitions, rows, workers, mode, retries, and the seconds of each epoch
+        (``step_seconds``); ``extras["encoding"]``
         (a :class:`fastgd._frames.FrameEncoding`: :func:`predict` and :func:`transform`
         apply it to new rows), ``extras["feature_names"]`` (the encoded features),
         ``extras["scaler"]`` and ``extras["skipped"]`` (``missing_target``,
@@ -745,15 +913,51 @@ def fit(
     resolved, settings, mode = _resolve(fit_options, strategy, minibatch_mode, fraction)
     hash_bits = _check_encoding_options(missing, max_categories, hash_features)
     dtype = _dtype_of(X, dtype)
-    x_parts, y_parts, layout = _inputs(X, y, target, features, categorical, resolved["loss"])
+    x_parts, y_parts, layout, outputs = _inputs(X, y, target, features, categorical,
+                                                resolved["loss"])  # fmt: skip
     _check_csr_rule(layout, resolved, mode)
     encoded, encoding, profile = _first_pass(
         client, x_parts, y_parts, layout, missing=missing, standardize=standardize,
-        max_categories=max_categories, hash_bits=hash_bits, dtype=dtype,
+        max_categories=max_categories, hash_bits=hash_bits, dtype=dtype, outputs=outputs,
     )  # fmt: skip
-    blocks, rows, summary, plan_classes = _persist(client, encoded, resolved, classes, dtype,
-                                                   encoding, profile)  # fmt: skip
+    blocks, rows, summary, plan = _persist(client, encoded, resolved, classes, dtype, encoding,
+                                           profile, outputs)  # fmt: skip
     del encoded
+    source = None
+    try:
+        if plan.k:
+            result, source = _fit_k_outputs(
+                client, blocks, rows, summary, resolved, settings, mode, plan=plan,
+                dtype=dtype, encoding=encoding, coef_init=coef_init,
+                intercept_init=intercept_init,
+            )  # fmt: skip
+        else:
+            result, source = _fit_one_output(
+                client, blocks, rows, summary, resolved, settings, mode, fraction=fraction,
+                classes=plan.classes, dtype=dtype, encoding=encoding, coef_init=coef_init,
+                intercept_init=intercept_init,
+            )  # fmt: skip
+    finally:
+        del blocks
+    _fold_scaler(result, encoding, dtype)
+    result.extras.update(
+        feature_names=list(encoding.feature_names), target=layout.target, rows=sum(rows),
+        encoding=encoding, targets=plan.targets,
+        skipped={"missing_target": profile.missing_target,
+                 "missing_feature": profile.skipped_missing},
+        dask={
+            "partitions": len(rows), "mode": mode, "retries": source.retries,
+            "workers": len(client.nthreads()),
+            "step_seconds": list(source.step_seconds),
+        },
+    )  # fmt: skip
+    result.fit_time = time.perf_counter() - started
+    return result
+
+
+def _fit_one_output(client, blocks, rows, summary, resolved, settings, mode, *, fraction,
+                    classes, dtype, encoding, coef_init, intercept_init):  # fmt: skip
+    """Two classes or one target: the engine's epoch loop on a :class:`_DaskSource`."""
     n = sum(rows)
     if mode == "sample":
         if fraction is None:
@@ -768,26 +972,63 @@ def fit(
     coef_start, intercept_start = _to_trained_space(encoding, coef_init, intercept_init)
     try:
         result = engine.train(
-            source, resolved, classes=plan_classes, coef_init=coef_start,
+            source, resolved, classes=classes, coef_init=coef_start,
             intercept_init=intercept_start,
         )  # fmt: skip
     finally:
         source.futures = []
-        del blocks
-    _fold_scaler(result, encoding, dtype)
-    result.extras.update(
-        feature_names=list(encoding.feature_names), target=layout.target, rows=n,
-        encoding=encoding,
-        skipped={"missing_target": profile.missing_target,
-                 "missing_feature": profile.skipped_missing},
-        dask={
-            "partitions": len(rows), "mode": mode, "retries": source.retries,
-            "workers": len(client.nthreads()),
-            "step_seconds": list(source.step_seconds),
-        },
+    return result, source
+
+
+def _fit_k_outputs(client, blocks, rows, summary, resolved, settings, mode, *, plan, dtype,
+                   encoding, coef_init, intercept_init):  # fmt: skip
+    """k > 1 outputs: :class:`fastgd.multi._Loop` (the k-output epoch loop) over rounds of
+    parameter mixing (:class:`_KOutputRounds`); weights in the standardised space."""
+    _check_k_output_options(resolved, mode, plan)
+    k, d = plan.k, encoding.n_features
+    source = _DaskSource(
+        client, blocks, rows, summary, dtype, d, fit_intercept=resolved["fit_intercept"],
+        mode=mode, fraction=1.0, local_options={},
     )  # fmt: skip
-    result.fit_time = time.perf_counter() - started
-    return result
+    multiclass = resolved["multiclass"] if plan.classes is not None else None
+    local = _local_options(resolved, settings)
+    local.update(classes=plan.classes, multiclass=resolved["multiclass"])
+    W, b = _k_trained_start(encoding, coef_init, intercept_init, k, d, dtype)
+    eta = resolved["eta0"]
+    if resolved["schedule"].name == "auto":
+        loss = resolved["loss"]
+        if multiclass == "multinomial":
+            loss = dataclasses.replace(loss, curvature=SOFTMAX_CURVATURE)
+        rows_per_step = 1 if resolved["strategy"].name == "sgd" else resolved["batch_size"]
+        sample = source.sample(resolved["rng"])
+        eta = engine._k_output_auto_step(resolved)(
+            sample.rows, np.empty(0), loss, rows_per_step, source.max_row_norm()
+        )
+    if plan.classes is None:
+        scale = summary.zero_loss / summary.rows
+    else:
+        scale = _zero_model_loss(resolved, k, SOFTMAX if multiclass == "multinomial" else OVR)
+    data = types.SimpleNamespace(X=types.SimpleNamespace(shape=(summary.rows, d)), k=k,
+                                 classes=plan.classes)  # fmt: skip
+    loop = _Loop(data, resolved, W, b, eta, None, None, scale=scale)
+    rounds = _KOutputRounds(source, local, resolved["rng"])
+    try:
+        while len(loop.history) < resolved["max_iter"] and loop.step(rounds):
+            pass
+    finally:
+        source.futures = []
+    return loop.result(multiclass), source
+
+
+def _k_trained_start(encoding: FrameEncoding, coef_init, intercept_init, k: int, d: int,
+                     dtype):  # fmt: skip
+    """k starting models (raw space, checked as ``fastgd.fit`` checks them) in the
+    standardised space: ``W·scale``, ``b + W·mean`` row by row."""
+    W, b = multi_starting_weights(k, d, dtype, coef_init, intercept_init)
+    if coef_init is None or not encoding.standardize:
+        return W, b
+    raw = W.astype(np.float64)
+    return (raw * encoding.scale).astype(dtype), b + raw @ encoding.mean
 
 
 def _to_trained_space(encoding: FrameEncoding, coef_init, intercept_init):
@@ -803,8 +1044,13 @@ def _to_trained_space(encoding: FrameEncoding, coef_init, intercept_init):
     return raw * encoding.scale, float(intercept_init or 0.0) + float(raw @ encoding.mean)
 
 
-def _fold_scaler(result: engine.FitResult, encoding: FrameEncoding, dtype) -> None:
+def _fold_scaler(result, encoding: FrameEncoding, dtype) -> None:
     """The trained (standardised-space) model as weights for the raw features."""
+    if np.ndim(result.coef) == 2:  # k outputs: row by row, as fit_csv folds them
+        scaler = types.SimpleNamespace(mean=encoding.mean if encoding.standardize else None,
+                                       scale=encoding.scale)  # fmt: skip
+        fold_scaler(result, scaler, dtype)
+        return
     if not encoding.standardize:
         result.extras["scaler"] = None
         return
@@ -816,33 +1062,45 @@ def _fold_scaler(result: engine.FitResult, encoding: FrameEncoding, dtype) -> No
     result.coef = raw_coef.astype(dtype)
 
 
-def predict(result: engine.FitResult, X):
+def predict(result, X):
     """Predictions of a :func:`fit` result for new rows, with its encoding (missing cells,
-    unseen levels: see :func:`fastgd._frames.transform`; no row is dropped or refused).
+    unseen levels: see :func:`fastgd._frames.transform`; no row is dropped or refused):
+    the class labels, or the targets (for k target columns, one column each).
 
-    ``X``: a dask DataFrame (gives a dask Series, one partition per partition), a pandas
-    DataFrame, or (for a fit on arrays) a 2-D array (both give a numpy array)."""
+    ``X``: a dask DataFrame (gives a dask Series, or a dask DataFrame of the k target
+    columns; one partition per partition), a pandas DataFrame, or (for a fit on arrays) a
+    2-D array (both give a numpy array: (n,), or (n, k) for k target columns)."""
     import dask.dataframe as dd
 
     encoding = result.extras.get("encoding")
     if encoding is None:
         raise ValueError("this result has no encoding: it does not come from fastgd.dask.fit.")
     if isinstance(X, dd.DataFrame):
-        import pandas as pd
-
-        labels = result.classes
-        meta = pd.Series([], dtype=np.float64 if labels is None else labels.dtype)
-        return X.map_partitions(_predict_rows, result, meta=meta)
+        return X.map_partitions(_predict_rows, result, meta=_prediction_meta(result))
     return result.predict(transform(encoding, X))
+
+
+def _prediction_meta(result):
+    """An empty pandas Series (labels, one target) or DataFrame (k target columns) of the
+    predictions' type."""
+    import pandas as pd
+
+    labels = result.classes
+    if labels is None and np.ndim(result.coef) == 2:
+        names = result.extras.get("targets") or [f"y{j}" for j in range(result.coef.shape[0])]
+        return pd.DataFrame({name: pd.Series([], dtype=np.float64) for name in names})
+    return pd.Series([], dtype=np.float64 if labels is None else labels.dtype)
 
 
 def _predict_rows(part, result):
     import pandas as pd
 
+    meta = _prediction_meta(result)
     if len(part) == 0:
-        labels = result.classes
-        return pd.Series([], dtype=np.float64 if labels is None else labels.dtype)
+        return meta
     values = result.predict(transform(result.extras["encoding"], part))
+    if isinstance(meta, pd.DataFrame):
+        return pd.DataFrame(values, index=part.index, columns=meta.columns)
     return pd.Series(values, index=part.index)
 
 
@@ -872,8 +1130,9 @@ def _resolve(fit_options: dict, strategy, minibatch_mode, fraction):
         raise ValueError(_row_memory_refusal(resolved["optimizer"], strategy))
     if mode == "sample" and resolved["strategy"].name == "sgd":
         raise ValueError("minibatch_mode='sample' needs strategy='minibatch' (or 'full').")
-    if resolved["multiclass"] == "multinomial":
-        raise ValueError(f"multiclass='multinomial': {K_OUTPUTS_ELSEWHERE}")
+    if resolved["multiclass"] == "multinomial" and resolved["loss"].name != "log_loss":
+        # fastgd.fit's refusal, word for word (one place: fastgd.multi).
+        needs_k_outputs(None, resolved["loss"], "multinomial")
     return resolved, settings, mode
 
 
@@ -903,10 +1162,21 @@ def _dtype_of(X, dtype) -> np.dtype:
     return dtype
 
 
-def _persist(client, encoded: list, resolved: dict, classes, dtype, encoding, profile):
+@dataclasses.dataclass
+class _TargetPlan:
+    """What the targets train: ``k`` outputs (0: one, two classes or one target), the
+    classes (classification), the target columns' names (k of a regression)."""
+
+    k: int
+    classes: np.ndarray | None
+    targets: list | None = None
+
+
+def _persist(client, encoded: list, resolved: dict, classes, dtype, encoding, profile,
+             outputs):  # fmt: skip
     """Persist the encoded blocks on the workers, summarise them, and map the targets (±1
-    for the two classes, else floats). Returns the non-empty blocks (futures), their rows,
-    the summary and the classes."""
+    for the two classes, else floats; k classes keep their labels). Returns the non-empty
+    blocks (futures), their rows, the summary and the :class:`_TargetPlan`."""
     # Persisted: the blocks stay in the workers' memory while the driver holds the futures;
     # they come from the input's graph, so Dask recomputes one lost with its worker.
     loss = resolved["loss"]
@@ -929,14 +1199,60 @@ def _persist(client, encoded: list, resolved: dict, classes, dtype, encoding, pr
             f"{profile.skipped_missing} a missing feature (missing='skip'); the others, none."
         )
     summary = functools.reduce(BlockStatistics.merge, [parts[i] for i in keep])
-    if loss.classification:
-        plan_classes = _classes(loss, summary.labels, classes)
-        blocks = [client.submit(_signed_block, encoded[i], plan_classes, dtype) for i in keep]
+    plan = _target_plan(resolved, summary.labels, classes, outputs)
+    if plan.k and plan.classes is not None:
+        # The labels as found: in X's dtype (float32) 0.1 would no longer be class 0.1.
+        blocks = [encoded[i] for i in keep]
+    elif loss.classification:
+        blocks = [client.submit(_signed_block, encoded[i], plan.classes, dtype) for i in keep]
     else:
-        plan_classes = None
         blocks = [client.submit(_float_block, encoded[i], dtype) for i in keep]
     distributed.wait(blocks)
-    return blocks, [parts[i].rows for i in keep], summary, plan_classes
+    return blocks, [parts[i].rows for i in keep], summary, plan
+
+
+def _target_plan(resolved: dict, labels, classes, outputs) -> _TargetPlan:
+    """One output or k: k target columns, more than two classes (found, or ``classes``),
+    or ``multiclass="multinomial"``."""
+    if outputs:
+        return _TargetPlan(len(outputs), None, list(outputs))
+    loss = resolved["loss"]
+    if not loss.classification:
+        return _TargetPlan(0, None)
+    multinomial = resolved["multiclass"] == "multinomial"
+    wanted = labels.shape[0] if classes is None else np.size(classes)
+    if not multinomial and wanted <= 2:
+        return _TargetPlan(0, _classes(loss, labels, classes))
+    found = _k_classes(labels, classes)
+    return _TargetPlan(found.shape[0], found)
+
+
+def _k_classes(labels: np.ndarray, classes) -> np.ndarray:
+    """The k classes: ``classes`` when given (distinct numbers covering y's labels), else
+    y's labels (sorted); numeric labels only."""
+    for name, values in (("y", labels), ("classes", classes)):
+        if values is not None and np.asarray(values).dtype.kind not in "biuf":
+            raise ValueError(
+                f"{name} holds labels that are not numbers ({np.asarray(values)[:10].tolist()}"
+                "); fastgd.dask.fit trains more than two classes (or multiclass='multinomial') "
+                "with numeric labels: map the labels to numbers first (e.g. with "
+                "Series.cat.codes), or use fastgd.fit_csv for a CSV with text labels."
+            )
+    if classes is None:
+        found = labels
+    else:
+        found = np.asarray(classes)
+        if found.ndim != 1 or np.unique(found).shape[0] != found.shape[0]:
+            raise ValueError(f"classes={found.tolist()} must be distinct labels, one each.")
+        unknown = np.setdiff1d(labels, found)
+        if unknown.size:
+            raise ValueError(
+                f"classes={found.tolist()} does not cover y's labels: {unknown[:10].tolist()} "
+                "are in y but not in classes."
+            )
+    if found.shape[0] < 2:
+        raise ValueError(f"a classification needs at least two classes; found {found.tolist()}.")
+    return found
 
 
 def _classes(loss, labels: np.ndarray, classes) -> np.ndarray:
@@ -951,20 +1267,32 @@ def _classes(loss, labels: np.ndarray, classes) -> np.ndarray:
             )
         return plan_classes
     if labels.shape[0] != 2:
-        more = f" {K_OUTPUTS_ELSEWHERE}" if labels.shape[0] > 2 else ""
         raise ValueError(
-            f"loss={loss.name!r} needs exactly two classes in y; found {labels.shape[0]}: "
-            f"{labels[:10].tolist()}.{more}"
+            f"loss={loss.name!r} needs at least two classes in y; found {labels.shape[0]}: "
+            f"{labels[:10].tolist()}."
         )
     return labels
 
 
-#: What trains k > 1 outputs, for fastgd.dask.fit's refusals of them.
-K_OUTPUTS_ELSEWHERE = (
-    "fastgd.dask.fit trains one output (two classes or one regression target); for more "
-    "classes or the softmax model use fastgd.fit(X, y, multiclass='ovr'|'multinomial') on "
-    "arrays in memory, or fastgd.fit_csv / `fastgd train --multiclass` on a CSV file."
+#: What fastgd.dask.fit runs with k > 1 outputs, for the refusals of the rest.
+K_OUTPUTS_SUPPORTED = (
+    "with k > 1 outputs (more than two classes, multiclass='multinomial' or k target "
+    "columns) fastgd.dask.fit runs strategy='minibatch' or 'sgd' with "
+    "minibatch_mode='average' (the default) and optimizer='sgd'; for the others use "
+    "fastgd.fit(X, y, multiclass=...) on arrays in memory"
 )
+
+
+def _check_k_output_options(resolved: dict, mode: str, plan: _TargetPlan) -> None:
+    """Refuse, naming what runs, what the k-output rounds do not do."""
+    what = f"{plan.k} classes" if plan.classes is not None else f"{plan.k} target columns"
+    if mode != "average":
+        asked = "strategy='full'" if mode == "full" else "minibatch_mode='sample'"
+        raise ValueError(f"{asked} with {what}: {K_OUTPUTS_SUPPORTED}.")
+    if resolved["optimizer"] != "sgd":
+        # fastgd.fit's k outputs take no starting slots, so a rule's state could not travel
+        # from round to round.
+        raise ValueError(f"optimizer={resolved['optimizer']!r} with {what}: {K_OUTPUTS_SUPPORTED}.")
 
 
 def _local_options(resolved: dict, settings: dict) -> dict:

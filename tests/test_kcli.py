@@ -267,19 +267,6 @@ def test_k_classes_resume_continues_the_optimizers_state(tmp_path):
     np.testing.assert_allclose(resumed.coef, whole.coef, rtol=1e-12, atol=1e-14)
 
 
-def test_dask_fit_refuses_k_classes_naming_what_trains_them(client):
-    da = pytest.importorskip("dask.array")
-    import fastgd.dask as fastgd_dask
-
-    X, y = _data(k=3)
-    chunked_X, chunked_y = da.from_array(X, chunks=(80, 3)), da.from_array(y, chunks=80)
-    with pytest.raises(ValueError, match=r"found 3.*fastgd\.fit\(X, y, multiclass="):
-        fastgd_dask.fit(chunked_X, chunked_y, loss="log_loss", client=client)
-    with pytest.raises(ValueError, match=r"multiclass='multinomial'.*fastgd\.fit_csv"):
-        fastgd_dask.fit(chunked_X, chunked_y == 1, loss="log_loss", multiclass="multinomial",
-                        client=client)  # fmt: skip
-
-
 def test_an_estimators_softmax_model_round_trips(tmp_path):
     X, y = _data(k=3)
     estimator = fastgd.SGDClassifier(loss="log_loss", multiclass="multinomial", max_iter=5,

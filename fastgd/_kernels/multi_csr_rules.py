@@ -1,6 +1,6 @@
-r"""The optimizer rules on CSR rows for k outputs: the single-output CSR kernels' lazy rules
-(``sparse._sgd_epoch_csr_rule``, ``_batch_epoch_csr_rule``) run on each output's row of
-``W``, with its own slots, running means and intercept.
+r"""The optimizer rules on CSR rows for k outputs: the single-output CSR kernels' rules
+(``sparse._sgd_epoch_csr_rule``, ``_batch_epoch_csr_rule``, and SAGA's) run on each
+output's row of ``W``, with its own slots, running means, row memory and intercept.
 
 Each output takes ``rules.lazy_optimizer_update`` (momentum, nesterov momentum, AdaGrad,
 RMSProp, Adam, AdamW: as torch's ``SparseAdam`` and Vowpal Wabbit, only the coordinates of
@@ -10,7 +10,10 @@ the state and the modes are ``multi``'s (:class:`~fastgd._kernels.multi.CsrMulti
 :class:`~fastgd._kernels.multi.MultiState`, ``OVR``/``MULTI_OUTPUT``/``SOFTMAX``), the
 derivatives ``multi._derivatives``: for ovr and multi-output, row ``o`` of ``W`` is the
 single-output CSR kernel's run on output ``o`` with the same order and steps; softmax
-takes the same per-output rule from the softmax derivatives.
+takes the same per-output rule from the softmax derivatives. SAGA runs just in time, each
+output as ``sparse._sgd_epoch_csr_saga``/``_batch_epoch_csr_saga`` with its own row memory
+(the dense rule's result; see the SAGA section). :func:`multi_csr_rule_epoch` picks the
+kernel.
 
 Mini-batches: the k scores of each row (at the weights of the batch's start) are computed
 in parallel chunks when ``parallel`` (each row's sums one thread's, as the serial loop's),
@@ -30,6 +33,7 @@ import math
 import numba
 import numpy as np
 
+from ..options import UPDATE_SAGA
 from ._config import kernel, parallel_kernel, scalar
 from .epochs import MIN_CHUNK_ROWS, chunk_rows_for
 from .multi import _csr_row_scores, _derivatives
@@ -43,6 +47,16 @@ from .sparse import (
     _lazy_average_before,
     _lazy_average_finish,
     _list_batch,
+    _saga_after_step,
+    _saga_before_step,
+    _saga_catch_up,
+    _saga_catch_up_all,
+    _saga_intercept,
+    _saga_marks,
+    _saga_start,
+    _saga_step_feature,
+    _saga_step_k,
+    _saga_step_rest,
 )
 
 
@@ -237,3 +251,204 @@ def multi_rule_batch_epoch_csr(rows, mode, batch_size, spec, state, parallel):
         t += 1.0
     _finish(state, current, t, spec, no_average)
     return total, t, -1
+
+
+# ---------------------------------------------------------------------------------------------
+# SAGA: just in time, each output as sparse._sgd_epoch_csr_saga / _batch_epoch_csr_saga.
+#
+# Each output keeps its own per-feature markers and its own copy of the per-step history
+# (k × min(steps, max(d, HISTORY_STEPS)) × 7 float64): the history depends on the steps'
+# scalars only, so the copies are equal, but sparse._saga_before_step restarts the history
+# it is given after catching up the one output it is given. A step costs O(k · non-zeros)
+# plus the catch-ups, as one output's times k.
+# ---------------------------------------------------------------------------------------------
+
+
+@scalar
+def _saga_setup(state, n_steps, no_average):
+    """Per output, the markers and history of ``sparse._saga_start``, all at state 0."""
+    k, d = state.W.shape
+    _, first = _saga_start(_output_state(state, 0, state.t, no_average), n_steps)
+    history = np.empty((k, first.shape[0], first.shape[1]))
+    for o in range(k):
+        history[o, 0] = first[0]
+    return np.zeros((k, d), dtype=np.int64), history
+
+
+@scalar
+def _saga_before_steps(u, eta, averaged, since, base, state, last, history, spec, marks,
+                       no_average):  # fmt: skip
+    """``sparse._saga_before_step`` of every output (their histories restart together);
+    returns ``(base, since, dense)``."""
+    new_base, new_since, dense = base, since, False
+    for o in range(state.W.shape[0]):
+        single = _output_state(state, o, state.t, no_average)
+        new_base, new_since, dense = _saga_before_step(
+            u, eta, averaged, since, base, single.w, single.slots, single.avg_w, last[o],
+            history[o], spec, marks,
+        )  # fmt: skip
+    return new_base, new_since, dense
+
+
+@scalar
+def _saga_catch_up_columns(columns, count, v, state, last, history, base, spec, marks,
+                           no_average):  # fmt: skip
+    """Every output's features ``columns[:count]`` brought to state ``v``
+    (``sparse._saga_catch_up``)."""
+    for o in range(state.W.shape[0]):
+        single = _output_state(state, o, state.t, no_average)
+        for q in range(count):
+            _saga_catch_up(_index(columns[q]), v, single.w, single.slots, single.avg_w, last[o],
+                           history[o], base, spec, marks)  # fmt: skip
+
+
+@scalar
+def _saga_row_scores(step, u, state, last, history, base, spec, marks, scores, no_average):
+    """Every output's features of a row (``step`` as :func:`_lazy_step`) brought to state
+    ``u``, and the row's k scores, each summed in the catch-up loop as
+    ``sparse._sgd_epoch_csr_saga`` sums it (the same bits in float32 too); whether all are
+    finite."""
+    values, columns, count, _ = step
+    finite = True
+    for o in range(state.W.shape[0]):
+        single = _output_state(state, o, state.t, no_average)
+        acc = values.dtype.type(0.0)
+        for q in range(count):
+            j = _index(columns[q])
+            _saga_catch_up(j, u, single.w, single.slots, single.avg_w, last[o], history[o], base,
+                           spec, marks)  # fmt: skip
+            acc += values[q] * single.w[j]
+        scores[o] = acc + state.b[o]
+        finite = finite and is_finite(scores[o])
+    return finite
+
+
+@scalar
+def _saga_finish(v, state, last, history, base, spec, marks, no_average):
+    """Every output's features brought to state ``v`` (``sparse._saga_catch_up_all``)."""
+    for o in range(state.W.shape[0]):
+        single = _output_state(state, o, state.t, no_average)
+        _saga_catch_up_all(v, single.w, single.slots, single.avg_w, last[o], history[o], base,
+                           spec, marks)  # fmt: skip
+
+
+@scalar
+def _saga_output_step(state, o, step, scalars, u, dense, base, last, history, spec, no_average):
+    """Output ``o``'s SAGA step from state ``u`` on the step's columns (``step = (values,
+    columns, count, by_column)`` as :func:`_lazy_step`; ``scalars = (coef, share, grad_b,
+    eta, k)`` as ``sparse._saga_step_feature`` and ``_saga_intercept`` take them), then
+    the step recorded in its history; returns the history's new base."""
+    values, columns, count, by_column = step
+    coef, share, grad_b, eta, k = scalars
+    single = _output_state(state, o, state.t, no_average)
+    for q in range(count):
+        j = _index(columns[q])
+        raw = float(values[j]) if by_column else float(values[q])
+        _saga_step_feature(j, u, raw, coef, share, eta, k, single.w, single.slots, single.avg_w,
+                           last[o], spec)  # fmt: skip
+    if dense:
+        _saga_step_rest(u, eta, k, single.w, single.slots, single.avg_w, last[o], spec)
+    state.b[o] = _saga_intercept(state.b[o], coef, grad_b, share, eta, k, single, spec)
+    return _saga_after_step(u, eta, k > 0.0, dense, base, history[o], spec)
+
+
+@kernel
+def multi_saga_sgd_epoch_csr(rows, mode, spec, state):
+    """One epoch of per-sample SAGA over the CSR rows for all k outputs, each output
+    ``sparse._sgd_epoch_csr_saga`` (the dense rule's result, just in time) with its own row
+    memory. Returns ``(Σ s·L, t, bad)``."""
+    data, indices, indptr, Y, labels, sample_weight, order = rows
+    k = state.W.shape[0]
+    n = indptr.shape[0] - 1
+    no_average = np.empty(0)
+    last, history = _saga_setup(state, n, no_average)
+    marks = _saga_marks(state, spec)
+    base, since = 0, 0
+    scores = np.empty(k)
+    derivs = np.empty(k)
+    state.losses[:] = 0.0
+    t = state.t
+    total = 0.0
+    for u in range(n):
+        i = _csr_row_at(data, indices, indptr, labels, order, u, n)
+        eta = step_size(spec, t)
+        step_k = _saga_step_k(_output_state(state, 0, t, no_average), spec, t)
+        base, since, dense = _saga_before_steps(u, eta, step_k > 0.0, since, base, state, last,
+                                                history, spec, marks, no_average)  # fmt: skip
+        lo = _index(indptr[i])
+        count = _index(indptr[i + 1]) - lo
+        step = (data[lo : lo + count], indices[lo : lo + count], count, False)
+        if not _saga_row_scores(step, u, state, last, history, base, spec, marks, scores,
+                                no_average):  # fmt: skip
+            _saga_finish(u, state, last, history, base, spec, marks, no_average)
+            return total + math.inf, t, u
+        total += _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs,
+                              state.losses)  # fmt: skip
+        new_base = base
+        for o in range(k):
+            coef = row_derivative(spec, state.row_memory[o], i, derivs[o])
+            share = coef * 1 / state.row_memory.shape[1]
+            new_base = _saga_output_step(state, o, step, (coef, share, 1.0, eta, step_k), u,
+                                         dense, base, last, history, spec, no_average)  # fmt: skip
+        base = new_base
+        t += 1.0
+    _saga_finish(n, state, last, history, base, spec, marks, no_average)
+    return total, t, -1
+
+
+@kernel
+def multi_saga_batch_epoch_csr(rows, mode, batch_size, spec, state, parallel):
+    """One epoch of mini-batch SAGA over the CSR rows for all k outputs, each output
+    ``sparse._batch_epoch_csr_saga`` with its own row memory. Returns ``(Σ s·L, t, bad)``."""
+    n = rows.indptr.shape[0] - 1
+    grad, seen, touched, scores, derivs, deriv_sums = _batch_work(rows, state, batch_size)
+    no_average = np.empty(0)
+    n_steps = (n + batch_size - 1) // batch_size
+    last, history = _saga_setup(state, n_steps, no_average)
+    marks = _saga_marks(state, spec)
+    base, since = 0, 0
+    state.losses[:] = 0.0
+    t = state.t
+    total = 0.0
+    for u in range(n_steps):
+        start = u * batch_size
+        stop = min(start + batch_size, n)
+        m = stop - start
+        eta = step_size(spec, t)
+        step_k = _saga_step_k(_output_state(state, 0, t, no_average), spec, t)
+        base, since, dense = _saga_before_steps(u, eta, step_k > 0.0, since, base, state, last,
+                                                history, spec, marks, no_average)  # fmt: skip
+        count = _list_columns(rows, start, stop, u, seen, touched, grad)
+        _saga_catch_up_columns(touched, count, u, state, last, history, base, spec, marks,
+                               no_average)  # fmt: skip
+        finite = _batch_scores(rows, start, stop, state, scores, parallel)
+        batch_loss = _batch_gradient(rows, start, stop, mode, spec, state, scores, derivs,
+                                     deriv_sums, grad)  # fmt: skip
+        total += batch_loss
+        if not finite or not is_finite(batch_loss):
+            _saga_finish(u, state, last, history, base, spec, marks, no_average)
+            return total + math.inf, t, start
+        coef = 1.0 / m
+        share = coef * m / state.row_memory.shape[1]
+        new_base = base
+        for o in range(state.W.shape[0]):
+            step = (grad[:, o], touched, count, True)
+            scalars = (coef, share, deriv_sums[o], eta, step_k)
+            new_base = _saga_output_step(state, o, step, scalars, u, dense, base, last, history,
+                                         spec, no_average)  # fmt: skip
+        base = new_base
+        t += 1.0
+    _saga_finish(n_steps, state, last, history, base, spec, marks, no_average)
+    return total, t, -1
+
+
+def multi_csr_rule_epoch(rows, mode, spec, state, batch_size, parallel):
+    """One epoch of the optimizer rule ``spec.rule`` on CSR rows for k outputs: per-sample
+    (``batch_size`` 0) or in batches; the lazy rules, or SAGA just in time. (Python: only
+    the kernel a fit uses compiles.)"""
+    saga = spec.rule == UPDATE_SAGA
+    if batch_size == 0:
+        epoch = multi_saga_sgd_epoch_csr if saga else multi_rule_sgd_epoch_csr
+        return epoch(rows, mode, spec, state)
+    epoch = multi_saga_batch_epoch_csr if saga else multi_rule_batch_epoch_csr
+    return epoch(rows, mode, batch_size, spec, state, parallel)

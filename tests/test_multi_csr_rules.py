@@ -69,8 +69,10 @@ def _run(mode, A, labels, Y, sw, order, batch_size, spec, state, parallel=False)
 
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("mode", ["ovr", "multi_output"])
+# (float32 per-sample only: the mini-batch kernels share its arithmetic per output, and each
+# float32 variant of these kernels costs a cold compile of about a minute)
 @pytest.mark.parametrize(("batch_size", "dtype"), [(1, np.float64), (7, np.float64),
-                                                   (1, np.float32), (7, np.float32)])  # fmt: skip
+                                                   (1, np.float32)])  # fmt: skip
 def test_each_output_is_the_single_output_csr_kernel(rule, mode, batch_size, dtype):
     """ovr and multi-output: row o of W (its slots, running means, intercept, loss) is
     what the single-output CSR kernel trains on output o with the same order and steps,

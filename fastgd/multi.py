@@ -57,6 +57,7 @@ from ._kernels.multi import (
     multi_sgd_epoch,
     multi_sgd_epoch_csr,
 )
+from ._kernels.multi_csr_rules import multi_csr_rule_epoch
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import make_spec
 from ._thresholds import (
@@ -246,8 +247,9 @@ def _data(X, y, loss, *, sample_weight, normalize_weights, classes, multinomial,
 #: What runs with k outputs, for the refusals' messages.
 SUPPORTED = (
     "with k > 1 outputs (more than two classes, multiclass='multinomial' or a 2-D y) fastgd "
-    "runs optimizer='sgd' ('gd' with strategy='full') on dense and CSR rows, and momentum, "
-    "adagrad, rmsprop, adam, adamw, saga on dense rows (the adaptive ones with a fixed "
+    "runs optimizer='sgd' ('gd' with strategy='full'), momentum (nesterov too), adagrad, "
+    "rmsprop, adam, adamw and saga on dense and CSR rows (on CSR, as one output's: the "
+    "lazy variant of the first five, saga just in time; the adaptive ones with a fixed "
     "schedule: learning_rate='auto' runs no range test for them); schedules auto, "
     "constant, optimal, invscaling, adaptive"
 )
@@ -257,7 +259,7 @@ def _check_supported(resolved: dict, given: dict, sparse: bool) -> None:
     optimizer, rule = resolved["optimizer"], resolved["rule"]
     plain = rule.name == "sgd" and optimizer in ("sgd", "gd")
     optimizer_rule = optimizer == rule.name and rule.code >= options.UPDATE_MOMENTUM
-    if not (plain or (optimizer_rule and not sparse)):
+    if not (plain or optimizer_rule):
         raise ValueError(
             f"optimizer={optimizer!r}, learning_rate={resolved['schedule'].name!r}"
             f"{' on CSR rows' if sparse else ''}: {SUPPORTED}."
@@ -329,16 +331,20 @@ class _Epochs:
         if self.strategy != "full":
             order = self.order
             fill_epoch_order(order, self.shuffle, self.block_rows, self.rng.integers(2**63))
+        # The optimizer rules have kernels of their own (compiled only when used).
+        rule = spec.rule >= options.UPDATE_MOMENTUM
         if is_sparse(data.X):
             X = data.X
             rows = CsrMultiRows(X.data, X.indices, X.indptr, data.Y, data.labels,
                                 data.sample_weight, order)  # fmt: skip
+            if rule:
+                batch_size = 0 if self.strategy == "sgd" else self.rows_per_step
+                return multi_csr_rule_epoch(rows, data.mode, spec, state, batch_size,
+                                            self.parallel)  # fmt: skip
             if self.strategy == "sgd":
                 return multi_sgd_epoch_csr(rows, data.mode, spec, state)
             return multi_batch_epoch_csr(rows, data.mode, self.rows_per_step, spec, state)
         rows = MultiRows(data.X, data.Y, data.labels, data.sample_weight, order)
-        # The optimizer rules have kernels of their own (compiled only when used).
-        rule = spec.rule >= options.UPDATE_MOMENTUM
         if self.strategy == "sgd":
             stream = self.block_rows if self.shuffle == options.SHUFFLE_BLOCK else 0
             epoch = multi_rule_sgd_epoch if rule else multi_sgd_epoch

@@ -34,7 +34,14 @@ from .reference import (
     penalized_step,
 )
 
-__all__ = ["MODES", "multi_epoch", "multi_objective", "row_losses", "softmax"]
+__all__ = [
+    "MODES",
+    "multi_epoch",
+    "multi_lazy_rule_epoch",
+    "multi_objective",
+    "row_losses",
+    "softmax",
+]
 
 #: The kinds of output, as the ``mode`` argument names them.
 MODES = ("ovr", "multi_output", "multinomial")
@@ -191,3 +198,56 @@ def _rule_epoch(mode, X, targets, W, b, order, batch_size, rule, *, loss, epsilo
     if average is not None:
         result = (*result, avg_W, avg_b)
     return (*result, {"slots": slots, "row_memory": memory})
+
+
+def multi_lazy_rule_epoch(mode, X, targets, W, b, order, batch_size, rule, *, loss,
+                          epsilon=0.1, sample_weight=None, l1=0.0, l2=0.0, eta=0.01, t=1.0,
+                          fit_intercept=True, average=None, rule_state=None,
+                          optimizer=None) -> tuple:  # fmt: skip
+    """:func:`multi_epoch` under an optimizer rule (not SAGA) in the CSR kernels' lazy
+    variant (``fastgd._kernels.multi_csr_rules``), at the constant step ``eta``: each
+    output's step is ``fastgd.reference.optimizer_step`` from its own gradient and slots
+    with ``present`` the columns the batch's rows hold (non-zero in ``X``): only their
+    weights and slots move, and the intercept. The running means are those of every
+    weight. Returns as :func:`multi_epoch` with ``update_rule``."""
+    if rule == "saga":
+        raise ValueError("the lazy variant is not SAGA's (its CSR kernels catch up exactly).")
+    X = np.asarray(X, dtype=np.float64)
+    W = np.array(W, dtype=np.float64)
+    b = np.array(b, dtype=np.float64)
+    n, d = X.shape
+    k = W.shape[0]
+    s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    params = optimizer_parameters(**(optimizer or {}))
+    if rule_state is None:
+        slots = np.zeros((k, 2 if rule in ("adam", "adamw") else 1, d + 1))
+    else:
+        slots = np.array(rule_state["slots"], dtype=np.float64)
+    losses = np.zeros(k)
+    if average is not None:
+        avg_W, avg_b, average_start = np.array(average[0], float), np.array(average[1]), average[2]
+    for start in range(0, len(order), batch_size):
+        rows = np.asarray(order[start : start + batch_size], dtype=np.int64)
+        values, derivs = row_losses(mode, X[rows] @ W.T + b, np.asarray(targets)[rows], loss,
+                                    epsilon)  # fmt: skip
+        losses += s[rows] @ values
+        weighted = s[rows, None] * derivs
+        present = np.any(X[rows] != 0.0, axis=0)
+        for o in range(k):
+            g, g_b = (
+                X[rows].T @ weighted[:, o] / len(rows),
+                float(np.sum(weighted[:, o])) / len(rows),
+            )
+            W[o], b[o], slots[o] = optimizer_step(
+                rule, W[o], b[o], g, g_b, eta=eta, l1=l1, l2=l2, t=t, slots=slots[o],
+                params=params, fit_intercept=fit_intercept, present=present,
+            )  # fmt: skip
+        if average is not None and t >= average_start:
+            share = 1.0 / (t - average_start + 1.0)
+            avg_W = avg_W + (W - avg_W) * share
+            avg_b = avg_b + (b - avg_b) * share
+        t += 1.0
+    result = (W, b, float(losses.sum()), t, losses)
+    if average is not None:
+        result = (*result, avg_W, avg_b)
+    return (*result, {"slots": slots, "row_memory": np.zeros((k, 0))})

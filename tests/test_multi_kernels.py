@@ -411,7 +411,7 @@ def test_float32_stays_float32():
     assert result.decision_function(X.astype(np.float32)).dtype == np.float32
 
 
-def test_optimizers_train_k_outputs_and_csr_refuses_them_by_name():
+def test_optimizers_train_k_outputs_and_csr_names_what_it_refuses():
     X, y = _classes()
     result = fastgd.fit(X, y, loss="log_loss", multiclass="multinomial", optimizer="momentum",
                         random_state=0, max_iter=20)  # fmt: skip
@@ -420,8 +420,8 @@ def test_optimizers_train_k_outputs_and_csr_refuses_them_by_name():
     adam = fastgd.fit(X, y, loss="log_loss", optimizer="adam", learning_rate="constant",
                       eta0=0.01, random_state=0, max_iter=20)  # fmt: skip
     assert (adam.predict(X) == y).mean() > 0.85
-    with pytest.raises(ValueError, match="on CSR rows"):
-        fastgd.fit(sp.csr_matrix(X), y, loss="log_loss", optimizer="momentum")
+    with pytest.raises(ValueError, match="on CSR rows"):  # the rules run (test_multi_csr_rules)
+        fastgd.fit(sp.csr_matrix(X), y, loss="hinge", strategy="sgd", learning_rate="pa1")
 
 
 def test_k_outputs_refuse_the_single_output_kernels_options():

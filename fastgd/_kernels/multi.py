@@ -748,3 +748,25 @@ def multi_predict_csr(data, indices, indptr, W, b, out):
                 for q in range(indptr[i], indptr[i + 1]):
                     acc += data[q] * W[o, indices[q]]
                 out[i, o] = acc + b[o]
+
+
+# ---------------------------------------------------------------------------------------------
+# The full-batch gradient of the engine's full-batch optimizers (nesterov, lbfgs).
+# ---------------------------------------------------------------------------------------------
+
+
+@kernel
+def multi_full_gradient(rows, mode, spec, state, parallel, grad, deriv_sums):
+    """The full-batch gradient sums of all k outputs at ``state.W``, ``state.b``, from one
+    pass over ``rows`` (:class:`MultiRows`): ``grad[o] = Σ s·(dL/dp_o)·x`` ((k, d)),
+    ``deriv_sums[o] = Σ s·dL/dp_o`` and ``state.losses[o] = Σ s·L_o``. No step is taken:
+    ``fastgd.multi`` adds the penalty and hands the objective to ``fastgd.full_batch``. The
+    rows are summed in chunks merged in chunk order (:func:`multi_batch_epoch`'s
+    ``_batch_sums``), so the sums do not depend on the number of threads. Returns
+    ``(Σ s·L, bad)``: ``bad`` 0 when a score was not finite, else -1."""
+    X, order = rows.X, rows.order
+    n = order.shape[0] if order.shape[0] > 0 else X.shape[0]
+    work = _batch_work(X, state.W.shape[0])
+    state.losses[:] = 0.0
+    total, bad = _batch_sums(rows, 0, n, mode, spec, state, parallel, work, grad, deriv_sums)
+    return total, 0 if bad else -1

@@ -22,14 +22,19 @@ and step (``tests/test_multi_kernels.py`` checks it), and every kernel equals it
 Policies: the epoch loop here is the engine's, reduced to what k outputs need: the
 ``auto`` step (the outputs share X, so the single-output bound from the data's curvature
 applies to each; softmax's Hessian in the scores is bounded by ½, against ¼ for the binary
-log loss), back-off on divergence under ``auto``, ``DivergenceError`` otherwise, stopping on
-the summed objective (``tol``, ``n_iter_no_change``; ``adaptive`` divides the step by 5),
-averaging, the callback. The update rules: ``optimizer="sgd"`` (``"gd"`` under
+log loss; for the adaptive rules, the engine's range test run with the k-output kernels on
+a sample of rows), back-off on divergence under ``auto``, ``DivergenceError`` otherwise,
+stopping on the summed objective (``tol``, ``n_iter_no_change``; ``adaptive`` divides the
+step by 5), averaging, the callback. The update rules: ``optimizer="sgd"`` (``"gd"`` under
 ``strategy="full"``) on dense and CSR rows; momentum, adagrad, rmsprop, adam, adamw and
 saga on dense rows (each output with its own slots: ``MultiFitResult.slots`` has shape
-(k, rule.slots, d + 1)), the adaptive ones under a fixed schedule. The others (CSR with an
-optimizer, the passive-aggressive schedules, nesterov and lbfgs), ``validation_score`` and
-``slots_init`` raise a ``ValueError`` that says so (:data:`SUPPORTED`).
+(k, rule.slots, d + 1)); under ``strategy="full"`` on dense rows, nesterov and lbfgs
+(``fastgd.full_batch``, one iteration per epoch as for one output, on ``x = (W.ravel(),
+b)`` and the gradient of one pass of ``multi_full_gradient``; lbfgs's ``tol`` is its
+``gtol``, and ``MultiFitResult.extras`` has nesterov's ``restarts`` or lbfgs's
+``evaluations``). The others (CSR with an optimizer, the passive-aggressive schedules),
+``validation_score`` and ``slots_init`` raise a ``ValueError`` that says so
+(:data:`SUPPORTED`).
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ stopping on the summed objective (``tol``, ``n_iter_no_change``; ``adaptive`` di
 step by 5), averaging, the callback. The update rules: ``optimizer="sgd"`` (``"gd"`` under
 ``strategy="full"``) on dense and CSR rows; momentum, adagrad, rmsprop, adam, adamw and
 saga on dense rows (each output with its own slots: ``MultiFitResult.slots`` has shape
-(k, rule.slots, d + 1)); under ``strategy="full"`` on dense rows, nesterov and lbfgs
+(k, rule.slots, d + 1)); under ``strategy="full"`` on dense and CSR rows, nesterov and lbfgs
 (``fastgd.full_batch``, one iteration per epoch as for one output, on ``x = (W.ravel(),
-b)`` and the gradient of one pass of ``multi_full_gradient``; lbfgs's ``tol`` is its
+b)`` and the gradient of one pass of ``multi_full_gradient[_csr]``; lbfgs's ``tol`` is its
 ``gtol``, and ``MultiFitResult.extras`` has nesterov's ``restarts`` or lbfgs's
-``evaluations``). The others (CSR with an optimizer, the passive-aggressive schedules),
+``evaluations``). The others (CSR with a stochastic rule, the passive-aggressive schedules),
 ``validation_score`` and ``slots_init`` raise a ``ValueError`` that says so
 (:data:`SUPPORTED`).
 """
@@ -59,6 +59,7 @@ from ._kernels.multi import (
     multi_batch_epoch,
     multi_batch_epoch_csr,
     multi_full_gradient,
+    multi_full_gradient_csr,
     multi_rule_batch_epoch,
     multi_rule_sgd_epoch,
     multi_sgd_epoch,
@@ -259,8 +260,8 @@ def _data(X, y, loss, *, sample_weight, normalize_weights, classes, multinomial,
 SUPPORTED = (
     "with k > 1 outputs (more than two classes, multiclass='multinomial' or a 2-D y) fastgd "
     "runs optimizer='sgd' ('gd' with strategy='full') on dense and CSR rows, and momentum, "
-    "adagrad, rmsprop, adam, adamw, saga, and nesterov, lbfgs (strategy='full') on dense "
-    "rows; schedules auto, constant, optimal, invscaling, adaptive"
+    "adagrad, rmsprop, adam, adamw, saga on dense rows, nesterov and lbfgs (strategy='full') "
+    "on dense and CSR rows; schedules auto, constant, optimal, invscaling, adaptive"
 )
 
 
@@ -269,7 +270,7 @@ def _check_supported(resolved: dict, given: dict, sparse: bool) -> None:
     plain = rule.name == "sgd" and optimizer in ("sgd", "gd")
     optimizer_rule = optimizer == rule.name and rule.code >= options.UPDATE_MOMENTUM
     full_batch = optimizer in FULL_BATCH_STEPPERS  # parameters checks lbfgs's loss, penalty
-    if not (plain or ((optimizer_rule or full_batch) and not sparse)):
+    if not (plain or full_batch or (optimizer_rule and not sparse)):
         raise ValueError(
             f"optimizer={optimizer!r}, learning_rate={resolved['schedule'].name!r}"
             f"{' on CSR rows' if sparse else ''}: {SUPPORTED}."
@@ -376,8 +377,13 @@ class _FullBatchEpochs:
         self.rows_per_step = n
         self.size = data.k * d  # the weights' part of x
         self.parallel = parallel_batches(n, float(d) * data.k)
-        self.rows = MultiRows(data.X, data.Y, data.labels, data.sample_weight,
-                              np.empty(0, np.int64))  # fmt: skip
+        file_order = np.empty(0, np.int64)
+        if is_sparse(data.X):
+            X = data.X
+            self.rows = CsrMultiRows(X.data, X.indices, X.indptr, data.Y, data.labels,
+                                     data.sample_weight, file_order)  # fmt: skip
+        else:
+            self.rows = MultiRows(data.X, data.Y, data.labels, data.sample_weight, file_order)
         self.converged = False
         self.expected: np.ndarray | None = None  # the x this object last handed out
         optimizer = resolved["optimizer"]
@@ -405,8 +411,12 @@ class _FullBatchEpochs:
         at = state._replace(W=W, b=b, losses=np.zeros(data.k))
         grad = np.empty(W.shape)
         deriv_sums = np.empty(data.k)
-        total, bad = multi_full_gradient(self.rows, data.mode, self.spec, at, self.parallel,
-                                         grad, deriv_sums)  # fmt: skip
+        if isinstance(self.rows, CsrMultiRows):
+            total, bad = multi_full_gradient_csr(self.rows, data.mode, self.spec, at, grad,
+                                                 deriv_sums)  # fmt: skip
+        else:
+            total, bad = multi_full_gradient(self.rows, data.mode, self.spec, at,
+                                             self.parallel, grad, deriv_sums)  # fmt: skip
         n = data.X.shape[0]
         gradient = grad.ravel() / n + resolved["l2"] * x[: self.size]
         if resolved["fit_intercept"]:

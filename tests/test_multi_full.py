@@ -54,10 +54,20 @@ def _fit(X, y, **settings):
 CASES = [("ovr", "log_loss"), ("multi_output", "huber"), ("multinomial", "log_loss")]
 
 
+def _csr_gradient(X, rows, code, spec, state, k):
+    """``multi_full_gradient_csr`` on the rows of ``rows`` with X as CSR."""
+    A = sp.csr_matrix(X)
+    csr = kernels.CsrMultiRows(A.data, A.indices, A.indptr, *rows[1:])
+    grad, deriv_sums = np.empty((k, X.shape[1])), np.empty(k)
+    total, bad = kernels.multi_full_gradient_csr(csr, code, spec, state, grad, deriv_sums)
+    return (grad, deriv_sums, total, state.losses.copy()), bad
+
+
 @pytest.mark.parametrize(("mode", "loss"), CASES)
 def test_the_gradient_kernel_is_the_references_whatever_the_threads(mode, loss):
     """One pass of ``multi_full_gradient`` gives the reference's gradient sums and losses;
-    its chunks (8 here) merge in order, so the parallel and serial sums are the same bits."""
+    its chunks (8 here) merge in order, so the parallel and serial sums are the same bits.
+    The CSR kernel gives the same sums (up to the order of the additions)."""
     rng = np.random.default_rng(1)
     n, d, k = 2000, 6, 4
     X = rng.standard_normal((n, d))
@@ -85,6 +95,13 @@ def test_the_gradient_kernel_is_the_references_whatever_the_threads(mode, loss):
         runs.append((grad, deriv_sums, total, state.losses.copy()))
     for serial, parallel in zip(*runs, strict=True):
         np.testing.assert_array_equal(serial, parallel)
+    state = kernels.MultiState(W.copy(), b.copy(), 1.0, np.empty((0, 0)), np.empty(0),
+                               np.zeros(k), np.zeros((k, 0, d + 1)),
+                               np.zeros((k, 0)))  # fmt: skip
+    csr, bad = _csr_gradient(X, rows, code, spec, state, k)
+    assert bad == -1
+    for dense_part, csr_part in zip(runs[0], csr, strict=True):
+        np.testing.assert_allclose(csr_part, dense_part, rtol=1e-12, atol=1e-10)
     grad, deriv_sums, total, losses = runs[0]
     targets = Y if regression else labels
     G_W, g_b = ref.multi_gradient(mode, X, targets, W, b, loss=loss, sample_weight=sw)
@@ -250,8 +267,7 @@ def test_float32_stays_float32_near_the_float64_optimum(optimizer):
 
 
 def test_the_loop_keeps_its_rules_under_the_full_batch_optimizers():
-    """The callback stops the run; a fixed step too large diverges with the best weights;
-    CSR rows are refused by name."""
+    """The callback stops the run; a fixed step too large diverges with the best weights."""
     X, y = _classes()
     seen = []
     stopped = _fit(X, y, loss="log_loss", optimizer="nesterov",
@@ -262,8 +278,18 @@ def test_the_loop_keeps_its_rules_under_the_full_batch_optimizers():
         _fit(X * 1e150, y, loss="squared_hinge", optimizer="nesterov",
              learning_rate="constant", eta0=1e3)  # fmt: skip
     assert caught.value.coef.shape == (3, X.shape[1])
-    with pytest.raises(ValueError, match="on CSR rows"):
-        _fit(sp.csr_matrix(X), y, loss="log_loss", optimizer="lbfgs")
+
+
+@pytest.mark.parametrize("optimizer", ["nesterov", "lbfgs"])
+def test_csr_and_dense_rows_reach_the_same_weights(optimizer):
+    X, y = _classes()
+    X[X < 0.3] = 0.0  # about 60% zeros
+    settings = dict(loss="log_loss", multiclass="multinomial", optimizer=optimizer,
+                    max_iter=200)  # fmt: skip
+    dense = _fit(X, y, **settings)
+    csr = _fit(sp.csr_matrix(X), y, **settings)
+    np.testing.assert_allclose(csr.coef, dense.coef, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(csr.intercept, dense.intercept, rtol=0, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------

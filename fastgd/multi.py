@@ -265,7 +265,10 @@ SUPPORTED = (
 )
 
 
-def _check_supported(resolved: dict, given: dict, sparse: bool) -> None:
+def _check_supported(resolved: dict, given: dict, sparse: bool, range_test: bool = False) -> None:
+    """Refuse what k outputs do not run. ``range_test``: the caller runs ``auto``'s range
+    test for the adaptive rules (``fit_k_outputs`` does; ``fastgd.stream_multi``'s blocks do
+    not, and would take the curvature bound, wrong for those rules)."""
     optimizer, rule = resolved["optimizer"], resolved["rule"]
     plain = rule.name == "sgd" and optimizer in ("sgd", "gd")
     optimizer_rule = optimizer == rule.name and rule.code >= options.UPDATE_MOMENTUM
@@ -274,6 +277,12 @@ def _check_supported(resolved: dict, given: dict, sparse: bool) -> None:
         raise ValueError(
             f"optimizer={optimizer!r}, learning_rate={resolved['schedule'].name!r}"
             f"{' on CSR rows' if sparse else ''}: {SUPPORTED}."
+        )
+    tested = rule.name in parameters.RANGE_TESTED_OPTIMIZERS
+    if resolved["schedule"].name == "auto" and tested and not range_test:
+        raise ValueError(
+            f"optimizer={optimizer!r} with learning_rate='auto' runs a range test on rows in "
+            "memory (fastgd.fit), not here: give learning_rate='constant' and eta0."
         )
     for name in ("validation_score", "slots_init"):
         if given.get(name) is not None:
@@ -501,7 +510,7 @@ def fit_k_outputs(X, y, resolved: dict, *, multiclass: str, auto_step: Callable,
     rows_per_step, max_row_norm)`` is the engine's ``auto`` step and ``block_rows(X)`` its
     ``shuffle="block"`` block size; ``given`` the other data arguments of ``fit``."""
     started = time.perf_counter()
-    _check_supported(resolved, given, is_sparse(X))
+    _check_supported(resolved, given, is_sparse(X), range_test=True)
     loss = resolved["loss"]
     multinomial = multiclass == "multinomial"
     data = _data(

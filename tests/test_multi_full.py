@@ -347,3 +347,14 @@ def test_auto_range_test_for_multi_output_regression_and_its_seed():
     design = np.hstack([X, np.ones((X.shape[0], 1))])
     exact = np.linalg.lstsq(design, Y, rcond=None)[0]
     np.testing.assert_allclose(runs[0].coef, exact[:-1].T, atol=0.05)
+
+
+def test_fit_csv_of_k_classes_refuses_auto_for_the_adaptive_rules_naming_why(tmp_path):
+    """fit_csv's k-class blocks run no range test: the curvature bound would be the wrong
+    step for those rules, so they say so."""
+    X, y = _classes(n=60)
+    path = tmp_path / "three.csv"
+    header = ",".join([f"x{j}" for j in range(X.shape[1])] + ["y"])
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header=header, comments="")
+    with pytest.raises(ValueError, match="runs a range test on rows in memory"):
+        fastgd.fit_csv(path, target="y", loss="log_loss", optimizer="adam", max_iter=2)

@@ -676,6 +676,9 @@ class _Loop:
 
     def step(self, epochs: _Epochs) -> bool:
         resolved = self.resolved
+        # A full batch's loss is that of the weights at the epoch's start (the step's pass),
+        # as in the engine's loop: they are the best state when it is the lowest.
+        start = self._snapshot() if resolved["strategy"].name == "full" else None
         penalty = _penalty(self.W, resolved["l1"], resolved["l2"])
         state = MultiState(self.W, self.b, self.t, self.avg_W, self.avg_b, self.losses,
                            self.slots, self.row_memory)  # fmt: skip
@@ -694,7 +697,7 @@ class _Loop:
             self.no_improvement += 1
         if epoch_loss < self.best:
             self.best = epoch_loss
-            self.best_state = self._snapshot()
+            self.best_state = self._snapshot() if start is None else start
         if getattr(epochs, "converged", False):  # lbfgs: its gtol/ftol test met
             self.converged = True
             return False

@@ -280,6 +280,20 @@ def test_the_loop_keeps_its_rules_under_the_full_batch_optimizers():
     assert caught.value.coef.shape == (3, X.shape[1])
 
 
+@pytest.mark.parametrize("optimizer", ["gd", "nesterov"])
+def test_a_full_batch_divergence_keeps_the_weights_of_the_best_loss(optimizer):
+    """A full batch's loss is that of the weights at the epoch's start (as in the engine's
+    loop): the error's weights are those whose objective is the lowest recorded."""
+    X, Y = _regression()
+    with pytest.raises(fastgd.DivergenceError) as caught:
+        _fit(X, Y, loss="squared_error", optimizer=optimizer, learning_rate="constant",
+             eta0=50.0, max_iter=100)  # fmt: skip
+    error = caught.value
+    assert len(error.loss_history) > 1
+    found = _objective("multi_output", X, Y, error.coef, error.intercept, "squared_error")
+    assert found == pytest.approx(error.loss_history.min(), rel=1e-12)
+
+
 @pytest.mark.parametrize("optimizer", ["nesterov", "lbfgs"])
 def test_csr_and_dense_rows_reach_the_same_weights(optimizer):
     X, y = _classes()

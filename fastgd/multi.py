@@ -19,17 +19,23 @@ multi-output, each row of ``W`` is the single-output kernel's model run with the
 and step (``tests/test_multi_kernels.py`` checks it), and every kernel equals its numpy twin
 (``fastgd.reference_multi``).
 
-Policies: the epoch loop here is the engine's, reduced to what k outputs need: the
-``auto`` step (the outputs share X, so the single-output bound from the data's curvature
-applies to each; softmax's Hessian in the scores is bounded by ½, against ¼ for the binary
-log loss), back-off on divergence under ``auto``, ``DivergenceError`` otherwise, stopping on
-the summed objective (``tol``, ``n_iter_no_change``; ``adaptive`` divides the step by 5),
+Policies: the epoch loop here is the engine's, reduced to what k outputs need: the ``auto``
+step (the outputs share X, so the single-output bound from the data's curvature applies to
+each; softmax's Hessian in the scores is bounded by ½, against ¼ for the binary log loss;
+for the adaptive rules, the engine's range test run with the k-output kernels on a sample of
+rows), back-off on divergence under ``auto``, ``DivergenceError`` otherwise, stopping on the
+summed objective (``tol``, ``n_iter_no_change``; ``adaptive`` divides the step by 5),
 averaging, the callback. The update rules: ``optimizer="sgd"`` (``"gd"`` under
-``strategy="full"``) on dense and CSR rows; momentum, adagrad, rmsprop, adam, adamw and
-saga on dense rows (each output with its own slots: ``MultiFitResult.slots`` has shape
-(k, rule.slots, d + 1)), the adaptive ones under a fixed schedule. The others (CSR with an
-optimizer, the passive-aggressive schedules, nesterov and lbfgs), ``validation_score`` and
-``slots_init`` raise a ``ValueError`` that says so (:data:`SUPPORTED`).
+``strategy="full"``) on dense and CSR rows; momentum, adagrad, rmsprop, adam, adamw and saga
+on dense and CSR rows (each output with its own slots: ``MultiFitResult.slots`` has shape
+(k, rule.slots, d + 1); on CSR rows the lazy rules and just-in-time SAGA of one output,
+``fastgd._kernels.multi_csr_rules``); under ``strategy="full"`` on dense and CSR rows,
+nesterov and lbfgs (``fastgd.full_batch``, one iteration per epoch as for one output, on ``x
+= (W.ravel(), b)`` and the gradient of one pass of ``multi_full_gradient[_csr]``; lbfgs's
+``tol`` is its ``gtol``, and ``MultiFitResult.extras`` has nesterov's ``restarts`` or
+lbfgs's ``evaluations``). The others (the passive-aggressive schedules),
+``validation_score`` and ``slots_init`` raise a ``ValueError`` that says so
+(:data:`SUPPORTED`).
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import options, parameters
+from . import _range_test, options, parameters
 from ._kernels.multi import (
     MULTI_OUTPUT,
     OVR,
@@ -52,6 +59,8 @@ from ._kernels.multi import (
     MultiState,
     multi_batch_epoch,
     multi_batch_epoch_csr,
+    multi_full_gradient,
+    multi_full_gradient_csr,
     multi_rule_batch_epoch,
     multi_rule_sgd_epoch,
     multi_sgd_epoch,
@@ -78,6 +87,7 @@ from ._validation import (
     scan_sparse,
 )
 from .errors import DivergenceError
+from .full_batch import LBFGS, Nesterov, Point
 from .prediction import check_input, class_probabilities, decision_values
 
 __all__ = [
@@ -94,6 +104,10 @@ MULTICLASS = ("ovr", "multinomial")
 #: Softmax cross-entropy's curvature bound in the scores (the largest eigenvalue of
 #: ``diag(p) − ppᵀ`` is at most ½).
 SOFTMAX_CURVATURE = 0.5
+#: The kernels' ``mode`` codes by ``fastgd.reference_multi``'s names.
+_MODE_NAMES = {OVR: "ovr", MULTI_OUTPUT: "multi_output", SOFTMAX: "multinomial"}
+#: The optimizers that step in ``fastgd.full_batch`` on full-batch gradients.
+FULL_BATCH_STEPPERS = ("nesterov", "lbfgs")
 #: The optimizer rules' scalars, as ``records.Spec`` fields (``engine.OPTIMIZER_SCALARS``).
 OPTIMIZER_SCALARS = ("momentum", "nesterov", "beta_1", "beta_2", "rho", "optimizer_epsilon")
 
@@ -249,32 +263,39 @@ SUPPORTED = (
     "with k > 1 outputs (more than two classes, multiclass='multinomial' or a 2-D y) fastgd "
     "runs optimizer='sgd' ('gd' with strategy='full'), momentum (nesterov too), adagrad, "
     "rmsprop, adam, adamw and saga on dense and CSR rows (on CSR, as one output's: the "
-    "lazy variant of the first five, saga just in time; the adaptive ones with a fixed "
-    "schedule: learning_rate='auto' runs no range test for them); schedules auto, "
-    "constant, optimal, invscaling, adaptive"
+    "lazy variant of the first five, saga just in time), and nesterov and lbfgs with "
+    "strategy='full' on dense and CSR rows; schedules auto, constant, optimal, invscaling, "
+    "adaptive"
 )
 
 
-def _check_supported(resolved: dict, given: dict, sparse: bool) -> None:
+def _check_supported(resolved: dict, given: dict, sparse: bool, range_test: bool = False) -> None:
+    """Refuse what k outputs do not run. ``range_test``: the caller runs ``auto``'s range
+    test for the adaptive rules (``fit_k_outputs`` does; ``fastgd.stream_multi``'s blocks do
+    not, and would take the curvature bound, wrong for those rules)."""
     optimizer, rule = resolved["optimizer"], resolved["rule"]
     plain = rule.name == "sgd" and optimizer in ("sgd", "gd")
     optimizer_rule = optimizer == rule.name and rule.code >= options.UPDATE_MOMENTUM
-    if not (plain or optimizer_rule):
+    full_batch = optimizer in FULL_BATCH_STEPPERS  # parameters checks lbfgs's loss, penalty
+    if not (plain or full_batch or optimizer_rule):
         raise ValueError(
             f"optimizer={optimizer!r}, learning_rate={resolved['schedule'].name!r}"
             f"{' on CSR rows' if sparse else ''}: {SUPPORTED}."
         )
-    if resolved["schedule"].name == "auto" and rule.name in parameters.RANGE_TESTED_OPTIMIZERS:
+    tested = rule.name in parameters.RANGE_TESTED_OPTIMIZERS
+    if resolved["schedule"].name == "auto" and tested and not range_test:
         raise ValueError(
-            f"optimizer={optimizer!r} with learning_rate='auto': {SUPPORTED}. Give "
-            "learning_rate='constant' and eta0."
+            f"optimizer={optimizer!r} with learning_rate='auto' runs a range test on rows in "
+            "memory (fastgd.fit), not here: give learning_rate='constant' and eta0."
         )
     for name in ("validation_score", "slots_init"):
         if given.get(name) is not None:
             raise ValueError(f"{name} is not supported with k > 1 outputs.")
     # scikit-learn's ways (fastgd.fit's l1_method, intercept_decay) are single-output kernel
     # options: the k-output kernels take the proximal L1 and the plain intercept step.
-    if resolved.get("l1_method", "proximal") != "proximal" and resolved["l1"] > 0.0:
+    # (resolve_options gives the method's code: comparing it with the name refused every L1)
+    proximal = options.L1_PROXIMAL
+    if resolved.get("l1_method", proximal) != proximal and resolved["l1"] > 0.0:
         raise ValueError(
             "l1_method='truncated' is not supported with k > 1 outputs: use "
             "l1_method='proximal' (the default)."
@@ -353,6 +374,112 @@ class _Epochs:
         return epoch(rows, data.mode, self.rows_per_step, spec, state, self.parallel)
 
 
+class _OutputsPoint(Point):
+    """A ``full_batch.Point`` that also carries each output's ``Σ s·L`` (``losses``), the
+    loop's per-output record of the epoch."""
+
+    losses: np.ndarray
+
+
+class _FullBatchEpochs:
+    """The epochs of ``optimizer="nesterov"`` or ``"lbfgs"`` for k outputs: one iteration
+    of :mod:`fastgd.full_batch` per epoch (as ``engine._FullBatchEpochs`` for one output),
+    on the gradient of one pass of ``multi_full_gradient``. ``x`` is ``W.ravel()``, then
+    ``b`` when the intercepts are fitted; the objective is the loop's, ``(1/n)·Σ s·Σ_o L_o
+    + l1·‖W‖₁ + l2·½‖W‖²``. An epoch returns the data loss at its start, as gd's does."""
+
+    def __init__(self, data: _Data, resolved: dict):
+        self.data, self.resolved = data, resolved
+        n, d = data.X.shape
+        self.rows_per_step = n
+        self.size = data.k * d  # the weights' part of x
+        self.parallel = parallel_batches(n, float(d) * data.k)
+        file_order = np.empty(0, np.int64)
+        if is_sparse(data.X):
+            X = data.X
+            self.rows = CsrMultiRows(X.data, X.indices, X.indptr, data.Y, data.labels,
+                                     data.sample_weight, file_order)  # fmt: skip
+        else:
+            self.rows = MultiRows(data.X, data.Y, data.labels, data.sample_weight, file_order)
+        self.converged = False
+        self.expected: np.ndarray | None = None  # the x this object last handed out
+        optimizer = resolved["optimizer"]
+        self.nesterov = Nesterov(self._prox) if optimizer == "nesterov" else None
+        gtol = resolved["tol"] if resolved["tol"] is not None else 0.0
+        self.lbfgs = LBFGS(self._evaluate, gtol) if optimizer == "lbfgs" else None
+        self.spec = None
+        self.state: MultiState | None = None
+
+    def extras(self) -> dict:
+        """``restarts`` (nesterov's momentum restarts) or ``evaluations`` (lbfgs's
+        full-batch passes, line searches included)."""
+        if self.nesterov is not None:
+            return {"restarts": self.nesterov.restarts}
+        return {"evaluations": self.lbfgs.evaluations}
+
+    def _x(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        w = W.astype(np.float64).ravel()
+        return np.append(w, b) if self.resolved["fit_intercept"] else w
+
+    def _evaluate(self, x: np.ndarray) -> Point:
+        resolved, state, data = self.resolved, self.state, self.data
+        W = x[: self.size].reshape(state.W.shape).astype(state.W.dtype)
+        b = x[self.size :].copy() if resolved["fit_intercept"] else state.b.copy()
+        at = state._replace(W=W, b=b, losses=np.zeros(data.k))
+        grad = np.empty(W.shape)
+        deriv_sums = np.empty(data.k)
+        if isinstance(self.rows, CsrMultiRows):
+            total, bad = multi_full_gradient_csr(self.rows, data.mode, self.spec, at, grad,
+                                                 deriv_sums)  # fmt: skip
+        else:
+            total, bad = multi_full_gradient(self.rows, data.mode, self.spec, at,
+                                             self.parallel, grad, deriv_sums)  # fmt: skip
+        n = data.X.shape[0]
+        gradient = grad.ravel() / n + resolved["l2"] * x[: self.size]
+        if resolved["fit_intercept"]:
+            gradient = np.append(gradient, deriv_sums / n)
+        value = total / n + _penalty(W, resolved["l1"], resolved["l2"])
+        point = _OutputsPoint(value, gradient, total, bad)
+        point.losses = at.losses
+        return point
+
+    def _prox(self, x: np.ndarray, eta: float) -> np.ndarray:
+        """The proximal step of the L1 part (soft thresholding; never the intercepts)."""
+        l1, size = self.resolved["l1"], self.size
+        if l1 == 0.0:
+            return x
+        out = x.copy()
+        out[:size] = np.sign(x[:size]) * np.maximum(np.abs(x[:size]) - eta * l1, 0.0)
+        return out
+
+    def run(self, spec, state: MultiState):
+        """One iteration from ``state``'s weights, written back into them; returns the
+        kernels' ``(Σ s·L at the start, t, bad)``."""
+        self.spec, self.state = spec, state
+        x = self._x(state.W, state.b)
+        if self.nesterov is not None:
+            if self.expected is None or not np.array_equal(x, self.expected):
+                self.nesterov.reset()  # a back-off restored an earlier state
+            point = self._evaluate(x)
+        else:
+            point = self.lbfgs.start(x)
+        state.losses[:] = point.losses
+        if point.bad >= 0 or not math.isfinite(point.value):
+            return point.loss_total, state.t, max(point.bad, 0)
+        if self.nesterov is not None:
+            x_next = self.nesterov.step(x, point, spec.eta0)
+        else:
+            x_next = self.lbfgs.step()
+            self.converged = self.lbfgs.converged
+        state.W[:] = x_next[: self.size].reshape(state.W.shape)
+        if self.resolved["fit_intercept"]:
+            state.b[:] = x_next[self.size :]
+        self.expected = self._x(state.W, state.b)
+        if self.lbfgs is not None:
+            self.lbfgs.x = self.expected.copy()  # as stored (float32 weights round)
+        return point.loss_total, state.t + 1.0, -1
+
+
 def _starting_weights(k, d, dtype, coef_init, intercept_init):
     W = np.zeros((k, d), dtype=dtype)
     if coef_init is not None:
@@ -373,12 +500,11 @@ def _loss_scale(data: _Data, loss_code: int, epsilon: float) -> float:
     """The summed mean loss of the all-zero model: the yardstick of an explosion."""
     from .reference_multi import row_losses
 
-    names = {0: "ovr", 1: "multi_output", 2: "multinomial"}
     n = data.X.shape[0]
     zeros = np.zeros((n, data.k))
     targets = data.Y if data.mode == MULTI_OUTPUT else data.labels
     loss_name = options.LOSSES[[row.code for row in options.LOSSES].index(loss_code)].name
-    values, _ = row_losses(names[data.mode], zeros, targets, loss_name, epsilon)
+    values, _ = row_losses(_MODE_NAMES[data.mode], zeros, targets, loss_name, epsilon)
     s = data.sample_weight if data.sample_weight.size else np.ones(n)
     return float(s @ values.sum(axis=1) / n)
 
@@ -392,7 +518,7 @@ def fit_k_outputs(X, y, resolved: dict, *, multiclass: str, auto_step: Callable,
     rows_per_step, max_row_norm)`` is the engine's ``auto`` step and ``block_rows(X)`` its
     ``shuffle="block"`` block size; ``given`` the other data arguments of ``fit``."""
     started = time.perf_counter()
-    _check_supported(resolved, given, is_sparse(X))
+    _check_supported(resolved, given, is_sparse(X), range_test=True)
     loss = resolved["loss"]
     multinomial = multiclass == "multinomial"
     data = _data(
@@ -401,17 +527,121 @@ def fit_k_outputs(X, y, resolved: dict, *, multiclass: str, auto_step: Callable,
     )  # fmt: skip
     _n, d = data.X.shape
     W, b = _starting_weights(data.k, d, data.X.dtype, coef_init, intercept_init)
-    epochs = _Epochs(data, resolved, block_rows(data.X))
+    full_batch = resolved["optimizer"] in FULL_BATCH_STEPPERS
+    if full_batch:
+        epochs = _FullBatchEpochs(data, resolved)
+    else:
+        epochs = _Epochs(data, resolved, block_rows(data.X))
     eta = resolved["eta0"]
     if resolved["schedule"].name == "auto":
-        curved = dataclasses.replace(loss, curvature=SOFTMAX_CURVATURE) if multinomial else loss
-        eta = auto_step(data.X, data.sample_weight, curved, epochs.rows_per_step, data.max_row_norm)
+        eta = _auto_eta(data, resolved, W, b, epochs.rows_per_step, auto_step, block_rows)
     loop = _Loop(data, resolved, W, b, eta, average_coef_init, average_intercept_init)
     while len(loop.history) < resolved["max_iter"] and loop.step(epochs):
         pass
     result = loop.result(multiclass if loss.classification else None)
+    if full_batch:
+        result.extras.update(epochs.extras())
     result.fit_time = time.perf_counter() - started
     return result
+
+
+def _auto_eta(data: _Data, resolved: dict, W, b, rows_per_step: int, auto_step: Callable,
+              block_rows: Callable) -> float:  # fmt: skip
+    """``learning_rate="auto"``'s step, as the engine's for one output: lbfgs keeps
+    ``eta0`` (its line searches choose each step), the adaptive rules take a range test
+    (:func:`_range_test_step`), the others the engine's bound from the data's curvature
+    (``auto_step``; softmax's curvature for the multinomial model)."""
+    if resolved["optimizer"] == "lbfgs":
+        return resolved["eta0"]
+    if resolved["rule"].name in parameters.RANGE_TESTED_OPTIMIZERS:
+        return _range_test_step(data, resolved, W, b, rows_per_step, block_rows)
+    loss = resolved["loss"]
+    if data.mode == SOFTMAX:
+        loss = dataclasses.replace(loss, curvature=SOFTMAX_CURVATURE)
+    return auto_step(data.X, data.sample_weight, loss, rows_per_step, data.max_row_norm)
+
+
+# ---------------------------------------------------------------------------------------------
+# learning_rate="auto" of the adaptive rules: a range test on a sample.
+# ---------------------------------------------------------------------------------------------
+
+
+def _range_test_step(data: _Data, resolved: dict, W, b, rows_per_step: int,
+                     block_rows: Callable) -> float:  # fmt: skip
+    """``learning_rate="auto"``'s step for the adaptive rules (``parameters.
+    RANGE_TESTED_OPTIMIZERS``) with k outputs: the engine's range test
+    (``engine.range_test_step``, its constants, grid and choice) run with the k-output
+    kernels. At most ``AUTO_RANGE_TEST_ROWS`` rows are drawn; from copies of the starting
+    weights, each rate of the grid runs constant-step epochs of the fit's rule, strategy and
+    batch size on them (the same row orders for every rate) until the summed objective on
+    the sample blows up (``fastgd._range_test``); a run that diverges counts as blown up.
+    The step is the lower of half the edge and the rate of the lowest objective, times
+    ``√(test's steps / fit's steps)`` when the fit is longer."""
+    from . import engine  # engine imports this module: its range test's policy, read here
+
+    rng = resolved["rng"]
+    sample = _sample_rows(data, rng, engine.AUTO_RANGE_TEST_ROWS)
+    seed = int(rng.integers(2**63))  # every rate runs the same row orders
+    n_fit, n_sample = data.X.shape[0], sample.X.shape[0]
+    budget = types.SimpleNamespace(max_iter=resolved["max_iter"],
+                                   source=types.SimpleNamespace(n_rows=n_fit))  # fmt: skip
+    epochs = engine._range_test_epochs(budget, n_sample, rows_per_step)
+    short = dict(resolved, schedule=options.schedule_by_name("constant"), max_iter=epochs,
+                 tol=None, callback=None, average_start=0.0)  # fmt: skip
+    scale = _loss_scale(sample, resolved["loss"].code, resolved["epsilon"])
+
+    def objective_after(rate: float) -> float:
+        run = dict(short, rng=np.random.default_rng(seed))
+        loop = _Loop(sample, run, W.copy(), b.copy(), rate, None, None, scale=scale)
+        sample_epochs = _Epochs(sample, run, block_rows(sample.X))
+        while len(loop.history) < epochs and loop.step(sample_epochs):
+            pass
+        return _objective(sample, resolved, loop.W, loop.b)
+
+    targets = sample.Y.ravel() if data.mode == MULTI_OUTPUT else np.empty(0)
+    tested = types.SimpleNamespace(X=sample.X, sample_weight=sample.sample_weight, y=targets)
+    grid = engine._range_test_grid(tested, data.mode != MULTI_OUTPUT, resolved["fit_intercept"])
+    start = _objective(sample, resolved, W, b)
+    test = _range_test.run_range_test(
+        objective_after, grid, start, patience=engine.AUTO_RANGE_TEST_RATES_PER_DECADE
+    )
+    if test.blew_up and test.rates.shape[0] == 1:  # the smallest rate blew up: go below it
+        return float(grid[0]) / _range_test.SUGGESTION_DIVISOR
+    chosen = min(test.suggestion, test.lowest_rate)
+    test_steps = epochs * math.ceil(n_sample / min(rows_per_step, n_sample))
+    fit_steps = resolved["max_iter"] * math.ceil(n_fit / rows_per_step)
+    return chosen * min(1.0, test_steps / fit_steps) ** engine.AUTO_RANGE_TEST_HORIZON_POWER
+
+
+def _sample_rows(data: _Data, rng, most: int) -> _Data:
+    """At most ``most`` rows of ``data``, drawn with ``rng`` and kept in order."""
+    n = data.X.shape[0]
+    if n <= most:
+        return data
+    chosen = np.sort(rng.choice(n, most, replace=False))
+    Y = data.Y[chosen] if data.mode == MULTI_OUTPUT else data.Y
+    labels = data.labels[chosen] if data.labels.size else data.labels
+    weights = data.sample_weight[chosen] if data.sample_weight.size else data.sample_weight
+    X = data.X[chosen]
+    X = check_csr(X, check_finite=False) if is_sparse(X) else np.ascontiguousarray(X)
+    return _Data(X, Y, labels, weights, data.classes, data.k, data.mode, data.max_row_norm)
+
+
+def _objective(data: _Data, resolved: dict, W, b) -> float:
+    """The summed objective ``(1/Σs)·Σ s·Σ_o L_o + penalty`` on ``data`` at ``W``, ``b``
+    (as the engine's ``_sample_objective``); ``inf`` where it is not finite."""
+    from .reference_multi import row_losses
+
+    with np.errstate(all="ignore"):
+        scores = np.asarray(data.X @ W.T, dtype=np.float64) + b
+        targets = data.Y if data.mode == MULTI_OUTPUT else data.labels
+        values, _ = row_losses(_MODE_NAMES[data.mode], scores, targets,
+                               resolved["loss"].name, resolved["epsilon"])  # fmt: skip
+        s = data.sample_weight
+        total = float(s @ values.sum(axis=1)) if s.size else float(values.sum())
+    rows = float(s.sum()) if s.size else float(data.X.shape[0])
+    value = total / rows + _penalty(W, resolved["l1"], resolved["l2"])
+    return value if math.isfinite(value) else math.inf
 
 
 class _Loop:
@@ -454,6 +684,9 @@ class _Loop:
 
     def step(self, epochs: _Epochs) -> bool:
         resolved = self.resolved
+        # A full batch's loss is that of the weights at the epoch's start (the step's pass),
+        # as in the engine's loop: they are the best state when it is the lowest.
+        start = self._snapshot() if resolved["strategy"].name == "full" else None
         penalty = _penalty(self.W, resolved["l1"], resolved["l2"])
         state = MultiState(self.W, self.b, self.t, self.avg_W, self.avg_b, self.losses,
                            self.slots, self.row_memory)  # fmt: skip
@@ -472,7 +705,10 @@ class _Loop:
             self.no_improvement += 1
         if epoch_loss < self.best:
             self.best = epoch_loss
-            self.best_state = self._snapshot()
+            self.best_state = self._snapshot() if start is None else start
+        if getattr(epochs, "converged", False):  # lbfgs: its gtol/ftol test met
+            self.converged = True
+            return False
         return self._go_on(epoch_loss)
 
     def _divergence(self, epoch_loss: float, bad: int) -> str | None:

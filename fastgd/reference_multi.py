@@ -37,6 +37,7 @@ from .reference import (
 __all__ = [
     "MODES",
     "multi_epoch",
+    "multi_gradient",
     "multi_lazy_rule_epoch",
     "multi_objective",
     "row_losses",
@@ -84,6 +85,21 @@ def multi_objective(mode, X, targets, W, b, *, loss, epsilon=0.1, sample_weight=
     values, _ = row_losses(mode, X @ W.T + b, targets, loss, epsilon)
     penalty = l1 * np.abs(W).sum() + 0.5 * l2 * float((W * W).sum())
     return float(s @ values.sum(axis=1) / X.shape[0] + penalty)
+
+
+def multi_gradient(mode, X, targets, W, b, *, loss, epsilon=0.1, sample_weight=None,
+                   l2=0.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    r"""The gradient of the objective's smooth part :math:`\frac1n\sum_i s_i \sum_o
+    L_{io} + \frac{\lambda_2}2\|W\|^2` (what the full-batch optimizers step on; the L1 part
+    is Nesterov's prox): ``(G_W, g_b)`` with :math:`G_W = \frac1n (sD)^\top X + \lambda_2 W`
+    and :math:`g_b = \frac1n \sum_i s_i D_i`."""
+    X = np.asarray(X, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    n = X.shape[0]
+    s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
+    _, derivs = row_losses(mode, X @ W.T + b, targets, loss, epsilon)
+    weighted = s[:, None] * derivs
+    return weighted.T @ X / n + l2 * W, weighted.sum(axis=0) / n
 
 
 def multi_epoch(mode, X, targets, W, b, order, batch_size, *, loss, epsilon=0.1,

@@ -317,9 +317,7 @@ def test_two_classes_keep_the_single_output_path():
     ("options_", "match"),
     [
         (dict(loss="hinge", multiclass="multinomial"), "log_loss"),
-        (dict(loss="log_loss", optimizer="adam"), "learning_rate='auto'"),
         (dict(loss="hinge", strategy="sgd", learning_rate="pa1"), "with k > 1 outputs"),
-        (dict(loss="log_loss", optimizer="lbfgs", strategy="full"), "with k > 1 outputs"),
         (dict(loss="log_loss", multiclass="softmax"), "multiclass"),
     ],
 )

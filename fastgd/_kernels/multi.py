@@ -748,3 +748,65 @@ def multi_predict_csr(data, indices, indptr, W, b, out):
                 for q in range(indptr[i], indptr[i + 1]):
                     acc += data[q] * W[o, indices[q]]
                 out[i, o] = acc + b[o]
+
+
+# ---------------------------------------------------------------------------------------------
+# The full-batch gradient of the engine's full-batch optimizers (nesterov, lbfgs).
+# ---------------------------------------------------------------------------------------------
+
+
+@kernel
+def multi_full_gradient(rows, mode, spec, state, parallel, grad, deriv_sums):
+    """The full-batch gradient sums of all k outputs at ``state.W``, ``state.b``, from one
+    pass over ``rows`` (:class:`MultiRows`): ``grad[o] = Σ s·(dL/dp_o)·x`` ((k, d)),
+    ``deriv_sums[o] = Σ s·dL/dp_o`` and ``state.losses[o] = Σ s·L_o``. No step is taken:
+    ``fastgd.multi`` adds the penalty and hands the objective to ``fastgd.full_batch``. The
+    rows are summed in chunks merged in chunk order (:func:`multi_batch_epoch`'s
+    ``_batch_sums``), so the sums do not depend on the number of threads. Returns
+    ``(Σ s·L, bad)``: ``bad`` 0 when a score was not finite, else -1."""
+    X, order = rows.X, rows.order
+    n = order.shape[0] if order.shape[0] > 0 else X.shape[0]
+    work = _batch_work(X, state.W.shape[0])
+    state.losses[:] = 0.0
+    total, bad = _batch_sums(rows, 0, n, mode, spec, state, parallel, work, grad, deriv_sums)
+    return total, 0 if bad else -1
+
+
+@kernel
+def multi_full_gradient_csr(rows, mode, spec, state, grad, deriv_sums):
+    """:func:`multi_full_gradient` on CSR rows (:class:`CsrMultiRows`, in file order): one
+    serial pass over the non-zeros in row order, O(k · non-zeros) (as the single-output
+    ``sparse.accumulate_gradient_csr``; per-chunk dense gradients would cost O(chunks·k·d)
+    memory), so the sums do not depend on the number of threads. Returns ``(Σ s·L, bad)``:
+    ``bad`` the first row with a non-finite score, else -1."""
+    if mode == 0:  # the mode a literal in each loop, as multi_sgd_epoch
+        return _full_gradient_csr(rows, 0, spec, state, grad, deriv_sums)
+    if mode == 1:
+        return _full_gradient_csr(rows, 1, spec, state, grad, deriv_sums)
+    return _full_gradient_csr(rows, 2, spec, state, grad, deriv_sums)
+
+
+@scalar
+def _full_gradient_csr(rows, mode, spec, state, grad, deriv_sums):
+    """The loop of :func:`multi_full_gradient_csr` (``mode`` a literal)."""
+    data, indices, indptr, Y, labels, sample_weight, _order = rows
+    W, b = state.W, state.b
+    k = W.shape[0]
+    scores = np.empty(k)
+    derivs = np.empty(k)
+    state.losses[:] = 0.0
+    grad[:, :] = 0.0
+    deriv_sums[:] = 0.0
+    total = 0.0
+    bad = -1
+    for i in range(indptr.shape[0] - 1):
+        finite = _csr_row_scores(data, indices, indptr, i, W, 1.0, b, scores)
+        if not finite and bad < 0:
+            bad = i
+        total += _derivatives(mode, spec, Y, labels, sample_weight, i, scores, derivs,
+                              state.losses)  # fmt: skip
+        for o in range(k):
+            deriv_sums[o] += derivs[o]
+            for q in range(indptr[i], indptr[i + 1]):
+                grad[o, indices[q]] += derivs[o] * data[q]
+    return total, bad

@@ -300,11 +300,15 @@ def _fold_into_means(W, b, avg_W, avg_b, t, average_start):
 # ``memory.prefetch_for_order`` (or ``epochs._prefetch``), and then on the arrays of the
 # step too: 8 atomic pairs a row, 40-85% of an epoch's time in NRT_incref/NRT_decref
 # (perf, 200k x 100, k = 1 and 5; the single-output ``epochs`` loops show the same, 56%).
-# These helpers take the rows' address and plain integers instead (the same requests as
-# ``memory``'s: the row ``ROWS_AHEAD`` positions ahead outside runs of consecutive rows, or
-# the next block of a block shuffle spread over this block's steps); the row loop then
-# holds no reference count (counted in the optimised LLVM IR: 0, was 57). A helper that
-# takes ``order`` and the plan and returns it brought 3 back: the loop spells it out.
+# These helpers take the rows' address and plain integers instead (``memory``'s requests:
+# the row ``ROWS_AHEAD`` positions ahead outside runs of consecutive rows, and in a block
+# order the next block too, spread over this block's steps); the row loop then holds no
+# reference count (counted in the optimised LLVM IR: 0, was 57). A helper that takes
+# ``order`` and the plan and returns it brought 3 back: the loop spells it out. Both
+# requests in a block order, unlike ``memory.prefetch_for_order`` (where they competed
+# for one output): a step of k outputs is long enough for both, and the rows of the
+# streamed block (3.2 MB at 4096 x 100) wait in L3, not L1 (measured: 10 classes 41.1 ->
+# 33.1 ms an epoch, k = 5 25.2 -> 18.1, k = 2 20.2 -> 13.2).
 
 _LINE_BYTES = 64
 
@@ -467,12 +471,12 @@ def multi_sgd_epoch(rows, mode, spec, state, block_rows):
     # SOFTMAX = 2; a module constant passed instead was not folded). Measured (100k x 100,
     # file order, squared error): the run-time mode took 28.7 ms an epoch at k = 1 and
     # 51 ms at k = 5, the literal 6.1 and 16.1 (single-output sgd_epoch: 3.5 ms).
-    # Then (200k x 100, one epoch, min of 7 interleaved runs on a shared machine), before
-    # -> after grouped outputs, no reference counts in the row loop, one fused pass also
-    # under averaging or L1 (the L1 choice a literal per group: a run-time flag in the j
-    # loop ran 0.88x): k = 1 18.7 -> 7.9 ms, k = 5 31.8 -> 21.2, k = 10 51.2 -> 36.5,
-    # 10 classes hinge in a block order 66.0 -> 47.7, k = 5 averaged 49.4 -> 27.0
-    # (single-output sgd_epoch at k = 1: 11.5 ms).
+    # Then (200k x 100, one epoch, file order, min of 7 interleaved runs on a shared
+    # machine), before -> after grouped outputs, no reference counts in the row loop, one
+    # fused pass also under averaging or L1 (the L1 choice a literal per group: a run-time
+    # flag in the j loop made L1 epochs 12% slower): k = 1 18.7 -> 7.9 ms, k = 5 31.8 ->
+    # 21.2, k = 10 51.2 -> 36.5, k = 5 averaged 49.4 -> 27.0 (single-output sgd_epoch at
+    # k = 1: 11.5 ms). Shuffled and block orders: see the prefetch in _sgd_loop.
     if mode == 0:
         return _sgd_loop(rows, 0, spec, state, block_rows)
     if mode == 1:
@@ -498,22 +502,35 @@ def _sgd_loop(rows, mode, spec, state, block_rows):
     total = 0.0
     finite = n == 0 or _row_scores(X, order[0] if use_order else 0, W, b, scores)
     l1 = spec.l1 > 0.0
-    address = np.int64(X.ctypes.data)
-    row_bytes = X.shape[1] * X.itemsize
-    next_block = begin = end = quota = 0
+    # Prefetched with each row: its targets (Y's row or the label), else a miss on every
+    # row of a shuffled order, on the chain of steps (measured, shuffled, an epoch: k = 5
+    # 41.0 -> 20.1 ms, 10 classes 43.3 -> 32.4).
+    address, row_bytes = np.int64(X.ctypes.data), X.shape[1] * X.itemsize
+    if mode == 1:
+        target_address, target_bytes = np.int64(Y.ctypes.data), Y.shape[1] * Y.itemsize
+    else:
+        target_address, target_bytes = np.int64(labels.ctypes.data), labels.itemsize
+    next_block = begin = end = quota = target_begin = target_end = target_quota = 0
     for position in range(n):
         if use_order and block_rows > 0:
             if position >= next_block:
                 next_block, begin, end, quota = _plan_block_stream(
                     order, position, block_rows, row_bytes
                 )
+                _, target_begin, target_end, target_quota = _plan_block_stream(
+                    order, position, block_rows, target_bytes
+                )
             stop = min(begin + quota, end)
             _prefetch_bytes(address, begin, stop)
             begin = stop
-        elif use_order:
+            stop = min(target_begin + target_quota, target_end)
+            _prefetch_bytes(target_address, target_begin, stop)
+            target_begin = stop
+        if use_order:
             ahead = _row_ahead(order, position)
             if ahead >= 0:
                 _prefetch_bytes(address, ahead * row_bytes, (ahead + 1) * row_bytes)
+                _prefetch_bytes(target_address, ahead * target_bytes, (ahead + 1) * target_bytes)
         i = order[position] if use_order else position
         if not finite:
             return total + math.inf, t, position

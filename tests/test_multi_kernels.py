@@ -16,6 +16,7 @@ from fastgd import options
 from fastgd import reference_multi as ref
 from fastgd._kernels import epochs
 from fastgd._kernels import multi as kernels
+from fastgd._kernels.order import fill_epoch_order
 from fastgd._kernels.records import make_spec, make_state
 from fastgd.multi import MultiFitResult, softmax
 
@@ -208,6 +209,44 @@ def test_one_pass_equals_the_single_output_kernel_output_by_output(mode, batch_s
         single_total += loss_sum
         np.testing.assert_allclose(W[o], w, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(b[o], intercept, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(total, single_total, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["ovr", "multi_output"])
+@pytest.mark.parametrize("shuffle", ["full", "block"])
+@pytest.mark.parametrize("l1", [0.0, 0.01])
+def test_grouped_outputs_equal_the_single_output_kernel(mode, shuffle, l1):
+    """Outputs taken four at a time (``kernels.GROUP``) and the rest one by one, on rows
+    whose length no vector width divides, in a shuffled order (rows prefetched ahead) and a
+    block order (the next block streamed): each row of W is still the single-output
+    kernel's on its output."""
+    n, d, k = 300, 37, 6
+    _rng, X, labels, Y, _ = _problem(11, n, d, k, np.float64, mode)
+    order = np.empty(n, np.int64)
+    block_rows = 64 if shuffle == "block" else 0
+    code = options.SHUFFLE_BLOCK if shuffle == "block" else options.SHUFFLE_FULL
+    fill_epoch_order(order, code, 64, 5)
+    loss = "hinge" if mode == "ovr" else "squared_error"
+    spec = _spec(loss, "invscaling", 0.02, l1, 0.01, 0.0)
+    W = np.zeros((k, d))
+    state = _state(W, n, False)
+    code = MODES[mode][0]
+    Yk = Y if code == kernels.MULTI_OUTPUT else np.empty((0, k))
+    labels_k = np.empty(0, np.int64) if code == kernels.MULTI_OUTPUT else labels
+    rows = kernels.MultiRows(X, Yk, labels_k, np.empty(0), order)
+    total, _, bad = kernels.multi_sgd_epoch(rows, code, spec, state, block_rows)
+    assert bad == -1
+    single_total = 0.0
+    for o in range(k):
+        y = np.where(labels == o, 1.0, -1.0) if mode == "ovr" else Y[:, o].copy()
+        w = np.zeros(d)
+        single = make_state(w, 0.0, 1.0)
+        intercept, loss_sum, _, _ = epochs.sgd_epoch(
+            X, y, np.empty(0), order, spec, single, block_rows
+        )
+        single_total += loss_sum
+        np.testing.assert_allclose(W[o], w, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(state.b[o], intercept, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(total, single_total, rtol=1e-12)
 
 

@@ -34,8 +34,8 @@ nesterov and lbfgs (``fastgd.full_batch``, one iteration per epoch as for one ou
 = (W.ravel(), b)`` and the gradient of one pass of ``multi_full_gradient[_csr]``; lbfgs's
 ``tol`` is its ``gtol``, and ``MultiFitResult.extras`` has nesterov's ``restarts`` or
 lbfgs's ``evaluations``); ``validation_score`` stops on a held-out score as for one output. The
-others (the passive-aggressive schedules) and ``slots_init`` raise a ``ValueError`` that says so
-(:data:`SUPPORTED`).
+others (the passive-aggressive schedules) raise a ``ValueError`` that says so
+(:data:`SUPPORTED`); ``slots_init`` (k, slots, d + 1) continues an earlier fit's rule.
 """
 
 from __future__ import annotations
@@ -288,8 +288,6 @@ def _check_supported(resolved: dict, given: dict, sparse: bool, range_test: bool
             f"optimizer={optimizer!r} with learning_rate='auto' runs a range test on rows in "
             "memory (fastgd.fit), not here: give learning_rate='constant' and eta0."
         )
-    if given.get("slots_init") is not None:
-        raise ValueError("slots_init is not supported with k > 1 outputs.")
     # scikit-learn's ways (fastgd.fit's l1_method, intercept_decay) are single-output kernel
     # options: the k-output kernels take the proximal L1 and the plain intercept step.
     # (resolve_options gives the method's code: comparing it with the name refused every L1)
@@ -536,6 +534,12 @@ def fit_k_outputs(X, y, resolved: dict, *, multiclass: str, auto_step: Callable,
         eta = _auto_eta(data, resolved, W, b, epochs.rows_per_step, auto_step, block_rows)
     resolved = {**resolved, "validation_score": given.get("validation_score")}
     loop = _Loop(data, resolved, W, b, eta, average_coef_init, average_intercept_init)
+    slots_init = given.get("slots_init")
+    # As for one output: an earlier fit's slots (k, slots, d + 1) of the same rule carry on;
+    # another shape (another rule or width) starts afresh, and SAGA's belong to other rows.
+    if slots_init is not None and not resolved["rule"].row_memory:
+        if np.shape(slots_init) == loop.slots.shape:
+            loop.slots[:] = slots_init
     while len(loop.history) < resolved["max_iter"] and loop.step(epochs):
         pass
     result = loop.result(multiclass if loss.classification else None)

@@ -406,3 +406,23 @@ def test_multinomial_classifier_stops_early_on_held_out_rows():
     model.fit(X, y)
     assert model.coef_.shape == (4, 5)
     assert model.n_iter_ < 200 and model.score(X, y) > 0.85
+
+
+def test_k_outputs_continue_an_earlier_fits_rule_state():
+    """slots_init (k, slots, d + 1): two fits of 2 epochs with the state carried are one
+    fit of 4 in file order; another shape starts afresh."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 4))
+    y = (X @ rng.standard_normal((4, 3))).argmax(axis=1)
+    settings = dict(loss="log_loss", optimizer="adam", learning_rate="constant", eta0=0.01,
+                    shuffle=False, tol=None, strategy="sgd")  # fmt: skip
+    whole = fastgd.fit(X, y, max_iter=4, **settings)
+    first = fastgd.fit(X, y, max_iter=2, **settings)
+    assert first.slots.shape == (3, 2, 5)
+    second = fastgd.fit(X, y, max_iter=2, coef_init=first.coef, intercept_init=first.intercept,
+                        slots_init=first.slots, t_init=first.t, **settings)  # fmt: skip
+    np.testing.assert_allclose(second.coef, whole.coef, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(second.slots, whole.slots, rtol=1e-12, atol=1e-14)
+    afresh = fastgd.fit(X, y, max_iter=2, coef_init=first.coef, intercept_init=first.intercept,
+                        slots_init=first.slots[:, :1], t_init=first.t, **settings)  # fmt: skip
+    assert not np.allclose(afresh.coef, whole.coef)

@@ -64,10 +64,13 @@ columns) train in ``minibatch_mode="average"``: each round, every partition runs
 epoch of ``fastgd.fit(X, labels, multiclass=..., classes=<all classes>, coef_init=W,
 intercept_init=b, max_iter=1)`` (the k-output kernels, ``fastgd.multi``) and the driver
 averages ``W`` (k, d) and ``b`` (k,) weighted by rows; the epoch loop (``auto`` step,
-back-off, stopping, callback) is ``fastgd.multi``'s (:class:`_KOutputRounds`). The classes
-come from the first pass (or ``classes=``). ``strategy="full"``, ``minibatch_mode="sample"``
-and optimizers other than ``"sgd"`` (whose slots ``fastgd.fit`` does not take back for k
-outputs) are refused with k outputs, naming what runs.
+back-off, stopping, callback) is ``fastgd.multi``'s (:class:`_KOutputRounds`). The
+stochastic update rules run as for one output: each round starts from the driver's slots
+(k, slots, d + 1) and step counter (``slots_init``), and the driver averages the returned
+slots with the models' weights. The classes come from the first pass (or ``classes=``).
+``strategy="full"``, ``minibatch_mode="sample"``, SAGA and ``auto``'s range test (the
+adaptive rules: give ``learning_rate="constant"``) are refused with k outputs, naming what
+runs.
 
 A step whose tasks fail because a worker died is retried (``STEP_RETRIES`` attempts): Dask
 recomputes lost blocks from the input's graph. The driver's model changes only after a
@@ -113,7 +116,7 @@ from .multi import SOFTMAX_CURVATURE, _Loop, needs_k_outputs
 from .multi import _penalty as multi_penalty
 from .multi import _starting_weights as multi_starting_weights
 from .options import UPDATE_RULES
-from .parameters import STOCHASTIC_OPTIMIZERS
+from .parameters import RANGE_TESTED_OPTIMIZERS, STOCHASTIC_OPTIMIZERS
 from .reference_multi import row_losses
 from .sources import (
     BlockSource,
@@ -479,10 +482,11 @@ class _KOutputRounds:
         local = dict(self.local_options, eta0=spec.eta0)
         start_W = np.array(state.W, copy=True)
         start_b = np.array(state.b, dtype=np.float64, copy=True)
+        start_slots = np.array(state.slots, copy=True) if state.slots.size else None
 
         def submit():
-            parts = source._submit_each(_local_k_epoch, start_W, start_b, state.t, local,
-                                        seeds=seeds)  # fmt: skip
+            parts = source._submit_each(_local_k_epoch, start_W, start_b, state.t,
+                                        start_slots, local, seeds=seeds)  # fmt: skip
             return source.client.submit(_collect, *parts, pure=False)
 
         parts = source._gather(submit, self.epochs_run + 1, start_W, start_b)
@@ -494,6 +498,8 @@ class _KOutputRounds:
         state.W[:] = _mix(weights, [part[0] for part in parts]).astype(state.W.dtype)
         state.b[:] = _mix(weights, [part[1] for part in parts])
         state.losses[:] = _mix(np.ones(len(parts)), [part[6] for part in parts])
+        if state.slots.size:  # the rule's state of the averaged trajectory (see above)
+            state.slots[:] = _mix(weights, [part[7] for part in parts])
         # Each local loss_history[0] holds the penalty at the round's start once per row:
         # the loop adds it back once.
         loss_total = float(sum(part[2] for part in parts))
@@ -502,23 +508,24 @@ class _KOutputRounds:
         return loss_total, float(max(part[4] for part in parts)), -1
 
 
-def _local_k_epoch(block, coef, intercept, t, local_options, seed):
-    """One local epoch of k outputs (``fastgd.fit(max_iter=1, multiclass=...)``); returns
-    ``(W, b, Σ L, rows, t after, diverged, each output's Σ L)``."""
+def _local_k_epoch(block, coef, intercept, t, slots, local_options, seed):
+    """One local epoch of k outputs (``fastgd.fit(max_iter=1, multiclass=...)``) from the
+    given model and rule slots; returns ``(W, b, Σ L, rows, t after, diverged, each
+    output's Σ L, slots after)``."""
     X, y = block
     from .engine import fit
 
     rows = X.shape[0]
     try:
         result = fit(
-            X, y, coef_init=coef, intercept_init=intercept, t_init=t, random_state=seed,
-            max_iter=1, tol=None, **local_options,
+            X, y, coef_init=coef, intercept_init=intercept, t_init=t, slots_init=slots,
+            random_state=seed, max_iter=1, tol=None, **local_options,
         )  # fmt: skip
     except DivergenceError:
-        return coef, intercept, math.inf, rows, t, True, np.zeros(coef.shape[0])
+        return coef, intercept, math.inf, rows, t, True, np.zeros(coef.shape[0]), slots
     loss_total = float(result.loss_history[0]) * rows
     return (result.coef, np.asarray(result.intercept, dtype=np.float64), loss_total, rows,
-            result.t, False, result.extras["output_losses"] * rows)  # fmt: skip
+            result.t, False, result.extras["output_losses"] * rows, result.slots)  # fmt: skip
 
 
 def _mix(weights: np.ndarray, arrays: list) -> np.ndarray:
@@ -1278,8 +1285,10 @@ def _classes(loss, labels: np.ndarray, classes) -> np.ndarray:
 K_OUTPUTS_SUPPORTED = (
     "with k > 1 outputs (more than two classes, multiclass='multinomial' or k target "
     "columns) fastgd.dask.fit runs strategy='minibatch' or 'sgd' with "
-    "minibatch_mode='average' (the default) and optimizer='sgd'; for the others use "
-    "fastgd.fit(X, y, multiclass=...) on arrays in memory"
+    "minibatch_mode='average' (the default), with optimizer 'sgd', 'momentum', "
+    "'adagrad', 'rmsprop', 'adam' or 'adamw' (the adaptive ones with "
+    "learning_rate='constant'); for the others use fastgd.fit(X, y, multiclass=...) on "
+    "arrays in memory"
 )
 
 
@@ -1289,10 +1298,15 @@ def _check_k_output_options(resolved: dict, mode: str, plan: _TargetPlan) -> Non
     if mode != "average":
         asked = "strategy='full'" if mode == "full" else "minibatch_mode='sample'"
         raise ValueError(f"{asked} with {what}: {K_OUTPUTS_SUPPORTED}.")
-    if resolved["optimizer"] != "sgd":
-        # fastgd.fit's k outputs take no starting slots, so a rule's state could not travel
-        # from round to round.
-        raise ValueError(f"optimizer={resolved['optimizer']!r} with {what}: {K_OUTPUTS_SUPPORTED}.")
+    rule = resolved["rule"]
+    stochastic = resolved["optimizer"] == rule.name and not rule.row_memory
+    range_tested = rule.name in RANGE_TESTED_OPTIMIZERS and resolved["schedule"].name == "auto"
+    if not stochastic or range_tested:
+        # (the range test of the adaptive rules' auto runs on rows in memory)
+        asked = f"optimizer={resolved['optimizer']!r}"
+        if range_tested:
+            asked += " with learning_rate='auto'"
+        raise ValueError(f"{asked} with {what}: {K_OUTPUTS_SUPPORTED}.")
 
 
 def _local_options(resolved: dict, settings: dict) -> dict:

@@ -164,7 +164,7 @@ class _BaseSGD(BaseEstimator):
             one_pass = {**common, "l1_method": "proximal", "intercept_decay": 1.0}
             result = self._train_one_pass(
                 X, problems, sample_weight, one_pass, max_iter=max_iter, seed=int(seeds[0]),
-                coef=coef, intercept=intercept, t_init=t_init, callback=callback,
+                coef=coef, intercept=intercept, t_init=t_init, callback=callback, split=split,
                 average_coef=average_coef if averaging else None,
                 average_intercept=average_intercept if averaging else None,
             )  # fmt: skip
@@ -238,11 +238,6 @@ class _BaseSGD(BaseEstimator):
         first class's seed): each class's model is still SGD over a uniformly random order,
         the same fit in distribution, not in its bits."""
         if getattr(self, "multiclass", "ovr") == "multinomial":
-            if split is not None:
-                raise ValueError(
-                    "early_stopping is not supported with multiclass='multinomial' yet; "
-                    "use early_stopping=False, or multiclass='ovr'."
-                )
             return True
         return (
             len(problems) > 1
@@ -256,8 +251,10 @@ class _BaseSGD(BaseEstimator):
         )
 
     def _train_one_pass(self, X, problems, sample_weight, common, *, max_iter, seed, coef,
-                        intercept, t_init, callback, average_coef, average_intercept):  # fmt: skip
-        """The sub-problems as one k-output engine fit."""
+                        intercept, t_init, callback, average_coef, average_intercept,
+                        split=None):  # fmt: skip
+        """The sub-problems as one k-output engine fit (``split``: early stopping's rows, a
+        multinomial fit's: its held-out score is the accuracy of the largest score)."""
         multiclass = getattr(self, "multiclass", "ovr")
         multiplier = problems[0][1]
         weights = multiplier if sample_weight is None else sample_weight * multiplier
@@ -266,9 +263,16 @@ class _BaseSGD(BaseEstimator):
         else:  # the row's class: the problem where it is positive
             y = np.argmax(np.stack([y_i for y_i, _, _ in problems]), axis=0)
             classes = np.arange(len(problems))
+        validation_score = None
+        if split is not None:
+            train, held_out = split
+            weights = np.broadcast_to(weights, y.shape[:1])
+            validation_score = _largest_score_accuracy(X[held_out], y[held_out], weights[held_out])
+            X, y, weights = X[train], y[train], weights[train]
         try:
             return engine.fit(
                 X, y, **common, max_iter=max_iter, tol=self.tol, sample_weight=weights,
+                validation_score=validation_score,
                 random_state=seed, coef_init=coef, intercept_init=intercept, t_init=t_init,
                 average=self.average, average_coef_init=average_coef,
                 average_intercept_init=average_intercept, classes=classes, callback=callback,
@@ -427,6 +431,17 @@ class _BaseSGD(BaseEstimator):
         check_is_fitted(self, "coef_")
         self.coef_ = sp.csr_matrix(self.coef_)
         return self
+
+
+def _largest_score_accuracy(X_val, y_val, w_val):
+    """Early stopping's score of a k-output model: the weighted accuracy of the class with
+    the largest score, ``y_val`` holding class indices."""
+
+    def score(coef, intercept):
+        predicted = prediction.decision_values(X_val, coef, intercept).argmax(axis=1)
+        return accuracy_score(y_val, predicted, sample_weight=w_val)
+
+    return score
 
 
 def _output_results(result) -> list:

@@ -33,9 +33,9 @@ on dense and CSR rows (each output with its own slots: ``MultiFitResult.slots`` 
 nesterov and lbfgs (``fastgd.full_batch``, one iteration per epoch as for one output, on ``x
 = (W.ravel(), b)`` and the gradient of one pass of ``multi_full_gradient[_csr]``; lbfgs's
 ``tol`` is its ``gtol``, and ``MultiFitResult.extras`` has nesterov's ``restarts`` or
-lbfgs's ``evaluations``). The others (the passive-aggressive schedules),
-``validation_score`` and ``slots_init`` raise a ``ValueError`` that says so
-(:data:`SUPPORTED`).
+lbfgs's ``evaluations``); ``validation_score`` stops on a held-out score as for one output. The
+others (the passive-aggressive schedules) raise a ``ValueError`` that says so
+(:data:`SUPPORTED`); ``slots_init`` (k, slots, d + 1) continues an earlier fit's rule.
 """
 
 from __future__ import annotations
@@ -288,9 +288,6 @@ def _check_supported(resolved: dict, given: dict, sparse: bool, range_test: bool
             f"optimizer={optimizer!r} with learning_rate='auto' runs a range test on rows in "
             "memory (fastgd.fit), not here: give learning_rate='constant' and eta0."
         )
-    for name in ("validation_score", "slots_init"):
-        if given.get(name) is not None:
-            raise ValueError(f"{name} is not supported with k > 1 outputs.")
     # scikit-learn's ways (fastgd.fit's l1_method, intercept_decay) are single-output kernel
     # options: the k-output kernels take the proximal L1 and the plain intercept step.
     # (resolve_options gives the method's code: comparing it with the name refused every L1)
@@ -535,7 +532,14 @@ def fit_k_outputs(X, y, resolved: dict, *, multiclass: str, auto_step: Callable,
     eta = resolved["eta0"]
     if resolved["schedule"].name == "auto":
         eta = _auto_eta(data, resolved, W, b, epochs.rows_per_step, auto_step, block_rows)
+    resolved = {**resolved, "validation_score": given.get("validation_score")}
     loop = _Loop(data, resolved, W, b, eta, average_coef_init, average_intercept_init)
+    slots_init = given.get("slots_init")
+    # As for one output: an earlier fit's slots (k, slots, d + 1) of the same rule carry on;
+    # another shape (another rule or width) starts afresh, and SAGA's belong to other rows.
+    if slots_init is not None and not resolved["rule"].row_memory:
+        if np.shape(slots_init) == loop.slots.shape:
+            loop.slots[:] = slots_init
     while len(loop.history) < resolved["max_iter"] and loop.step(epochs):
         pass
     result = loop.result(multiclass if loss.classification else None)
@@ -672,6 +676,11 @@ class _Loop:
             _loss_scale(data, self.loss_code, resolved["epsilon"]) if scale is None else scale
         )
         self.history: list[float] = []
+        #: ``validation_score(coef, intercept)`` (higher is better) and its values: with
+        #: it, ``tol`` stops on the held-out score instead of the training objective.
+        self.validation_score = resolved.get("validation_score")
+        self.scores: list[float] = []
+        self.best_score = -math.inf
         self.best = math.inf
         self.best_state = self._snapshot()
         self.no_improvement = 0
@@ -698,11 +707,7 @@ class _Loop:
             self._back_off(reason)
             return True
         self.history.append(epoch_loss)
-        tol = resolved["tol"]
-        if tol is None or epoch_loss <= self.best - tol:
-            self.no_improvement = 0
-        else:
-            self.no_improvement += 1
+        self._count_improvement(epoch_loss)
         if epoch_loss < self.best:
             self.best = epoch_loss
             self.best_state = self._snapshot() if start is None else start
@@ -710,6 +715,20 @@ class _Loop:
             self.converged = True
             return False
         return self._go_on(epoch_loss)
+
+    def _count_improvement(self, epoch_loss: float) -> None:
+        """``no_improvement`` after an epoch: on the held-out score when there is one (as
+        scikit-learn's early stopping: better than the best by ``tol``), else on the
+        training objective."""
+        tol = self.resolved["tol"]
+        if self.validation_score is not None:
+            score = float(self.validation_score(*self.model()))
+            self.scores.append(score)
+            improved = tol is None or score >= self.best_score + tol
+            self.best_score = max(self.best_score, score)
+        else:
+            improved = tol is None or epoch_loss <= self.best - tol
+        self.no_improvement = 0 if improved else self.no_improvement + 1
 
     def _divergence(self, epoch_loss: float, bad: int) -> str | None:
         if bad >= 0 or not math.isfinite(epoch_loss) or not np.isfinite(self.W).all():
@@ -778,4 +797,5 @@ class _Loop:
             standard_intercept=self.b.astype(dtype) if averaging else None,
             average_coef=self.avg_W if averaging else None,
             average_intercept=self.avg_b.copy() if averaging else None, slots=self.slots,
+            validation_scores=None if self.validation_score is None else np.array(self.scores),
         )  # fmt: skip

@@ -642,17 +642,20 @@ class _CsvSource(BlockSource):
 
     def validation_score(self, loss_is_classification: bool):
         """``score(coef, intercept)`` on the held-out rows: accuracy for classification
-        losses, else R² (higher is better), for the engine's early stopping."""
+        losses (k classes: of the largest of the k scores), else R² (higher is better), for
+        the engine's early stopping."""
         from .metrics import RunningAccuracy, RunningRegression
 
         def score(coef, intercept) -> float:
             metric = RunningAccuracy() if loss_is_classification else RunningRegression()
             for X, y in self._blocks(validation=True):
-                predicted = decision_values(X, coef, intercept)[:, 0]
-                if loss_is_classification:
-                    metric.add(y > 0, predicted > 0)
+                scores = decision_values(X, coef, intercept)
+                if self.k_classes is not None:  # y: class indices (_prepare), k scores
+                    metric.add(y, scores.argmax(axis=1))
+                elif loss_is_classification:
+                    metric.add(y > 0, scores[:, 0] > 0)
                 else:
-                    metric.add(y, predicted)
+                    metric.add(y, scores[:, 0])
             if loss_is_classification:
                 return metric.accuracy(empty=0.0)
             return metric.r2(constant_target=0.0)
@@ -883,7 +886,7 @@ def fit_csv(
 def _fit_k_classes(source, stats, resolved, cache, started, starts, target):
     """fit_csv's epochs for k > 1 weight vectors (``fastgd.stream_multi``)."""
     try:
-        stream_multi.check_k_class_options(resolved, validation_fraction=source.validation_fraction)
+        stream_multi.check_k_class_options(resolved)
         source.positive = None
         source.k_classes = (np.asarray(stats.classes), stream_multi.class_lookup(stats))
         result = stream_multi.fit_k_classes(

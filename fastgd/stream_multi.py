@@ -15,9 +15,11 @@ order, exactly as ``fastgd.fit(X, y, multiclass=...)`` does on the same rows: th
 model (``tests/test_kcli.py``). With shuffling, the blocks come in a random order and each
 block's rows in a random order (as the single-output ``BlockSource`` epochs).
 
-What is not here (each refused with a message): ``strategy="full"``, a held-out
-``validation_fraction``, starting weights or slots (``--resume``), and the optimizers that
-``fastgd.multi`` does not run on the rows at hand (:data:`fastgd.multi.SUPPORTED`).
+Starting weights and slots (``--resume``) are those of the k vectors; a held-out
+``validation_fraction`` stops on the accuracy of the largest score (``fit_csv``'s
+``validation_score``). What is not here (each refused with a message): ``strategy="full"``,
+``auto``'s range test for the adaptive rules, and the optimizers that ``fastgd.multi`` does
+not run on the rows at hand (:data:`fastgd.multi.SUPPORTED`).
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ __all__ = ["fit_k_classes", "needs_k_classes"]
 #: What fit_csv trains with k > 1 classes, for the refusals' messages.
 CSV_SUPPORTED = (
     "fit_csv (fastgd train) with more than two classes or multiclass='multinomial' runs "
-    "strategy 'sgd' or 'minibatch', without validation_fraction; for those, use "
-    "fastgd.fit(X, y, multiclass=...) on arrays in memory"
+    "strategy 'sgd' or 'minibatch'; for strategy='full', use fastgd.fit(X, y, "
+    "multiclass=...) on arrays in memory"
 )
 _EMPTY = np.empty(0)
 
@@ -68,12 +70,10 @@ def needs_k_classes(classes, loss: options.Loss, multiclass: str) -> bool:
     return multiclass == "multinomial" or np.size(classes) > 2
 
 
-def check_k_class_options(resolved: dict, *, validation_fraction: float) -> None:
+def check_k_class_options(resolved: dict) -> None:
     """Refuse, naming what works, what the block epochs of k classes do not run."""
     if resolved["strategy"].name == "full":
         raise ValueError(f"strategy='full' is not supported here: {CSV_SUPPORTED}.")
-    if validation_fraction > 0.0:
-        raise ValueError(f"validation_fraction is not supported here: {CSV_SUPPORTED}.")
     if resolved["rule"].row_memory:
         raise ValueError(
             f"optimizer={resolved['optimizer']!r} keeps one stored derivative per row of the "

@@ -79,6 +79,22 @@ def test_one_partition_equals_fastgd_fit(client, k, multiclass):
     assert result.t == reference.t
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_one_partition_carries_the_rules_state_from_round_to_round(client, optimizer):
+    """Each round starts from the driver's slots and step counter: on one partition,
+    three rounds are fastgd.fit's three epochs of the same rule."""
+    X, y = classes_problem(3)
+    options = dict(loss="log_loss", multiclass="multinomial", optimizer=optimizer,
+                   max_iter=3, **{**STEPS, "eta0": 0.01})  # fmt: skip
+    reference = fastgd.fit(X, y, **options)
+    result = fastgd_dask.fit(da.from_array(X, chunks=(480, 4)), y, client=client,
+                             standardize=False, **options)  # fmt: skip
+    assert result.slots.shape == reference.slots.shape == (3, result.slots.shape[1], 5)
+    np.testing.assert_allclose(result.slots, reference.slots, rtol=SAME_RTOL, atol=1e-15)
+    np.testing.assert_allclose(result.coef, reference.coef, rtol=SAME_RTOL)
+    np.testing.assert_allclose(result.loss_history, reference.loss_history, rtol=SAME_RTOL)
+
+
 def test_float32_blocks_keep_the_labels_as_given(client):
     X, y = classes_problem(3, seed=8)
     X, y = X.astype(np.float32), y / 100.0  # 0.1, 0.2, 0.3: not float32 numbers
@@ -232,8 +248,10 @@ def test_bad_input_with_k_outputs_gives_clear_errors(client):
         fastgd_dask.fit(chunked, y, loss="log_loss", strategy="full", client=client)
     with pytest.raises(ValueError, match=r"minibatch_mode='sample' with 3 classes"):
         fastgd_dask.fit(chunked, y, loss="log_loss", minibatch_mode="sample", client=client)
-    with pytest.raises(ValueError, match=r"optimizer='adam' with 3 target columns"):
-        fastgd_dask.fit(chunked, np.column_stack([y, y, y]), optimizer="adam", client=client)
+    with pytest.raises(ValueError, match=r"optimizer='saga' keeps one stored derivative per row"):
+        fastgd_dask.fit(chunked, np.column_stack([y, y, y]), optimizer="saga", client=client)
+    with pytest.raises(ValueError, match=r"optimizer='adam' with learning_rate='auto' with 3"):
+        fastgd_dask.fit(chunked, y, loss="log_loss", optimizer="adam", client=client)
     with pytest.raises(ValueError, match="softmax model of loss='log_loss'"):
         fastgd_dask.fit(chunked, y, loss="hinge", multiclass="multinomial", client=client)
 

@@ -219,10 +219,24 @@ def test_a_k_class_model_with_too_few_weight_vectors_is_refused(tmp_path):
 
 
 def test_what_k_classes_from_a_csv_do_not_run_is_refused(tmp_path, text_csv):
-    with pytest.raises(ValueError, match="validation_fraction is not supported here"):
-        fastgd.fit_csv(text_csv, target="animal", loss="log_loss", validation_fraction=0.2)
     with pytest.raises(ValueError, match="strategy='full' is not supported here"):
         fastgd.fit_csv(text_csv, target="animal", loss="log_loss", strategy="full")
+
+
+def test_k_classes_stop_early_on_the_held_out_accuracy(text_csv):
+    """validation_fraction: the held-out rows' accuracy of the largest score after each
+    epoch, and tol stops on it (as for one output)."""
+    settings = dict(target="animal", loss="log_loss", random_state=0, max_iter=60)
+    result = fastgd.fit_csv(text_csv, validation_fraction=0.25, tol=0.5, n_iter_no_change=2,
+                            **settings)  # fmt: skip
+    scores = result.validation_scores
+    assert scores.shape == (result.n_iter,) and result.n_iter == 3  # no 0.5 gain: 1 + 2
+    assert 0.7 < scores.max() <= 1.0
+    # the held-out rows are not trained on: the score is the accuracy on them, recomputed
+    held_out = fastgd.fit_csv(text_csv, validation_fraction=0.25, tol=None, max_iter=2,
+                              target="animal", loss="log_loss", random_state=0)  # fmt: skip
+    assert held_out.validation_scores.shape == (2,)
+    assert held_out.extras["validation_rows"] > 0
 
 
 def _train_then_resume(tmp_path, data, target, flags, first: int, then: int):

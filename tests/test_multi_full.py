@@ -372,3 +372,57 @@ def test_fit_csv_of_k_classes_refuses_auto_for_the_adaptive_rules_naming_why(tmp
     np.savetxt(path, np.column_stack([X, y]), delimiter=",", header=header, comments="")
     with pytest.raises(ValueError, match="runs a range test on rows in memory"):
         fastgd.fit_csv(path, target="y", loss="log_loss", optimizer="adam", max_iter=2)
+
+
+def test_k_outputs_stop_on_a_held_out_score():
+    """validation_score with k outputs: its value after each epoch, and tol stops on it."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((400, 5))
+    y = (X @ rng.standard_normal((5, 3))).argmax(axis=1)
+    seen = []
+
+    def falling(coef, intercept):
+        assert coef.shape == (3, 5) and intercept.shape == (3,)
+        seen.append(1)
+        return 1.0 - 0.01 * len(seen)  # never better: stops after n_iter_no_change epochs
+
+    result = fastgd.fit(X, y, loss="log_loss", multiclass="multinomial", max_iter=50,
+                        tol=1e-3, n_iter_no_change=3, validation_score=falling)  # fmt: skip
+    assert result.n_iter == 4 and len(seen) == 4
+    np.testing.assert_allclose(result.validation_scores, [0.99, 0.98, 0.97, 0.96])
+    untouched = fastgd.fit(X, y, loss="log_loss", multiclass="multinomial", max_iter=4,
+                           tol=None, random_state=0)  # fmt: skip
+    assert untouched.validation_scores is None
+
+
+def test_multinomial_classifier_stops_early_on_held_out_rows():
+    from fastgd import SGDClassifier
+
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((600, 5))
+    y = (X @ rng.standard_normal((5, 4))).argmax(axis=1)
+    model = SGDClassifier(loss="log_loss", multiclass="multinomial", early_stopping=True,
+                          max_iter=200, tol=1e-3, n_iter_no_change=3, random_state=0)  # fmt: skip
+    model.fit(X, y)
+    assert model.coef_.shape == (4, 5)
+    assert model.n_iter_ < 200 and model.score(X, y) > 0.85
+
+
+def test_k_outputs_continue_an_earlier_fits_rule_state():
+    """slots_init (k, slots, d + 1): two fits of 2 epochs with the state carried are one
+    fit of 4 in file order; another shape starts afresh."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 4))
+    y = (X @ rng.standard_normal((4, 3))).argmax(axis=1)
+    settings = dict(loss="log_loss", optimizer="adam", learning_rate="constant", eta0=0.01,
+                    shuffle=False, tol=None, strategy="sgd")  # fmt: skip
+    whole = fastgd.fit(X, y, max_iter=4, **settings)
+    first = fastgd.fit(X, y, max_iter=2, **settings)
+    assert first.slots.shape == (3, 2, 5)
+    second = fastgd.fit(X, y, max_iter=2, coef_init=first.coef, intercept_init=first.intercept,
+                        slots_init=first.slots, t_init=first.t, **settings)  # fmt: skip
+    np.testing.assert_allclose(second.coef, whole.coef, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(second.slots, whole.slots, rtol=1e-12, atol=1e-14)
+    afresh = fastgd.fit(X, y, max_iter=2, coef_init=first.coef, intercept_init=first.intercept,
+                        slots_init=first.slots[:, :1], t_init=first.t, **settings)  # fmt: skip
+    assert not np.allclose(afresh.coef, whole.coef)

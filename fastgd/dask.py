@@ -112,7 +112,7 @@ from ._thresholds import AUTO_SAMPLE_ROWS, parallel_batches
 from ._validation import check_scalar, is_sparse
 from .errors import DivergenceError, WorkerLostError
 from .io.encoding import MAX_HASH_BITS
-from .multi import SOFTMAX_CURVATURE, _Loop, needs_k_outputs
+from .multi import SOFTMAX_CURVATURE, _Loop, needs_k_outputs, zero_model_loss
 from .multi import _penalty as multi_penalty
 from .multi import _starting_weights as multi_starting_weights
 from .options import UPDATE_RULES
@@ -127,7 +127,7 @@ from .sources import (
     block_losses,
     block_statistics,
 )
-from .stream_multi import _zero_model_loss, fold_scaler
+from .stream_multi import fold_scaler
 
 __all__ = [
     "MINIBATCH_MODES",
@@ -1014,7 +1014,8 @@ def _fit_k_outputs(client, blocks, rows, summary, resolved, settings, mode, *, p
     if plan.classes is None:
         scale = summary.zero_loss / summary.rows
     else:
-        scale = _zero_model_loss(resolved, k, SOFTMAX if multiclass == "multinomial" else OVR)
+        mode = SOFTMAX if multiclass == "multinomial" else OVR
+        scale = zero_model_loss(resolved["loss"].name, resolved["epsilon"], k, mode)
     data = types.SimpleNamespace(X=types.SimpleNamespace(shape=(summary.rows, d)), k=k,
                                  classes=plan.classes)  # fmt: skip
     loop = _Loop(data, resolved, W, b, eta, None, None, scale=scale)

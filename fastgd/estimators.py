@@ -165,6 +165,7 @@ class _BaseSGD(BaseEstimator):
             result = self._train_one_pass(
                 X, problems, sample_weight, one_pass, max_iter=max_iter, seed=int(seeds[0]),
                 coef=coef, intercept=intercept, t_init=t_init, callback=callback, split=split,
+                slots=None if slots is None else np.stack(slots),
                 average_coef=average_coef if averaging else None,
                 average_intercept=average_intercept if averaging else None,
             )  # fmt: skip
@@ -252,9 +253,11 @@ class _BaseSGD(BaseEstimator):
 
     def _train_one_pass(self, X, problems, sample_weight, common, *, max_iter, seed, coef,
                         intercept, t_init, callback, average_coef, average_intercept,
-                        split=None):  # fmt: skip
+                        split=None, slots=None):  # fmt: skip
         """The sub-problems as one k-output engine fit (``split``: early stopping's rows, a
-        multinomial fit's: its held-out score is the accuracy of the largest score)."""
+        multinomial fit's: its held-out score is the accuracy of the largest score;
+        ``slots``: the update rule's state (k, slots, d + 1) a later ``partial_fit`` call
+        continues)."""
         multiclass = getattr(self, "multiclass", "ovr")
         multiplier = problems[0][1]
         weights = multiplier if sample_weight is None else sample_weight * multiplier
@@ -272,7 +275,7 @@ class _BaseSGD(BaseEstimator):
         try:
             return engine.fit(
                 X, y, **common, max_iter=max_iter, tol=self.tol, sample_weight=weights,
-                validation_score=validation_score,
+                validation_score=validation_score, slots_init=slots,
                 random_state=seed, coef_init=coef, intercept_init=intercept, t_init=t_init,
                 average=self.average, average_coef_init=average_coef,
                 average_intercept_init=average_intercept, classes=classes, callback=callback,
@@ -466,7 +469,7 @@ def _output_results(result) -> list:
                 standard_intercept=result.standard_intercept[o] if averaging else None,
                 average_coef=result.average_coef[o] if averaging else None,
                 average_intercept=result.average_intercept[o] if averaging else None,
-                slots=np.empty((0, result.coef.shape[1] + 1)),
+                slots=result.slots[o],
             )
         )
     return outputs

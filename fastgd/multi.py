@@ -493,16 +493,30 @@ def _starting_weights(k, d, dtype, coef_init, intercept_init):
     return W, b
 
 
+def zero_model_loss(loss_name: str, epsilon: float, k: int, mode: int) -> float:
+    """The summed loss of one row under the all-zero model, for classes (``OVR``,
+    ``SOFTMAX``): every classification loss is a margin loss, so ``L(0, +1) = L(0, -1)``
+    for each of the k one-vs-rest problems, and the softmax's is ``log k``: the same for
+    every row."""
+    from .reference_multi import row_losses
+
+    name = "multinomial" if mode == SOFTMAX else "ovr"
+    values, _ = row_losses(name, np.zeros((1, k)), np.zeros(1, np.int64), loss_name, epsilon)
+    return float(values.sum())
+
+
 def _loss_scale(data: _Data, loss_code: int, epsilon: float) -> float:
-    """The summed mean loss of the all-zero model: the yardstick of an explosion."""
+    """The summed mean loss of the all-zero model: the yardstick of an explosion (for
+    classes one row's, :func:`zero_model_loss`, times the mean weight: no pass over the
+    rows)."""
     from .reference_multi import row_losses
 
     n = data.X.shape[0]
-    zeros = np.zeros((n, data.k))
-    targets = data.Y if data.mode == MULTI_OUTPUT else data.labels
     loss_name = options.LOSSES[[row.code for row in options.LOSSES].index(loss_code)].name
-    values, _ = row_losses(_MODE_NAMES[data.mode], zeros, targets, loss_name, epsilon)
     s = data.sample_weight if data.sample_weight.size else np.ones(n)
+    if data.mode != MULTI_OUTPUT:
+        return zero_model_loss(loss_name, epsilon, data.k, data.mode) * float(s.mean())
+    values, _ = row_losses("multi_output", np.zeros((n, data.k)), data.Y, loss_name, epsilon)
     return float(s @ values.sum(axis=1) / n)
 
 

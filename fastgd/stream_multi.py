@@ -49,6 +49,7 @@ from .multi import (
     _check_supported,
     _Loop,
     _starting_weights,
+    zero_model_loss,
 )
 
 __all__ = ["fit_k_classes", "needs_k_classes"]
@@ -163,19 +164,6 @@ class _BlockEpochs:
         return total, t, -1
 
 
-def _zero_model_loss(resolved: dict, k: int, mode: int) -> float:
-    """The summed per-row loss of the all-zero model (the yardstick of an explosion): every
-    classification loss is a margin loss, so ``L(0, +1) = L(0, -1)`` for each of the k
-    one-vs-rest problems, and the softmax's is ``log k``."""
-    from .reference_multi import row_losses
-
-    name = "multinomial" if mode == SOFTMAX else "ovr"
-    values, _ = row_losses(
-        name, np.zeros((1, k)), np.zeros(1, np.int64), resolved["loss"].name, resolved["epsilon"]
-    )
-    return float(values.sum())
-
-
 def fit_k_classes(source, stats, resolved: dict, *, multiclass: str, auto_step, coef_init=None,
                   intercept_init=None, slots_init=None) -> MultiFitResult:  # fmt: skip
     """The epochs of a k-class fit on ``source`` (``fastgd.stream._CsvSource`` of k
@@ -204,7 +192,7 @@ def fit_k_classes(source, stats, resolved: dict, *, multiclass: str, auto_step, 
     data = types.SimpleNamespace(X=types.SimpleNamespace(shape=(source.n_rows, d)), k=k,
                                  classes=classes)  # fmt: skip
     W, b = _starting_weights(k, d, source.dtype, coef_init, intercept_init)
-    scale = _zero_model_loss(resolved, k, mode)
+    scale = zero_model_loss(resolved["loss"].name, resolved["epsilon"], k, mode)
     loop = _Loop(data, resolved, W, b, eta, None, None, scale=scale)
     if slots_init is not None:
         _start_slots(loop.slots, slots_init)

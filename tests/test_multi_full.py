@@ -426,3 +426,20 @@ def test_k_outputs_continue_an_earlier_fits_rule_state():
     afresh = fastgd.fit(X, y, max_iter=2, coef_init=first.coef, intercept_init=first.intercept,
                         slots_init=first.slots[:, :1], t_init=first.t, **settings)  # fmt: skip
     assert not np.allclose(afresh.coef, whole.coef)
+
+
+def test_multinomial_partial_fit_continues_the_optimizers_state():
+    """Two partial_fit calls are the two epochs of one fit: Adam's moments carry over."""
+    from fastgd import SGDClassifier
+
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((300, 4))
+    y = (X @ rng.standard_normal((4, 3))).argmax(axis=1)
+    settings = dict(loss="log_loss", multiclass="multinomial", optimizer="adam",
+                    learning_rate="constant", eta0=0.01, shuffle=False, tol=None)  # fmt: skip
+    whole = SGDClassifier(max_iter=2, **settings).fit(X, y)
+    calls = SGDClassifier(**settings)
+    calls.partial_fit(X, y, classes=np.unique(y))
+    calls.partial_fit(X, y)
+    np.testing.assert_allclose(calls.coef_, whole.coef_, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(calls.intercept_, whole.intercept_, rtol=1e-12, atol=1e-14)

@@ -436,8 +436,6 @@ def test_multinomial_partial_fit_continues_one_model():
     model.partial_fit(X[300:], y[300:])
     assert model.coef_.shape == (4, 5)
     assert model.t_ == first_t + 300
-    with pytest.raises(ValueError, match="early_stopping"):
-        SGDClassifier(loss="log_loss", multiclass="multinomial", early_stopping=True).fit(X, y)
 
 
 def test_float32_stays_float32():

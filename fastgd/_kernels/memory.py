@@ -17,8 +17,12 @@ In a per-row loop, prefetch by address (``prefetch_address``, ``prefetch_bytes``
 to an inlined helper is a new reference (an atomic increment and decrement); once the row
 loop held ``prefetch_for_order``, Numba's pass that removes such pairs gave up on the whole
 loop, arrays of the step included: 8 atomic pairs a row, 40-85% of an epoch's time in
-NRT_incref/NRT_decref (perf, 200k x 100). The array-taking helpers stay for loops whose
-rows cost far more than that (the optimizer rules of k outputs, the gather pipeline).
+NRT_incref/NRT_decref (perf, 200k x 100). By address, the single-output per-sample and
+serial mini-batch loops hold none (optimised LLVM IR) and their epochs ran (1M x 100
+float64, min of 9 runs alternating with the array helpers): per-sample ``shuffle="block"``
+53.7 -> 36.1 ms, mini-batch B = 256 block order 53.7 -> 38.6 ms, file order 44.8 -> 42.6.
+The array-taking helpers stay for loops whose rows cost far more than that (the optimizer
+rules of k outputs, the gather pipeline).
 """
 
 from __future__ import annotations

@@ -30,7 +30,13 @@ from numba.extending import overload
 
 from ..options import SCHEDULE_CONSTANT, UPDATE_MOMENTUM, UPDATE_SGD
 from ._config import compile_time_choice, kernel, parallel_kernel, scalar
-from .memory import ROWS_AHEAD, prefetch_for_order
+from .memory import (
+    plan_block_stream,
+    prefetch_row_at,
+    row_ahead,
+    rows_address,
+    stream_step,
+)
 from .records import Rows
 from .rules import (
     adam_bias,
@@ -83,9 +89,18 @@ def _accumulate_chunk(
         G[c, j] = 0.0
     loss_sum = 0.0
     deriv_sum = 0.0
+    # The block stream's plan carries on from chunk to chunk and batch to batch in
+    # ``stream``: read before the row loop and written after it, never an array in it.
+    address, row_bytes = rows_address(X)
+    plan = (stream[0], stream[1], stream[2], stream[3])
     for k in range(lo, hi):
         if use_order:
-            _prefetch(X, order, k, block_rows, stream)
+            if block_rows == 0:
+                prefetch_row_at(address, row_bytes, row_ahead(order, k))
+            else:
+                if k >= plan[0]:
+                    plan = plan_block_stream(order, k, block_rows, row_bytes)
+                plan = stream_step(address, plan)
         i = order[k] if use_order else k
         p = _row_dot(X, i, w) + intercept
         value, deriv = loss_and_derivative(spec.loss, p, y[i], spec.epsilon)
@@ -100,6 +115,8 @@ def _accumulate_chunk(
             G[c, j] += coef * X[i, j]
     sums[c, 0] = loss_sum
     sums[c, 1] = deriv_sum
+    if block_rows > 0:
+        stream[0], stream[1], stream[2], stream[3] = plan
 
 
 @kernel
@@ -366,24 +383,6 @@ def _fused_step(X, i, following, w, decay, step):
     return next_dot_w, next_dot_x
 
 
-@scalar
-def _runs_on(order, k):
-    """Whether ``order`` visits, ``ROWS_AHEAD`` positions after ``k``, the row that many
-    rows after ``order[k]`` (file order given as an order: the engine's ``shuffle=False``)."""
-    ahead = k + ROWS_AHEAD
-    return ahead < order.shape[0] and order[ahead] == order[k] + ROWS_AHEAD
-
-
-@scalar
-def _prefetch(X, order, k, block_rows, stream):
-    """``memory.prefetch_for_order`` at position ``k``, except within a run of consecutive
-    rows, which the hardware prefetcher streams by itself: there the software requests only
-    took issue slots from the serial chain of steps (measured: an in-order SGD epoch given
-    as an order ran 1.4-1.6x slower than the same epoch without one, 1M x 100 float64)."""
-    if block_rows > 0 or not _runs_on(order, k):
-        prefetch_for_order(X, order, k, block_rows, stream)
-
-
 def sgd_epoch(X, y, sample_weight, order, spec, state, block_rows):
     """One epoch of per-sample SGD over the rows in ``order`` (empty: file order), from
     the training ``state`` under ``spec`` (``records.State``, ``records.Spec``).
@@ -440,13 +439,19 @@ def _linear_rows(X, y, sample_weight, order, spec, state, block_rows):
     use_order = order.shape[0] > 0
     constant = spec.schedule == SCHEDULE_CONSTANT
     loss_total = 0.0
-    stream = np.zeros(4, dtype=np.int64)
+    address, row_bytes = rows_address(X)
+    plan = (0, 0, 0, 0)  # memory.plan_block_stream's, before the first block
     eta = spec.eta0
     decay = dtype(decay_factor(eta, spec.l2))
     p = _row_dot(X, order[0] if use_order else 0, w) + intercept
     for k in range(n - 1):
         if use_order:
-            _prefetch(X, order, k, block_rows, stream)
+            if block_rows == 0:
+                prefetch_row_at(address, row_bytes, row_ahead(order, k))
+            else:
+                if k >= plan[0]:
+                    plan = plan_block_stream(order, k, block_rows, row_bytes)
+                plan = stream_step(address, plan)
         i = order[k] if use_order else k
         if not is_finite(p):
             return intercept, loss_total + p, t, k
@@ -482,10 +487,16 @@ def _general_rows(X, y, sample_weight, order, spec, state, block_rows, start, p,
     weighted = sample_weight.shape[0] > 0
     use_order = order.shape[0] > 0
     loss_total = 0.0
-    stream = np.zeros(4, dtype=np.int64)
+    address, row_bytes = rows_address(X)
+    plan = (0, 0, 0, 0)  # memory.plan_block_stream's, before the first block
     for k in range(start, n):
         if use_order:
-            _prefetch(X, order, k, block_rows, stream)
+            if block_rows == 0:
+                prefetch_row_at(address, row_bytes, row_ahead(order, k))
+            else:
+                if k >= plan[0]:
+                    plan = plan_block_stream(order, k, block_rows, row_bytes)
+                plan = stream_step(address, plan)
         i = order[k] if use_order else k
         if not is_finite(p):
             return intercept, loss_total + p, t, k
@@ -521,11 +532,17 @@ def _optimizer_rows(X, y, sample_weight, order, spec, state, block_rows):
     bias = (1.0, 1.0)
     n_rows = state.row_memory.shape[0]
     loss_total = 0.0
-    stream = np.zeros(4, dtype=np.int64)
+    address, row_bytes = rows_address(X)
+    plan = (0, 0, 0, 0)  # memory.plan_block_stream's, before the first block
     p = _row_dot(X, order[0] if use_order else 0, w) + intercept
     for k in range(n):
         if use_order:
-            _prefetch(X, order, k, block_rows, stream)
+            if block_rows == 0:
+                prefetch_row_at(address, row_bytes, row_ahead(order, k))
+            else:
+                if k >= plan[0]:
+                    plan = plan_block_stream(order, k, block_rows, row_bytes)
+                plan = stream_step(address, plan)
         i = order[k] if use_order else k
         if not is_finite(p):
             return intercept, loss_total + p, t, k

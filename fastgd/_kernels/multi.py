@@ -40,13 +40,15 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 from ._config import kernel, parallel_kernel, scalar
 from .epochs import MAX_CHUNKS, chunk_rows_for
-from .memory import ROWS_AHEAD, prefetch_for_order
+from .memory import (
+    plan_block_stream,
+    prefetch_bytes,
+    prefetch_for_order,
+    row_ahead,
+)
 from .records import State
 from .rules import apply_update, optimizer_update, row_derivative
 from .scalar import decay_factor, is_finite, loss_and_derivative, soft_threshold, step_size
@@ -297,10 +299,10 @@ def _fold_into_means(W, b, avg_W, avg_b, t, average_start):
 #
 # Every array passed to an inlined helper is a new reference (an atomic increment and
 # decrement). Numba's pass that removes such pairs gave up on the row loop once it held
-# ``memory.prefetch_for_order`` (or ``epochs._prefetch``), and then on the arrays of the
+# ``memory.prefetch_for_order`` (or the former ``epochs._prefetch``), and then on the arrays of the
 # step too: 8 atomic pairs a row, 40-85% of an epoch's time in NRT_incref/NRT_decref
 # (perf, 200k x 100, k = 1 and 5; the single-output ``epochs`` loops show the same, 56%).
-# These helpers take the rows' address and plain integers instead (``memory``'s requests:
+# ``memory``'s address helpers take the rows' address and plain integers instead (its requests:
 # the row ``ROWS_AHEAD`` positions ahead outside runs of consecutive rows, and in a block
 # order the next block too, spread over this block's steps); the row loop then holds no
 # reference count (counted in the optimised LLVM IR: 0, was 57). A helper that takes
@@ -309,64 +311,6 @@ def _fold_into_means(W, b, avg_W, avg_b, t, average_start):
 # for one output): a step of k outputs is long enough for both, and the rows of the
 # streamed block (3.2 MB at 4096 x 100) wait in L3, not L1 (measured: 10 classes 41.1 ->
 # 33.1 ms an epoch, k = 5 25.2 -> 18.1, k = 2 20.2 -> 13.2).
-
-_LINE_BYTES = 64
-
-
-@intrinsic
-def _prefetch_address(typingctx, address):
-    """``llvm.prefetch`` of the byte at ``address`` (an int64): a hint, never a fault."""
-    signature = types.void(address)
-
-    def codegen(context, builder, sig, args):
-        byte_pointer = ir.IntType(8).as_pointer()
-        function_type = ir.FunctionType(
-            ir.VoidType(), [byte_pointer, ir.IntType(32), ir.IntType(32), ir.IntType(32)]
-        )
-        function = cgutils.get_or_insert_function(
-            builder.module, function_type, "llvm.prefetch.p0i8"
-        )
-        pointer = builder.inttoptr(args[0], byte_pointer)
-        read, high_locality, data_cache = (ir.Constant(ir.IntType(32), v) for v in (0, 3, 1))
-        builder.call(function, [pointer, read, high_locality, data_cache])
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@scalar
-def _prefetch_bytes(address, begin, end):
-    """Request the cache lines of bytes ``begin..end`` after ``address``."""
-    for offset in range(begin, end, _LINE_BYTES):
-        _prefetch_address(address + offset)
-    if end > begin:
-        _prefetch_address(address + end - 1)
-
-
-@scalar
-def _row_ahead(order, k):
-    """The row ``ROWS_AHEAD`` positions after ``k`` if it is not in a run of consecutive
-    rows (which the hardware streams by itself, as ``epochs._prefetch``), else -1."""
-    ahead = k + ROWS_AHEAD
-    if ahead < order.shape[0] and order[ahead] != order[k] + ROWS_AHEAD:
-        return order[ahead]
-    return -1
-
-
-@scalar
-def _plan_block_stream(order, k, block_rows, row_bytes):
-    """At position ``k``, the first of a block of a ``shuffle="block"`` order: where the
-    next block starts in the order, its byte range in X and the bytes to request per step
-    (as ``memory.block_stream``)."""
-    n = order.shape[0]
-    length = min(block_rows, n - (order[k] // block_rows) * block_rows)
-    if k + length >= n:
-        return k + length, 0, 0, 0
-    first = (order[k + length] // block_rows) * block_rows
-    begin = first * row_bytes
-    end = (first + min(block_rows, n - first)) * row_bytes
-    lines = (end - begin + _LINE_BYTES - 1) // _LINE_BYTES
-    return k + length, begin, end, ((lines + length - 1) // length) * _LINE_BYTES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,23 +458,23 @@ def _sgd_loop(rows, mode, spec, state, block_rows):
     for position in range(n):
         if use_order and block_rows > 0:
             if position >= next_block:
-                next_block, begin, end, quota = _plan_block_stream(
+                next_block, begin, end, quota = plan_block_stream(
                     order, position, block_rows, row_bytes
                 )
-                _, target_begin, target_end, target_quota = _plan_block_stream(
+                _, target_begin, target_end, target_quota = plan_block_stream(
                     order, position, block_rows, target_bytes
                 )
             stop = min(begin + quota, end)
-            _prefetch_bytes(address, begin, stop)
+            prefetch_bytes(address, begin, stop)
             begin = stop
             stop = min(target_begin + target_quota, target_end)
-            _prefetch_bytes(target_address, target_begin, stop)
+            prefetch_bytes(target_address, target_begin, stop)
             target_begin = stop
         if use_order:
-            ahead = _row_ahead(order, position)
+            ahead = row_ahead(order, position)
             if ahead >= 0:
-                _prefetch_bytes(address, ahead * row_bytes, (ahead + 1) * row_bytes)
-                _prefetch_bytes(target_address, ahead * target_bytes, (ahead + 1) * target_bytes)
+                prefetch_bytes(address, ahead * row_bytes, (ahead + 1) * row_bytes)
+                prefetch_bytes(target_address, ahead * target_bytes, (ahead + 1) * target_bytes)
         i = order[position] if use_order else position
         if not finite:
             return total + math.inf, t, position

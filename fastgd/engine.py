@@ -36,6 +36,17 @@ from ._kernels.epochs import (
 from ._kernels.order import fill_epoch_order
 from ._kernels.records import Spec, State, l1_memory_for, make_spec, make_state, rule_arrays
 from ._pipeline import GatheredEpochs, gathers, overlap_available
+from ._range_test import (
+    AUTO_RANGE_TEST_HORIZON_POWER,
+    AUTO_RANGE_TEST_RATES_PER_DECADE,
+    AUTO_RANGE_TEST_ROWS,
+)
+from ._range_test import (
+    auto_test_epochs as _range_test_epochs,
+)
+from ._range_test import (
+    auto_test_grid as _range_test_grid,
+)
 from ._thresholds import (
     ADAPTIVE_DIVISOR,
     ADAPTIVE_MIN_ETA,
@@ -1350,32 +1361,6 @@ def range_test_step(plan: _Plan, rows: int) -> float:
     return chosen * min(1.0, test_steps / fit_steps) ** AUTO_RANGE_TEST_HORIZON_POWER
 
 
-#: The range test of the adaptive rules' ``auto``: rows of the sample it trains on (the
-#: playground finder's default), epochs per rate (the finder's for sgd/minibatch), the
-#: grid's density, and its span around the weight scale ``W`` (``_range_test_grid``).
-AUTO_RANGE_TEST_ROWS = 4096
-AUTO_RANGE_TEST_EPOCHS = 2
-AUTO_RANGE_TEST_RATES_PER_DECADE = 4
-AUTO_RANGE_TEST_SPAN = (1e-4, 1e4)
-#: ... but at least this many steps per rate: 2 epochs of 4096 rows are only 32 steps of
-#: 256 rows, and Adam's first steps move every coordinate by about the step, so the
-#: largest rates overshoot there and settle later. Measured (unscaled features, adam,
-#: minibatch): 16 steps chose 0.0027, a gap 5 times the best constant step's (0.1); 256
-#: steps chose 0.3, a gap half of it. The test's cost: see range_test_step.
-AUTO_RANGE_TEST_MIN_STEPS = 256
-#: The chosen step times (test's steps / fit's steps) to this power (see range_test_step).
-AUTO_RANGE_TEST_HORIZON_POWER = 0.5
-
-
-def _range_test_epochs(plan: _Plan, tested_rows: int, rows: int) -> int:
-    """Epochs of each run of the range test: ``AUTO_RANGE_TEST_EPOCHS``, or enough for
-    ``AUTO_RANGE_TEST_MIN_STEPS`` steps (never more steps than the fit itself takes)."""
-    steps_per_epoch = math.ceil(tested_rows / min(rows, tested_rows))
-    fit_steps = plan.max_iter * math.ceil(plan.source.n_rows / rows)
-    wanted = min(AUTO_RANGE_TEST_MIN_STEPS, fit_steps)
-    return max(AUTO_RANGE_TEST_EPOCHS, math.ceil(wanted / steps_per_epoch))
-
-
 def _range_test_source(sample: RowSample, rng, fit_intercept: bool) -> _ArraySource:
     """At most ``AUTO_RANGE_TEST_ROWS`` rows of ``sample`` (drawn with ``rng``), with their
     targets and weights, as arrays in memory."""
@@ -1389,29 +1374,6 @@ def _range_test_source(sample: RowSample, rng, fit_intercept: bool) -> _ArraySou
     extra = 1.0 if fit_intercept else 0.0
     norm = scan_sparse(X, weights, extra) if is_sparse(X) else scan(X, "X", weights, extra)
     return _ArraySource(X, y, weights, norm)
-
-
-def _range_test_grid(tested: _ArraySource, classification: bool, fit_intercept: bool):
-    """The rates of the adaptive rules' range test: ``AUTO_RANGE_TEST_SPAN`` times the weight
-    scale ``W = T / √(mean s·‖x̃‖²)``, ``T`` the targets' root mean square (1 for
-    classification: margins of order 1). ``W`` is the size of the weights that fit the
-    targets with features of the sample's scale, the distance an adaptive rule must move
-    each coordinate by steps of about its rate; the test stops at the first rate that blows
-    up, so the span's top is rarely reached."""
-    X, weights = tested.X, tested.sample_weight
-    if is_sparse(X):
-        norms = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
-    else:
-        norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    norms += 1.0 if fit_intercept else 0.0
-    mean_norm = float((weights @ norms) if weights.shape[0] else norms.sum()) / X.shape[0]
-    y = tested.y.astype(np.float64)
-    target = 1.0 if classification else math.sqrt(float(y @ y) / y.shape[0])
-    scale = target / math.sqrt(mean_norm) if mean_norm > 0.0 else target
-    if not (math.isfinite(scale) and scale > 0.0):  # all-zero targets: any scale will do
-        scale = 1.0
-    low, high = AUTO_RANGE_TEST_SPAN
-    return _range_test.rate_grid(low * scale, high * scale, AUTO_RANGE_TEST_RATES_PER_DECADE)
 
 
 def _short_plan(plan: _Plan, tested: _ArraySource, constant, rate: float, seed: int,

@@ -595,15 +595,13 @@ def _range_test_step(data: _Data, resolved: dict, W, b, rows_per_step: int,
     the sample blows up (``fastgd._range_test``); a run that diverges counts as blown up.
     The step is the lower of half the edge and the rate of the lowest objective, times
     ``√(test's steps / fit's steps)`` when the fit is longer."""
-    from . import engine  # engine imports this module: its range test's policy, read here
-
     rng = resolved["rng"]
-    sample = _sample_rows(data, rng, engine.AUTO_RANGE_TEST_ROWS)
+    sample = _sample_rows(data, rng, _range_test.AUTO_RANGE_TEST_ROWS)
     seed = int(rng.integers(2**63))  # every rate runs the same row orders
     n_fit, n_sample = data.X.shape[0], sample.X.shape[0]
     budget = types.SimpleNamespace(max_iter=resolved["max_iter"],
                                    source=types.SimpleNamespace(n_rows=n_fit))  # fmt: skip
-    epochs = engine._range_test_epochs(budget, n_sample, rows_per_step)
+    epochs = _range_test.auto_test_epochs(budget, n_sample, rows_per_step)
     short = dict(resolved, schedule=options.schedule_by_name("constant"), max_iter=epochs,
                  tol=None, callback=None, average_start=0.0)  # fmt: skip
     scale = _loss_scale(sample, resolved["loss"].code, resolved["epsilon"])
@@ -618,17 +616,17 @@ def _range_test_step(data: _Data, resolved: dict, W, b, rows_per_step: int,
 
     targets = sample.Y.ravel() if data.mode == MULTI_OUTPUT else np.empty(0)
     tested = types.SimpleNamespace(X=sample.X, sample_weight=sample.sample_weight, y=targets)
-    grid = engine._range_test_grid(tested, data.mode != MULTI_OUTPUT, resolved["fit_intercept"])
+    grid = _range_test.auto_test_grid(tested, data.mode != MULTI_OUTPUT, resolved["fit_intercept"])
     start = _objective(sample, resolved, W, b)
     test = _range_test.run_range_test(
-        objective_after, grid, start, patience=engine.AUTO_RANGE_TEST_RATES_PER_DECADE
+        objective_after, grid, start, patience=_range_test.AUTO_RANGE_TEST_RATES_PER_DECADE
     )
     if test.blew_up and test.rates.shape[0] == 1:  # the smallest rate blew up: go below it
         return float(grid[0]) / _range_test.SUGGESTION_DIVISOR
     chosen = min(test.suggestion, test.lowest_rate)
     test_steps = epochs * math.ceil(n_sample / min(rows_per_step, n_sample))
     fit_steps = resolved["max_iter"] * math.ceil(n_fit / rows_per_step)
-    return chosen * min(1.0, test_steps / fit_steps) ** engine.AUTO_RANGE_TEST_HORIZON_POWER
+    return chosen * min(1.0, test_steps / fit_steps) ** _range_test.AUTO_RANGE_TEST_HORIZON_POWER
 
 
 def _sample_rows(data: _Data, rng, most: int) -> _Data:

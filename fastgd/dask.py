@@ -280,19 +280,28 @@ def _add_sums(*parts):
     return grad, total, deriv, rows
 
 
-def _local_epoch(block, coef, intercept, t, slots, local_options, seed):
-    """One local epoch from the given model and update-rule slots (``fastgd.fit(max_iter=1,
-    slots_init=slots)``); returns ``(coef, intercept, Σ L, rows, t after, diverged, slots
-    after)``."""
+def _local_fit(block, coef, intercept, t, slots, local_options, seed):
+    """One local epoch of ``fastgd.fit`` on a partition from the given model, rule slots
+    and step counter (one output or k); None when it diverged."""
     X, y = block
     from .engine import fit
 
     try:
-        result = fit(
+        return fit(
             X, y, coef_init=coef, intercept_init=intercept, t_init=t, slots_init=slots,
             random_state=seed, max_iter=1, tol=None, **local_options,
         )  # fmt: skip
     except DivergenceError:
+        return None
+
+
+def _local_epoch(block, coef, intercept, t, slots, local_options, seed):
+    """One local epoch from the given model and update-rule slots (``fastgd.fit(max_iter=1,
+    slots_init=slots)``); returns ``(coef, intercept, Σ L, rows, t after, diverged, slots
+    after)``."""
+    X, _ = block
+    result = _local_fit(block, coef, intercept, t, slots, local_options, seed)
+    if result is None:
         return coef, intercept, math.inf, X.shape[0], t, True, slots
     # loss_history[0] is the mean row loss of the epoch plus the penalty at its start (the
     # driver takes the penalty off once).
@@ -512,16 +521,9 @@ def _local_k_epoch(block, coef, intercept, t, slots, local_options, seed):
     """One local epoch of k outputs (``fastgd.fit(max_iter=1, multiclass=...)``) from the
     given model and rule slots; returns ``(W, b, Σ L, rows, t after, diverged, each
     output's Σ L, slots after)``."""
-    X, y = block
-    from .engine import fit
-
-    rows = X.shape[0]
-    try:
-        result = fit(
-            X, y, coef_init=coef, intercept_init=intercept, t_init=t, slots_init=slots,
-            random_state=seed, max_iter=1, tol=None, **local_options,
-        )  # fmt: skip
-    except DivergenceError:
+    rows = block[0].shape[0]
+    result = _local_fit(block, coef, intercept, t, slots, local_options, seed)
+    if result is None:
         return coef, intercept, math.inf, rows, t, True, np.zeros(coef.shape[0]), slots
     loss_total = float(result.loss_history[0]) * rows
     return (result.coef, np.asarray(result.intercept, dtype=np.float64), loss_total, rows,

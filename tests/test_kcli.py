@@ -232,7 +232,7 @@ def test_k_classes_stop_early_on_the_held_out_accuracy(text_csv):
     scores = result.validation_scores
     assert scores.shape == (result.n_iter,) and result.n_iter == 3  # no 0.5 gain: 1 + 2
     assert 0.7 < scores.max() <= 1.0
-    # the held-out rows are not trained on: the score is the accuracy on them, recomputed
+    # without tol every epoch runs, each with its held-out score; the rows are held out
     held_out = fastgd.fit_csv(text_csv, validation_fraction=0.25, tol=None, max_iter=2,
                               target="animal", loss="log_loss", random_state=0)  # fmt: skip
     assert held_out.validation_scores.shape == (2,)
